@@ -1,0 +1,144 @@
+"""The one event shape every ingest path normalises into.
+
+Pixels, form posts and email opens all become an :class:`Event` before they are
+produced to Kafka; the worker only ever sees this shape.  ``Event.from_dict``
+is the single place that validates what comes off the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from models.errors import InvalidEventError
+
+SCHEMA_VERSION = 1
+
+
+class EventType(StrEnum):
+    PAGE_VIEW = "page_view"
+    EMAIL_OPEN = "email_open"
+    EMAIL_CLICK = "email_click"
+    FORM_FILL = "form_fill"
+
+
+# Form fields we understand; anything else a form posts is ignored, not stored.
+FORM_FIELDS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "name",
+    "company",
+    "job_title",
+    "country",
+    "region",
+    "phone",
+    "consent",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A normalised tracking event.
+
+    ``event_id`` is minted once at ingest and is the idempotency key: Kafka
+    delivers at least once, and the worker counts an ``event_id`` only once.
+    ``ts`` is epoch seconds (float) when the collector received the event.
+    """
+
+    event_id: str
+    type: EventType
+    ts: float
+    source: str
+    visitor_id: str | None = None
+    email: str | None = None
+    url: str | None = None
+    referrer: str | None = None
+    title: str | None = None
+    utm: Mapping[str, str] = field(default_factory=dict)
+    form_id: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+    campaign: str | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+    v: int = SCHEMA_VERSION
+
+    def partition_key(self) -> str:
+        """One person's events share a key so Kafka keeps them in order.
+
+        The visitor id wins when present: a form fill carries both the cookie
+        and the email, so every event of that browser stays on one partition.
+        """
+        if self.visitor_id:
+            return f"v:{self.visitor_id}"
+        if self.email:
+            return f"e:{self.email}"
+        return f"x:{self.event_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["type"] = self.type.value
+        data["utm"] = dict(self.utm)
+        data["fields"] = dict(self.fields)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """Validate and build an event; raises :class:`InvalidEventError`."""
+        if not isinstance(data, Mapping):
+            msg = f"event must be a JSON object, got {type(data).__name__}; send one object per message"
+            raise InvalidEventError(msg)
+        event_id = _str(data, "event_id", required=True)
+        raw_type = _str(data, "type", required=True)
+        try:
+            etype = EventType(raw_type or "")
+        except ValueError:
+            allowed = ", ".join(t.value for t in EventType)
+            msg = f"event field 'type' has unknown value {raw_type!r}; use one of: {allowed}"
+            raise InvalidEventError(msg) from None
+        ts = data.get("ts")
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts <= 0:
+            msg = f"event field 'ts' must be positive epoch seconds, got {ts!r}; set it when the event is received"
+            raise InvalidEventError(msg)
+        return cls(
+            event_id=event_id or "",
+            type=etype,
+            ts=float(ts),
+            source=_str(data, "source") or "unknown",
+            visitor_id=_str(data, "visitor_id"),
+            email=_str(data, "email"),
+            url=_str(data, "url"),
+            referrer=_str(data, "referrer"),
+            title=_str(data, "title"),
+            utm=_str_map(data, "utm"),
+            form_id=_str(data, "form_id"),
+            fields=_str_map(data, "fields"),
+            campaign=_str(data, "campaign"),
+            user_agent=_str(data, "user_agent"),
+            ip=_str(data, "ip"),
+            v=int(data.get("v", SCHEMA_VERSION)),
+        )
+
+
+def _str(data: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            msg = f"event field {key!r} is missing; every event needs it"
+            raise InvalidEventError(msg)
+        return None
+    if not isinstance(value, str):
+        msg = f"event field {key!r} must be a string, got {type(value).__name__} {value!r}"
+        raise InvalidEventError(msg)
+    return value
+
+
+def _str_map(data: Mapping[str, Any], key: str) -> dict[str, str]:
+    value = data.get(key) or {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        msg = f"event field {key!r} must be an object of strings, got {value!r}"
+        raise InvalidEventError(msg)
+    return dict(value)

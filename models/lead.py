@@ -1,0 +1,215 @@
+"""Leads, the reasons behind their scores, reps, routing decisions and alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Stage(StrEnum):
+    """The funnel a lead moves through."""
+
+    ANONYMOUS = "anonymous"
+    KNOWN = "known"
+    MQL = "mql"
+    SAL = "sal"
+    SQL = "sql"
+    OPPORTUNITY = "opportunity"
+    WON = "won"
+    LOST = "lost"
+    NURTURE = "nurture"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why points were added: one per scoring rule an event matched."""
+
+    rule: str
+    points: float
+    event_id: str
+    event_type: str
+    ts: float
+    detail: str = ""
+    hand_raiser: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "points": self.points,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "ts": self.ts,
+            "detail": self.detail,
+            "hand_raiser": self.hand_raiser,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reason:
+        return cls(
+            rule=str(d["rule"]),
+            points=float(d["points"]),
+            event_id=str(d["event_id"]),
+            event_type=str(d["event_type"]),
+            ts=float(d["ts"]),
+            detail=str(d.get("detail", "")),
+            hand_raiser=bool(d.get("hand_raiser", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LeadView:
+    """A lead as routing and alerts see it: identity, firmographics, score."""
+
+    lead_id: str
+    email: str | None
+    score: float
+    stage: Stage
+    fields: Mapping[str, str] = field(default_factory=dict)
+    reasons: tuple[Reason, ...] = ()
+
+    @property
+    def company(self) -> str | None:
+        return self.fields.get("company") or None
+
+    @property
+    def display_name(self) -> str:
+        f = self.fields
+        name = f.get("name") or " ".join(x for x in (f.get("first_name"), f.get("last_name")) if x)
+        return name or self.email or self.lead_id
+
+    @property
+    def email_domain(self) -> str | None:
+        if self.email and "@" in self.email:
+            return self.email.rsplit("@", 1)[1].lower()
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lead_id": self.lead_id,
+            "email": self.email,
+            "score": self.score,
+            "stage": self.stage.value,
+            "fields": dict(self.fields),
+            "reasons": [r.to_dict() for r in self.reasons],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LeadView:
+        return cls(
+            lead_id=str(d["lead_id"]),
+            email=d.get("email"),
+            score=float(d["score"]),
+            stage=Stage(d.get("stage", Stage.ANONYMOUS.value)),
+            fields={str(k): str(v) for k, v in (d.get("fields") or {}).items()},
+            reasons=tuple(Reason.from_dict(r) for r in d.get("reasons") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rep:
+    rep_id: str
+    name: str
+    email: str
+    team: str
+    slack_user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """Which team a lead goes to and how the rules got there."""
+
+    team: str
+    rule: str
+    rules_version: str
+    path: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A lead handed to one rep for one sales-ready crossing."""
+
+    assignment_id: str
+    lead_id: str
+    crossing: int
+    rep: Rep
+    decision: RoutingDecision
+    ts: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "assignment_id": self.assignment_id,
+            "lead_id": self.lead_id,
+            "crossing": self.crossing,
+            "rep": {
+                "rep_id": self.rep.rep_id,
+                "name": self.rep.name,
+                "email": self.rep.email,
+                "team": self.rep.team,
+                "slack_user_id": self.rep.slack_user_id,
+            },
+            "decision": {
+                "team": self.decision.team,
+                "rule": self.decision.rule,
+                "rules_version": self.decision.rules_version,
+                "path": list(self.decision.path),
+            },
+            "ts": self.ts,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Assignment:
+        r, dec = d["rep"], d["decision"]
+        return cls(
+            assignment_id=str(d["assignment_id"]),
+            lead_id=str(d["lead_id"]),
+            crossing=int(d["crossing"]),
+            rep=Rep(
+                rep_id=str(r["rep_id"]),
+                name=str(r["name"]),
+                email=str(r["email"]),
+                team=str(r["team"]),
+                slack_user_id=r.get("slack_user_id"),
+            ),
+            decision=RoutingDecision(
+                team=str(dec["team"]),
+                rule=str(dec["rule"]),
+                rules_version=str(dec["rules_version"]),
+                path=tuple(str(p) for p in dec["path"]),
+            ),
+            ts=float(d["ts"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Everything a rep needs to act now: who, why, and the recent activity."""
+
+    assignment: Assignment
+    lead: LeadView
+    threshold: float
+    trigger: str
+    recent: tuple[Mapping[str, Any], ...] = ()
+    event_ts: float = 0.0  # when the collector received the event that triggered it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "assignment": self.assignment.to_dict(),
+            "lead": self.lead.to_dict(),
+            "threshold": self.threshold,
+            "trigger": self.trigger,
+            "recent": [dict(r) for r in self.recent],
+            "event_ts": self.event_ts,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Alert:
+        return cls(
+            assignment=Assignment.from_dict(d["assignment"]),
+            lead=LeadView.from_dict(d["lead"]),
+            threshold=float(d["threshold"]),
+            trigger=str(d["trigger"]),
+            recent=tuple(d.get("recent") or ()),
+            event_ts=float(d.get("event_ts", 0.0)),
+        )
