@@ -1,0 +1,168 @@
+"""Demo traffic: realistic B2B buying committees browsing, opening email, filling forms.
+
+Used by ``leadrouter dev`` (and the benchmarks) to drive the collector over
+real HTTP.  Most visitors browse anonymously; some identify themselves with a
+content form; a few raise their hand on the demo form.  Opens come through
+signed email tokens, exactly as a mail client would fetch them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import aiohttp
+
+from router.tokens import mint_token
+
+# Fictional companies with their domain, country and (for the US) state.
+COMPANIES: tuple[tuple[str, str, str, str], ...] = (
+    ("Acme Analytics", "acme-analytics.com", "US", "NY"),
+    ("Bluefin Logistics", "bluefin-logistics.com", "US", "WA"),
+    ("Cobalt Health", "cobalthealth.io", "US", "TX"),
+    ("Dunmore Retail", "dunmore.co.uk", "GB", ""),
+    ("Elbe Maschinenbau", "elbe-mb.de", "DE", ""),
+    ("Fjord Energy", "fjordenergy.no", "NO", ""),
+    ("Granite Insurance", "graniteins.com", "US", "MA"),
+    ("Harbor Freight Tech", "harborft.com", "US", "CA"),
+    ("Iberia Telecom", "iberiatel.es", "ES", ""),
+    ("Juniper Foods", "juniperfoods.com", "US", "IL"),
+    ("Kestrel Software", "kestrelsoft.com.au", "AU", ""),
+    ("Lumen Pharma", "lumenpharma.fr", "FR", ""),
+    ("Mosaic Media", "mosaicmedia.com", "US", "CO"),
+    ("Nordlicht Bank", "nordlicht.de", "DE", ""),
+    ("Orion Robotics", "orionrobotics.jp", "JP", ""),
+    ("Pampas Agro", "pampasagro.com.ar", "AR", ""),
+    ("Quarry Construction", "quarryco.com", "US", "GA"),
+    ("Redwood Security", "redwoodsec.com", "US", "OR"),
+    ("Saffron Hotels", "saffronhotels.in", "IN", ""),
+    ("Tidewater Shipping", "tidewater.nl", "NL", ""),
+)
+FIRST = ("Ava", "Ben", "Chloe", "Daniel", "Elena", "Farid", "Grace", "Hiro", "Isla", "Jonas", "Kira", "Liam",
+         "Maya", "Noah", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Uma", "Victor", "Wen", "Yusuf")
+LAST = ("Anders", "Brooks", "Chen", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito", "Jensen",
+        "Kowalski", "Lopez", "Moreau", "Novak", "Okafor", "Patel", "Rossi", "Schmidt", "Tanaka", "Weber")
+TITLES = ("VP Sales", "Head of RevOps", "Marketing Manager", "CTO", "IT Director", "Procurement Lead",
+          "Data Engineer", "CFO", "Sales Operations Analyst", "Chief Revenue Officer")
+PAGES: tuple[tuple[str, str, float], ...] = (
+    ("/", "Home", 10),
+    ("/product", "Product overview", 8),
+    ("/product/integrations", "Integrations", 4),
+    ("/pricing", "Pricing", 5),
+    ("/case-studies/northwind", "Case study: Northwind", 3),
+    ("/blog/lead-routing-benchmarks", "Blog: lead routing benchmarks", 6),
+    ("/docs/getting-started", "Docs: getting started", 3),
+    ("/careers", "Careers", 1),
+)
+CONTENT_FORMS = ("whitepaper-download", "webinar-registration", "newsletter")
+HAND_RAISER_FORM = "demo-request"
+CAMPAIGNS = ("nov-product-update", "webinar-invite", "pricing-change")
+
+
+@dataclass
+class Person:
+    visitor_id: str
+    first: str
+    last: str
+    company: tuple[str, str, str, str]
+    title: str
+    known: bool = False
+    engaged: float = 1.0  # how keen: scales their activity
+
+    @property
+    def email(self) -> str:
+        return f"{self.first}.{self.last}@{self.company[1]}".lower()
+
+
+@dataclass
+class DemoStats:
+    sent: dict[str, int] = field(default_factory=lambda: {"page": 0, "form": 0, "open": 0, "error": 0})
+
+
+class DemoTraffic:
+    """Sends a steady stream of realistic hits to a collector."""
+
+    def __init__(self, collector_url: str, token_secret: str, *, rate_per_s: float = 20.0, people: int = 120,
+                 seed: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.url = collector_url.rstrip("/")
+        self.secret = token_secret
+        self.rate = rate_per_s
+        self.rng = random.Random(seed)
+        self.clock = clock
+        self.stats = DemoStats()
+        self.people = [self._person(i) for i in range(people)]
+
+    def _person(self, i: int) -> Person:
+        r = self.rng
+        return Person(visitor_id=f"demo{i:04d}{r.getrandbits(40):010x}", first=r.choice(FIRST), last=r.choice(LAST),
+                      company=r.choice(COMPANIES), title=r.choice(TITLES), engaged=r.paretovariate(1.5))
+
+    def _pick(self) -> Person:
+        weights = [p.engaged for p in self.people]
+        return self.rng.choices(self.people, weights=weights, k=1)[0]
+
+    async def _page(self, s: aiohttp.ClientSession, p: Person) -> None:
+        paths, titles, weights = zip(*PAGES, strict=True)
+        i = self.rng.choices(range(len(paths)), weights=weights, k=1)[0]
+        params = {"vid": p.visitor_id, "url": f"https://www.example-saas.com{paths[i]}", "title": titles[i]}
+        if self.rng.random() < 0.2:
+            params["url"] += "?utm_source=linkedin&utm_medium=paid&utm_campaign=q4-abm"
+        async with s.get(f"{self.url}/t/p.gif?{urlencode(params)}") as resp:
+            await resp.read()
+            self._count("page", resp.status == 200)
+
+    async def _form(self, s: aiohttp.ClientSession, p: Person, form_id: str) -> None:
+        data = {"form_id": form_id, "email": p.email, "first_name": p.first, "last_name": p.last,
+                "company": p.company[0], "job_title": p.title, "country": p.company[2], "consent": "true",
+                "vid": p.visitor_id, "url": "https://www.example-saas.com/contact"}
+        if p.company[3]:
+            data["region"] = p.company[3]
+        async with s.post(f"{self.url}/t/form", data=data) as resp:
+            await resp.read()
+            self._count("form", resp.status == 202)
+        p.known = True
+
+    async def _open(self, s: aiohttp.ClientSession, p: Person) -> None:
+        token = mint_token(self.secret, email=p.email, campaign=self.rng.choice(CAMPAIGNS), ttl_s=86400,
+                           now=self.clock())
+        async with s.get(f"{self.url}/t/o/{token}.gif") as resp:
+            await resp.read()
+            self._count("open", resp.status == 200)
+
+    def _count(self, kind: str, ok: bool) -> None:
+        self.stats.sent[kind if ok else "error"] += 1
+
+    async def step(self, s: aiohttp.ClientSession) -> None:
+        p = self._pick()
+        roll = self.rng.random()
+        if p.known and roll < 0.25:
+            await self._open(s, p)
+        elif roll < 0.04 * p.engaged:
+            await self._form(s, p, HAND_RAISER_FORM)
+        elif not p.known and roll < 0.12:
+            await self._form(s, p, self.rng.choice(CONTENT_FORMS))
+        else:
+            await self._page(s, p)
+
+    async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> DemoStats:
+        interval = 1.0 / self.rate
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        async with aiohttp.ClientSession() as s:
+            next_at = time.monotonic()
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                try:
+                    await self.step(s)
+                except (TimeoutError, aiohttp.ClientError):
+                    self.stats.sent["error"] += 1
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(stop.wait(), delay)
+                    except TimeoutError:
+                        pass
+        return self.stats

@@ -1,0 +1,144 @@
+-- Apply one scored event to one lead, atomically.
+--
+-- De-duplicates by event id (Kafka delivers at least once), merges the
+-- visitor's anonymous history into the lead the first time the visitor is
+-- identified, adds the points with exact continuous exponential decay, keeps
+-- the reasons and the activity timeline, and records a sales-ready crossing
+-- exactly once, before anything acts on it.
+--
+-- KEYS[1..4]  lead hash, seen zset, reasons list, recent list
+-- KEYS[5..9]  (only when ARGV[14] == '1') anonymous profile hash, seen,
+--             reasons, recent, and the visitor -> lead key
+-- ARGV        1 event_id  2 ts  3 points  4 (unused)  5 summary_json
+--             6 threshold  7 half_life_s  8 hand_raiser  9 fields_json
+--             10 email  11 lead_id  12 now  13 seen_window_s  14 link
+--             15 reasons_kept  16 recent_kept  17.. reason json strings
+local lead, seen, reasons, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local eid = ARGV[1]
+local ts = tonumber(ARGV[2])
+local pts = tonumber(ARGV[3])
+local thr = tonumber(ARGV[6])
+local h = tonumber(ARGV[7])
+local now = tonumber(ARGV[12])
+
+local function fmt(x) return string.format('%.17g', x) end
+
+local function decayed(v, asof, t)
+  if asof <= 0 or v == 0 or t <= asof then return v end
+  return v * math.pow(2, -(t - asof) / h)
+end
+
+-- Points earned at `at` join a score kept as of `asof`; the result does not
+-- depend on the order events arrive in.
+local function add(v, asof, p, at)
+  if asof <= 0 then return p, at end
+  if at >= asof then return decayed(v, asof, at) + p, at end
+  return v + p * math.pow(2, -(asof - at) / h), asof
+end
+
+local function snapshot(status, extra)
+  local out = extra or {}
+  out['status'] = status
+  local flat = redis.call('HGETALL', lead)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  out['lead'] = fields
+  out['reasons'] = redis.call('LRANGE', reasons, 0, 19)
+  out['recent'] = redis.call('LRANGE', recent, 0, 9)
+  return cjson.encode(out)
+end
+
+local merged_into = redis.call('HGET', lead, 'merged_into')
+if merged_into then
+  return cjson.encode({status = 'moved', to = merged_into})
+end
+
+if redis.call('ZSCORE', seen, eid) then
+  if redis.call('HGET', lead, 'pending_event') == eid then
+    -- This event fired a crossing whose routing never finished: resume it.
+    return snapshot('resume', {
+      crossing = tonumber(redis.call('HGET', lead, 'pending_crossing')),
+      trigger = redis.call('HGET', lead, 'last_trigger'),
+    })
+  end
+  return cjson.encode({status = 'duplicate'})
+end
+
+local merged = 0
+if ARGV[14] == '1' then
+  local ahash, aseen, areasons, arecent, vkey = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  redis.call('SET', vkey, ARGV[11])
+  if redis.call('EXISTS', ahash) == 1 and not redis.call('HGET', ahash, 'merged_into') then
+    local av = tonumber(redis.call('HGET', ahash, 'score') or '0')
+    local aa = tonumber(redis.call('HGET', ahash, 'asof') or '0')
+    if aa > 0 then
+      local lv = tonumber(redis.call('HGET', lead, 'score') or '0')
+      local la = tonumber(redis.call('HGET', lead, 'asof') or '0')
+      lv, la = add(lv, la, av, aa)
+      redis.call('HSET', lead, 'score', fmt(lv), 'asof', fmt(la))
+    end
+    redis.call('ZUNIONSTORE', seen, 2, seen, aseen, 'AGGREGATE', 'MIN')
+    local old = redis.call('LRANGE', areasons, 0, -1)
+    if #old > 0 then redis.call('RPUSH', reasons, unpack(old)) end
+    old = redis.call('LRANGE', arecent, 0, -1)
+    if #old > 0 then redis.call('RPUSH', recent, unpack(old)) end
+    local first = redis.call('HGET', ahash, 'first_seen')
+    if first then redis.call('HSETNX', lead, 'first_seen', first) end
+    redis.call('HINCRBY', lead, 'events', tonumber(redis.call('HGET', ahash, 'events') or '0'))
+    redis.call('HSET', ahash, 'merged_into', ARGV[11])
+    redis.call('EXPIRE', ahash, tonumber(ARGV[13]))
+    redis.call('DEL', aseen, areasons, arecent)
+    redis.call('HINCRBY', lead, 'merges', 1)
+    merged = 1
+  end
+end
+
+redis.call('ZADD', seen, now, eid)
+redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - tonumber(ARGV[13]))
+
+local v = tonumber(redis.call('HGET', lead, 'score') or '0')
+local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
+local at = ts
+if a > at then at = a end
+local before = decayed(v, a, at)
+local nv, na = add(v, a, pts, ts)
+local after = decayed(nv, na, at)
+redis.call('HSET', lead, 'score', fmt(nv), 'asof', fmt(na), 'lead_id', ARGV[11], 'last_seen', fmt(at))
+redis.call('HSETNX', lead, 'first_seen', fmt(ts))
+redis.call('HINCRBY', lead, 'events', 1)
+
+local email = ARGV[10]
+if email ~= '' then redis.call('HSET', lead, 'email', email) end
+local fields = cjson.decode(ARGV[9])
+for k, fv in pairs(fields) do redis.call('HSET', lead, 'f:' .. k, fv) end
+local stage = redis.call('HGET', lead, 'stage')
+if not stage or (stage == 'anonymous' and email ~= '') then
+  if redis.call('HEXISTS', lead, 'email') == 1 then stage = 'known' else stage = 'anonymous' end
+  redis.call('HSET', lead, 'stage', stage)
+end
+
+for i = 17, #ARGV do redis.call('LPUSH', reasons, ARGV[i]) end
+redis.call('LTRIM', reasons, 0, tonumber(ARGV[15]) - 1)
+redis.call('LPUSH', recent, ARGV[5])
+redis.call('LTRIM', recent, 0, tonumber(ARGV[16]) - 1)
+
+-- A crossing fires once: the `ready` flag is set in this same step and only a
+-- recycle (rep rejection, decay below the recycle level) clears it.  Only a
+-- lead with an email can be routed; an anonymous profile that is already over
+-- the threshold fires the moment it is identified.
+local known = redis.call('HEXISTS', lead, 'email') == 1
+if known and redis.call('HGET', lead, 'ready') ~= '1' then
+  local trigger = nil
+  if ARGV[8] == '1' then
+    trigger = 'hand_raiser'
+  elseif after >= thr then
+    trigger = 'threshold'
+  end
+  if trigger then
+    local n = redis.call('HINCRBY', lead, 'crossing', 1)
+    redis.call('HSET', lead, 'ready', '1', 'stage', 'mql', 'pending_event', eid,
+      'pending_crossing', n, 'last_trigger', trigger, 'mql_ts', fmt(at))
+    return snapshot('fired', {crossing = n, trigger = trigger, before = before, after = after, merged = merged})
+  end
+end
+return cjson.encode({status = 'scored', before = before, after = after, merged = merged})

@@ -1,0 +1,189 @@
+"""The one settings object.
+
+The environment is read once, here, into a frozen :class:`Settings`.  Nothing
+else in the project reads ``os.environ``: every component gets the settings
+(or the few values it needs) passed in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from router.errors import SettingsError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCORING = PACKAGE_ROOT / "scoring" / "scoring.yaml"
+DEFAULT_RULES = PACKAGE_ROOT / "rules" / "routing.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Kafka
+    kafka_url: str = "kafka://127.0.0.1:9092"
+    app_id: str = "leadrouter"
+    topic_events: str = "leadrouter.events"
+    topic_assignments: str = "leadrouter.assignments"
+    topic_dead_letter: str = "leadrouter.alerts.dlq"
+    topic_partitions: int = 4
+    # faust hard-codes fetch_max_wait_ms=1500; brokers that wait the full
+    # time (Tansu does) turn that into latency, so we set our own.
+    fetch_max_wait_ms: int = 100
+    broker_session_timeout_s: float = 10.0
+    worker_batch_size: int = 500
+    worker_batch_window_s: float = 0.02
+    worker_web_port: int = 6066
+    # Redis
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Collector
+    collector_host: str = "127.0.0.1"
+    collector_port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    cookie_name: str = "lr_vid"
+    cookie_max_age_s: int = 60 * 60 * 24 * 395
+    cookie_secure: bool = False
+    token_secret: str = ""
+    token_ttl_s: int = 60 * 60 * 24 * 90
+    # Config files edited by ops
+    scoring_file: Path = DEFAULT_SCORING
+    rules_file: Path = DEFAULT_RULES
+    # Alerts
+    slack_webhook_url: str = ""
+    slack_api_url: str = "https://slack.com/api"
+    slack_bot_token: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "leadrouter@localhost"
+    alert_max_attempts: int = 5
+    alert_backoff_s: float = 0.5
+    alert_timeout_s: float = 10.0
+    log_level: str = "INFO"
+    # Names of the fields the environment set (not a setting itself).
+    explicit: frozenset[str] = frozenset()
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """``host:port[,host:port]`` from the faust-style URL."""
+        return ",".join(
+            part.split("://", 1)[-1] for part in self.kafka_url.split(";") if part
+        )
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes another process build these settings."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            if f.name == "explicit":
+                continue
+            value = getattr(self, f.name)
+            env[f"LEADROUTER_{f.name.upper()}"] = (
+                ("1" if value else "0") if isinstance(value, bool) else str(value)
+            )
+        env["KAFKA_URL"] = self.kafka_url
+        env["REDIS_URL"] = self.redis_url
+        return env
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off", ""}:
+        return False
+    msg = f"setting {name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off"
+    raise SettingsError(msg)
+
+
+def _parse_number(name: str, raw: str, kind: Callable[[str], Any]) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        msg = f"setting {name}={raw!r} is not a valid {kind.__name__}; set a number such as 10"
+        raise SettingsError(msg) from None
+    if value < 0:
+        msg = f"setting {name}={raw!r} must not be negative"
+        raise SettingsError(msg)
+    return value
+
+
+# Well-known names that deployments already use, mapped to our fields.
+_ALIASES: Mapping[str, str] = {
+    "KAFKA_URL": "kafka_url",
+    "REDIS_URL": "redis_url",
+    "SLACK_WEBHOOK_URL": "slack_webhook_url",
+    "SLACK_BOT_TOKEN": "slack_bot_token",
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment once into typed, frozen settings.
+
+    ``LEADROUTER_<FIELD>`` sets any field; ``KAFKA_URL``, ``REDIS_URL``,
+    ``SLACK_WEBHOOK_URL`` and ``SLACK_BOT_TOKEN`` are honoured as well and lose
+    to the prefixed name when both are set.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, tuple[str, str]] = {}
+    for alias, fname in _ALIASES.items():
+        if env.get(alias):
+            raw[fname] = (alias, env[alias])
+    known = {f.name: f for f in fields(Settings)}
+    for key, value in env.items():
+        if key.startswith("LEADROUTER_"):
+            fname = key[len("LEADROUTER_") :].lower()
+            if fname not in known or fname == "explicit":
+                close = [n for n in known if n.split("_")[0] == fname.split("_")[0]]
+                hint = f"; did you mean LEADROUTER_{close[0].upper()}?" if close else ""
+                msg = f"unknown setting {key}{hint}"
+                raise SettingsError(msg)
+            raw[fname] = (key, value)
+    values: dict[str, Any] = {}
+    defaults = Settings()
+    for fname, (name, value) in raw.items():
+        default = getattr(defaults, fname)
+        if isinstance(default, bool):
+            values[fname] = _parse_bool(name, value)
+        elif isinstance(default, int):
+            values[fname] = _parse_number(name, value, int)
+        elif isinstance(default, float):
+            values[fname] = _parse_number(name, value, float)
+        elif isinstance(default, Path):
+            values[fname] = Path(value)
+        else:
+            values[fname] = value
+    settings = Settings(**values, explicit=frozenset(values))
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if not s.kafka_url.startswith(("kafka://", "aiokafka://")):
+        msg = f"setting KAFKA_URL={s.kafka_url!r} must start with kafka://, e.g. kafka://127.0.0.1:9092"
+        raise SettingsError(msg)
+    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        msg = f"setting REDIS_URL={s.redis_url!r} must start with redis://, e.g. redis://127.0.0.1:6379/0"
+        raise SettingsError(msg)
+    if s.topic_partitions < 1:
+        msg = f"setting LEADROUTER_TOPIC_PARTITIONS={s.topic_partitions} must be at least 1"
+        raise SettingsError(msg)
+    if s.alert_max_attempts < 1:
+        msg = f"setting LEADROUTER_ALERT_MAX_ATTEMPTS={s.alert_max_attempts} must be at least 1"
+        raise SettingsError(msg)
+
+
+def require_token_secret(s: Settings) -> str:
+    if len(s.token_secret) < 16:
+        msg = (
+            "setting LEADROUTER_TOKEN_SECRET is missing or shorter than 16 characters; "
+            "set it to a long random value, e.g. `python -c 'import secrets;print(secrets.token_urlsafe(32))'`"
+        )
+        raise SettingsError(msg)
+    return s.token_secret

@@ -1,0 +1,87 @@
+"""HMAC-signed tokens for email open pixels and click redirects.
+
+A token is ``<base64url(json claims)>.<base64url(hmac-sha256)>``.  It names the
+recipient, the campaign and an expiry; clicks also carry the one URL the
+redirect may go to, so the collector is never an open redirect.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from router.errors import TokenError
+
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    email: str
+    campaign: str
+    expires: int
+    kind: str = "open"  # open | click
+    url: str | None = None
+    sent_at: int = 0
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(secret: str, body: str) -> str:
+    return _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
+
+
+def mint_token(secret: str, *, email: str, campaign: str, ttl_s: int, kind: str = "open",
+               url: str | None = None, now: float | None = None) -> str:
+    if kind not in ("open", "click"):
+        msg = f"token kind {kind!r} is not supported; use 'open' or 'click'"
+        raise TokenError(msg)
+    if kind == "click" and not url:
+        msg = "a click token needs the destination url; pass url='https://…'"
+        raise TokenError(msg)
+    if "@" not in email:
+        msg = f"token email {email!r} is not an email address"
+        raise TokenError(msg)
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, object] = {"v": _VERSION, "e": email.strip().lower(), "c": campaign,
+                                 "x": issued + int(ttl_s), "k": kind, "s": issued}
+    if url:
+        claims["u"] = url
+    body = _b64(orjson.dumps(claims))
+    return f"{body}.{_sign(secret, body)}"
+
+
+def verify_token(secret: str, token: str, *, now: float | None = None) -> TokenClaims:
+    """Return the claims of a genuine, unexpired token or raise TokenError."""
+    body, dot, sig = token.partition(".")
+    if not dot or not body or not sig or len(token) > 4096:
+        msg = "token is malformed: expected <claims>.<signature>"
+        raise TokenError(msg)
+    if not hmac.compare_digest(_sign(secret, body), sig):
+        msg = "token signature does not match: forged, truncated or signed with another secret"
+        raise TokenError(msg)
+    try:
+        claims = orjson.loads(_unb64(body))
+        email, campaign, expires = str(claims["e"]), str(claims["c"]), int(claims["x"])
+        kind = str(claims.get("k", "open"))
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        msg = f"token claims are unreadable ({exc}); mint a new token"
+        raise TokenError(msg) from None
+    current = time.time() if now is None else now
+    if current > expires:
+        msg = f"token expired at {expires} (now {int(current)}); mint a new token"
+        raise TokenError(msg)
+    url = claims.get("u")
+    return TokenClaims(email=email, campaign=campaign, expires=expires, kind=kind,
+                       url=str(url) if url else None, sent_at=int(claims.get("s", 0)))

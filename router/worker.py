@@ -1,0 +1,174 @@
+"""The faust worker: thin agents over the pipeline and the alert sender.
+
+``process_events`` takes batches off the events topic and hands them to
+:class:`router.pipeline.Pipeline`; ``send_alerts`` delivers each published
+assignment.  Everything the agents call is plain async code, tested without
+faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TransportT
+from faust.web import Request, Response, View
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.asyncio import Redis
+
+from router import metrics
+from router.alerts import Notifier, SlackBotNotifier, SlackWebhookNotifier, SmtpNotifier
+from router.config import LiveFile, load_rules_file, load_scoring_file
+from router.kafka import ensure_topics
+from router.pipeline import Pipeline
+from router.sender import AlertSender, TeamWebhooks
+from router.settings import Settings
+from router.store import RedisStore
+
+log = logging.getLogger(__name__)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust hard-codes fetch_max_wait_ms=1500; take ours from the app."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class LeadRouterApp(faust.App):
+    fetch_max_wait_ms: int = 1500
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+class Runtime:
+    """The connections and live config one worker process holds."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.scoring = LiveFile.open(settings.scoring_file, load_scoring_file, "scoring")
+        self.routing = LiveFile.open(settings.rules_file, load_rules_file, "routing")
+        self.redis = Redis.from_url(settings.redis_url)
+        self.store = RedisStore(self.redis)
+        self._http: aiohttp.ClientSession | None = None
+        self._sender: AlertSender | None = None
+
+    def notifiers(self, session: aiohttp.ClientSession) -> list[Notifier]:
+        s = self.settings
+        out: list[Notifier] = []
+        hooks = TeamWebhooks(self.routing)
+        if s.slack_webhook_url or len(hooks):
+            out.append(SlackWebhookNotifier(session, s.slack_webhook_url, hooks, s.alert_timeout_s))
+        if s.slack_bot_token:
+            out.append(SlackBotNotifier(session, s.slack_api_url, s.slack_bot_token, s.alert_timeout_s))
+        if s.smtp_host:
+            out.append(SmtpNotifier(s.smtp_host, s.smtp_port, s.smtp_from, s.smtp_starttls, s.smtp_user,
+                                    s.smtp_password, s.alert_timeout_s))
+        if not out:
+            log.warning("no alert channel is configured: set LEADROUTER_SLACK_WEBHOOK_URL, "
+                        "LEADROUTER_SLACK_BOT_TOKEN or LEADROUTER_SMTP_HOST")
+        return out
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        await self.redis.aclose()
+
+
+def create_app(settings: Settings) -> LeadRouterApp:
+    app = LeadRouterApp(
+        settings.app_id,
+        broker=settings.kafka_url,
+        store="memory://",
+        autodiscover=False,
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_s / 5),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_host="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+    )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    rt = Runtime(settings)
+    events_topic = app.topic(settings.topic_events, value_serializer="raw", key_serializer="raw",
+                             partitions=settings.topic_partitions)
+    alerts_topic = app.topic(settings.topic_assignments, value_serializer="raw", key_serializer="raw",
+                             partitions=settings.topic_partitions)
+    dlq_topic = app.topic(settings.topic_dead_letter, value_serializer="raw", key_serializer="raw",
+                          partitions=1)
+
+    async def publish_alert(key: str, value: bytes) -> None:
+        fut = await alerts_topic.send(key=key.encode(), value=value)
+        await fut
+
+    async def dead_letter(key: str, value: bytes) -> None:
+        fut = await dlq_topic.send(key=key.encode(), value=value)
+        await fut
+
+    pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert)
+
+    @app.agent(events_topic)
+    async def process_events(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take(settings.worker_batch_size, within=settings.worker_batch_window_s):
+            with metrics.BATCH_SECONDS.time():
+                await pipeline.process(batch)
+            metrics.BATCH_SIZE.observe(len(batch))
+
+    @app.agent(alerts_topic, concurrency=4)
+    async def send_alerts(stream: faust.StreamT[bytes]) -> None:
+        if rt._sender is None:
+            rt._http = aiohttp.ClientSession()
+            rt._sender = AlertSender(rt.store, rt.notifiers(rt._http), dead_letter,
+                                     max_attempts=settings.alert_max_attempts, backoff_s=settings.alert_backoff_s)
+        async for raw in stream:
+            await rt._sender.handle(raw)
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def reload_config() -> None:
+        rt.scoring.maybe_reload()
+        rt.routing.maybe_reload()
+
+    @app.page("/metrics")
+    async def metrics_page(self: View, request: Request) -> Response:
+        return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")
+    async def health(self: View, request: Request) -> Response:
+        return self.json({"ok": True, "scoring": rt.scoring.current.version,
+                          "rules": rt.routing.current.version})
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _close(app: faust.App, **kwargs: Any) -> None:
+        await rt.close()
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker process until SIGINT/SIGTERM."""
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
