@@ -18,7 +18,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
 from router import metrics
@@ -152,7 +151,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:
-        return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type; the exposition is UTF-8 text.
+        return self.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")
     async def health(self: View, request: Request) -> Response:

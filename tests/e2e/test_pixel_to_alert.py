@@ -1,0 +1,280 @@
+"""A pixel hit and a form fill become a Slack and email alert, through real processes.
+
+Broker (Tansu), redis-server, the collector and the worker run as processes of
+their own; the Slack-format and SMTP receivers run in the test.  Nothing is
+mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
+
+from models import Event, EventType
+from router import keys
+from router.dev import spawn_service
+from router.receivers import SlackReceiver, SmtpReceiver
+from router.servers import ManagedProcess, free_port, wait_for_port
+from router.settings import Settings
+from router.store import RedisStore
+from router.tokens import mint_token
+from rules import facts_from_lead, load_routing
+from scoring import load_scoring_config, score_event, total_points
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "e2e-secret-0123456789abcdef"
+ALERT_DEADLINE_S = 10.0
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    collector: ManagedProcess
+    worker: ManagedProcess
+    slack: SlackReceiver
+    smtp: SmtpReceiver
+    redis: Redis
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.collector_port}"
+
+    def logs(self) -> str:
+        return f"--- collector\n{self.collector.log_tail()}\n--- worker\n{self.worker.log_tail(80)}"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
+    from router.servers import start_broker, start_redis
+
+    broker = start_broker()
+    redis = start_redis()
+    yield broker, redis
+    broker.stop()
+    redis.stop()
+
+
+@pytest.fixture
+async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) -> AsyncIterator[Stack]:
+    broker, redis_proc = servers
+    slack = SlackReceiver()
+    smtp = SmtpReceiver()
+    await slack.start()
+    await smtp.start()
+    port = free_port()
+    settings = Settings(
+        kafka_url=f"kafka://127.0.0.1:{broker.port}",
+        redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
+        collector_port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        worker_web_port=free_port(),
+        token_secret=SECRET,
+        slack_webhook_url=slack.webhook_url("sales"),
+        slack_api_url=slack.api_url,
+        slack_bot_token="xoxb-e2e",
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        alert_backoff_s=0.05,
+    )
+    collector = spawn_service("collector", settings, tmp_path, port=port)
+    worker = spawn_service("worker", settings, tmp_path)
+    redis = Redis.from_url(settings.redis_url)
+    st = Stack(settings, collector, worker, slack, smtp, redis)
+    try:
+        await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
+        await _wait_until_consuming(st)
+        yield st
+    finally:
+        collector.stop()
+        worker.stop()
+        await slack.stop()
+        await smtp.stop()
+        await redis.flushdb()
+        await redis.aclose()
+
+
+async def _wait_until_consuming(st: Stack, timeout: float = 60.0) -> None:
+    """Send a warm-up hit until the worker has joined its group and processed it."""
+    vid = "warmup0000000001"
+    lead_key = keys.lead(keys.lead_id_for_visitor(vid))
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{st.url}/t/p.gif", params={"vid": vid, "url": "https://example.com/"}) as r:
+            assert r.status == 200
+        while time.monotonic() < deadline:
+            if await st.redis.exists(lead_key):
+                return
+            assert st.worker.alive(), st.logs()
+            await asyncio.sleep(0.2)
+    pytest.fail(f"worker did not consume within {timeout}s\n{st.logs()}")
+
+
+async def _metric(st: Stack, name: str, **labels: str) -> float:
+    async with aiohttp.ClientSession() as s, \
+            s.get(f"http://127.0.0.1:{st.settings.worker_web_port}/metrics") as r:
+        text = await r.text()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _expected_rep(email: str, country: str) -> tuple[str, str, str]:
+    """(team, rep name, rep email) the shipped rules give a first hand-raiser."""
+    from models import LeadView, Stage
+
+    routing = load_routing((REPO / "rules" / "routing.yaml").read_text(), "routing.yaml")
+    lead = LeadView(lead_id="x", email=email, score=0, stage=Stage.MQL, fields={"country": country})
+    decision = routing.decide(facts_from_lead(lead, {"hand_raiser": True, "form_id": "demo-request",
+                                                     "source": "form"}))
+    rep = routing.team(decision.team).reps[0]  # first turn of a fresh round robin
+    return decision.team, rep.name, rep.email
+
+
+async def test_pixel_and_demo_form_alert_the_right_rep_once(stack: Stack) -> None:
+    st = stack
+    email, country = "greta.lindqvist@elbe-mb.de", "DE"
+    team, rep_name, rep_email = _expected_rep(email, country)
+    # unsafe=True: aiohttp's jar otherwise keeps no cookies for IP-address hosts.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        # 1. An anonymous visit: the pixel sets the first-party visitor cookie.
+        async with s.get(f"{st.url}/t/p.gif", params={"url": "https://www.example-saas.com/pricing",
+                                                      "title": "Pricing"}) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "image/gif"
+            assert len(await r.read()) == 43
+            assert "no-store" in r.headers["Cache-Control"]
+            cookie = r.cookies[st.settings.cookie_name].value
+        assert re.fullmatch(r"[0-9a-f]{32}", cookie)
+        # 2. The same browser (cookie sent back) fills the demo form: a hand-raiser.
+        sent_at = time.monotonic()
+        async with s.post(f"{st.url}/t/form", data={
+            "form_id": "demo-request", "email": email, "first_name": "Greta", "last_name": "Lindqvist",
+            "company": "Elbe Maschinenbau", "job_title": "Head of Procurement", "country": country,
+            "consent": "yes"}) as r:
+            body = await r.json()
+            assert r.status == 202, body
+            assert body["visitor_id"] == cookie
+
+    webhook = await st.slack.wait_for(lambda m: m.endpoint == "webhook", timeout=ALERT_DEADLINE_S)
+    dm = await st.slack.wait_for(lambda m: m.endpoint == "chat.postMessage", timeout=ALERT_DEADLINE_S)
+    mail = await st.smtp.wait_for(timeout=ALERT_DEADLINE_S)
+    took = time.monotonic() - sent_at
+    assert took < ALERT_DEADLINE_S, st.logs()
+    for text in (webhook.text or "", dm.text or ""):
+        assert "Greta Lindqvist" in text and "Elbe Maschinenbau" in text
+    blocks = str(webhook.blocks)
+    assert rep_name in blocks and "demo-request" in blocks and "pricing" in blocks
+    routing = load_routing((REPO / "rules" / "routing.yaml").read_text(), "routing.yaml")
+    rep = next(r for r in routing.team(team).reps if r.name == rep_name)
+    assert dm.channel == rep.slack_user_id
+    assert mail["To"] == rep_email
+    assert "Greta Lindqvist" in mail["Subject"]
+    plain = mail.get_body(("plain",))
+    assert plain is not None and "demo-request" in plain.get_content()
+
+    # Redis holds the expected score: the anonymous pricing visit counts toward the lead.
+    config = load_scoring_config((REPO / "scoring" / "scoring.yaml").read_text(), "scoring.yaml")
+    visit = Event(event_id="x", type=EventType.PAGE_VIEW, ts=1.0, source="pixel",
+                  url="https://www.example-saas.com/pricing")
+    fill = Event(event_id="y", type=EventType.FORM_FILL, ts=1.0, source="form", form_id="demo-request")
+    expected = total_points(score_event(visit, config)) + total_points(score_event(fill, config))
+    store = RedisStore(st.redis)
+    lead_id = keys.lead_id_for_email(email)
+    lead = await store.lead_hash(lead_id)
+    assert float(lead["score"]) == pytest.approx(expected, rel=1e-4)
+    assert lead["owner_name"] == rep_name and lead["team"] == team and lead["stage"] == "mql"
+    assert lead["f:company"] == "Elbe Maschinenbau"
+
+    # 3. An email open with a signed token adds its points; a forged one adds nothing.
+    token = mint_token(SECRET, email=email, campaign="nov-webinar", ttl_s=3600)
+    forged = mint_token("another-secret-0123456789", email=email, campaign="nov-webinar", ttl_s=3600)
+    async with aiohttp.ClientSession() as s:
+        for t in (token, forged):
+            async with s.get(f"{st.url}/t/o/{t}.gif") as r:
+                assert r.status == 200 and len(await r.read()) == 43
+    opened = Event(event_id="z", type=EventType.EMAIL_OPEN, ts=1.0, source="email", campaign="nov-webinar")
+    expected += total_points(score_event(opened, config))
+    deadline = time.monotonic() + ALERT_DEADLINE_S
+    while time.monotonic() < deadline and int((await store.lead_hash(lead_id)).get("events", 0)) < 3:
+        await asyncio.sleep(0.1)
+    lead = await store.lead_hash(lead_id)
+    assert lead["events"] == "3"
+    assert float(lead["score"]) == pytest.approx(expected, rel=1e-4)
+
+    # 4. Kafka redelivers: every event produced so far is sent again.  Scores do
+    # not move and nobody is alerted twice.
+    dup_before = await _metric(st, "leadrouter_events_total", outcome="duplicate")
+    replayed = await _replay_events_topic(st.settings)
+    assert replayed >= 4
+    deadline = time.monotonic() + ALERT_DEADLINE_S
+    while time.monotonic() < deadline:
+        if await _metric(st, "leadrouter_events_total", outcome="duplicate") - dup_before >= replayed:
+            break
+        await asyncio.sleep(0.2)
+    assert await _metric(st, "leadrouter_events_total", outcome="duplicate") - dup_before == replayed
+    await asyncio.sleep(1.0)  # give a wrongly re-sent alert time to arrive
+    assert len([m for m in st.slack.messages if "Greta" in (m.text or "")]) == 2  # one webhook, one DM
+    assert len([m for m in st.smtp.messages if m["To"] == rep_email]) == 1
+    lead = await store.lead_hash(lead_id)
+    assert float(lead["score"]) == pytest.approx(expected, rel=1e-4)
+    assert lead["crossing"] == "1"
+
+
+async def _replay_events_topic(settings: Settings) -> int:
+    """Read the events topic from the start and produce every message again."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=False)
+    await consumer.start()
+    await producer.start()
+    try:
+        parts = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        messages = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 2.0:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                messages.extend(records)
+                quiet_since = time.monotonic()
+        for m in messages:
+            await producer.send_and_wait(settings.topic_events, m.value, key=m.key, partition=m.partition)
+        return len(messages)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_bad_input_is_answered_clearly_and_the_pixel_never_breaks(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{stack.url}/t/form", data={"email": "not-an-email"}) as r:
+            assert r.status == 422
+            problems = {p["field"]: p for p in (await r.json())["problems"]}
+        assert set(problems) == {"form_id", "email"}
+        assert problems["email"]["value"] == "not-an-email" and "jane@acme.com" in problems["email"]["fix"]
+        for query in ("url=javascript:alert(1)", "vid=%00%01bad&url=ftp://x", "url=" + "a" * 5000, ""):
+            async with s.get(f"{stack.url}/t/p.gif?{query}") as r:
+                assert r.status == 200 and len(await r.read()) == 43
+        async with s.get(f"{stack.url}/t/o/not-a-token.gif") as r:
+            assert r.status == 200 and len(await r.read()) == 43
+        async with s.get(f"{stack.url}/metrics") as r:
+            text = await r.text()
+    assert re.search(r'leadrouter_collector_invalid_total\{endpoint="form",field="email"\} 1\.0', text)
+    assert re.search(r'leadrouter_collector_invalid_total\{endpoint="email_open",field="token"\} 1\.0', text)
+    assert re.search(r'leadrouter_collector_invalid_total\{endpoint="pixel",field="url"\} [2-9]', text)
