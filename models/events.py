@@ -22,6 +22,11 @@ class EventType(StrEnum):
     EMAIL_OPEN = "email_open"
     EMAIL_CLICK = "email_click"
     FORM_FILL = "form_fill"
+    # From analytics SDKs (Segment, RudderStack, Snowplow):
+    TRACK = "track"  # a named custom event (``name``)
+    IDENTIFY = "identify"  # who the visitor is (``user_id``, ``email``, ``traits``)
+    GROUP = "group"  # which company they belong to (``group_id``, ``traits``)
+    ALIAS = "alias"  # ``previous_id`` and ``user_id`` are one person
 
 
 # Form fields we understand; anything else a form posts is ignored, not stored.
@@ -62,6 +67,17 @@ class Event:
     campaign: str | None = None
     user_agent: str | None = None
     ip: str | None = None
+    # SDK identity: the customer's own user id, and for alias the id it replaces.
+    user_id: str | None = None
+    previous_id: str | None = None
+    name: str | None = None  # track event name, e.g. "Trial Started"
+    traits: Mapping[str, str] = field(default_factory=dict)
+    group_id: str | None = None
+    message_id: str | None = None  # the sender's id, de-duplicated at ingest
+    # How likely the hit came from a machine (mail privacy proxy, scanner,
+    # crawler), 0..1, and why.  Scoring discounts points by it; nothing is dropped.
+    machine: float = 0.0
+    machine_reason: str | None = None
     v: int = SCHEMA_VERSION
 
     def partition_key(self) -> str:
@@ -72,6 +88,8 @@ class Event:
         """
         if self.visitor_id:
             return f"v:{self.visitor_id}"
+        if self.user_id:
+            return f"u:{self.user_id}"
         if self.email:
             return f"e:{self.email}"
         return f"x:{self.event_id}"
@@ -81,6 +99,7 @@ class Event:
         data["type"] = self.type.value
         data["utm"] = dict(self.utm)
         data["fields"] = dict(self.fields)
+        data["traits"] = dict(self.traits)
         return data
 
     @classmethod
@@ -117,6 +136,14 @@ class Event:
             campaign=_str(data, "campaign"),
             user_agent=_str(data, "user_agent"),
             ip=_str(data, "ip"),
+            user_id=_str(data, "user_id"),
+            previous_id=_str(data, "previous_id"),
+            name=_str(data, "name"),
+            traits=_str_map(data, "traits"),
+            group_id=_str(data, "group_id"),
+            message_id=_str(data, "message_id"),
+            machine=_fraction(data, "machine"),
+            machine_reason=_str(data, "machine_reason"),
             v=int(data.get("v", SCHEMA_VERSION)),
         )
 
@@ -142,3 +169,11 @@ def _str_map(data: Mapping[str, Any], key: str) -> dict[str, str]:
         msg = f"event field {key!r} must be an object of strings, got {value!r}"
         raise InvalidEventError(msg)
     return dict(value)
+
+
+def _fraction(data: Mapping[str, Any], key: str) -> float:
+    value = data.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        msg = f"event field {key!r} must be a number from 0 to 1, got {value!r}"
+        raise InvalidEventError(msg)
+    return float(value)

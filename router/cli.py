@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -119,9 +120,17 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+# Feature modules that add their own subcommands: each has
+# ``register(sub: argparse._SubParsersAction) -> None`` and sets ``fn`` on its
+# parsers as ``fn(settings, args) -> int``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadrouter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     d = sub.add_parser("dev", help="run everything locally with demo traffic (Ctrl-C stops it all)")
     d.add_argument("--rate", type=float, default=20.0, help="demo hits per second (default 20)")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")

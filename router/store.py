@@ -125,7 +125,7 @@ class RedisStore:
                 ev.event_id,
                 repr(ev.ts),
                 repr(plan.points),
-                "",
+                ev.type.value,
                 orjson.dumps(summarise(ev)),
                 repr(threshold),
                 repr(half_life_s),

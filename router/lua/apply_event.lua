@@ -9,7 +9,7 @@
 -- KEYS[1..4]  lead hash, seen zset, reasons list, recent list
 -- KEYS[5..9]  (only when ARGV[14] == '1') anonymous profile hash, seen,
 --             reasons, recent, and the visitor -> lead key
--- ARGV        1 event_id  2 ts  3 points  4 (unused)  5 summary_json
+-- ARGV        1 event_id  2 ts  3 points  4 event type  5 summary_json
 --             6 threshold  7 half_life_s  8 hand_raiser  9 fields_json
 --             10 email  11 lead_id  12 now  13 seen_window_s  14 link
 --             15 reasons_kept  16 recent_kept  17.. reason json strings
@@ -106,6 +106,8 @@ local after = decayed(nv, na, at)
 redis.call('HSET', lead, 'score', fmt(nv), 'asof', fmt(na), 'lead_id', ARGV[11], 'last_seen', fmt(at))
 redis.call('HSETNX', lead, 'first_seen', fmt(ts))
 redis.call('HINCRBY', lead, 'events', 1)
+redis.call('HINCRBY', lead, 'n:' .. ARGV[4], 1)
+redis.call('HSET', lead, 'last_type', ARGV[4])
 
 local email = ARGV[10]
 if email ~= '' then redis.call('HSET', lead, 'email', email) end
