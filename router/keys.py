@@ -35,6 +35,11 @@ def lead_id_for_visitor(visitor_id: str) -> str:
     return f"A{digest}"
 
 
+def lead_id_for_user(user_id: str) -> str:
+    digest = hashlib.sha256(user_id.encode()).hexdigest()[:24]
+    return f"U{digest}"
+
+
 def lead(lead_id: str) -> str:
     """Hash: email, score, asof, ready, crossing, stage, f:<field>, owner…"""
     return f"{PREFIX}:{{L:{lead_id}}}:lead"
@@ -62,7 +67,19 @@ def lead_keys(lead_id: str) -> list[str]:
 def visitor(visitor_id: str) -> str:
     """String: the lead a browser's visitor id belongs to once identified."""
     digest = hashlib.sha256(visitor_id.encode()).hexdigest()[:24]
-    return f"{PREFIX}:vis:{digest}"
+    return f"{PREFIX}:id:v:{digest}"
+
+
+def user(user_id: str) -> str:
+    """String: the lead a customer's own user id belongs to."""
+    digest = hashlib.sha256(user_id.encode()).hexdigest()[:24]
+    return f"{PREFIX}:id:u:{digest}"
+
+
+IDENTITY_LOG = f"{PREFIX}:identity:log"
+"""Stream: every merge and every refused merge (conflict), for audit."""
+IDENTITY_LOG_MAXLEN = 1_000_000
+MERGED_TTL_S = 90 * 24 * 3600
 
 
 def team_rr(team: str) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
-from models import Alert, Assignment, Event, InvalidEventError
-from router import keys, metrics
+from models import FORM_FIELDS, Alert, Assignment, Event, InvalidEventError
+from router import metrics
 from router.config import LiveFile
+from router.identity import resolve_batch
 from router.store import ApplyResult, EventPlan, RedisStore, lead_view_from_hash
 from rules import RoutingConfig, facts_from_lead
 from scoring import ScoringConfig, is_hand_raiser, score_event, total_points
@@ -40,37 +41,61 @@ def decode(raw: bytes | str | dict[str, object]) -> Event:
     return Event.from_dict(data)
 
 
-def plan_batch(events: Sequence[Event], known: dict[str, str], config: ScoringConfig) -> list[EventPlan]:
-    """Decide, per event, which lead it belongs to and what it is worth.
-
-    ``known`` maps visitor ids already identified to their lead; it is updated
-    as the batch links visitors, so later events of the same visitor in the
-    same batch go to the lead too.
-    """
+def plan_batch(events: Sequence[Event], lead_ids: Sequence[str], config: ScoringConfig) -> list[EventPlan]:
+    """What each event is worth and to which lead (from the identity resolution)."""
     plans: list[EventPlan] = []
-    for ev in events:
+    for ev, lead_id in zip(events, lead_ids, strict=True):
         reasons = score_event(ev, config)
-        link: str | None = None
-        if ev.email:
-            lead_id = keys.lead_id_for_email(ev.email)
-            if ev.visitor_id and known.get(ev.visitor_id) != lead_id:
-                link = ev.visitor_id
-                known[ev.visitor_id] = lead_id
-        elif ev.visitor_id:
-            lead_id = known.get(ev.visitor_id) or keys.lead_id_for_visitor(ev.visitor_id)
-        else:
-            lead_id = keys.lead_id_for_visitor(f"event:{ev.event_id}")
-        plans.append(EventPlan(
-            event=ev, lead_id=lead_id, reasons=reasons, points=total_points(reasons),
-            hand_raiser=is_hand_raiser(reasons), fields=dict(ev.fields), link_visitor=link,
-        ))
+        fields = {**ev.fields, **{k: v for k, v in ev.traits.items() if k in TRAIT_FIELDS}}
+        plans.append(EventPlan(event=ev, lead_id=lead_id, reasons=reasons, points=total_points(reasons),
+                               hand_raiser=is_hand_raiser(reasons), fields=fields))
     return plans
+
+
+# Segment/RudderStack identify traits kept on the lead, under our field names.
+TRAIT_FIELDS: frozenset[str] = frozenset(FORM_FIELDS) | {"industry", "employees", "website"}
+
+
+def identify(events: Sequence[Event]) -> tuple[list[str], list[str]]:
+    """The visitor ids and user ids a batch mentions (alias previous ids as both)."""
+    vids = [e.visitor_id for e in events if e.visitor_id]
+    uids = [e.user_id for e in events if e.user_id]
+    for e in events:
+        if e.previous_id:
+            vids.append(e.previous_id)
+            uids.append(e.previous_id)
+    return vids, uids
 
 
 def trigger_text(result: ApplyResult, event: Event, threshold: float) -> str:
     if result.trigger == "hand_raiser":
         return f"hand-raiser: filled form {event.form_id}" if event.form_id else "hand-raiser"
     return f"score {result.after:.0f} crossed the sales-ready threshold {threshold:.0f}"
+
+
+async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float
+                      ) -> tuple[list[EventPlan], list[ApplyResult]]:
+    """Resolve identities, merge and link, then score the whole batch in one round trip."""
+    visitors, users = await store.resolve_identities(*identify(events))
+    resolution = resolve_batch(list(events), visitors, users)
+    for merge in resolution.merges:  # rare: once per identification
+        await store.merge(merge, half_life_s=config.half_life_s, now=now)
+    for c in resolution.conflicts:
+        await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
+                                 event_id=c.event_id, ts=c.ts)
+        log.info("kept two people apart: %s was %s, now %s", c.identifier, c.previous, c.current)
+    await store.write_links(resolution.links)
+    plans = plan_batch(events, resolution.lead_ids, config)
+    results = await store.apply(plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now)
+    moved = [i for i, r in enumerate(results) if r.status == "moved"]
+    if moved:
+        # A profile was merged after we resolved it (earlier in this batch, or
+        # by another worker): those events go to the lead it now belongs to.
+        again = await store.apply([replace(plans[i], lead_id=results[i].moved_to) for i in moved],
+                                  threshold=config.threshold, half_life_s=config.half_life_s, now=now)
+        for i, r in zip(moved, again, strict=True):
+            results[i] = r
+    return plans, results
 
 
 class Pipeline:
@@ -95,22 +120,7 @@ class Pipeline:
         if not events:
             return report
         config = self.scoring.current
-        anonymous = [e.visitor_id for e in events if e.visitor_id]
-        known = await self.store.resolve_visitors(anonymous)
-        plans = plan_batch(events, known, config)
-        results = await self.store.apply(plans, threshold=config.threshold, half_life_s=config.half_life_s,
-                                         now=self.clock())
-        moved = [i for i, r in enumerate(results) if r.status == "moved"]
-        if moved:
-            # A visitor was identified after we resolved it (another batch);
-            # retry those events against the lead they now belong to.
-            retry = [EventPlan(event=plans[i].event, lead_id=results[i].moved_to, reasons=plans[i].reasons,
-                               points=plans[i].points, hand_raiser=plans[i].hand_raiser,
-                               fields=plans[i].fields) for i in moved]
-            again = await self.store.apply(retry, threshold=config.threshold, half_life_s=config.half_life_s,
-                                           now=self.clock())
-            for i, r in zip(moved, again, strict=True):
-                results[i] = r
+        plans, results = await apply_batch(self.store, config, events, self.clock())
         for plan, result in zip(plans, results, strict=True):
             etype = plan.event.type.value
             if result.status == "duplicate":

@@ -18,6 +18,7 @@ from redis.commands.core import AsyncScript
 
 from models import Event, LeadView, Reason, Stage
 from router import keys
+from router.identity import Kind, Merge
 
 
 def _lua(name: str) -> str:
@@ -34,8 +35,6 @@ class EventPlan:
     points: float
     hand_raiser: bool
     fields: Mapping[str, str] = field(default_factory=dict)
-    # Set when this event identifies a visitor: its anonymous profile is merged.
-    link_visitor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,6 @@ class ApplyResult:
     crossing: int = 0
     trigger: str = ""
     moved_to: str = ""
-    merged: bool = False
     lead: Mapping[str, str] = field(default_factory=dict)
     reasons: tuple[Reason, ...] = ()
     recent: tuple[Mapping[str, Any], ...] = ()
@@ -98,14 +96,60 @@ class RedisStore:
         self._apply: AsyncScript = redis.register_script(_lua("apply_event.lua"))
         self._turn: AsyncScript = redis.register_script(_lua("assign_turn.lua"))
         self._commit: AsyncScript = redis.register_script(_lua("commit_assignment.lua"))
+        self._freeze: AsyncScript = redis.register_script(_lua("merge_freeze.lua"))
+        self._absorb: AsyncScript = redis.register_script(_lua("merge_absorb.lua"))
+        self._cleanup: AsyncScript = redis.register_script(_lua("merge_cleanup.lua"))
 
-    async def resolve_visitors(self, visitor_ids: Sequence[str]) -> dict[str, str]:
-        """Visitor id -> lead id for the visitors already identified."""
-        unique = list(dict.fromkeys(visitor_ids))
-        if not unique:
-            return {}
-        values = await self.redis.mget([keys.visitor(v) for v in unique])
-        return {v: (x.decode() if isinstance(x, bytes) else x) for v, x in zip(unique, values, strict=True) if x}
+    async def resolve_identities(self, visitor_ids: Sequence[str], user_ids: Sequence[str]
+                                 ) -> tuple[dict[str, str], dict[str, str]]:
+        """(visitor id -> lead id, user id -> lead id) for identifiers already mapped; one round trip."""
+        vids = list(dict.fromkeys(visitor_ids))
+        uids = list(dict.fromkeys(user_ids))
+        if not vids and not uids:
+            return {}, {}
+        values = await self.redis.mget([keys.visitor(v) for v in vids] + [keys.user(u) for u in uids])
+        pairs = list(zip(vids + uids, values, strict=True))
+        visitors = {k: _s(x) for k, x in pairs[: len(vids)] if x}
+        users = {k: _s(x) for k, x in pairs[len(vids):] if x}
+        return visitors, users
+
+    async def write_links(self, links: Mapping[tuple[Kind, str], str]) -> None:
+        if not links:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for (kind, value), lead_id in links.items():
+            pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id)
+        await pipe.execute()
+
+    async def merge(self, m: Merge, *, half_life_s: float, now: float) -> str:
+        """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash.
+
+        Three single-slot steps: freeze the source (later events to it are
+        'moved'), let the target absorb it (once, by marker), clean the source.
+        """
+        frozen = orjson.loads(await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S]))
+        status = str(frozen["status"])
+        if status == "frozen":
+            h: dict[str, str] = frozen.get("hash") or {}
+            if isinstance(h, list):
+                h = {}
+            fields = {k[2:]: v for k, v in h.items() if k.startswith("f:")}
+            counts = {k[2:]: v for k, v in h.items() if k.startswith("n:")}
+            await self._absorb(keys=keys.lead_keys(m.target), args=[
+                m.source, h.get("score", "0"), h.get("asof", "0"), repr(half_life_s), self.seen_window_s,
+                keys.REASONS_KEPT, keys.RECENT_KEPT, h.get("events", "0"), h.get("first_seen", ""), repr(now),
+                orjson.dumps(frozen.get("seen") or []), orjson.dumps(frozen.get("reasons") or []),
+                orjson.dumps(frozen.get("recent") or []), orjson.dumps(fields), orjson.dumps(counts),
+            ])
+            await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S])
+        await self.log_identity("merge" if status in ("frozen", "done") else f"merge_{status}",
+                                source=m.source, target=m.target, identifier=m.identifier, event_id=m.event_id,
+                                ts=m.ts)
+        return status
+
+    async def log_identity(self, kind: str, **fields: object) -> None:
+        entry: dict[Any, Any] = {"kind": kind, **{k: str(v) for k, v in fields.items()}}
+        await self.redis.xadd(keys.IDENTITY_LOG, entry, maxlen=keys.IDENTITY_LOG_MAXLEN, approximate=True)
 
     async def apply(self, plans: Sequence[EventPlan], *, threshold: float, half_life_s: float,
                     now: float | None = None) -> list[ApplyResult]:
@@ -117,10 +161,6 @@ class RedisStore:
         for plan in plans:
             ev = plan.event
             kk = keys.lead_keys(plan.lead_id)
-            link = plan.link_visitor is not None
-            if plan.link_visitor is not None:
-                anon = keys.lead_id_for_visitor(plan.link_visitor)
-                kk += [*keys.lead_keys(anon), keys.visitor(plan.link_visitor)]
             argv: list[Any] = [
                 ev.event_id,
                 repr(ev.ts),
@@ -135,7 +175,7 @@ class RedisStore:
                 plan.lead_id,
                 repr(now),
                 self.seen_window_s,
-                "1" if link else "0",
+                ev.user_id or "",
                 keys.REASONS_KEPT,
                 keys.RECENT_KEPT,
                 *(orjson.dumps(r.to_dict()) for r in plan.reasons),
@@ -200,7 +240,6 @@ def _parse_apply(raw: Any) -> ApplyResult:
         crossing=int(data.get("crossing", 0) or 0),
         trigger=str(data.get("trigger") or ""),
         moved_to=str(data.get("to") or ""),
-        merged=bool(data.get("merged", 0)),
         lead={str(k): str(v) for k, v in lead.items()},
         reasons=tuple(Reason.from_dict(orjson.loads(r)) for r in data.get("reasons") or ()),
         recent=tuple(orjson.loads(r) for r in data.get("recent") or ()),

@@ -1,17 +1,15 @@
 -- Apply one scored event to one lead, atomically.
 --
--- De-duplicates by event id (Kafka delivers at least once), merges the
--- visitor's anonymous history into the lead the first time the visitor is
--- identified, adds the points with exact continuous exponential decay, keeps
--- the reasons and the activity timeline, and records a sales-ready crossing
--- exactly once, before anything acts on it.
+-- De-duplicates by event id (Kafka delivers at least once), adds the points
+-- with exact continuous exponential decay, keeps the reasons and the activity
+-- timeline, and records a sales-ready crossing exactly once, before anything
+-- acts on it.  Every key is in the lead's hash slot.  (Merging an anonymous
+-- profile into a lead is done beforehand by the merge_* scripts.)
 --
 -- KEYS[1..4]  lead hash, seen zset, reasons list, recent list
--- KEYS[5..9]  (only when ARGV[14] == '1') anonymous profile hash, seen,
---             reasons, recent, and the visitor -> lead key
 -- ARGV        1 event_id  2 ts  3 points  4 event type  5 summary_json
 --             6 threshold  7 half_life_s  8 hand_raiser  9 fields_json
---             10 email  11 lead_id  12 now  13 seen_window_s  14 link
+--             10 email  11 lead_id  12 now  13 seen_window_s  14 user_id
 --             15 reasons_kept  16 recent_kept  17.. reason json strings
 local lead, seen, reasons, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local eid = ARGV[1]
@@ -64,35 +62,6 @@ if redis.call('ZSCORE', seen, eid) then
   return cjson.encode({status = 'duplicate'})
 end
 
-local merged = 0
-if ARGV[14] == '1' then
-  local ahash, aseen, areasons, arecent, vkey = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-  redis.call('SET', vkey, ARGV[11])
-  if redis.call('EXISTS', ahash) == 1 and not redis.call('HGET', ahash, 'merged_into') then
-    local av = tonumber(redis.call('HGET', ahash, 'score') or '0')
-    local aa = tonumber(redis.call('HGET', ahash, 'asof') or '0')
-    if aa > 0 then
-      local lv = tonumber(redis.call('HGET', lead, 'score') or '0')
-      local la = tonumber(redis.call('HGET', lead, 'asof') or '0')
-      lv, la = add(lv, la, av, aa)
-      redis.call('HSET', lead, 'score', fmt(lv), 'asof', fmt(la))
-    end
-    redis.call('ZUNIONSTORE', seen, 2, seen, aseen, 'AGGREGATE', 'MIN')
-    local old = redis.call('LRANGE', areasons, 0, -1)
-    if #old > 0 then redis.call('RPUSH', reasons, unpack(old)) end
-    old = redis.call('LRANGE', arecent, 0, -1)
-    if #old > 0 then redis.call('RPUSH', recent, unpack(old)) end
-    local first = redis.call('HGET', ahash, 'first_seen')
-    if first then redis.call('HSETNX', lead, 'first_seen', first) end
-    redis.call('HINCRBY', lead, 'events', tonumber(redis.call('HGET', ahash, 'events') or '0'))
-    redis.call('HSET', ahash, 'merged_into', ARGV[11])
-    redis.call('EXPIRE', ahash, tonumber(ARGV[13]))
-    redis.call('DEL', aseen, areasons, arecent)
-    redis.call('HINCRBY', lead, 'merges', 1)
-    merged = 1
-  end
-end
-
 redis.call('ZADD', seen, now, eid)
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - tonumber(ARGV[13]))
 
@@ -111,6 +80,7 @@ redis.call('HSET', lead, 'last_type', ARGV[4])
 
 local email = ARGV[10]
 if email ~= '' then redis.call('HSET', lead, 'email', email) end
+if ARGV[14] ~= '' then redis.call('HSET', lead, 'user_id', ARGV[14]) end
 local fields = cjson.decode(ARGV[9])
 for k, fv in pairs(fields) do redis.call('HSET', lead, 'f:' .. k, fv) end
 local stage = redis.call('HGET', lead, 'stage')
@@ -140,7 +110,7 @@ if known and redis.call('HGET', lead, 'ready') ~= '1' then
     local n = redis.call('HINCRBY', lead, 'crossing', 1)
     redis.call('HSET', lead, 'ready', '1', 'stage', 'mql', 'pending_event', eid,
       'pending_crossing', n, 'last_trigger', trigger, 'mql_ts', fmt(at))
-    return snapshot('fired', {crossing = n, trigger = trigger, before = before, after = after, merged = merged})
+    return snapshot('fired', {crossing = n, trigger = trigger, before = before, after = after})
   end
 end
-return cjson.encode({status = 'scored', before = before, after = after, merged = merged})
+return cjson.encode({status = 'scored', before = before, after = after})

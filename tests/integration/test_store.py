@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 
 from models import Event, EventType
 from router import keys
-from router.pipeline import plan_batch
 from router.store import EventPlan, RedisStore
 from scoring import add_points, load_scoring_config, score_at
+from tests.support import run_batch
 
 pytestmark = pytest.mark.integration
 
@@ -43,21 +43,14 @@ def form(eid: str, vid: str | None, email: str, form_id: str = "newsletter", ts:
                  form_id=form_id, fields=fields)
 
 
-async def run(store: RedisStore, events: list[Event], now: float = T0) -> list[object]:
-    known = await store.resolve_visitors([e.visitor_id for e in events if e.visitor_id])
-    plans = plan_batch(events, known, CONFIG)
-    return await store.apply(plans, threshold=CONFIG.threshold, half_life_s=CONFIG.half_life_s,
-                             now=now)  # type: ignore[return-value]
-
-
 async def test_anonymous_history_counts_once_toward_the_identified_lead(redis: Redis) -> None:
     store = RedisStore(redis)
-    await run(store, [page("e1", "vid-aaaaaaaa", "/pricing"), page("e2", "vid-aaaaaaaa")])
+    await run_batch(store, CONFIG, [page("e1", "vid-aaaaaaaa", "/pricing"), page("e2", "vid-aaaaaaaa")])
     anon = await store.lead_hash(keys.lead_id_for_visitor("vid-aaaaaaaa"))
     assert float(anon["score"]) == pytest.approx(12.0)
     assert anon["stage"] == "anonymous"
 
-    results = await run(store, [form("e3", "vid-aaaaaaaa", "Jane@Acme.com", company="Acme")])
+    results = await run_batch(store, CONFIG, [form("e3", "vid-aaaaaaaa", "Jane@Acme.com", company="Acme")])
     lead_id = keys.lead_id_for_email("jane@acme.com")
     lead = await store.lead_hash(lead_id)
     assert float(lead["score"]) == pytest.approx(22.0)  # 11 + 1 (anonymous) + 10 (form)
@@ -65,16 +58,17 @@ async def test_anonymous_history_counts_once_toward_the_identified_lead(redis: R
     assert lead["f:company"] == "Acme"
     assert lead["stage"] == "known"
     assert lead["events"] == "3"
-    assert results[0].merged  # type: ignore[attr-defined]
+    assert lead["merges"] == "1"
+    assert results[0].status == "scored"
 
     # Later anonymous visits of the same browser now go to the lead.
-    await run(store, [page("e4", "vid-aaaaaaaa", "/pricing")])
+    await run_batch(store, CONFIG, [page("e4", "vid-aaaaaaaa", "/pricing")])
     assert float((await store.lead_hash(lead_id))["score"]) == pytest.approx(33.0)
 
     # Redelivering everything, old anonymous events included, changes nothing.
-    again = await run(store, [page("e1", "vid-aaaaaaaa", "/pricing"), page("e2", "vid-aaaaaaaa"),
+    again = await run_batch(store, CONFIG, [page("e1", "vid-aaaaaaaa", "/pricing"), page("e2", "vid-aaaaaaaa"),
                               form("e3", "vid-aaaaaaaa", "jane@acme.com"), page("e4", "vid-aaaaaaaa", "/pricing")])
-    assert [r.status for r in again] == ["duplicate"] * 4  # type: ignore[attr-defined]
+    assert [r.status for r in again] == ["duplicate"] * 4
     assert float((await store.lead_hash(lead_id))["score"]) == pytest.approx(33.0)
     reasons = await store.lead_reasons(lead_id)
     assert sorted(r.rule for r in reasons) == ["form", "page", "page", "page", "pricing", "pricing"]
@@ -82,7 +76,7 @@ async def test_anonymous_history_counts_once_toward_the_identified_lead(redis: R
 
 async def test_identification_within_one_batch_routes_later_hits_to_the_lead(redis: Redis) -> None:
     store = RedisStore(redis)
-    await run(store, [page("a1", "vid-bbbbbbbb"), form("a2", "vid-bbbbbbbb", "bo@corp.io"),
+    await run_batch(store, CONFIG, [page("a1", "vid-bbbbbbbb"), form("a2", "vid-bbbbbbbb", "bo@corp.io"),
                       page("a3", "vid-bbbbbbbb", "/pricing")])
     lead = await store.lead_hash(keys.lead_id_for_email("bo@corp.io"))
     assert float(lead["score"]) == pytest.approx(1 + 10 + 11)  # page, form, pricing page
@@ -94,32 +88,32 @@ async def test_threshold_crossing_fires_exactly_once(redis: Redis) -> None:
     store = RedisStore(redis)
     events = [form("f0", None, "kim@big.co")] + [page(f"p{i}", "vid-cccccccc", "/pricing") for i in range(10)]
     # link the browser first so page views count toward the lead
-    await run(store, [form("link", "vid-cccccccc", "kim@big.co")])
-    results = await run(store, events)
-    statuses = [r.status for r in results]  # type: ignore[attr-defined]
+    await run_batch(store, CONFIG, [form("link", "vid-cccccccc", "kim@big.co")])
+    results = await run_batch(store, CONFIG, events)
+    statuses = [r.status for r in results]
     assert statuses.count("fired") == 1
     fired = results[statuses.index("fired")]
-    assert fired.trigger == "threshold"  # type: ignore[attr-defined]
-    assert fired.before < 100 <= fired.after  # type: ignore[attr-defined]
-    assert fired.crossing == 1  # type: ignore[attr-defined]
+    assert fired.trigger == "threshold"
+    assert fired.before < 100 <= fired.after
+    assert fired.crossing == 1
     # more points while sales-ready fire nothing
-    more = await run(store, [page(f"q{i}", "vid-cccccccc", "/pricing") for i in range(5)])
-    assert {r.status for r in more} == {"scored"}  # type: ignore[attr-defined]
+    more = await run_batch(store, CONFIG, [page(f"q{i}", "vid-cccccccc", "/pricing") for i in range(5)])
+    assert {r.status for r in more} == {"scored"}
 
 
 async def test_redelivered_trigger_resumes_until_the_assignment_is_committed(redis: Redis) -> None:
     store = RedisStore(redis)
-    first = await run(store, [form("d1", None, "raj@plant.de", form_id="demo-request")])
-    assert first[0].status == "fired" and first[0].trigger == "hand_raiser"  # type: ignore[attr-defined]
+    first = await run_batch(store, CONFIG, [form("d1", None, "raj@plant.de", form_id="demo-request")])
+    assert first[0].status == "fired" and first[0].trigger == "hand_raiser"
     lead_id = keys.lead_id_for_email("raj@plant.de")
     # Crash before routing finished: the redelivered event resumes the same crossing.
-    again = await run(store, [form("d1", None, "raj@plant.de", form_id="demo-request")])
-    assert again[0].status == "resume" and again[0].crossing == 1  # type: ignore[attr-defined]
-    assert again[0].lead["email"] == "raj@plant.de"  # type: ignore[attr-defined]
+    again = await run_batch(store, CONFIG, [form("d1", None, "raj@plant.de", form_id="demo-request")])
+    assert again[0].status == "resume" and again[0].crossing == 1
+    assert again[0].lead["email"] == "raj@plant.de"
     assert await store.commit_assignment(lead_id, 1, f"{lead_id}:1", "rep-1", "Rep One", "east", "r", "v1", T0)
     assert not await store.commit_assignment(lead_id, 1, f"{lead_id}:1", "rep-1", "Rep One", "east", "r", "v1", T0)
-    final = await run(store, [form("d1", None, "raj@plant.de", form_id="demo-request")])
-    assert final[0].status == "duplicate"  # type: ignore[attr-defined]
+    final = await run_batch(store, CONFIG, [form("d1", None, "raj@plant.de", form_id="demo-request")])
+    assert final[0].status == "duplicate"
     lead = await store.lead_hash(lead_id)
     assert lead["owner"] == "rep-1" and lead["stage"] == "mql" and "pending_event" not in lead
 

@@ -1,0 +1,41 @@
+-- Step 2: the target absorbs a frozen source's state, exactly once
+-- (target's hash slot only).  The source's score joins with exact decay, its
+-- counted event ids join the target's so redelivered anonymous events stay
+-- duplicates, and its reasons and timeline are kept.
+-- KEYS[1..4] target hash, seen, reasons, recent
+-- ARGV 1 source id  2 source score  3 source asof  4 half_life_s  5 seen window
+--      6 reasons_kept  7 recent_kept  8 source events  9 source first_seen
+--      10 now  11 seen json [id, score, id, score…]  12 reasons json  13 recent json
+--      14 fields json {name: value}  15 counts json {type: n}
+local marker = 'absorbed:' .. ARGV[1]
+if redis.call('HEXISTS', KEYS[1], marker) == 1 then return 0 end
+local h = tonumber(ARGV[4])
+local function fmt(x) return string.format('%.17g', x) end
+local av, aa = tonumber(ARGV[2]), tonumber(ARGV[3])
+if aa > 0 then
+  local v = tonumber(redis.call('HGET', KEYS[1], 'score') or '0')
+  local a = tonumber(redis.call('HGET', KEYS[1], 'asof') or '0')
+  if a <= 0 then v, a = av, aa
+  elseif aa >= a then v, a = v * math.pow(2, -(aa - a) / h) + av, aa
+  else v = v + av * math.pow(2, -(a - aa) / h) end
+  redis.call('HSET', KEYS[1], 'score', fmt(v), 'asof', fmt(a))
+end
+local seen = cjson.decode(ARGV[11])
+for i = 1, #seen, 2 do redis.call('ZADD', KEYS[2], 'NX', seen[i + 1], seen[i]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[10]) - tonumber(ARGV[5]))
+local reasons = cjson.decode(ARGV[12])
+if #reasons > 0 then redis.call('RPUSH', KEYS[3], unpack(reasons)) end
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
+local recent = cjson.decode(ARGV[13])
+if #recent > 0 then redis.call('RPUSH', KEYS[4], unpack(recent)) end
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[7]) - 1)
+for k, v in pairs(cjson.decode(ARGV[14])) do redis.call('HSETNX', KEYS[1], 'f:' .. k, v) end
+for k, n in pairs(cjson.decode(ARGV[15])) do redis.call('HINCRBY', KEYS[1], 'n:' .. k, tonumber(n)) end
+redis.call('HINCRBY', KEYS[1], 'events', tonumber(ARGV[8]))
+if ARGV[9] ~= '' then
+  local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen') or '0')
+  if first == 0 or tonumber(ARGV[9]) < first then redis.call('HSET', KEYS[1], 'first_seen', ARGV[9]) end
+end
+redis.call('HSET', KEYS[1], marker, ARGV[10])
+redis.call('HINCRBY', KEYS[1], 'merges', 1)
+return 1

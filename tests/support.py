@@ -1,0 +1,16 @@
+"""Helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+from models import Event
+from router.pipeline import apply_batch
+from router.store import ApplyResult, RedisStore
+from scoring import ScoringConfig
+
+T0 = 1_790_000_000.0
+
+
+async def run_batch(store: RedisStore, config: ScoringConfig, events: list[Event], now: float = T0
+                    ) -> list[ApplyResult]:
+    """The worker's batch path minus routing."""
+    return (await apply_batch(store, config, events, now))[1]
