@@ -82,6 +82,23 @@ IDENTITY_LOG_MAXLEN = 1_000_000
 MERGED_TTL_S = 90 * 24 * 3600
 
 
+def account_keys(key_id: str) -> list[str]:
+    """Hash (name, domain, score, asof, intent, ready…), seen event ids,
+    members (lead -> last active ts), engaged (known lead -> forward-decayed
+    points) and roles (lead -> buying-committee role): one hash slot."""
+    base = f"{PREFIX}:{{C:{key_id}}}"
+    return [f"{base}:acct", f"{base}:seen", f"{base}:members", f"{base}:engaged", f"{base}:roles"]
+
+
+def lead_account(lead_id: str) -> str:
+    """String: the account key id a lead belongs to."""
+    return f"{PREFIX}:la:{lead_id}"
+
+
+# Reference time for forward-decayed rankings (2024-01-01): keeps exponents small.
+DECAY_EPOCH = 1_704_067_200.0
+
+
 def team_rr(team: str) -> str:
     """Counter: the team's round-robin position, shared by every worker."""
     return f"{PREFIX}:{{T:{team}}}:rr"
@@ -100,3 +117,89 @@ def alert_sent(assignment_id: str) -> str:
 def rep_leads(rep_id: str) -> str:
     """Sorted set lead_id -> assigned ts: a rep's open leads."""
     return f"{PREFIX}:rep:{rep_id}:leads"
+
+
+# --- Published routing rules (router/rules_store.py: rules publish / rollback / history) ----------
+# Every key shares the hash tag {rules}, so publish and rollback are each one Lua
+# call on one hash slot.  Workers poll rules_active() with one GET per check.
+
+
+def rules_active() -> str:
+    """String: the number of the published rules version in force; absent means the rules file is used."""
+    return f"{PREFIX}:{{rules}}:active"
+
+
+def rules_seq() -> str:
+    """Counter: the last version number handed out (versions are 1, 2, 3, ...)."""
+    return f"{PREFIX}:{{rules}}:seq"
+
+
+def rules_versions() -> str:
+    """Hash version number -> JSON: content, source, author, ts, note, hashes, test cases."""
+    return f"{PREFIX}:{{rules}}:versions"
+
+
+def rules_history() -> str:
+    """List of JSON entries, oldest first: each publish and rollback, with author, time and note."""
+    return f"{PREFIX}:{{rules}}:history"
+
+
+# --- distribution, lead lifecycle and SLA (issue 5 items 4-6) --------------------------------------
+# Added keys only; everything above is unchanged.  Team keys share ``{T:<team>}`` so one
+# distribution call (pick + capacity count + SLA schedule) is one Lua script on one slot;
+# lead keys share ``{L:<id>}`` so one lifecycle transition is one Lua script on one slot.
+
+PICK_TTL_S = TURN_TTL_S
+CAPACITY_WINDOW_S = 30 * 24 * 3600  # capacity_30d counts assignments in this rolling window
+OPEN_WINDOW_S = 45 * 24 * 3600  # an open lead older than this stops counting toward a rep's load
+HISTORY_KEPT = 500
+HOLDERS_TTL_S = 90 * 24 * 3600
+REJECTED_TTL_S = 365 * 24 * 3600  # a rep who rejected a lead is not sent it again for a year
+SLA_LEASE_S = 60  # a claimed SLA item comes due again after this if its ticker died mid-step
+SLA_STEPS = ("remind", "reassign", "escalate")
+OUTCOMES = f"{PREFIX}:outcomes"
+OUTCOMES_MAXLEN = 1_000_000
+
+
+def team_pick(team: str, assignment_id: str) -> str:
+    """String (JSON): the rep one assignment got, queued flag and reason, so a retry gets the same rep."""
+    return f"{PREFIX}:{{T:{team}}}:pick:{assignment_id}"
+
+
+def team_swrr(team: str) -> str:
+    """Hash rep_id -> current weight: smooth weighted round-robin state, shared by every worker."""
+    return f"{PREFIX}:{{T:{team}}}:swrr"
+
+
+def team_assigned(team: str, rep_id: str) -> str:
+    """Sorted set assignment_id -> ts: what a rep was given, for capacity_day and capacity_30d."""
+    return f"{PREFIX}:{{T:{team}}}:assigned:{rep_id}"
+
+
+def team_open(team: str, rep_id: str) -> str:
+    """Sorted set lead_id -> assigned ts: a rep's open leads in this team (load_balanced)."""
+    return f"{PREFIX}:{{T:{team}}}:open:{rep_id}"
+
+
+def team_sla(team: str, step: str) -> str:
+    """Sorted set "<lead_id> <assignment_id>" -> due ts: SLA steps (remind, reassign, escalate) due."""
+    return f"{PREFIX}:{{T:{team}}}:sla:{step}"
+
+
+def sla_member(lead_id: str, assignment_id: str) -> str:
+    return f"{lead_id} {assignment_id}"
+
+
+def history(lead_id: str) -> str:
+    """List of JSON entries, oldest first: every assignment, transition and SLA step of a lead."""
+    return f"{PREFIX}:{{L:{lead_id}}}:history"
+
+
+def rejected(lead_id: str) -> str:
+    """Set of rep ids who rejected the lead: never picked for it again."""
+    return f"{PREFIX}:{{L:{lead_id}}}:rejected"
+
+
+def holders(lead_id: str, crossing: int) -> str:
+    """Set of rep ids who held one crossing of a lead: SLA reassignment skips them."""
+    return f"{PREFIX}:{{L:{lead_id}}}:holders:{crossing}"

@@ -14,13 +14,16 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from models import FORM_FIELDS, Alert, Assignment, Event, InvalidEventError
+from models import FORM_FIELDS, Alert, Assignment, Event, InvalidEventError, Reason
 from router import metrics
 from router.config import LiveFile
-from router.identity import resolve_batch
-from router.store import ApplyResult, EventPlan, RedisStore, lead_view_from_hash
+from router.accounts import account_for
+from router.identity import is_known_person, resolve_batch
+from router.store import AccountPlan, AccountResult, ApplyResult, EventPlan, RedisStore, lead_view_from_hash
 from rules import RoutingConfig, facts_from_lead
 from scoring import ScoringConfig, is_hand_raiser, score_event, total_points
+from scoring.account_intent import AccountIntentConfig
+from scoring.titles import classify_title
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +71,60 @@ def identify(events: Sequence[Event]) -> tuple[list[str], list[str]]:
 
 
 def trigger_text(result: ApplyResult, event: Event, threshold: float) -> str:
+    if result.trigger == "account_intent":
+        return "account intent: the buying committee is active"
     if result.trigger == "hand_raiser":
         return f"hand-raiser: filled form {event.form_id}" if event.form_id else "hand-raiser"
     return f"score {result.after:.0f} crossed the sales-ready threshold {threshold:.0f}"
 
 
-async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float
-                      ) -> tuple[list[EventPlan], list[ApplyResult]]:
-    """Resolve identities, merge and link, then score the whole batch in one round trip."""
+@dataclass
+class BatchOutcome:
+    plans: list[EventPlan]
+    results: list[ApplyResult]
+    accounts: list[AccountResult]
+
+
+def job_title(ev: Event) -> str:
+    return ev.fields.get("job_title") or ev.traits.get("title") or ev.traits.get("job_title") or ""
+
+
+def role_of(ev: Event) -> str:
+    """The buying-committee role (department) an event's person holds, when it says."""
+    title = job_title(ev)
+    if not title:
+        return ""
+    _, department = classify_title(title)
+    return department or ""
+
+
+async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[AccountPlan]:
+    """Tie leads to accounts from what events say, and roll every event of a
+    lead with an account up to it."""
+    refs = [account_for(p.event) for p in plans]
+    unknown = [p.lead_id for p, ref in zip(plans, refs, strict=True) if ref is None and not p.lead_id.startswith("A")]
+    existing = await store.lead_accounts(unknown)
+    links: dict[str, str] = {}
+    out: list[AccountPlan] = []
+    for plan, ref in zip(plans, refs, strict=True):
+        lead_id = plan.lead_id
+        if ref is not None:
+            key_id, name, domain = ref.key_id, ref.name, ref.domain
+            links[lead_id] = key_id
+        else:
+            key_id, name, domain = links.get(lead_id) or existing.get(lead_id) or "", "", ""
+        if key_id:
+            ev = plan.event
+            out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
+                                   lead_id=lead_id, role=role_of(ev), known=is_known_person(lead_id),
+                                   name=name, domain=domain))
+    await store.set_lead_accounts(links)
+    return out
+
+
+async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float,
+                      intent: AccountIntentConfig | None = None) -> BatchOutcome:
+    """Resolve identities, merge and link, then score leads and accounts in one round trip."""
     visitors, users = await store.resolve_identities(*identify(events))
     resolution = resolve_batch(list(events), visitors, users)
     for merge in resolution.merges:  # rare: once per identification
@@ -86,7 +135,9 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
         log.info("kept two people apart: %s was %s, now %s", c.identifier, c.previous, c.current)
     await store.write_links(resolution.links)
     plans = plan_batch(events, resolution.lead_ids, config)
-    results = await store.apply(plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now)
+    account_plans = await plan_accounts(store, plans)
+    results, accounts = await store.apply_with_accounts(
+        plans, account_plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now, intent=intent)
     moved = [i for i, r in enumerate(results) if r.status == "moved"]
     if moved:
         # A profile was merged after we resolved it (earlier in this batch, or
@@ -95,13 +146,15 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
                                   threshold=config.threshold, half_life_s=config.half_life_s, now=now)
         for i, r in zip(moved, again, strict=True):
             results[i] = r
-    return plans, results
+    return BatchOutcome(plans, results, accounts)
 
 
 class Pipeline:
     def __init__(self, store: RedisStore, scoring: LiveFile[ScoringConfig], routing: LiveFile[RoutingConfig],
-                 publish_alert: PublishAlert, clock: Callable[[], float] = time.time) -> None:
+                 publish_alert: PublishAlert, clock: Callable[[], float] = time.time,
+                 intent: AccountIntentConfig | None = None) -> None:
         self.store = store
+        self.intent = intent or AccountIntentConfig()
         self.scoring = scoring
         self.routing = routing
         self.publish_alert = publish_alert
@@ -120,7 +173,8 @@ class Pipeline:
         if not events:
             return report
         config = self.scoring.current
-        plans, results = await apply_batch(self.store, config, events, self.clock())
+        outcome = await apply_batch(self.store, config, events, self.clock(), self.intent)
+        plans, results = outcome.plans, outcome.results
         for plan, result in zip(plans, results, strict=True):
             etype = plan.event.type.value
             if result.status == "duplicate":
@@ -134,7 +188,31 @@ class Pipeline:
                     metrics.CROSSINGS.labels(result.trigger).inc()
                 await self.route(plan, result, config)
                 report.routed += 1
+        by_event = {p.event.event_id: p for p in plans}
+        for acct in outcome.accounts:
+            if acct.status in ("fired", "resume") and acct.top:
+                if await self.route_account(acct, by_event[acct.event_id], config):
+                    report.routed += 1
         return report
+
+    async def route_account(self, acct: AccountResult, plan: EventPlan, config: ScoringConfig) -> bool:
+        """An account crossed its threshold: its most engaged lead becomes sales-ready."""
+        ev = plan.event
+        if acct.status == "fired":
+            metrics.CROSSINGS.labels("account_intent").inc()
+        detail = (f"account intent {acct.intent:.0f} reached {self.intent.threshold:.0f}: "
+                  f"{acct.people} people and {acct.roles} roles active in {self.intent.window_days:g} days")
+        reason = Reason(rule="account_intent", points=0.0, event_id=ev.event_id, event_type=ev.type.value,
+                        ts=ev.ts, detail=detail)
+        result = await self.store.force_ready(acct.top, f"acct:{acct.key_id}:{ev.event_id}", "account_intent",
+                                              reason, self.clock())
+        routed = False
+        if result.needs_routing:
+            await self.route(replace(plan, lead_id=acct.top, reasons=(), points=0.0, hand_raiser=False),
+                             result, config)
+            routed = True
+        await self.store.account_done(acct.key_id, ev.event_id)
+        return routed
 
     async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment:
         """Route one crossing to a rep and publish its alert; safe to repeat."""
@@ -149,10 +227,16 @@ class Pipeline:
         decision = routing.decide(facts)
         team = routing.team(decision.team)
         assignment_id = f"{plan.lead_id}:{result.crossing}"
-        rep_id = await self.store.assign_turn(team.name, assignment_id, [r.rep_id for r in team.reps])
-        rep = next((r for r in team.reps if r.rep_id == rep_id), None)
-        if rep is None:  # the roster changed between the turn and now
-            rep = team.reps[0]
+        # The team's strategy picks the rep (skipping reps who rejected this lead, are out of office,
+        # outside their hours or at capacity; queued to the next rep when nobody is available), counts
+        # it, schedules the SLA and records it in the lead's history: idempotent per assignment id.
+        from datetime import UTC, datetime
+
+        from router.distribution import assign_rep
+
+        pick = await assign_rep(self.store, team, assignment_id, plan.lead_id, result.crossing,
+                                datetime.fromtimestamp(self.clock(), UTC))
+        rep = pick.rep
         now = self.clock()
         assignment = Assignment(assignment_id=assignment_id, lead_id=plan.lead_id, crossing=result.crossing,
                                 rep=rep, decision=decision, ts=now)

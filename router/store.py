@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 from models import Event, LeadView, Reason, Stage
 from router import keys
 from router.identity import Kind, Merge
+from scoring.account_intent import AccountIntentConfig
 
 
 def _lua(name: str) -> str:
@@ -35,6 +36,33 @@ class EventPlan:
     points: float
     hand_raiser: bool
     fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPlan:
+    """Roll event ``event_id`` (worth ``points`` to ``lead_id``) up to an account."""
+
+    key_id: str
+    event_id: str
+    ts: float
+    points: float
+    lead_id: str
+    role: str
+    known: bool
+    name: str = ""
+    domain: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountResult:
+    key_id: str
+    status: str  # scored | fired | resume | duplicate
+    intent: float = 0.0
+    people: int = 0
+    roles: int = 0
+    top: str = ""
+    crossing: int = 0
+    event_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +127,8 @@ class RedisStore:
         self._freeze: AsyncScript = redis.register_script(_lua("merge_freeze.lua"))
         self._absorb: AsyncScript = redis.register_script(_lua("merge_absorb.lua"))
         self._cleanup: AsyncScript = redis.register_script(_lua("merge_cleanup.lua"))
+        self._account: AsyncScript = redis.register_script(_lua("account_event.lua"))
+        self._force: AsyncScript = redis.register_script(_lua("force_ready.lua"))
 
     async def resolve_identities(self, visitor_ids: Sequence[str], user_ids: Sequence[str]
                                  ) -> tuple[dict[str, str], dict[str, str]]:
@@ -154,35 +184,84 @@ class RedisStore:
     async def apply(self, plans: Sequence[EventPlan], *, threshold: float, half_life_s: float,
                     now: float | None = None) -> list[ApplyResult]:
         """Apply a batch of plans in one pipelined round trip, in order."""
-        if not plans:
-            return []
+        results, _ = await self.apply_with_accounts(plans, (), threshold=threshold, half_life_s=half_life_s,
+                                                    now=now)
+        return results
+
+    async def apply_with_accounts(self, plans: Sequence[EventPlan], accounts: Sequence[AccountPlan], *,
+                                  threshold: float, half_life_s: float, now: float | None = None,
+                                  intent: AccountIntentConfig | None = None,
+                                  ) -> tuple[list[ApplyResult], list[AccountResult]]:
+        """Leads and their accounts in one pipelined round trip; each script one hash slot."""
+        if not plans and not accounts:
+            return [], []
         now = time.time() if now is None else now
+        intent = intent or AccountIntentConfig()
         pipe = self.redis.pipeline(transaction=False)
+        lead_cfg = orjson.dumps({"th": threshold, "hl": half_life_s, "now": now, "sw": self.seen_window_s,
+                                 "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT})
         for plan in plans:
             ev = plan.event
-            kk = keys.lead_keys(plan.lead_id)
-            argv: list[Any] = [
-                ev.event_id,
-                repr(ev.ts),
-                repr(plan.points),
-                ev.type.value,
-                orjson.dumps(summarise(ev)),
-                repr(threshold),
-                repr(half_life_s),
-                "1" if plan.hand_raiser else "0",
-                orjson.dumps(dict(plan.fields)),
-                keys.normalise_email(ev.email) if ev.email else "",
-                plan.lead_id,
-                repr(now),
-                self.seen_window_s,
-                ev.user_id or "",
-                keys.REASONS_KEPT,
-                keys.RECENT_KEPT,
-                *(orjson.dumps(r.to_dict()) for r in plan.reasons),
-            ]
-            await self._apply(keys=kk, args=argv, client=pipe)
+            payload: dict[str, Any] = {
+                "e": ev.event_id, "t": ev.ts, "p": plan.points, "y": ev.type.value,
+                "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
+                "i": plan.lead_id, "r": [orjson.dumps(r.to_dict()).decode() for r in plan.reasons],
+            }
+            if ev.email:
+                payload["m"] = keys.normalise_email(ev.email)
+            if ev.user_id:
+                payload["u"] = ev.user_id
+            await self._apply(keys=keys.lead_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
+                              client=pipe)
+        acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
+                                 "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
+                                 "ep": keys.DECAY_EPOCH})
+        for a in accounts:
+            item = {"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
+                    "d": a.domain, "k": a.known}
+            await self._account(keys=keys.account_keys(a.key_id), args=[orjson.dumps(item), acct_cfg], client=pipe)
         raw = await pipe.execute()
-        return [_parse_apply(r) for r in raw]
+        leads = [_parse_apply(r) for r in raw[: len(plans)]]
+        accts = [_parse_account(a.key_id, a.event_id, r) for a, r in zip(accounts, raw[len(plans):], strict=True)]
+        return leads, accts
+
+    async def lead_accounts(self, lead_ids: Sequence[str]) -> dict[str, str]:
+        """Lead id -> account key id, for the leads already tied to an account."""
+        unique = list(dict.fromkeys(lead_ids))
+        if not unique:
+            return {}
+        values = await self.redis.mget([keys.lead_account(x) for x in unique])
+        return {lid: _s(v) for lid, v in zip(unique, values, strict=True) if v}
+
+    async def set_lead_accounts(self, mapping: Mapping[str, str]) -> None:
+        if not mapping:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for lead_id, key_id in mapping.items():
+            pipe.set(keys.lead_account(lead_id), key_id)
+        await pipe.execute()
+
+    async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
+                          now: float) -> ApplyResult:
+        raw = await self._force(keys=keys.lead_keys(lead_id),
+                                args=[trigger_id, trigger, repr(now), orjson.dumps(reason.to_dict())])
+        return _parse_apply(raw)
+
+    async def account_done(self, key_id: str, event_id: str) -> None:
+        """Close an account crossing once its lead has been routed."""
+        acct = keys.account_keys(key_id)[0]
+        pending = await self.redis.hget(acct, "pending_event")
+        if pending is not None and _s(pending) == event_id:
+            await self.redis.hdel(acct, "pending_event", "pending_lead")
+
+    async def account_hash(self, key_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(keys.account_keys(key_id)[0])
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def account_members(self, key_id: str, limit: int = 15) -> list[tuple[str, float]]:
+        """Known members, most engaged first (forward-decayed points)."""
+        raw: list[Any] = await self.redis.zrevrange(keys.account_keys(key_id)[3], 0, limit - 1, withscores=True)
+        return [(_s(pair[0]), float(pair[1])) for pair in raw]
 
     async def assign_turn(self, team: str, assignment_id: str, rep_ids: Sequence[str]) -> str:
         rep = await self._turn(
@@ -223,9 +302,136 @@ class RedisStore:
         raw = await self.redis.lrange(keys.recent(lead_id), 0, limit - 1)
         return [orjson.loads(r) for r in raw]
 
+    # --- distribution, lead lifecycle and SLA (issue 5 items 4-6; appended) -------------------------
+
+    def _script(self, name: str) -> AsyncScript:
+        """A script of router/lua, registered on first use and cached on this store."""
+        cache: dict[str, AsyncScript] = self.__dict__.setdefault("_lr_scripts", {})
+        if name not in cache:
+            cache[name] = self.redis.register_script(_lua(name))
+        return cache[name]
+
+    async def distribute(self, team: str, strategy: str, assignment_id: str, lead_id: str, now: float,
+                         reps: Sequence[RepSlot], *, remind_after_s: float | None = None,
+                         deadline_after_s: float | None = None, deadline_step: str = "reassign",
+                         allow_excluded: bool = True) -> dict[str, Any]:
+        """Pick (or recall) the rep for ``assignment_id`` in one atomic step on the team's slot.
+
+        See router/lua/distribute.lua.  Returns the pick record: rep (False when
+        every rep is excluded and ``allow_excluded`` is off), queued, reason,
+        status (new | existing | none), skipped {rep: why}, load and SLA times.
+        """
+        kk = [keys.team_rr(team), keys.team_swrr(team), keys.team_pick(team, assignment_id),
+              keys.team_sla(team, "remind"), keys.team_sla(team, deadline_step)]
+        argv: list[Any] = [
+            strategy, assignment_id, lead_id, repr(now), keys.PICK_TTL_S, keys.CAPACITY_WINDOW_S,
+            keys.OPEN_WINDOW_S, "" if remind_after_s is None else repr(remind_after_s),
+            "" if deadline_after_s is None else repr(deadline_after_s), keys.sla_member(lead_id, assignment_id),
+            "1" if allow_excluded else "0", deadline_step, len(reps),
+        ]
+        for r in reps:
+            kk += [keys.team_assigned(team, r.rep_id), keys.team_open(team, r.rep_id)]
+            argv += [r.rep_id, r.weight, r.capacity_day or 0, r.capacity_30d or 0, repr(r.day_start),
+                     r.unavailable, "1" if r.excluded else "0", repr(r.sla_base)]
+        raw = await self._script("distribute.lua")(keys=kk, args=argv)
+        out: dict[str, Any] = orjson.loads(raw)
+        return out
+
+    async def lead_sla(self, op: str, lead_id: str, assignment_id: str, crossing: int, now: float, *,
+                       rep_id: str = "", rep_name: str = "", new_assignment_id: str = "",
+                       extra: Mapping[str, Any] | None = None, team: str = "") -> dict[str, Any]:
+        """The lead-side step of an assignment or SLA action (router/lua/lead_sla.lua)."""
+        kk = [keys.lead(lead_id), keys.history(lead_id), keys.holders(lead_id, crossing), keys.rejected(lead_id)]
+        argv: list[Any] = [op, assignment_id, repr(now), keys.HISTORY_KEPT, keys.HOLDERS_TTL_S, str(crossing),
+                           rep_id, rep_name, new_assignment_id, orjson.dumps(dict(extra or {})), team]
+        raw = await self._script("lead_sla.lua")(keys=kk, args=argv)
+        out: dict[str, Any] = orjson.loads(raw)
+        return out
+
+    async def lead_transition(self, action: str, lead_id: str, rep_id: str, now: float, *, target: str = "",
+                              reason: str = "", score_factor: float = 1.0) -> dict[str, Any]:
+        """One lifecycle transition (router/lua/lead_transition.lua); ``ok`` false carries an error code."""
+        kk = [keys.lead(lead_id), keys.history(lead_id), keys.rejected(lead_id)]
+        argv: list[Any] = [action, rep_id, repr(now), target, reason, repr(score_factor), keys.HISTORY_KEPT,
+                           keys.REJECTED_TTL_S]
+        raw = await self._script("lead_transition.lua")(keys=kk, args=argv)
+        out: dict[str, Any] = orjson.loads(raw)
+        return out
+
+    async def rejected_reps(self, lead_id: str) -> set[str]:
+        raw = await self.redis.smembers(keys.rejected(lead_id))
+        return {_s(x) for x in raw}
+
+    async def lead_history(self, lead_id: str, limit: int = keys.HISTORY_KEPT) -> list[dict[str, Any]]:
+        """The lead's history entries, oldest first (the last ``limit``)."""
+        raw = await self.redis.lrange(keys.history(lead_id), -limit, -1)
+        return [orjson.loads(r) for r in raw]
+
+    async def release_open(self, team: str, rep_id: str, lead_id: str) -> None:
+        """The lead no longer counts toward the rep's open leads (idempotent; two single-key steps)."""
+        await self.redis.zrem(keys.team_open(team, rep_id), lead_id)
+        await self.redis.zrem(keys.rep_leads(rep_id), lead_id)
+
+    async def note_rep_lead(self, rep_id: str, lead_id: str, ts: float) -> None:
+        """Keep :func:`keys.rep_leads` in step when the SLA hands a lead to another rep."""
+        await self.redis.zadd(keys.rep_leads(rep_id), {lead_id: ts})
+
+    async def open_leads(self, team: str, rep_id: str) -> int:
+        return int(await self.redis.zcard(keys.team_open(team, rep_id)))
+
+    async def sla_claim(self, team: str, step: str, now: float, lease_s: float, limit: int) -> list[str]:
+        """Lease up to ``limit`` SLA items due by ``now`` (router/lua/sla_claim.lua); members are "lead assignment"."""
+        raw = await self._script("sla_claim.lua")(keys=[keys.team_sla(team, step)],
+                                                  args=[repr(now), repr(now + lease_s), limit])
+        return [_s(x) for x in raw]
+
+    async def sla_done(self, team: str, step: str, member: str) -> None:
+        await self.redis.zrem(keys.team_sla(team, step), member)
+
+    async def sla_retry(self, team: str, step: str, member: str, at: float) -> None:
+        await self.redis.zadd(keys.team_sla(team, step), {member: at}, xx=True)
+
+    async def sla_pending(self, team: str, step: str) -> list[tuple[str, float]]:
+        raw: list[Any] = await self.redis.zrange(keys.team_sla(team, step), 0, -1, withscores=True)
+        return [(_s(pair[0]), float(pair[1])) for pair in raw]
+
+    async def record_outcome(self, lead_id: str, line: bytes) -> str:
+        """Append a training row to the outcomes stream, then clear the lead's ``outcome_pending``.
+
+        Two slots, so two steps: a crash in between leaves ``outcome_pending`` set
+        and repeating the won/lost call replays the row.
+        """
+        entry_id = await self.redis.xadd(keys.OUTCOMES, {"json": line}, maxlen=keys.OUTCOMES_MAXLEN,
+                                         approximate=True)
+        await self.redis.hdel(keys.lead(lead_id), "outcome_pending")
+        return _s(entry_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RepSlot:
+    """One rep as :meth:`RedisStore.distribute` sees it: weight, caps and clock-based eligibility."""
+
+    rep_id: str
+    weight: int = 1
+    capacity_day: int | None = None
+    capacity_30d: int | None = None
+    day_start: float = 0.0  # the rep's local midnight (epoch s): capacity_day counts from here
+    unavailable: str = ""  # why the clock says no ('' = available)
+    excluded: bool = False  # rejected the lead or already held this crossing
+    sla_base: float = 0.0  # when the SLA clock starts if this rep gets it (their next working moment)
+
 
 def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:
+    data = orjson.loads(raw)
+    return AccountResult(
+        key_id=key_id, status=str(data["status"]), intent=float(data.get("intent", 0.0)),
+        people=int(data.get("people", 0)), roles=int(data.get("roles", 0)), top=str(data.get("top") or ""),
+        crossing=int(data.get("crossing", 0) or 0), event_id=event_id,
+    )
 
 
 def _parse_apply(raw: Any) -> ApplyResult:

@@ -13,4 +13,4 @@ T0 = 1_790_000_000.0
 async def run_batch(store: RedisStore, config: ScoringConfig, events: list[Event], now: float = T0
                     ) -> list[ApplyResult]:
     """The worker's batch path minus routing."""
-    return (await apply_batch(store, config, events, now))[1]
+    return (await apply_batch(store, config, events, now)).results

@@ -7,17 +7,22 @@
 -- profile into a lead is done beforehand by the merge_* scripts.)
 --
 -- KEYS[1..4]  lead hash, seen zset, reasons list, recent list
--- ARGV        1 event_id  2 ts  3 points  4 event type  5 summary_json
---             6 threshold  7 half_life_s  8 hand_raiser  9 fields_json
---             10 email  11 lead_id  12 now  13 seen_window_s  14 user_id
---             15 reasons_kept  16 recent_kept  17.. reason json strings
+-- ARGV[1]     the event, JSON: e event_id, t ts, p points, y type, s summary
+--             (JSON text), h hand_raiser, f fields {name: value}, m email,
+--             i lead_id, u user_id, r [reason JSON texts]
+-- ARGV[2]     the batch's settings, JSON: th threshold, hl half_life_s,
+--             now, sw seen_window_s, rk reasons_kept, ck recent_kept
+-- (One JSON argument per event keeps the client's per-argument cost out of
+-- the hot path; cjson decodes it in C.)
+local ev = cjson.decode(ARGV[1])
+local cfg = cjson.decode(ARGV[2])
 local lead, seen, reasons, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local eid = ARGV[1]
-local ts = tonumber(ARGV[2])
-local pts = tonumber(ARGV[3])
-local thr = tonumber(ARGV[6])
-local h = tonumber(ARGV[7])
-local now = tonumber(ARGV[12])
+local eid = ev.e
+local ts = ev.t
+local pts = ev.p
+local thr = cfg.th
+local h = cfg.hl
+local now = cfg.now
 
 local function fmt(x) return string.format('%.17g', x) end
 
@@ -63,7 +68,7 @@ if redis.call('ZSCORE', seen, eid) then
 end
 
 redis.call('ZADD', seen, now, eid)
-redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - tonumber(ARGV[13]))
+redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
 
 local v = tonumber(redis.call('HGET', lead, 'score') or '0')
 local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
@@ -72,27 +77,29 @@ if a > at then at = a end
 local before = decayed(v, a, at)
 local nv, na = add(v, a, pts, ts)
 local after = decayed(nv, na, at)
-redis.call('HSET', lead, 'score', fmt(nv), 'asof', fmt(na), 'lead_id', ARGV[11], 'last_seen', fmt(at))
+redis.call('HSET', lead, 'score', fmt(nv), 'asof', fmt(na), 'lead_id', ev.i, 'last_seen', fmt(at))
 redis.call('HSETNX', lead, 'first_seen', fmt(ts))
 redis.call('HINCRBY', lead, 'events', 1)
-redis.call('HINCRBY', lead, 'n:' .. ARGV[4], 1)
-redis.call('HSET', lead, 'last_type', ARGV[4])
+redis.call('HINCRBY', lead, 'n:' .. ev.y, 1)
+redis.call('HSET', lead, 'last_type', ev.y)
 
-local email = ARGV[10]
+local email = ev.m or ''
 if email ~= '' then redis.call('HSET', lead, 'email', email) end
-if ARGV[14] ~= '' then redis.call('HSET', lead, 'user_id', ARGV[14]) end
-local fields = cjson.decode(ARGV[9])
-for k, fv in pairs(fields) do redis.call('HSET', lead, 'f:' .. k, fv) end
+if ev.u and ev.u ~= '' then redis.call('HSET', lead, 'user_id', ev.u) end
+for k, fv in pairs(ev.f or {}) do redis.call('HSET', lead, 'f:' .. k, fv) end
 local stage = redis.call('HGET', lead, 'stage')
 if not stage or (stage == 'anonymous' and email ~= '') then
   if redis.call('HEXISTS', lead, 'email') == 1 then stage = 'known' else stage = 'anonymous' end
   redis.call('HSET', lead, 'stage', stage)
 end
 
-for i = 17, #ARGV do redis.call('LPUSH', reasons, ARGV[i]) end
-redis.call('LTRIM', reasons, 0, tonumber(ARGV[15]) - 1)
-redis.call('LPUSH', recent, ARGV[5])
-redis.call('LTRIM', recent, 0, tonumber(ARGV[16]) - 1)
+local rs = ev.r or {}
+if #rs > 0 then
+  redis.call('LPUSH', reasons, unpack(rs))
+  redis.call('LTRIM', reasons, 0, cfg.rk - 1)
+end
+redis.call('LPUSH', recent, ev.s)
+redis.call('LTRIM', recent, 0, cfg.ck - 1)
 
 -- A crossing fires once: the `ready` flag is set in this same step and only a
 -- recycle (rep rejection, decay below the recycle level) clears it.  Only a
@@ -101,7 +108,7 @@ redis.call('LTRIM', recent, 0, tonumber(ARGV[16]) - 1)
 local known = redis.call('HEXISTS', lead, 'email') == 1
 if known and redis.call('HGET', lead, 'ready') ~= '1' then
   local trigger = nil
-  if ARGV[8] == '1' then
+  if ev.h then
     trigger = 'hand_raiser'
   elseif after >= thr then
     trigger = 'threshold'

@@ -1,0 +1,77 @@
+-- Roll one event up to its account, atomically (account's hash slot only).
+--
+-- Account intent = the decayed sum of its members' points (exact, same
+-- half-life as leads) + breadth: a bonus per distinct person active within
+-- the window and per distinct buying-committee role among them.  Crossing
+-- the account threshold fires once (re-armed when intent falls below half of
+-- it) and names the most engaged known member, ranked by forward-decayed
+-- points so the ranking is exact at any moment.
+--
+-- KEYS[1..5] account hash, seen, members (lead -> last active ts),
+--            engaged (known lead -> forward-decayed points), roles (lead -> role)
+-- ARGV[1] JSON: e event_id, t ts, p points, i lead_id, r role, n name,
+--         d domain, k known (true when the lead has an email)
+-- ARGV[2] JSON: now, sw seen_window_s, hl half_life_s, w window_s,
+--         th threshold, pp per_person, pr per_role, ep epoch
+local acct, seen, members, engaged, roles = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ev, cfg = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
+local eid, ts, pts = ev.e, ev.t, ev.p
+local lead, role, now = ev.i, ev.r or '', cfg.now
+local h, window, thr = cfg.hl, cfg.w, cfg.th
+local function fmt(x) return string.format('%.17g', x) end
+
+if redis.call('ZSCORE', seen, eid) then
+  if redis.call('HGET', acct, 'pending_event') == eid then
+    return cjson.encode({status = 'resume', top = redis.call('HGET', acct, 'pending_lead'),
+      crossing = tonumber(redis.call('HGET', acct, 'crossing'))})
+  end
+  return cjson.encode({status = 'duplicate'})
+end
+redis.call('ZADD', seen, now, eid)
+redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
+if ev.n and ev.n ~= '' then redis.call('HSETNX', acct, 'name', ev.n) end
+if ev.d and ev.d ~= '' then redis.call('HSETNX', acct, 'domain', ev.d) end
+
+local v = tonumber(redis.call('HGET', acct, 'score') or '0')
+local a = tonumber(redis.call('HGET', acct, 'asof') or '0')
+local at = ts
+if a > at then at = a end
+if a <= 0 then v, a = pts, ts
+elseif ts >= a then v, a = v * math.pow(2, -(ts - a) / h) + pts, ts
+else v = v + pts * math.pow(2, -(a - ts) / h) end
+redis.call('HSET', acct, 'score', fmt(v), 'asof', fmt(a))
+local engagement = v
+if at > a then engagement = v * math.pow(2, -(at - a) / h) end
+
+redis.call('ZADD', members, 'GT', ts, lead)
+if role ~= '' then redis.call('HSET', roles, lead, role) end
+if ev.k and pts ~= 0 then
+  redis.call('ZINCRBY', engaged, pts * math.pow(2, (ts - cfg.ep) / h), lead)
+end
+
+local active = redis.call('ZRANGEBYSCORE', members, at - window, '+inf', 'LIMIT', 0, 200)
+local distinct = {}
+local nroles = 0
+for _, m in ipairs(active) do
+  local r = redis.call('HGET', roles, m)
+  if r and not distinct[r] then distinct[r] = true; nroles = nroles + 1 end
+end
+local intent = engagement + cfg.pp * #active + cfg.pr * nroles
+redis.call('HSET', acct, 'intent', fmt(intent), 'active_people', #active, 'active_roles', nroles,
+  'last_active', fmt(at))
+
+local ready = redis.call('HGET', acct, 'ready') == '1'
+if ready and intent < thr / 2 then
+  redis.call('HSET', acct, 'ready', '0')
+  ready = false
+end
+if not ready and intent >= thr then
+  local top = redis.call('ZREVRANGE', engaged, 0, 0)[1]
+  if top then
+    local n = redis.call('HINCRBY', acct, 'crossing', 1)
+    redis.call('HSET', acct, 'ready', '1', 'pending_event', eid, 'pending_lead', top)
+    return cjson.encode({status = 'fired', top = top, crossing = n, intent = intent,
+      people = #active, roles = nroles})
+  end
+end
+return cjson.encode({status = 'scored', intent = intent, people = #active, roles = nroles})
