@@ -16,8 +16,8 @@ import orjson
 
 from models import FORM_FIELDS, Alert, Assignment, Event, InvalidEventError, Reason
 from router import metrics
-from router.config import LiveFile
 from router.accounts import account_for
+from router.config import LiveFile
 from router.identity import is_known_person, resolve_batch
 from router.store import AccountPlan, AccountResult, ApplyResult, EventPlan, RedisStore, lead_view_from_hash
 from rules import RoutingConfig, facts_from_lead
