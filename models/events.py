@@ -8,7 +8,8 @@ is the single place that validates what comes off the wire.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -95,7 +96,7 @@ class Event:
         return f"x:{self.event_id}"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["type"] = self.type.value
         data["utm"] = dict(self.utm)
         data["fields"] = dict(self.fields)
@@ -117,8 +118,12 @@ class Event:
             msg = f"event field 'type' has unknown value {raw_type!r}; use one of: {allowed}"
             raise InvalidEventError(msg) from None
         ts = data.get("ts")
-        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts <= 0:
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts <= 0:
             msg = f"event field 'ts' must be positive epoch seconds, got {ts!r}; set it when the event is received"
+            raise InvalidEventError(msg)
+        version = data.get("v", SCHEMA_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            msg = f"event field 'v' must be a positive whole schema version, got {version!r}; send {SCHEMA_VERSION}"
             raise InvalidEventError(msg)
         return cls(
             event_id=event_id or "",
@@ -144,7 +149,7 @@ class Event:
             message_id=_str(data, "message_id"),
             machine=_fraction(data, "machine"),
             machine_reason=_str(data, "machine_reason"),
-            v=int(data.get("v", SCHEMA_VERSION)),
+            v=version,
         )
 
 

@@ -166,7 +166,7 @@ class Pipeline:
         for raw in raw_values:
             try:
                 events.append(decode(raw))
-            except (InvalidEventError, orjson.JSONDecodeError, TypeError) as exc:
+            except (InvalidEventError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
                 report.invalid += 1
                 metrics.EVENTS.labels("unknown", "invalid").inc()
                 log.error("skipped an invalid event: %s: %r", exc, bytes(raw)[:200])

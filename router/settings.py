@@ -7,6 +7,8 @@ else in the project reads ``os.environ``: every component gets the settings
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -64,6 +66,39 @@ class Settings:
     alert_backoff_s: float = 0.5
     alert_timeout_s: float = 10.0
     log_level: str = "INFO"
+    # --- SDK ingest (Segment / RudderStack / Snowplow), see router/ingest_*.py
+    # Comma-separated write keys the Segment-compatible API accepts; ``KEY=label``
+    # sets the event ``source`` (default "segment"), e.g. "wk1,rwk2=rudderstack".
+    # Empty switches the API off (every call answers 401 naming this setting).
+    segment_write_keys: str = ""
+    # Track events that count as a form fill when they carry an email (comma-separated,
+    # compared case-, space- and underscore-insensitively).
+    segment_form_events: str = "Form Submitted,Signed Up,Demo Requested"
+    # How long a (write key, messageId) or Snowplow event id is remembered to drop retries.
+    message_dedupe_ttl_s: int = 2 * 24 * 3600
+    snowplow_enabled: bool = True
+    # Comma-separated Snowplow app ids (``aid``) accepted; empty accepts any.
+    snowplow_app_ids: str = ""
+    # --- Machine opens and bots (router/machine.py)
+    # An email open or click this soon after the send is a machine's (scanner, prefetch).
+    machine_open_delay_s: float = 2.0
+    # Comma-separated CIDRs whose hits are always a machine's (scanners, office egress, ...).
+    machine_networks: str = ""
+    # --- Local durable spool in front of Kafka (router/spool.py)
+    spool_dir: Path = Path("var/spool")
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    spool_segment_bytes: int = 16 * 1024 * 1024
+    # always: a request is answered after its event is fsynced (group commit);
+    # interval: fsync every spool_fsync_interval_s; never: leave it to the OS.
+    spool_fsync: str = "always"
+    spool_fsync_interval_s: float = 0.2
+    # Retry-After (seconds) sent with the 503 when the spool is full.
+    spool_retry_after_s: int = 30
+    # After the broker fails to answer a send, wait this long once it is back before
+    # checking which of the unanswered events landed anyway (so none is sent twice).
+    spool_recheck_delay_s: float = 1.0
+    # How long the forwarder waits for the broker to acknowledge one batch.
+    spool_send_timeout_s: float = 10.0
     # Names of the fields the environment set (not a setting itself).
     explicit: frozenset[str] = frozenset()
 
@@ -108,6 +143,9 @@ def _parse_number(name: str, raw: str, kind: Callable[[str], Any]) -> Any:
     except ValueError:
         msg = f"setting {name}={raw!r} is not a valid {kind.__name__}; set a number such as 10"
         raise SettingsError(msg) from None
+    if not math.isfinite(value):
+        msg = f"setting {name}={raw!r} must be a finite number; set a number such as 10"
+        raise SettingsError(msg)
     if value < 0:
         msg = f"setting {name}={raw!r} must not be negative"
         raise SettingsError(msg)
@@ -140,7 +178,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if key.startswith("LEADROUTER_"):
             fname = key[len("LEADROUTER_") :].lower()
             if fname not in known or fname == "explicit":
-                close = [n for n in known if n.split("_")[0] == fname.split("_")[0]]
+                names = [n for n in known if n != "explicit"]
+                close = difflib.get_close_matches(fname, names, n=1, cutoff=0.6)
                 hint = f"; did you mean LEADROUTER_{close[0].upper()}?" if close else ""
                 msg = f"unknown setting {key}{hint}"
                 raise SettingsError(msg)

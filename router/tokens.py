@@ -68,6 +68,9 @@ def verify_token(secret: str, token: str, *, now: float | None = None) -> TokenC
     if not dot or not body or not sig or len(token) > 4096:
         msg = "token is malformed: expected <claims>.<signature>"
         raise TokenError(msg)
+    if not token.isascii():
+        msg = "token is malformed: it has non-ASCII characters"
+        raise TokenError(msg)
     if not hmac.compare_digest(_sign(secret, body), sig):
         msg = "token signature does not match: forged, truncated or signed with another secret"
         raise TokenError(msg)
