@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from router import metrics
 from router.alerts import Notifier, SlackBotNotifier, SlackWebhookNotifier, SmtpNotifier
-from router.config import LiveFile, load_rules_file, load_scoring_file
+from router.config import LiveFile, RedisRulesSource, load_scoring_file
 from router.kafka import ensure_topics
 from router.pipeline import Pipeline
 from router.sender import AlertSender, TeamWebhooks
@@ -63,8 +63,10 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.scoring = LiveFile.open(settings.scoring_file, load_scoring_file, "scoring")
-        self.routing = LiveFile.open(settings.rules_file, load_rules_file, "routing")
         self.redis = Redis.from_url(settings.redis_url)
+        # Published rules (leadrouter rules publish) win over the file; the
+        # file is used, and reloaded on change, until something is published.
+        self.routing = RedisRulesSource(settings.rules_file, self.redis, startup_url=settings.redis_url)
         self.store = RedisStore(self.redis)
         self._http: aiohttp.ClientSession | None = None
         self._sender: AlertSender | None = None
@@ -147,7 +149,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def reload_config() -> None:
         rt.scoring.maybe_reload()
-        rt.routing.maybe_reload()
+        await rt.routing.poll()
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:
