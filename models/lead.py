@@ -192,6 +192,11 @@ class Alert:
     trigger: str
     recent: tuple[Mapping[str, Any], ...] = ()
     event_ts: float = 0.0  # when the collector received the event that triggered it
+    # The lead's account: name, domain, intent, active_people, and ``members``
+    # (other active people: name, title, email, last_active ts), when known.
+    account: Mapping[str, Any] = field(default_factory=dict)
+    # Where the rep acts: {"accept": url, "reject": url, "lead": url}.
+    links: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -201,6 +206,8 @@ class Alert:
             "trigger": self.trigger,
             "recent": [dict(r) for r in self.recent],
             "event_ts": self.event_ts,
+            "account": dict(self.account),
+            "links": dict(self.links),
         }
 
     @classmethod
@@ -212,4 +219,6 @@ class Alert:
             trigger=str(d["trigger"]),
             recent=tuple(d.get("recent") or ()),
             event_ts=float(d.get("event_ts", 0.0)),
+            account=dict(d.get("account") or {}),
+            links={str(k): str(v) for k, v in (d.get("links") or {}).items()},
         )
