@@ -129,4 +129,9 @@ def _convert(loader: _Loader, node: yaml.Node, log: ProblemLog, active: set[int]
             items.lines.append(_line(item))
         active.discard(id(node))
         return items
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except ValueError:
+        # A scalar that looks like a date but is not one (2026-13-01): keep the text,
+        # so the key's own check reports it with file:line instead of a crash.
+        return node.value

@@ -49,10 +49,22 @@ from rules.errors import (
     UnknownFieldError,
     UnknownTeamError,
 )
+from rules.roster import (
+    REP_ROSTER_KEYS,
+    TEAM_ROSTER_KEYS,
+    LifecyclePolicy,
+    RepProfile,
+    SlaPolicy,
+    Strategy,
+    parse_lifecycle,
+    parse_team_roster,
+)
 
 TOP_KEYS = ("version", "teams", "rules")
-TEAM_KEYS = ("description", "manager", "slack_webhook", "reps")
-REP_KEYS = ("id", "name", "email", "slack_user_id")
+# Optional top-level sections (see rules/roster.py).
+OPTIONAL_TOP_KEYS = ("lifecycle",)
+TEAM_KEYS = ("description", "manager", "slack_webhook", "reps", *TEAM_ROSTER_KEYS)
+REP_KEYS = ("id", "name", "email", "slack_user_id", *REP_ROSTER_KEYS)
 RULE_KEYS = ("name", "description", "when", "team")
 OPERATORS = ("equals", "in", "range", "regex", "exists")
 COMBINATORS = ("all", "any", "not")
@@ -76,15 +88,33 @@ class Team:
     slack_webhook: str | None
     reps: tuple[Rep, ...]
     managers: tuple[str, ...] = ()
+    # Distribution inside the team, per-rep availability and capacity, and the SLA (rules/roster.py).
+    strategy: Strategy = Strategy.ROUND_ROBIN
+    profiles: tuple[RepProfile, ...] = ()
+    sla: SlaPolicy | None = None
+
+    def profile(self, rep_id: str) -> RepProfile:
+        """The rep's availability and capacity; a rep the file says nothing about is always available."""
+        for p in self.profiles:
+            if p.rep_id == rep_id:
+                return p
+        return RepProfile(rep_id=rep_id)
+
+    def rep(self, rep_id: str) -> Rep | None:
+        return next((r for r in self.reps if r.rep_id == rep_id), None)
 
     def to_json(self) -> dict[str, object]:
+        profiles = {p.rep_id: p.to_json() for p in self.profiles}
         return {
             "name": self.name,
             "description": self.description,
             "managers": list(self.managers or (self.manager,)),
             "slack_webhook": self.slack_webhook,
+            "strategy": self.strategy.value,
+            "sla": self.sla.to_json() if self.sla else None,
             "reps": [
-                {"id": r.rep_id, "name": r.name, "email": r.email, "slack_user_id": r.slack_user_id}
+                {"id": r.rep_id, "name": r.name, "email": r.email, "slack_user_id": r.slack_user_id,
+                 "profile": profiles.get(r.rep_id) or RepProfile(r.rep_id).to_json()}
                 for r in self.reps
             ],
         }
@@ -119,6 +149,7 @@ class RoutingConfig:
     source: str
     teams: Mapping[str, Team]
     rules: tuple[CompiledRule, ...]
+    lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
     _by_name: Mapping[str, CompiledRule] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +192,7 @@ class RoutingConfig:
             "version": self.version,
             "teams": {name: team.to_json() for name, team in sorted(self.teams.items())},
             "rules": [rule.to_json() for rule in self.rules],
+            "lifecycle": self.lifecycle.to_json(),
         }
         blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -178,12 +210,13 @@ def load_routing(text: str, source: str = "<string>") -> RoutingConfig:
                 f"expected a mapping with keys {', '.join(TOP_KEYS)}, got {got}; see rules/routing.yaml for the shape")
         log.raise_if_any()
         raise AssertionError("unreachable")
-    check_keys(doc, TOP_KEYS, None, log, required=TOP_KEYS)
+    check_keys(doc, (*TOP_KEYS, *OPTIONAL_TOP_KEYS), None, log, required=TOP_KEYS)
     version = _version(doc, log)
     teams, declared = _teams(doc, log)
     rules = _rules(doc, declared, log)
+    lifecycle = parse_lifecycle(doc, log)
     log.raise_if_any()
-    return RoutingConfig(version=version, source=source, teams=teams, rules=rules)
+    return RoutingConfig(version=version, source=source, teams=teams, rules=rules, lifecycle=lifecycle)
 
 
 # --- shared checks -------------------------------------------------------------------------------
@@ -264,7 +297,9 @@ def _teams(doc: YMap, log: ProblemLog) -> tuple[dict[str, Team], set[str]]:
         description = required_str(tnode, "description", context, log)
         managers = _managers(tnode, context, log)
         webhook = _webhook(tnode, context, log)
-        reps = _reps(tnode, name, line, context, log, seen_ids, seen_emails)
+        rep_nodes: dict[str, tuple[YMap, str]] = {}
+        reps = _reps(tnode, name, line, context, log, seen_ids, seen_emails, rep_nodes)
+        roster = parse_team_roster(tnode, name, context, log, rep_nodes)
         if description is not None and managers and reps:
             teams[name] = Team(
                 name=name,
@@ -273,6 +308,9 @@ def _teams(doc: YMap, log: ProblemLog) -> tuple[dict[str, Team], set[str]]:
                 slack_webhook=webhook,
                 reps=reps,
                 managers=managers,
+                strategy=roster.strategy,
+                profiles=roster.profiles,
+                sla=roster.sla,
             )
     return teams, declared
 
@@ -309,6 +347,7 @@ def _reps(
     log: ProblemLog,
     seen_ids: dict[str, tuple[str, int]],
     seen_emails: dict[str, tuple[str, int]],
+    rep_nodes: dict[str, tuple[YMap, str]] | None = None,
 ) -> tuple[Rep, ...]:
     node = tnode.get("reps")
     if node is None or (isinstance(node, YList) and not node):
@@ -368,6 +407,8 @@ def _reps(
                 seen_emails[folded] = (team, rnode.line_of("email"))
         if ok and rep_id is not None and name is not None and email is not None:
             reps.append(Rep(rep_id=rep_id, name=name, email=email, team=team, slack_user_id=slack_id))
+            if rep_nodes is not None:
+                rep_nodes[rep_id] = (rnode, rep_context)
     return tuple(reps)
 
 
