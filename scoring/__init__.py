@@ -3,8 +3,16 @@
 Load the ops-edited points table with :func:`load_scoring_config`, turn events
 into reasons with :func:`score_event`, and keep scores with the exact decay
 math in :mod:`scoring.decay` (mirrored by the Redis Lua script).
+
+Caps (``cap_per_day``, ``once_per_lead``, ``daily_cap``) are applied by
+:func:`apply_caps` to the hits of :func:`score_event_hits`; the sales-ready
+rule is :func:`is_sales_ready` over :class:`ReadyClause` (JSON for Lua:
+:func:`ready_clauses_json`); the fit grade is :func:`fit_grade` over the
+ideal customer profile loaded by :func:`load_icp_config`, with job titles
+read by :func:`classify_title`.
 """
 
+from scoring.caps import CapResult, RuleHit, apply_caps, apply_caps_detailed, day_bucket, hits_json
 from scoring.config import (
     DEFAULT_HALF_LIFE_DAYS,
     RULE_KEYS,
@@ -14,27 +22,71 @@ from scoring.config import (
     load_scoring_config,
 )
 from scoring.decay import NO_SCORE, add_points, decay_factor, score_at
-from scoring.errors import DecayError, ScoringConfigError, ScoringError
-from scoring.points import describe_event, is_hand_raiser, rule_matches, score_event, total_points, url_target
+from scoring.errors import DecayError, IcpConfigError, ScoringConfigError, ScoringError
+from scoring.icp import FitGrade, IcpConfig, fit_grade, load_icp_config, parse_employees
+from scoring.points import (
+    describe_event,
+    is_hand_raiser,
+    machine_discount,
+    rule_matches,
+    score_event,
+    score_event_hits,
+    total_points,
+    url_target,
+)
+from scoring.ready import (
+    ReadyClause,
+    SalesReady,
+    clauses_from_json,
+    is_sales_ready,
+    ready_clauses_json,
+    should_recycle,
+)
+from scoring.titles import DEPARTMENTS, SENIORITIES, Department, Seniority, classify_title
 
 __all__ = [
     "DEFAULT_HALF_LIFE_DAYS",
+    "DEPARTMENTS",
     "NO_SCORE",
     "RULE_KEYS",
+    "SENIORITIES",
     "TOP_KEYS",
+    "CapResult",
     "DecayError",
+    "Department",
+    "FitGrade",
+    "IcpConfig",
+    "IcpConfigError",
+    "ReadyClause",
+    "RuleHit",
+    "SalesReady",
     "ScoringConfig",
     "ScoringConfigError",
     "ScoringError",
     "ScoringRule",
+    "Seniority",
     "add_points",
+    "apply_caps",
+    "apply_caps_detailed",
+    "classify_title",
+    "clauses_from_json",
+    "day_bucket",
     "decay_factor",
     "describe_event",
+    "fit_grade",
+    "hits_json",
     "is_hand_raiser",
+    "is_sales_ready",
+    "load_icp_config",
     "load_scoring_config",
+    "machine_discount",
+    "parse_employees",
+    "ready_clauses_json",
     "rule_matches",
     "score_at",
     "score_event",
+    "score_event_hits",
+    "should_recycle",
     "total_points",
     "url_target",
 ]

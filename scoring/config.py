@@ -7,8 +7,15 @@ silently scoring nothing.
 
 Format::
 
-    threshold: 100          # sales-ready at this decayed score (> 0)
+    threshold: 100          # the engagement score that makes a lead sales-ready (> 0)
     half_life_days: 30      # optional, default 30 (> 0)
+    daily_cap: 120          # optional: positive points one lead may earn per UTC day (> 0)
+    sales_ready:            # optional, see scoring.ready; default: engagement >= threshold or a hand-raiser
+      any:
+        - {engagement_at_least: 100, grade_in: [A, B]}
+        - {probability_at_least: 0.6}
+        - {hand_raiser: true}
+      recycle_below: 30     # optional, below every engagement_at_least and the threshold
     rules:
       - name: pricing-page            # unique
         description: Looked at prices # required
@@ -18,13 +25,16 @@ Format::
         campaign: nov-webinar         # optional, exact campaign name
         points: 10                    # may be negative, must be finite
         hand_raiser: false            # optional, form_fill only: sales-ready at once
+        cap_per_day: 30               # optional (> 0, positive points only): max points per lead per UTC day
+        once_per_lead: false          # optional: count only the first time it grants points
+        repeatable: true              # optional: the default, the opposite of once_per_lead
 
-Every rule an event matches adds its points; there is no first-match.
+Every rule an event matches adds its points; there is no first-match.  The
+caps are applied by :mod:`scoring.caps` (and the Lua script that mirrors it).
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -32,19 +42,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NoReturn
+from typing import Any
 
-import yaml
-from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from models.events import EventType
 from scoring.errors import ScoringConfigError
+from scoring.ready import GRADE_LETTERS, ReadyClause, SalesReady, fmt_number
+from scoring.yamlread import Entry, YamlReader, did_you_mean, kind, line_of, node_kind
 
 DEFAULT_HALF_LIFE_DAYS = 30.0
 SECONDS_PER_DAY = 86_400.0
 
-TOP_KEYS: tuple[str, ...] = ("threshold", "half_life_days", "rules")
+TOP_KEYS: tuple[str, ...] = ("threshold", "half_life_days", "daily_cap", "sales_ready", "rules")
 RULE_KEYS: tuple[str, ...] = (
     "name",
     "description",
@@ -54,9 +64,21 @@ RULE_KEYS: tuple[str, ...] = (
     "campaign",
     "points",
     "hand_raiser",
+    "cap_per_day",
+    "once_per_lead",
+    "repeatable",
 )
+SALES_READY_KEYS: tuple[str, ...] = ("any", "recycle_below")
+CLAUSE_KEYS: tuple[str, ...] = ("engagement_at_least", "grade_in", "probability_at_least", "hand_raiser")
 _REQUIRED_TOP: tuple[str, ...] = ("threshold", "rules")
 _REQUIRED_RULE: tuple[str, ...] = ("name", "description", "event", "points")
+
+# Kept for code that imported the helpers from here before they moved to scoring.yamlread.
+_line = line_of
+_did_you_mean = did_you_mean
+_kind = kind
+_node_kind = node_kind
+_Entry = Entry
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +88,9 @@ class ScoringRule:
     An event matches when its type is ``event`` and every optional condition
     given holds: ``url`` is found (``re.search``) in the URL's path+query,
     ``form_id`` is one of ``forms``, ``campaign`` equals the event's campaign.
+
+    ``cap_per_day`` (points per lead per UTC day) and ``once_per_lead`` limit
+    what the rule grants; see :mod:`scoring.caps`.
     """
 
     name: str
@@ -76,22 +101,40 @@ class ScoringRule:
     campaign: str | None = None
     points: float
     hand_raiser: bool = False
+    cap_per_day: float | None = None
+    once_per_lead: bool = False
     line: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cap_per_day is not None and not _positive_finite(self.cap_per_day):
+            msg = (
+                f"ScoringRule {self.name!r} cap_per_day must be a finite number > 0, got {self.cap_per_day!r}"
+            )
+            raise ScoringConfigError(msg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScoringConfig:
     """A validated scoring config.
 
+    ``sales_ready`` is the section as written (``None`` when the file has
+    none); ``ready`` is the rule in force: that section, or the default
+    ``engagement >= threshold`` or hand-raiser.
+
     ``version`` is derived from the content (never passed in): the first 12 hex
     digits of the sha256 of the config as canonical JSON.  It ignores comments,
     formatting and line numbers, so it changes exactly when scoring changes.
+    Options left at their defaults are not hashed, so a file that uses none of
+    the newer options keeps the version it always had.
     """
 
     threshold: float
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
+    daily_cap: float | None = None
+    sales_ready: SalesReady | None = None
     rules: tuple[ScoringRule, ...]
     version: str = field(init=False)
+    ready: SalesReady = field(init=False, repr=False, compare=False)
     _by_type: Mapping[EventType, tuple[ScoringRule, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -101,7 +144,12 @@ class ScoringConfig:
         if not _positive_finite(self.half_life_days):
             msg = f"ScoringConfig half_life_days must be a finite number > 0, got {self.half_life_days!r}"
             raise ScoringConfigError(msg)
+        if self.daily_cap is not None and not _positive_finite(self.daily_cap):
+            msg = f"ScoringConfig daily_cap must be a finite number > 0, got {self.daily_cap!r}"
+            raise ScoringConfigError(msg)
         object.__setattr__(self, "version", _content_hash(self))
+        ready = self.sales_ready if self.sales_ready is not None else SalesReady.default(self.threshold)
+        object.__setattr__(self, "ready", ready)
         by_type = MappingProxyType({t: tuple(r for r in self.rules if r.event is t) for t in EventType})
         object.__setattr__(self, "_by_type", by_type)
 
@@ -131,218 +179,71 @@ def _positive_finite(x: float) -> bool:
 
 
 def _content_hash(config: ScoringConfig) -> str:
-    payload = {
+    rules: list[dict[str, Any]] = []
+    for r in config.rules:
+        rule: dict[str, Any] = {
+            "name": r.name,
+            "description": r.description,
+            "event": r.event.value,
+            "url": r.url.pattern if r.url is not None else None,
+            "forms": list(r.forms),
+            "campaign": r.campaign,
+            "points": float(r.points),
+            "hand_raiser": r.hand_raiser,
+        }
+        if r.cap_per_day is not None:
+            rule["cap_per_day"] = float(r.cap_per_day)
+        if r.once_per_lead:
+            rule["once_per_lead"] = True
+        rules.append(rule)
+    payload: dict[str, Any] = {
         "threshold": float(config.threshold),
         "half_life_days": float(config.half_life_days),
-        "rules": [
-            {
-                "name": r.name,
-                "description": r.description,
-                "event": r.event.value,
-                "url": r.url.pattern if r.url is not None else None,
-                "forms": list(r.forms),
-                "campaign": r.campaign,
-                "points": float(r.points),
-                "hand_raiser": r.hand_raiser,
-            }
-            for r in config.rules
-        ],
+        "rules": rules,
     }
+    if config.daily_cap is not None:
+        payload["daily_cap"] = float(config.daily_cap)
+    if config.sales_ready is not None:
+        payload["sales_ready"] = {
+            "any": [
+                {
+                    "min_score": c.min_score,
+                    "grades": list(c.grades),
+                    "min_p": c.min_p,
+                    "hand_raiser": c.hand_raiser,
+                }
+                for c in config.sales_ready.clauses
+            ],
+            "recycle_below": config.sales_ready.recycle_below,
+        }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
-def _line(node: Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
-    """`` did you mean 'x'?`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(word.strip().lower(), choices, n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
-def _kind(value: object) -> str:
-    """How a YAML value reads to a human, for 'got ...' in messages."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"boolean {value!r}"
-    if isinstance(value, (int, float)):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        return f"text {value!r}"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _node_kind(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    return "a value"
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    key_line: int
-    node: Node
-
-
-class _Loader:
+class _Loader(YamlReader):
     """Walks the composed YAML node tree, so every message can name a line."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self._constructor = SafeConstructor()
-
-    # ------------------------------------------------------------------ helpers
-
-    def fail(self, line: int, where: str, problem: str, fix: str) -> NoReturn:
-        msg = f"{self.source}:{line}: {where}: {problem}; {fix}"
-        raise ScoringConfigError(msg)
-
-    def scalar(self, node: Node, where: str, key: str) -> object:
-        if not isinstance(node, ScalarNode):
-            self.fail(
-                _line(node),
-                where,
-                f"{key!r} must be a single value, got {_node_kind(node)}",
-                f"write '{key}: <value>'",
-            )
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self.fail(
-                _line(node),
-                where,
-                f"{key!r} value {node.value!r} cannot be read ({exc})",
-                "quote it or fix the value",
-            )
-
-    def mapping(self, node: Node, where: str, allowed: tuple[str, ...]) -> dict[str, _Entry]:
-        """Keys of a mapping node, rejecting non-text keys, duplicates, merges and unknown keys."""
-        assert isinstance(node, MappingNode)
-        entries: dict[str, _Entry] = {}
-        for key_node, value_node in node.value:
-            line = _line(key_node)
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                self.fail(
-                    line, where, "YAML merge keys ('<<') are not supported", "write the keys out in full"
-                )
-            key = self.scalar(key_node, where, "key")
-            if not isinstance(key, str):
-                self.fail(
-                    line, where, f"key must be text, got {_kind(key)}", f"use one of: {', '.join(allowed)}"
-                )
-            if key in entries:
-                self.fail(
-                    line,
-                    where,
-                    f"key {key!r} appears twice (first at line {entries[key].key_line})",
-                    "delete one of them",
-                )
-            if key not in allowed:
-                self.fail(
-                    line,
-                    where,
-                    f"unknown key {key!r}",
-                    f"{_did_you_mean(key, allowed)}valid keys: {', '.join(allowed)}",
-                )
-            entries[key] = _Entry(line, value_node)
-        return entries
-
-    def require(
-        self, entries: dict[str, _Entry], required: tuple[str, ...], line: int, where: str, hint: str
-    ) -> None:
-        for key in required:
-            if key not in entries:
-                self.fail(line, where, f"missing required key {key!r}", hint.format(key=key))
-
-    def number(self, entry: _Entry, where: str, key: str, *, positive: bool) -> float:
-        value = self.scalar(entry.node, where, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fix = "write a plain number such as 10 or -2.5"
-            if isinstance(value, str):
-                try:
-                    float(value)
-                except ValueError:
-                    pass
-                else:
-                    fix = f"YAML reads {value!r} as text; write it with a decimal point (e.g. 1.0e+2) or as a plain number"
-            self.fail(_line(entry.node), where, f"{key!r} must be a number, got {_kind(value)}", fix)
-        number = float(value)
-        if not math.isfinite(number):
-            self.fail(
-                _line(entry.node), where, f"{key!r} must be finite, got {value!r}", "write a plain number"
-            )
-        if positive and number <= 0:
-            self.fail(
-                _line(entry.node),
-                where,
-                f"{key!r} must be greater than 0, got {value!r}",
-                "use a positive number",
-            )
-        return number
-
-    def text(self, entry: _Entry, where: str, key: str) -> str:
-        value = self.scalar(entry.node, where, key)
-        if not isinstance(value, str):
-            self.fail(
-                _line(entry.node),
-                where,
-                f"{key!r} must be text, got {_kind(value)}",
-                f'quote it: {key}: "..."',
-            )
-        value = value.strip()
-        if not value:
-            self.fail(
-                _line(entry.node), where, f"{key!r} is empty", f"give {key!r} a value or remove the key"
-            )
-        return value
+    error_class = ScoringConfigError
 
     # ------------------------------------------------------------------ the file
 
     def load(self, text: str) -> ScoringConfig:
-        if not isinstance(text, str):
-            msg = f"{self.source}: scoring config must be handed in as text, got {type(text).__name__}; read the file and pass its contents"
-            raise ScoringConfigError(msg)
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = int(mark.line) + 1 if mark is not None else 1
-            problem = exc.problem or exc.context or "invalid YAML"
-            self.fail(
-                line,
-                "YAML syntax",
-                f"{problem}",
-                "fix the YAML syntax (check indentation, colons and quotes)",
-            )
-        except yaml.YAMLError as exc:
-            self.fail(1, "YAML syntax", str(exc), "fix the YAML syntax")
-        if root is None:
-            self.fail(1, "file", "is empty", f"write at least: threshold, rules ({', '.join(TOP_KEYS)})")
-        if not isinstance(root, MappingNode):
-            self.fail(
-                _line(root),
-                "file",
-                f"must be a mapping, got {_node_kind(root)}",
-                f"use top-level keys: {', '.join(TOP_KEYS)}",
-            )
-
+        root = self.root(text, "scoring config", TOP_KEYS)
         top = self.mapping(root, "top level", TOP_KEYS)
-        self.require(top, _REQUIRED_TOP, _line(root), "top level", "add a top-level '{key}:' key")
+        self.require(top, _REQUIRED_TOP, line_of(root), "top level", "add a top-level '{key}:' key")
         threshold = self.number(top["threshold"], "top level", "threshold", positive=True)
         half_life_days = DEFAULT_HALF_LIFE_DAYS
         if "half_life_days" in top:
             half_life_days = self.number(top["half_life_days"], "top level", "half_life_days", positive=True)
+        daily_cap: float | None = None
+        if "daily_cap" in top:
+            daily_cap = self.number(top["daily_cap"], "top level", "daily_cap", positive=True)
 
         rules_node = top["rules"].node
         if not isinstance(rules_node, SequenceNode) or not rules_node.value:
-            got = _node_kind(rules_node) if not isinstance(rules_node, SequenceNode) else "an empty list"
+            got = node_kind(rules_node) if not isinstance(rules_node, SequenceNode) else "an empty list"
             self.fail(
-                _line(rules_node),
+                line_of(rules_node),
                 "top level",
                 f"'rules' must be a non-empty list of rules, got {got}",
                 "write each rule as '- name: ...' with description, event and points",
@@ -360,16 +261,28 @@ class _Loader:
                 )
             seen[rule.name] = rule.line
             rules.append(rule)
-        return ScoringConfig(threshold=threshold, half_life_days=half_life_days, rules=tuple(rules))
+
+        sales_ready: SalesReady | None = None
+        if "sales_ready" in top:
+            sales_ready = self.sales_ready(top["sales_ready"], threshold)
+        return ScoringConfig(
+            threshold=threshold,
+            half_life_days=half_life_days,
+            daily_cap=daily_cap,
+            sales_ready=sales_ready,
+            rules=tuple(rules),
+        )
+
+    # ------------------------------------------------------------------ rules
 
     def rule(self, node: Node, index: int) -> ScoringRule:
         where = f"rule #{index}"
-        line = _line(node)
+        line = line_of(node)
         if not isinstance(node, MappingNode):
             self.fail(
                 line,
                 where,
-                f"must be a mapping of rule keys, got {_node_kind(node)}",
+                f"must be a mapping of rule keys, got {node_kind(node)}",
                 "write it as '- name: ...' with description, event and points",
             )
         # Read the name before anything else, so later messages can name the rule.
@@ -397,7 +310,7 @@ class _Loader:
                 url = re.compile(pattern)
             except re.error as exc:
                 self.fail(
-                    _line(entries["url"].node),
+                    line_of(entries["url"].node),
                     where,
                     f"'url' is not a valid regular expression {pattern!r}: {exc}",
                     "escape special characters with a backslash (e.g. \\? \\. \\+) or fix the brackets",
@@ -420,14 +333,7 @@ class _Loader:
 
         hand_raiser = False
         if "hand_raiser" in entries:
-            value = self.scalar(entries["hand_raiser"].node, where, "hand_raiser")
-            if not isinstance(value, bool):
-                self.fail(
-                    _line(entries["hand_raiser"].node),
-                    where,
-                    f"'hand_raiser' must be true or false, got {_kind(value)}",
-                    "write 'hand_raiser: true' or 'hand_raiser: false'",
-                )
+            value = self.boolean(entries["hand_raiser"], where, "hand_raiser")
             if value and event is not EventType.FORM_FILL:
                 self.fail(
                     entries["hand_raiser"].key_line,
@@ -437,6 +343,7 @@ class _Loader:
                 )
             hand_raiser = value
 
+        cap_per_day, once = self.limits(entries, where, points)
         return ScoringRule(
             name=name,
             description=description,
@@ -446,10 +353,54 @@ class _Loader:
             campaign=campaign,
             points=points,
             hand_raiser=hand_raiser,
+            cap_per_day=cap_per_day,
+            once_per_lead=once,
             line=line,
         )
 
-    def event(self, entry: _Entry, where: str) -> EventType:
+    def limits(self, entries: dict[str, Entry], where: str, points: float) -> tuple[float | None, bool]:
+        """``cap_per_day`` and ``once_per_lead`` (with ``repeatable``), checked against each other."""
+        once = False
+        if "once_per_lead" in entries:
+            once = self.boolean(entries["once_per_lead"], where, "once_per_lead")
+        if "repeatable" in entries:
+            repeatable = self.boolean(entries["repeatable"], where, "repeatable")
+            line = entries["repeatable"].key_line
+            if not repeatable and "once_per_lead" not in entries:
+                self.fail(
+                    line,
+                    where,
+                    "'repeatable: false' is spelled 'once_per_lead: true'",
+                    "write 'once_per_lead: true' instead",
+                )
+            if repeatable == once:
+                self.fail(
+                    line,
+                    where,
+                    f"'repeatable: {str(repeatable).lower()}' contradicts 'once_per_lead: {str(once).lower()}'",
+                    "keep only 'once_per_lead' (repeatable is the default)",
+                )
+        cap: float | None = None
+        if "cap_per_day" in entries:
+            entry = entries["cap_per_day"]
+            cap = self.number(entry, where, "cap_per_day", positive=True)
+            if points <= 0:
+                self.fail(
+                    entry.key_line,
+                    where,
+                    f"'cap_per_day' has no effect on a rule with {fmt_number(points)} points (negative points are never capped)",
+                    "remove 'cap_per_day'",
+                )
+            if once:
+                self.fail(
+                    entry.key_line,
+                    where,
+                    "'cap_per_day' and 'once_per_lead: true' together make no sense (the rule counts once anyway)",
+                    "keep one of them",
+                )
+        return cap, once
+
+    def event(self, entry: Entry, where: str) -> EventType:
         value = self.scalar(entry.node, where, "event")
         allowed = tuple(t.value for t in EventType)
         if isinstance(value, str):
@@ -457,26 +408,26 @@ class _Loader:
                 return EventType(value)
             except ValueError:
                 normalised = value.strip().lower().replace("-", "_").replace(" ", "_")
-                suggestion = _did_you_mean(normalised, allowed)
+                suggestion = did_you_mean(normalised, allowed)
                 self.fail(
-                    _line(entry.node),
+                    line_of(entry.node),
                     where,
                     f"unknown event {value!r}",
                     f"{suggestion}valid events: {', '.join(allowed)}",
                 )
         self.fail(
-            _line(entry.node),
+            line_of(entry.node),
             where,
-            f"'event' must be text, got {_kind(value)}",
+            f"'event' must be text, got {kind(value)}",
             f"use one of: {', '.join(allowed)}",
         )
 
-    def forms(self, entry: _Entry, where: str) -> tuple[str, ...]:
+    def forms(self, entry: Entry, where: str) -> tuple[str, ...]:
         node = entry.node
         items: list[Node] = list(node.value) if isinstance(node, SequenceNode) else [node]
         if not items:
             self.fail(
-                _line(node),
+                line_of(node),
                 where,
                 "'form' is an empty list",
                 "list at least one form id, or remove 'form' to match any form",
@@ -485,20 +436,104 @@ class _Loader:
         for item in items:
             if not isinstance(item, ScalarNode):
                 self.fail(
-                    _line(item),
+                    line_of(item),
                     where,
-                    f"'form' entries must be form ids, got {_node_kind(item)}",
+                    f"'form' entries must be form ids, got {node_kind(item)}",
                     "write 'form: demo-request' or 'form: [demo-request, contact-sales]'",
                 )
             value = self.scalar(item, where, "form")
             if not isinstance(value, str) or not value.strip():
                 self.fail(
-                    _line(item),
+                    line_of(item),
                     where,
-                    f"'form' entries must be non-empty text, got {_kind(value)}",
+                    f"'form' entries must be non-empty text, got {kind(value)}",
                     'quote the form id: form: "..."',
                 )
             form_id = value.strip()
             if form_id not in forms:
                 forms.append(form_id)
         return tuple(forms)
+
+    # ------------------------------------------------------------------ sales_ready
+
+    def sales_ready(self, entry: Entry, threshold: float) -> SalesReady:
+        where = "sales_ready"
+        entries = self.mapping(entry.node, where, SALES_READY_KEYS, what="'sales_ready'")
+        self.require(
+            entries,
+            ("any",),
+            line_of(entry.node),
+            where,
+            "add 'any:' with a list of clauses, e.g. '- {{engagement_at_least: 100}}'",
+        )
+        items = self.sequence(
+            entries["any"], where, "any", "each clause as '- {engagement_at_least: 100, grade_in: [A, B]}'"
+        )
+        clauses = tuple(self.clause(node, i) for i, node in enumerate(items, start=1))
+        recycle: float | None = None
+        if "recycle_below" in entries:
+            rentry = entries["recycle_below"]
+            recycle = self.number(rentry, where, "recycle_below", at_least=0.0)
+            limits = [("threshold", threshold)] + [
+                (f"clause #{i} engagement_at_least", c.min_score)
+                for i, c in enumerate(clauses, start=1)
+                if c.min_score is not None
+            ]
+            for what, level in limits:
+                if level is not None and recycle >= level:
+                    self.fail(
+                        line_of(rentry.node),
+                        where,
+                        f"'recycle_below' {fmt_number(recycle)} is not below the {what} {fmt_number(level)}",
+                        "a lead would be sales-ready and recycled at once; lower 'recycle_below'",
+                    )
+        return SalesReady(clauses=clauses, recycle_below=recycle)
+
+    def clause(self, node: Node, index: int) -> ReadyClause:
+        where = f"sales_ready clause #{index}"
+        entries = self.mapping(node, where, CLAUSE_KEYS, what="a clause")
+        if not entries:
+            self.fail(
+                line_of(node),
+                where,
+                "is empty",
+                f"give it at least one condition: {', '.join(CLAUSE_KEYS)}",
+            )
+        min_score: float | None = None
+        if "engagement_at_least" in entries:
+            min_score = self.number(entries["engagement_at_least"], where, "engagement_at_least")
+        grades: tuple[str, ...] = ()
+        if "grade_in" in entries:
+            grades = self.grades(entries["grade_in"], where)
+        min_p: float | None = None
+        if "probability_at_least" in entries:
+            min_p = self.number(
+                entries["probability_at_least"], where, "probability_at_least", at_least=0.0, at_most=1.0
+            )
+        hand = False
+        if "hand_raiser" in entries:
+            hand = self.boolean(entries["hand_raiser"], where, "hand_raiser")
+            if not hand:
+                self.fail(
+                    entries["hand_raiser"].key_line,
+                    where,
+                    "'hand_raiser: false' is not a condition",
+                    "write 'hand_raiser: true' or remove the key",
+                )
+        return ReadyClause(
+            min_score=min_score, grades=grades, min_p=min_p, hand_raiser=hand, line=line_of(node)
+        )
+
+    def grades(self, entry: Entry, where: str) -> tuple[str, ...]:
+        letters: list[str] = []
+        for item in self.items(entry, where, "grade_in", "grade_in: [A, B]"):
+            value = self.text_node(item, where, "grade_in")
+            letter = value.upper()
+            if letter not in GRADE_LETTERS:
+                fix = f"use letters from {', '.join(GRADE_LETTERS)}"
+                if letter == "?":
+                    fix = "an ungraded lead ('?') never qualifies by grade; " + fix
+                self.fail(line_of(item), where, f"'grade_in' has unknown grade {value!r}", fix)
+            if letter not in letters:
+                letters.append(letter)
+        return tuple(sorted(letters))

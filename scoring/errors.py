@@ -15,3 +15,7 @@ class ScoringConfigError(ScoringError, ValueError):
 
 class DecayError(ScoringError, ValueError):
     """Decay math was called with an impossible argument (e.g. a half-life that is not > 0)."""
+
+
+class IcpConfigError(ScoringConfigError):
+    """The ideal-customer-profile config (``icp.yaml``) failed to parse or validate."""

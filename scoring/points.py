@@ -1,4 +1,11 @@
-"""Turn one event into the points it earns, with a reason per matching rule."""
+"""Turn one event into the points it earns, with a reason per matching rule.
+
+Machine confidence: an :class:`~models.events.Event` carries ``machine`` (0..1,
+how likely a mail privacy proxy, link scanner or crawler made the hit) and
+``machine_reason``.  Nothing is dropped: every rule's points are multiplied by
+``1 - machine`` (so ``machine = 0.9`` keeps 10 %), and the reason's detail
+says ``(discounted 90%: apple mail privacy proxy)``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,47 @@ from urllib.parse import urlsplit
 
 from models.events import Event, EventType
 from models.lead import Reason
+from scoring.caps import RuleHit
 from scoring.config import ScoringConfig, ScoringRule
+
+HAND_RAISER_MAX_MACHINE = 0.5
+"""A hit whose ``machine`` confidence is at or above this never raises a hand: a bot
+filling the demo form still earns its (discounted) points but does not route the lead."""
+
+
+def machine_discount(points: float, machine: float) -> float:
+    """``points * (1 - machine)``: what a hit is worth given how likely a machine made it.
+
+    ``machine`` is clamped to 0..1 (NaN counts as 0, a person).  The result is
+    rounded to 6 decimals so ``10 * (1 - 0.9)`` reads ``1.0``, not
+    ``0.9999999999999998``, and ``-0.0`` becomes ``0.0``.  Negative points are
+    discounted the same way: a link scanner hitting the unsubscribe page says
+    little about the person.
+    """
+    share = _machine_share(machine)
+    if share == 0.0:
+        return points
+    return round(points * (1.0 - share), 6) + 0.0
+
+
+def _machine_share(machine: float) -> float:
+    if not machine > 0.0:  # also NaN
+        return 0.0
+    return min(float(machine), 1.0)
+
+
+def _percent(share: float) -> str:
+    pct = share * 100.0
+    return f"{pct:.0f}%" if abs(pct - round(pct)) < 1e-9 or pct >= 1.0 else f"{pct:.1f}%"
+
+
+def discount_note(event: Event) -> str:
+    """`` (discounted 90%: apple mail privacy proxy)`` for a machine-likely hit, else ``""``."""
+    share = _machine_share(event.machine)
+    if share == 0.0:
+        return ""
+    why = (event.machine_reason or "").strip() or "likely automated"
+    return f" (discounted {_percent(share)}: {why})"
 
 
 def score_event(event: Event, config: ScoringConfig) -> tuple[Reason, ...]:
@@ -17,21 +64,43 @@ def score_event(event: Event, config: ScoringConfig) -> tuple[Reason, ...]:
     Every matching rule adds its points (there is no first-match), so a demo
     request earns both the "any form" points and the demo-request points.
     An event no rule matches returns ``()``.
+
+    Points are discounted by the event's machine confidence
+    (:func:`machine_discount`: ``points * (1 - event.machine)``), and the
+    reason's detail says so, e.g. ``opened email (discounted 90%: apple mail
+    privacy proxy)``.  A hit with ``machine >= 0.5`` is never a hand-raiser.
+    Caps are not applied here: use :func:`score_event_hits` and
+    :func:`scoring.caps.apply_caps` for that.
+    """
+    return tuple(hit.reason for hit in score_event_hits(event, config))
+
+
+def score_event_hits(event: Event, config: ScoringConfig) -> tuple[RuleHit, ...]:
+    """Like :func:`score_event`, each reason paired with its rule's ``cap_per_day`` and ``once_per_lead``.
+
+    This is the cap-aware path: pass the hits to :func:`scoring.caps.apply_caps`
+    (or to the Lua script, via :func:`scoring.caps.hits_json`) to get the points
+    actually granted.
     """
     rules = config.rules_for(event.type)
     if not rules:
         return ()
     target = url_target(event.url)
-    detail = describe_event(event)
+    detail = describe_event(event) + discount_note(event)
+    machine_hand_ok = _machine_share(event.machine) < HAND_RAISER_MAX_MACHINE
     return tuple(
-        Reason(
-            rule=rule.name,
-            points=rule.points,
-            event_id=event.event_id,
-            event_type=event.type.value,
-            ts=event.ts,
-            detail=detail,
-            hand_raiser=rule.hand_raiser,
+        RuleHit(
+            reason=Reason(
+                rule=rule.name,
+                points=machine_discount(rule.points, event.machine),
+                event_id=event.event_id,
+                event_type=event.type.value,
+                ts=event.ts,
+                detail=detail,
+                hand_raiser=rule.hand_raiser and machine_hand_ok,
+            ),
+            cap_per_day=rule.cap_per_day,
+            once=rule.once_per_lead,
         )
         for rule in rules
         if rule_matches(rule, event, target)

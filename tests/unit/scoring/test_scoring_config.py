@@ -158,7 +158,10 @@ def test_unknown_rule_key_suggests_closest() -> None:
     msg = error(rule_yaml("poinst: 3\n"))
     assert msg.startswith("bad.yaml:7: rule 'pricing': unknown key 'poinst'")
     assert "did you mean 'points'?" in msg
-    assert "valid keys: name, description, event, url, form, campaign, points, hand_raiser" in msg
+    assert (
+        "valid keys: name, description, event, url, form, campaign, points, hand_raiser, "
+        "cap_per_day, once_per_lead, repeatable" in msg
+    )
 
 
 def test_unknown_top_level_key_suggests_closest() -> None:
