@@ -20,7 +20,8 @@ from router import keys, metrics
 from router.errors import ConfigFileError
 from router.rules_store import PublishedRules, PublishedRulesError
 from rules import RoutingConfig, RulesError, load_routing
-from scoring import ScoringConfig, ScoringError, load_scoring_config
+from rules.accounts import AccountBook, load_accounts
+from scoring import IcpConfig, ScoringConfig, ScoringError, load_icp_config, load_scoring_config
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +38,20 @@ def _read(path: Path) -> str:
 def load_scoring_file(path: Path) -> ScoringConfig:
     try:
         return load_scoring_config(_read(path), str(path))
+    except ScoringError as exc:
+        raise ConfigFileError(str(exc)) from exc
+
+
+def load_accounts_file(path: Path) -> AccountBook:
+    try:
+        return load_accounts(_read(path), str(path))
+    except RulesError as exc:
+        raise ConfigFileError(str(exc)) from exc
+
+
+def load_icp_file(path: Path) -> IcpConfig:
+    try:
+        return load_icp_config(_read(path), str(path))
     except ScoringError as exc:
         raise ConfigFileError(str(exc)) from exc
 

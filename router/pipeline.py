@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import orjson
 
-from models import FORM_FIELDS, Alert, Assignment, Event, InvalidEventError, Reason
+from models import (
+    FORM_FIELDS,
+    Alert,
+    Assignment,
+    Event,
+    InvalidEventError,
+    LeadView,
+    Reason,
+    Rep,
+    RoutingDecision,
+)
 from router import metrics
 from router.accounts import account_for
 from router.config import LiveFile
+from router.distribution import Pick, assign_owner, assign_rep
 from router.identity import is_known_person, resolve_batch
 from router.store import AccountPlan, AccountResult, ApplyResult, EventPlan, RedisStore, lead_view_from_hash
 from rules import RoutingConfig, facts_from_lead
-from scoring import ScoringConfig, is_hand_raiser, score_event, total_points
+from rules.accounts import AccountBook, match_account, owner_first
+from scoring import ScoringConfig, classify_title, is_hand_raiser, score_event, total_points
 from scoring.account_intent import AccountIntentConfig
-from scoring.titles import classify_title
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +164,12 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
 class Pipeline:
     def __init__(self, store: RedisStore, scoring: LiveFile[ScoringConfig], routing: LiveFile[RoutingConfig],
                  publish_alert: PublishAlert, clock: Callable[[], float] = time.time,
-                 intent: AccountIntentConfig | None = None) -> None:
+                 intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
+                 admin_url: str = "") -> None:
         self.store = store
         self.intent = intent or AccountIntentConfig()
+        self.accounts = accounts
+        self.admin_url = admin_url
         self.scoring = scoring
         self.routing = routing
         self.publish_alert = publish_alert
@@ -214,6 +229,65 @@ class Pipeline:
         await self.store.account_done(acct.key_id, ev.event_id)
         return routed
 
+    async def _owner_pick(self, lead: LeadView, facts: Mapping[str, object], assignment_id: str, lead_id: str,
+                          crossing: int, at: datetime) -> tuple[Pick | None, RoutingDecision | None]:
+        if self.accounts is None:
+            return None, None
+        routing = self.routing.current
+        owner = owner_first(match_account(facts, self.accounts.current), routing)
+        if owner.rep is None or owner.decision is None:
+            return None, None
+        pick = await assign_owner(self.store, routing.team(owner.rep.team), owner.rep, assignment_id, lead_id,
+                                  crossing, at)
+        return (pick, owner.decision) if pick is not None else (None, None)
+
+    async def _account_context(self, lead_id: str) -> dict[str, object]:
+        """The lead's account and who else there is active: for the alert."""
+        key_id = (await self.store.lead_accounts([lead_id])).get(lead_id)
+        if not key_id:
+            return {}
+        acct = await self.store.account_hash(key_id)
+        others = [m for m, _ in await self.store.account_members(key_id, limit=6) if m != lead_id][:5]
+        members = []
+        for other in others:
+            h = await self.store.lead_hash(other)
+            view = lead_view_from_hash(h)
+            members.append({"name": view.display_name, "title": view.fields.get("job_title", ""),
+                            "email": view.email or "", "last_active": float(h.get("last_seen", 0) or 0)})
+        return {"name": acct.get("name", ""), "domain": acct.get("domain", ""),
+                "intent": float(acct.get("intent", 0) or 0), "active_people": int(acct.get("active_people", 0) or 0),
+                "members": members}
+
+    async def sla_alert(self, kind: str, lead_id: str, assignment_id: str, rep: Rep) -> None:
+        """An SLA step tells a rep: a reminder, a reassignment to them, or an escalation."""
+        data = await self.store.lead_hash(lead_id)
+        if not data:
+            return
+        config = self.scoring.current
+        reasons = await self.store.lead_reasons(lead_id, limit=20)
+        lead = lead_view_from_hash(data, reasons, now=self.clock(), half_life_s=config.half_life_s)
+        crossing = int(data.get("crossing", 0) or 0)
+        decision = RoutingDecision(team=rep.team, rule=data.get("rule", ""),
+                                   rules_version=data.get("rules_version", ""), path=(f"sla:{kind}",))
+        texts = {"remind": "reminder: this lead is waiting for you to accept it",
+                 "reassign": "reassigned to you: the previous rep did not accept it in time",
+                 "escalate": f"escalated to the team: {data.get('owner_name', 'the rep')} has not accepted it"}
+        # Each step is its own alert (its own sent-flags), so a reminder is never
+        # swallowed as a duplicate of the original alert.
+        alert_id = assignment_id if kind == "reassign" else f"{assignment_id}:{kind}"
+        assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
+                                decision=decision, ts=self.clock())
+        alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
+                      trigger=texts.get(kind, kind), recent=tuple(await self.store.lead_recent(lead_id, 10)),
+                      account=await self._account_context(lead_id), links=self._links(lead_id))
+        await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
+
+    def _links(self, lead_id: str) -> dict[str, str]:
+        if not self.admin_url:
+            return {}
+        base = f"{self.admin_url.rstrip('/')}/v1/leads/{lead_id}"
+        return {"lead": base, "accept": f"{base}/accept", "reject": f"{base}/reject"}
+
     async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment:
         """Route one crossing to a rep and publish its alert; safe to repeat."""
         started = time.perf_counter()
@@ -224,25 +298,26 @@ class Pipeline:
             "form_id": plan.event.form_id,
             "source": plan.event.source,
         })
-        decision = routing.decide(facts)
-        team = routing.team(decision.team)
         assignment_id = f"{plan.lead_id}:{result.crossing}"
-        # The team's strategy picks the rep (skipping reps who rejected this lead, are out of office,
-        # outside their hours or at capacity; queued to the next rep when nobody is available), counts
-        # it, schedules the SLA and records it in the lead's history: idempotent per assignment id.
-        from datetime import UTC, datetime
-
-        from router.distribution import assign_rep
-
-        pick = await assign_rep(self.store, team, assignment_id, plan.lead_id, result.crossing,
-                                datetime.fromtimestamp(self.clock(), UTC))
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        # An account with an available owner goes to that owner first; otherwise
+        # the rules pick the team and the team's strategy picks the rep (skipping
+        # reps who rejected the lead, are away or at capacity; never dropping it).
+        pick, decision = await self._owner_pick(lead, facts, assignment_id, plan.lead_id, result.crossing, at)
+        if pick is None:
+            decision = routing.decide(facts)
+            pick = await assign_rep(self.store, routing.team(decision.team), assignment_id, plan.lead_id,
+                                    result.crossing, at)
+        assert decision is not None
+        team = routing.team(decision.team)
         rep = pick.rep
         now = self.clock()
         assignment = Assignment(assignment_id=assignment_id, lead_id=plan.lead_id, crossing=result.crossing,
                                 rep=rep, decision=decision, ts=now)
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
-                      event_ts=plan.event.ts)
+                      event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
+                      links=self._links(plan.lead_id))
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.

@@ -20,6 +20,8 @@ from router.errors import SettingsError
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCORING = PACKAGE_ROOT / "scoring" / "scoring.yaml"
 DEFAULT_RULES = PACKAGE_ROOT / "rules" / "routing.yaml"
+DEFAULT_ICP = PACKAGE_ROOT / "scoring" / "icp.yaml"
+DEFAULT_ACCOUNTS = PACKAGE_ROOT / "rules" / "accounts.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,11 @@ class Settings:
     # Config files edited by ops
     scoring_file: Path = DEFAULT_SCORING
     rules_file: Path = DEFAULT_RULES
+    icp_file: Path = DEFAULT_ICP
+    accounts_file: Path = DEFAULT_ACCOUNTS
+    model_registry_dir: Path = Path("var/models")
+    # Where reps act on a lead (the admin API); alert buttons link here. Empty: no links.
+    admin_url: str = ""
     # Alerts
     slack_webhook_url: str = ""
     slack_api_url: str = "https://slack.com/api"

@@ -22,11 +22,13 @@ from redis.asyncio import Redis
 
 from router import metrics
 from router.alerts import Notifier, SlackBotNotifier, SlackWebhookNotifier, SmtpNotifier
-from router.config import LiveFile, RedisRulesSource, load_scoring_file
+from router.config import LiveFile, RedisRulesSource, load_accounts_file, load_scoring_file
 from router.kafka import ensure_topics
+from router.model_registry import ActiveModelWatcher
 from router.pipeline import Pipeline
 from router.sender import AlertSender, TeamWebhooks
 from router.settings import Settings
+from router.sla import sla_tick
 from router.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class Runtime:
         # Published rules (leadrouter rules publish) win over the file; the
         # file is used, and reloaded on change, until something is published.
         self.routing = RedisRulesSource(settings.rules_file, self.redis, startup_url=settings.redis_url)
+        self.accounts = (LiveFile.open(settings.accounts_file, load_accounts_file, "accounts")
+                         if settings.accounts_file.exists() else None)
+        self.model = ActiveModelWatcher(settings.model_registry_dir)
         self.store = RedisStore(self.redis)
         self._http: aiohttp.ClientSession | None = None
         self._sender: AlertSender | None = None
@@ -128,7 +133,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
         fut = await dlq_topic.send(key=key.encode(), value=value)
         await fut
 
-    pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert)
+    pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
+                        admin_url=settings.admin_url)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
@@ -150,6 +156,14 @@ def create_app(settings: Settings) -> LeadRouterApp:
     async def reload_config() -> None:
         rt.scoring.maybe_reload()
         await rt.routing.poll()
+        if rt.accounts is not None:
+            rt.accounts.maybe_reload()
+        await asyncio.to_thread(rt.model.maybe_reload)
+
+    @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
+    async def sla_timer() -> None:
+        # Any number of workers run this; each SLA step is claimed once.
+        await sla_tick(rt.store, rt.routing, pipeline.sla_alert)
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:
