@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,11 +66,16 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    from router.config import load_rules_file, load_scoring_file
+    from router.config import load_accounts_file, load_icp_file, load_rules_file, load_scoring_file
 
     ok = True
-    for label, path, loader in (("scoring", args.scoring or settings.scoring_file, load_scoring_file),
-                                ("routing", args.rules or settings.rules_file, load_rules_file)):
+    files: tuple[tuple[str, Path, Callable[[Path], object]], ...] = (
+        ("scoring", args.scoring or settings.scoring_file, load_scoring_file),
+        ("icp", settings.icp_file, load_icp_file),
+        ("routing", args.rules or settings.rules_file, load_rules_file),
+        ("accounts", settings.accounts_file, load_accounts_file),
+    )
+    for label, path, loader in files:
         try:
             cfg = loader(path)
         except RouterError as exc:
@@ -103,8 +108,16 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
             now = time.time()
             view = lead_view_from_hash(data, reasons, now=now, half_life_s=config.half_life_s)
             print(f"{view.display_name} <{view.email}>  {view.company or ''}")
-            print(f"score now {view.score:.1f} (threshold {config.threshold:.0f}, half-life "
-                  f"{config.half_life_days:g} days)  stage {view.stage.value}  events {data.get('events', 0)}")
+            print(f"score now {view.score:.1f} (half-life {config.half_life_days:g} days)  "
+                  f"stage {view.stage.value}  events {data.get('events', 0)}")
+            grade = data.get("grade", "not graded yet")
+            fit = f" (fit {float(data['fit']):.0f}/100)" if data.get("fit") else ""
+            prob = f"{float(data['p']):.2f}" if data.get("p") else "no model score"
+            print(f"parts: engagement {view.score:.1f}; fit grade {grade}{fit}; conversion probability {prob}")
+            labels = ", ".join(c.label for c in config.ready.clauses)
+            print(f"sales-ready when any of: {labels}")
+            if data.get("last_trigger"):
+                print(f"last crossing #{data.get('crossing')}: {data['last_trigger']}")
             if data.get("owner_name"):
                 print(f"owner {data['owner_name']} [{data.get('team')}] via rule {data.get('rule')} "
                       f"(rules {data.get('rules_version')})")

@@ -7,10 +7,11 @@ sales-ready threshold and publish its alert.  Faust agents only call this.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import orjson
@@ -31,11 +32,29 @@ from router.accounts import account_for
 from router.config import LiveFile
 from router.distribution import Pick, assign_owner, assign_rep
 from router.identity import is_known_person, resolve_batch
-from router.store import AccountPlan, AccountResult, ApplyResult, EventPlan, RedisStore, lead_view_from_hash
+from router.store import (
+    AccountPlan,
+    AccountResult,
+    ApplyResult,
+    EventPlan,
+    LeadRules,
+    RedisStore,
+    lead_view_from_hash,
+)
 from rules import RoutingConfig, facts_from_lead
 from rules.accounts import AccountBook, match_account, owner_first
-from scoring import ScoringConfig, classify_title, is_hand_raiser, score_event, total_points
+from scoring import (
+    IcpConfig,
+    ScoringConfig,
+    classify_title,
+    fit_grade,
+    is_hand_raiser,
+    score_event_hits,
+    total_points,
+)
 from scoring.account_intent import AccountIntentConfig
+from scoring.features import features_from_lead
+from scoring.model import LeadModel
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +75,37 @@ def decode(raw: bytes | str | dict[str, object]) -> Event:
     return Event.from_dict(data)
 
 
-def plan_batch(events: Sequence[Event], lead_ids: Sequence[str], config: ScoringConfig) -> list[EventPlan]:
-    """What each event is worth and to which lead (from the identity resolution)."""
+def event_fields(ev: Event) -> dict[str, str]:
+    return {**ev.fields, **{k: v for k, v in ev.traits.items() if k in TRAIT_FIELDS}}
+
+
+def plan_batch(events: Sequence[Event], lead_ids: Sequence[str], config: ScoringConfig,
+               icp: IcpConfig | None = None, stored: Mapping[str, Mapping[str, str]] | None = None
+               ) -> list[EventPlan]:
+    """What each event is worth and to which lead (from the identity resolution).
+
+    When an event brings fields the fit grade is based on, the grade is
+    recomputed from the lead's stored fields (``stored``: lead id -> fields)
+    overlaid with everything the batch has said so far.
+    """
     plans: list[EventPlan] = []
+    known: dict[str, dict[str, str]] = {k: dict(v) for k, v in (stored or {}).items()}
     for ev, lead_id in zip(events, lead_ids, strict=True):
-        reasons = score_event(ev, config)
-        fields = {**ev.fields, **{k: v for k, v in ev.traits.items() if k in TRAIT_FIELDS}}
+        hits = score_event_hits(ev, config)
+        reasons = tuple(h.reason for h in hits)
+        fields = event_fields(ev)
+        grade = None
+        if icp is not None and FIT_FIELDS.intersection(fields):
+            merged = known.setdefault(lead_id, {})
+            merged.update(fields)
+            grade = fit_grade(merged, icp)
         plans.append(EventPlan(event=ev, lead_id=lead_id, reasons=reasons, points=total_points(reasons),
-                               hand_raiser=is_hand_raiser(reasons), fields=fields))
+                               hand_raiser=is_hand_raiser(reasons), fields=fields, hits=hits, grade=grade))
     return plans
+
+
+# Lead fields the fit grade (scoring/icp.yaml) is computed from.
+FIT_FIELDS: frozenset[str] = frozenset({"industry", "employees", "country", "job_title", "company"})
 
 
 # Segment/RudderStack identify traits kept on the lead, under our field names.
@@ -87,6 +128,8 @@ def trigger_text(result: ApplyResult, event: Event, threshold: float) -> str:
         return "account intent: the buying committee is active"
     if result.trigger == "hand_raiser":
         return f"hand-raiser: filled form {event.form_id}" if event.form_id else "hand-raiser"
+    if result.trigger and result.trigger != "threshold":
+        return f"sales-ready: {result.trigger} (score {result.after:.0f})"
     return f"score {result.after:.0f} crossed the sales-ready threshold {threshold:.0f}"
 
 
@@ -95,6 +138,8 @@ class BatchOutcome:
     plans: list[EventPlan]
     results: list[ApplyResult]
     accounts: list[AccountResult]
+    # Leads the model's new probability made sales-ready: (index of the lead's last plan, result).
+    by_model: list[tuple[int, ApplyResult]] = field(default_factory=list)
 
 
 def job_title(ev: Event) -> str:
@@ -135,8 +180,15 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
 
 
 async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float,
-                      intent: AccountIntentConfig | None = None) -> BatchOutcome:
-    """Resolve identities, merge and link, then score leads and accounts in one round trip."""
+                      intent: AccountIntentConfig | None = None, icp: IcpConfig | None = None,
+                      model: LeadModel | None = None) -> BatchOutcome:
+    """Resolve identities, merge and link, then score leads and accounts in one round trip.
+
+    Round trips per batch: identities; stored fields of leads whose fit grade
+    changes (only when some event brings such fields); account links; the
+    scoring pipeline itself; and, with an active model, the touched leads'
+    state and their new probabilities.
+    """
     visitors, users = await store.resolve_identities(*identify(events))
     resolution = resolve_batch(list(events), visitors, users)
     for merge in resolution.merges:  # rare: once per identification
@@ -146,27 +198,60 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
                                  event_id=c.event_id, ts=c.ts)
         log.info("kept two people apart: %s was %s, now %s", c.identifier, c.previous, c.current)
     await store.write_links(resolution.links)
-    plans = plan_batch(events, resolution.lead_ids, config)
+    stored: dict[str, dict[str, str]] = {}
+    if icp is not None:
+        grading = [lid for ev, lid in zip(events, resolution.lead_ids, strict=True)
+                   if FIT_FIELDS.intersection(event_fields(ev))]
+        if grading:
+            hashes = await store.lead_hashes(grading)
+            stored = {lid: {k[2:]: v for k, v in h.items() if k.startswith("f:")} for lid, h in hashes.items()}
+    plans = plan_batch(events, resolution.lead_ids, config, icp, stored)
     account_plans = await plan_accounts(store, plans)
+    rules = LeadRules.from_config(config)
     results, accounts = await store.apply_with_accounts(
-        plans, account_plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now, intent=intent)
+        plans, account_plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now, intent=intent,
+        rules=rules)
     moved = [i for i, r in enumerate(results) if r.status == "moved"]
     if moved:
         # A profile was merged after we resolved it (earlier in this batch, or
         # by another worker): those events go to the lead it now belongs to.
         again = await store.apply([replace(plans[i], lead_id=results[i].moved_to) for i in moved],
-                                  threshold=config.threshold, half_life_s=config.half_life_s, now=now)
+                                  threshold=config.threshold, half_life_s=config.half_life_s, now=now, rules=rules)
         for i, r in zip(moved, again, strict=True):
             results[i] = r
-    return BatchOutcome(plans, results, accounts)
+    outcome = BatchOutcome(plans, results, accounts)
+    if model is not None:
+        outcome.by_model = await _score_with_model(store, model, plans, results, rules, now)
+    return outcome
+
+
+async def _score_with_model(store: RedisStore, model: LeadModel, plans: Sequence[EventPlan],
+                            results: Sequence[ApplyResult], rules: LeadRules, now: float
+                            ) -> list[tuple[int, ApplyResult]]:
+    """One batched model call for the known leads this batch touched."""
+    last: dict[str, int] = {}
+    for i, (plan, result) in enumerate(zip(plans, results, strict=True)):
+        if result.status in ("scored", "fired") and is_known_person(plan.lead_id):
+            last[plan.lead_id] = i
+    if not last:
+        return []
+    hashes = await store.lead_hashes(list(last))
+    lead_ids = [lid for lid in last if hashes.get(lid)]
+    probs = await asyncio.to_thread(model.predict_proba, [features_from_lead(hashes[lid]) for lid in lead_ids])
+    batch_id = plans[-1].event.event_id
+    updated = await store.set_probabilities(dict(zip(lead_ids, probs, strict=True)), rules, now, batch_id)
+    return [(last[lid], r) for lid, r in updated.items() if r.needs_routing]
 
 
 class Pipeline:
     def __init__(self, store: RedisStore, scoring: LiveFile[ScoringConfig], routing: LiveFile[RoutingConfig],
                  publish_alert: PublishAlert, clock: Callable[[], float] = time.time,
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
-                 admin_url: str = "") -> None:
+                 admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
+                 model: Callable[[], LeadModel | None] | None = None) -> None:
         self.store = store
+        self.icp = icp
+        self.model = model
         self.intent = intent or AccountIntentConfig()
         self.accounts = accounts
         self.admin_url = admin_url
@@ -188,9 +273,15 @@ class Pipeline:
         if not events:
             return report
         config = self.scoring.current
-        outcome = await apply_batch(self.store, config, events, self.clock(), self.intent)
+        outcome = await apply_batch(self.store, config, events, self.clock(), self.intent,
+                                    self.icp.current if self.icp else None, self.model() if self.model else None)
         plans, results = outcome.plans, outcome.results
+        routed: set[tuple[str, int]] = set()
+        crossings = [(plans[i], r) for i, r in outcome.by_model]
         for plan, result in zip(plans, results, strict=True):
+            if result.recycled:
+                metrics.RECYCLED.inc()
+                log.info("lead %s recycled to nurture: engagement fell below the recycle level", plan.lead_id)
             etype = plan.event.type.value
             if result.status == "duplicate":
                 report.duplicates += 1
@@ -198,11 +289,17 @@ class Pipeline:
                 continue
             metrics.EVENTS.labels(etype, "fired" if result.status == "fired" else "scored").inc()
             if result.needs_routing:
-                report.fired += 1
-                if result.status == "fired":
-                    metrics.CROSSINGS.labels(result.trigger).inc()
-                await self.route(plan, result, config)
-                report.routed += 1
+                crossings.append((plan, result))
+        for plan, result in crossings:
+            if (plan.lead_id, result.crossing) in routed:
+                continue  # several events of one lead resumed the same crossing
+            routed.add((plan.lead_id, result.crossing))
+            report.fired += 1
+            if result.status == "fired":
+                metrics.CROSSINGS.labels(result.trigger if result.trigger in ("hand_raiser", "account_intent")
+                                         else "rule").inc()
+            await self.route(plan, result, config)
+            report.routed += 1
         by_event = {p.event.event_id: p for p in plans}
         for acct in outcome.accounts:
             if acct.status in ("fired", "resume") and acct.top:

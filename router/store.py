@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 from models import Event, LeadView, Reason, Stage
 from router import keys
 from router.identity import Kind, Merge
+from scoring import FitGrade, RuleHit, SalesReady, ScoringConfig, day_bucket, ready_clauses_json
 from scoring.account_intent import AccountIntentConfig
 
 
@@ -36,6 +37,38 @@ class EventPlan:
     points: float
     hand_raiser: bool
     fields: Mapping[str, str] = field(default_factory=dict)
+    # Cap-aware hits (scoring.score_event_hits); without them the reasons count uncapped.
+    hits: tuple[RuleHit, ...] = ()
+    # The fit grade when this event changed what it is based on.
+    grade: FitGrade | None = None
+
+    def hit_objects(self) -> list[dict[str, Any]]:
+        hits = self.hits or tuple(RuleHit(reason=r) for r in self.reasons)
+        out = [{**h.to_json_obj(), "reason": h.reason.to_dict()} for h in hits]
+        if not out and self.points:
+            ev = self.event
+            out.append({"rule": "points", "points": self.points, "reason": Reason(
+                rule="points", points=self.points, event_id=ev.event_id, event_type=ev.type.value,
+                ts=ev.ts).to_dict()})
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LeadRules:
+    """What the lead script needs from the scoring config, encoded once per batch."""
+
+    half_life_s: float
+    clauses_json: str
+    daily_cap: float | None = None
+    recycle_below: float | None = None
+
+    @classmethod
+    def from_config(cls, config: ScoringConfig) -> LeadRules:
+        return cls(config.half_life_s, ready_clauses_json(config), config.daily_cap, config.ready.recycle_below)
+
+    @classmethod
+    def threshold_only(cls, threshold: float, half_life_s: float) -> LeadRules:
+        return cls(half_life_s, ready_clauses_json(SalesReady.default(threshold)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +103,8 @@ class ApplyResult:
     status: str  # scored | fired | resume | duplicate | moved
     before: float = 0.0
     after: float = 0.0
+    points: float = 0.0  # granted after caps
+    recycled: bool = False
     crossing: int = 0
     trigger: str = ""
     moved_to: str = ""
@@ -182,35 +217,52 @@ class RedisStore:
         await self.redis.xadd(keys.IDENTITY_LOG, entry, maxlen=keys.IDENTITY_LOG_MAXLEN, approximate=True)
 
     async def apply(self, plans: Sequence[EventPlan], *, threshold: float, half_life_s: float,
-                    now: float | None = None) -> list[ApplyResult]:
-        """Apply a batch of plans in one pipelined round trip, in order."""
+                    now: float | None = None, rules: LeadRules | None = None) -> list[ApplyResult]:
+        """Apply a batch of plans in one pipelined round trip, in order.
+
+        ``rules`` carries the sales-ready clauses, caps and recycle level; without
+        it the lead is sales-ready at ``threshold`` or on a hand-raiser.
+        """
         results, _ = await self.apply_with_accounts(plans, (), threshold=threshold, half_life_s=half_life_s,
-                                                    now=now)
+                                                    now=now, rules=rules)
         return results
+
+    def _lead_cfg(self, rules: LeadRules, now: float) -> bytes:
+        cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
+                               "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT,
+                               "rc": orjson.Fragment(rules.clauses_json)}
+        if rules.daily_cap is not None:
+            cfg["dc"] = rules.daily_cap
+        if rules.recycle_below is not None:
+            cfg["rb"] = rules.recycle_below
+        return orjson.dumps(cfg)
 
     async def apply_with_accounts(self, plans: Sequence[EventPlan], accounts: Sequence[AccountPlan], *,
                                   threshold: float, half_life_s: float, now: float | None = None,
-                                  intent: AccountIntentConfig | None = None,
+                                  intent: AccountIntentConfig | None = None, rules: LeadRules | None = None,
                                   ) -> tuple[list[ApplyResult], list[AccountResult]]:
         """Leads and their accounts in one pipelined round trip; each script one hash slot."""
         if not plans and not accounts:
             return [], []
         now = time.time() if now is None else now
         intent = intent or AccountIntentConfig()
+        rules = rules or LeadRules.threshold_only(threshold, half_life_s)
         pipe = self.redis.pipeline(transaction=False)
-        lead_cfg = orjson.dumps({"th": threshold, "hl": half_life_s, "now": now, "sw": self.seen_window_s,
-                                 "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT})
+        lead_cfg = self._lead_cfg(rules, now)
         for plan in plans:
             ev = plan.event
             payload: dict[str, Any] = {
-                "e": ev.event_id, "t": ev.ts, "p": plan.points, "y": ev.type.value,
+                "e": ev.event_id, "t": ev.ts, "y": ev.type.value, "d": day_bucket(ev.ts),
                 "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
-                "i": plan.lead_id, "r": [orjson.dumps(r.to_dict()).decode() for r in plan.reasons],
+                "i": plan.lead_id, "r": plan.hit_objects(),
             }
             if ev.email:
                 payload["m"] = keys.normalise_email(ev.email)
             if ev.user_id:
                 payload["u"] = ev.user_id
+            if plan.grade is not None:
+                payload["g"] = plan.grade.letter
+                payload["gp"] = plan.grade.points
             await self._apply(keys=keys.lead_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
                               client=pipe)
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
@@ -224,6 +276,30 @@ class RedisStore:
         leads = [_parse_apply(r) for r in raw[: len(plans)]]
         accts = [_parse_account(a.key_id, a.event_id, r) for a, r in zip(accounts, raw[len(plans):], strict=True)]
         return leads, accts
+
+    async def set_probabilities(self, probs: Mapping[str, float], rules: LeadRules, now: float,
+                                batch_id: str) -> dict[str, ApplyResult]:
+        """Store the model's probability per lead and re-check the sales-ready rule, atomically each."""
+        if not probs:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        cfg = self._lead_cfg(rules, now)
+        for lead_id, p in probs.items():
+            payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
+            await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
+        raw = await pipe.execute()
+        return {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
+
+    async def lead_hashes(self, lead_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Several leads' hashes in one round trip."""
+        unique = list(dict.fromkeys(lead_ids))
+        if not unique:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for lid in unique:
+            pipe.hgetall(keys.lead(lid))
+        raw = await pipe.execute()
+        return {lid: {_s(k): _s(v) for k, v in h.items()} for lid, h in zip(unique, raw, strict=True)}
 
     async def lead_accounts(self, lead_ids: Sequence[str]) -> dict[str, str]:
         """Lead id -> account key id, for the leads already tied to an account."""
@@ -446,6 +522,8 @@ def _parse_apply(raw: Any) -> ApplyResult:
         crossing=int(data.get("crossing", 0) or 0),
         trigger=str(data.get("trigger") or ""),
         moved_to=str(data.get("to") or ""),
+        points=float(data.get("points", 0.0)),
+        recycled=bool(data.get("recycled", False)),
         lead={str(k): str(v) for k, v in lead.items()},
         reasons=tuple(Reason.from_dict(orjson.loads(r)) for r in data.get("reasons") or ()),
         recent=tuple(orjson.loads(r) for r in data.get("recent") or ()),

@@ -19,10 +19,11 @@ from faust.types import TransportT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
+from threadpoolctl import threadpool_limits
 
 from router import metrics
 from router.alerts import Notifier, SlackBotNotifier, SlackWebhookNotifier, SmtpNotifier
-from router.config import LiveFile, RedisRulesSource, load_accounts_file, load_scoring_file
+from router.config import LiveFile, RedisRulesSource, load_accounts_file, load_icp_file, load_scoring_file
 from router.kafka import ensure_topics
 from router.model_registry import ActiveModelWatcher
 from router.pipeline import Pipeline
@@ -71,6 +72,7 @@ class Runtime:
         self.routing = RedisRulesSource(settings.rules_file, self.redis, startup_url=settings.redis_url)
         self.accounts = (LiveFile.open(settings.accounts_file, load_accounts_file, "accounts")
                          if settings.accounts_file.exists() else None)
+        self.icp = LiveFile.open(settings.icp_file, load_icp_file, "icp")
         self.model = ActiveModelWatcher(settings.model_registry_dir)
         self.store = RedisStore(self.redis)
         self._http: aiohttp.ClientSession | None = None
@@ -134,7 +136,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
         await fut
 
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
-                        admin_url=settings.admin_url)
+                        admin_url=settings.admin_url, icp=rt.icp, model=lambda: rt.model.current)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
@@ -155,6 +157,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def reload_config() -> None:
         rt.scoring.maybe_reload()
+        rt.icp.maybe_reload()
         await rt.routing.poll()
         if rt.accounts is not None:
             rt.accounts.maybe_reload()
@@ -184,6 +187,9 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
 def run_worker(settings: Settings) -> None:
     """Run one worker process until SIGINT/SIGTERM."""
+    # The model scores a batch in one call; on a small box, BLAS/OpenMP threads
+    # only fight the event loop for the same cores.
+    threadpool_limits(1)
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)

@@ -7,11 +7,16 @@
 -- profile into a lead is done beforehand by the merge_* scripts.)
 --
 -- KEYS[1..4]  lead hash, seen zset, reasons list, recent list
--- ARGV[1]     the event, JSON: e event_id, t ts, p points, y type, s summary
---             (JSON text), h hand_raiser, f fields {name: value}, m email,
---             i lead_id, u user_id, r [reason JSON texts]
--- ARGV[2]     the batch's settings, JSON: th threshold, hl half_life_s,
---             now, sw seen_window_s, rk reasons_kept, ck recent_kept
+-- ARGV[1]     the event, JSON: e event_id, t ts, y type, s summary (JSON
+--             text), h hand_raiser, f fields {name: value}, m email,
+--             i lead_id, u user_id, d UTC day, g fit grade and gp fit points
+--             (when this event changed what the grade is based on),
+--             r hits [{rule, points, cap?, once?, reason {...}}]
+--             or, with mode 'p', only i, e and pr: a new model probability
+-- ARGV[2]     the batch's settings, JSON: hl half_life_s, now, sw
+--             seen_window_s, rk reasons_kept, ck recent_kept, dc daily cap,
+--             rc sales-ready clauses [{min_score?, grades?, min_p?,
+--             hand_raiser?, label}], rb recycle_below
 -- (One JSON argument per event keeps the client's per-argument cost out of
 -- the hot path; cjson decodes it in C.)
 local ev = cjson.decode(ARGV[1])
@@ -19,8 +24,6 @@ local cfg = cjson.decode(ARGV[2])
 local lead, seen, reasons, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local eid = ev.e
 local ts = ev.t
-local pts = ev.p
-local thr = cfg.th
 local h = cfg.hl
 local now = cfg.now
 
@@ -51,24 +54,127 @@ local function snapshot(status, extra)
   return cjson.encode(out)
 end
 
+-- A crossing whose routing never finished (the worker died in between) is
+-- resumed by the next event of the lead, redelivered or new.
+local function resume()
+  return snapshot('resume', {
+    crossing = tonumber(redis.call('HGET', lead, 'pending_crossing')),
+    trigger = redis.call('HGET', lead, 'last_trigger'),
+  })
+end
+
+-- The sales-ready rule: any clause holds when all its conditions hold.
+local function ready_clause(score, grade, p, hr)
+  for _, c in ipairs(cfg.rc) do
+    local ok = true
+    if c.min_score and not (score >= c.min_score) then ok = false end
+    if ok and c.grades then
+      local found = false
+      if grade and grade ~= '?' then
+        for _, g in ipairs(c.grades) do if g == grade then found = true end end
+      end
+      ok = found
+    end
+    if ok and c.min_p and not (p and p == p and p >= c.min_p) then ok = false end
+    if ok and c.hand_raiser and not hr then ok = false end
+    if ok then return c end
+  end
+  return nil
+end
+
+-- Fire a crossing once: only a known lead (it has an email) that is not
+-- already sales-ready; recorded here, before anything acts on it.
+local function maybe_fire(score, hr, extra)
+  if redis.call('HEXISTS', lead, 'email') == 0 or redis.call('HGET', lead, 'ready') == '1' then return nil end
+  local grade = redis.call('HGET', lead, 'grade')
+  local p = tonumber(redis.call('HGET', lead, 'p') or '')
+  local c = ready_clause(score, grade, p, hr)
+  if not c then return nil end
+  local trigger = c.label
+  if c.hand_raiser then trigger = 'hand_raiser' end
+  local n = redis.call('HINCRBY', lead, 'crossing', 1)
+  redis.call('HSET', lead, 'ready', '1', 'stage', 'mql', 'pending_event', eid,
+    'pending_crossing', n, 'last_trigger', trigger, 'mql_ts', fmt(now))
+  extra.crossing = n
+  extra.trigger = trigger
+  return snapshot('fired', extra)
+end
+
 local merged_into = redis.call('HGET', lead, 'merged_into')
 if merged_into then
   return cjson.encode({status = 'moved', to = merged_into})
 end
 
+if ev.mode == 'p' then
+  -- A new model probability for the lead: store it and re-check the rule.
+  redis.call('HSET', lead, 'p', fmt(ev.pr))
+  local v = tonumber(redis.call('HGET', lead, 'score') or '0')
+  local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
+  local score = decayed(v, a, now)
+  local fired = maybe_fire(score, false, {before = score, after = score})
+  if fired then return fired end
+  return cjson.encode({status = 'scored', before = score, after = score})
+end
+
 if redis.call('ZSCORE', seen, eid) then
-  if redis.call('HGET', lead, 'pending_event') == eid then
-    -- This event fired a crossing whose routing never finished: resume it.
-    return snapshot('resume', {
-      crossing = tonumber(redis.call('HGET', lead, 'pending_crossing')),
-      trigger = redis.call('HGET', lead, 'last_trigger'),
-    })
-  end
+  if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
   return cjson.encode({status = 'duplicate'})
 end
 
 redis.call('ZADD', seen, now, eid)
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
+
+-- Caps: per rule per UTC day, a daily total, and once-per-lead rules.
+-- Mirrors scoring.caps.apply_caps.  Counters live in the lead hash for the
+-- current day only; an event from an earlier day is capped against a fresh
+-- count (its day's counters are gone).
+local day = ev.d or ''
+local capday = redis.call('HGET', lead, 'capday') or ''
+local persist = true
+if day > capday then
+  local flat = redis.call('HKEYS', lead)
+  for _, k in ipairs(flat) do
+    if string.sub(k, 1, 2) == 'c:' then redis.call('HDEL', lead, k) end
+  end
+  redis.call('HSET', lead, 'capday', day, 'cd', '0')
+elseif day < capday then
+  persist = false
+end
+local function count_up(u, g, cap)
+  if not cap then return u + g end
+  return math.max(u, math.min(cap, u + g))
+end
+local daily_used = 0
+if persist then daily_used = tonumber(redis.call('HGET', lead, 'cd') or '0') end
+local pts = 0
+local granted_reasons = {}
+for _, hit in ipairs(ev.r or {}) do
+  local p = hit.points
+  local g = p
+  if hit.once and redis.call('HEXISTS', lead, 'o:' .. hit.rule) == 1 then
+    g = 0
+  elseif p > 0 then
+    local used = 0
+    if hit.cap and persist then used = tonumber(redis.call('HGET', lead, 'c:' .. hit.rule) or '0') end
+    if hit.cap then g = math.min(g, math.max(0, hit.cap - used)) end
+    if cfg.dc then g = math.min(g, math.max(0, cfg.dc - daily_used)) end
+    if hit.cap and persist then redis.call('HSET', lead, 'c:' .. hit.rule, fmt(count_up(used, g, hit.cap))) end
+    daily_used = count_up(daily_used, g, cfg.dc)
+  end
+  if hit.once and g ~= 0 then redis.call('HSET', lead, 'o:' .. hit.rule, '1') end
+  local reason = hit.reason
+  if g ~= p then
+    reason.points = g
+    if hit.once and g == 0 then
+      reason.detail = reason.detail .. ' (once per lead: already counted)'
+    else
+      reason.detail = reason.detail .. ' (capped: ' .. fmt(g) .. ' of ' .. fmt(p) .. ')'
+    end
+  end
+  table.insert(granted_reasons, cjson.encode(reason))
+  pts = pts + g
+end
+if persist then redis.call('HSET', lead, 'cd', fmt(daily_used)) end
 
 local v = tonumber(redis.call('HGET', lead, 'score') or '0')
 local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
@@ -93,31 +199,25 @@ if not stage or (stage == 'anonymous' and email ~= '') then
   redis.call('HSET', lead, 'stage', stage)
 end
 
-local rs = ev.r or {}
-if #rs > 0 then
-  redis.call('LPUSH', reasons, unpack(rs))
+if #granted_reasons > 0 then
+  redis.call('LPUSH', reasons, unpack(granted_reasons))
   redis.call('LTRIM', reasons, 0, cfg.rk - 1)
 end
+if ev.g then redis.call('HSET', lead, 'grade', ev.g, 'fit', fmt(ev.gp or 0)) end
 redis.call('LPUSH', recent, ev.s)
 redis.call('LTRIM', recent, 0, cfg.ck - 1)
 
--- A crossing fires once: the `ready` flag is set in this same step and only a
--- recycle (rep rejection, decay below the recycle level) clears it.  Only a
--- lead with an email can be routed; an anonymous profile that is already over
--- the threshold fires the moment it is identified.
-local known = redis.call('HEXISTS', lead, 'email') == 1
-if known and redis.call('HGET', lead, 'ready') ~= '1' then
-  local trigger = nil
-  if ev.h then
-    trigger = 'hand_raiser'
-  elseif after >= thr then
-    trigger = 'threshold'
-  end
-  if trigger then
-    local n = redis.call('HINCRBY', lead, 'crossing', 1)
-    redis.call('HSET', lead, 'ready', '1', 'stage', 'mql', 'pending_event', eid,
-      'pending_crossing', n, 'last_trigger', trigger, 'mql_ts', fmt(at))
-    return snapshot('fired', {crossing = n, trigger = trigger, before = before, after = after})
-  end
+-- A sales-ready lead that was never accepted and whose engagement has
+-- decayed below the recycle level goes back to nurture; the rule re-arms.
+local recycled = false
+if cfg.rb and redis.call('HGET', lead, 'ready') == '1' and redis.call('HGET', lead, 'stage') == 'mql'
+    and redis.call('HEXISTS', lead, 'pending_event') == 0 and before < cfg.rb then
+  redis.call('HSET', lead, 'ready', '0', 'stage', 'nurture', 'recycled_ts', fmt(at))
+  redis.call('HINCRBY', lead, 'recycles', 1)
+  recycled = true
 end
-return cjson.encode({status = 'scored', before = before, after = after})
+
+local fired = maybe_fire(after, ev.h, {before = before, after = after, points = pts, recycled = recycled})
+if fired then return fired end
+if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
+return cjson.encode({status = 'scored', before = before, after = after, points = pts, recycled = recycled})

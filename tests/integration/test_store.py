@@ -93,11 +93,16 @@ async def test_threshold_crossing_fires_exactly_once(redis: Redis) -> None:
     statuses = [r.status for r in results]
     assert statuses.count("fired") == 1
     fired = results[statuses.index("fired")]
-    assert fired.trigger == "threshold"
+    assert fired.trigger == "engagement>=100"  # the sales-ready clause that held
     assert fired.before < 100 <= fired.after
     assert fired.crossing == 1
-    # more points while sales-ready fire nothing
-    more = await run_batch(store, CONFIG, [page(f"q{i}", "vid-cccccccc", "/pricing") for i in range(5)])
+    # Until the crossing is routed (committed), any event of the lead resumes it...
+    pending = await run_batch(store, CONFIG, [page("q0", "vid-cccccccc", "/pricing")])
+    assert pending[0].status == "resume" and pending[0].crossing == 1
+    lead_id = keys.lead_id_for_email("kim@big.co")
+    assert await store.commit_assignment(lead_id, 1, f"{lead_id}:1", "rep-1", "Rep One", "east", "r", "v1", T0)
+    # ...and once routed, more points while sales-ready fire nothing.
+    more = await run_batch(store, CONFIG, [page(f"q{i}", "vid-cccccccc", "/pricing") for i in range(1, 5)])
     assert {r.status for r in more} == {"scored"}
 
 
