@@ -18,7 +18,7 @@ from models import Event, EventType
 from router import keys
 from router.pipeline import apply_batch
 from router.store import RedisStore
-from scoring import apply_caps, load_icp_config, load_scoring_config, score_event_hits
+from scoring import apply_caps_detailed, load_icp_config, load_scoring_config, score_event_hits
 from tests.support import T0
 
 pytestmark = pytest.mark.integration
@@ -96,8 +96,6 @@ def reference_total(events: Sequence[Event]) -> float:
     total = 0.0
     for ev in events:
         hits = score_event_hits(ev, CAPPED)
-        from scoring import apply_caps_detailed
-
         res = apply_caps_detailed(hits, used, daily, CAPPED, fired=fired)
         used, daily, fired = dict(res.used), res.daily_used, set(res.fired)
         total += sum(r.points for r in res.reasons)
@@ -105,7 +103,7 @@ def reference_total(events: Sequence[Event]) -> float:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(PATHS + ["form", "open"]), min_size=1, max_size=40))
+@given(st.lists(st.sampled_from([*PATHS, "form", "open"]), min_size=1, max_size=40))
 async def test_caps_in_lua_match_the_pure_reference(redis: Redis, steps: list[str]) -> None:
     await redis.flushdb()
     store = RedisStore(redis)
