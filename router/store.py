@@ -200,11 +200,15 @@ class RedisStore:
                 h = {}
             fields = {k[2:]: v for k, v in h.items() if k.startswith("f:")}
             counts = {k[2:]: v for k, v in h.items() if k.startswith("n:")}
+            caps = {"capday": h.get("capday", ""), "cd": float(h.get("cd", 0) or 0),
+                    "c": {k[2:]: float(v) for k, v in h.items() if k.startswith("c:")},
+                    "o": [k[2:] for k in h if k.startswith("o:")]}
             await self._absorb(keys=keys.lead_keys(m.target), args=[
                 m.source, h.get("score", "0"), h.get("asof", "0"), repr(half_life_s), self.seen_window_s,
                 keys.REASONS_KEPT, keys.RECENT_KEPT, h.get("events", "0"), h.get("first_seen", ""), repr(now),
                 orjson.dumps(frozen.get("seen") or []), orjson.dumps(frozen.get("reasons") or []),
                 orjson.dumps(frozen.get("recent") or []), orjson.dumps(fields), orjson.dumps(counts),
+                orjson.dumps(caps),
             ])
             await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S])
         await self.log_identity("merge" if status in ("frozen", "done") else f"merge_{status}",

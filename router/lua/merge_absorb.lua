@@ -7,6 +7,7 @@
 --      6 reasons_kept  7 recent_kept  8 source events  9 source first_seen
 --      10 now  11 seen json [id, score, id, score…]  12 reasons json  13 recent json
 --      14 fields json {name: value}  15 counts json {type: n}
+--      16 caps json {capday, cd, c: {rule: used}, o: [rule]}: the day's cap usage
 local marker = 'absorbed:' .. ARGV[1]
 if redis.call('HEXISTS', KEYS[1], marker) == 1 then return 0 end
 local h = tonumber(ARGV[4])
@@ -32,6 +33,28 @@ redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[7]) - 1)
 for k, v in pairs(cjson.decode(ARGV[14])) do redis.call('HSETNX', KEYS[1], 'f:' .. k, v) end
 for k, n in pairs(cjson.decode(ARGV[15])) do redis.call('HINCRBY', KEYS[1], 'n:' .. k, tonumber(n)) end
 redis.call('HINCRBY', KEYS[1], 'events', tonumber(ARGV[8]))
+-- The same person's cap usage today is one budget: add the source's counters
+-- when both count the same day (a later day's counters on either side win).
+local caps = cjson.decode(ARGV[16])
+for _, rule in ipairs(caps.o or {}) do redis.call('HSET', KEYS[1], 'o:' .. rule, '1') end
+if caps.capday and caps.capday ~= '' then
+  local mine = redis.call('HGET', KEYS[1], 'capday') or ''
+  if caps.capday > mine then
+    local flat = redis.call('HKEYS', KEYS[1])
+    for _, k in ipairs(flat) do
+      if string.sub(k, 1, 2) == 'c:' then redis.call('HDEL', KEYS[1], k) end
+    end
+    redis.call('HSET', KEYS[1], 'capday', caps.capday, 'cd', '0')
+    mine = caps.capday
+  end
+  if caps.capday == mine then
+    redis.call('HSET', KEYS[1], 'cd', fmt(tonumber(redis.call('HGET', KEYS[1], 'cd') or '0') + (caps.cd or 0)))
+    for rule, used in pairs(caps.c or {}) do
+      redis.call('HSET', KEYS[1], 'c:' .. rule,
+        fmt(tonumber(redis.call('HGET', KEYS[1], 'c:' .. rule) or '0') + used))
+    end
+  end
+end
 if ARGV[9] ~= '' then
   local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen') or '0')
   if first == 0 or tonumber(ARGV[9]) < first then redis.call('HSET', KEYS[1], 'first_seen', ARGV[9]) end
