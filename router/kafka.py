@@ -63,15 +63,19 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             await admin.close()
 
 
-def new_producer(settings: Settings) -> AIOKafkaProducer:
+def new_producer(settings: Settings, *, request_timeout_ms: int = 10_000,
+                 max_batch_size: int = 16_384) -> AIOKafkaProducer:
     # acks=all: an event is accepted only once every in-sync replica has it.
     # Idempotent/transactional producers are off: not every Kafka-compatible
-    # broker supports them, and the worker de-duplicates by event id anyway.
+    # broker supports them, and the worker de-duplicates by event id anyway
+    # (the spool forwarder also checks what landed before it resends).
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         linger_ms=1,
-        request_timeout_ms=10_000,
+        request_timeout_ms=request_timeout_ms,
+        max_batch_size=max_batch_size,
+        max_request_size=max(1_048_576, 2 * max_batch_size),
         enable_idempotence=False,
         client_id=f"{settings.app_id}-collector",
     )

@@ -99,6 +99,11 @@ def lead_account(lead_id: str) -> str:
 DECAY_EPOCH = 1_704_067_200.0
 
 
+def message_seen(event_id: str) -> str:
+    """String with a TTL: an SDK message id (as our event id) already accepted."""
+    return f"{PREFIX}:msgid:{event_id}"
+
+
 def team_rr(team: str) -> str:
     """Counter: the team's round-robin position, shared by every worker."""
     return f"{PREFIX}:{{T:{team}}}:rr"
@@ -203,3 +208,64 @@ def rejected(lead_id: str) -> str:
 def holders(lead_id: str, crossing: int) -> str:
     """Set of rep ids who held one crossing of a lead: SLA reassignment skips them."""
     return f"{PREFIX}:{{L:{lead_id}}}:holders:{crossing}"
+
+
+# --- admin HTTP API (router/admin.py, router/admin_auth.py; issue 6 item 4) -----------------------
+# Added keys only.  Tokens are stored by the sha256 of the token, never the token itself.
+
+ADMIN_TOKENS = f"{PREFIX}:admin:tokens"
+"""Set of token hashes (sha256 hex): every admin API token, for `leadrouter admin token list`."""
+
+
+def admin_token(token_hash: str) -> str:
+    """Hash role, rep_id, name, created: one admin API bearer token, keyed by the sha256 hex of the token."""
+    return f"{PREFIX}:admin:token:{token_hash}"
+
+
+def rep_availability(rep_id: str) -> str:
+    """Hash out_of_office, until, note, set_by, set_at: an out-of-office override set through the admin API.
+
+    Only ids of reps in the routing config in force are used here (the API checks first).
+    """
+    return f"{PREFIX}:rep:{rep_id}:availability"
+
+
+# --- Alert delivery: Slack pacing and rep digests (issue 6; router/alerts.py, router/digest.py) ------
+# Added keys only.  A pacing bucket is one key (one Lua call per message); a rep's digest
+# keys share ``{D:<rep_id>}`` so a claim or a finish is one Lua call on one slot; the
+# schedule of due digests is one sorted set of its own.
+
+PACE_TTL_S = 3600
+DIGEST_DONE_TTL_S = 30 * 24 * 3600
+
+
+def alert_pace(channel_key: str) -> str:
+    """Hash tokens, ts: the token bucket pacing Slack messages to one channel, shared by every worker.
+
+    ``channel_key`` is already a digest (webhook URLs are secrets) or a Slack user id.
+    """
+    digest = hashlib.sha256(channel_key.encode()).hexdigest()[:24]
+    return f"{PREFIX}:pace:{{{digest}}}"
+
+
+def digest_queue(rep_id: str) -> str:
+    """Hash assignment_id -> alert JSON: alerts waiting for the rep's next digest."""
+    return f"{PREFIX}:{{D:{rep_id}}}:queue"
+
+
+def digest_batch(rep_id: str) -> str:
+    """Hash assignment_id -> alert JSON: the digest being sent (kept until it is out, so a crash resumes it)."""
+    return f"{PREFIX}:{{D:{rep_id}}}:batch"
+
+
+def digest_meta(rep_id: str) -> str:
+    """Hash seq, since, lease, owner: the rep's digest number and who is sending it until when."""
+    return f"{PREFIX}:{{D:{rep_id}}}:meta"
+
+
+def digest_keys(rep_id: str) -> list[str]:
+    return [digest_queue(rep_id), digest_batch(rep_id), digest_meta(rep_id)]
+
+
+DIGEST_DUE = f"{PREFIX}:{{digest}}:due"
+"""Sorted set rep_id -> ts: when each rep's digest is due."""

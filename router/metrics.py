@@ -65,3 +65,103 @@ CONFIG_RELOADS = Counter(
 CONFIG_VERSION = Gauge(
     "leadrouter_config_info", "The config version in force (value 1).", ["file", "version"], registry=REGISTRY,
 )
+
+# SDK ingest, machine detection, privacy and the spool (collector side)
+SDK_MESSAGES = Counter(
+    "leadrouter_sdk_messages_total",
+    "SDK messages by API (segment, snowplow), message type and outcome "
+    "(accepted, duplicate, invalid, ignored, refused).",
+    ["api", "type", "outcome"], registry=REGISTRY,
+)
+DEDUPE_UNAVAILABLE = Counter(
+    "leadrouter_collector_dedupe_unavailable_total",
+    "Message-id de-duplication skipped because Redis did not answer (messages were accepted).",
+    registry=REGISTRY,
+)
+MACHINE_FLAGGED = Counter(
+    "leadrouter_collector_machine_flagged_total",
+    "Events flagged as (probably) a machine's by event type and first reason.",
+    ["type", "reason"], registry=REGISTRY,
+)
+PRIVACY_SKIPPED = Counter(
+    "leadrouter_collector_privacy_total",
+    "Hits honoured for privacy by endpoint and signal (dnt, gpc, consent_false): no cookie, and for "
+    "anonymous pixels no event.",
+    ["endpoint", "signal"], registry=REGISTRY,
+)
+SPOOL_BYTES = Gauge(
+    "leadrouter_spool_bytes", "Bytes of spool segment files on disk.", registry=REGISTRY,
+)
+SPOOL_EVENTS = Gauge(
+    "leadrouter_spool_pending_events", "Spooled events not yet acknowledged by Kafka.", registry=REGISTRY,
+)
+SPOOL_REFUSED = Counter(
+    "leadrouter_spool_refused_total", "Events refused because the spool was full, by endpoint.",
+    ["endpoint"], registry=REGISTRY,
+)
+SPOOL_FORWARDED = Counter(
+    "leadrouter_spool_forwarded_total", "Spooled events acknowledged by Kafka (or found already there).",
+    ["outcome"], registry=REGISTRY,
+)
+SPOOL_SEND_FAILURES = Counter(
+    "leadrouter_spool_send_failures_total", "Batches the broker did not acknowledge (they are retried).",
+    registry=REGISTRY,
+)
+SPOOL_CORRUPT = Counter(
+    "leadrouter_spool_corrupt_lines_total", "Unreadable spool lines skipped or truncated during recovery.",
+    registry=REGISTRY,
+)
+SPOOL_FSYNC_SECONDS = Histogram(
+    "leadrouter_spool_fsync_seconds", "Time of one spool group-commit fsync, in seconds.",
+    buckets=_FAST_S, registry=REGISTRY,
+)
+
+# Admin HTTP API (router/admin.py)
+ADMIN_REQUESTS = Counter(
+    "leadrouter_admin_requests_total", "Admin API requests by route template, method and status code.",
+    ["route", "method", "status"], registry=REGISTRY,
+)
+ADMIN_LATENCY = Histogram(
+    "leadrouter_admin_request_seconds", "Admin API request handling time in seconds, by route template.",
+    ["route"], buckets=_FAST_S, registry=REGISTRY,
+)
+ADMIN_AUTH_FAILURES = Counter(
+    "leadrouter_admin_auth_failures_total",
+    "Admin API requests refused by reason (missing_token, malformed_token, unknown_token, forbidden).",
+    ["reason"], registry=REGISTRY,
+)
+
+
+# Alert delivery: dead letters, Slack pacing, digests and DLQ replays (issue 6)
+ALERT_DEAD_LETTERS = Counter(
+    "leadrouter_alert_dead_letters_total",
+    "Alerts sent to the dead-letter topic by channel and kind (permanent, exhausted, invalid).",
+    ["channel", "kind"], registry=REGISTRY,
+)
+ALERT_RATE_LIMITED = Counter(
+    "leadrouter_alert_rate_limited_total", "HTTP 429 / ratelimited answers from Slack by channel.",
+    ["channel"], registry=REGISTRY,
+)
+ALERT_PACING_SECONDS = Histogram(
+    "leadrouter_alert_pacing_seconds", "Time a Slack message waited for its channel's pace, in seconds.",
+    ["channel"], buckets=(0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0), registry=REGISTRY,
+)
+ALERT_PACER_FALLBACKS = Counter(
+    "leadrouter_alert_pacer_fallbacks_total",
+    "Slack messages paced by the process alone because the shared Redis bucket failed.",
+    registry=REGISTRY,
+)
+ALERT_DIGEST = Counter(
+    "leadrouter_alert_digest_total",
+    "Digest activity by outcome (queued, already_queued, sent, failed, alerts_sent).",
+    ["outcome"], registry=REGISTRY,
+)
+ALERT_REPLAYS = Counter(
+    "leadrouter_alert_replays_total", "Dead-lettered alerts replayed by outcome.", ["outcome"],
+    registry=REGISTRY,
+)
+
+RECYCLED = Counter(
+    "leadrouter_recycled_total", "Sales-ready leads never accepted whose engagement decayed below the recycle level.",
+    registry=REGISTRY,
+)

@@ -106,6 +106,42 @@ class Settings:
     spool_recheck_delay_s: float = 1.0
     # How long the forwarder waits for the broker to acknowledge one batch.
     spool_send_timeout_s: float = 10.0
+    # --- Admin HTTP API for ops and reps (router/admin.py; `leadrouter admin`)
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    # Largest request body the admin API reads (rules YAML, simulate leads), in bytes; more is a 413.
+    admin_max_body_bytes: int = 2 * 1024 * 1024
+    # Largest rules or test-case YAML text the rules endpoints compile, in bytes; more is a 413.
+    admin_max_rules_bytes: int = 256 * 1024
+    # Most leads one POST /v1/rules/simulate routes; more is a 413.
+    admin_simulate_max_leads: int = 5000
+    # --- Alert delivery: retries, Slack pacing, SMTP TLS, digests (router/alerts.py, router/digest.py)
+    # The longest single wait between two attempts on a channel (full jitter is capped here;
+    # a server's Retry-After still wins when it is longer).
+    alert_backoff_max_s: float = 30.0
+    # Slack accepts about one message per second per channel: messages per second and burst
+    # per webhook / per DM channel.  0 switches pacing off.
+    slack_rate_per_s: float = 1.0
+    slack_burst: int = 1
+    # redis: one token bucket per channel in Redis, shared by every worker (falls back to
+    # the process's own pacer while Redis fails); local: this process only.
+    slack_pacer: str = "redis"
+    # Implicit TLS (SMTPS, usually port 465) instead of plain SMTP (+ optional STARTTLS).
+    smtp_ssl: bool = False
+    # PEM file of the CA(s) that sign the SMTP server's certificate (a private CA or a
+    # self-signed certificate); empty trusts the system's CAs.
+    smtp_tls_ca_file: str = ""
+    # Comma-separated triggers whose alerts wait for the rep's digest instead of going out
+    # at once: threshold, account_intent.  Hand-raisers always go out at once.
+    digest_triggers: str = ""
+    # A rep gets at most one digest per interval.
+    digest_interval_s: float = 3600.0
+    # Leads listed in one digest message (the rest are counted).
+    digest_max_items: int = 25
+    # Flag web-pixel and click hits from HTTP libraries (curl, python-requests, aiohttp...)
+    # or without a user agent as machines.  Off by default: load tests, the dev demo and
+    # the e2e tests drive the pixel with such clients.  Crawlers are always flagged.
+    machine_flag_http_clients: bool = False
     # Names of the fields the environment set (not a setting itself).
     explicit: frozenset[str] = frozenset()
 

@@ -1,0 +1,267 @@
+"""The spool's files on a real disk (tmp_path): append, read, acknowledge, rotate, recover, refuse.
+
+No broker here: the forwarder's Kafka side is covered by
+tests/integration/test_spool_broker.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+
+from models import Event, EventType
+from router.errors import SettingsError
+from router.metrics import REGISTRY
+from router.settings import Settings
+from router.spool import (
+    CHECKPOINT,
+    Spool,
+    SpoolError,
+    SpoolFull,
+    SpoolRecord,
+    SpoolSink,
+    check_settings,
+    decode_line,
+    encode_line,
+    segment_name,
+)
+
+T0 = 1_800_000_000.0
+
+
+def ev(n: int, vid: str = "visitor-000001") -> Event:
+    return Event(event_id=f"e{n:06d}", type=EventType.PAGE_VIEW, ts=T0 + n, source="pixel", visitor_id=vid,
+                 url=f"https://ex.test/{n}", title=f"page {n}")
+
+
+Make = Callable[..., Spool]
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Make]:
+    opened: list[Spool] = []
+
+    def factory(directory: Path | None = None, **kw: object) -> Spool:
+        args: dict[str, object] = {"max_bytes": 1_000_000, "segment_bytes": 4096, "fsync": "always"}
+        args.update(kw)
+        spool = Spool(directory or tmp_path / "spool", **args).open()  # type: ignore[arg-type]
+        opened.append(spool)
+        return spool
+
+    yield factory
+    for s in opened:
+        await s.close()
+
+
+def ids(records: Sequence[SpoolRecord]) -> list[str]:
+    return [r.event_id for r in records]
+
+
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_lines_round_trip() -> None:
+    e = ev(1)
+    line = encode_line(e)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    rec = decode_line(3, 100, line[:-1])
+    assert rec is not None
+    assert (rec.segment, rec.end, rec.key, rec.event_id) == (3, 100, b"v:visitor-000001", "e000001")
+    assert Event.from_dict(orjson.loads(rec.value)) == e
+    assert decode_line(1, 1, b'{"k": "x"') is None
+    assert decode_line(1, 1, b"\x00\x00\x00") is None
+    assert decode_line(1, 1, b'{"k": 5, "v": {}}') is None
+
+
+async def test_append_read_ack_in_order(make: Make) -> None:
+    spool = make()
+    await spool.start()
+    await spool.append([ev(1), ev(2)])
+    await spool.append([ev(3)])
+    assert spool.pending == 3 and spool.has_unread()
+    first = spool.read(max_records=2)
+    assert ids(first) == ["e000001", "e000002"]
+    rest = spool.read()
+    assert ids(rest) == ["e000003"]
+    assert spool.read() == [] and not spool.has_unread()
+    spool.ack(first[-1], 2)
+    assert spool.pending == 1
+    spool.ack(rest[-1], 1)
+    assert spool.pending == 0
+    ck = orjson.loads((spool.dir / CHECKPOINT).read_bytes())
+    assert (ck["segment"], ck["offset"]) == (rest[-1].segment, rest[-1].end)
+    assert sample("leadrouter_spool_pending_events") == 0
+
+
+async def test_segments_rotate_and_are_deleted_once_acknowledged(make: Make) -> None:
+    spool = make(segment_bytes=1024)
+    await spool.start()
+    for n in range(12):
+        await spool.append([ev(n)])
+    segs = spool.segments()
+    assert len(segs) >= 3
+    assert all(p.stat().st_size <= 1024 for p in spool.dir.glob("seg-*.jsonl"))
+    records = spool.read(max_records=100)
+    assert ids(records) == [f"e{n:06d}" for n in range(12)]
+    middle = next(r for r in records if r.segment == segs[1])
+    spool.ack(middle, records.index(middle) + 1)
+    assert not (spool.dir / segment_name(segs[0])).exists()
+    assert (spool.dir / segment_name(segs[1])).exists()
+    assert spool.disk_bytes == sum(p.stat().st_size for p in spool.dir.glob("seg-*.jsonl"))
+
+
+async def test_a_full_spool_refuses_all_of_an_append(make: Make) -> None:
+    spool = make(max_bytes=2000, segment_bytes=1024)
+    await spool.start()
+    sink = SpoolSink(spool)
+    stored = 0
+    with pytest.raises(SpoolFull) as exc:
+        for n in range(100):
+            await sink.send(ev(n))
+            stored += 1
+    assert "LEADROUTER_SPOOL_MAX_BYTES" in str(exc.value)
+    assert 0 < stored < 100 and spool.pending == stored
+    assert spool.disk_bytes <= 2000
+    # All or none: a batch that does not fit leaves nothing behind.
+    with pytest.raises(SpoolFull):
+        await sink.send_many([ev(500), ev(501)])
+    assert spool.pending == stored
+    # Acknowledging frees whole segments, and appends work again.
+    records = spool.read(max_records=1000)
+    spool.ack(records[-1], len(records))
+    await sink.send(ev(1000))
+    assert ids(spool.read()) == ["e001000"]
+
+
+async def test_reopen_replays_what_was_not_acknowledged(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "replay"
+    first = make(directory)
+    await first.start()
+    await first.append([ev(n) for n in range(5)])
+    records = first.read(max_records=2)
+    first.ack(records[-1], 2, {0: 41, 3: 7})
+    await first.close()
+    second = make(directory)
+    assert second.pending == 3 and second.restored_pending == 3
+    assert second.known_end == {0: 41, 3: 7}
+    await second.start()
+    await second.append([ev(5)])
+    assert ids(second.read(max_records=100)) == ["e000002", "e000003", "e000004", "e000005"]
+
+
+async def test_reopen_with_nothing_pending_starts_clean(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "clean"
+    first = make(directory)
+    await first.start()
+    await first.append([ev(1)])
+    first.ack(first.read()[-1], 1)
+    await first.close()
+    second = make(directory)
+    assert second.pending == 0 and not second.has_unread()
+    assert len(list(directory.glob("seg-*.jsonl"))) == 1  # only the new, empty segment
+
+
+async def test_a_torn_last_line_is_truncated_on_recovery(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "torn"
+    first = make(directory)
+    await first.start()
+    await first.append([ev(1), ev(2)])
+    seg = first.segments()[-1]
+    await first.close()
+    path = directory / segment_name(seg)
+    good = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(encode_line(ev(3))[:40])  # the process died mid-write
+    before = REGISTRY.get_sample_value("leadrouter_spool_corrupt_lines_total") or 0.0
+    second = make(directory)
+    assert path.stat().st_size == good
+    assert second.pending == 2
+    assert ids(second.read()) == ["e000001", "e000002"]
+    assert (REGISTRY.get_sample_value("leadrouter_spool_corrupt_lines_total") or 0.0) == before + 1
+
+
+async def test_an_unreadable_line_in_the_middle_is_skipped_and_counted(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "corrupt"
+    first = make(directory)
+    await first.start()
+    await first.append([ev(1)])
+    seg = first.segments()[-1]
+    await first.close()
+    with (directory / segment_name(seg)).open("ab") as f:
+        f.write(b"garbage that is not json\n" + encode_line(ev(2)))
+    second = make(directory)
+    assert second.pending == 3
+    assert ids(second.read()) == ["e000001", "e000002"]
+    assert second.pending == 2
+
+
+async def test_an_unreadable_checkpoint_replays_everything(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "badck"
+    first = make(directory)
+    await first.start()
+    await first.append([ev(1), ev(2)])
+    first.ack(first.read(max_records=1)[-1], 1)
+    await first.close()
+    (directory / CHECKPOINT).write_text("{not json")
+    second = make(directory)
+    assert ids(second.read()) == ["e000001", "e000002"]
+
+
+async def test_one_spool_dir_one_collector(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "locked"
+    make(directory)
+    with pytest.raises(SettingsError) as exc:
+        Spool(directory, max_bytes=10_000, segment_bytes=4096).open()
+    assert "LEADROUTER_SPOOL_DIR" in str(exc.value)
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "never"])
+async def test_every_fsync_policy_stores_and_survives_reopen(make: Make, tmp_path: Path, policy: str) -> None:
+    directory = tmp_path / policy
+    spool = make(directory, fsync=policy, fsync_interval_s=0.01)
+    await spool.start()
+    await asyncio.gather(*(spool.append([ev(n)]) for n in range(20)))  # concurrent: one group commit
+    await asyncio.sleep(0.05)
+    await spool.close()
+    again = make(directory, fsync=policy)
+    assert again.pending == 20
+    assert sorted(ids(again.read(max_records=100))) == [f"e{n:06d}" for n in range(20)]
+
+
+async def test_a_closed_spool_refuses(make: Make) -> None:
+    spool = make()
+    await spool.start()
+    await spool.close()
+    with pytest.raises(SpoolError):
+        await spool.append([ev(1)])
+
+
+async def test_wait_unread_wakes_on_append(make: Make) -> None:
+    spool = make(fsync="never")
+    await spool.start()
+    assert await spool.wait_unread(timeout=0.05) is False
+    waiter = asyncio.create_task(spool.wait_unread(timeout=5))
+    await asyncio.sleep(0.01)
+    await spool.append([ev(1)])
+    assert await waiter is True
+
+
+def test_settings_are_checked() -> None:
+    check_settings(Settings())
+    with pytest.raises(SettingsError, match="LEADROUTER_SPOOL_FSYNC"):
+        check_settings(Settings(spool_fsync="sometimes"))
+    with pytest.raises(SettingsError, match="LEADROUTER_SPOOL_MAX_BYTES"):
+        check_settings(Settings(spool_max_bytes=10))
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.spool_dir == Path("var/spool") and s.spool_fsync == "always"
+    assert s.spool_max_bytes == 1024 ** 3 and s.spool_segment_bytes == 16 * 1024 ** 2
+    assert not os.path.isabs(s.spool_dir)
