@@ -215,10 +215,13 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     if moved:
         # A profile was merged after we resolved it (earlier in this batch, or
         # by another worker): those events go to the lead it now belongs to.
-        again = await store.apply([replace(plans[i], lead_id=results[i].moved_to) for i in moved],
-                                  threshold=config.threshold, half_life_s=config.half_life_s, now=now, rules=rules)
-        for i, r in zip(moved, again, strict=True):
-            results[i] = r
+        moved_plans = [replace(plans[i], lead_id=results[i].moved_to) for i in moved]
+        again, more_accounts = await store.apply_with_accounts(
+            moved_plans, await plan_accounts(store, moved_plans), threshold=config.threshold,
+            half_life_s=config.half_life_s, now=now, intent=intent, rules=rules)
+        accounts += more_accounts
+        for i, plan, r in zip(moved, moved_plans, again, strict=True):
+            plans[i], results[i] = plan, r
     outcome = BatchOutcome(plans, results, accounts)
     if model is not None:
         outcome.by_model = await _score_with_model(store, model, plans, results, rules, now)
