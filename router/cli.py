@@ -136,7 +136,9 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
 # Feature modules that add their own subcommands: each has
 # ``register(sub: argparse._SubParsersAction) -> None`` and sets ``fn`` on its
 # parsers as ``fn(settings, args) -> int``.
-COMMAND_MODULES: tuple[str, ...] = ("router.cmd_rules", "router.cmd_leads", "router.cmd_model")
+COMMAND_MODULES: tuple[str, ...] = (
+    "router.cmd_rules", "router.cmd_leads", "router.cmd_model", "router.cmd_admin",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,6 +112,20 @@ def rep_slots(team: Team, now: datetime, exclude: Collection[str] = ()) -> list[
     return out
 
 
+async def _with_overrides(store: RedisStore, team: Team, slots: list[RepSlot], now: datetime) -> list[RepSlot]:
+    """Reps set out of office through the admin API (until a date in their own zone) are unavailable."""
+    overrides = await store.availability_overrides([s.rep_id for s in slots])
+    out: list[RepSlot] = []
+    for slot in slots:
+        until = overrides.get(slot.rep_id)
+        if until is not None and not slot.unavailable:
+            today = team.profile(slot.rep_id).local(now).date().isoformat()
+            if until == "" or until >= today:
+                slot = replace(slot, unavailable="out_of_office")
+        out.append(slot)
+    return out
+
+
 async def pick_rep(store: RedisStore, team: Team, assignment_id: str, lead_id: str, now: datetime, *,
                    exclude: Collection[str] = (), reassigns: int = 0, allow_excluded: bool = True) -> Pick | None:
     """Pick (or recall) the rep for ``assignment_id``; None only when every rep is excluded and
@@ -122,8 +136,9 @@ async def pick_rep(store: RedisStore, team: Team, assignment_id: str, lead_id: s
     step = deadline_step(sla, reassigns)
     remind = sla.remind_after.total_seconds() if sla is not None and sla.remind_after is not None else None
     deadline = sla.accept_within.total_seconds() if sla is not None and step is not None else None
+    slots = await _with_overrides(store, team, rep_slots(team, now, exclude), now)
     raw = await store.distribute(
-        team.name, team.strategy.value, assignment_id, lead_id, now.timestamp(), rep_slots(team, now, exclude),
+        team.name, team.strategy.value, assignment_id, lead_id, now.timestamp(), slots,
         remind_after_s=remind, deadline_after_s=deadline, deadline_step=step or "reassign",
         allow_excluded=allow_excluded,
     )

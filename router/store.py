@@ -305,6 +305,16 @@ class RedisStore:
         raw = await pipe.execute()
         return {lid: {_s(k): _s(v) for k, v in h.items()} for lid, h in zip(unique, raw, strict=True)}
 
+    async def availability_overrides(self, rep_ids: Sequence[str]) -> dict[str, str]:
+        """Rep id -> 'until' date ('' for open-ended) of out-of-office overrides set through the admin API."""
+        if not rep_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for rep_id in rep_ids:
+            pipe.hmget(keys.rep_availability(rep_id), "out_of_office", "until")
+        raw = await pipe.execute()
+        return {rep_id: _s(v[1] or b"") for rep_id, v in zip(rep_ids, raw, strict=True) if v[0] and _s(v[0]) == "1"}
+
     async def lead_accounts(self, lead_ids: Sequence[str]) -> dict[str, str]:
         """Lead id -> account key id, for the leads already tied to an account."""
         unique = list(dict.fromkeys(lead_ids))

@@ -65,7 +65,13 @@ def _line(node: yaml.Node) -> int:
 
 def parse(text: str, log: ProblemLog) -> tuple[bool, object]:
     """Parse one YAML document; ``(False, None)`` when it does not parse (the problem is logged)."""
-    loader = _Loader(text)
+    try:
+        # The reader checks the characters as it is built: a control character
+        # raises here, and must be a problem like any other, not a crash.
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        log.add(RuleSyntaxError, 1, None, f"YAML syntax error: {exc}; remove control characters from the file")
+        return False, None
     try:
         node = loader.get_single_node()
         if node is None:

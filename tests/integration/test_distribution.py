@@ -288,3 +288,20 @@ async def test_fair_over_time_with_random_leave(redis: Redis) -> None:
             expected[r] += 30 / len(present)
     for r in reps:
         assert got[r] == pytest.approx(expected[r], abs=len(days))  # at most one lead a day off its fair share
+
+
+async def test_an_out_of_office_override_from_the_admin_api_is_honoured_until_its_date(redis: Redis) -> None:
+    store = RedisStore(redis)
+    team = make_team(Strategy.ROUND_ROBIN, [office("a"), office("b")])
+    # Set as PATCH /v1/reps/a/availability does: away through Wednesday (New York).
+    await redis.hset(keys.rep_availability("a"), mapping={"out_of_office": "1", "until": "2026-11-25"})
+    got = [(await pick(store, team, i)).rep.rep_id for i in range(3)]
+    assert got == ["b", "b", "b"]
+    skipped = (await pick(store, team, 3)).skipped
+    assert skipped.get("a") == "out_of_office"
+    # Thursday the override has lapsed and a takes turns again.
+    thursday = NOW + timedelta(days=2)
+    assert {(await pick(store, team, 10 + i, now=thursday)).rep.rep_id for i in range(2)} == {"a", "b"}
+    # Cleared (out_of_office false deletes it): available at once.
+    await redis.delete(keys.rep_availability("a"))
+    assert "a" not in (await pick(store, team, 20)).skipped
