@@ -141,6 +141,30 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from router.config import load_rules_file
+    from router.privacy import forget
+    from router.store import RedisStore
+
+    routing = load_rules_file(settings.rules_file)
+
+    async def main() -> int:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            report = await forget(RedisStore(redis), routing, args.email)
+        finally:
+            await redis.aclose()
+        what = "erased" if report.existed else "no stored lead; tombstone set"
+        print(f"{args.email}: {what} (lead {report.lead_id}, {report.keys_deleted} keys, "
+              f"{len(report.identifiers)} identifiers{', left its account' if report.account else ''}); "
+              "events that still arrive for this email are dropped")
+        return 0
+
+    return asyncio.run(main())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadrouter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -163,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scoring", type=Path, default=None)
     c.add_argument("--rules", type=Path, default=None)
     c.set_defaults(fn=cmd_check)
+    fg = sub.add_parser("forget", help="erase a person from Redis and from further processing")
+    fg.add_argument("email")
+    fg.set_defaults(fn=cmd_forget)
     lead = sub.add_parser("lead", help="look at a lead")
     lsub = lead.add_subparsers(dest="lead_command", required=True)
     ex = lsub.add_parser("explain", help="the score now, and the reasons behind it")

@@ -60,6 +60,11 @@ def recent(lead_id: str) -> str:
     return f"{PREFIX}:{{L:{lead_id}}}:recent"
 
 
+def lead_ids(lead_id: str) -> str:
+    """Set of "v:<visitor id>" / "u:<user id>": the identifiers mapped to a lead (for erasure)."""
+    return f"{PREFIX}:{{L:{lead_id}}}:ids"
+
+
 def lead_keys(lead_id: str) -> list[str]:
     return [lead(lead_id), seen(lead_id), reasons(lead_id), recent(lead_id)]
 
@@ -235,8 +240,7 @@ def rep_availability(rep_id: str) -> str:
 # keys share ``{D:<rep_id>}`` so a claim or a finish is one Lua call on one slot; the
 # schedule of due digests is one sorted set of its own.
 
-PACE_TTL_S = 3600
-DIGEST_DONE_TTL_S = 30 * 24 * 3600
+PACE_TTL_S = 60  # kept this long past the moment the bucket would be full again (= absent)
 
 
 def alert_pace(channel_key: str) -> str:

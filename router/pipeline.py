@@ -286,9 +286,9 @@ class Pipeline:
                 metrics.RECYCLED.inc()
                 log.info("lead %s recycled to nurture: engagement fell below the recycle level", plan.lead_id)
             etype = plan.event.type.value
-            if result.status == "duplicate":
-                report.duplicates += 1
-                metrics.EVENTS.labels(etype, "duplicate").inc()
+            if result.status in ("duplicate", "forgotten"):
+                report.duplicates += result.status == "duplicate"
+                metrics.EVENTS.labels(etype, result.status).inc()
                 continue
             metrics.EVENTS.labels(etype, "fired" if result.status == "fired" else "scored").inc()
             if result.needs_routing:

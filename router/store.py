@@ -184,6 +184,7 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         for (kind, value), lead_id in links.items():
             pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id)
+            pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
         await pipe.execute()
 
     async def merge(self, m: Merge, *, half_life_s: float, now: float) -> str:

@@ -104,6 +104,10 @@ local merged_into = redis.call('HGET', lead, 'merged_into')
 if merged_into then
   return cjson.encode({status = 'moved', to = merged_into})
 end
+if redis.call('HGET', lead, 'forgotten') == '1' then
+  -- Erased on request (leadrouter forget): nothing about this person is kept again.
+  return cjson.encode({status = 'forgotten'})
+end
 
 if ev.mode == 'p' then
   -- A new model probability for the lead: store it and re-check the rule.

@@ -8,6 +8,7 @@
 --      10 now  11 seen json [id, score, id, score…]  12 reasons json  13 recent json
 --      14 fields json {name: value}  15 counts json {type: n}
 --      16 caps json {capday, cd, c: {rule: used}, o: [rule]}: the day's cap usage
+if redis.call('HGET', KEYS[1], 'forgotten') == '1' then return 0 end
 local marker = 'absorbed:' .. ARGV[1]
 if redis.call('HEXISTS', KEYS[1], marker) == 1 then return 0 end
 local h = tonumber(ARGV[4])
