@@ -60,8 +60,9 @@ async def test_forget_erases_the_person_and_later_events_are_dropped(redis: Redi
     report = await forget(store, ROUTING, email, now=T0 + 10)
     assert report.existed and report.account == kid and sorted(report.identifiers) == ["u", "v"]
     assert await store.lead_hash(lead_id) == {"forgotten": "1", "forgotten_at": repr(T0 + 10)}
-    for key in keys.lead_keys(lead_id)[1:] + [keys.visitor("vid-forget-001"), keys.user("u-77"),
-                                              keys.lead_account(lead_id), keys.lead_ids(lead_id)]:
+    gone = [*keys.lead_keys(lead_id)[1:], keys.visitor("vid-forget-001"), keys.user("u-77"),
+            keys.lead_account(lead_id), keys.lead_ids(lead_id)]
+    for key in gone:
         assert not await redis.exists(key), key
     assert await redis.zscore(keys.account_keys(kid)[2], lead_id) is None
     # The colleague at the same company is untouched.
