@@ -52,6 +52,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ from models import Rep
 from router import keys, lifecycle, metrics
 from router.admin_auth import AuthError, Principal, Role, TokenStore, bearer_token
 from router.config import LiveFile, RedisRulesSource, load_scoring_file
-from router.errors import ConfigFileError, SettingsError
+from router.errors import ConfigFileError, SettingsError, TokenError
 from router.openapi import (
     LEAD_ID_PATTERN,
     MAX_EMAIL,
@@ -92,7 +93,8 @@ from router.rules_store import (
 )
 from router.settings import Settings
 from router.simulate import in_time_order, parse_ts
-from router.store import RedisStore
+from router.store import RedisStore, lead_view_from_hash
+from router.tokens import ActionClaims, verify_action_token
 from rules import FIELDS, RoutingConfig, RulesError, Team, load_routing
 from rules.simulation import SimLead, SimulationReport, lead_facts, simulate
 from scoring import ScoringConfig, score_at
@@ -1038,6 +1040,59 @@ class Admin:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
+    # --- signed alert links ------------------------------------------------------------------------
+
+    def _claims(self, request: web.Request) -> ActionClaims:
+        try:
+            return verify_action_token(self.settings.token_secret, request.match_info["token"], now=self.clock())
+        except TokenError as exc:
+            raise ApiError(400, "bad_link", str(exc)) from None
+
+    async def action_page(self, request: web.Request) -> web.StreamResponse:
+        claims = self._claims(request)
+        data = await self.store.lead_hash(claims.lead_id)
+        if not data or data.get("forgotten") == "1":
+            raise ApiError(404, "unknown_lead", "this lead no longer exists")
+        view = lead_view_from_hash(data)
+        policy = (await self.config()).lifecycle
+        reasons = "".join(f'<option value="{_h(r)}">{_h(r)}</option>' for r in policy.reject_reasons)
+        state = (f"stage {_h(view.stage.value)}; owner {_h(data.get('owner_name', '-'))}"
+                 f"{'' if data.get('owner') == claims.rep_id else ' (no longer you)'}")
+        chosen = request.query.get("do", "")
+        html = f"""<!doctype html><html><head><meta charset="utf-8"><title>Lead {_h(view.display_name)}</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"></head><body style="font-family:sans-serif">
+<h1>{_h(view.display_name)}{' &middot; ' + _h(view.company) if view.company else ''}</h1>
+<p>{_h(view.email or '')} &middot; score {view.score:.0f} &middot; {state}</p>
+<form method="post"><input type="hidden" name="action" value="accept">
+<button type="submit"{' autofocus' if chosen == 'accept' else ''}>Accept this lead</button></form>
+<form method="post"><input type="hidden" name="action" value="reject">
+<label>Reason <select name="reason">{reasons}</select></label>
+<button type="submit"{' autofocus' if chosen == 'reject' else ''}>Reject</button></form>
+</body></html>"""
+        return web.Response(text=html, content_type="text/html")
+
+    async def action_submit(self, request: web.Request) -> web.StreamResponse:
+        claims = self._claims(request)
+        form = await request.post()
+        action, reason = str(form.get("action", "")), str(form.get("reason", "")).strip()[:100]
+        if action not in ("accept", "reject"):
+            raise ApiError(400, "bad_value", f"action {action[:20]!r} must be accept or reject")
+        policy = (await self.config()).lifecycle
+        try:
+            result = await lifecycle.apply(self.store, action, claims.lead_id, claims.rep_id, policy=policy,
+                                           reason=reason, now=self.clock())
+        except lifecycle.UnknownLeadError as exc:
+            raise ApiError(404, exc.code, str(exc)) from None
+        except lifecycle.InvalidReasonError as exc:
+            raise ApiError(422, exc.code, str(exc)) from None
+        except lifecycle.LifecycleError as exc:
+            raise ApiError(409, exc.code, str(exc)) from None
+        log.info("lead %s %s by %s through an alert link", claims.lead_id, action, claims.rep_id)
+        done = "accepted: it is yours" if action == "accept" else f"rejected ({_h(reason)}): back to marketing"
+        return web.Response(text=f"<!doctype html><html><body style='font-family:sans-serif'><p>Lead {done}. "
+                                 f"Stage now {_h(str(result.to_dict().get('stage', '')))}.</p></body></html>",
+                            content_type="text/html")
+
     async def transition(self, request: web.Request, op: Operation, action: str) -> web.StreamResponse:
         self.query(request, ())
         principal = self.principal(request)
@@ -1199,3 +1254,7 @@ __all__ = [
     "serve",
     "yaml_guard",
 ]
+
+
+def _h(text: str) -> str:
+    return html_escape(text, quote=True)

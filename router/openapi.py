@@ -113,6 +113,8 @@ class Operation:
 
 # --- parameters ----------------------------------------------------------------------------------
 
+P_ACTION_TOKEN = Param("token", "path", {"type": "string", "minLength": 10, "maxLength": 2048},
+                       "the signed action token from an alert link")
 P_LEAD = Param("lead_id", "path", {"type": "string", "pattern": LEAD_ID_PATTERN},
                "lead id: L, A or U and 24 hex digits (find it with GET /v1/leads?email=...)")
 P_REP = Param("rep_id", "path", {"type": "string", "minLength": 1, "maxLength": MAX_REP_ID},
@@ -340,6 +342,17 @@ OPERATIONS: tuple[Operation, ...] = (
               ok={JSON: {"schema": {"type": "object"}}}),
     Operation("metrics", "GET", "/metrics", "Prometheus metrics of this process (no token: bind to a private "
               "address)", "service", None, ok={"text/plain": {"schema": STR}}),
+    Operation("action_page", "GET", "/a/{token}", "The page an alert's accept/reject link opens: the lead and "
+              "two buttons (no state change on GET, so link previews are harmless)", "lifecycle", None,
+              ok={"text/html": {"schema": STR}}, params=(P_ACTION_TOKEN,), errors=(400, 404),
+              description="The signed link names the rep and the lead; no bearer token is needed."),
+    Operation("action_submit", "POST", "/a/{token}", "Accept or reject the lead the signed link names, as its rep",
+              "lifecycle", None, ok={"text/html": {"schema": STR}}, params=(P_ACTION_TOKEN,),
+              body={"application/x-www-form-urlencoded": {"schema": {
+                  "type": "object", "required": ["action"],
+                  "properties": {"action": {"type": "string", "enum": ["accept", "reject"]},
+                                 "reason": {"type": "string", "maxLength": 100}}}}},
+              body_required=True, errors=(400, 404, 409, 422)),
     Operation("whoami", "GET", "/v1/me", "The calling token's role, rep and name", "service", READERS,
               ok=_json("Principal"), errors=(401,)),
     # roster

@@ -41,6 +41,7 @@ from router.store import (
     RedisStore,
     lead_view_from_hash,
 )
+from router.tokens import mint_action_token
 from rules import RoutingConfig, facts_from_lead
 from rules.accounts import AccountBook, match_account, owner_first
 from scoring import (
@@ -59,6 +60,7 @@ from scoring.model import LeadModel
 log = logging.getLogger(__name__)
 
 PublishAlert = Callable[[str, bytes], Awaitable[None]]
+LINK_TTL_S = 14 * 86400  # an alert's accept/reject links work for two weeks
 
 
 @dataclass
@@ -251,8 +253,9 @@ class Pipeline:
                  publish_alert: PublishAlert, clock: Callable[[], float] = time.time,
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
                  admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
-                 model: Callable[[], LeadModel | None] | None = None) -> None:
+                 model: Callable[[], LeadModel | None] | None = None, link_secret: str = "") -> None:
         self.store = store
+        self.link_secret = link_secret
         self.icp = icp
         self.model = model
         self.intent = intent or AccountIntentConfig()
@@ -379,14 +382,18 @@ class Pipeline:
                                 decision=decision, ts=self.clock())
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=texts.get(kind, kind), recent=tuple(await self.store.lead_recent(lead_id, 10)),
-                      account=await self._account_context(lead_id), links=self._links(lead_id))
+                      account=await self._account_context(lead_id),
+                      links=self._links(lead_id, rep.rep_id, alert_id))
         await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
 
-    def _links(self, lead_id: str) -> dict[str, str]:
-        if not self.admin_url:
+    def _links(self, lead_id: str, rep_id: str = "", assignment_id: str = "") -> dict[str, str]:
+        """Signed links the rep opens from the alert (the admin app serves them)."""
+        if not self.admin_url or not self.link_secret or not rep_id:
             return {}
-        base = f"{self.admin_url.rstrip('/')}/v1/leads/{lead_id}"
-        return {"lead": base, "accept": f"{base}/accept", "reject": f"{base}/reject"}
+        token = mint_action_token(self.link_secret, lead_id=lead_id, rep_id=rep_id, assignment_id=assignment_id,
+                                  ttl_s=LINK_TTL_S, now=self.clock())
+        page = f"{self.admin_url.rstrip('/')}/a/{token}"
+        return {"lead": page, "accept": f"{page}?do=accept", "reject": f"{page}?do=reject"}
 
     async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment:
         """Route one crossing to a rep and publish its alert; safe to repeat."""
@@ -417,7 +424,7 @@ class Pipeline:
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
-                      links=self._links(plan.lead_id))
+                      links=self._links(plan.lead_id, rep.rep_id, assignment_id))
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.

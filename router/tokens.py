@@ -88,3 +88,44 @@ def verify_token(secret: str, token: str, *, now: float | None = None) -> TokenC
     url = claims.get("u")
     return TokenClaims(email=email, campaign=campaign, expires=expires, kind=kind,
                        url=str(url) if url else None, sent_at=int(claims.get("s", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class ActionClaims:
+    """A rep's signed right to act on one lead's assignment (alert links)."""
+
+    lead_id: str
+    rep_id: str
+    assignment_id: str
+    expires: int
+
+
+def mint_action_token(secret: str, *, lead_id: str, rep_id: str, assignment_id: str, ttl_s: int,
+                      now: float | None = None) -> str:
+    claims = {"v": _VERSION, "k": "act", "l": lead_id, "r": rep_id, "a": assignment_id,
+              "x": int(time.time() if now is None else now) + int(ttl_s)}
+    body = _b64(orjson.dumps(claims))
+    return f"{body}.{_sign(secret, body)}"
+
+
+def verify_action_token(secret: str, token: str, *, now: float | None = None) -> ActionClaims:
+    body, dot, sig = token.partition(".")
+    if not dot or not body or not sig or len(token) > 2048 or not token.isascii():
+        msg = "action link is malformed; open the link from the alert again"
+        raise TokenError(msg)
+    if not hmac.compare_digest(_sign(secret, body), sig):
+        msg = "action link signature does not match: it was altered or signed with another secret"
+        raise TokenError(msg)
+    try:
+        claims = orjson.loads(_unb64(body))
+        if claims.get("k") != "act":
+            raise ValueError("not an action link")
+        out = ActionClaims(lead_id=str(claims["l"]), rep_id=str(claims["r"]), assignment_id=str(claims["a"]),
+                           expires=int(claims["x"]))
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        msg = f"action link claims are unreadable ({exc})"
+        raise TokenError(msg) from None
+    if (time.time() if now is None else now) > out.expires:
+        msg = "action link has expired; ask ops to reassign or act in the admin API"
+        raise TokenError(msg)
+    return out

@@ -136,7 +136,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
         await fut
 
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
-                        admin_url=settings.admin_url, icp=rt.icp, model=lambda: rt.model.current)
+                        admin_url=settings.admin_url, icp=rt.icp, model=lambda: rt.model.current,
+                        link_secret=settings.token_secret)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
@@ -147,10 +148,16 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     @app.agent(alerts_topic, concurrency=4)
     async def send_alerts(stream: faust.StreamT[bytes]) -> None:
+        # One sender per process, shared by the agent's instances: Slack paced per
+        # channel (a Redis token bucket shared by every worker), capped jittered
+        # retries, channels already delivered skipped, failures dead-lettered, and
+        # low-priority triggers queued for the rep's digest (router/digest.py).
+        from router.sender import build_sender
+
         if rt._sender is None:
             rt._http = aiohttp.ClientSession()
-            rt._sender = AlertSender(rt.store, rt.notifiers(rt._http), dead_letter,
-                                     max_attempts=settings.alert_max_attempts, backoff_s=settings.alert_backoff_s)
+            rt._sender = build_sender(settings, rt.store, rt._http, dead_letter,
+                                      team_webhooks=TeamWebhooks(rt.routing))
         async for raw in stream:
             await rt._sender.handle(raw)
 
