@@ -42,7 +42,7 @@ async def test_the_link_shows_the_lead_and_accepts_only_on_post(api: Api) -> Non
 async def test_reject_needs_a_configured_reason_and_recycles(api: Api) -> None:
     lead_id, rep_id = await route_lead(api, "sam@beta.io")
     reasons = api.config.lifecycle.reject_reasons
-    status, body = await api.call("POST", link(lead_id, rep_id), who=None,
+    status, _ = await api.call("POST", link(lead_id, rep_id), who=None,
                                   data={"action": "reject", "reason": "not a reason"})
     assert status == 422
     status, html = await api.call("POST", link(lead_id, rep_id), who=None,
