@@ -46,6 +46,20 @@ def _email_line(msg: EmailMessage) -> str:
     return f"[email to {msg['To']}] {msg['Subject']}"
 
 
+async def _ops_token(settings: Settings) -> str:
+    """An ops token for the demo's admin API (stored hashed, like any other)."""
+    from redis.asyncio import Redis
+
+    from router.admin_auth import Role, TokenStore
+
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        token, _ = await TokenStore(redis).create(Role.OPS, name="dev", now=time.time())
+    finally:
+        await redis.aclose()
+    return token
+
+
 class DevConsole:
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
@@ -104,13 +118,20 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
             slack_bot_token=settings.slack_bot_token or "xoxb-leadrouter-dev",
             smtp_host="127.0.0.1", smtp_port=smtp.port,
         )
+        admin_port = free_port()
+        settings = settings.with_(admin_port=admin_port, admin_url=f"http://127.0.0.1:{admin_port}")
         collector = spawn_service("collector", settings, workdir, port=collector_port)
         started.append(collector)
         worker = spawn_service("worker", settings, workdir)
         started.append(worker)
+        admin = spawn_service("admin", settings, workdir, port=admin_port)
+        started.append(admin)
         await asyncio.to_thread(wait_for_port, collector_port, 30.0, collector.proc)
         console.say(f"collector http://127.0.0.1:{collector_port}  (pixel /t/p.gif, form /t/form, open /t/o/<token>.gif)")
         console.say(f"worker   faust app {settings.app_id!r}; logs in {workdir}")
+        await asyncio.to_thread(wait_for_port, admin_port, 30.0, admin.proc)
+        token = await _ops_token(settings)
+        console.say(f"admin    {settings.admin_url}/openapi.json  (ops token: {token}); alert links open here")
         console.say(f"demo     sending ~{rate:.0f} hits/s of visits, opens and form fills; Ctrl-C stops everything")
         demo = DemoTraffic(settings.public_url, settings.token_secret, rate_per_s=rate, seed=seed)
         demo_task = asyncio.create_task(demo.run(stop, duration_s))
@@ -118,7 +139,7 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         while not stop.is_set() and not demo_task.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
-            for p in (collector, worker):
+            for p in (collector, worker, admin):
                 if not p.alive():
                     console.say(f"{p.name} exited with code {p.proc.returncode}; last log lines:\n{p.log_tail()}")
                     stop.set()

@@ -7,7 +7,10 @@ console, and the integration tests use them to check what was really sent.
   Slack endpoints the notifiers (and slack_sdk) use: incoming webhooks
   (``POST /services/{a}/{b}/{c}``) and ``POST /api/chat.postMessage``.
 * :class:`SmtpReceiver` is an aiosmtpd server on 127.0.0.1 that parses each
-  message into an :class:`email.message.EmailMessage`.
+  message into an :class:`email.message.EmailMessage`; optionally with
+  STARTTLS or implicit TLS (give it a server ``ssl.SSLContext``), AUTH
+  LOGIN/PLAIN against a user table, and injected failures (``fail_next`` /
+  ``fail_always`` answer DATA with e.g. ``451`` until cleared).
 
 Both pick a free port, record what they accept, let callers ``await
 wait_for(predicate)``, and call an optional ``on_message`` callback.  Both
@@ -21,6 +24,8 @@ import itertools
 import json
 import logging
 import socket
+import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -33,7 +38,7 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from multidict import CIMultiDict, CIMultiDictProxy
 
 log = logging.getLogger(__name__)
@@ -456,16 +461,20 @@ async def _parse_api(request: web.Request) -> tuple[dict[str, Any] | None, str |
 
 @dataclass(frozen=True, slots=True)
 class SmtpEnvelope:
+    """How one accepted message arrived: envelope addresses, whether over TLS, and who logged in."""
+
     mail_from: str | None
     rcpt_tos: tuple[str, ...]
+    tls: bool = False
+    auth_user: str | None = None
 
 
 class _BoundController(Controller):
     """An aiosmtpd Controller serving on a socket we bound ourselves (port 0 → free port)."""
 
-    def __init__(self, handler: Any, sock: socket.socket) -> None:
+    def __init__(self, handler: Any, sock: socket.socket, **smtp_kwargs: Any) -> None:
         host, port = sock.getsockname()[:2]
-        super().__init__(handler, hostname=host, port=port, ready_timeout=10.0)
+        super().__init__(handler, hostname=host, port=port, ready_timeout=10.0, **smtp_kwargs)
         self._sock = sock
 
     def _create_server(self) -> Any:
@@ -490,12 +499,38 @@ class _SmtpHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self._receiver._auth_required and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        failure = self._receiver._take_failure()
+        if failure is not None:
+            self._receiver._threadsafe(self._receiver.failed.append, failure)
+            return failure
         content = envelope.original_content or envelope.content or b""
         raw = content.encode("utf-8", errors="surrogateescape") if isinstance(content, str) else content
         msg = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(raw)
-        env = SmtpEnvelope(envelope.mail_from, tuple(envelope.rcpt_tos))
+        user = session.auth_data if isinstance(session.auth_data, str) else None
+        transport = server.transport
+        tls = session.ssl is not None or (transport is not None and transport.get_extra_info("ssl_object") is not None)
+        env = SmtpEnvelope(envelope.mail_from, tuple(envelope.rcpt_tos), tls, user)
         self._receiver._threadsafe(self._receiver._add, msg, env)
         return "250 Message accepted for delivery"
+
+
+class _Authenticator:
+    """AUTH PLAIN / LOGIN against the receiver's user table; ``auth_data`` is the user name."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = dict(users)
+
+    def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                 auth_data: Any) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode(errors="replace")
+        password = auth_data.password.decode(errors="replace")
+        if user in self._users and self._users[user] == password:
+            return AuthResult(success=True, auth_data=user)
+        return AuthResult(success=False, handled=False)
 
 
 class SmtpReceiver:
@@ -504,6 +539,14 @@ class SmtpReceiver:
     ``refuse`` maps addresses (case-insensitive) to the RCPT reply that
     refuses them, e.g. ``{"gone@example.test": "550 5.1.1 User unknown"}``;
     :meth:`refuse` adds one later.
+
+    TLS: ``tls_context`` (a server context with the certificate loaded) offers
+    STARTTLS, and ``require_starttls`` refuses mail before it; with
+    ``implicit_tls`` the socket speaks TLS from the first byte (SMTPS) instead.
+    ``users`` (name -> password) enables AUTH PLAIN / LOGIN, only over TLS, and
+    ``auth_required`` refuses mail from clients that did not log in.
+    :attr:`envelopes` records, per accepted message, whether it came over TLS and
+    who logged in.
     """
 
     def __init__(
@@ -511,7 +554,23 @@ class SmtpReceiver:
         *,
         refuse: Mapping[str, str] | Iterable[str] = (),
         on_message: Callable[[EmailMessage], None] | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        require_starttls: bool = False,
+        implicit_tls: bool = False,
+        users: Mapping[str, str] | None = None,
+        auth_required: bool = False,
     ) -> None:
+        if (require_starttls or implicit_tls) and tls_context is None:
+            raise ValueError("require_starttls / implicit_tls need a tls_context")
+        self._tls_context = tls_context
+        self._require_starttls = require_starttls
+        self._implicit_tls = implicit_tls
+        self._users = dict(users or {})
+        self._auth_required = auth_required
+        self._lock = threading.Lock()
+        self._failures: deque[str] = deque()
+        self._always: str | None = None
+        self.failed: list[str] = []
         self._refusals: dict[str, str] = {}
         if isinstance(refuse, Mapping):
             for addr, reply in refuse.items():
@@ -531,6 +590,27 @@ class SmtpReceiver:
         """Refuse RCPT TO ``address`` with ``reply`` (use a 4xx reply for a temporary refusal)."""
         self._refusals[address.lower()] = reply
 
+    def fail_next(self, n: int = 1, reply: str = "451 4.3.0 Temporary failure, try again later") -> None:
+        """Answer the next ``n`` messages' DATA with ``reply`` (4xx: transient, 5xx: permanent)."""
+        with self._lock:
+            self._failures.extend([reply] * n)
+
+    def fail_always(self, reply: str = "451 4.3.0 Temporary failure, try again later") -> None:
+        """Answer every message's DATA with ``reply`` until :meth:`clear_failures`."""
+        with self._lock:
+            self._always = reply
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._always = None
+
+    def _take_failure(self) -> str | None:
+        with self._lock:
+            if self._failures:
+                return self._failures.popleft()
+            return self._always
+
     async def start(self) -> None:
         if self._controller is not None:
             raise RuntimeError("SmtpReceiver already started")
@@ -541,7 +621,21 @@ class SmtpReceiver:
             sock.bind(("127.0.0.1", 0))
             sock.listen(100)
             sock.setblocking(False)
-            controller = _BoundController(_SmtpHandler(self), sock)
+            smtp_kwargs: dict[str, Any] = {}
+            if self._implicit_tls:
+                smtp_kwargs["ssl_context"] = self._tls_context
+            elif self._tls_context is not None:
+                smtp_kwargs.update(tls_context=self._tls_context, require_starttls=self._require_starttls)
+            if self._users:
+                # AUTH only over TLS.  An implicit-TLS socket is TLS though aiosmtpd cannot
+                # tell (it would refuse AUTH, and warns when told not to), so there the
+                # handler enforces auth_required itself.
+                smtp_kwargs["authenticator"] = _Authenticator(self._users)
+                if self._implicit_tls:
+                    smtp_kwargs["auth_require_tls"] = False
+                else:
+                    smtp_kwargs["auth_required"] = self._auth_required
+            controller = _BoundController(_SmtpHandler(self), sock, **smtp_kwargs)
         except BaseException:
             sock.close()
             raise

@@ -21,13 +21,12 @@ from prometheus_client import generate_latest
 from redis.asyncio import Redis
 from threadpoolctl import threadpool_limits
 
-from router import metrics
-from router.alerts import Notifier, SlackBotNotifier, SlackWebhookNotifier, SmtpNotifier
+from router import digest, metrics
 from router.config import LiveFile, RedisRulesSource, load_accounts_file, load_icp_file, load_scoring_file
 from router.kafka import ensure_topics
 from router.model_registry import ActiveModelWatcher
 from router.pipeline import Pipeline
-from router.sender import AlertSender, TeamWebhooks
+from router.sender import AlertSender, TeamWebhooks, build_sender, check_alert_settings
 from router.settings import Settings
 from router.sla import sla_tick
 from router.store import RedisStore
@@ -77,22 +76,6 @@ class Runtime:
         self.store = RedisStore(self.redis)
         self._http: aiohttp.ClientSession | None = None
         self._sender: AlertSender | None = None
-
-    def notifiers(self, session: aiohttp.ClientSession) -> list[Notifier]:
-        s = self.settings
-        out: list[Notifier] = []
-        hooks = TeamWebhooks(self.routing)
-        if s.slack_webhook_url or len(hooks):
-            out.append(SlackWebhookNotifier(session, s.slack_webhook_url, hooks, s.alert_timeout_s))
-        if s.slack_bot_token:
-            out.append(SlackBotNotifier(session, s.slack_api_url, s.slack_bot_token, s.alert_timeout_s))
-        if s.smtp_host:
-            out.append(SmtpNotifier(s.smtp_host, s.smtp_port, s.smtp_from, s.smtp_starttls, s.smtp_user,
-                                    s.smtp_password, s.alert_timeout_s))
-        if not out:
-            log.warning("no alert channel is configured: set LEADROUTER_SLACK_WEBHOOK_URL, "
-                        "LEADROUTER_SLACK_BOT_TOKEN or LEADROUTER_SMTP_HOST")
-        return out
 
     async def close(self) -> None:
         if self._http is not None:
@@ -152,14 +135,16 @@ def create_app(settings: Settings) -> LeadRouterApp:
         # channel (a Redis token bucket shared by every worker), capped jittered
         # retries, channels already delivered skipped, failures dead-lettered, and
         # low-priority triggers queued for the rep's digest (router/digest.py).
-        from router.sender import build_sender
-
         if rt._sender is None:
             rt._http = aiohttp.ClientSession()
             rt._sender = build_sender(settings, rt.store, rt._http, dead_letter,
                                       team_webhooks=TeamWebhooks(rt.routing))
         async for raw in stream:
             await rt._sender.handle(raw)
+
+    # Low-priority alerts queued for a rep's digest go out once per interval.
+    app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
+        digest.digest_timer(lambda: rt._sender))
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def reload_config() -> None:
@@ -197,6 +182,7 @@ def run_worker(settings: Settings) -> None:
     # The model scores a batch in one call; on a small box, BLAS/OpenMP threads
     # only fight the event loop for the same cores.
     threadpool_limits(1)
+    check_alert_settings(settings)
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,8 +14,13 @@ import pytest
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
 from router.alerts import (
     MAX_REASONS,
+    Digest,
+    digest_subject,
     email_subject,
     message_id,
+    render_digest_blocks,
+    render_digest_email,
+    render_digest_text,
     render_email,
     render_html,
     render_slack_blocks,
@@ -311,3 +317,150 @@ def test_message_id_is_stable_and_safe() -> None:
     odd = message_id("asg 1<>@x", "nobody")
     assert odd.startswith("<leadrouter.alert.asg_1___x.") and odd.endswith("@leadrouter.local>")
     assert message_id("asg 1<>@x", "nobody") != message_id("asg_1___x", "nobody")
+
+
+# ------------------------------------------------------------------ account, links, grade, routing path
+
+ACCOUNT = {
+    "name": "Acme",
+    "domain": "acme.test",
+    "intent": 72.4,
+    "active_people": 4,
+    "members": [
+        {"name": "Bob Stone", "title": "CFO", "email": "bob@acme.test", "last_active": TS - 3600},
+        {"name": "Jane Doe", "title": "Head of Ops", "email": "JANE@acme.test", "last_active": TS},  # the lead
+        {"name": "", "title": "Engineer", "email": "eve@acme.test", "last_active": "2026-11-22T10:00:00Z"},
+        "not-a-member",
+        {"name": "<@U1> <!channel>", "title": "<b>VP</b>", "email": "", "last_active": 0},
+    ],
+}
+LINKS = {
+    "accept": "https://admin.example.test/v1/leads/lead-1/accept",
+    "reject": "https://admin.example.test/v1/leads/lead-1/reject",
+    "lead": "https://admin.example.test/v1/leads/lead-1",
+}
+
+
+def rich_alert(**changes: Any) -> Alert:
+    base = make_alert(reasons=REASONS, recent=RECENT)
+    lead = LeadView(
+        "lead-1", "jane@acme.test", 104.6, Stage.MQL,
+        {"name": "Jane Doe", "company": "Acme", "job_title": "Head of Ops", "grade": "A"}, REASONS,
+    )
+    values: dict[str, Any] = {"lead": lead, "account": ACCOUNT, "links": LINKS, **changes}
+    return Alert(
+        assignment=base.assignment, lead=values["lead"], threshold=base.threshold, trigger=base.trigger,
+        recent=base.recent, account=values["account"], links=values["links"],
+    )
+
+
+def test_slack_blocks_show_who_grade_account_routing_and_buttons() -> None:
+    payload = render_slack_blocks(rich_alert())
+    blocks = payload["blocks"]
+    assert blocks[1]["text"]["text"].startswith(
+        "*Who:* Jane Doe, Head of Ops at Acme · jane@acme.test\n*Trigger:* hand-raiser form demo-request"
+    )
+    fields = blocks[2]["fields"]
+    assert [f["text"].split("\n")[0] for f in fields] == [
+        "*Score*", "*Grade*", "*Threshold*", "*Stage*", "*Routed to*"
+    ]
+    assert fields[1]["text"] == "*Grade*\nA"
+    account = next(b["text"]["text"] for b in blocks if "Also active at" in b.get("text", {}).get("text", ""))
+    lines = account.split("\n")
+    assert lines[0] == "*Also active at Acme* · acme.test · intent 72 · 4 people active"
+    assert lines[1] == "• *Bob Stone* — CFO · last active 2026-11-22 17:41:14 UTC"
+    assert lines[2] == "• *eve@acme.test* — Engineer · last active 2026-11-22 10:00:00 UTC"
+    assert lines[3] == "• *&lt;@U1&gt; &lt;!channel&gt;* — &lt;b&gt;VP&lt;/b&gt;"  # escaped; never active
+    assert len(lines) == 4  # the lead herself and the junk entry are left out
+    routing = [b for b in blocks if b["type"] == "context"][-1]["elements"][0]["text"]
+    assert routing.startswith("Routing: team enterprise · rule big-companies (rules v7); path root → ")
+    actions = blocks[-1]
+    assert actions["type"] == "actions"
+    buttons = actions["elements"]
+    assert [(b["text"]["text"], b["url"], b.get("style")) for b in buttons] == [
+        ("Accept", LINKS["accept"], "primary"),
+        ("Reject", LINKS["reject"], "danger"),
+        ("Open lead", LINKS["lead"], None),
+    ]
+    assert len({b["action_id"] for b in buttons}) == 3
+    assert all(b["value"] == "asg-42" for b in buttons)
+    assert len(blocks) <= 50
+    json.dumps(payload)
+
+
+def test_without_grade_account_or_links_those_parts_are_omitted() -> None:
+    payload = render_slack_blocks(make_alert())
+    text = json.dumps(payload)
+    assert "Grade" not in text and "Also active" not in text and '"actions"' not in text
+    assert "Grade" not in render_text(make_alert()) and "Act on it" not in render_text(make_alert())
+
+
+def test_unsafe_links_never_become_buttons() -> None:
+    links = {"accept": "javascript:alert(1)", "reject": "https://x.test/a b", "lead": "https://ok.test/l?a=1&b=2"}
+    blocks = render_slack_blocks(rich_alert(links=links))["blocks"]
+    assert [b["url"] for b in blocks[-1]["elements"]] == ["https://ok.test/l?a=1&b=2"]
+    html = render_html(rich_alert(links=links))
+    assert "javascript:" not in html and 'href="https://ok.test/l?a=1&amp;b=2"' in html
+    blocks = render_slack_blocks(rich_alert(links={"accept": "ftp://x.test/"}))["blocks"]
+    assert blocks[-1]["type"] != "actions"
+
+
+def test_account_without_members_still_names_it() -> None:
+    alert = rich_alert(account={"name": "Acme", "domain": "acme.test", "intent": 12, "active_people": 1})
+    text = render_text(alert)
+    assert "Account: Acme (acme.test · intent 12 · 1 person active):" in text
+    assert render_slack_blocks(rich_alert(account={}))["blocks"][4]["type"] == "context"
+
+
+def test_many_members_are_capped_with_a_count() -> None:
+    members = [{"name": f"P{i}", "title": "", "email": f"p{i}@acme.test", "last_active": TS} for i in range(9)]
+    alert = rich_alert(account={"name": "Acme", "members": members})
+    text = render_text(alert)
+    assert "P4 · last active" in text and "P5" not in text and "…and 4 more" in text
+
+
+def test_email_has_the_same_content_as_slack() -> None:
+    alert = rich_alert()
+    msg = render_email(alert, "leadrouter@example.test")
+    parts = {p.get_content_type(): p.get_content() for p in msg.iter_parts()}
+    plain, html = parts["text/plain"], parts["text/html"]
+    for text in (plain, html):
+        assert "Head of Ops at Acme" in text
+        assert "Bob Stone — CFO · last active 2026-11-22 17:41:14 UTC" in text
+        assert "eve@acme.test — Engineer" in text
+        assert "team enterprise · rule big-companies (rules v7)" in text
+        assert "2026-11-22 18:41:14 UTC" in text  # activity timeline
+        assert "+50 demo_request — filled form demo-request" in text
+    assert "Grade:      A" in plain and "<td>A</td>" in html
+    assert "Also active at Acme (acme.test · intent 72 · 4 people active):" in plain
+    assert f"Accept: {LINKS['accept']}" in plain and f"Open lead: {LINKS['lead']}" in plain
+    assert f'<a href="{LINKS["accept"]}"' in html and ">Reject</a>" in html
+    assert "&lt;b&gt;VP&lt;/b&gt;" in html and "<b>VP" not in html
+
+
+# ------------------------------------------------------------------ digests
+
+
+def test_digest_renders_every_lead_best_first_with_links() -> None:
+    low = make_alert(name="Low Lead", company="Lowco", trigger="score 61 crossed the sales-ready threshold 50")
+    low = replace(low, lead=replace(low.lead, score=61.0))
+    high = rich_alert()
+    rep = high.assignment.rep
+    digest = Digest("digest:r1:3", rep, (low, high), TS - 3600, TS)
+    assert digest_subject(digest) == "Lead digest for Rita Rep: 2 sales-ready leads"
+    assert digest.team == "enterprise"
+    text = render_digest_text(digest)
+    assert text.index("Jane Doe (Acme)") < text.index("Low Lead (Lowco)")
+    assert "score 105 · grade A — hand-raiser form demo-request — routed 2026-11-22 18:41:14 UTC" in text
+    assert f"Accept: {LINKS['accept']}" in text
+    assert "Alerts queued from 2026-11-22 17:41:14 UTC to 2026-11-22 18:41:14 UTC" in text
+    payload = render_digest_blocks(digest)
+    sections = [b["text"]["text"] for b in payload["blocks"] if b["type"] == "section"]
+    assert len(sections) == 2 and sections[0].startswith("*Jane Doe (Acme)*")
+    assert f"<{LINKS['accept']}|Accept>" in sections[0]
+    assert "Also active at Acme: Bob Stone; eve@acme.test" in sections[0]
+    assert render_digest_text(digest, limit=1).endswith("…and 1 more\n")
+    msg = render_digest_email(digest, "leadrouter@example.test")
+    assert msg["Message-ID"].startswith("<leadrouter.alert.digest_r1_3.")
+    assert msg["Subject"] == digest_subject(digest)
+    assert Digest.from_dict(json.loads(json.dumps(digest.to_dict()))) == digest
