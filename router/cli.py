@@ -138,6 +138,7 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
 # parsers as ``fn(settings, args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
     "router.cmd_rules", "router.cmd_leads", "router.cmd_model", "router.cmd_admin", "router.cmd_alerts",
+    "router.cmd_bench",
 )
 
 

@@ -35,32 +35,28 @@ def _read(path: Path) -> str:
         raise ConfigFileError(msg) from None
 
 
-def load_scoring_file(path: Path) -> ScoringConfig:
+def _load(path: Path, parse: Callable[[str, str], T]) -> T:
+    """Read and validate an ops-edited file; any problem is one ConfigFileError naming file and line."""
     try:
-        return load_scoring_config(_read(path), str(path))
-    except ScoringError as exc:
+        return parse(_read(path), str(path))
+    except (ScoringError, RulesError) as exc:
         raise ConfigFileError(str(exc)) from exc
+
+
+def load_scoring_file(path: Path) -> ScoringConfig:
+    return _load(path, load_scoring_config)
 
 
 def load_accounts_file(path: Path) -> AccountBook:
-    try:
-        return load_accounts(_read(path), str(path))
-    except RulesError as exc:
-        raise ConfigFileError(str(exc)) from exc
+    return _load(path, load_accounts)
 
 
 def load_icp_file(path: Path) -> IcpConfig:
-    try:
-        return load_icp_config(_read(path), str(path))
-    except ScoringError as exc:
-        raise ConfigFileError(str(exc)) from exc
+    return _load(path, load_icp_config)
 
 
 def load_rules_file(path: Path) -> RoutingConfig:
-    try:
-        return load_routing(_read(path), str(path))
-    except RulesError as exc:
-        raise ConfigFileError(str(exc)) from exc
+    return _load(path, load_routing)
 
 
 @dataclass

@@ -64,10 +64,17 @@ class DevConsole:
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
         self.started = time.monotonic()
+        self.closed = False
 
     def say(self, line: str) -> None:
+        """Print a line; a closed console (``| head``, a gone terminal) never stops the run or its cleanup."""
+        if self.closed:
+            return
         stamp = time.monotonic() - self.started
-        print(f"{stamp:7.1f}s  {line}", file=self.out, flush=True)
+        try:
+            print(f"{stamp:7.1f}s  {line}", file=self.out, flush=True)
+        except (BrokenPipeError, OSError):
+            self.closed = True
 
 
 async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float | None = None,
@@ -143,6 +150,8 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
                 if not p.alive():
                     console.say(f"{p.name} exited with code {p.proc.returncode}; last log lines:\n{p.log_tail()}")
                     stop.set()
+            if console.closed:
+                stop.set()  # nobody is watching the console any more
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 s = demo.stats.sent
@@ -154,7 +163,7 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
     finally:
         console.say("stopping…")
         for p in reversed(started):
-            p.stop()
+            p.stop()  # each stop is independent: one failing never leaves the others running
         await slack.stop()
         await smtp.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):

