@@ -42,9 +42,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
@@ -417,6 +418,9 @@ class Collector:
                                              "detail": f"form posts are limited to {MAX_FORM_BYTES} bytes"})
         try:
             data = await self._form_body(request)
+        except IngestError as exc:  # over the limit while reading (chunked bodies have no Content-Length)
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "too_large" if exc.status == 413 else "invalid").inc()
+            return self._json(request, exc.status, {"error": exc.code, "detail": exc.message})
         except ValueError as exc:
             metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
             metrics.COLLECTOR_REQUESTS.labels(endpoint, "invalid").inc()
@@ -467,10 +471,13 @@ class Collector:
 
     async def _form_body(self, request: web.Request) -> dict[str, Any]:
         ctype = request.content_type
+        if ctype not in ("application/json", "application/x-www-form-urlencoded", "multipart/form-data"):
+            raise ValueError(f"unsupported Content-Type {ctype!r}; send application/x-www-form-urlencoded or "
+                             "application/json")
+        if ctype == "multipart/form-data":
+            return await self._multipart_fields(request)
+        raw = await read_limited(request, MAX_FORM_BYTES, "a form post")
         if ctype == "application/json":
-            raw = await request.read()
-            if len(raw) > MAX_FORM_BYTES:
-                raise ValueError(f"body larger than {MAX_FORM_BYTES} bytes")
             try:
                 data = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
@@ -478,11 +485,31 @@ class Collector:
             if not isinstance(data, dict):
                 raise ValueError("JSON body must be an object of form fields")
             return data
-        if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            post = await request.post()
-            return {k: v for k, v in post.items() if isinstance(v, str)}
-        raise ValueError(f"unsupported Content-Type {ctype!r}; send application/x-www-form-urlencoded or "
-                         "application/json")
+        try:
+            text = raw.decode(request.charset or "utf-8")
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise ValueError(f"form body is not valid text: {exc}") from None
+        return dict(parse_qsl(text, keep_blank_values=True))
+
+    async def _multipart_fields(self, request: web.Request) -> dict[str, Any]:
+        """Text fields of a multipart form, counting every byte against the form limit; files are ignored."""
+        too_large = IngestError(413, "payload_too_large",
+                                f"a form post is limited to {MAX_FORM_BYTES // 1024} KB ({MAX_FORM_BYTES} bytes)")
+        out: dict[str, Any] = {}
+        seen = 0
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            buf = bytearray()
+            while chunk := await part.read_chunk(8192):
+                seen += len(chunk)
+                if seen > MAX_FORM_BYTES:
+                    raise too_large
+                buf += chunk
+            if part.name and part.filename is None:
+                out[part.name] = buf.decode(part.get_charset("utf-8"), errors="replace")
+        return out
 
     def _json(self, request: web.Request, status: int, body: Mapping[str, Any],
               headers: Mapping[str, str] | None = None) -> web.Response:
