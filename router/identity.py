@@ -75,12 +75,42 @@ def is_known_person(lead_id: str) -> bool:
     return lead_id.startswith("L")
 
 
-class IdentityResolver:
-    """Resolves a batch in order, seeing the links earlier events made."""
+UNIQUE_IDENTIFIERS = frozenset({"email", "user_id"})
 
-    def __init__(self, visitors: dict[str, str], users: dict[str, str]) -> None:
+
+class IdentityResolver:
+    """Resolves a batch in order, seeing the links earlier events made.
+
+    ``unique`` names the identifiers two different people can never share
+    (``email`` by default; add ``user_id`` when the customer's user ids are
+    per person).  A profile holding one value of a unique identifier is never
+    merged with a profile holding another value of it.
+    """
+
+    def __init__(self, visitors: dict[str, str], users: dict[str, str],
+                 unique: frozenset[str] = frozenset({"email"})) -> None:
         self._known: dict[Kind, dict[str, str]] = {"v": dict(visitors), "u": dict(users)}
+        self.unique = unique
+        # The user ids known to belong to each profile (from the mappings seen).
+        self._owners: dict[str, set[str]] = {}
+        for uid, lead in users.items():
+            self._owners.setdefault(lead, set()).add(uid)
         self.result = Resolution()
+
+    def _user_ids(self, lead_id: str) -> set[str]:
+        owners = set(self._owners.get(lead_id, ()))
+        if not owners and lead_id.startswith("U"):
+            owners.add(f"?{lead_id}")  # made for a user id we have not seen in this batch
+        return owners
+
+    def _apart(self, source: str, target: str) -> bool:
+        """Whether a unique identifier keeps these two profiles apart."""
+        if "email" in self.unique and is_known_person(source) and is_known_person(target):
+            return True
+        if "user_id" in self.unique:
+            a, b = self._user_ids(source), self._user_ids(target)
+            return bool(a) and bool(b) and a.isdisjoint(b)
+        return False
 
     def current(self, kind: Kind, value: str) -> str | None:
         return self._known[kind].get(value)
@@ -106,6 +136,10 @@ class IdentityResolver:
         if ev.type is EventType.ALIAS:
             ids += [("u", ev.previous_id), ("v", ev.previous_id)]
         found = [lead for kind, value in ids if value and (lead := self.current(kind, value))]
+        if ev.user_id and not self.current("u", ev.user_id):
+            # A new user id never takes over a profile that belongs to another one.
+            own = keys.lead_id_for_user(ev.user_id)
+            found = [lead for lead in found if not self._apart(lead, own)]
         if found:
             return next((lead for lead in found if is_known_person(lead)), found[0])
         if ev.user_id:
@@ -123,16 +157,20 @@ class IdentityResolver:
             return  # an anonymous profile addressed by its own identifier: nothing to link
         if source != target:
             ident = f"{'visitor' if kind == 'v' else 'user'}:{value}"
-            if is_known_person(source) and is_known_person(target):
+            if self._apart(source, target):
                 self.result.conflicts.append(Conflict(ident, source, target, ev.event_id, ev.ts))
             else:
                 self.result.merges.append(Merge(source, target, ident, ev.event_id, ev.ts))
+                self._owners.setdefault(target, set()).update(self._owners.get(source, ()))
         self._known[kind][value] = target
         self.result.links[(kind, value)] = target
+        if kind == "u":
+            self._owners.setdefault(target, set()).add(value)
 
 
-def resolve_batch(events: list[Event], visitors: dict[str, str], users: dict[str, str]) -> Resolution:
-    resolver = IdentityResolver(visitors, users)
+def resolve_batch(events: list[Event], visitors: dict[str, str], users: dict[str, str],
+                  unique: frozenset[str] = frozenset({"email"})) -> Resolution:
+    resolver = IdentityResolver(visitors, users, unique)
     for ev in events:
         resolver.resolve(ev)
     return resolver.result

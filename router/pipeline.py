@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 PublishAlert = Callable[[str, bytes], Awaitable[None]]
 LINK_TTL_S = 14 * 86400  # an alert's accept/reject links work for two weeks
+ROUTE_CONCURRENCY = 32  # crossings of one batch routed at once
 
 
 @dataclass
@@ -183,7 +184,8 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
 
 async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float,
                       intent: AccountIntentConfig | None = None, icp: IcpConfig | None = None,
-                      model: LeadModel | None = None) -> BatchOutcome:
+                      model: LeadModel | None = None, unique: frozenset[str] = frozenset({"email"})
+                      ) -> BatchOutcome:
     """Resolve identities, merge and link, then score leads and accounts in one round trip.
 
     Round trips per batch: identities; stored fields of leads whose fit grade
@@ -192,9 +194,9 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     state and their new probabilities.
     """
     visitors, users = await store.resolve_identities(*identify(events))
-    resolution = resolve_batch(list(events), visitors, users)
-    for merge in resolution.merges:  # rare: once per identification
-        await store.merge(merge, half_life_s=config.half_life_s, now=now)
+    resolution = resolve_batch(list(events), visitors, users, unique)
+    if resolution.merges:  # once per identification; pipelined in dependency waves
+        await store.merge_many(resolution.merges, half_life_s=config.half_life_s, now=now)
     for c in resolution.conflicts:
         await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
                                  event_id=c.event_id, ts=c.ts)
@@ -253,8 +255,10 @@ class Pipeline:
                  publish_alert: PublishAlert, clock: Callable[[], float] = time.time,
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
                  admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
-                 model: Callable[[], LeadModel | None] | None = None, link_secret: str = "") -> None:
+                 model: Callable[[], LeadModel | None] | None = None, link_secret: str = "",
+                 unique: frozenset[str] = frozenset({"email"})) -> None:
         self.store = store
+        self.unique = unique
         self.link_secret = link_secret
         self.icp = icp
         self.model = model
@@ -280,7 +284,8 @@ class Pipeline:
             return report
         config = self.scoring.current
         outcome = await apply_batch(self.store, config, events, self.clock(), self.intent,
-                                    self.icp.current if self.icp else None, self.model() if self.model else None)
+                                    self.icp.current if self.icp else None, self.model() if self.model else None,
+                                    self.unique)
         plans, results = outcome.plans, outcome.results
         routed: set[tuple[str, int]] = set()
         crossings = [(plans[i], r) for i, r in outcome.by_model]
@@ -296,6 +301,7 @@ class Pipeline:
             metrics.EVENTS.labels(etype, "fired" if result.status == "fired" else "scored").inc()
             if result.needs_routing:
                 crossings.append((plan, result))
+        todo: list[tuple[EventPlan, ApplyResult]] = []
         for plan, result in crossings:
             if (plan.lead_id, result.crossing) in routed:
                 continue  # several events of one lead resumed the same crossing
@@ -304,8 +310,17 @@ class Pipeline:
             if result.status == "fired":
                 metrics.CROSSINGS.labels(result.trigger if result.trigger in ("hand_raiser", "account_intent")
                                          else "rule").inc()
-            await self.route(plan, result, config)
-            report.routed += 1
+            todo.append((plan, result))
+        # Different leads' crossings are independent (each pick is one atomic
+        # Redis step), so they are routed concurrently, a bounded number at once.
+        gate = asyncio.Semaphore(ROUTE_CONCURRENCY)
+
+        async def route_one(plan: EventPlan, result: ApplyResult) -> None:
+            async with gate:
+                await self.route(plan, result, config)
+
+        await asyncio.gather(*(route_one(p, r) for p, r in todo))
+        report.routed += len(todo)
         by_event = {p.event.event_id: p for p in plans}
         for acct in outcome.accounts:
             if acct.status in ("fired", "resume") and acct.top:
@@ -351,9 +366,10 @@ class Pipeline:
             return {}
         acct = await self.store.account_hash(key_id)
         others = [m for m, _ in await self.store.account_members(key_id, limit=6) if m != lead_id][:5]
+        hashes = await self.store.lead_hashes(others)
         members = []
         for other in others:
-            h = await self.store.lead_hash(other)
+            h = hashes.get(other, {})
             view = lead_view_from_hash(h)
             members.append({"name": view.display_name, "title": view.fields.get("job_title", ""),
                             "email": view.email or "", "last_active": float(h.get("last_seen", 0) or 0)})

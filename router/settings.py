@@ -57,6 +57,8 @@ class Settings:
     icp_file: Path = DEFAULT_ICP
     accounts_file: Path = DEFAULT_ACCOUNTS
     model_registry_dir: Path = Path("var/models")
+    # Identifiers two different people never share: email, and optionally user_id.
+    unique_identifiers: str = "email"
     # Where reps act on a lead (the admin API); alert buttons link here. Empty: no links.
     admin_url: str = ""
     # Alerts
@@ -144,6 +146,10 @@ class Settings:
     machine_flag_http_clients: bool = False
     # Names of the fields the environment set (not a setting itself).
     explicit: frozenset[str] = frozenset()
+
+    @property
+    def unique_identifier_set(self) -> frozenset[str]:
+        return frozenset(x.strip() for x in self.unique_identifiers.split(",") if x.strip())
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -255,6 +261,11 @@ def _check(s: Settings) -> None:
         raise SettingsError(msg)
     if s.topic_partitions < 1:
         msg = f"setting LEADROUTER_TOPIC_PARTITIONS={s.topic_partitions} must be at least 1"
+        raise SettingsError(msg)
+    unique = {x.strip() for x in s.unique_identifiers.split(",") if x.strip()}
+    if not unique or not unique <= {"email", "user_id"}:
+        msg = (f"setting LEADROUTER_UNIQUE_IDENTIFIERS={s.unique_identifiers!r} must list email and/or user_id, "
+               "e.g. email or email,user_id")
         raise SettingsError(msg)
     if s.alert_max_attempts < 1:
         msg = f"setting LEADROUTER_ALERT_MAX_ATTEMPTS={s.alert_max_attempts} must be at least 1"

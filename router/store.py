@@ -188,34 +188,44 @@ class RedisStore:
         await pipe.execute()
 
     async def merge(self, m: Merge, *, half_life_s: float, now: float) -> str:
-        """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash.
+        """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash."""
+        return (await self.merge_many([m], half_life_s=half_life_s, now=now))[0]
 
-        Three single-slot steps: freeze the source (later events to it are
-        'moved'), let the target absorb it (once, by marker), clean the source.
+    async def merge_many(self, merges: Sequence[Merge], *, half_life_s: float, now: float) -> list[str]:
+        """Fold each source into its target; safe to repeat after a crash.
+
+        Three single-slot steps, each pipelined over the whole list: freeze the
+        sources (later events to them are 'moved'), let the targets absorb them
+        (once, by marker), clean the sources and log every merge.  Merges that
+        depend on each other (a source that is another merge's target) run in
+        later waves, in order.
         """
-        frozen = orjson.loads(await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S]))
-        status = str(frozen["status"])
-        if status == "frozen":
-            h: dict[str, str] = frozen.get("hash") or {}
-            if isinstance(h, list):
-                h = {}
-            fields = {k[2:]: v for k, v in h.items() if k.startswith("f:")}
-            counts = {k[2:]: v for k, v in h.items() if k.startswith("n:")}
-            caps = {"capday": h.get("capday", ""), "cd": float(h.get("cd", 0) or 0),
-                    "c": {k[2:]: float(v) for k, v in h.items() if k.startswith("c:")},
-                    "o": [k[2:] for k in h if k.startswith("o:")]}
-            await self._absorb(keys=keys.lead_keys(m.target), args=[
-                m.source, h.get("score", "0"), h.get("asof", "0"), repr(half_life_s), self.seen_window_s,
-                keys.REASONS_KEPT, keys.RECENT_KEPT, h.get("events", "0"), h.get("first_seen", ""), repr(now),
-                orjson.dumps(frozen.get("seen") or []), orjson.dumps(frozen.get("reasons") or []),
-                orjson.dumps(frozen.get("recent") or []), orjson.dumps(fields), orjson.dumps(counts),
-                orjson.dumps(caps),
-            ])
-            await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S])
-        await self.log_identity("merge" if status in ("frozen", "done") else f"merge_{status}",
-                                source=m.source, target=m.target, identifier=m.identifier, event_id=m.event_id,
-                                ts=m.ts)
-        return status
+        statuses: list[str] = []
+        for wave in _waves(merges):
+            pipe = self.redis.pipeline(transaction=False)
+            for m in wave:
+                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S], client=pipe)
+            frozen = [orjson.loads(r) for r in await pipe.execute()]
+            pipe = self.redis.pipeline(transaction=False)
+            for m, f in zip(wave, frozen, strict=True):
+                if f["status"] == "frozen":
+                    await self._absorb(keys=keys.lead_keys(m.target), args=_absorb_args(m, f, half_life_s, now,
+                                                                                       self.seen_window_s),
+                                       client=pipe)
+            await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for m, f in zip(wave, frozen, strict=True):
+                status = str(f["status"])
+                if status == "frozen":
+                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S],
+                                        client=pipe)
+                kind = "merge" if status in ("frozen", "done") else f"merge_{status}"
+                pipe.xadd(keys.IDENTITY_LOG, {"kind": kind, "source": m.source, "target": m.target,
+                                              "identifier": m.identifier, "event_id": m.event_id, "ts": str(m.ts)},
+                          maxlen=keys.IDENTITY_LOG_MAXLEN, approximate=True)
+                statuses.append(status)
+            await pipe.execute()
+        return statuses
 
     async def log_identity(self, kind: str, **fields: object) -> None:
         entry: dict[Any, Any] = {"kind": kind, **{k: str(v) for k, v in fields.items()}}
@@ -514,6 +524,38 @@ class RepSlot:
 
 def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _waves(merges: Sequence[Merge]) -> list[list[Merge]]:
+    """Split merges so that no wave holds a merge whose source or target another merge of it touches."""
+    waves: list[list[Merge]] = []
+    for m in merges:
+        for wave in waves:
+            busy = {x.source for x in wave} | {x.target for x in wave}
+            if m.source not in busy and m.target not in {x.source for x in wave}:
+                wave.append(m)
+                break
+        else:
+            waves.append([m])
+    return waves
+
+
+def _absorb_args(m: Merge, frozen: Mapping[str, Any], half_life_s: float, now: float, seen_window_s: int
+                 ) -> list[Any]:
+    h: Mapping[str, str] = frozen.get("hash") or {}
+    if isinstance(h, list):
+        h = {}
+    fields = {k[2:]: v for k, v in h.items() if k.startswith("f:")}
+    counts = {k[2:]: v for k, v in h.items() if k.startswith("n:")}
+    caps = {"capday": h.get("capday", ""), "cd": float(h.get("cd", 0) or 0),
+            "c": {k[2:]: float(v) for k, v in h.items() if k.startswith("c:")},
+            "o": [k[2:] for k in h if k.startswith("o:")]}
+    return [
+        m.source, h.get("score", "0"), h.get("asof", "0"), repr(half_life_s), seen_window_s,
+        keys.REASONS_KEPT, keys.RECENT_KEPT, h.get("events", "0"), h.get("first_seen", ""), repr(now),
+        orjson.dumps(frozen.get("seen") or []), orjson.dumps(frozen.get("reasons") or []),
+        orjson.dumps(frozen.get("recent") or []), orjson.dumps(fields), orjson.dumps(counts), orjson.dumps(caps),
+    ]
 
 
 def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:

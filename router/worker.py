@@ -126,7 +126,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.admin_url, icp=rt.icp, model=lambda: rt.model.current,
-                        link_secret=settings.token_secret)
+                        link_secret=settings.token_secret, unique=settings.unique_identifier_set)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:

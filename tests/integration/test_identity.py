@@ -131,3 +131,36 @@ async def test_a_merge_interrupted_half_way_completes_once_on_redelivery(redis: 
                                        form_id="newsletter")])
     assert await score(store, lead) == pytest.approx(11 + 10)
     assert (await store.lead_hash(lead))["merges"] == "1"
+
+
+async def test_user_id_as_a_unique_identifier_keeps_two_logins_on_one_browser_apart(redis: Redis) -> None:
+    from router.pipeline import apply_batch
+
+    store = RedisStore(redis)
+    both = frozenset({"email", "user_id"})
+    kiosk = "kiosk-browser-07"
+    await apply_batch(store, CONFIG, [ev("k1", EventType.TRACK, user_id="u-alice", visitor_id=kiosk, name="Login"),
+                                      ev("k2", EventType.PAGE_VIEW, visitor_id=kiosk, url="https://x.io/pricing")],
+                      T0, unique=both)
+    alice = keys.lead_id_for_user("u-alice")
+    assert await score(store, alice) == pytest.approx(20 + 11)
+    # Bob logs in on the same browser: with user_id unique, he is someone else.
+    await apply_batch(store, CONFIG, [ev("k3", EventType.TRACK, user_id="u-bob", visitor_id=kiosk, name="Login"),
+                                      ev("k4", EventType.PAGE_VIEW, visitor_id=kiosk, url="https://x.io/pricing")],
+                      T0, unique=both)
+    bob = keys.lead_id_for_user("u-bob")
+    assert await score(store, alice) == pytest.approx(31)
+    assert await score(store, bob) == pytest.approx(31)
+    kinds = [e[b"kind"] for _, e in await redis.xrange(keys.IDENTITY_LOG)]
+    assert b"conflict" in kinds
+
+
+async def test_by_default_only_email_is_unique_so_user_ids_on_one_browser_join(redis: Redis) -> None:
+    from router.pipeline import apply_batch
+
+    store = RedisStore(redis)
+    kiosk = "kiosk-browser-08"
+    await apply_batch(store, CONFIG, [ev("j1", EventType.TRACK, user_id="u-one", visitor_id=kiosk, name="Login")], T0)
+    await apply_batch(store, CONFIG, [ev("j2", EventType.TRACK, user_id="u-two", visitor_id=kiosk, name="Login")], T0)
+    assert await score(store, keys.lead_id_for_user("u-one")) == pytest.approx(40)
+    assert await redis.get(keys.user("u-two")) == keys.lead_id_for_user("u-one").encode()
