@@ -268,13 +268,21 @@ class Collector:
         metrics.MACHINE_FLAGGED.labels(event.type.value, verdict.kind).inc()
         return replace(event, machine=verdict.score, machine_reason=verdict.reason)
 
-    async def _store(self, events: Sequence[Event], endpoint: str) -> str:
-        """Hand events to the sink: ``accepted``, ``spool_full`` or ``unavailable``."""
+    async def _store(self, events: Sequence[Event], endpoint: str, *, beacon: bool = False) -> str:
+        """Hand events to the sink: ``accepted``, ``spool_full`` or ``unavailable``.
+
+        A ``beacon`` (pixel, open, click, Snowplow GET) answers once its event is
+        written, not after the fsync: a pixel must never slow a page, and the
+        written event already survives the collector process dying.  Forms and
+        API calls wait until their events are durable.
+        """
         if not events:
             return "accepted"
         try:
             send_many = getattr(self.sink, "send_many", None)
-            if send_many is not None:
+            if send_many is not None and beacon:
+                await send_many(events, wait_durable=False)
+            elif send_many is not None:
                 await send_many(events)
             else:
                 for event in events:
@@ -289,8 +297,8 @@ class Collector:
             return "unavailable"
         return "accepted"
 
-    async def _produce(self, event: Event, endpoint: str) -> str:
-        return await self._store([event], endpoint)
+    async def _produce(self, event: Event, endpoint: str, *, beacon: bool = False) -> str:
+        return await self._store([event], endpoint, beacon=beacon)
 
     def _unavailable(self, request: web.Request, outcome: str, body: Mapping[str, Any] | None = None) -> web.Response:
         retry = str(self.settings.spool_retry_after_s) if outcome == SPOOL_FULL else "5"
@@ -330,7 +338,7 @@ class Collector:
             )
             event = self._flag(event, classify_web_hit(ua, ip, self.networks,
                                                        browser_expected=self.settings.machine_flag_http_clients))
-            metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint)).inc()
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint, beacon=True)).inc()
             return self._gif(vid, set_cookie=minted)
         except Exception:  # a pixel must never break a page
             log.exception("pixel: unexpected error")
@@ -361,7 +369,7 @@ class Collector:
             event = self._flag(event, classify_email_hit(
                 "open", ua, ip, sent_at=claims.sent_at, now=now, min_delay_s=self.settings.machine_open_delay_s,
                 networks=self.networks))
-            metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint)).inc()
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint, beacon=True)).inc()
             return self._gif()
         except Exception:
             log.exception("email open: unexpected error")
@@ -401,7 +409,7 @@ class Collector:
             event = self._flag(event, classify_email_hit(
                 "click", ua, ip, sent_at=claims.sent_at, now=now, min_delay_s=self.settings.machine_open_delay_s,
                 networks=self.networks, browser_expected=self.settings.machine_flag_http_clients))
-            outcome = await self._produce(event, endpoint)
+            outcome = await self._produce(event, endpoint, beacon=True)
         except Exception:  # the reader still gets to the page
             log.exception("email click: unexpected error")
             outcome = "error"

@@ -280,15 +280,22 @@ class Spool:
         return True
 
     # --- writer ------------------------------------------------------------
-    async def append(self, events: Sequence[Event]) -> None:
-        """Store events in order, all or none; returns once durable per the fsync policy."""
+    async def append(self, events: Sequence[Event], *, wait_durable: bool = True) -> None:
+        """Store events in order, all or none; returns once durable per the fsync policy.
+
+        With ``wait_durable=False`` it returns once the events are written (in
+        the OS page cache: they survive the process dying) and the next group
+        fsync makes them durable, without the caller waiting for it.
+        """
         if not events:
             return
         if self._sync_task is None and not self._closed:
             await self.start()
         data = b"".join(encode_line(e) for e in events)
         self.append_bytes_nowait(data, len(events))
-        if self.fsync == "always":
+        if self.fsync == "always" and not wait_durable:
+            self._dirty.set()
+        elif self.fsync == "always":
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             self._dirty.set()
@@ -546,8 +553,8 @@ class SpoolSink:
     async def send(self, event: Event) -> None:
         await self.spool.append([event])
 
-    async def send_many(self, events: Sequence[Event]) -> None:
-        await self.spool.append(events)
+    async def send_many(self, events: Sequence[Event], *, wait_durable: bool = True) -> None:
+        await self.spool.append(events, wait_durable=wait_durable)
 
 
 @dataclass

@@ -265,3 +265,24 @@ def test_defaults() -> None:
     assert s.spool_dir == Path("var/spool") and s.spool_fsync == "always"
     assert s.spool_max_bytes == 1024 ** 3 and s.spool_segment_bytes == 16 * 1024 ** 2
     assert not os.path.isabs(s.spool_dir)
+
+
+async def test_a_beacon_does_not_wait_for_the_fsync_but_a_form_does(make: Make,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = make(fsync="always")
+    release = asyncio.Event()
+    real = Spool._fsync
+    loop = asyncio.get_running_loop()
+
+    def slow_fsync(self: Spool, fds: list[int], dir_too: bool) -> None:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)  # the disk is slow
+        real(self, fds, dir_too)
+
+    monkeypatch.setattr(Spool, "_fsync", slow_fsync)
+    await asyncio.wait_for(spool.append([ev(1)], wait_durable=False), 1.0)  # a pixel: written, not waiting
+    form = asyncio.create_task(spool.append([ev(2)]))  # a form: waits until durable
+    await asyncio.sleep(0.2)
+    assert not form.done()
+    release.set()
+    await asyncio.wait_for(form, 5.0)
+    assert ids(spool.read(10)) == [ev(1).event_id, ev(2).event_id]
