@@ -165,3 +165,9 @@ RECYCLED = Counter(
     "leadrouter_recycled_total", "Sales-ready leads never accepted whose engagement decayed below the recycle level.",
     registry=REGISTRY,
 )
+
+CONSUMER_LAG = Gauge(
+    "leadrouter_consumer_lag_messages",
+    "Messages behind the partition's end, per consumed topic and partition (sampled every 5 s by the worker).",
+    ["topic", "partition"], registry=REGISTRY,
+)

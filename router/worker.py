@@ -161,6 +161,10 @@ def create_app(settings: Settings) -> LeadRouterApp:
             rt.accounts.maybe_reload()
         await asyncio.to_thread(rt.model.maybe_reload)
 
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def consumer_lag() -> None:
+        sample_consumer_lag(app.consumer, (settings.topic_events, settings.topic_assignments))
+
     @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
     async def sla_timer() -> None:
         # Any number of workers run this; each SLA step is claimed once.
@@ -181,6 +185,27 @@ def create_app(settings: Settings) -> LeadRouterApp:
         await rt.close()
 
     return app
+
+
+def sample_consumer_lag(consumer: Any, topics: tuple[str, ...]) -> None:
+    """Lag = the partition's end offset minus the next offset this worker will read.
+
+    (Some Kafka-compatible brokers report end offsets loosely, Tansu among
+    them; on Apache Kafka the figure is exact.)
+    """
+    read_offsets = getattr(consumer, "_read_offset", {})
+    for tp in consumer.assignment():
+        if tp.topic not in topics:
+            continue
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # not known yet (no fetch answered for it)
+            continue
+        if end is None:
+            continue
+        read = read_offsets.get(tp)
+        lag = end - (read + 1 if read is not None else 0)
+        metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
 
 
 def run_worker(settings: Settings) -> None:
