@@ -90,9 +90,11 @@ MERGED_TTL_S = 90 * 24 * 3600
 def account_keys(key_id: str) -> list[str]:
     """Hash (name, domain, score, asof, intent, ready…), seen event ids,
     members (lead -> last active ts), engaged (known lead -> forward-decayed
-    points) and roles (lead -> buying-committee role): one hash slot."""
+    points), roles (lead -> buying-committee role) and role_ts (role -> last
+    active ts of anyone holding it): one hash slot."""
     base = f"{PREFIX}:{{C:{key_id}}}"
-    return [f"{base}:acct", f"{base}:seen", f"{base}:members", f"{base}:engaged", f"{base}:roles"]
+    return [f"{base}:acct", f"{base}:seen", f"{base}:members", f"{base}:engaged", f"{base}:roles",
+            f"{base}:role_ts"]
 
 
 def lead_account(lead_id: str) -> str:

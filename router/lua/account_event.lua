@@ -7,13 +7,14 @@
 -- it) and names the most engaged known member, ranked by forward-decayed
 -- points so the ranking is exact at any moment.
 --
--- KEYS[1..5] account hash, seen, members (lead -> last active ts),
---            engaged (known lead -> forward-decayed points), roles (lead -> role)
+-- KEYS[1..6] account hash, seen, members (lead -> last active ts),
+--            engaged (known lead -> forward-decayed points), roles (lead -> role),
+--            role_ts (role -> when anyone holding it was last active)
 -- ARGV[1] JSON: e event_id, t ts, p points, i lead_id, r role, n name,
 --         d domain, k known (true when the lead has an email)
 -- ARGV[2] JSON: now, sw seen_window_s, hl half_life_s, w window_s,
 --         th threshold, pp per_person, pr per_role, ep epoch
-local acct, seen, members, engaged, roles = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local acct, seen, members, engaged, roles, role_ts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local ev, cfg = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
 local eid, ts, pts = ev.e, ev.t, ev.p
 local lead, role, now = ev.i, ev.r or '', cfg.now
@@ -44,20 +45,26 @@ local engagement = v
 if at > a then engagement = v * math.pow(2, -(at - a) / h) end
 
 redis.call('ZADD', members, 'GT', ts, lead)
-if role ~= '' then redis.call('HSET', roles, lead, role) end
+-- The member's role: from this event, else the one remembered for them.
+-- Breadth is counted in O(roles), not O(members): each role keeps the time
+-- anyone holding it was last active.
+local r = role
+if r ~= '' then redis.call('HSET', roles, lead, r) else r = redis.call('HGET', roles, lead) or '' end
+if r ~= '' and ts > tonumber(redis.call('HGET', role_ts, r) or '0') then
+  redis.call('HSET', role_ts, r, fmt(ts))
+end
 if ev.k and pts ~= 0 then
   redis.call('ZINCRBY', engaged, pts * math.pow(2, (ts - cfg.ep) / h), lead)
 end
 
-local active = redis.call('ZRANGEBYSCORE', members, at - window, '+inf', 'LIMIT', 0, 200)
-local distinct = {}
+local people = redis.call('ZCOUNT', members, at - window, '+inf')
 local nroles = 0
-for _, m in ipairs(active) do
-  local r = redis.call('HGET', roles, m)
-  if r and not distinct[r] then distinct[r] = true; nroles = nroles + 1 end
+local rt = redis.call('HGETALL', role_ts)
+for i = 2, #rt, 2 do
+  if tonumber(rt[i]) >= at - window then nroles = nroles + 1 end
 end
-local intent = engagement + cfg.pp * #active + cfg.pr * nroles
-redis.call('HSET', acct, 'intent', fmt(intent), 'active_people', #active, 'active_roles', nroles,
+local intent = engagement + cfg.pp * people + cfg.pr * nroles
+redis.call('HSET', acct, 'intent', fmt(intent), 'active_people', people, 'active_roles', nroles,
   'last_active', fmt(at))
 
 local ready = redis.call('HGET', acct, 'ready') == '1'
@@ -71,7 +78,7 @@ if not ready and intent >= thr then
     local n = redis.call('HINCRBY', acct, 'crossing', 1)
     redis.call('HSET', acct, 'ready', '1', 'pending_event', eid, 'pending_lead', top)
     return cjson.encode({status = 'fired', top = top, crossing = n, intent = intent,
-      people = #active, roles = nroles})
+      people = people, roles = nroles})
   end
 end
-return cjson.encode({status = 'scored', intent = intent, people = #active, roles = nroles})
+return cjson.encode({status = 'scored', intent = intent, people = people, roles = nroles})
