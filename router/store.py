@@ -163,7 +163,6 @@ class RedisStore:
         self._absorb: AsyncScript = redis.register_script(_lua("merge_absorb.lua"))
         self._cleanup: AsyncScript = redis.register_script(_lua("merge_cleanup.lua"))
         self._account: AsyncScript = redis.register_script(_lua("account_event.lua"))
-        self._force: AsyncScript = redis.register_script(_lua("force_ready.lua"))
 
     async def resolve_identities(self, visitor_ids: Sequence[str], user_ids: Sequence[str]
                                  ) -> tuple[dict[str, str], dict[str, str]]:
@@ -344,9 +343,11 @@ class RedisStore:
 
     async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
                           now: float) -> ApplyResult:
-        raw = await self._force(keys=keys.lead_keys(lead_id),
-                                args=[trigger_id, trigger, repr(now), orjson.dumps(reason.to_dict())])
-        return _parse_apply(raw)
+        """Make a lead sales-ready for another reason than its own score (its account's intent), once."""
+        payload = {"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
+                   "reason": orjson.dumps(reason.to_dict()).decode()}
+        cfg = orjson.dumps({"now": now, "rc": []})
+        return _parse_apply(await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg]))
 
     async def account_done(self, key_id: str, event_id: str) -> None:
         """Close an account crossing once its lead has been routed."""

@@ -12,7 +12,9 @@
 --             i lead_id, u user_id, d UTC day, g fit grade and gp fit points
 --             (when this event changed what the grade is based on),
 --             r hits [{rule, points, cap?, once?, reason {...}}]
---             or, with mode 'p', only i, e and pr: a new model probability
+--             or, with mode 'p', only i, e and pr: a new model probability;
+--             or, with mode 'f', i, e (trigger id), trigger and reason (JSON
+--             text): make the lead sales-ready because its account crossed
 -- ARGV[2]     the batch's settings, JSON: hl half_life_s, now, sw
 --             seen_window_s, rk reasons_kept, ck recent_kept, dc daily cap,
 --             rc sales-ready clauses [{min_score?, grades?, min_p?,
@@ -107,6 +109,20 @@ end
 if redis.call('HGET', lead, 'forgotten') == '1' then
   -- Erased on request (leadrouter forget): nothing about this person is kept again.
   return cjson.encode({status = 'forgotten'})
+end
+
+if ev.mode == 'f' then
+  -- Forced by the lead's account crossing its threshold: sales-ready now,
+  -- once; the same trigger id again resumes an unfinished crossing.
+  if redis.call('HGET', lead, 'pending_event') == eid then return resume() end
+  if redis.call('HEXISTS', lead, 'email') == 0 or redis.call('HGET', lead, 'ready') == '1' then
+    return cjson.encode({status = 'scored'})
+  end
+  redis.call('LPUSH', reasons, ev.reason)
+  local n = redis.call('HINCRBY', lead, 'crossing', 1)
+  redis.call('HSET', lead, 'ready', '1', 'stage', 'mql', 'pending_event', eid,
+    'pending_crossing', n, 'last_trigger', ev.trigger, 'mql_ts', fmt(now))
+  return snapshot('fired', {crossing = n, trigger = ev.trigger})
 end
 
 if ev.mode == 'p' then

@@ -113,3 +113,24 @@ async def test_anonymous_visits_of_a_known_lead_count_for_its_account(redis: Red
     await apply_batch(store, CONFIG, [page("k2", "vid-kim-01")], T0 + 60, INTENT)
     kid = AccountRef("d:initech.com", "", "", "").key_id
     assert float((await store.account_hash(kid))["score"]) == pytest.approx(21, rel=1e-6)
+
+
+async def test_an_account_crossing_makes_its_top_lead_sales_ready_once(redis: Redis) -> None:
+    from models import Reason
+
+    store = RedisStore(redis)
+    await apply_batch(store, CONFIG, [form("t1", "boss@umbrella.io", "CEO", vid="vid-umb-001")], T0, INTENT)
+    lead = keys.lead_id_for_email("boss@umbrella.io")
+    why = Reason(rule="account_intent", points=0.0, event_id="t1", event_type="form_fill", ts=T0,
+                 detail="account intent 180 reached 170")
+    first = await store.force_ready(lead, "acct:k:t1", "account_intent", why, T0 + 5)
+    assert first.status == "fired" and first.trigger == "account_intent" and first.crossing == 1
+    assert first.lead["email"] == "boss@umbrella.io"
+    again = await store.force_ready(lead, "acct:k:t1", "account_intent", why, T0 + 6)
+    assert again.status == "resume" and again.crossing == 1  # routing did not finish: same crossing
+    await store.commit_assignment(lead, 1, f"{lead}:1", "rep", "Rep", "east", "account-intent", "v", T0 + 7)
+    later = await store.force_ready(lead, "acct:k:t9", "account_intent", why, T0 + 8)
+    assert later.status == "scored"  # already sales-ready: nothing fires twice
+    assert (await store.lead_reasons(lead, limit=1))[0].rule == "account_intent"
+    anon = await store.force_ready(keys.lead_id_for_visitor("vid-nobody-01"), "acct:k:x", "account_intent", why, T0)
+    assert anon.status == "scored"  # no email: cannot be routed
