@@ -426,7 +426,9 @@ class Collector:
                                              "detail": f"form posts are limited to {MAX_FORM_BYTES} bytes"})
         try:
             data = await self._form_body(request)
-        except IngestError as exc:  # over the limit while reading (chunked bodies have no Content-Length)
+        except IngestError as exc:  # over the limit while reading, or a body that does not decode
+            if exc.status != 413:
+                metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
             metrics.COLLECTOR_REQUESTS.labels(endpoint, "too_large" if exc.status == 413 else "invalid").inc()
             return self._json(request, exc.status, {"error": exc.code, "detail": exc.message})
         except ValueError as exc:
@@ -503,20 +505,26 @@ class Collector:
         """Text fields of a multipart form, counting every byte against the form limit; files are ignored."""
         too_large = IngestError(413, "payload_too_large",
                                 f"a form post is limited to {MAX_FORM_BYTES // 1024} KB ({MAX_FORM_BYTES} bytes)")
+        check_encoding(request.headers.get("Content-Encoding"))
         out: dict[str, Any] = {}
         seen = 0
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue
-            buf = bytearray()
-            while chunk := await part.read_chunk(8192):
-                seen += len(chunk)
-                if seen > MAX_FORM_BYTES:
-                    raise too_large
-                buf += chunk
-            if part.name and part.filename is None:
-                out[part.name] = buf.decode(part.get_charset("utf-8"), errors="replace")
+        try:
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, BodyPartReader):
+                    continue
+                buf = bytearray()
+                while chunk := await part.read_chunk(8192):
+                    seen += len(chunk)
+                    if seen > MAX_FORM_BYTES:
+                        raise too_large
+                    buf += chunk
+                if part.name and part.filename is None:
+                    out[part.name] = buf.decode(part.get_charset("utf-8"), errors="replace")
+        except IngestError:
+            raise
+        except Exception as exc:  # aiohttp's decoder or multipart parser: not decodable as sent
+            raise IngestError(400, "invalid_encoding", f"the multipart body could not be read: {exc}") from None
         return out
 
     def _json(self, request: web.Request, status: int, body: Mapping[str, Any],

@@ -126,6 +126,11 @@ def alert_sent(assignment_id: str) -> str:
     return f"{PREFIX}:{{A:{assignment_id}}}:sent"
 
 
+def alert_claim(assignment_id: str, channel: str) -> str:
+    """String with a short TTL: the sender delivering this channel right now (a lease, renewed while sending)."""
+    return f"{PREFIX}:{{A:{assignment_id}}}:claim:{channel}"
+
+
 def rep_leads(rep_id: str) -> str:
     """Sorted set lead_id -> assigned ts: a rep's open leads."""
     return f"{PREFIX}:rep:{rep_id}:leads"

@@ -171,3 +171,9 @@ CONSUMER_LAG = Gauge(
     "Messages behind the partition's end, per consumed topic and partition (sampled every 5 s by the worker).",
     ["topic", "partition"], registry=REGISTRY,
 )
+
+BATCH_RETRIES = Counter(
+    "leadrouter_worker_batch_retries_total",
+    "Agent steps (event batches, alert deliveries) retried because Redis or Kafka did not answer, by error type.",
+    ["error"], registry=REGISTRY,
+)

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,10 @@ class AlertOutcome:
     def ok(self) -> bool:
         """Nothing failed: every channel asked for is delivered (now or before) or queued."""
         return self.invalid is None and not self.not_configured and all(r.ok for r in self.results)
+
+
+CLAIM_TTL_MS = 15_000  # a dead sender's lease lapses this soon
+CLAIM_POLL_S = 0.5
 
 
 class AlertSender:
@@ -175,8 +180,28 @@ class AlertSender:
 
     async def _one(self, alert: Alert, notifier: Notifier) -> DeliveryResult:
         aid = alert.assignment.assignment_id
-        result = await deliver(alert, notifier, max_attempts=self.max_attempts, backoff_s=self.backoff_s,
-                               backoff_max_s=self.backoff_max_s, rng=self.rng, sleep=self.sleep)
+        holder = uuid.uuid4().hex
+        # Copies of one alert record can be in flight at once (a republish after
+        # a crash, a replay): one sender holds a short lease on the channel,
+        # renewed while it delivers; the others wait for it and then skip the
+        # channel if it went out.  A sender that dies loses the lease in seconds.
+        while not await self.store.claim_send(aid, notifier.channel, holder, "take", CLAIM_TTL_MS):
+            await asyncio.sleep(CLAIM_POLL_S)
+            if notifier.channel in await self.store.sent_channels(aid):
+                metrics.ALERT_SENDS.labels(notifier.channel, "already_sent").inc()
+                return DeliveryResult(notifier.channel, ok=True, attempts=0)
+        if notifier.channel in await self.store.sent_channels(aid):
+            await self.store.claim_send(aid, notifier.channel, holder, "drop")
+            metrics.ALERT_SENDS.labels(notifier.channel, "already_sent").inc()
+            return DeliveryResult(notifier.channel, ok=True, attempts=0)
+        renew = asyncio.create_task(self._keep_claim(aid, notifier.channel, holder))
+        try:
+            result = await deliver(alert, notifier, max_attempts=self.max_attempts, backoff_s=self.backoff_s,
+                                   backoff_max_s=self.backoff_max_s, rng=self.rng, sleep=self.sleep)
+        finally:
+            renew.cancel()
+        if not result.ok:
+            await self.store.claim_send(aid, notifier.channel, holder, "drop")
         if result.ok:
             now = self.clock()
             await self.store.mark_sent(aid, notifier.channel, now)
@@ -187,6 +212,11 @@ class AlertSender:
         await self._failed(f"alert {aid} to {alert.assignment.rep.name}", aid, result,
                            {"alert": alert.to_dict()})
         return result
+
+    async def _keep_claim(self, aid: str, channel: str, holder: str) -> None:
+        while True:
+            await asyncio.sleep(CLAIM_TTL_MS / 3000)
+            await self.store.claim_send(aid, channel, holder, "renew", CLAIM_TTL_MS)
 
     async def _one_digest(self, digest: Digest, notifier: Notifier) -> DeliveryResult:
         did = digest.digest_id

@@ -163,6 +163,7 @@ class RedisStore:
         self._absorb: AsyncScript = redis.register_script(_lua("merge_absorb.lua"))
         self._cleanup: AsyncScript = redis.register_script(_lua("merge_cleanup.lua"))
         self._account: AsyncScript = redis.register_script(_lua("account_event.lua"))
+        self._claim: AsyncScript = redis.register_script(_lua("claim.lua"))
 
     async def resolve_identities(self, visitor_ids: Sequence[str], user_ids: Sequence[str]
                                  ) -> tuple[dict[str, str], dict[str, str]]:
@@ -384,6 +385,12 @@ class RedisStore:
     async def sent_channels(self, assignment_id: str) -> set[str]:
         raw = await self.redis.hkeys(keys.alert_sent(assignment_id))
         return {x.decode() if isinstance(x, bytes) else x for x in raw}
+
+    async def claim_send(self, assignment_id: str, channel: str, holder: str, op: str = "take",
+                         ttl_ms: int = 15_000) -> bool:
+        """take / renew / drop the lease on delivering one channel of one assignment."""
+        got = await self._claim(keys=[keys.alert_claim(assignment_id, channel)], args=[op, holder, ttl_ms])
+        return bool(got)
 
     async def mark_sent(self, assignment_id: str, channel: str, ts: float) -> None:
         key = keys.alert_sent(assignment_id)

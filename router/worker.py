@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
 import faust
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from threadpoolctl import threadpool_limits
 
 from router import digest, metrics
@@ -132,7 +136,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
     async def process_events(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take(settings.worker_batch_size, within=settings.worker_batch_window_s):
             with metrics.BATCH_SECONDS.time():
-                await pipeline.process(batch)
+                await until_done(f"batch of {len(batch)} events", partial(pipeline.process, batch))
             metrics.BATCH_SIZE.observe(len(batch))
 
     @app.agent(alerts_topic, concurrency=4)
@@ -145,8 +149,9 @@ def create_app(settings: Settings) -> LeadRouterApp:
             rt._http = aiohttp.ClientSession()
             rt._sender = build_sender(settings, rt.store, rt._http, dead_letter,
                                       team_webhooks=TeamWebhooks(rt.routing))
+        sender = rt._sender
         async for raw in stream:
-            await rt._sender.handle(raw)
+            await until_done("alert delivery", partial(sender.handle, raw))
 
     # Low-priority alerts queued for a rep's digest go out once per interval.
     app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
@@ -185,6 +190,31 @@ def create_app(settings: Settings) -> LeadRouterApp:
         await rt.close()
 
     return app
+
+
+BACKOFF_MAX_S = 5.0
+
+
+async def until_done(what: str, step: Callable[[], Awaitable[object]],
+                     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Run one agent step, retrying it while Redis or Kafka is unreachable.
+
+    An error escaping an agent makes faust restart it, and a restarted agent
+    can stop receiving messages while the consumer keeps committing offsets:
+    those messages would be lost.  So an agent never lets go of its step; every
+    step is safe to repeat (events count once by id, an unfinished crossing
+    resumes with the same rep, an alert channel is delivered once).
+    """
+    delay = 0.1
+    while True:
+        try:
+            await step()
+            return
+        except (RedisError, KafkaError, OSError, TimeoutError) as exc:
+            metrics.BATCH_RETRIES.labels(type(exc).__name__).inc()
+            log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
+            await sleep(delay)
+            delay = min(BACKOFF_MAX_S, delay * 2)
 
 
 def sample_consumer_lag(consumer: Any, topics: tuple[str, ...]) -> None:
