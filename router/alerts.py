@@ -1551,23 +1551,3 @@ async def deliver(
     )
 
 
-async def deliver_all(
-    alert: Alert,
-    notifiers: Sequence[Notifier],
-    *,
-    max_attempts: int,
-    backoff_s: float,
-    backoff_max_s: float | None = None,
-    rng: random.Random | None = None,
-    sleep: Sleep = asyncio.sleep,
-) -> list[DeliveryResult]:
-    """Deliver on every channel concurrently; one result per notifier, in order."""
-    return list(
-        await asyncio.gather(
-            *(
-                deliver(alert, n, max_attempts=max_attempts, backoff_s=backoff_s, backoff_max_s=backoff_max_s,
-                        rng=rng, sleep=sleep)
-                for n in notifiers
-            )
-        )
-    )

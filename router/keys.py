@@ -17,7 +17,6 @@ PREFIX = "lr"
 SEEN_WINDOW_S = 7 * 24 * 3600
 REASONS_KEPT = 100
 RECENT_KEPT = 20
-TURN_TTL_S = 30 * 24 * 3600
 SENT_TTL_S = 30 * 24 * 3600
 
 
@@ -116,11 +115,6 @@ def team_rr(team: str) -> str:
     return f"{PREFIX}:{{T:{team}}}:rr"
 
 
-def team_turn(team: str, assignment_id: str) -> str:
-    """String: the rep a given assignment got, so a retry gets the same rep."""
-    return f"{PREFIX}:{{T:{team}}}:turn:{assignment_id}"
-
-
 def alert_sent(assignment_id: str) -> str:
     """Hash channel -> ts: channels an assignment's alert already went out on."""
     return f"{PREFIX}:{{A:{assignment_id}}}:sent"
@@ -166,7 +160,7 @@ def rules_history() -> str:
 # distribution call (pick + capacity count + SLA schedule) is one Lua script on one slot;
 # lead keys share ``{L:<id>}`` so one lifecycle transition is one Lua script on one slot.
 
-PICK_TTL_S = TURN_TTL_S
+PICK_TTL_S = 30 * 24 * 3600  # a pick is remembered this long, so a retried crossing gets the same rep
 CAPACITY_WINDOW_S = 30 * 24 * 3600  # capacity_30d counts assignments in this rolling window
 OPEN_WINDOW_S = 45 * 24 * 3600  # an open lead older than this stops counting toward a rep's load
 HISTORY_KEPT = 500

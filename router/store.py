@@ -157,7 +157,6 @@ class RedisStore:
         self.redis = redis
         self.seen_window_s = seen_window_s
         self._apply: AsyncScript = redis.register_script(_lua("apply_event.lua"))
-        self._turn: AsyncScript = redis.register_script(_lua("assign_turn.lua"))
         self._commit: AsyncScript = redis.register_script(_lua("commit_assignment.lua"))
         self._freeze: AsyncScript = redis.register_script(_lua("merge_freeze.lua"))
         self._absorb: AsyncScript = redis.register_script(_lua("merge_absorb.lua"))
@@ -365,13 +364,6 @@ class RedisStore:
         """Known members, most engaged first (forward-decayed points)."""
         raw: list[Any] = await self.redis.zrevrange(keys.account_keys(key_id)[3], 0, limit - 1, withscores=True)
         return [(_s(pair[0]), float(pair[1])) for pair in raw]
-
-    async def assign_turn(self, team: str, assignment_id: str, rep_ids: Sequence[str]) -> str:
-        rep = await self._turn(
-            keys=[keys.team_rr(team), keys.team_turn(team, assignment_id)],
-            args=[keys.TURN_TTL_S, *rep_ids],
-        )
-        return rep.decode() if isinstance(rep, bytes) else str(rep)
 
     async def commit_assignment(self, lead_id: str, crossing: int, assignment_id: str, rep_id: str,
                                 rep_name: str, team: str, rule: str, rules_version: str, ts: float) -> bool:

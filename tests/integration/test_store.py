@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from redis.asyncio import Redis
 
@@ -139,19 +137,3 @@ async def test_decay_in_lua_matches_the_python_reference_out_of_order(redis: Red
     got = score_at(float(lead["score"]), float(lead["asof"]), t, h)
     assert got == pytest.approx(expected, rel=1e-12)
     assert got == pytest.approx(score_at(value, asof, t, h), rel=1e-12)
-
-
-async def test_round_robin_turns_are_shared_by_racing_workers_and_idempotent(redis_url: str, redis: Redis) -> None:
-    reps = ["r1", "r2", "r3"]
-    clients = [Redis.from_url(redis_url) for _ in range(2)]
-    stores = [RedisStore(c) for c in clients]
-    try:
-        got = await asyncio.gather(*(stores[i % 2].assign_turn("east", f"a{i}", reps) for i in range(30)))
-        assert sorted(got) == sorted(reps * 10)  # every rep exactly 10 turns, no turn handed out twice
-        # the same assignment asking again gets the same rep and uses no turn
-        repeat = await stores[1].assign_turn("east", "a7", reps)
-        assert repeat == got[7]
-        assert await stores[0].assign_turn("east", "a30", reps) == "r1"
-    finally:
-        for c in clients:
-            await c.aclose()
