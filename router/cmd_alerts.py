@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 
 from models import Alert
 from router import metrics
-from router.alerts import Digest
+from router.alert_render import Digest
 from router.config import RedisRulesSource
 from router.digest import DIGEST_CHANNEL
 from router.errors import RouterError

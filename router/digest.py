@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from models import Alert
 from router import keys, metrics
-from router.alerts import Digest
+from router.alert_render import Digest
 from router.errors import SettingsError
 from router.settings import Settings
 from router.store import RedisStore

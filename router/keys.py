@@ -236,7 +236,7 @@ def rep_availability(rep_id: str) -> str:
     return f"{PREFIX}:rep:{rep_id}:availability"
 
 
-# --- Alert delivery: Slack pacing and rep digests (issue 6; router/alerts.py, router/digest.py) ------
+# --- Alert delivery: Slack pacing and rep digests (issue 6; router/pacing.py, router/digest.py) ------
 # Added keys only.  A pacing bucket is one key (one Lua call per message); a rep's digest
 # keys share ``{D:<rep_id>}`` so a claim or a finish is one Lua call on one slot; the
 # schedule of due digests is one sorted set of its own.

@@ -35,20 +35,19 @@ import orjson
 
 from models import Alert
 from router import metrics
+from router.alert_render import Digest
 from router.alerts import (
     DeliveryResult,
-    Digest,
     DigestNotifier,
     Notifier,
-    Sleep,
     deliver,
     deliver_call,
     notifiers_from_settings,
-    pacer_from_settings,
 )
 from router.config import LiveFile
 from router.digest import DIGEST_CHANNEL, DigestQueue, parse_triggers
 from router.errors import SettingsError
+from router.pacing import Sleep, pacer_from_settings
 from router.settings import Settings
 from router.store import RedisStore
 from rules import RoutingConfig

@@ -119,7 +119,7 @@ class Settings:
     admin_max_rules_bytes: int = 256 * 1024
     # Most leads one POST /v1/rules/simulate routes; more is a 413.
     admin_simulate_max_leads: int = 5000
-    # --- Alert delivery: retries, Slack pacing, SMTP TLS, digests (router/alerts.py, router/digest.py)
+    # --- Alert delivery: retries, Slack pacing, SMTP TLS, digests (router/alerts.py, router/pacing.py, router/digest.py)
     # The longest single wait between two attempts on a channel (full jitter is capped here;
     # a server's Retry-After still wins when it is longer).
     alert_backoff_max_s: float = 30.0

@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
 from router import keys, metrics
-from router.alerts import LocalPacer, RedisPacer, SlackBotNotifier, SlackWebhookNotifier, pace_key
+from router.alerts import SlackBotNotifier, SlackWebhookNotifier
+from router.pacing import LocalPacer, RedisPacer, pace_key
 from router.receivers import SlackReceiver
 from router.sender import AlertSender
 from router.store import RedisStore

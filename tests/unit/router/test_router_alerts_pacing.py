@@ -7,9 +7,10 @@ import random
 import pytest
 
 from models.lead import Alert, Assignment, LeadView, Rep, RoutingDecision, Stage
-from router.alerts import LocalPacer, backoff_delay, bucket_step, pace_key
+from router.alerts import backoff_delay
 from router.digest import parse_triggers, trigger_kind
 from router.errors import SettingsError
+from router.pacing import LocalPacer, bucket_step, pace_key
 
 
 class FakeClock:
