@@ -22,7 +22,7 @@ import asyncio
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 from router import keys
 from router.dev import spawn_service
 from router.receivers import SlackReceiver, SlackRequest, SmtpReceiver
-from router.servers import ManagedProcess, free_port, start_broker, start_redis, wait_for_port
+from router.servers import ManagedProcess, free_port, wait_for_port
 from router.settings import Settings
 from router.store import RedisStore
 
@@ -74,15 +74,6 @@ class Stack:
     def logs(self) -> str:
         tails = [f"--- worker{i + 1}\n{w.log_tail(60)}" for i, w in enumerate(self.workers)]
         return f"--- collector\n{self.collector.log_tail(20)}\n" + "\n".join(tails)
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
-    broker = start_broker()
-    redis = start_redis()
-    yield broker, redis
-    broker.stop()
-    redis.stop()
 
 
 @pytest.fixture

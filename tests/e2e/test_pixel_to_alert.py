@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,17 +55,6 @@ class Stack:
 
     def logs(self) -> str:
         return f"--- collector\n{self.collector.log_tail()}\n--- worker\n{self.worker.log_tail(80)}"
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
-    from router.servers import start_broker, start_redis
-
-    broker = start_broker()
-    redis = start_redis()
-    yield broker, redis
-    broker.stop()
-    redis.stop()
 
 
 @pytest.fixture

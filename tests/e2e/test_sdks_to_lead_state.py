@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +18,13 @@ from redis.asyncio import Redis
 from router import keys
 from router.accounts import AccountRef
 from router.dev import spawn_service
-from router.servers import ManagedProcess, free_port, start_broker, start_redis, wait_for_port
+from router.servers import ManagedProcess, free_port, wait_for_port
 from router.settings import Settings
 from router.store import RedisStore
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "e2e-sdk-secret-0123456789"
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
-    broker, redis = start_broker(), start_redis()
-    yield broker, redis
-    broker.stop()
-    redis.stop()
 
 
 @pytest.fixture
