@@ -2,7 +2,7 @@
 
 * ``python -m bench.baselines faust``: a bare faust agent on the events topic
   that only counts raw messages.  It is built like the worker
-  (:class:`router.worker.LeadRouterApp`, so the same ``fetch_max_wait_ms``
+  (:class:`router.worker.app.LeadRouterApp`, so the same ``fetch_max_wait_ms``
   override; same session timeout, offset reset, raw serializers and
   ``stream.take(worker_batch_size, within=worker_batch_window_s)``), and
   reads its settings from the environment (``LEADROUTER_*``) like the worker.
@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from router.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from router.worker import LeadRouterApp
+    from router.worker.app import LeadRouterApp
 
 
 def create_bare_faust_app(settings: Settings) -> LeadRouterApp:
@@ -39,7 +39,7 @@ def create_bare_faust_app(settings: Settings) -> LeadRouterApp:
     import faust
     from faust.web import Request, Response, View
 
-    from router.worker import new_app
+    from router.worker.app import new_app
 
     app = new_app(settings)
     topic = app.topic(settings.topic_events, value_serializer="raw", key_serializer="raw",
@@ -73,7 +73,7 @@ def run_bare_faust(settings: Settings) -> None:
 
 def create_gif_app() -> web.Application:
     """``GET /t/p.gif`` answering the collector's GIF with its headers; nothing else."""
-    from router.collector import GIF, GIF_HEADERS
+    from router.ingest.app import GIF, GIF_HEADERS
 
     async def pixel(request: web.Request) -> web.Response:
         return web.Response(body=GIF, headers=GIF_HEADERS)

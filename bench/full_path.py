@@ -1,11 +1,11 @@
 """Benchmark: the full path, collector → Kafka → worker(s) → Redis → routing → alerts.
 
     python -m bench.full_path [--events 100000] [--phases worker,collector,latency] [...]
-    leadrouter bench [same options]          (once router.cmd_bench is in COMMAND_MODULES)
+    leadrouter bench [same options]          (once router.cli.bench is in COMMAND_MODULES)
 
 Starts its own Tansu broker and redis-server on free loopback ports, the real
 ``leadrouter collector`` / ``leadrouter worker`` processes, and the Slack and
-SMTP receivers (``router.receivers``) in this process.  Realistic traffic: a
+SMTP receivers (``router.dev.receivers``) in this process.  Realistic traffic: a
 population of visitors with a skewed (Zipf) share of repeat visitors, a few
 hundred accounts (company domains), page views, email opens and clicks, content
 form fills and hand-raisers (demo requests).  Phases:
@@ -92,14 +92,11 @@ from bench.report import (
     write_section,
 )
 from models import Event, EventType
-from router import keys
-from router.cmd_bench import add_arguments
-from router.demo import CAMPAIGNS, COMPANIES, CONTENT_FORMS, FIRST, HAND_RAISER_FORM, LAST, PAGES, TITLES
-from router.dev import spawn_service
-from router.ingest_segment import utm_from
-from router.kafka import encode_event, ensure_topics
-from router.receivers import SlackReceiver, SlackRequest, SmtpReceiver
-from router.servers import (
+from router.cli.bench import add_arguments
+from router.dev.demo import CAMPAIGNS, COMPANIES, CONTENT_FORMS, FIRST, HAND_RAISER_FORM, LAST, PAGES, TITLES
+from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
+from router.dev.run import spawn_service
+from router.dev.servers import (
     ManagedProcess,
     broker_binary,
     free_port,
@@ -108,7 +105,10 @@ from router.servers import (
     start_redis,
     wait_for_port,
 )
+from router.ingest.segment import utm_from
 from router.settings import Settings, load_settings
+from router.storage import keys
+from router.storage.kafka import encode_event, ensure_topics
 from router.tokens import mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -757,7 +757,7 @@ class Bench:
             r.processes = [
                 f"{Path(broker_binary()).name} broker --listener-url tcp://127.0.0.1:PORT (memory storage)",
                 "redis-server --save '' --appendonly no",
-                "python -m router.cli worker", "python -m router.cli collector",
+                "python -m router.cli.main worker", "python -m router.cli.main collector",
                 "python -m bench.baselines faust", "python -m bench.baselines http --port PORT",
                 "python -m bench.full_path _loadgen SPEC OUT (load generator)",
             ]

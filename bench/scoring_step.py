@@ -1,6 +1,6 @@
 """Benchmark: the worker's scoring step with a real Redis in the loop.
 
-Measures events/s of ``router.pipeline.apply_batch`` (identity resolution,
+Measures events/s of ``router.worker.pipeline.apply_batch`` (identity resolution,
 merges, points, lead and account Lua updates: everything a batch does except
 Kafka and alert delivery) over realistic traffic, next to two baselines that
 bound it: the pure-Python scoring alone, and the bare Redis round trip of one
@@ -25,12 +25,12 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router.config import load_scoring_file
-from router.demo import COMPANIES, FIRST, LAST, PAGES, TITLES
-from router.pipeline import apply_batch
-from router.servers import start_redis
+from router.dev.demo import COMPANIES, FIRST, LAST, PAGES, TITLES
+from router.dev.servers import start_redis
 from router.settings import DEFAULT_SCORING
-from router.store import RedisStore
+from router.storage.live_config import load_scoring_file
+from router.storage.store import RedisStore
+from router.worker.pipeline import apply_batch
 from scoring import score_event
 from scoring.account_intent import AccountIntentConfig
 

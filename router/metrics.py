@@ -116,7 +116,7 @@ SPOOL_FSYNC_SECONDS = Histogram(
     buckets=_FAST_S, registry=REGISTRY,
 )
 
-# Admin HTTP API (router/admin.py)
+# Admin HTTP API (router/admin/app.py)
 ADMIN_REQUESTS = Counter(
     "leadrouter_admin_requests_total", "Admin API requests by route template, method and status code.",
     ["route", "method", "status"], registry=REGISTRY,

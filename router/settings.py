@@ -90,12 +90,12 @@ class Settings:
     snowplow_enabled: bool = True
     # Comma-separated Snowplow app ids (``aid``) accepted; empty accepts any.
     snowplow_app_ids: str = ""
-    # --- Machine opens and bots (router/machine.py)
+    # --- Machine opens and bots (router/ingest/machine.py)
     # An email open or click this soon after the send is a machine's (scanner, prefetch).
     machine_open_delay_s: float = 2.0
     # Comma-separated CIDRs whose hits are always a machine's (scanners, office egress, ...).
     machine_networks: str = ""
-    # --- Local durable spool in front of Kafka (router/spool.py)
+    # --- Local durable spool in front of Kafka (router/ingest/spool.py)
     spool_dir: Path = Path("var/spool")
     spool_max_bytes: int = 1024 * 1024 * 1024
     spool_segment_bytes: int = 16 * 1024 * 1024
@@ -110,7 +110,7 @@ class Settings:
     spool_recheck_delay_s: float = 1.0
     # How long the forwarder waits for the broker to acknowledge one batch.
     spool_send_timeout_s: float = 10.0
-    # --- Admin HTTP API for ops and reps (router/admin.py; `leadrouter admin`)
+    # --- Admin HTTP API for ops and reps (router/admin/app.py; `leadrouter admin`)
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
     # Largest request body the admin API reads (rules YAML, simulate leads), in bytes; more is a 413.
@@ -119,7 +119,7 @@ class Settings:
     admin_max_rules_bytes: int = 256 * 1024
     # Most leads one POST /v1/rules/simulate routes; more is a 413.
     admin_simulate_max_leads: int = 5000
-    # --- Alert delivery: retries, Slack pacing, SMTP TLS, digests (router/alerts.py, router/pacing.py, router/digest.py)
+    # --- Alert delivery: retries, Slack pacing, SMTP TLS, digests (router/alerts/notifiers.py, router/alerts/pacing.py, router/alerts/digest.py)
     # The longest single wait between two attempts on a channel (full jitter is capped here;
     # a server's Retry-After still wins when it is longer).
     alert_backoff_max_s: float = 30.0

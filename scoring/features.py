@@ -2,7 +2,7 @@
 
 The model is trained on a CRM export (one row per lead, columns like
 ``TotalVisits`` and ``Last Activity``); the worker only has the lead hash that
-``router/lua/apply_event.lua`` maintains:
+``router/storage/lua/apply_event.lua`` maintains:
 
 * ``f:<field>`` form fields (``country``, ``company``, ``job_title``, ``consent`` ...),
 * ``n:<event_type>`` how many events of each type (``page_view``, ``email_open``,

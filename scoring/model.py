@@ -1,7 +1,7 @@
 """The predictive lead score: cleaning, schema, pipeline, cross-validation and metrics.
 
-Pure logic, no file or network I/O: :mod:`router.model_registry` and
-:mod:`router.cmd_model` read the CSV, write the artifacts and print.
+Pure logic, no file or network I/O: :mod:`router.storage.model_registry` and
+:mod:`router.cli.model` read the CSV, write the artifacts and print.
 
 The training table is messy form data (the X Education lead set is the
 reference).  Every value goes through :func:`clean_value` first:

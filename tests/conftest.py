@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from router.servers import ManagedProcess, start_broker, start_redis
+from router.dev.servers import ManagedProcess, start_broker, start_redis
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = REPO.parent / "shared" / "datasets"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from models import Event
-from router.pipeline import apply_batch
-from router.store import ApplyResult, RedisStore
+from router.storage.store import ApplyResult, RedisStore
+from router.worker.pipeline import apply_batch
 from scoring import ScoringConfig
 
 T0 = 1_790_000_000.0

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.servers import ManagedProcess, start_broker, start_redis
+from router.dev.servers import ManagedProcess, start_broker, start_redis
 
 
 @pytest.fixture(scope="module")

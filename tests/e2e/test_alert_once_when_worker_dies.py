@@ -32,12 +32,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from router import keys
-from router.dev import spawn_service
-from router.receivers import SlackReceiver, SlackRequest, SmtpReceiver
-from router.servers import ManagedProcess, free_port, wait_for_port
+from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
+from router.dev.run import spawn_service
+from router.dev.servers import ManagedProcess, free_port, wait_for_port
 from router.settings import Settings
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.store import RedisStore
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from router.servers import broker_binary
+from router.dev.servers import broker_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -183,7 +183,7 @@ def test_dev_delivers_alerts_and_stops_everything_on_ctrl_c(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADROUTER_") and k not in FOREIGN_ENV}
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", *COMMAND],
+        [sys.executable, "-m", "router.cli.main", *COMMAND],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         cwd=tmp_path, env=env, start_new_session=True,
     )

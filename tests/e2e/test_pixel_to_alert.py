@@ -20,12 +20,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router import keys
-from router.dev import spawn_service
-from router.receivers import SlackReceiver, SmtpReceiver
-from router.servers import ManagedProcess, free_port, wait_for_port
+from router.dev.receivers import SlackReceiver, SmtpReceiver
+from router.dev.run import spawn_service
+from router.dev.servers import ManagedProcess, free_port, wait_for_port
 from router.settings import Settings
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.store import RedisStore
 from router.tokens import mint_token
 from rules import facts_from_lead, load_routing
 from scoring import load_scoring_config, score_event, total_points

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from router import keys
-from router.accounts import AccountRef
-from router.dev import spawn_service
-from router.servers import ManagedProcess, free_port, wait_for_port
+from router.dev.run import spawn_service
+from router.dev.servers import ManagedProcess, free_port, wait_for_port
 from router.settings import Settings
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.store import RedisStore
+from router.worker.accounts import AccountRef
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,7 @@
 Used through the ``stack_of`` fixture (conftest.py).  Every test here starts
 its own Tansu broker and redis-server (so a frozen broker or a restarted Redis
 never leaks into another test), the collector and the
-worker as processes of their own (``router.dev.spawn_service``), and the
+worker as processes of their own (``router.dev.run.spawn_service``), and the
 Slack-format and SMTP receivers in the test.  Nothing is mocked.
 
 The workload goes through the collector over HTTP, the way browsers send it.
@@ -35,11 +35,11 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router import keys
-from router.dev import spawn_service
-from router.receivers import SlackReceiver, SmtpReceiver
-from router.servers import ManagedProcess, free_port, start_broker, start_redis, wait_for_port
+from router.dev.receivers import SlackReceiver, SmtpReceiver
+from router.dev.run import spawn_service
+from router.dev.servers import ManagedProcess, free_port, start_broker, start_redis, wait_for_port
 from router.settings import Settings
+from router.storage import keys
 from scoring import ScoringConfig, load_scoring_config, score_event, total_points
 
 SECRET = "faults-secret-0123456789abcdef"

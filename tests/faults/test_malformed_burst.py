@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 import pytest
 
-from router.collector import MAX_FORM_BYTES
+from router.ingest.app import MAX_FORM_BYTES
 from router.tokens import mint_token
 from tests.faults.harness import BROWSER_UA, SECRET, Stack, fetch_metrics, metric_family
 
@@ -363,7 +363,7 @@ async def test_undecodable_form_bodies_are_counted_as_invalid(stack_of: Callable
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "product bug: a gzip body cut short is accepted as if complete.  aiohttp's auto-decompression only "
-    "checks end-of-stream for 'deflate' (DeflateBuffer.feed_eof), not for 'gzip', so router/collector.py "
+    "checks end-of-stream for 'deflate' (DeflateBuffer.feed_eof), not for 'gzip', so router/ingest/app.py "
     "read_limited() returns whatever decompressed before the cut (its docstring promises 400 for 'truncated'); "
     "a form, Segment or Snowplow body missing its gzip trailer (CRC32 + length) is stored, and gzip magic "
     "followed by garbage reads as an empty body.  Fix: decode Content-Encoding in read_limited itself "

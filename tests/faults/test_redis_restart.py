@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from router.servers import start_redis
+from router.dev.servers import start_redis
 from tests.faults.harness import BROWSER_UA, Stack, Workload
 
 pytestmark = pytest.mark.e2e

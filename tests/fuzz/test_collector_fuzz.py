@@ -1,6 +1,6 @@
 """Hypothesis fuzzing of the collector's HTTP inputs, for a bounded number of examples.
 
-The collector app (``router.collector.create_app``) is served by aiohttp's
+The collector app (``router.ingest.app.create_app``) is served by aiohttp's
 ``TestServer`` with an in-memory sink: this fuzzes the HTTP layer, not Kafka
 (the fault tests in ``tests/faults`` cover the real broker).  The sink can be
 told to behave like a full spool (``SpoolFull``) so the 503 path is fuzzed too.
@@ -38,10 +38,10 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from models import Event, EventType
-from router.collector import GIF, create_app
-from router.ingest_segment import FORM_ID_RE, valid_email
+from router.ingest.app import GIF, create_app
+from router.ingest.segment import FORM_ID_RE, valid_email
+from router.ingest.spool import SpoolFull
 from router.settings import Settings
-from router.spool import SpoolFull
 from router.tokens import mint_token
 
 SECRET = "fuzz-secret-0123456789abcdef"

@@ -6,10 +6,10 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router import keys
-from router.accounts import AccountRef, account_for
-from router.pipeline import apply_batch
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.store import RedisStore
+from router.worker.accounts import AccountRef, account_for
+from router.worker.pipeline import apply_batch
 from scoring import add_points, load_scoring_config, score_at
 from scoring.account_intent import AccountIntentConfig
 from tests.support import T0

@@ -34,14 +34,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from models import Event, EventType
-from router import keys
-from router.admin import AdminService
-from router.admin_auth import Role, TokenStore
-from router.config import load_rules_file, load_scoring_file
-from router.distribution import assign_rep
-from router.openapi import OPERATIONS
+from router.admin.app import AdminService
+from router.admin.auth import Role, TokenStore
+from router.admin.openapi import OPERATIONS
 from router.settings import Settings
-from router.store import EventPlan, RedisStore
+from router.storage import keys
+from router.storage.live_config import load_rules_file, load_scoring_file
+from router.storage.store import EventPlan, RedisStore
+from router.worker.distribution import assign_rep
 
 pytestmark = pytest.mark.integration
 

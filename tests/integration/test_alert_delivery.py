@@ -28,8 +28,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
-from router import keys, metrics
-from router.alerts import (
+from router import metrics
+from router.alerts.digest import flush_due
+from router.alerts.notifiers import (
     DeliveryResult,
     Notifier,
     SlackBotNotifier,
@@ -37,14 +38,14 @@ from router.alerts import (
     SmtpNotifier,
     deliver,
 )
-from router.cmd_alerts import cmd_replay, register, run_replay
-from router.digest import flush_due
-from router.kafka import ensure_topics
-from router.receivers import SlackReceiver, SlackRequest, SmtpReceiver
-from router.sender import DeadLetter, build_sender
-from router.servers import ManagedProcess
+from router.alerts.sender import DeadLetter, build_sender
+from router.cli.alerts import cmd_replay, register, run_replay
+from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
+from router.dev.servers import ManagedProcess
 from router.settings import Settings
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.kafka import ensure_topics
+from router.storage.store import RedisStore
 
 pytestmark = pytest.mark.integration
 

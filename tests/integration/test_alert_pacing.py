@@ -16,12 +16,13 @@ import pytest
 from redis.asyncio import Redis
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
-from router import keys, metrics
-from router.alerts import SlackBotNotifier, SlackWebhookNotifier
-from router.pacing import LocalPacer, RedisPacer, pace_key
-from router.receivers import SlackReceiver
-from router.sender import AlertSender
-from router.store import RedisStore
+from router import metrics
+from router.alerts.notifiers import SlackBotNotifier, SlackWebhookNotifier
+from router.alerts.pacing import LocalPacer, RedisPacer, pace_key
+from router.alerts.sender import AlertSender
+from router.dev.receivers import SlackReceiver
+from router.storage import keys
+from router.storage.store import RedisStore
 
 pytestmark = pytest.mark.integration
 

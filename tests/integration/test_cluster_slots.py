@@ -6,7 +6,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.cluster import key_slot
 
-from router import keys
+from router.storage import keys
 
 pytestmark = pytest.mark.integration
 

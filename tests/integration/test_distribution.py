@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Rep
-from router import keys
-from router.distribution import Pick, pick_rep, rep_slots
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.store import RedisStore
+from router.worker.distribution import Pick, pick_rep, rep_slots
 from rules import DateRange, RepProfile, SlaPolicy, Strategy, Team, WorkingHours
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router import keys
-from router.config import LiveFile, load_rules_file, load_scoring_file
-from router.pipeline import Pipeline
-from router.store import EventPlan, RedisStore
+from router.storage import keys
+from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
+from router.storage.store import EventPlan, RedisStore
+from router.worker.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
 

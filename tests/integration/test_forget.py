@@ -6,11 +6,11 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router import keys
-from router.accounts import AccountRef
-from router.pipeline import apply_batch
-from router.privacy import forget
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.store import RedisStore
+from router.worker.accounts import AccountRef
+from router.worker.pipeline import apply_batch
+from router.worker.privacy import forget
 from rules import load_routing
 from scoring import load_scoring_config
 from tests.support import T0

@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router import keys
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.store import RedisStore
 from scoring import load_scoring_config
 from tests.support import T0, run_batch
 
@@ -120,7 +120,7 @@ async def test_a_merge_interrupted_half_way_completes_once_on_redelivery(redis: 
     lead = keys.lead_id_for_email("eve@corp.io")
     anon = keys.lead_id_for_visitor(vid)
     # The worker froze the anonymous profile and absorbed it, then died before cleanup.
-    from router.identity import Merge
+    from router.worker.identity import Merge
 
     m = Merge(anon, lead, f"visitor:{vid}", "c2", T0)
     frozen = await store._freeze(keys=keys.lead_keys(anon), args=[lead, 60])
@@ -134,7 +134,7 @@ async def test_a_merge_interrupted_half_way_completes_once_on_redelivery(redis: 
 
 
 async def test_user_id_as_a_unique_identifier_keeps_two_logins_on_one_browser_apart(redis: Redis) -> None:
-    from router.pipeline import apply_batch
+    from router.worker.pipeline import apply_batch
 
     store = RedisStore(redis)
     both = frozenset({"email", "user_id"})
@@ -156,7 +156,7 @@ async def test_user_id_as_a_unique_identifier_keeps_two_logins_on_one_browser_ap
 
 
 async def test_by_default_only_email_is_unique_so_user_ids_on_one_browser_join(redis: Redis) -> None:
-    from router.pipeline import apply_batch
+    from router.worker.pipeline import apply_batch
 
     store = RedisStore(redis)
     kiosk = "kiosk-browser-08"

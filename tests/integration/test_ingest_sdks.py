@@ -27,9 +27,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
-from router.collector import GIF, CollectorService
-from router.ingest_segment import derive_event_id
-from router.servers import ManagedProcess, free_port
+from router.dev.servers import ManagedProcess, free_port
+from router.ingest.app import GIF, CollectorService
+from router.ingest.segment import derive_event_id
 from router.settings import Settings
 from tests.conftest import datasets_or_skip
 

@@ -13,9 +13,10 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType, Rep
-from router import keys, lifecycle
-from router.distribution import Pick, assign_rep
-from router.store import EventPlan, RedisStore
+from router.storage import keys
+from router.storage.store import EventPlan, RedisStore
+from router.worker import lifecycle
+from router.worker.distribution import Pick, assign_rep
 from rules import LifecyclePolicy, RepProfile, Strategy, Team, load_routing
 
 pytestmark = pytest.mark.integration
@@ -203,7 +204,7 @@ async def test_show_gathers_stage_owner_rejections_and_history(redis: Redis) -> 
 
 
 def cli(argv: list[str], redis_url: str) -> int:
-    from router import cmd_leads
+    from router.cli import leads as cmd_leads
     from router.settings import Settings
 
     parser = argparse.ArgumentParser(prog="leadrouter")

@@ -14,11 +14,12 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType, Rep
-from router import keys, lifecycle
-from router.config import LiveFile
-from router.distribution import Pick, assign_rep
-from router.sla import SlaAction, run_due, sla_tick
-from router.store import EventPlan, RedisStore
+from router.storage import keys
+from router.storage.live_config import LiveFile
+from router.storage.store import EventPlan, RedisStore
+from router.worker import lifecycle
+from router.worker.distribution import Pick, assign_rep
+from router.worker.sla import SlaAction, run_due, sla_tick
 from rules import LifecyclePolicy, RepProfile, RoutingConfig, SlaPolicy, Strategy, Team, WorkingHours
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from threadpoolctl import threadpool_limits
 
-from router import cli
-from router.model_registry import ACTIVE_FILE, ActiveModelWatcher, load_model, save_model
+from router.cli import main as cli
+from router.storage.model_registry import ACTIVE_FILE, ActiveModelWatcher, load_model, save_model
 from scoring.features import features_from_lead
 from scoring.model import DEFAULT_LEAKY_COLUMNS
 
@@ -56,10 +56,10 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _model_cli() -> Iterator[None]:
-    """Register the model command the way router/cli.py COMMAND_MODULES will; one OpenMP thread."""
+    """Register the model command the way router/cli/main.py COMMAND_MODULES will; one OpenMP thread."""
     with pytest.MonkeyPatch.context() as mp, threadpool_limits(limits=1):
-        if "router.cmd_model" not in cli.COMMAND_MODULES:
-            mp.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "router.cmd_model"))
+        if "router.cli.model" not in cli.COMMAND_MODULES:
+            mp.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "router.cli.model"))
         yield
 
 

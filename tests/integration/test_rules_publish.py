@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from router import keys
-from router.config import RedisRulesSource
-from router.rules_store import (
+from router.dev.servers import ManagedProcess
+from router.storage import keys
+from router.storage.live_config import RedisRulesSource
+from router.storage.rules_store import (
     RulesRejectedError,
     RulesStore,
     RulesVersionError,
     check_files,
     check_rules,
 )
-from router.servers import ManagedProcess
 
 pytestmark = pytest.mark.integration
 
@@ -132,13 +132,13 @@ async def test_the_live_source_keeps_its_config_when_the_stored_version_does_not
     bad = dataclasses.replace(good, number=2, content=good.content.replace("team: central", "team: nowhere"))
     await redis.hset(keys.rules_versions(), "2", bad.to_json())
     await redis.set(keys.rules_active(), "2")
-    with caplog.at_level(logging.ERROR, logger="router.config"):
+    with caplog.at_level(logging.ERROR, logger="router.storage.live_config"):
         assert await source.poll() is False
     assert "published v2 was rejected" in caplog.text and "unknown team 'nowhere'" in caplog.text
     assert source.current.version == "v1:2026-11-22.1-apac-central"
     assert source.current.decide(JAPAN).team == "central"
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="router.config"):
+    with caplog.at_level(logging.ERROR, logger="router.storage.live_config"):
         assert await source.poll() is False  # not retried (nor logged) until the pointer moves
     assert caplog.text == ""
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from redis import Redis as SyncRedis
 
-from router import cli, keys
+from router.cli import main as cli
+from router.storage import keys
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
             monkeypatch.delenv(name)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("LEADROUTER_RULES_FILE", str(tmp_path / "routing.yaml"))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("router.cmd_rules",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("router.cli.rules",))
     with SyncRedis.from_url(redis_url) as client:
         client.flushdb()
     shutil.copy(REPO / "rules" / "routing.yaml", tmp_path / "routing.yaml")

@@ -10,10 +10,10 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router.config import LiveFile, RedisRulesSource
-from router.pipeline import Pipeline
-from router.rules_store import RulesStore, check_files
-from router.store import RedisStore
+from router.storage.live_config import LiveFile, RedisRulesSource
+from router.storage.rules_store import RulesStore, check_files
+from router.storage.store import RedisStore
+from router.worker.pipeline import Pipeline
 from scoring import ScoringConfig, load_scoring_config
 
 pytestmark = pytest.mark.integration

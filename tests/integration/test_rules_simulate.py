@@ -16,11 +16,12 @@ from aiokafka import AIOKafkaProducer
 from redis import Redis as SyncRedis
 
 from models import Event, EventType
-from router import cli, keys
-from router.kafka import encode_event, ensure_topics
-from router.servers import ManagedProcess
+from router.backtest.simulate import LeadFileError, read_leads, replay_form_fills
+from router.cli import main as cli
+from router.dev.servers import ManagedProcess
 from router.settings import Settings
-from router.simulate import LeadFileError, read_leads, replay_form_fills
+from router.storage import keys
+from router.storage.kafka import encode_event, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
             monkeypatch.delenv(name)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("LEADROUTER_RULES_FILE", str(tmp_path / "routing.yaml"))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("router.cmd_rules",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("router.cli.rules",))
     with SyncRedis.from_url(redis_url) as client:
         client.flushdb()
     shutil.copy(REPO / "rules" / "routing.yaml", tmp_path / "routing.yaml")

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router import keys
-from router.pipeline import apply_batch
-from router.store import RedisStore
+from router.storage import keys
+from router.storage.store import RedisStore
+from router.worker.pipeline import apply_batch
 from scoring import apply_caps_detailed, load_icp_config, load_scoring_config, score_event_hits
 from tests.support import T0
 

@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from router import metrics
-from router.collector import GIF, CollectorService
-from router.servers import ManagedProcess, free_port
+from router.dev.servers import ManagedProcess, free_port
+from router.ingest.app import GIF, CollectorService
 from router.settings import Settings
 
 pytestmark = pytest.mark.integration

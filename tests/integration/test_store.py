@@ -6,8 +6,8 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType
-from router import keys
-from router.store import EventPlan, RedisStore
+from router.storage import keys
+from router.storage.store import EventPlan, RedisStore
 from scoring import add_points, load_scoring_config, score_at
 from tests.support import run_batch
 

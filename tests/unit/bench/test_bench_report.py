@@ -205,7 +205,7 @@ def test_target_verdicts(target: Target, verdict: str) -> None:
 
 def _results() -> Results:
     r = Results(date="2026-11-23", machine={"nproc": "2", "cpu": "AMD EPYC"}, command="python -m bench.full_path",
-                processes=["python -m router.cli worker"], settings_note="defaults", phases=["worker", "latency"],
+                processes=["python -m router.cli.main worker"], settings_note="defaults", phases=["worker", "latency"],
                 backlog_events=100_000)
     r.bare = _consume("bare faust", 1, 100_000, 10.0, 9.0)  # 10,000/s
     r.worker1 = _consume("worker x1", 1, 100_000, 20.0, 19.0)  # 5,000/s

@@ -3,8 +3,8 @@
 Docker and a cluster are not available to the tests, so every file is parsed and
 checked against the source of truth it depends on: environment variable names
 and defaults against :class:`router.settings.Settings`, topics against
-:func:`router.kafka.ensure_topics`, metric names against
-``router.metrics.REGISTRY``, commands against ``router.cli.build_parser()``, and
+:func:`router.storage.kafka.ensure_topics`, metric names against
+``router.metrics.REGISTRY``, commands against ``router.cli.main.build_parser()``, and
 the files against each other (ports, service names, labels, mounts, image name).
 """
 
@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 import yaml
 
-import router.config
-import router.kafka
+import router.storage.kafka
+import router.storage.live_config
 from router import metrics
-from router.cli import build_parser
+from router.cli.main import build_parser
 from router.errors import SettingsError
 from router.settings import _ALIASES, PACKAGE_ROOT, Settings, load_settings, require_token_secret
 
@@ -50,14 +50,14 @@ SETTING_ENV_NAMES = frozenset(
 )
 ROLES = ("collector", "worker")
 # The ops-edited files (LEADROUTER_SCORING_FILE, _RULES_FILE, ...): every Path setting
-# named *_file, each validated by router.config.load_<setting>.
+# named *_file, each validated by router.storage.live_config.load_<setting>.
 FILE_SETTINGS = tuple(f.name for f in fields(Settings)
                       if f.name.endswith("_file") and isinstance(getattr(DEFAULTS, f.name), Path))
 
 
 def load_config_file(setting: str, path: Path) -> object:
-    loader = getattr(router.config, f"load_{setting}", None)
-    assert loader is not None, f"router.config has no load_{setting} to validate LEADROUTER_{setting.upper()}"
+    loader = getattr(router.storage.live_config, f"load_{setting}", None)
+    assert loader is not None, f"router.storage.live_config has no load_{setting} to validate LEADROUTER_{setting.upper()}"
     return loader(path)
 
 
@@ -131,9 +131,9 @@ def expected_topics(settings: Settings) -> dict[str, int]:
             pass
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(router.kafka, "AIOKafkaAdminClient", FakeAdmin)
+    mp.setattr(router.storage.kafka, "AIOKafkaAdminClient", FakeAdmin)
     try:
-        asyncio.run(router.kafka.ensure_topics(settings, timeout_s=1.0))
+        asyncio.run(router.storage.kafka.ensure_topics(settings, timeout_s=1.0))
     finally:
         mp.undo()
     return created

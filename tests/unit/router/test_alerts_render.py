@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
-from router.alert_render import (
+from router.alerts.render import (
     MAX_REASONS,
     Digest,
     digest_subject,

@@ -11,9 +11,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 from schemathesis.core.result import Ok
 
-from router.admin import create_app
-from router.admin_auth import Role
-from router.openapi import OPERATIONS, build_spec
+from router.admin.app import create_app
+from router.admin.auth import Role
+from router.admin.openapi import OPERATIONS, build_spec
 from router.settings import Settings
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -3,7 +3,7 @@
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from router.worker import until_done
+from router.worker.app import until_done
 
 
 async def test_a_step_is_retried_with_growing_capped_waits_until_it_succeeds() -> None:

@@ -7,10 +7,10 @@ import random
 import pytest
 
 from models.lead import Alert, Assignment, LeadView, Rep, RoutingDecision, Stage
-from router.alerts import backoff_delay
-from router.digest import parse_triggers, trigger_kind
+from router.alerts.digest import parse_triggers, trigger_kind
+from router.alerts.notifiers import backoff_delay
+from router.alerts.pacing import LocalPacer, bucket_step, pace_key
 from router.errors import SettingsError
-from router.pacing import LocalPacer, bucket_step, pace_key
 
 
 class FakeClock:
@@ -123,7 +123,7 @@ def test_digest_trigger_setting() -> None:
 
 
 def test_alert_settings_are_checked_at_start_up() -> None:
-    from router.sender import check_alert_settings
+    from router.alerts.sender import check_alert_settings
     from router.settings import Settings, load_settings
 
     check_alert_settings(Settings())

@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from models import Event, EventType
-from router.collector import GIF, MAX_FIELD, MAX_FORM_BYTES, MAX_TEXT, create_app
-from router.kafka import ProduceError
+from router.ingest.app import GIF, MAX_FIELD, MAX_FORM_BYTES, MAX_TEXT, create_app
 from router.metrics import REGISTRY
 from router.settings import Settings
+from router.storage.kafka import ProduceError
 from router.tokens import mint_token
 
 SECRET = "collector-secret-0123456789abcdef"

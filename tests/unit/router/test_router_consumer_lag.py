@@ -3,7 +3,7 @@
 from faust.types import TP
 
 from router.metrics import REGISTRY
-from router.worker import sample_consumer_lag
+from router.worker.app import sample_consumer_lag
 
 
 class Consumer:

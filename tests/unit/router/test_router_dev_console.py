@@ -3,7 +3,7 @@
 import contextlib
 import os
 
-from router.dev import DevConsole
+from router.dev.run import DevConsole
 
 
 def test_a_closed_pipe_marks_the_console_closed_instead_of_raising() -> None:

@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from models import Rep
-from router import keys
-from router.distribution import deadline_step, rep_slots
-from router.lifecycle import lead_id_of, outcome_row
-from router.sla import parse_member, reassigned_id
+from router.storage import keys
+from router.worker.distribution import deadline_step, rep_slots
+from router.worker.lifecycle import lead_id_of, outcome_row
+from router.worker.sla import parse_member, reassigned_id
 from rules import DateRange, RepProfile, SlaPolicy, Strategy, Team, WorkingHours
 
 NOW = datetime(2026, 11, 27, 21, 30, tzinfo=UTC)  # Friday 16:30 New York, 15:30 Chicago, 22:30 Berlin

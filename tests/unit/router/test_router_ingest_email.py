@@ -13,10 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from models import Event, EventType
-from router.collector import GIF, INVALID_LINK_PAGE, create_app
-from router.kafka import ProduceError
+from router.ingest.app import GIF, INVALID_LINK_PAGE, create_app
 from router.metrics import REGISTRY
 from router.settings import Settings
+from router.storage.kafka import ProduceError
 from router.tokens import _sign, mint_token
 
 SECRET = "email-secret-0123456789abcdef"

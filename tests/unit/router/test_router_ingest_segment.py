@@ -19,8 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from models import Event, EventType
-from router.collector import create_app
-from router.ingest_segment import (
+from router.ingest.app import create_app
+from router.ingest.machine import parse_networks
+from router.ingest.segment import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
@@ -34,11 +35,10 @@ from router.ingest_segment import (
     parse_write_keys,
     profile_fields,
 )
-from router.kafka import ProduceError
-from router.machine import parse_networks
+from router.ingest.spool import Spool, SpoolSink
 from router.metrics import REGISTRY
 from router.settings import Settings
-from router.spool import Spool, SpoolSink
+from router.storage.kafka import ProduceError
 
 NOW = 1_800_000_000.0
 SETTINGS = Settings(token_secret="ingest-secret-0123456789abcdef", segment_write_keys="WK_TEST, RWK=rudderstack")

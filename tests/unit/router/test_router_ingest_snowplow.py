@@ -13,9 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from models import Event, EventType
-from router.collector import GIF, create_app
-from router.ingest_segment import IngestContext, MessageError, derive_event_id, parse_name_list
-from router.ingest_snowplow import (
+from router.ingest.app import GIF, create_app
+from router.ingest.segment import IngestContext, MessageError, derive_event_id, parse_name_list
+from router.ingest.snowplow import (
     MAX_BODY_BYTES,
     MAX_EVENTS,
     Ignored,

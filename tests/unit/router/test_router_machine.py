@@ -1,11 +1,11 @@
-"""Machine opens and bots: the pure heuristics in router/machine.py."""
+"""Machine opens and bots: the pure heuristics in router/ingest/machine.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from router.errors import SettingsError
-from router.machine import (
+from router.ingest.machine import (
     SCORE_APPLE_BOTH,
     SCORE_APPLE_ONE,
     SCORE_CRAWLER,

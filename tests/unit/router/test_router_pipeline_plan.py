@@ -6,10 +6,10 @@ import orjson
 import pytest
 
 from models import Event, EventType, InvalidEventError
-from router import keys
-from router.identity import Resolution, resolve_batch
-from router.pipeline import decode, plan_batch, trigger_text
-from router.store import ApplyResult, EventPlan
+from router.storage import keys
+from router.storage.store import ApplyResult, EventPlan
+from router.worker.identity import Resolution, resolve_batch
+from router.worker.pipeline import decode, plan_batch, trigger_text
 from scoring import ScoringConfig, load_scoring_config
 
 SCORING = load_scoring_config("""
@@ -98,7 +98,7 @@ def test_decode_bad_schema_version_is_an_invalid_event() -> None:
 
 # =========================================================================== plan_batch
 #
-# Who an event belongs to is decided by ``router.identity.resolve_batch`` (pure);
+# Who an event belongs to is decided by ``router.worker.identity.resolve_batch`` (pure);
 # ``plan_batch`` takes its lead ids and adds what each event is worth.
 
 

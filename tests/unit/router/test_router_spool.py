@@ -16,9 +16,7 @@ import pytest
 
 from models import Event, EventType
 from router.errors import SettingsError
-from router.metrics import REGISTRY
-from router.settings import Settings
-from router.spool import (
+from router.ingest.spool import (
     CHECKPOINT,
     Spool,
     SpoolError,
@@ -30,6 +28,8 @@ from router.spool import (
     encode_line,
     segment_name,
 )
+from router.metrics import REGISTRY
+from router.settings import Settings
 
 T0 = 1_800_000_000.0
 

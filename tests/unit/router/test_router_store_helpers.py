@@ -7,7 +7,7 @@ import math
 import pytest
 
 from models import Event, EventType, LeadView, Reason, Stage
-from router.store import lead_view_from_hash, summarise
+from router.storage.store import lead_view_from_hash, summarise
 
 TS = 1_800_000_000.0
 DAY = 86_400.0

@@ -1,0 +1,2 @@
+"""Reps' alerts: rendered (``render``), paced (``pacing``), delivered once per channel
+(``notifiers``, ``sender``) or batched into a digest (``digest``)."""

@@ -1,0 +1,315 @@
+"""Rep digests: low-priority alerts batched into one summary per rep per interval.
+
+``LEADROUTER_DIGEST_TRIGGERS`` (e.g. ``threshold,account_intent``) names the
+triggers whose alerts wait; ``LEADROUTER_DIGEST_INTERVAL_S`` (default 3600) is the
+least time between two digests to one rep.  Hand-raisers are never digested, and
+neither is anything whose trigger is not recognised (SLA reminders, reassignments):
+when in doubt an alert goes out at once.
+
+How it works (Redis; a rep's keys share the hash tag ``{D:<rep_id>}``):
+
+* :meth:`DigestQueue.enqueue` (called by :class:`~router.alerts.sender.AlertSender`
+  instead of sending) puts the alert in the rep's queue hash under its
+  assignment id (a redelivery changes nothing), schedules the rep in
+  ``keys.DIGEST_DUE`` at ``now + interval`` unless already scheduled, and marks
+  the assignment's channel ``digest`` sent, so a redelivered alert is not
+  queued or sent again once its digest went out.
+* :func:`flush_due`, run by a faust timer on every worker, takes the reps that
+  are due, and for each claims the queue in one Lua call: the queue becomes the
+  rep's *batch* (numbered ``seq``) under a lease, so two workers never send the
+  same digest, and a worker that dies mid-send leaves the batch for the next one
+  after the lease.  The digest ``digest:<rep>:<seq>`` goes out through the
+  sender on every channel that can carry one, each marked sent under the digest
+  id (a resumed digest skips channels already delivered); failures are
+  dead-lettered like alerts.  Then the batch is dropped and the rep is
+  rescheduled an interval later if more alerts arrived meanwhile.
+
+Wiring: the worker needs one timer line (see :func:`digest_timer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from models import Alert
+from router import metrics
+from router.alerts.render import Digest
+from router.errors import SettingsError
+from router.settings import Settings
+from router.storage import keys
+from router.storage.store import RedisStore
+
+if TYPE_CHECKING:
+    from router.alerts.notifiers import DeliveryResult
+    from router.alerts.sender import AlertSender
+
+log = logging.getLogger(__name__)
+
+DIGEST_CHANNEL = "digest"
+"""The pseudo-channel an assignment is marked sent on once its alert is queued for a digest."""
+
+TRIGGERS = ("hand_raiser", "threshold", "account_intent")
+DIGESTIBLE = frozenset({"threshold", "account_intent"})
+LEASE_S = 600.0
+
+
+def trigger_kind(alert: Alert) -> str:
+    """``hand_raiser``, ``threshold``, ``account_intent`` or ``other``, from the alert's trigger text.
+
+    Keyed on the texts of ``router.worker.pipeline.trigger_text``; anything else (SLA
+    reminders, reassignments, escalations) is ``other`` and never digested.
+    """
+    text = alert.trigger.strip().lower()
+    if text.startswith(("hand-raiser", "hand_raiser", "hand raiser")):
+        return "hand_raiser"
+    if text.startswith(("account intent", "account_intent")):
+        return "account_intent"
+    if text.startswith("score ") and "crossed the sales-ready threshold" in text:
+        return "threshold"
+    return "other"
+
+
+def parse_triggers(raw: str) -> frozenset[str]:
+    """The comma-separated ``LEADROUTER_DIGEST_TRIGGERS``; raises SettingsError naming the setting."""
+    names = {part.strip().lower().replace("-", "_") for part in raw.split(",") if part.strip()}
+    if "hand_raiser" in names:
+        msg = ("setting LEADROUTER_DIGEST_TRIGGERS names hand_raiser: hand-raisers always go out at once; "
+               "use threshold and/or account_intent")
+        raise SettingsError(msg)
+    unknown = sorted(names - DIGESTIBLE)
+    if unknown:
+        msg = (f"setting LEADROUTER_DIGEST_TRIGGERS has unknown trigger(s) {', '.join(unknown)}; "
+               f"use threshold and/or account_intent")
+        raise SettingsError(msg)
+    return frozenset(names)
+
+
+# Claim the rep's digest: resume the batch in flight, or turn the queue into a new batch.
+_CLAIM_LUA = """
+-- KEYS[1] queue, KEYS[2] batch, KEYS[3] meta (one slot: {D:<rep>})
+-- ARGV[1] now, ARGV[2] lease until, ARGV[3] owner token
+-- Returns {'busy'} (another worker holds the lease), {'empty'}, or
+-- {'ok', seq, since, until, batch field/value pairs...}.
+local lease = tonumber(redis.call('HGET', KEYS[3], 'lease') or '0') or 0
+local owner = redis.call('HGET', KEYS[3], 'owner')
+if lease > tonumber(ARGV[1]) and owner ~= ARGV[3] then return {'busy'} end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('HLEN', KEYS[1]) == 0 then return {'empty'} end
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  redis.call('HINCRBY', KEYS[3], 'seq', 1)
+  redis.call('HSET', KEYS[3], 'until', ARGV[1])
+end
+redis.call('HSET', KEYS[3], 'lease', ARGV[2], 'owner', ARGV[3])
+local meta = redis.call('HMGET', KEYS[3], 'seq', 'since', 'until')
+local out = {'ok', meta[1] or '0', meta[2] or '', meta[3] or ''}
+local items = redis.call('HGETALL', KEYS[2])
+for i = 1, #items do out[#out + 1] = items[i] end
+return out
+"""
+
+# The digest is out: drop the batch and the lease (only the lease holder may).
+_FINISH_LUA = """
+-- KEYS[1] queue, KEYS[2] batch, KEYS[3] meta; ARGV[1] owner token
+if redis.call('HGET', KEYS[3], 'owner') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+local last = redis.call('HGET', KEYS[3], 'until')
+if last then redis.call('HSET', KEYS[3], 'since', last) end
+redis.call('HDEL', KEYS[3], 'lease', 'owner')
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of :meth:`DigestQueue.claim`: ``ok`` (a batch to send), ``empty`` or ``busy``."""
+
+    status: str
+    rep_id: str
+    seq: int = 0
+    since: float | None = None
+    until: float = 0.0
+    alerts: tuple[Alert, ...] = ()
+
+    def digest(self) -> Digest:
+        ordered = sorted(self.alerts, key=lambda a: a.assignment.ts)
+        since = self.since if self.since is not None else ordered[0].assignment.ts
+        return Digest(digest_id=f"digest:{self.rep_id}:{self.seq}", rep=ordered[-1].assignment.rep,
+                      alerts=tuple(ordered), since=since, until=self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestReport:
+    """One digest :func:`flush_due` sent (or tried to)."""
+
+    rep_id: str
+    digest_id: str
+    alerts: int
+    results: tuple[DeliveryResult, ...]
+    already_sent: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+
+class DigestQueue:
+    """The Redis side of digests: queue, schedule, claim and finish (see the module doc)."""
+
+    def __init__(self, store: RedisStore, triggers: Iterable[str], interval_s: float, *,
+                 max_items: int = 25, lease_s: float = LEASE_S) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.triggers = frozenset(triggers) & DIGESTIBLE
+        self.interval_s = max(0.0, interval_s)
+        self.max_items = max(1, max_items)
+        self.lease_s = lease_s
+        self._claim = self.redis.register_script(_CLAIM_LUA)
+        self._finish = self.redis.register_script(_FINISH_LUA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: RedisStore) -> DigestQueue | None:
+        """The queue the settings ask for, or None when no trigger is digested."""
+        triggers = parse_triggers(settings.digest_triggers)
+        if not triggers:
+            return None
+        return cls(store, triggers, settings.digest_interval_s, max_items=settings.digest_max_items)
+
+    def wants(self, alert: Alert) -> bool:
+        """Whether ``alert`` waits for the digest (its trigger is digested; never a hand-raiser)."""
+        kind = trigger_kind(alert)
+        return kind != "hand_raiser" and kind in self.triggers
+
+    async def enqueue(self, alert: Alert, now: float) -> bool:
+        """Queue ``alert`` for its rep's digest; False when it was already queued (a redelivery)."""
+        asg = alert.assignment
+        added = await self.redis.hsetnx(keys.digest_queue(asg.rep.rep_id), asg.assignment_id,
+                                        orjson.dumps(alert.to_dict()))
+        await self.redis.zadd(keys.DIGEST_DUE, {asg.rep.rep_id: now + self.interval_s}, nx=True)
+        await self.store.mark_sent(asg.assignment_id, DIGEST_CHANNEL, now)
+        metrics.ALERT_DIGEST.labels("queued" if added else "already_queued").inc()
+        log.info("alert %s for %s queued for the rep's digest (trigger %s)", asg.assignment_id, asg.rep.name,
+                 trigger_kind(alert))
+        return bool(added)
+
+    async def due(self, now: float, limit: int = 100) -> list[str]:
+        """Rep ids whose digest is due at ``now``, earliest first."""
+        raw = await self.redis.zrangebyscore(keys.DIGEST_DUE, "-inf", repr(now), start=0, num=limit)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+
+    async def pending(self, rep_id: str) -> int:
+        """Alerts queued for the rep's next digest (not counting one being sent)."""
+        return int(await self.redis.hlen(keys.digest_queue(rep_id)))
+
+    async def claim(self, rep_id: str, now: float, token: str) -> Claim:
+        """The rep's digest to send under ``token``'s lease (status ``ok``), or ``empty`` / ``busy``."""
+        raw: list[Any] = await self._claim(keys=keys.digest_keys(rep_id),
+                                           args=[repr(now), repr(now + self.lease_s), token])
+        status = _s(raw[0])
+        if status != "ok":
+            return Claim(status, rep_id)
+        seq, since, until = int(_s(raw[1]) or 0), _s(raw[2]), _s(raw[3])
+        alerts: list[Alert] = []
+        pairs = raw[4:]
+        for aid, body in zip(pairs[0::2], pairs[1::2], strict=True):
+            try:
+                alerts.append(Alert.from_dict(orjson.loads(body)))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.error("digest for rep %s: queued alert %s does not decode (%s); left out", rep_id, _s(aid), exc)
+        return Claim("ok", rep_id, seq, float(since) if since else None, float(until or now), tuple(alerts))
+
+    async def finish(self, rep_id: str, token: str, now: float) -> bool:
+        """Drop the sent batch and reschedule the rep; False when the lease was lost to another worker."""
+        done = bool(await self._finish(keys=keys.digest_keys(rep_id), args=[token]))
+        await self.reschedule(rep_id, now)
+        return done
+
+    async def reschedule(self, rep_id: str, now: float) -> None:
+        """Unschedule the rep, then schedule it an interval out if alerts arrived meanwhile.
+
+        In this order (remove, then look) an alert queued concurrently is never
+        left without a schedule: either it scheduled itself after the removal, or
+        the look sees it.
+        """
+        await self.redis.zrem(keys.DIGEST_DUE, rep_id)
+        if await self.pending(rep_id):
+            await self.redis.zadd(keys.DIGEST_DUE, {rep_id: now + self.interval_s}, nx=True)
+
+
+async def flush_due(sender: AlertSender, *, now: float | None = None, limit: int = 100) -> list[DigestReport]:
+    """Send every digest that is due: one summary message per rep, on each channel, once.
+
+    Safe on any number of workers at once (leases) and after a crash (the batch
+    is resumed and channels already delivered are skipped).  Redis errors for one
+    rep are logged and that rep is tried again at the next call.
+    """
+    queue = sender.digest
+    if queue is None:
+        return []
+    now = sender.clock() if now is None else now
+    token = uuid.uuid4().hex
+    reports: list[DigestReport] = []
+    for rep_id in await queue.due(now, limit):
+        try:
+            claim = await queue.claim(rep_id, now, token)
+            if claim.status == "busy":
+                continue  # another worker is sending it
+            if claim.status == "empty":
+                await queue.reschedule(rep_id, now)
+                continue
+            if not claim.alerts:  # nothing in it decoded (logged)
+                await queue.finish(rep_id, token, now)
+                continue
+            digest = claim.digest()
+            outcome = await sender.send_digest(digest)
+            await queue.finish(rep_id, token, now)
+        except RedisError as exc:
+            log.error("digest for rep %s not sent this time: Redis failed (%r); it stays due", rep_id, exc)
+            continue
+        report = DigestReport(rep_id, digest.digest_id, len(digest.alerts), outcome.results, outcome.already_sent)
+        metrics.ALERT_DIGEST.labels("sent" if report.ok else "failed").inc()
+        metrics.ALERT_DIGEST.labels("alerts_sent").inc(len(digest.alerts))
+        log.info("digest %s for %s: %d alert(s) on %s", digest.digest_id, digest.rep.name, len(digest.alerts),
+                 ", ".join(f"{r.channel} {'ok' if r.ok else 'failed'}" for r in outcome.results) or "no channel")
+        reports.append(report)
+    return reports
+
+
+def check_interval_s(settings: Settings) -> float:
+    """How often the digest timer looks for due digests: a minute, or sooner for short intervals."""
+    return max(1.0, min(60.0, settings.digest_interval_s / 4))
+
+
+def digest_timer(get_sender: Callable[[], AlertSender | None],
+                 clock: Callable[[], float] = time.time) -> Callable[[], Awaitable[None]]:
+    """The body of the worker's digest timer; the worker wires it with one line::
+
+        app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
+            digest.digest_timer(lambda: rt._sender))
+
+    It does nothing until the ``send_alerts`` agent has built the sender, or when
+    no trigger is digested, and never raises (a failure is logged; the next tick
+    tries again).
+    """
+
+    async def flush_digests() -> None:
+        sender = get_sender()
+        if sender is None or sender.digest is None:
+            return
+        try:
+            await flush_due(sender, now=clock())
+        except Exception:
+            log.exception("digest timer: flushing due digests failed; trying again at the next tick")
+
+    return flush_digests
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

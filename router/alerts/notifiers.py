@@ -1,0 +1,568 @@
+"""Alert delivery: one :class:`Notifier` per channel, and retries.
+
+A notifier makes one attempt and raises :class:`~router.errors.TransientSendError`
+(worth retrying) or :class:`~router.errors.PermanentSendError` (not).
+:func:`deliver` owns the retry policy (full-jitter exponential backoff, capped,
+never shorter than a server's ``Retry-After``) and never raises for a failed
+send.  What the messages say is in :mod:`router.alerts.render`; how fast Slack
+may be sent to is in :mod:`router.alerts.pacing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import email.utils
+import json
+import logging
+import math
+import random
+import smtplib
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any, Protocol, runtime_checkable
+
+import aiohttp
+
+from models.lead import Alert, Rep
+from router import metrics
+from router.alerts.pacing import Pacer, Sleep, pace_key
+from router.alerts.render import (
+    Digest,
+    _one_line,
+    _truncate,
+    render_digest_blocks,
+    render_digest_email,
+    render_email,
+    render_slack_blocks,
+)
+from router.errors import PermanentSendError, SendError, TransientSendError
+from router.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- notifiers
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """One delivery channel.  ``send`` makes a single attempt."""
+
+    channel: str
+
+    async def send(self, alert: Alert) -> None:
+        """Deliver ``alert``; raise TransientSendError or PermanentSendError on failure."""
+        ...
+
+
+@runtime_checkable
+class DigestNotifier(Protocol):
+    """A channel that can also deliver a rep's digest (one attempt, same errors as ``send``)."""
+
+    channel: str
+
+    async def send_digest(self, digest: Digest) -> None: ...
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value or not value.strip():
+        return None
+    raw = value.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _short(body: str, limit: int = 200) -> str:
+    return _truncate(_one_line(body), limit) or "(empty body)"
+
+
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+async def _pace(pacer: Pacer | None, key: str, channel: str) -> None:
+    if pacer is None:
+        return
+    waited = await pacer.acquire(key)
+    metrics.ALERT_PACING_SECONDS.labels(channel).observe(waited)
+
+
+async def _rate_limited(pacer: Pacer | None, key: str, channel: str, retry_after: float | None) -> None:
+    """Slack said slow down: count it and hold the channel for everyone in this process (or fleet)."""
+    metrics.ALERT_RATE_LIMITED.labels(channel).inc()
+    if pacer is not None:
+        await pacer.hold(key, retry_after if retry_after is not None else 1.0)
+
+
+class SlackWebhookNotifier:
+    """Posts the Block Kit alert to the team's Slack incoming webhook (default URL as fallback).
+
+    ``team_webhooks`` is read on every send (it may be a live view of the routing
+    config).  With a ``pacer``, every attempt waits for its webhook's slot.
+    """
+
+    channel = "slack_webhook"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        default_webhook_url: str,
+        team_webhooks: Mapping[str, str],
+        timeout_s: float,
+        *,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self._session = session
+        self._default = default_webhook_url
+        self._teams = team_webhooks
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._pacer = pacer
+
+    def _target(self, team: str) -> tuple[str, str]:
+        """(URL, how to name it in errors): the webhook URL is a secret, so errors name the team."""
+        team_url = self._teams.get(team)
+        url = team_url or self._default
+        where = f"Slack webhook for team {team!r}" if team_url else "default Slack webhook"
+        if not url:
+            msg = (
+                f"no Slack webhook URL for team {team!r}: set LEADROUTER_SLACK_WEBHOOK_URL "
+                "(or a webhook for the team)"
+            )
+            raise PermanentSendError(msg)
+        return url, where
+
+    async def send(self, alert: Alert) -> None:
+        url, where = self._target(alert.assignment.decision.team)
+        await self._post(url, where, render_slack_blocks(alert))
+
+    async def send_digest(self, digest: Digest) -> None:
+        url, where = self._target(digest.team)
+        await self._post(url, where, render_digest_blocks(digest))
+
+    async def _post(self, url: str, where: str, payload: Mapping[str, Any]) -> None:
+        key = pace_key("webhook", url)
+        await _pace(self._pacer, key, self.channel)
+        data = json.dumps(payload).encode()
+        try:
+            async with self._session.post(
+                url, data=data, headers=_JSON_HEADERS, timeout=self._timeout
+            ) as resp:
+                status = resp.status
+                body = await resp.text(errors="replace")
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        except aiohttp.InvalidURL:
+            msg = f"{where} has an invalid URL; check LEADROUTER_SLACK_WEBHOOK_URL"
+            raise PermanentSendError(msg) from None
+        except TimeoutError:
+            msg = f"{where} timed out"
+            raise TransientSendError(msg) from None
+        except aiohttp.ClientError as exc:
+            msg = f"{where} unreachable: {type(exc).__name__}"
+            raise TransientSendError(msg) from None
+        if 200 <= status < 300:
+            return
+        detail = f"{where} answered HTTP {status} {_short(body)}"
+        if status == 429:
+            await _rate_limited(self._pacer, key, self.channel, retry_after)
+            raise TransientSendError(f"{detail} (rate limited)", retry_after)
+        if status >= 500 or status == 408:
+            raise TransientSendError(detail, retry_after)
+        raise PermanentSendError(detail)
+
+
+_BOT_PERMANENT = frozenset(
+    {
+        "not_authed",
+        "invalid_auth",
+        "channel_not_found",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "is_archived",
+        "user_not_found",
+        "missing_scope",
+        "not_in_channel",
+        "no_permission",
+        "invalid_blocks",
+        "invalid_arguments",
+        "msg_too_long",
+        "no_text",
+    }
+)
+_BOT_TRANSIENT = frozenset(
+    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+_BOT_TOKEN_ERRORS = frozenset(
+    {"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired"}
+)
+
+
+class SlackBotNotifier:
+    """Sends the alert as a direct message to the rep with ``chat.postMessage``.
+
+    A rep without ``slack_user_id`` is skipped quietly.  Unknown Slack error
+    codes count as permanent: retrying a request Slack rejected rarely helps.
+    With a ``pacer``, every attempt waits for the rep's DM channel's slot.
+    """
+
+    channel = "slack_bot"
+
+    def __init__(
+        self, session: aiohttp.ClientSession, api_url: str, bot_token: str, timeout_s: float, *,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self._session = session
+        self._url = api_url.rstrip("/") + "/chat.postMessage"
+        self._token = bot_token
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._pacer = pacer
+
+    async def send(self, alert: Alert) -> None:
+        await self._to_rep(alert.assignment.rep, render_slack_blocks(alert))
+
+    async def send_digest(self, digest: Digest) -> None:
+        await self._to_rep(digest.rep, render_digest_blocks(digest))
+
+    async def _to_rep(self, rep: Rep, message: Mapping[str, Any]) -> None:
+        if not rep.slack_user_id:
+            log.debug("slack_bot: rep %s has no slack_user_id; skipped", rep.rep_id)
+            return
+        if not self._token:
+            raise PermanentSendError("no Slack bot token: set LEADROUTER_SLACK_BOT_TOKEN")
+        key = pace_key("dm", rep.slack_user_id)
+        await _pace(self._pacer, key, self.channel)
+        payload = {"channel": rep.slack_user_id, **message}
+        headers = {**_JSON_HEADERS, "Authorization": f"Bearer {self._token}"}
+        try:
+            async with self._session.post(
+                self._url, data=json.dumps(payload).encode(), headers=headers, timeout=self._timeout
+            ) as resp:
+                status = resp.status
+                body = await resp.text(errors="replace")
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        except aiohttp.InvalidURL:
+            raise PermanentSendError(
+                "chat.postMessage: invalid URL; check LEADROUTER_SLACK_API_URL"
+            ) from None
+        except TimeoutError:
+            raise TransientSendError("chat.postMessage timed out") from None
+        except aiohttp.ClientError as exc:
+            raise TransientSendError(f"chat.postMessage unreachable: {type(exc).__name__}") from None
+        if status == 429:
+            await _rate_limited(self._pacer, key, self.channel, retry_after)
+            raise TransientSendError(f"chat.postMessage rate limited (HTTP 429 {_short(body)})", retry_after)
+        if status >= 500:
+            raise TransientSendError(f"chat.postMessage answered HTTP {status} {_short(body)}", retry_after)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            detail = f"chat.postMessage answered HTTP {status} with a non-JSON body {_short(body)}"
+            if status >= 400:
+                raise PermanentSendError(detail)
+            raise TransientSendError(detail, retry_after)
+        if answer.get("ok") is True:
+            return
+        error = str(answer.get("error") or "unknown_error")
+        detail = f"chat.postMessage to {rep.slack_user_id} failed: {_short(error, 100)}"
+        if error in ("ratelimited", "rate_limited"):
+            await _rate_limited(self._pacer, key, self.channel, retry_after)
+        if error in _BOT_TRANSIENT:
+            raise TransientSendError(detail, retry_after)
+        if error in _BOT_TOKEN_ERRORS:
+            detail += "; check LEADROUTER_SLACK_BOT_TOKEN"
+        raise PermanentSendError(detail)
+
+
+class SmtpNotifier:
+    """Emails the alert (text + HTML) to the rep with stdlib smtplib in a worker thread.
+
+    ``starttls`` upgrades a plain connection; ``implicit_tls`` connects with TLS
+    from the start (SMTPS).  Either way the server's certificate is verified,
+    against ``ca_file`` when given (a private CA or a self-signed certificate),
+    else against the system's CAs.  ``user`` logs in after TLS.
+    """
+
+    channel = "email"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        starttls: bool,
+        user: str,
+        password: str,
+        timeout_s: float,
+        *,
+        implicit_tls: bool = False,
+        ca_file: str = "",
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._sender = sender
+        self._starttls = starttls
+        self._implicit_tls = implicit_tls
+        self._ca_file = ca_file
+        self._user = user
+        self._password = password
+        self._timeout_s = timeout_s
+        self._context: ssl.SSLContext | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The client TLS context (certificate and host name verified), built once."""
+        if self._context is None:
+            try:
+                self._context = ssl.create_default_context(cafile=self._ca_file or None)
+            except (OSError, ssl.SSLError) as exc:
+                msg = (f"cannot load the SMTP CA file {self._ca_file!r}: {exc}; "
+                       "check LEADROUTER_SMTP_TLS_CA_FILE (a PEM file)")
+                raise PermanentSendError(msg) from None
+        return self._context
+
+    async def send(self, alert: Alert) -> None:
+        rep = alert.assignment.rep
+        self._check(rep)
+        try:
+            msg = render_email(alert, self._sender)
+        except ValueError as exc:
+            raise PermanentSendError(f"cannot build the alert email for rep {rep.rep_id}: {exc}") from None
+        await self._deliver(msg, rep.email)
+
+    async def send_digest(self, digest: Digest) -> None:
+        self._check(digest.rep)
+        try:
+            msg = render_digest_email(digest, self._sender)
+        except ValueError as exc:
+            raise PermanentSendError(f"cannot build the digest email for rep {digest.rep.rep_id}: {exc}") from None
+        await self._deliver(msg, digest.rep.email)
+
+    def _check(self, rep: Rep) -> None:
+        if not self._host:
+            raise PermanentSendError("no SMTP server: set LEADROUTER_SMTP_HOST")
+        if not rep.email:
+            raise PermanentSendError(f"rep {rep.rep_id} has no email address")
+
+    async def _deliver(self, msg: EmailMessage, rcpt: str) -> None:
+        context = self.tls_context() if self._starttls or self._implicit_tls else None
+        try:
+            await asyncio.to_thread(self._send_sync, msg, context)
+        except SendError:
+            raise
+        except Exception as exc:
+            raise _smtp_error(exc, rcpt) from None
+
+    def _send_sync(self, msg: EmailMessage, context: ssl.SSLContext | None) -> None:
+        smtp: smtplib.SMTP
+        if self._implicit_tls:
+            smtp = smtplib.SMTP_SSL(self._host, self._port, timeout=self._timeout_s, context=context)
+        else:
+            smtp = smtplib.SMTP(self._host, self._port, timeout=self._timeout_s)
+        with smtp:
+            if self._starttls and not self._implicit_tls:
+                smtp.starttls(context=context)
+            if self._user:
+                smtp.login(self._user, self._password)
+            smtp.send_message(msg)
+
+
+def _smtp_reply(code: int, text: bytes | str) -> str:
+    raw = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    return f"{code} {_short(raw, 160)}"
+
+
+def _smtp_error(exc: Exception, rcpt: str) -> SendError:
+    """Classify an smtplib/socket failure: 5xx replies are permanent, the rest transient."""
+    where = f"SMTP to {rcpt}"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        replies = list(exc.recipients.values())
+        text = "; ".join(_smtp_reply(code, m) for code, m in replies) or "refused"
+        detail = f"{where}: recipient refused ({text})"
+        if replies and all(code >= 500 for code, _ in replies):
+            return PermanentSendError(detail)
+        return TransientSendError(detail)
+    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected):
+        return TransientSendError(f"{where}: {type(exc).__name__}: {_short(str(exc), 160)}")
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return PermanentSendError(
+            f"{where}: authentication failed ({_smtp_reply(exc.smtp_code, exc.smtp_error)}); "
+            "check LEADROUTER_SMTP_USER and LEADROUTER_SMTP_PASSWORD"
+        )
+    if isinstance(exc, smtplib.SMTPResponseException):
+        detail = f"{where}: {type(exc).__name__} ({_smtp_reply(exc.smtp_code, exc.smtp_error)})"
+        if exc.smtp_code >= 500:
+            return PermanentSendError(detail)
+        return TransientSendError(detail)
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return PermanentSendError(
+            f"{where}: server does not support a required extension ({_short(str(exc), 160)}); "
+            "check LEADROUTER_SMTP_STARTTLS / LEADROUTER_SMTP_USER"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentSendError(
+            f"{where}: the server's TLS certificate was not accepted ({_short(exc.verify_message or str(exc), 160)}); "
+            "set LEADROUTER_SMTP_TLS_CA_FILE to the CA (or self-signed certificate) that signs it, "
+            "and LEADROUTER_SMTP_HOST to a name the certificate is for"
+        )
+    if isinstance(exc, TimeoutError):
+        return TransientSendError(f"{where}: timed out")
+    if isinstance(exc, smtplib.SMTPException | OSError):
+        return TransientSendError(f"{where}: {type(exc).__name__}: {_short(str(exc), 160)}")
+    return PermanentSendError(f"{where}: {type(exc).__name__}: {_short(str(exc), 160)}")
+
+
+def notifiers_from_settings(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    team_webhooks: Mapping[str, str] | None = None,
+    *,
+    pacer: Pacer | None = None,
+) -> list[Notifier]:
+    """The notifiers the settings configure: webhook, bot and/or SMTP (only those with a target).
+
+    ``team_webhooks`` is kept as given (not copied), so a live view of the routing
+    config (``router.alerts.sender.TeamWebhooks``) follows rules changes.
+    """
+    out: list[Notifier] = []
+    teams: Mapping[str, str] = team_webhooks if team_webhooks is not None else {}
+    if settings.slack_webhook_url or len(teams):
+        out.append(SlackWebhookNotifier(session, settings.slack_webhook_url, teams, settings.alert_timeout_s,
+                                        pacer=pacer))
+    if settings.slack_bot_token:
+        out.append(
+            SlackBotNotifier(
+                session, settings.slack_api_url, settings.slack_bot_token, settings.alert_timeout_s, pacer=pacer
+            )
+        )
+    if settings.smtp_host:
+        out.append(
+            SmtpNotifier(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.smtp_from,
+                settings.smtp_starttls,
+                settings.smtp_user,
+                settings.smtp_password,
+                settings.alert_timeout_s,
+                implicit_tls=settings.smtp_ssl,
+                ca_file=settings.smtp_tls_ca_file,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    channel: str
+    ok: bool
+    attempts: int
+    error: str | None = None
+    permanent: bool = False
+
+
+def backoff_delay(
+    failed_attempts: int,
+    backoff_s: float,
+    rng: random.Random,
+    retry_after: float | None,
+    max_s: float | None = None,
+) -> float:
+    """Full jitter: ``uniform(0, min(max_s, backoff_s * 2**(failed_attempts-1)))``, never below ``retry_after``."""
+    ceiling = backoff_s * 2.0 ** min(max(0, failed_attempts - 1), 62)
+    if max_s is not None:
+        ceiling = min(ceiling, max_s)
+    delay = rng.uniform(0.0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+async def deliver_call(
+    attempt: Callable[[], Awaitable[None]],
+    channel: str,
+    what: str,
+    *,
+    max_attempts: int,
+    backoff_s: float,
+    backoff_max_s: float | None = None,
+    rng: random.Random | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> DeliveryResult:
+    """Run ``attempt`` (one send on ``channel``) until it succeeds, fails permanently or runs out.
+
+    After the n-th failed attempt (n = 1, 2, ...) it waits
+    ``uniform(0, min(backoff_max_s, backoff_s * 2**(n-1)))`` seconds, or the
+    server's ``retry_after`` when that is longer.  A permanent error stops at
+    once.  Never raises for a failed send; an unexpected exception from the
+    notifier is logged and reported as a permanent failure.  ``what`` names the
+    message in logs (``alert asg-42``).
+    """
+    rng = rng if rng is not None else random.Random()
+    max_attempts = max(1, max_attempts)
+    error: str | None = None
+    for n in range(1, max_attempts + 1):
+        retry_after: float | None = None
+        try:
+            await attempt()
+        except PermanentSendError as exc:
+            log.warning("%s on %s failed permanently: %s", what, channel, exc)
+            return DeliveryResult(channel, False, n, str(exc), True)
+        except TransientSendError as exc:
+            error, retry_after = str(exc), exc.retry_after
+        except SendError as exc:
+            error = str(exc)
+        except Exception as exc:
+            log.exception("%s on %s: unexpected error from the notifier", what, channel)
+            return DeliveryResult(channel, False, n, f"{type(exc).__name__}: {exc}", True)
+        else:
+            return DeliveryResult(channel, True, n)
+        if n == max_attempts:
+            break
+        delay = backoff_delay(n, backoff_s, rng, retry_after, backoff_max_s)
+        log.info(
+            "%s on %s failed (attempt %d/%d): %s; retrying in %.2fs", what, channel, n, max_attempts, error, delay
+        )
+        await sleep(delay)
+    log.warning("%s on %s gave up after %d attempts: %s", what, channel, max_attempts, error)
+    return DeliveryResult(channel, False, max_attempts, error, False)
+
+
+async def deliver(
+    alert: Alert,
+    notifier: Notifier,
+    *,
+    max_attempts: int,
+    backoff_s: float,
+    backoff_max_s: float | None = None,
+    rng: random.Random | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> DeliveryResult:
+    """Send ``alert`` on one channel, retrying transient failures (see :func:`deliver_call`)."""
+    return await deliver_call(
+        lambda: notifier.send(alert),
+        notifier.channel,
+        f"alert {alert.assignment.assignment_id}",
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        backoff_max_s=backoff_max_s,
+        rng=rng,
+        sleep=sleep,
+    )

@@ -1,0 +1,287 @@
+"""Deliver one assignment's alert on every configured channel, once each.
+
+:class:`AlertSender` is what the worker's ``send_alerts`` agent, the digest
+timer (:mod:`router.alerts.digest`) and ``leadrouter alerts replay``
+(:mod:`router.cli.alerts`) share:
+
+* Channels already delivered for an assignment (``RedisStore.sent_channels``)
+  are skipped, so a Kafka redelivery after a crash, a replay or a second worker
+  never alerts a rep twice on one channel.  Each channel is marked sent as soon
+  as it is delivered.
+* Each remaining channel is delivered concurrently with retries
+  (:func:`router.alerts.notifiers.deliver`: capped full-jitter backoff, ``Retry-After``
+  honoured, permanent errors not retried; the Slack notifiers pace themselves).
+* A channel that still fails (permanently, or after the last attempt) is logged,
+  counted (``leadrouter_alert_sends_total{outcome="failed"}`` and
+  ``leadrouter_alert_dead_letters_total``) and sent to the dead-letter topic as
+  ``{"alert" | "digest", "channel", "error", "attempts", "permanent", "kind", "ts"}``;
+  the lead keeps its assignment.
+* With a :class:`~router.alerts.digest.DigestQueue`, low-priority alerts (the
+  configured triggers; never hand-raisers) are queued for the rep's digest instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from models import Alert
+from router import metrics
+from router.alerts.digest import DIGEST_CHANNEL, DigestQueue, parse_triggers
+from router.alerts.notifiers import (
+    DeliveryResult,
+    DigestNotifier,
+    Notifier,
+    deliver,
+    deliver_call,
+    notifiers_from_settings,
+)
+from router.alerts.pacing import Sleep, pacer_from_settings
+from router.alerts.render import Digest
+from router.errors import SettingsError
+from router.settings import Settings
+from router.storage.live_config import LiveFile
+from router.storage.store import RedisStore
+from rules import RoutingConfig
+
+log = logging.getLogger(__name__)
+
+DeadLetter = Callable[[str, bytes], Awaitable[None]]
+
+_DLQ_ATTEMPTS = 3
+
+
+class TeamWebhooks(Mapping[str, str]):
+    """Team -> incoming-webhook URL, read live from the routing config in force."""
+
+    def __init__(self, routing: LiveFile[RoutingConfig]) -> None:
+        self.routing = routing
+
+    def _urls(self) -> dict[str, str]:
+        return {name: t.slack_webhook for name, t in self.routing.current.teams.items() if t.slack_webhook}
+
+    def __getitem__(self, key: str) -> str:
+        return self._urls()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._urls())
+
+    def __len__(self) -> int:
+        return len(self._urls())
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOutcome:
+    """What :meth:`AlertSender.send_alert` did with one alert (or digest)."""
+
+    assignment_id: str
+    results: tuple[DeliveryResult, ...] = ()
+    already_sent: tuple[str, ...] = ()
+    not_configured: tuple[str, ...] = ()  # channels asked for that this sender does not have
+    queued: bool = False  # held for the rep's digest instead
+    invalid: str | None = None  # the record did not decode (dead-lettered as such)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed: every channel asked for is delivered (now or before) or queued."""
+        return self.invalid is None and not self.not_configured and all(r.ok for r in self.results)
+
+
+CLAIM_TTL_MS = 15_000  # a dead sender's lease lapses this soon
+CLAIM_POLL_S = 0.5
+
+
+class AlertSender:
+    def __init__(self, store: RedisStore, notifiers: Sequence[Notifier], dead_letter: DeadLetter, *,
+                 max_attempts: int, backoff_s: float, backoff_max_s: float | None = None,
+                 clock: Callable[[], float] = time.time, digest: DigestQueue | None = None,
+                 rng: random.Random | None = None, sleep: Sleep = asyncio.sleep) -> None:
+        self.store = store
+        self.notifiers = list(notifiers)
+        self.dead_letter = dead_letter
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.clock = clock
+        self.digest = digest
+        self.rng = rng
+        self.sleep = sleep
+
+    @property
+    def channels(self) -> list[str]:
+        return [n.channel for n in self.notifiers]
+
+    async def handle(self, raw: bytes) -> list[DeliveryResult]:
+        """Deliver one record of the assignments topic; the per-channel results of this attempt."""
+        return list((await self.handle_raw(raw)).results)
+
+    async def handle_raw(self, raw: bytes, *, channels: Collection[str] | None = None,
+                         digest: bool = True) -> AlertOutcome:
+        """Decode and deliver one alert record; an undecodable record is dead-lettered, never raised."""
+        try:
+            alert = Alert.from_dict(orjson.loads(raw))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("an alert record did not decode (%s); sent to the dead-letter topic: %r", error,
+                      bytes(raw)[:200])
+            metrics.ALERT_DEAD_LETTERS.labels("none", "invalid").inc()
+            await self._dead_letter("invalid", {"raw": bytes(raw).decode(errors="replace"), "channel": "",
+                                                "error": error, "attempts": 0, "permanent": True,
+                                                "kind": "invalid", "ts": self.clock()})
+            return AlertOutcome("", invalid=error)
+        return await self.send_alert(alert, channels=channels, digest=digest)
+
+    async def send_alert(self, alert: Alert, *, channels: Collection[str] | None = None,
+                         digest: bool = True) -> AlertOutcome:
+        """Deliver ``alert`` on each channel (only ``channels`` when given) not delivered yet.
+
+        With ``digest`` and a digest queue, an alert whose trigger is digested and
+        that has gone out nowhere yet is queued for the rep's digest instead.
+        """
+        aid = alert.assignment.assignment_id
+        done = await self.store.sent_channels(aid)
+        if DIGEST_CHANNEL in done:  # it went into the rep's digest: that was its delivery
+            skipped = tuple(n.channel for n in self.notifiers if channels is None or n.channel in channels)
+            for ch in skipped:
+                metrics.ALERT_SENDS.labels(ch, "already_sent").inc()
+            return AlertOutcome(aid, already_sent=skipped or (DIGEST_CHANNEL,))
+        if digest and self.digest is not None and not done and self.digest.wants(alert):
+            await self.digest.enqueue(alert, self.clock())
+            return AlertOutcome(aid, queued=True)
+        wanted = [n for n in self.notifiers if channels is None or n.channel in channels]
+        missing = tuple(sorted(set(channels or ()) - {n.channel for n in self.notifiers}))
+        already = tuple(n.channel for n in wanted if n.channel in done)
+        for ch in already:
+            metrics.ALERT_SENDS.labels(ch, "already_sent").inc()
+        todo = [n for n in wanted if n.channel not in done]
+        results = await asyncio.gather(*(self._one(alert, n) for n in todo))
+        return AlertOutcome(aid, tuple(results), already, missing)
+
+    async def send_digest(self, digest: Digest, *, channels: Collection[str] | None = None) -> AlertOutcome:
+        """Deliver a rep's digest on each channel (that can carry one) not delivered yet."""
+        did = digest.digest_id
+        done = await self.store.sent_channels(did)
+        wanted = [n for n in self.notifiers if isinstance(n, DigestNotifier)
+                  and (channels is None or n.channel in channels)]
+        missing = tuple(sorted(set(channels or ()) - {n.channel for n in wanted}))
+        already = tuple(n.channel for n in wanted if n.channel in done)
+        todo = [n for n in wanted if n.channel not in done]
+        results = await asyncio.gather(*(self._one_digest(digest, n) for n in todo))
+        return AlertOutcome(did, tuple(results), already, missing)
+
+    async def _one(self, alert: Alert, notifier: Notifier) -> DeliveryResult:
+        aid = alert.assignment.assignment_id
+        holder = uuid.uuid4().hex
+        # Copies of one alert record can be in flight at once (a republish after
+        # a crash, a replay): one sender holds a short lease on the channel,
+        # renewed while it delivers; the others wait for it and then skip the
+        # channel if it went out.  A sender that dies loses the lease in seconds.
+        while not await self.store.claim_send(aid, notifier.channel, holder, "take", CLAIM_TTL_MS):
+            await asyncio.sleep(CLAIM_POLL_S)
+            if notifier.channel in await self.store.sent_channels(aid):
+                metrics.ALERT_SENDS.labels(notifier.channel, "already_sent").inc()
+                return DeliveryResult(notifier.channel, ok=True, attempts=0)
+        if notifier.channel in await self.store.sent_channels(aid):
+            await self.store.claim_send(aid, notifier.channel, holder, "drop")
+            metrics.ALERT_SENDS.labels(notifier.channel, "already_sent").inc()
+            return DeliveryResult(notifier.channel, ok=True, attempts=0)
+        renew = asyncio.create_task(self._keep_claim(aid, notifier.channel, holder))
+        try:
+            result = await deliver(alert, notifier, max_attempts=self.max_attempts, backoff_s=self.backoff_s,
+                                   backoff_max_s=self.backoff_max_s, rng=self.rng, sleep=self.sleep)
+        finally:
+            renew.cancel()
+        if not result.ok:
+            await self.store.claim_send(aid, notifier.channel, holder, "drop")
+        if result.ok:
+            now = self.clock()
+            await self.store.mark_sent(aid, notifier.channel, now)
+            metrics.ALERT_SENDS.labels(notifier.channel, "sent").inc()
+            if alert.event_ts:
+                metrics.EVENT_TO_ALERT_SECONDS.labels(notifier.channel).observe(max(0.0, now - alert.event_ts))
+            return result
+        await self._failed(f"alert {aid} to {alert.assignment.rep.name}", aid, result,
+                           {"alert": alert.to_dict()})
+        return result
+
+    async def _keep_claim(self, aid: str, channel: str, holder: str) -> None:
+        while True:
+            await asyncio.sleep(CLAIM_TTL_MS / 3000)
+            await self.store.claim_send(aid, channel, holder, "renew", CLAIM_TTL_MS)
+
+    async def _one_digest(self, digest: Digest, notifier: Notifier) -> DeliveryResult:
+        did = digest.digest_id
+        assert isinstance(notifier, DigestNotifier)
+        sender = notifier
+        result = await deliver_call(lambda: sender.send_digest(digest), notifier.channel, f"digest {did}",
+                                    max_attempts=self.max_attempts, backoff_s=self.backoff_s,
+                                    backoff_max_s=self.backoff_max_s, rng=self.rng, sleep=self.sleep)
+        if result.ok:
+            await self.store.mark_sent(did, notifier.channel, self.clock())
+            metrics.ALERT_SENDS.labels(notifier.channel, "sent").inc()
+            return result
+        await self._failed(f"digest {did} ({len(digest.alerts)} alerts) to {digest.rep.name}", did, result,
+                           {"digest": digest.to_dict()})
+        return result
+
+    async def _failed(self, what: str, key: str, result: DeliveryResult, body: dict[str, object]) -> None:
+        kind = "permanent" if result.permanent else "exhausted"
+        metrics.ALERT_SENDS.labels(result.channel, "failed").inc()
+        metrics.ALERT_DEAD_LETTERS.labels(result.channel, kind).inc()
+        how = ("failed permanently (not retried)" if result.permanent
+               else f"failed after {result.attempts} attempt(s)")
+        log.error("%s on %s %s: %s; sent to the dead-letter topic (the lead keeps its assignment; "
+                  "`leadrouter alerts replay` resends it)", what, result.channel, how, result.error)
+        await self._dead_letter(key, {**body, "channel": result.channel, "error": result.error,
+                                      "attempts": result.attempts, "permanent": result.permanent, "kind": kind,
+                                      "ts": self.clock()})
+
+    async def _dead_letter(self, key: str, record: dict[str, object]) -> None:
+        value = orjson.dumps(record)
+        for attempt in range(1, _DLQ_ATTEMPTS + 1):
+            try:
+                await self.dead_letter(key, value)
+                return
+            except Exception as exc:
+                if attempt == _DLQ_ATTEMPTS:
+                    log.critical("could not write to the dead-letter topic (%r); the record is only in this "
+                                 "log: %s", exc, value.decode(errors="replace"))
+                    return
+                await self.sleep(1.0)
+
+
+def check_alert_settings(settings: Settings) -> None:
+    """Raise :class:`~router.errors.SettingsError` for an unusable alert setting (call at start-up)."""
+    if settings.slack_burst < 1:
+        msg = f"setting LEADROUTER_SLACK_BURST={settings.slack_burst} must be at least 1"
+        raise SettingsError(msg)
+    if settings.slack_pacer.strip().lower() not in ("redis", "local"):
+        msg = f"setting LEADROUTER_SLACK_PACER={settings.slack_pacer!r} is not one of: redis, local"
+        raise SettingsError(msg)
+    parse_triggers(settings.digest_triggers)
+
+
+def build_sender(settings: Settings, store: RedisStore, session: aiohttp.ClientSession,
+                 dead_letter: DeadLetter, *, team_webhooks: Mapping[str, str] | None = None) -> AlertSender:
+    """The sender the settings describe: notifiers (Slack paced per channel), retries and digests.
+
+    Raises :class:`~router.errors.SettingsError` for an unusable pacer or digest setting.
+    """
+    check_alert_settings(settings)
+    pacer = pacer_from_settings(settings, store.redis)
+    notifiers = notifiers_from_settings(settings, session, team_webhooks, pacer=pacer)
+    if not notifiers:
+        log.warning("no alert channel is configured: set LEADROUTER_SLACK_WEBHOOK_URL, "
+                    "LEADROUTER_SLACK_BOT_TOKEN or LEADROUTER_SMTP_HOST")
+    digest = DigestQueue.from_settings(settings, store)
+    return AlertSender(store, notifiers, dead_letter, max_attempts=settings.alert_max_attempts,
+                       backoff_s=settings.alert_backoff_s, backoff_max_s=settings.alert_backoff_max_s,
+                       digest=digest)

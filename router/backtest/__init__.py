@@ -1,0 +1,1 @@
+"""Replaying history against candidate rules: lead sources, Kafka replay, reports and charts."""

@@ -1,0 +1,1 @@
+"""The ``leadrouter`` command: ``main`` parses and dispatches; one module per command group."""

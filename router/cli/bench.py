@@ -1,0 +1,99 @@
+"""``leadrouter bench``: the full-path benchmark (``bench/full_path.py``).
+
+    leadrouter bench [--events 100000] [--phases worker,collector,latency] ...
+
+The harness lives in the repository's top-level ``bench/`` folder, which is not
+part of the installed package: this command finds it next to the ``router``
+package (an editable install or a source checkout) and otherwise says to run
+``python -m bench.full_path`` from the repository root.  The options are
+defined here, once, for both entry points.
+
+Enabled by listing ``"router.cli.bench"`` in ``router.cli.main.COMMAND_MODULES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from router.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PHASES = ("worker", "collector", "latency")
+
+
+def _phases(text: str) -> list[str]:
+    wanted = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in PHASES]
+    if unknown or not wanted:
+        msg = f"unknown phase(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PHASES)}"
+        raise argparse.ArgumentTypeError(msg)
+    return [p for p in PHASES if p in wanted]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options (shared by ``leadrouter bench`` and ``python -m bench.full_path``)."""
+    g = p.add_argument_group("what to run")
+    g.add_argument("--phases", type=_phases, default=list(PHASES), metavar="LIST",
+                   help="comma-separated phases: worker (backlog: bare faust, 1 and 2 workers, raw Redis), "
+                        "collector (pixel req/s and latency), latency (event to alert); default all")
+    g.add_argument("--seed", type=int, default=1, help="traffic seed (default 1)")
+    g.add_argument("--visitors", type=int, default=30_000, help="visitor population (default 30,000)")
+    g.add_argument("--accounts", type=int, default=300, help="accounts, i.e. company domains (default 300)")
+    w = p.add_argument_group("worker phase")
+    w.add_argument("--events", type=int, default=100_000,
+                   help="events in the pre-filled backlog (default 100,000)")
+    c = p.add_argument_group("collector phase")
+    c.add_argument("--collector-seconds", type=float, default=15.0,
+                   help="seconds per collector run, after a 2 s warm-up (default 15)")
+    c.add_argument("--collector-rate", type=float, default=5000.0,
+                   help="offered pixel requests/s for the latency run (default 5,000)")
+    c.add_argument("--concurrency", type=int, default=64, help="load-generator connections (default 64)")
+    lat = p.add_argument_group("latency phase")
+    lat.add_argument("--latency-seconds", type=float, default=60.0,
+                     help="seconds of steady mixed traffic (default 60)")
+    lat.add_argument("--latency-rate", type=float, default=1000.0, help="events/s offered (default 1,000)")
+    lat.add_argument("--latency-warmup", type=float, default=3.0,
+                     help="seconds at the start whose alerts are not counted (default 3)")
+    lat.add_argument("--latency-workers", type=int, default=1, help="worker processes (default 1)")
+    g.add_argument("--slack-pacing", choices=("off", "settings"), default="off",
+                   help="off (default): the workers do not pace Slack messages (LEADROUTER_SLACK_RATE_PER_S=0), "
+                        "since the local receiver has no rate limit and pacing at 1 message/s per channel "
+                        "would measure the queue in front of Slack; settings: pace as configured")
+    o = p.add_argument_group("output")
+    o.add_argument("--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md",
+                   help="file whose '<!-- full path -->' section is rewritten (default BENCHMARKS.md)")
+    o.add_argument("--no-markdown", action="store_true", help="do not write the markdown section")
+    o.add_argument("--plot", type=Path, default=REPO_ROOT / "bench" / "results" / "full_path.png",
+                   help="PNG to write (default bench/results/full_path.png)")
+    o.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    o.add_argument("--json", type=Path, default=None, help="also write the raw figures as JSON here")
+    o.add_argument("--keep-workdir", action="store_true",
+                   help="keep the temporary folder with every process's log (kept anyway when a phase fails)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench``; its parser sets ``fn(settings, args) -> int``."""
+    p = sub.add_parser("bench", help="benchmark the full path: collector → Kafka → worker → Redis → alerts",
+                       description="Start a private broker and Redis, replay realistic traffic through the real "
+                                   "processes, print the figures against their baselines and targets, and "
+                                   "rewrite the '<!-- full path -->' section of BENCHMARKS.md. Run it on a quiet "
+                                   "machine; the defaults take about 5 minutes.")
+    add_arguments(p)
+    p.set_defaults(fn=cmd_bench)
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if not (REPO_ROOT / "bench" / "full_path.py").is_file():
+        print(f"leadrouter bench: the bench/ folder is not next to the installed router package ({REPO_ROOT}); "
+              "run `python -m bench.full_path` from a source checkout of the repository", file=sys.stderr)
+        return 2
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import bench.full_path as full_path
+
+    logging.getLogger().setLevel(logging.WARNING)  # the bench prints its own progress
+    return full_path.run_from_args(settings, args, command="leadrouter " + shlex.join(sys.argv[1:]))

@@ -1,0 +1,222 @@
+"""The ``leadrouter`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from router.errors import RouterError
+from router.settings import Settings, load_settings, require_token_secret
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
+    from router.ingest.app import serve
+
+    require_token_secret(settings)
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from router.worker.app import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from router.dev.run import run_dev
+
+    return asyncio.run(run_dev(settings, rate=args.rate, duration_s=args.duration, seed=args.seed))
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from router.tokens import mint_token
+
+    secret = require_token_secret(settings)
+    kind = "click" if args.click_url else "open"
+    token = mint_token(secret, email=args.email, campaign=args.campaign, ttl_s=int(args.ttl_days * 86400),
+                       kind=kind, url=args.click_url)
+    base = settings.public_url.rstrip("/")
+    print(token)
+    if kind == "open":
+        print(f'<img src="{base}/t/o/{token}.gif" width="1" height="1" alt="">', file=sys.stderr)
+    return 0
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from router.storage.live_config import (
+        load_accounts_file,
+        load_icp_file,
+        load_rules_file,
+        load_scoring_file,
+    )
+
+    ok = True
+    files: tuple[tuple[str, Path, Callable[[Path], object]], ...] = (
+        ("scoring", args.scoring or settings.scoring_file, load_scoring_file),
+        ("icp", settings.icp_file, load_icp_file),
+        ("routing", args.rules or settings.rules_file, load_rules_file),
+        ("accounts", settings.accounts_file, load_accounts_file),
+    )
+    for label, path, loader in files:
+        try:
+            cfg = loader(path)
+        except RouterError as exc:
+            ok = False
+            print(f"FAIL {label}: {exc}", file=sys.stderr)
+        else:
+            print(f"ok   {label}: {path} (version {getattr(cfg, 'version', '?')})")
+    return 0 if ok else 1
+
+
+def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from router.storage import keys
+    from router.storage.live_config import load_scoring_file
+    from router.storage.store import RedisStore, lead_view_from_hash
+
+    config = load_scoring_file(settings.scoring_file)
+
+    async def main() -> int:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            store = RedisStore(redis)
+            lead_id = keys.lead_id_for_email(args.email)
+            data = await store.lead_hash(lead_id)
+            if not data:
+                print(f"no lead with email {args.email!r}", file=sys.stderr)
+                return 1
+            reasons = await store.lead_reasons(lead_id)
+            now = time.time()
+            view = lead_view_from_hash(data, reasons, now=now, half_life_s=config.half_life_s)
+            print(f"{view.display_name} <{view.email}>  {view.company or ''}")
+            print(f"score now {view.score:.1f} (half-life {config.half_life_days:g} days)  "
+                  f"stage {view.stage.value}  events {data.get('events', 0)}")
+            grade = data.get("grade", "not graded yet")
+            fit = f" (fit {float(data['fit']):.0f}/100)" if data.get("fit") else ""
+            prob = f"{float(data['p']):.2f}" if data.get("p") else "no model score"
+            print(f"parts: engagement {view.score:.1f}; fit grade {grade}{fit}; conversion probability {prob}")
+            labels = ", ".join(c.label for c in config.ready.clauses)
+            print(f"sales-ready when any of: {labels}")
+            if data.get("last_trigger"):
+                print(f"last crossing #{data.get('crossing')}: {data['last_trigger']}")
+            if data.get("owner_name"):
+                print(f"owner {data['owner_name']} [{data.get('team')}] via rule {data.get('rule')} "
+                      f"(rules {data.get('rules_version')})")
+            print("reasons (newest first; points as earned, then as worth now):")
+            for r in reasons[: args.limit]:
+                worth = r.points * 2 ** (-(now - r.ts) / config.half_life_s)
+                when = datetime.fromtimestamp(r.ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                print(f"  {when}Z  {r.points:+6.1f} -> {worth:+6.1f}  {r.rule}: {r.detail}")
+            return 0
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(main())
+
+
+# Feature modules that add their own subcommands: each has
+# ``register(sub: argparse._SubParsersAction) -> None`` and sets ``fn`` on its
+# parsers as ``fn(settings, args) -> int``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "router.cli.rules", "router.cli.leads", "router.cli.model", "router.cli.admin", "router.cli.alerts",
+    "router.cli.bench",
+)
+
+
+def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from router.storage.live_config import load_rules_file
+    from router.storage.store import RedisStore
+    from router.worker.privacy import forget
+
+    routing = load_rules_file(settings.rules_file)
+
+    async def main() -> int:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            report = await forget(RedisStore(redis), routing, args.email)
+        finally:
+            await redis.aclose()
+        what = "erased" if report.existed else "no stored lead; tombstone set"
+        print(f"{args.email}: {what} (lead {report.lead_id}, {report.keys_deleted} keys, "
+              f"{len(report.identifiers)} identifiers{', left its account' if report.account else ''}); "
+              "events that still arrive for this email are dropped")
+        return 0
+
+    return asyncio.run(main())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="leadrouter", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    d = sub.add_parser("dev", help="run everything locally with demo traffic (Ctrl-C stops it all)")
+    d.add_argument("--rate", type=float, default=20.0, help="demo hits per second (default 20)")
+    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    d.add_argument("--seed", type=int, default=None, help="seed the demo traffic")
+    d.set_defaults(fn=cmd_dev)
+    sub.add_parser("collector", help="run the HTTP collector").set_defaults(fn=cmd_collector)
+    sub.add_parser("worker", help="run a stream-processing worker").set_defaults(fn=cmd_worker)
+    t = sub.add_parser("token", help="mint a signed email open (or click) token")
+    t.add_argument("--email", required=True)
+    t.add_argument("--campaign", required=True)
+    t.add_argument("--ttl-days", type=float, default=90.0)
+    t.add_argument("--click-url", default=None, help="make a click token that redirects to this URL")
+    t.set_defaults(fn=cmd_token)
+    c = sub.add_parser("check", help="validate the scoring and routing files")
+    c.add_argument("--scoring", type=Path, default=None)
+    c.add_argument("--rules", type=Path, default=None)
+    c.set_defaults(fn=cmd_check)
+    fg = sub.add_parser("forget", help="erase a person from Redis and from further processing")
+    fg.add_argument("email")
+    fg.set_defaults(fn=cmd_forget)
+    lead = sub.add_parser("lead", help="look at a lead")
+    lsub = lead.add_subparsers(dest="lead_command", required=True)
+    ex = lsub.add_parser("explain", help="the score now, and the reasons behind it")
+    ex.add_argument("email")
+    ex.add_argument("--limit", type=int, default=20)
+    ex.set_defaults(fn=cmd_lead)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        _setup_logging(settings)
+        return int(args.fn(settings, args))
+    except RouterError as exc:
+        print(f"leadrouter: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""``leadrouter dev``: the whole service on one machine, with live demo traffic.
+
+Starts (unless ``KAFKA_URL`` / ``REDIS_URL`` point elsewhere) the embedded
+Kafka-compatible broker and a private Redis on free ports, then the collector
+and the worker as processes of their own, a local Slack-format receiver and an
+SMTP receiver that print what reps would get, and demo traffic.  Ctrl-C (or
+SIGTERM) stops everything it started; no process is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, TextIO
+
+from router.dev.demo import DemoTraffic
+from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
+from router.dev.servers import ManagedProcess, free_port, spawn, start_broker, start_redis, wait_for_port
+from router.settings import Settings
+
+
+def spawn_service(kind: str, settings: Settings, workdir: Path, extra_env: Mapping[str, str] | None = None,
+                  port: int | None = None) -> ManagedProcess:
+    """Start ``leadrouter collector`` or ``leadrouter worker`` as a child process."""
+    env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+    return spawn(kind, [sys.executable, "-m", "router.cli.main", kind], port or 0, workdir, env=env, check_port=False)
+
+
+def _slack_line(msg: SlackRequest) -> str:
+    text = (msg.text or "").replace("\n", " ")
+    where = f"#{msg.channel}" if msg.endpoint == "webhook" else f"DM {msg.channel}"
+    return f"[slack {where}] {text[:200]}"
+
+
+def _email_line(msg: EmailMessage) -> str:
+    return f"[email to {msg['To']}] {msg['Subject']}"
+
+
+async def _ops_token(settings: Settings) -> str:
+    """An ops token for the demo's admin API (stored hashed, like any other)."""
+    from redis.asyncio import Redis
+
+    from router.admin.auth import Role, TokenStore
+
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        token, _ = await TokenStore(redis).create(Role.OPS, name="dev", now=time.time())
+    finally:
+        await redis.aclose()
+    return token
+
+
+class DevConsole:
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.closed = False
+
+    def say(self, line: str) -> None:
+        """Print a line; a closed console (``| head``, a gone terminal) never stops the run or its cleanup."""
+        if self.closed:
+            return
+        stamp = time.monotonic() - self.started
+        try:
+            print(f"{stamp:7.1f}s  {line}", file=self.out, flush=True)
+        except (BrokenPipeError, OSError):
+            self.closed = True
+
+
+async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float | None = None,
+                  seed: int | None = None, out: TextIO = sys.stdout) -> int:
+    console = DevConsole(out)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
+    workdir = Path(tempfile.mkdtemp(prefix="leadrouter-dev-"))
+    started: list[ManagedProcess] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    slack = SlackReceiver(on_message=lambda m: console.say(_slack_line(m)))
+    smtp = SmtpReceiver(on_message=lambda m: console.say(_email_line(m)))
+    alerts = {"slack": 0, "email": 0}
+
+    def counting(kind: str, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        def inner(m: Any) -> None:
+            alerts[kind] += 1
+            fn(m)
+        return inner
+
+    slack.on_message = counting("slack", slack.on_message)  # type: ignore[arg-type]
+    smtp.on_message = counting("email", smtp.on_message)  # type: ignore[arg-type]
+    try:
+        if "kafka_url" not in settings.explicit:
+            broker = start_broker(workdir=workdir / "broker")
+            started.append(broker)
+            settings = settings.with_(kafka_url=f"kafka://127.0.0.1:{broker.port}")
+            console.say(f"broker   Tansu (Kafka-compatible) on 127.0.0.1:{broker.port}")
+        if "redis_url" not in settings.explicit:
+            redis = start_redis(workdir=workdir / "redis")
+            started.append(redis)
+            settings = settings.with_(redis_url=f"redis://127.0.0.1:{redis.port}/0")
+            console.say(f"redis    redis-server on 127.0.0.1:{redis.port}")
+        await slack.start()
+        await smtp.start()
+        console.say(f"slack    local Slack-format receiver on {slack.url}")
+        console.say(f"smtp     local SMTP receiver on 127.0.0.1:{smtp.port}")
+        collector_port = free_port() if "collector_port" not in settings.explicit else settings.collector_port
+        settings = settings.with_(
+            collector_port=collector_port,
+            public_url=f"http://127.0.0.1:{collector_port}",
+            worker_web_port=free_port(),
+            token_secret=settings.token_secret or secrets.token_urlsafe(32),
+            slack_webhook_url=settings.slack_webhook_url or slack.webhook_url("sales"),
+            slack_api_url=slack.url + "/api",
+            slack_bot_token=settings.slack_bot_token or "xoxb-leadrouter-dev",
+            smtp_host="127.0.0.1", smtp_port=smtp.port,
+        )
+        admin_port = free_port()
+        settings = settings.with_(admin_port=admin_port, admin_url=f"http://127.0.0.1:{admin_port}")
+        collector = spawn_service("collector", settings, workdir, port=collector_port)
+        started.append(collector)
+        worker = spawn_service("worker", settings, workdir)
+        started.append(worker)
+        admin = spawn_service("admin", settings, workdir, port=admin_port)
+        started.append(admin)
+        await asyncio.to_thread(wait_for_port, collector_port, 30.0, collector.proc)
+        console.say(f"collector http://127.0.0.1:{collector_port}  (pixel /t/p.gif, form /t/form, open /t/o/<token>.gif)")
+        console.say(f"worker   faust app {settings.app_id!r}; logs in {workdir}")
+        await asyncio.to_thread(wait_for_port, admin_port, 30.0, admin.proc)
+        token = await _ops_token(settings)
+        console.say(f"admin    {settings.admin_url}/openapi.json  (ops token: {token}); alert links open here")
+        console.say(f"demo     sending ~{rate:.0f} hits/s of visits, opens and form fills; Ctrl-C stops everything")
+        demo = DemoTraffic(settings.public_url, settings.token_secret, rate_per_s=rate, seed=seed)
+        demo_task = asyncio.create_task(demo.run(stop, duration_s))
+        last = time.monotonic()
+        while not stop.is_set() and not demo_task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            for p in (collector, worker, admin):
+                if not p.alive():
+                    console.say(f"{p.name} exited with code {p.proc.returncode}; last log lines:\n{p.log_tail()}")
+                    stop.set()
+            if console.closed:
+                stop.set()  # nobody is watching the console any more
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                s = demo.stats.sent
+                console.say(f"traffic  {s['page']} pages, {s['form']} forms, {s['open']} opens, {s['error']} errors; "
+                            f"alerts {alerts['slack']} slack, {alerts['email']} email")
+        stop.set()
+        await demo_task
+        return 0
+    finally:
+        console.say("stopping…")
+        for p in reversed(started):
+            p.stop()  # each stop is independent: one failing never leaves the others running
+        await slack.stop()
+        await smtp.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        console.say("stopped; nothing left running")

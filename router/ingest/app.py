@@ -1,0 +1,846 @@
+"""The collector: a stateless HTTP process that turns hits into events.
+
+Endpoints
+    ``GET /t/p.gif`` (web visit), ``POST /t/form`` (form fill),
+    ``GET /t/o/{token}.gif`` (email open), ``GET /t/c/{token}`` (email click:
+    a 302 to the URL signed inside the click token, never anywhere else),
+    the Segment/RudderStack HTTP API ``POST /v1/<call>`` (see
+    :mod:`router.ingest.segment`) and the Snowplow tracker protocol ``GET /i``,
+    ``GET /ice.png``, ``POST /com.snowplowanalytics.snowplow/tp2`` (see
+    :mod:`router.ingest.snowplow`).
+
+Every accepted hit becomes one or more :class:`models.Event` handed to the sink: in
+production the durable spool (:mod:`router.ingest.spool`), which a forwarder drains
+into Kafka (acks=all, keyed by person).  A pixel always answers its GIF and a
+click always redirects to its signed URL: bad input is counted and logged,
+never raised.
+
+Machines are flagged, never dropped (:mod:`router.ingest.machine`): ``Event.machine``
+and ``machine_reason`` on page views, form fills, SDK page/track events, email
+opens and clicks.
+
+Privacy
+    * ``DNT: 1`` or ``Sec-GPC: 1`` on the anonymous web pixel (``/t/p.gif``)
+      and the Snowplow GET pixel without a ``uid``: the GIF, but no cookie and
+      no event (counted in ``leadrouter_collector_privacy_total``).  On a form
+      post they stop a new visitor cookie being set.
+    * A form posted with ``consent=false`` is recorded (``fields.consent =
+      "false"`` marks it so the worker and the email sender must not track or
+      market to the person), but no visitor cookie is set and the browser's
+      visitor id is not attached, so earlier anonymous browsing is not joined
+      to the person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import BodyPartReader, web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.asyncio import Redis
+from yarl import URL
+
+from models import Event, EventType
+from router import metrics
+from router.errors import TokenError
+from router.ingest.machine import Verdict, classify_email_hit, classify_web_hit, parse_networks
+from router.ingest.segment import (
+    CALLS,
+    FORM_ID_RE,
+    MAX_BATCH_BYTES,
+    MAX_FIELD,
+    MAX_MESSAGE_BYTES,
+    MAX_TEXT,
+    MESSAGE_TYPES,
+    Deduper,
+    IngestContext,
+    IngestError,
+    MessageDeduper,
+    MessageError,
+    basic_auth_user,
+    check_encoding,
+    clean_url,
+    parse_name_list,
+    parse_object,
+    parse_write_keys,
+    split_messages,
+    utm_from,
+    valid_email,
+)
+from router.ingest.segment import map_message as map_segment_message
+from router.ingest.snowplow import MAX_BODY_BYTES as SNOWPLOW_MAX_BODY
+from router.ingest.snowplow import Ignored, parse_app_ids, payload_events, stringify
+from router.ingest.snowplow import map_event as map_snowplow_event
+from router.ingest.spool import KafkaForwarder, Spool, SpoolFull, SpoolSink
+from router.settings import Settings
+from router.storage.kafka import EventSink, ProduceError
+from router.tokens import verify_token
+
+log = logging.getLogger(__name__)
+
+# The classic 1x1 transparent GIF: 43 bytes.
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+GIF_HEADERS = {
+    "Content-Type": "image/gif",
+    "Cache-Control": "no-cache, no-store, must-revalidate, private, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+}
+MAX_FORM_BYTES = 64 * 1024
+VISITOR_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+FORM_TEXT_FIELDS = ("first_name", "last_name", "name", "company", "job_title", "country", "region", "phone")
+TRUE_WORDS = {"1", "true", "yes", "on", "y"}
+FALSE_WORDS = {"0", "false", "no", "off", "n", ""}
+SPOOL_FULL = "spool_full"
+INVALID_LINK_PAGE = (
+    "This link is invalid or has expired.\n\n"
+    "It may have been copied incompletely from the email. Open the link from the original email again.\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    field: str
+    value: Any
+    problem: str
+    fix: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "value": self.value, "problem": self.problem, "fix": self.fix}
+
+
+def new_visitor_id() -> str:
+    return uuid.uuid4().hex
+
+
+def privacy_signal(request: web.Request) -> str | None:
+    """``dnt`` or ``gpc`` when the browser asks not to be tracked."""
+    if request.headers.get("DNT", "").strip() == "1":
+        return "dnt"
+    if request.headers.get("Sec-GPC", "").strip() == "1":
+        return "gpc"
+    return None
+
+
+def client_ip(request: web.Request) -> str | None:
+    fwd = request.headers.get("X-Forwarded-For")
+    if fwd:
+        return fwd.split(",")[0].strip() or None
+    return request.remote
+
+
+def parse_form(data: Mapping[str, Any]) -> tuple[dict[str, str], list[Problem]]:
+    """Validate a form post; returns the clean fields and every problem found."""
+    problems: list[Problem] = []
+    out: dict[str, str] = {}
+    form_id = data.get("form_id")
+    if not isinstance(form_id, str) or not form_id.strip():
+        problems.append(Problem("form_id", form_id, "missing", "send the id of the form, e.g. form_id=demo-request"))
+    elif not FORM_ID_RE.match(form_id.strip()):
+        problems.append(Problem("form_id", form_id, "invalid",
+                                "use 1-64 letters, digits, '-', '_', '.' or ':'"))
+    else:
+        out["form_id"] = form_id.strip()
+    email = data.get("email")
+    if not isinstance(email, str) or not email.strip():
+        problems.append(Problem("email", email, "missing", "send the person's work email, e.g. email=jane@acme.com"))
+    elif not valid_email(email.strip()):
+        problems.append(Problem("email", email, "not a valid email address",
+                                "send an address like jane@acme.com"))
+    else:
+        out["email"] = email.strip().lower()
+    for name in FORM_TEXT_FIELDS:
+        value = data.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            problems.append(Problem(name, value, "must be text", f"send {name} as a string"))
+            continue
+        value = value.strip()
+        if len(value) > MAX_FIELD:
+            problems.append(Problem(name, value[:40] + "…", f"longer than {MAX_FIELD} characters",
+                                    f"shorten {name}"))
+            continue
+        if name in ("country", "region") and len(value) <= 3:
+            value = value.upper()
+        if value:
+            out[name] = value
+    consent = data.get("consent")
+    if consent is not None:
+        word = str(consent).strip().lower()
+        if word in TRUE_WORDS:
+            out["consent"] = "true"
+        elif word in FALSE_WORDS:
+            out["consent"] = "false"
+        else:
+            problems.append(Problem("consent", consent, "not a yes/no value", "send consent=true or consent=false"))
+    return out, problems
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def read_limited(request: web.Request, limit: int, what: str) -> bytes:
+    """The decoded body (aiohttp gunzips ``Content-Encoding: gzip`` as it reads, in bounded
+    steps), refusing (413) more than ``limit`` bytes whether or not Content-Length says so."""
+    check_encoding(request.headers.get("Content-Encoding"))
+    too_large = IngestError(413, "payload_too_large", f"{what} is limited to {limit // 1024} KB ({limit} bytes)")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    buf = bytearray()
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            buf += chunk
+            if len(buf) > limit:
+                raise too_large
+    except IngestError:
+        raise
+    except Exception as exc:  # aiohttp's decoder: not really gzip, truncated, ...
+        raise IngestError(400, "invalid_encoding", f"the body could not be decoded: {exc}") from None
+    return bytes(buf)
+
+
+class Collector:
+    def __init__(self, settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time,
+                 dedupe: Deduper | None = None) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.clock = clock
+        self.dedupe = dedupe
+        self.networks = parse_networks(settings.machine_networks)
+        self.write_keys = parse_write_keys(settings.segment_write_keys)
+        self.form_events = parse_name_list(settings.segment_form_events)
+        self.snowplow_app_ids = parse_app_ids(settings.snowplow_app_ids)
+
+    # --- helpers ---------------------------------------------------------
+    def _gif(self, visitor_id: str | None = None, set_cookie: bool = False) -> web.Response:
+        resp = web.Response(body=GIF, headers=GIF_HEADERS)
+        if set_cookie and visitor_id:
+            self._set_cookie(resp, visitor_id)
+        return resp
+
+    def _set_cookie(self, resp: web.StreamResponse, visitor_id: str) -> None:
+        resp.set_cookie(
+            self.settings.cookie_name, visitor_id, max_age=self.settings.cookie_max_age_s, path="/",
+            httponly=True, secure=self.settings.cookie_secure,
+            samesite="None" if self.settings.cookie_secure else "Lax",
+        )
+
+    def _visitor(self, request: web.Request, endpoint: str) -> tuple[str, bool]:
+        """(visitor id, minted): the cookie wins, then a ``vid`` parameter."""
+        cookie = request.cookies.get(self.settings.cookie_name)
+        if cookie and VISITOR_RE.match(cookie):
+            return cookie, False
+        if cookie:
+            metrics.COLLECTOR_INVALID.labels(endpoint, "cookie").inc()
+        vid = request.query.get("vid")
+        if vid and VISITOR_RE.match(vid):
+            return vid, True
+        if vid:
+            metrics.COLLECTOR_INVALID.labels(endpoint, "vid").inc()
+            log.info("ignored invalid vid %r", vid[:80])
+        return new_visitor_id(), True
+
+    def _cors(self, request: web.Request, resp: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Access-Control-Allow-Credentials"] = "true"
+            resp.headers["Vary"] = "Origin"
+
+    def _flag(self, event: Event, verdict: Verdict) -> Event:
+        if not verdict.score:
+            return event
+        metrics.MACHINE_FLAGGED.labels(event.type.value, verdict.kind).inc()
+        return replace(event, machine=verdict.score, machine_reason=verdict.reason)
+
+    async def _store(self, events: Sequence[Event], endpoint: str, *, beacon: bool = False) -> str:
+        """Hand events to the sink: ``accepted``, ``spool_full`` or ``unavailable``.
+
+        A ``beacon`` (pixel, open, click, Snowplow GET) answers once its event is
+        written, not after the fsync: a pixel must never slow a page, and the
+        written event already survives the collector process dying.  Forms and
+        API calls wait until their events are durable.
+        """
+        if not events:
+            return "accepted"
+        try:
+            send_many = getattr(self.sink, "send_many", None)
+            if send_many is not None and beacon:
+                await send_many(events, wait_durable=False)
+            elif send_many is not None:
+                await send_many(events)
+            else:
+                for event in events:
+                    await self.sink.send(event)
+        except SpoolFull as exc:
+            metrics.SPOOL_REFUSED.labels(endpoint).inc(len(events))
+            log.error("%s: refused %d events: %s", endpoint, len(events), exc)
+            return SPOOL_FULL
+        except ProduceError as exc:
+            metrics.PRODUCE_FAILURES.labels(self.settings.topic_events).inc()
+            log.error("%s", exc)
+            return "unavailable"
+        return "accepted"
+
+    async def _produce(self, event: Event, endpoint: str, *, beacon: bool = False) -> str:
+        return await self._store([event], endpoint, beacon=beacon)
+
+    def _unavailable(self, request: web.Request, outcome: str, body: Mapping[str, Any] | None = None) -> web.Response:
+        retry = str(self.settings.spool_retry_after_s) if outcome == SPOOL_FULL else "5"
+        detail = ("the collector's local spool is full while the event store is unreachable; retry later"
+                  if outcome == SPOOL_FULL else "the event store is unreachable; retry shortly")
+        payload = dict(body) if body is not None else {"error": "unavailable", "detail": detail}
+        return self._json(request, 503, payload, headers={"Retry-After": retry})
+
+    def _user_agent(self, request: web.Request) -> str | None:
+        return (request.headers.get("User-Agent") or "")[:MAX_TEXT] or None
+
+    # --- endpoints -------------------------------------------------------
+    async def pixel(self, request: web.Request) -> web.Response:
+        endpoint = "pixel"
+        try:
+            signal = privacy_signal(request)
+            if signal is not None:
+                metrics.PRIVACY_SKIPPED.labels(endpoint, signal).inc()
+                metrics.COLLECTOR_REQUESTS.labels(endpoint, "not_tracked").inc()
+                return self._gif()
+            vid, minted = self._visitor(request, endpoint)
+            q = request.query
+            raw_url = q.get("url") or q.get("u") or request.headers.get("Referer")
+            url, ok = clean_url(raw_url)
+            if not ok:
+                metrics.COLLECTOR_INVALID.labels(endpoint, "url").inc()
+                log.info("pixel: ignored invalid url %r", (raw_url or "")[:120])
+            referrer, ok_ref = clean_url(q.get("ref") or q.get("r"))
+            if not ok_ref:
+                metrics.COLLECTOR_INVALID.labels(endpoint, "referrer").inc()
+            title = (q.get("title") or q.get("t") or "")[:MAX_TEXT] or None
+            ua, ip = self._user_agent(request), client_ip(request)
+            event = Event(
+                event_id=uuid.uuid4().hex, type=EventType.PAGE_VIEW, ts=self.clock(), source="pixel",
+                visitor_id=vid, url=url, referrer=referrer, title=title, utm=utm_from(q, url),
+                user_agent=ua, ip=ip,
+            )
+            event = self._flag(event, classify_web_hit(ua, ip, self.networks,
+                                                       browser_expected=self.settings.machine_flag_http_clients))
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint, beacon=True)).inc()
+            return self._gif(vid, set_cookie=minted)
+        except Exception:  # a pixel must never break a page
+            log.exception("pixel: unexpected error")
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "error").inc()
+            return self._gif()
+
+    async def email_open(self, request: web.Request) -> web.Response:
+        endpoint = "email_open"
+        try:
+            token = request.match_info.get("token", "")
+            try:
+                claims = verify_token(self.settings.token_secret, token, now=self.clock())
+            except TokenError as exc:
+                metrics.COLLECTOR_INVALID.labels(endpoint, "token").inc()
+                metrics.COLLECTOR_REQUESTS.labels(endpoint, "rejected").inc()
+                log.info("email open: %s", exc)
+                return self._gif()
+            if claims.kind != "open":
+                metrics.COLLECTOR_INVALID.labels(endpoint, "token").inc()
+                metrics.COLLECTOR_REQUESTS.labels(endpoint, "rejected").inc()
+                return self._gif()
+            now = self.clock()
+            ua, ip = self._user_agent(request), client_ip(request)
+            event = Event(
+                event_id=uuid.uuid4().hex, type=EventType.EMAIL_OPEN, ts=now, source="email",
+                email=claims.email, campaign=claims.campaign, user_agent=ua, ip=ip,
+            )
+            event = self._flag(event, classify_email_hit(
+                "open", ua, ip, sent_at=claims.sent_at, now=now, min_delay_s=self.settings.machine_open_delay_s,
+                networks=self.networks))
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint, beacon=True)).inc()
+            return self._gif()
+        except Exception:
+            log.exception("email open: unexpected error")
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "error").inc()
+            return self._gif()
+
+    def _invalid_link(self) -> web.Response:
+        return web.Response(status=400, text=INVALID_LINK_PAGE, content_type="text/plain",
+                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                     "X-Content-Type-Options": "nosniff"})
+
+    async def email_click(self, request: web.Request) -> web.StreamResponse:
+        """302 to the URL signed inside a click token; never to anything a request carries."""
+        endpoint = "email_click"
+        token = request.match_info.get("token", "")
+        try:
+            claims = verify_token(self.settings.token_secret, token, now=self.clock())
+        except (TokenError, ValueError, TypeError, UnicodeError) as exc:
+            metrics.COLLECTOR_INVALID.labels(endpoint, "token").inc()
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "rejected").inc()
+            log.info("email click: %s", exc)
+            return self._invalid_link()
+        target, ok = clean_url(claims.url)
+        location = _ascii_url(target) if ok and target else None
+        if claims.kind != "click" or not ok or target is None or location is None:
+            metrics.COLLECTOR_INVALID.labels(endpoint, "token" if claims.kind != "click" else "url").inc()
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "rejected").inc()
+            return self._invalid_link()
+        try:
+            now = self.clock()
+            ua, ip = self._user_agent(request), client_ip(request)
+            event = Event(
+                event_id=uuid.uuid4().hex, type=EventType.EMAIL_CLICK, ts=now, source="email",
+                email=claims.email, campaign=claims.campaign, url=target, utm=utm_from({}, target),
+                user_agent=ua, ip=ip,
+            )
+            event = self._flag(event, classify_email_hit(
+                "click", ua, ip, sent_at=claims.sent_at, now=now, min_delay_s=self.settings.machine_open_delay_s,
+                networks=self.networks, browser_expected=self.settings.machine_flag_http_clients))
+            outcome = await self._produce(event, endpoint, beacon=True)
+        except Exception:  # the reader still gets to the page
+            log.exception("email click: unexpected error")
+            outcome = "error"
+        metrics.COLLECTOR_REQUESTS.labels(endpoint, outcome).inc()
+        # The token must not leak to the destination in a Referer header.
+        return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store",
+                                                 "Referrer-Policy": "no-referrer"})
+
+    async def form(self, request: web.Request) -> web.Response:
+        endpoint = "form"
+        if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "too_large").inc()
+            return self._json(request, 413, {"error": "payload_too_large",
+                                             "detail": f"form posts are limited to {MAX_FORM_BYTES} bytes"})
+        try:
+            data = await self._form_body(request)
+        except IngestError as exc:  # over the limit while reading, or a body that does not decode
+            if exc.status != 413:
+                metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "too_large" if exc.status == 413 else "invalid").inc()
+            return self._json(request, exc.status, {"error": exc.code, "detail": exc.message})
+        except ValueError as exc:
+            metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "invalid").inc()
+            return self._json(request, 400, {"error": "invalid_body", "detail": str(exc)})
+        fields, problems = parse_form(data)
+        if problems:
+            for p in problems:
+                metrics.COLLECTOR_INVALID.labels(endpoint, p.field).inc()
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "invalid").inc()
+            return self._json(request, 422, {"error": "invalid_form",
+                                             "problems": [p.to_dict() for p in problems]})
+        vid: str | None
+        vid, minted = self._visitor(request, endpoint)
+        if isinstance(data.get("vid"), str) and VISITOR_RE.match(data["vid"]) and minted:
+            vid = data["vid"]
+        may_set_cookie = minted
+        if fields.get("consent") == "false":
+            # Recorded, but not joined to the browser's history, and no cookie.
+            metrics.PRIVACY_SKIPPED.labels(endpoint, "consent_false").inc()
+            vid, may_set_cookie = None, False
+        else:
+            signal = privacy_signal(request)
+            if signal is not None:
+                metrics.PRIVACY_SKIPPED.labels(endpoint, signal).inc()
+                if minted and vid is not None and request.query.get("vid") != vid and data.get("vid") != vid:
+                    vid = None  # a fresh random id without a cookie would identify nothing
+                may_set_cookie = False
+        page_url, _ = clean_url(data.get("url") if isinstance(data.get("url"), str) else
+                                request.headers.get("Referer"))
+        form_id = fields.pop("form_id")
+        email = fields.pop("email")
+        ua, ip = self._user_agent(request), client_ip(request)
+        event = Event(
+            event_id=uuid.uuid4().hex, type=EventType.FORM_FILL, ts=self.clock(), source="form",
+            visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url,
+            utm=utm_from({k: v for k, v in data.items() if isinstance(v, str)}, page_url),
+            user_agent=ua, ip=ip,
+        )
+        event = self._flag(event, classify_web_hit(ua, ip, self.networks, browser_expected=False))
+        outcome = await self._produce(event, endpoint)
+        metrics.COLLECTOR_REQUESTS.labels(endpoint, outcome).inc()
+        if outcome != "accepted":
+            return self._unavailable(request, outcome)
+        resp = self._json(request, 202, {"accepted": True, "event_id": event.event_id, "visitor_id": vid})
+        if may_set_cookie and vid is not None:
+            self._set_cookie(resp, vid)
+        return resp
+
+    async def _form_body(self, request: web.Request) -> dict[str, Any]:
+        ctype = request.content_type
+        if ctype not in ("application/json", "application/x-www-form-urlencoded", "multipart/form-data"):
+            raise ValueError(f"unsupported Content-Type {ctype!r}; send application/x-www-form-urlencoded or "
+                             "application/json")
+        if ctype == "multipart/form-data":
+            return await self._multipart_fields(request)
+        raw = await read_limited(request, MAX_FORM_BYTES, "a form post")
+        if ctype == "application/json":
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"body is not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise ValueError("JSON body must be an object of form fields")
+            return data
+        try:
+            text = raw.decode(request.charset or "utf-8")
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise ValueError(f"form body is not valid text: {exc}") from None
+        return dict(parse_qsl(text, keep_blank_values=True))
+
+    async def _multipart_fields(self, request: web.Request) -> dict[str, Any]:
+        """Text fields of a multipart form, counting every byte against the form limit; files are ignored."""
+        too_large = IngestError(413, "payload_too_large",
+                                f"a form post is limited to {MAX_FORM_BYTES // 1024} KB ({MAX_FORM_BYTES} bytes)")
+        check_encoding(request.headers.get("Content-Encoding"))
+        out: dict[str, Any] = {}
+        seen = 0
+        try:
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, BodyPartReader):
+                    continue
+                buf = bytearray()
+                while chunk := await part.read_chunk(8192):
+                    seen += len(chunk)
+                    if seen > MAX_FORM_BYTES:
+                        raise too_large
+                    buf += chunk
+                if part.name and part.filename is None:
+                    out[part.name] = buf.decode(part.get_charset("utf-8"), errors="replace")
+        except IngestError:
+            raise
+        except Exception as exc:  # aiohttp's decoder or multipart parser: not decodable as sent
+            raise IngestError(400, "invalid_encoding", f"the multipart body could not be read: {exc}") from None
+        return out
+
+    def _json(self, request: web.Request, status: int, body: Mapping[str, Any],
+              headers: Mapping[str, str] | None = None) -> web.Response:
+        resp = web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                            headers=headers)
+        self._cors(request, resp)
+        return resp
+
+    # --- SDK ingest --------------------------------------------------------
+    async def _accept_sdk(self, api: str, endpoint: str, events: list[Event]) -> str:
+        """De-duplicate by sender message id, store; the storage outcome."""
+        keyed = [e for e in events if e.message_id]
+        firsts = iter(await self.dedupe.claim([e.event_id for e in keyed]) if self.dedupe is not None and keyed
+                      else [True] * len(keyed))
+        claimed: list[str] = []
+        fresh: list[Event] = []
+        seen_here: set[str] = set()
+        for e in events:
+            if e.message_id:
+                first = next(firsts)
+                if first:
+                    claimed.append(e.event_id)
+                if not first or e.event_id in seen_here:
+                    metrics.SDK_MESSAGES.labels(api, e.type.value, "duplicate").inc()
+                    continue
+                seen_here.add(e.event_id)
+            fresh.append(e)
+        outcome = await self._store(fresh, endpoint)
+        if outcome != "accepted":
+            if self.dedupe is not None:
+                await self.dedupe.release(claimed)
+            for e in fresh:
+                metrics.SDK_MESSAGES.labels(api, e.type.value, "refused").inc()
+            return outcome
+        for e in fresh:
+            metrics.SDK_MESSAGES.labels(api, e.type.value, "accepted").inc()
+            if e.machine:
+                metrics.MACHINE_FLAGGED.labels(e.type.value, (e.machine_reason or "none").split(":", 1)[0]).inc()
+        return outcome
+
+    def _sdk_error(self, request: web.Request, endpoint: str, exc: IngestError, outcome: str) -> web.Response:
+        metrics.COLLECTOR_REQUESTS.labels(endpoint, outcome).inc()
+        return self._json(request, exc.status, exc.body())
+
+    async def segment(self, request: web.Request) -> web.Response:
+        endpoint = "segment"
+        call = CALLS.get(request.match_info.get("call", ""))
+        if call is None:
+            raise web.HTTPNotFound(text="unknown Segment call; use /v1/identify, track, page, screen, group, "
+                                        "alias or batch\n")
+        if not self.write_keys:
+            return self._sdk_error(request, endpoint, IngestError(
+                401, "api_disabled", "the Segment-compatible API is off: set LEADROUTER_SEGMENT_WRITE_KEYS to the "
+                                     "write keys to accept (comma-separated)"), "unauthorized")
+        header_key = basic_auth_user(request.headers.get("Authorization"))
+        if header_key is not None and header_key not in self.write_keys:
+            return self._sdk_error(request, endpoint, _bad_key(), "unauthorized")
+        limit = MAX_BATCH_BYTES if call == "batch" else MAX_MESSAGE_BYTES
+        what = "a batch request" if call == "batch" else "a message"
+        try:
+            body = await read_limited(request, limit, what)
+            data = parse_object(body)
+        except IngestError as exc:
+            metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
+            return self._sdk_error(request, endpoint, exc, "too_large" if exc.status == 413 else "invalid")
+        write_key = header_key
+        if write_key is None:
+            body_key = data.get("writeKey")
+            write_key = body_key if isinstance(body_key, str) and body_key in self.write_keys else None
+        if write_key is None:
+            return self._sdk_error(request, endpoint, _bad_key(), "unauthorized")
+        try:
+            messages = split_messages(call, data, len(body))
+        except IngestError as exc:
+            metrics.COLLECTOR_INVALID.labels(endpoint, "batch").inc()
+            return self._sdk_error(request, endpoint, exc, "too_large" if exc.status == 413 else "invalid")
+        ctx = IngestContext(write_key=write_key, source=self.write_keys[write_key], received_at=self.clock(),
+                            request_ip=client_ip(request), request_user_agent=self._user_agent(request),
+                            form_events=self.form_events, networks=self.networks)
+        events: list[Event] = []
+        for msg in messages:
+            try:
+                mapped = map_segment_message(msg, ctx)
+            except MessageError as exc:
+                metrics.COLLECTOR_INVALID.labels(endpoint, exc.field).inc()
+                mtype = msg.get("type")
+                metrics.SDK_MESSAGES.labels("segment", mtype if mtype in MESSAGE_TYPES else "unknown",
+                                            "invalid").inc()
+                if call != "batch":
+                    return self._sdk_error(request, endpoint, IngestError(400, "invalid_message", exc.message),
+                                           "invalid")
+                log.info("segment: skipped message %s of a batch: %s", msg.get("_index"), exc.message)
+                continue
+            for name in mapped.dropped:
+                metrics.COLLECTOR_INVALID.labels(endpoint, name).inc()
+            events.append(mapped.event)
+        outcome = await self._accept_sdk("segment", endpoint, events)
+        metrics.COLLECTOR_REQUESTS.labels(endpoint, outcome).inc()
+        if outcome != "accepted":
+            return self._unavailable(request, outcome, {
+                "success": False, "code": "unavailable",
+                "message": "the collector cannot store events right now; retry later"})
+        return self._json(request, 200, {"success": True})
+
+    def _snowplow_context(self, request: web.Request) -> IngestContext:
+        return IngestContext(write_key="", source="snowplow", received_at=self.clock(),
+                             request_ip=client_ip(request), request_user_agent=self._user_agent(request),
+                             form_events=self.form_events, networks=self.networks,
+                             flag_http_clients=self.settings.machine_flag_http_clients)
+
+    def _snowplow_map(self, params: Mapping[str, Any], ctx: IngestContext, endpoint: str) -> Event | None:
+        try:
+            aid = params.get("aid")
+            if self.snowplow_app_ids and aid not in self.snowplow_app_ids:
+                raise Ignored("app_id")
+            mapped = map_snowplow_event(params, ctx)
+        except Ignored as exc:
+            metrics.SDK_MESSAGES.labels("snowplow", _snowplow_type(params), "ignored").inc()
+            metrics.COLLECTOR_INVALID.labels(endpoint, f"ignored_{exc.kind}").inc()
+            return None
+        except MessageError as exc:
+            metrics.SDK_MESSAGES.labels("snowplow", _snowplow_type(params), "invalid").inc()
+            metrics.COLLECTOR_INVALID.labels(endpoint, exc.field).inc()
+            log.info("snowplow: skipped an event: %s", exc.message)
+            return None
+        for name in mapped.dropped:
+            metrics.COLLECTOR_INVALID.labels(endpoint, name).inc()
+        return mapped.event
+
+    async def snowplow_pixel(self, request: web.Request) -> web.Response:
+        endpoint = "snowplow_get"
+        try:
+            if not self.settings.snowplow_enabled:
+                metrics.COLLECTOR_REQUESTS.labels(endpoint, "disabled").inc()
+                return self._gif()
+            params = {k: request.query.get(k) for k in request.query}
+            signal = privacy_signal(request)
+            if signal is not None and not params.get("uid"):
+                metrics.PRIVACY_SKIPPED.labels(endpoint, signal).inc()
+                metrics.COLLECTOR_REQUESTS.labels(endpoint, "not_tracked").inc()
+                return self._gif()
+            event = self._snowplow_map(params, self._snowplow_context(request), endpoint)
+            outcome = await self._accept_sdk("snowplow", endpoint, [event]) if event is not None else "ignored"
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, outcome).inc()
+        except Exception:  # a pixel must never break a page
+            log.exception("snowplow pixel: unexpected error")
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, "error").inc()
+        return self._gif()
+
+    async def snowplow_post(self, request: web.Request) -> web.Response:
+        endpoint = "snowplow_post"
+        if not self.settings.snowplow_enabled:
+            return self._sdk_error(request, endpoint, IngestError(
+                404, "api_disabled", "the Snowplow endpoint is off: set LEADROUTER_SNOWPLOW_ENABLED=1"), "disabled")
+        try:
+            body = await read_limited(request, SNOWPLOW_MAX_BODY, "a Snowplow payload")
+            items = payload_events(parse_object(body))
+        except IngestError as exc:
+            metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
+            return self._sdk_error(request, endpoint, exc, "too_large" if exc.status == 413 else "invalid")
+        ctx = self._snowplow_context(request)
+        events: list[Event] = []
+        for item in items:
+            if not isinstance(item, dict):
+                metrics.COLLECTOR_INVALID.labels(endpoint, "event").inc()
+                continue
+            event = self._snowplow_map(stringify(item), ctx, endpoint)
+            if event is not None:
+                events.append(event)
+        outcome = await self._accept_sdk("snowplow", endpoint, events)
+        metrics.COLLECTOR_REQUESTS.labels(endpoint, outcome).inc()
+        if outcome != "accepted":
+            return self._unavailable(request, outcome)
+        resp = web.Response(status=200, text="ok", content_type="text/plain")
+        self._cors(request, resp)
+        return resp
+
+    # --- misc --------------------------------------------------------------
+    async def preflight(self, request: web.Request) -> web.Response:
+        resp = web.Response(status=204)
+        self._cors(request, resp)
+        resp.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        resp.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Content-Encoding"
+        resp.headers["Access-Control-Max-Age"] = "86400"
+        return resp
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(metrics.REGISTRY))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+
+def _ascii_url(url: str) -> str | None:
+    """The URL as it goes into a Location header: IDNA host, percent-encoded path (None if unusable)."""
+    try:
+        out = str(URL(url))
+    except (ValueError, UnicodeError):
+        return None
+    return out if out.isascii() and out.startswith(("http://", "https://")) else None
+
+
+_SNOWPLOW_TYPES = frozenset({"pv", "pp", "se", "ue", "tr", "ti", "ad"})
+
+
+def _snowplow_type(params: Mapping[str, Any]) -> str:
+    """The tracker's event type as a metric label (bounded: unknown values are "unknown")."""
+    e = params.get("e")
+    return e if isinstance(e, str) and e in _SNOWPLOW_TYPES else "unknown"
+
+
+def _bad_key() -> IngestError:
+    return IngestError(401, "invalid_write_key",
+                       "unknown write key: send one of LEADROUTER_SEGMENT_WRITE_KEYS as the Basic-auth user name "
+                       "or as \"writeKey\" in the body")
+
+
+@web.middleware
+async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        metrics.COLLECTOR_LATENCY.labels(name).observe(time.perf_counter() - start)
+
+
+def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time, *,
+               dedupe: Deduper | None = None) -> web.Application:
+    c = Collector(settings, sink, clock, dedupe)
+    app = web.Application(middlewares=[timing], client_max_size=MAX_FORM_BYTES * 2)
+    app.router.add_get("/t/p.gif", c.pixel)
+    app.router.add_get("/t/o/{token}.gif", c.email_open)
+    app.router.add_get("/t/c/{token}", c.email_click)
+    app.router.add_post("/t/form", c.form)
+    app.router.add_route("OPTIONS", "/t/form", c.preflight)
+    app.router.add_post("/v1/{call}", c.segment)
+    app.router.add_route("OPTIONS", "/v1/{call}", c.preflight)
+    app.router.add_get("/i", c.snowplow_pixel)
+    app.router.add_get("/ice.png", c.snowplow_pixel)
+    app.router.add_post("/com.snowplowanalytics.snowplow/tp2", c.snowplow_post)
+    app.router.add_route("OPTIONS", "/com.snowplowanalytics.snowplow/tp2", c.preflight)
+    app.router.add_get("/healthz", c.health)
+    app.router.add_get("/metrics", c.metrics_page)
+    return app
+
+
+class CollectorService:
+    """The collector with its spool, forwarder and Redis de-duplicator, on a TCP port.
+
+    ``leadrouter collector`` runs one; the integration tests start one in-process.
+    """
+
+    def __init__(self, settings: Settings, *, drain_timeout_s: float = 5.0) -> None:
+        self.settings = settings
+        self.drain_timeout_s = drain_timeout_s
+        self.spool = Spool.from_settings(settings)
+        self.forwarder = KafkaForwarder(settings, self.spool)
+        self._forward_stop = asyncio.Event()
+        self._forward_task: asyncio.Task[None] | None = None
+        self._redis: Redis | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self.spool.open()
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        await self.spool.start()
+        self._forward_task = asyncio.create_task(self.forwarder.run(self._forward_stop), name="spool-forwarder")
+        self._redis = Redis.from_url(self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        dedupe = MessageDeduper(self._redis, self.settings.message_dedupe_ttl_s)
+        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.collector_host, self.settings.collector_port, backlog=1024)
+        await site.start()
+        log.info("collector listening on http://%s:%d (spool %s)", self.settings.collector_host,
+                 self.settings.collector_port, self.settings.spool_dir)
+
+    async def stop(self) -> None:
+        """Stop taking requests, give the forwarder a moment to drain, keep the rest spooled."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._forward_task is not None:
+            if not await self.forwarder.drain(self.drain_timeout_s):
+                log.warning("collector stopping with %d events spooled; they are sent after the next start",
+                            self.spool.pending)
+            self._forward_stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._forward_task), 15.0)
+            except TimeoutError:
+                self._forward_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._forward_task
+            self._forward_task = None
+        await self.spool.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the collector until ``stop`` is set (or forever)."""
+    service = CollectorService(settings)
+    await service.start()
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await service.stop()

@@ -1,0 +1,829 @@
+"""A bounded, durable local spool in front of Kafka, and the forwarder that drains it.
+
+Nothing the collector accepts is lost while the broker is unreachable.
+
+Write-ahead, always
+    Every accepted event is appended to the spool *before* the request is
+    answered; a single background :class:`KafkaForwarder` is the only path to
+    Kafka.  One path keeps the order simple (the spool is one ordered log, so
+    every person's events reach Kafka in the order they were accepted) and a
+    broker outage changes nothing for clients but the spool depth.  A ``202``
+    or ``{"success": true}`` therefore means "durably spooled", not "in Kafka".
+
+Files
+    ``<spool_dir>/seg-<n>.jsonl``: append-only segments of at most
+    ``spool_segment_bytes``, one JSON line per event
+    ``{"k": <partition key>, "v": <event>}``.  ``checkpoint.json`` records how
+    far Kafka has acknowledged (segment, byte offset) and the partition offsets
+    that follows from; it is replaced atomically (write + rename).  Segments
+    wholly before the checkpoint are deleted.  ``LOCK`` (flock) keeps a second
+    collector off the same directory.
+
+fsync policy (``spool_fsync``)
+    ``always`` (default): a request is answered only after its line is fsynced;
+    concurrent requests share one fsync (group commit).  ``interval``: fsync
+    every ``spool_fsync_interval_s``; a crash of the machine (not of the
+    process) can lose that window.  ``never``: the OS decides.
+
+Bound
+    Appends that would take the segment files past ``spool_max_bytes`` raise
+    :class:`SpoolFull`: API clients get ``503`` + ``Retry-After``, pixels still
+    get their GIF, and refusals are counted.
+
+Exactly once in the topic, in order
+    Kafka producers without idempotence can duplicate: a broker that stops
+    answering (e.g. ``SIGSTOP``) may still append a batch the client already
+    gave up on.  So after any unanswered send, once the broker answers again
+    (and ``spool_recheck_delay_s`` later, for requests still queued in its
+    sockets), the forwarder reads the affected partitions from the last
+    offset it knows was acknowledged and drops every spooled event whose
+    ``event_id`` is already there before sending the rest.  Each round sends
+    at most one batch per partition, and a batch lands whole or not at all,
+    so per-partition order holds.  The same check runs after a restart for
+    events that were pending when the collector stopped.
+
+Restart
+    :meth:`Spool.open` recovers: it drops a torn last line, starts a new
+    segment, and the forwarder replays everything after the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+
+from models import Event
+from router import metrics
+from router.errors import SettingsError
+from router.settings import Settings
+from router.storage.kafka import ProduceError, ensure_topics, new_producer
+
+log = logging.getLogger(__name__)
+
+FSYNC_POLICIES = ("always", "interval", "never")
+SEGMENT_PREFIX = "seg-"
+SEGMENT_SUFFIX = ".jsonl"
+CHECKPOINT = "checkpoint.json"
+LOCK = "LOCK"
+# When everything is acknowledged and the active segment is at least this big,
+# start a new one so the old one can be deleted.
+ROLL_ON_DRAIN_BYTES = 1024 * 1024
+_READ_CHUNK = 256 * 1024
+
+
+class SpoolError(ProduceError):
+    """The spool could not store an event (disk full, I/O error)."""
+
+
+class SpoolFull(SpoolError):
+    """The spool is at ``spool_max_bytes``: refuse, the client retries later."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    """One spooled event as the forwarder reads it back."""
+
+    segment: int
+    end: int  # byte offset just past this record's line in its segment
+    key: bytes
+    value: bytes
+    event_id: str
+
+
+def segment_name(n: int) -> str:
+    return f"{SEGMENT_PREFIX}{n:012d}{SEGMENT_SUFFIX}"
+
+
+def encode_line(event: Event) -> bytes:
+    return orjson.dumps({"k": event.partition_key(), "v": event.to_dict()}) + b"\n"
+
+
+def decode_line(segment: int, end: int, line: bytes) -> SpoolRecord | None:
+    """The record on one line, or None for an unreadable line."""
+    try:
+        data = orjson.loads(line)
+        key, value = data["k"], data["v"]
+        if not isinstance(key, str) or not isinstance(value, dict):
+            return None
+        event_id = str(value.get("event_id") or "")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return SpoolRecord(segment=segment, end=end, key=key.encode(), value=orjson.dumps(value), event_id=event_id)
+
+
+def check_settings(settings: Settings) -> None:
+    if settings.spool_fsync not in FSYNC_POLICIES:
+        msg = (f"setting LEADROUTER_SPOOL_FSYNC={settings.spool_fsync!r} is not a policy; "
+               f"use one of {', '.join(FSYNC_POLICIES)}")
+        raise SettingsError(msg)
+    if settings.spool_max_bytes < 1024 or settings.spool_segment_bytes < 1024:
+        msg = "settings LEADROUTER_SPOOL_MAX_BYTES and LEADROUTER_SPOOL_SEGMENT_BYTES must be at least 1024"
+        raise SettingsError(msg)
+
+
+class Spool:
+    """Append-only segment files with a checkpoint; one writer and one reader, one event loop."""
+
+    def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int, fsync: str = "always",
+                 fsync_interval_s: float = 0.2) -> None:
+        if fsync not in FSYNC_POLICIES:
+            msg = f"spool fsync policy {fsync!r} is unknown; use one of {', '.join(FSYNC_POLICIES)}"
+            raise SettingsError(msg)
+        self.dir = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self.known_end: dict[int, int] = {}
+        self.restored_pending = 0  # events pending when the spool was opened
+        self._lock_fd: int | None = None
+        self._sizes: dict[int, int] = {}  # segment -> bytes on disk
+        self._active = 0
+        self._wfd: int | None = None
+        self._ack: tuple[int, int] = (0, 0)  # everything before (segment, offset) is acknowledged
+        self._read: tuple[int, int] = (0, 0)  # the reader's next position
+        self._rfd: tuple[int, int] | None = None  # (segment, fd)
+        self._pending = 0
+        self._appended = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._dirty_fds: set[int] = set()
+        self._dir_dirty = False
+        self._retired: list[int] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._sync_task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Spool:
+        check_settings(settings)
+        return cls(settings.spool_dir, max_bytes=settings.spool_max_bytes,
+                   segment_bytes=settings.spool_segment_bytes, fsync=settings.spool_fsync,
+                   fsync_interval_s=settings.spool_fsync_interval_s)
+
+    def open(self) -> Spool:
+        """Lock the directory, recover what a previous run left, start a new segment."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            msg = (f"spool directory {self.dir} is in use by another collector; give each collector its own "
+                   "LEADROUTER_SPOOL_DIR")
+            raise SettingsError(msg) from None
+        self._lock_fd = fd
+        segments = sorted(self._list_segments())
+        ck_seg, ck_off = self._load_checkpoint()
+        for n in segments:
+            if n < ck_seg:
+                self._unlink(n)
+        segments = [n for n in segments if n >= ck_seg]
+        self._sizes = {n: (self.dir / segment_name(n)).stat().st_size for n in segments}
+        if segments:
+            self._truncate_torn_tail(segments[-1])
+        if segments and segments[0] == ck_seg:
+            self._ack = (ck_seg, min(ck_off, self._sizes[ck_seg]))
+        elif segments:
+            self._ack = (segments[0], 0)
+        self._read = self._ack
+        self._pending = self._count_pending()
+        self.restored_pending = self._pending
+        self._new_segment((segments[-1] + 1) if segments else max(ck_seg, 1))
+        if self._ack == (0, 0) or self._pending == 0:
+            # Nothing to replay: what is left on disk was acknowledged.
+            self._ack = self._read = (self._active, 0)
+            self._write_checkpoint()
+            for n in segments:
+                self._unlink(n)
+        self._gauges()
+        if self._pending:
+            log.warning("spool %s: %d events from a previous run will be replayed", self.dir, self._pending)
+        return self
+
+    async def start(self) -> None:
+        if self._sync_task is None:
+            self._sync_task = asyncio.create_task(self._sync_loop(), name="spool-fsync")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._sync_task is not None:
+            # Let a running fsync finish: its thread holds our file descriptors.
+            self._closing.set()
+            self._dirty.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._sync_task), 30.0)
+            if not self._sync_task.done():
+                self._sync_task.cancel()
+        fds = [fd for fd in (*self._retired, self._wfd) if fd is not None]
+        if self.fsync != "never":
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+        for w in self._waiters:
+            if not w.done():
+                w.set_result(None)
+        self._waiters = []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._retired = []
+        self._wfd = None
+        if self._rfd is not None:
+            os.close(self._rfd[1])
+            self._rfd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- state -------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Events appended and not yet acknowledged."""
+        return self._pending
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    def segments(self) -> list[int]:
+        return sorted(self._sizes)
+
+    def has_unread(self) -> bool:
+        seg, pos = self._read
+        return pos < self._sizes.get(seg, 0) or any(n > seg for n in self._sizes if self._sizes[n])
+
+    async def wait_unread(self, timeout: float | None = None) -> bool:
+        """Wait until there is something the reader has not read yet."""
+        while not self.has_unread():
+            self._appended.clear()
+            try:
+                await asyncio.wait_for(self._appended.wait(), timeout)
+            except TimeoutError:
+                return self.has_unread()
+        return True
+
+    # --- writer ------------------------------------------------------------
+    async def append(self, events: Sequence[Event], *, wait_durable: bool = True) -> None:
+        """Store events in order, all or none; returns once durable per the fsync policy.
+
+        With ``wait_durable=False`` it returns once the events are written (in
+        the OS page cache: they survive the process dying) and the next group
+        fsync makes them durable, without the caller waiting for it.
+        """
+        if not events:
+            return
+        if self._sync_task is None and not self._closed:
+            await self.start()
+        data = b"".join(encode_line(e) for e in events)
+        self.append_bytes_nowait(data, len(events))
+        if self.fsync == "always" and not wait_durable:
+            self._dirty.set()
+        elif self.fsync == "always":
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._dirty.set()
+            await waiter
+
+    def append_bytes_nowait(self, data: bytes, count: int) -> None:
+        if self._closed or self._wfd is None:
+            msg = "the spool is closed"
+            raise SpoolError(msg)
+        if self.disk_bytes + len(data) > self.max_bytes:
+            msg = (f"the spool {self.dir} is full ({self.disk_bytes} of {self.max_bytes} bytes, "
+                   "LEADROUTER_SPOOL_MAX_BYTES) while Kafka is unreachable")
+            raise SpoolFull(msg)
+        size = self._sizes[self._active]
+        if size and size + len(data) > self.segment_bytes:
+            self._new_segment(self._active + 1)
+            size = 0
+        fd = self._wfd
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)  # never leave half a line behind
+            msg = f"could not write to the spool {self.dir}: {exc}"
+            raise SpoolError(msg) from exc
+        self._sizes[self._active] = size + len(data)
+        self._pending += count
+        self._dirty_fds.add(fd)
+        if self.fsync != "always":
+            self._dirty.set()
+        self._appended.set()
+        self._gauges()
+
+    def _new_segment(self, n: int) -> None:
+        if self._wfd is not None:
+            self._retired.append(self._wfd)
+            self._dirty.set()
+        path = self.dir / segment_name(n)
+        self._wfd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._active = n
+        self._sizes.setdefault(n, os.fstat(self._wfd).st_size)
+        self._dir_dirty = True
+
+    async def _sync_loop(self) -> None:
+        while not self._closing.is_set():
+            if self.fsync == "interval":
+                await _sleep_or_stop(self._closing, self.fsync_interval_s)
+            else:
+                await self._dirty.wait()
+            self._dirty.clear()
+            fds = list(self._dirty_fds)
+            self._dirty_fds.clear()
+            waiters, self._waiters = self._waiters, []
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+            error: OSError | None = None
+            if self.fsync != "never" and (fds or dir_dirty):
+                started = time.perf_counter()
+                try:
+                    await asyncio.to_thread(self._fsync, fds, dir_dirty)
+                except OSError as exc:
+                    error = exc
+                    log.error("spool fsync failed: %s", exc)
+                metrics.SPOOL_FSYNC_SECONDS.observe(time.perf_counter() - started)
+            for w in waiters:
+                if w.done():
+                    continue
+                if error is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(SpoolError(f"could not fsync the spool {self.dir}: {error}"))
+            keep = [fd for fd in self._retired if fd in self._dirty_fds]
+            for fd in self._retired:
+                if fd not in keep:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._retired = keep
+
+    def _fsync(self, fds: list[int], dir_too: bool) -> None:
+        for fd in fds:
+            os.fsync(fd)
+        if dir_too:
+            dfd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    # --- reader ------------------------------------------------------------
+    def read(self, max_records: int = 1000, max_bytes: int = 1024 * 1024) -> list[SpoolRecord]:
+        """The next records after what was read before (at least one if any is unread)."""
+        out: list[SpoolRecord] = []
+        taken = 0
+        while len(out) < max_records and taken < max_bytes:
+            seg, pos = self._read
+            size = self._sizes.get(seg, 0)
+            if pos >= size:
+                later = [n for n in self._sizes if n > seg]
+                if not later:
+                    break
+                self._read = (min(later), 0)
+                continue
+            fd = self._reader_fd(seg)
+            want = min(max(_READ_CHUNK, max_bytes - taken), size - pos)
+            chunk = os.pread(fd, want, pos)
+            while b"\n" not in chunk and pos + len(chunk) < size:
+                chunk += os.pread(fd, min(_READ_CHUNK * 4, size - pos - len(chunk)), pos + len(chunk))
+            last_nl = chunk.rfind(b"\n")
+            if last_nl < 0:
+                # A line without its newline at the end of a finished segment: unreadable.
+                metrics.SPOOL_CORRUPT.inc()
+                log.error("spool segment %d: dropped %d bytes without a line end", seg, size - pos)
+                self._skip_corrupt_tail(seg, size)
+                continue
+            start = 0
+            while start <= last_nl and len(out) < max_records and taken < max_bytes:
+                nl = chunk.index(b"\n", start)
+                line = chunk[start:nl]
+                end = pos + nl + 1
+                record = decode_line(seg, end, line)
+                if record is None:
+                    metrics.SPOOL_CORRUPT.inc()
+                    log.error("spool segment %d: skipped an unreadable line at byte %d", seg, pos + start)
+                    self._pending = max(0, self._pending - 1)
+                else:
+                    out.append(record)
+                    taken += len(line) + 1
+                self._read = (seg, end)
+                start = nl + 1
+        return out
+
+    def _skip_corrupt_tail(self, seg: int, size: int) -> None:
+        self._read = (seg, size)
+
+    def rewind(self) -> None:
+        """Read again from the acknowledged position (the forwarder's window was dropped)."""
+        self._read = self._ack
+
+    def _reader_fd(self, seg: int) -> int:
+        if self._rfd is not None and self._rfd[0] == seg:
+            return self._rfd[1]
+        if self._rfd is not None:
+            os.close(self._rfd[1])
+        fd = os.open(self.dir / segment_name(seg), os.O_RDONLY)
+        self._rfd = (seg, fd)
+        return fd
+
+    # --- acknowledgement ---------------------------------------------------
+    def ack(self, through: SpoolRecord, count: int, known_end: dict[int, int] | None = None) -> None:
+        """Kafka has every record up to and including ``through`` (``count`` records since the last ack)."""
+        if known_end:
+            self.known_end.update(known_end)
+        self._ack = (through.segment, through.end)
+        later = sorted(n for n in self._sizes if n > self._ack[0])
+        if later and self._ack[1] >= self._sizes.get(self._ack[0], 0):
+            self._ack = (later[0], 0)  # a finished segment fully acknowledged can go
+            if self._read < self._ack:
+                self._read = self._ack
+        self._pending = max(0, self._pending - count)
+        if self._pending == 0 and self._read == self._ack and self._ack[0] == self._active \
+                and self._sizes.get(self._active, 0) >= ROLL_ON_DRAIN_BYTES and self._ack[1] == self._sizes[self._active]:
+            self._new_segment(self._active + 1)
+            self._ack = self._read = (self._active, 0)
+        self._write_checkpoint()
+        for n in [n for n in self._sizes if n < self._ack[0]]:
+            if self._rfd is not None and self._rfd[0] == n:
+                os.close(self._rfd[1])
+                self._rfd = None
+            self._unlink(n)
+        self._gauges()
+
+    def note_known_end(self, known_end: dict[int, int]) -> None:
+        self.known_end.update(known_end)
+        self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        body = orjson.dumps({"segment": self._ack[0], "offset": self._ack[1],
+                             "known_end": {str(p): o for p, o in sorted(self.known_end.items())}})
+        tmp = self.dir / (CHECKPOINT + ".tmp")
+        # No fsync: a stale checkpoint only means re-checking (never re-sending) what Kafka has.
+        tmp.write_bytes(body)
+        os.replace(tmp, self.dir / CHECKPOINT)
+
+    def _load_checkpoint(self) -> tuple[int, int]:
+        path = self.dir / CHECKPOINT
+        if not path.exists():
+            return 0, 0
+        try:
+            data = orjson.loads(path.read_bytes())
+            seg, off = int(data["segment"]), int(data["offset"])
+            self.known_end = {int(p): int(o) for p, o in dict(data.get("known_end") or {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            log.error("spool checkpoint %s is unreadable (%s); replaying every segment", path, exc)
+            return 0, 0
+        return seg, off
+
+    # --- recovery helpers --------------------------------------------------
+    def _list_segments(self) -> list[int]:
+        out = []
+        for p in self.dir.iterdir():
+            name = p.name
+            if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX):
+                with contextlib.suppress(ValueError):
+                    out.append(int(name[len(SEGMENT_PREFIX):-len(SEGMENT_SUFFIX)]))
+        return out
+
+    def _unlink(self, n: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / segment_name(n)).unlink()
+        self._sizes.pop(n, None)
+
+    def _truncate_torn_tail(self, n: int) -> None:
+        path = self.dir / segment_name(n)
+        size = self._sizes[n]
+        if size == 0:
+            return
+        with path.open("rb") as f:
+            back = min(size, 4 * 1024 * 1024)
+            f.seek(size - back)
+            tail = f.read(back)
+        if tail.endswith(b"\n"):
+            return
+        last_nl = tail.rfind(b"\n")
+        keep = size - back + last_nl + 1 if last_nl >= 0 else (0 if back == size else size - back)
+        metrics.SPOOL_CORRUPT.inc()
+        log.warning("spool segment %s: truncated a torn last line (%d bytes)", path.name, size - keep)
+        os.truncate(path, keep)
+        self._sizes[n] = keep
+
+    def _count_pending(self) -> int:
+        count = 0
+        for n in sorted(self._sizes):
+            if n < self._ack[0]:
+                continue
+            start = self._ack[1] if n == self._ack[0] else 0
+            with (self.dir / segment_name(n)).open("rb") as f:
+                f.seek(start)
+                while chunk := f.read(1024 * 1024):
+                    count += chunk.count(b"\n")
+        return count
+
+    def _gauges(self) -> None:
+        metrics.SPOOL_BYTES.set(self.disk_bytes)
+        metrics.SPOOL_EVENTS.set(self._pending)
+
+
+class SpoolSink:
+    """The collector's :class:`router.storage.kafka.EventSink`: events go to the spool, then Kafka."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+
+    async def send(self, event: Event) -> None:
+        await self.spool.append([event])
+
+    async def send_many(self, events: Sequence[Event], *, wait_durable: bool = True) -> None:
+        await self.spool.append(events, wait_durable=wait_durable)
+
+
+@dataclass
+class _Slot:
+    record: SpoolRecord
+    done: bool = False
+
+
+class KafkaForwarder:
+    """Drains the spool into Kafka in order; see the module docstring for the guarantees."""
+
+    def __init__(self, settings: Settings, spool: Spool, *, round_bytes: int = 256 * 1024,
+                 round_records: int = 2000, window_records: int = 20_000, scan_limit: int = 500_000) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.topic = settings.topic_events
+        self.round_bytes = round_bytes
+        self.round_records = round_records
+        self.window_records = window_records
+        self.scan_limit = scan_limit
+        self.timeout_s = settings.spool_send_timeout_s
+        self._window: list[_Slot] = []
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: list[int] = []
+        # Set when a send went unanswered (or events were pending at start): check the
+        # topic before sending again.
+        self._uncertain: set[int] = set()
+        self._backoff = 0.2
+        self.connected = asyncio.Event()
+        self.idle = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.spool.restored_pending and self.spool.known_end:
+            self._uncertain = set(self.spool.known_end)
+        try:
+            while not stop.is_set():
+                try:
+                    if self._producer is None:
+                        await self._connect()
+                    await self._round(stop)
+                except (KafkaError, ProduceError, OSError, TimeoutError) as exc:
+                    log.warning("spool forwarder: Kafka unavailable (%r); %d events spooled, retrying in %.1fs",
+                                exc, self.spool.pending, self._backoff)
+                    await self._disconnect()
+                    await _sleep_or_stop(stop, self._backoff)
+                    self._backoff = min(self._backoff * 2, 5.0)
+                except Exception:  # never let the only path to Kafka die
+                    log.exception("spool forwarder: unexpected error; %d events spooled, retrying in %.1fs",
+                                  self.spool.pending, self._backoff)
+                    self._uncertain |= set(self._partitions)
+                    await self._disconnect()
+                    await _sleep_or_stop(stop, self._backoff)
+                    self._backoff = min(self._backoff * 2, 5.0)
+        finally:
+            await self._disconnect()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until everything spooled is in Kafka (True) or the time is up (False)."""
+        deadline = time.monotonic() + timeout_s
+        while self.spool.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.spool.pending == 0
+
+    # --- connection ----------------------------------------------------------
+    async def _connect(self) -> None:
+        await ensure_topics(self.settings, timeout_s=self.timeout_s)
+        producer = new_producer(self.settings, request_timeout_ms=int(self.timeout_s * 1000),
+                                max_batch_size=max(self.round_bytes * 2, 1_048_576))
+        try:
+            await asyncio.wait_for(producer.start(), self.timeout_s * 2)
+            partitions = sorted(await asyncio.wait_for(producer.partitions_for(self.topic), self.timeout_s))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self._producer = producer
+        self._partitions = partitions
+        missing = [p for p in partitions if p not in self.spool.known_end]
+        if missing:
+            # A baseline for the landed-already check.  A broker may report a
+            # lower end than the truth (Tansu does for multi-record batches):
+            # that only makes a check read a little more.
+            ends = await self._end_offsets(missing)
+            self.spool.note_known_end(ends)
+        log.info("spool forwarder: connected to Kafka; %d events to forward", self.spool.pending)
+        self.connected.set()
+
+    async def _disconnect(self) -> None:
+        self.connected.clear()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5.0)
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                                request_timeout_ms=int(self.timeout_s * 1000) + 5000,
+                                client_id=f"{self.settings.app_id}-spool-check")
+
+    async def _end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        consumer = self._consumer()
+        await asyncio.wait_for(consumer.start(), self.timeout_s)
+        try:
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            ends = await asyncio.wait_for(consumer.end_offsets(tps), self.timeout_s)
+            return {tp.partition: int(off) for tp, off in ends.items()}
+        finally:
+            await consumer.stop()
+
+    # --- one round -------------------------------------------------------------
+    def _fill_window(self) -> None:
+        room = self.window_records - len(self._window)
+        if room > 0:
+            self._window.extend(_Slot(r) for r in self.spool.read(max_records=room, max_bytes=8 * 1024 * 1024))
+
+    async def _round(self, stop: asyncio.Event) -> None:
+        self._fill_window()
+        if not any(not s.done for s in self._window):
+            self.idle.set()
+            await self._ack_prefix()
+            if not await self.spool.wait_unread(timeout=0.5) or stop.is_set():
+                return
+            self.idle.clear()
+            self._fill_window()
+        if self._uncertain:
+            await self._resolve_uncertain()
+        await self._send_round()
+        await self._ack_prefix()
+
+    async def _resolve_uncertain(self) -> None:
+        assert self._producer is not None
+        # The broker must answer again before we ask what it kept.
+        await asyncio.wait_for(self._producer.client.fetch_all_metadata(), self.timeout_s)
+        await asyncio.sleep(self.settings.spool_recheck_delay_s)
+        partitions = sorted(self._uncertain)
+        candidates = {s.record.event_id for s in self._window if not s.done and s.record.event_id}
+        found, ends = await self._scan(partitions, candidates)
+        landed = 0
+        for s in self._window:
+            if not s.done and s.record.event_id in found:
+                s.done = True
+                landed += 1
+        if landed:
+            metrics.SPOOL_FORWARDED.labels("already_in_kafka").inc(landed)
+            log.warning("spool forwarder: %d events the broker did not acknowledge had landed; not resending",
+                        landed)
+        self.spool.note_known_end(ends)
+        self._uncertain.clear()
+
+    async def _scan(self, partitions: list[int], candidates: set[str]) -> tuple[set[str], dict[int, int]]:
+        """Event ids among ``candidates`` found after the known ends of ``partitions``, and the new ends."""
+        consumer = self._consumer()
+        await asyncio.wait_for(consumer.start(), self.timeout_s)
+        found: set[str] = set()
+        ends: dict[int, int] = {}
+        try:
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, self.spool.known_end.get(tp.partition, 0))
+            quiet = 0
+            scanned = 0
+            while quiet < 3 and scanned < self.scan_limit:
+                batch = await consumer.getmany(*tps, timeout_ms=300)
+                got = sum(len(v) for v in batch.values())
+                if not got:
+                    quiet += 1
+                    continue
+                quiet = 0
+                scanned += got
+                for tp, records in batch.items():
+                    for m in records:
+                        ends[tp.partition] = m.offset + 1
+                        eid = _event_id_of(m.value)
+                        if eid in candidates:
+                            found.add(eid)
+            if scanned >= self.scan_limit:
+                log.warning("spool forwarder: stopped checking after %d messages; some events may be sent twice "
+                            "(the worker de-duplicates by event id)", scanned)
+        finally:
+            await consumer.stop()
+        return found, ends
+
+    async def _send_round(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        partitioner = DefaultPartitioner()
+        batches: dict[int, Any] = {}
+        members: dict[int, list[_Slot]] = {}
+        blocked: set[int] = set()
+        taken = 0
+        count = 0
+        for slot in self._window:
+            if slot.done:
+                continue
+            if count >= self.round_records or (count and taken + len(slot.record.value) > self.round_bytes):
+                break
+            rec = slot.record
+            p = int(partitioner(rec.key, self._partitions, self._partitions))
+            if p in blocked:
+                continue
+            batch = batches.get(p)
+            if batch is None:
+                batch = batches[p] = producer.create_batch()
+                members[p] = []
+            if batch.append(key=rec.key, value=rec.value, timestamp=None) is None:
+                blocked.add(p)  # the rest of this partition waits for the next round, in order
+                continue
+            members[p].append(slot)
+            taken += len(rec.value)
+            count += 1
+        if not members:
+            return
+        sent: dict[int, asyncio.Future[Any]] = {}
+        failed: set[int] = set()
+        for p, batch in batches.items():
+            if not members[p]:
+                continue
+            try:
+                sent[p] = await asyncio.wait_for(producer.send_batch(batch, self.topic, partition=p), self.timeout_s)
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("spool forwarder: could not queue a batch for partition %d: %r", p, exc)
+                failed.add(p)
+        try:
+            results: list[Any] = await asyncio.wait_for(
+                asyncio.gather(*sent.values(), return_exceptions=True), self.timeout_s * 3)
+        except TimeoutError:
+            results = [TimeoutError("no answer from the broker")] * len(sent)
+        ends: dict[int, int] = {}
+        for p, result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.add(p)
+                continue
+            for slot in members[p]:
+                slot.done = True
+            ends[p] = int(result.offset) + len(members[p])
+            metrics.SPOOL_FORWARDED.labels("sent").inc(len(members[p]))
+        if ends:
+            self.spool.known_end.update(ends)
+        if failed:
+            metrics.SPOOL_SEND_FAILURES.inc()
+            # Did the broker keep what it did not acknowledge?  Check before resending.
+            self._uncertain |= failed
+            msg = f"the broker did not acknowledge batches for partitions {sorted(failed)}"
+            await self._ack_prefix()
+            raise ProduceError(msg)
+        self._backoff = 0.2
+
+    async def _ack_prefix(self) -> None:
+        n = 0
+        while n < len(self._window) and self._window[n].done:
+            n += 1
+        if n:
+            last = self._window[n - 1].record
+            del self._window[:n]
+            self.spool.ack(last, n)
+
+
+def _event_id_of(value: bytes | None) -> str:
+    if not value:
+        return ""
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return ""
+    return str(data.get("event_id") or "") if isinstance(data, dict) else ""
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,276 @@
+"""Every Redis key the service uses, in one place.
+
+Keys of one lead share the hash tag ``{L:<id>}``, keys of one team ``{T:<team>}``
+and keys of one assignment ``{A:<id>}``, so each Lua script touches one hash
+slot (Redis Cluster) except the one-off merge of an anonymous profile.
+Lead ids are hex digests, so user input never lands inside a hash tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "lr"
+
+# How long an event id is remembered for de-duplication.  Kafka redelivers
+# after a crash or rebalance within minutes; a week is a wide margin.
+SEEN_WINDOW_S = 7 * 24 * 3600
+REASONS_KEPT = 100
+RECENT_KEPT = 20
+SENT_TTL_S = 30 * 24 * 3600
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def lead_id_for_email(email: str) -> str:
+    digest = hashlib.sha256(normalise_email(email).encode()).hexdigest()[:24]
+    return f"L{digest}"
+
+
+def lead_id_for_visitor(visitor_id: str) -> str:
+    digest = hashlib.sha256(visitor_id.encode()).hexdigest()[:24]
+    return f"A{digest}"
+
+
+def lead_id_for_user(user_id: str) -> str:
+    digest = hashlib.sha256(user_id.encode()).hexdigest()[:24]
+    return f"U{digest}"
+
+
+def lead(lead_id: str) -> str:
+    """Hash: email, score, asof, ready, crossing, stage, f:<field>, owner…"""
+    return f"{PREFIX}:{{L:{lead_id}}}:lead"
+
+
+def seen(lead_id: str) -> str:
+    """Sorted set event_id -> ts: the events already counted."""
+    return f"{PREFIX}:{{L:{lead_id}}}:seen"
+
+
+def reasons(lead_id: str) -> str:
+    """List of JSON reasons, newest first: why the score is what it is."""
+    return f"{PREFIX}:{{L:{lead_id}}}:reasons"
+
+
+def recent(lead_id: str) -> str:
+    """List of JSON event summaries, newest first: the activity timeline."""
+    return f"{PREFIX}:{{L:{lead_id}}}:recent"
+
+
+def lead_ids(lead_id: str) -> str:
+    """Set of "v:<visitor id>" / "u:<user id>": the identifiers mapped to a lead (for erasure)."""
+    return f"{PREFIX}:{{L:{lead_id}}}:ids"
+
+
+def lead_keys(lead_id: str) -> list[str]:
+    return [lead(lead_id), seen(lead_id), reasons(lead_id), recent(lead_id)]
+
+
+def visitor(visitor_id: str) -> str:
+    """String: the lead a browser's visitor id belongs to once identified."""
+    digest = hashlib.sha256(visitor_id.encode()).hexdigest()[:24]
+    return f"{PREFIX}:id:v:{digest}"
+
+
+def user(user_id: str) -> str:
+    """String: the lead a customer's own user id belongs to."""
+    digest = hashlib.sha256(user_id.encode()).hexdigest()[:24]
+    return f"{PREFIX}:id:u:{digest}"
+
+
+IDENTITY_LOG = f"{PREFIX}:identity:log"
+"""Stream: every merge and every refused merge (conflict), for audit."""
+IDENTITY_LOG_MAXLEN = 1_000_000
+MERGED_TTL_S = 90 * 24 * 3600
+
+
+def account_keys(key_id: str) -> list[str]:
+    """Hash (name, domain, score, asof, intent, ready…), seen event ids,
+    members (lead -> last active ts), engaged (known lead -> forward-decayed
+    points), roles (lead -> buying-committee role) and role_ts (role -> last
+    active ts of anyone holding it): one hash slot."""
+    base = f"{PREFIX}:{{C:{key_id}}}"
+    return [f"{base}:acct", f"{base}:seen", f"{base}:members", f"{base}:engaged", f"{base}:roles",
+            f"{base}:role_ts"]
+
+
+def lead_account(lead_id: str) -> str:
+    """String: the account key id a lead belongs to."""
+    return f"{PREFIX}:la:{lead_id}"
+
+
+# Reference time for forward-decayed rankings (2024-01-01): keeps exponents small.
+DECAY_EPOCH = 1_704_067_200.0
+
+
+def message_seen(event_id: str) -> str:
+    """String with a TTL: an SDK message id (as our event id) already accepted."""
+    return f"{PREFIX}:msgid:{event_id}"
+
+
+def team_rr(team: str) -> str:
+    """Counter: the team's round-robin position, shared by every worker."""
+    return f"{PREFIX}:{{T:{team}}}:rr"
+
+
+def alert_sent(assignment_id: str) -> str:
+    """Hash channel -> ts: channels an assignment's alert already went out on."""
+    return f"{PREFIX}:{{A:{assignment_id}}}:sent"
+
+
+def alert_claim(assignment_id: str, channel: str) -> str:
+    """String with a short TTL: the sender delivering this channel right now (a lease, renewed while sending)."""
+    return f"{PREFIX}:{{A:{assignment_id}}}:claim:{channel}"
+
+
+def rep_leads(rep_id: str) -> str:
+    """Sorted set lead_id -> assigned ts: a rep's open leads."""
+    return f"{PREFIX}:rep:{rep_id}:leads"
+
+
+# --- Published routing rules (router/storage/rules_store.py: rules publish / rollback / history) ----------
+# Every key shares the hash tag {rules}, so publish and rollback are each one Lua
+# call on one hash slot.  Workers poll rules_active() with one GET per check.
+
+
+def rules_active() -> str:
+    """String: the number of the published rules version in force; absent means the rules file is used."""
+    return f"{PREFIX}:{{rules}}:active"
+
+
+def rules_seq() -> str:
+    """Counter: the last version number handed out (versions are 1, 2, 3, ...)."""
+    return f"{PREFIX}:{{rules}}:seq"
+
+
+def rules_versions() -> str:
+    """Hash version number -> JSON: content, source, author, ts, note, hashes, test cases."""
+    return f"{PREFIX}:{{rules}}:versions"
+
+
+def rules_history() -> str:
+    """List of JSON entries, oldest first: each publish and rollback, with author, time and note."""
+    return f"{PREFIX}:{{rules}}:history"
+
+
+# --- distribution, lead lifecycle and SLA (issue 5 items 4-6) --------------------------------------
+# Added keys only; everything above is unchanged.  Team keys share ``{T:<team>}`` so one
+# distribution call (pick + capacity count + SLA schedule) is one Lua script on one slot;
+# lead keys share ``{L:<id>}`` so one lifecycle transition is one Lua script on one slot.
+
+PICK_TTL_S = 30 * 24 * 3600  # a pick is remembered this long, so a retried crossing gets the same rep
+CAPACITY_WINDOW_S = 30 * 24 * 3600  # capacity_30d counts assignments in this rolling window
+OPEN_WINDOW_S = 45 * 24 * 3600  # an open lead older than this stops counting toward a rep's load
+HISTORY_KEPT = 500
+HOLDERS_TTL_S = 90 * 24 * 3600
+REJECTED_TTL_S = 365 * 24 * 3600  # a rep who rejected a lead is not sent it again for a year
+SLA_LEASE_S = 60  # a claimed SLA item comes due again after this if its ticker died mid-step
+SLA_STEPS = ("remind", "reassign", "escalate")
+OUTCOMES = f"{PREFIX}:outcomes"
+OUTCOMES_MAXLEN = 1_000_000
+
+
+def team_pick(team: str, assignment_id: str) -> str:
+    """String (JSON): the rep one assignment got, queued flag and reason, so a retry gets the same rep."""
+    return f"{PREFIX}:{{T:{team}}}:pick:{assignment_id}"
+
+
+def team_swrr(team: str) -> str:
+    """Hash rep_id -> current weight: smooth weighted round-robin state, shared by every worker."""
+    return f"{PREFIX}:{{T:{team}}}:swrr"
+
+
+def team_assigned(team: str, rep_id: str) -> str:
+    """Sorted set assignment_id -> ts: what a rep was given, for capacity_day and capacity_30d."""
+    return f"{PREFIX}:{{T:{team}}}:assigned:{rep_id}"
+
+
+def team_open(team: str, rep_id: str) -> str:
+    """Sorted set lead_id -> assigned ts: a rep's open leads in this team (load_balanced)."""
+    return f"{PREFIX}:{{T:{team}}}:open:{rep_id}"
+
+
+def team_sla(team: str, step: str) -> str:
+    """Sorted set "<lead_id> <assignment_id>" -> due ts: SLA steps (remind, reassign, escalate) due."""
+    return f"{PREFIX}:{{T:{team}}}:sla:{step}"
+
+
+def sla_member(lead_id: str, assignment_id: str) -> str:
+    return f"{lead_id} {assignment_id}"
+
+
+def history(lead_id: str) -> str:
+    """List of JSON entries, oldest first: every assignment, transition and SLA step of a lead."""
+    return f"{PREFIX}:{{L:{lead_id}}}:history"
+
+
+def rejected(lead_id: str) -> str:
+    """Set of rep ids who rejected the lead: never picked for it again."""
+    return f"{PREFIX}:{{L:{lead_id}}}:rejected"
+
+
+def holders(lead_id: str, crossing: int) -> str:
+    """Set of rep ids who held one crossing of a lead: SLA reassignment skips them."""
+    return f"{PREFIX}:{{L:{lead_id}}}:holders:{crossing}"
+
+
+# --- admin HTTP API (router/admin/app.py, router/admin/auth.py; issue 6 item 4) -----------------------
+# Added keys only.  Tokens are stored by the sha256 of the token, never the token itself.
+
+ADMIN_TOKENS = f"{PREFIX}:admin:tokens"
+"""Set of token hashes (sha256 hex): every admin API token, for `leadrouter admin token list`."""
+
+
+def admin_token(token_hash: str) -> str:
+    """Hash role, rep_id, name, created: one admin API bearer token, keyed by the sha256 hex of the token."""
+    return f"{PREFIX}:admin:token:{token_hash}"
+
+
+def rep_availability(rep_id: str) -> str:
+    """Hash out_of_office, until, note, set_by, set_at: an out-of-office override set through the admin API.
+
+    Only ids of reps in the routing config in force are used here (the API checks first).
+    """
+    return f"{PREFIX}:rep:{rep_id}:availability"
+
+
+# --- Alert delivery: Slack pacing and rep digests (issue 6; router/alerts/pacing.py, router/alerts/digest.py) ------
+# Added keys only.  A pacing bucket is one key (one Lua call per message); a rep's digest
+# keys share ``{D:<rep_id>}`` so a claim or a finish is one Lua call on one slot; the
+# schedule of due digests is one sorted set of its own.
+
+PACE_TTL_S = 60  # kept this long past the moment the bucket would be full again (= absent)
+
+
+def alert_pace(channel_key: str) -> str:
+    """Hash tokens, ts: the token bucket pacing Slack messages to one channel, shared by every worker.
+
+    ``channel_key`` is already a digest (webhook URLs are secrets) or a Slack user id.
+    """
+    digest = hashlib.sha256(channel_key.encode()).hexdigest()[:24]
+    return f"{PREFIX}:pace:{{{digest}}}"
+
+
+def digest_queue(rep_id: str) -> str:
+    """Hash assignment_id -> alert JSON: alerts waiting for the rep's next digest."""
+    return f"{PREFIX}:{{D:{rep_id}}}:queue"
+
+
+def digest_batch(rep_id: str) -> str:
+    """Hash assignment_id -> alert JSON: the digest being sent (kept until it is out, so a crash resumes it)."""
+    return f"{PREFIX}:{{D:{rep_id}}}:batch"
+
+
+def digest_meta(rep_id: str) -> str:
+    """Hash seq, since, lease, owner: the rep's digest number and who is sending it until when."""
+    return f"{PREFIX}:{{D:{rep_id}}}:meta"
+
+
+def digest_keys(rep_id: str) -> list[str]:
+    return [digest_queue(rep_id), digest_batch(rep_id), digest_meta(rep_id)]
+
+
+DIGEST_DUE = f"{PREFIX}:{{digest}}:due"
+"""Sorted set rep_id -> ts: when each rep's digest is due."""

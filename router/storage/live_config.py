@@ -1,0 +1,228 @@
+"""Loading the ops-edited scoring and routing files, and reloading them live.
+
+A file is parsed and fully validated before it replaces the one in force; a
+bad file is reported (log + metric) and the running version keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from router import metrics
+from router.errors import ConfigFileError
+from router.storage import keys
+from router.storage.rules_store import PublishedRules, PublishedRulesError
+from rules import RoutingConfig, RulesError, load_routing
+from rules.accounts import AccountBook, load_accounts
+from scoring import IcpConfig, ScoringConfig, ScoringError, load_icp_config, load_scoring_config
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read {path}: {exc.strerror}; check the path in the settings"
+        raise ConfigFileError(msg) from None
+
+
+def _load(path: Path, parse: Callable[[str, str], T]) -> T:
+    """Read and validate an ops-edited file; any problem is one ConfigFileError naming file and line."""
+    try:
+        return parse(_read(path), str(path))
+    except (ScoringError, RulesError) as exc:
+        raise ConfigFileError(str(exc)) from exc
+
+
+def load_scoring_file(path: Path) -> ScoringConfig:
+    return _load(path, load_scoring_config)
+
+
+def load_accounts_file(path: Path) -> AccountBook:
+    return _load(path, load_accounts)
+
+
+def load_icp_file(path: Path) -> IcpConfig:
+    return _load(path, load_icp_config)
+
+
+def load_rules_file(path: Path) -> RoutingConfig:
+    return _load(path, load_routing)
+
+
+@dataclass
+class LiveFile(Generic[T]):
+    """A config file and the last good version loaded from it."""
+
+    path: Path
+    loader: Callable[[Path], T]
+    label: str
+    current: T
+    _stamp: tuple[float, int] = (0.0, 0)
+    _published: str | None = None
+
+    @classmethod
+    def open(cls, path: Path, loader: Callable[[Path], T], label: str) -> LiveFile[T]:
+        """Load at start-up; a bad file here is fatal (there is nothing to keep)."""
+        value = loader(path)
+        live = cls(path, loader, label, value, _stat(path))
+        live._publish()
+        return live
+
+    def _publish(self) -> None:
+        version = str(getattr(self.current, "version", ""))
+        if self._published is not None and self._published != version:
+            metrics.CONFIG_VERSION.remove(self.label, self._published)
+        metrics.CONFIG_VERSION.labels(self.label, version).set(1)
+        self._published = version
+
+    def maybe_reload(self) -> bool:
+        """Reload when the file changed; returns True when a new version took over."""
+        value = self._load_if_changed()
+        if value is None:
+            return False
+        self.current = value
+        metrics.CONFIG_RELOADS.labels(self.label, "loaded").inc()
+        self._publish()
+        log.info("%s config reloaded from %s (version %s)", self.label, self.path,
+                 getattr(value, "version", "?"))
+        return True
+
+    def _load_if_changed(self) -> T | None:
+        """The file's new content when it changed and loads; None when unchanged or rejected (logged)."""
+        stamp = _stat(self.path)
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            return self.loader(self.path)
+        except ConfigFileError as exc:
+            metrics.CONFIG_RELOADS.labels(self.label, "rejected").inc()
+            log.error("kept the running %s config; the edited file was rejected:\n%s", self.label, exc)
+            return None
+
+
+class RedisRulesSource(LiveFile[RoutingConfig]):
+    """The routing rules a worker follows: the published version Redis points at, else the rules file.
+
+    A drop-in for ``LiveFile[RoutingConfig]`` (``.current``, ``.maybe_reload()``)
+    that also follows ``leadrouter rules publish`` / ``rollback``: :meth:`poll`
+    costs one GET of the active pointer per call and only fetches and compiles a
+    version when the pointer moved.  A stored version that does not compile is
+    rejected (log + metric) and the running one keeps routing; it is not retried
+    until the pointer moves again.  While nothing is published the rules file is
+    used and reloaded when it changes, exactly like :class:`LiveFile`.
+
+    Published configs carry ``version`` ``v<number>:<file version>`` (e.g.
+    ``v3:2026-11-22.1``), so every routing decision records the published version.
+    """
+
+    def __init__(self, path: Path, redis: Redis, label: str = "routing", *,
+                 loader: Callable[[Path], RoutingConfig] = load_rules_file, startup_url: str | None = None) -> None:
+        """Load the file (a bad file is fatal, as with :meth:`LiveFile.open`).
+
+        With ``startup_url`` the active published version is read right away over
+        a short-lived blocking connection, so the first lead is routed by it; a
+        Redis error there is logged and the first :meth:`poll` catches up.
+        """
+        file_config = loader(path)
+        super().__init__(path, loader, label, file_config, _stat(path))
+        self.redis = redis
+        self.file_config = file_config
+        self.published: int | None = None
+        self._rejected: int | None = None
+        self._redis_failing = False
+        if startup_url is not None:
+            self._startup(startup_url)
+        self._publish()
+
+    def _startup(self, url: str) -> None:
+        client = SyncRedis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        try:
+            raw = client.get(keys.rules_active())
+            if raw:
+                number = int(raw)
+                self._adopt(number, client.hget(keys.rules_versions(), str(number)))
+        except (RedisError, ValueError) as exc:
+            log.warning("could not read the published %s rules at start-up (%r); using %s until Redis answers",
+                        self.label, exc, self.path)
+        finally:
+            client.close()
+
+    async def poll(self) -> bool:
+        """Follow the active pointer (one GET), else the file; True when another version took over."""
+        try:
+            raw = await self.redis.get(keys.rules_active())
+            number = int(raw) if raw else None
+            if number is not None and number not in (self.published, self._rejected):
+                doc = await self.redis.hget(keys.rules_versions(), str(number))
+                return self._adopt(number, doc)
+        except (RedisError, ValueError) as exc:
+            if not self._redis_failing:
+                log.error("cannot read the published %s rules from Redis (%r); keeping version %s",
+                          self.label, exc, self.current.version)
+            self._redis_failing = True
+            return False
+        self._redis_failing = False
+        if number is None and self.published is not None:
+            log.warning("the published %s rules pointer %s is gone; back to the rules file %s",
+                        self.label, keys.rules_active(), self.path)
+            self.published = None
+            self._take(self.file_config, f"file {self.path}")
+            return True
+        return self.maybe_reload()
+
+    def maybe_reload(self) -> bool:
+        """Reload the rules file when it changed; it takes over only while nothing is published."""
+        value = self._load_if_changed()
+        if value is None:
+            return False
+        self.file_config = value
+        if self.published is not None:
+            log.info("%s file %s changed (version %s); published v%d stays in force until the next publish",
+                     self.label, self.path, value.version, self.published)
+            return False
+        self._take(value, f"file {self.path}")
+        return True
+
+    def _adopt(self, number: int, raw: bytes | str | None) -> bool:
+        try:
+            if not raw:
+                msg = (f"Redis key {keys.rules_active()} points at v{number}, which is not in "
+                       f"{keys.rules_versions()}; roll back to an existing version")
+                raise PublishedRulesError(msg)
+            config = PublishedRules.from_json(number, raw).compile()
+        except (PublishedRulesError, RulesError) as exc:
+            self._rejected = number
+            metrics.CONFIG_RELOADS.labels(self.label, "rejected").inc()
+            log.error("kept the running %s config (version %s); published v%d was rejected:\n%s",
+                      self.label, self.current.version, number, exc)
+            return False
+        self.published = number
+        self._rejected = None
+        self._take(config, f"published v{number}")
+        return True
+
+    def _take(self, config: RoutingConfig, origin: str) -> None:
+        self.current = config
+        metrics.CONFIG_RELOADS.labels(self.label, "loaded").inc()
+        self._publish()
+        log.info("%s config now %s (version %s)", self.label, origin, config.version)
+
+
+def _stat(path: Path) -> tuple[float, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0.0, 0)
+    return (st.st_mtime, st.st_size)

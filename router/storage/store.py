@@ -1,0 +1,587 @@
+"""Lead state in Redis: batched, atomic updates through Lua scripts.
+
+Every multi-key change is one Lua call; a batch of events costs two round
+trips (resolve visitor ids, then apply), whatever its size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from models import Event, LeadView, Reason, Stage
+from router.storage import keys
+from router.worker.identity import Kind, Merge
+from scoring import FitGrade, RuleHit, SalesReady, ScoringConfig, day_bucket, ready_clauses_json
+from scoring.account_intent import AccountIntentConfig
+
+
+def _lua(name: str) -> str:
+    return resources.files("router.storage").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class EventPlan:
+    """What one event does to one lead, decided before touching Redis."""
+
+    event: Event
+    lead_id: str
+    reasons: tuple[Reason, ...]
+    points: float
+    hand_raiser: bool
+    fields: Mapping[str, str] = field(default_factory=dict)
+    # Cap-aware hits (scoring.score_event_hits); without them the reasons count uncapped.
+    hits: tuple[RuleHit, ...] = ()
+    # The fit grade when this event changed what it is based on.
+    grade: FitGrade | None = None
+
+    def hit_objects(self) -> list[dict[str, Any]]:
+        hits = self.hits or tuple(RuleHit(reason=r) for r in self.reasons)
+        out = [{**h.to_json_obj(), "reason": h.reason.to_dict()} for h in hits]
+        if not out and self.points:
+            ev = self.event
+            out.append({"rule": "points", "points": self.points, "reason": Reason(
+                rule="points", points=self.points, event_id=ev.event_id, event_type=ev.type.value,
+                ts=ev.ts).to_dict()})
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LeadRules:
+    """What the lead script needs from the scoring config, encoded once per batch."""
+
+    half_life_s: float
+    clauses_json: str
+    daily_cap: float | None = None
+    recycle_below: float | None = None
+
+    @classmethod
+    def from_config(cls, config: ScoringConfig) -> LeadRules:
+        return cls(config.half_life_s, ready_clauses_json(config), config.daily_cap, config.ready.recycle_below)
+
+    @classmethod
+    def threshold_only(cls, threshold: float, half_life_s: float) -> LeadRules:
+        return cls(half_life_s, ready_clauses_json(SalesReady.default(threshold)))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPlan:
+    """Roll event ``event_id`` (worth ``points`` to ``lead_id``) up to an account."""
+
+    key_id: str
+    event_id: str
+    ts: float
+    points: float
+    lead_id: str
+    role: str
+    known: bool
+    name: str = ""
+    domain: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountResult:
+    key_id: str
+    status: str  # scored | fired | resume | duplicate
+    intent: float = 0.0
+    people: int = 0
+    roles: int = 0
+    top: str = ""
+    crossing: int = 0
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    status: str  # scored | fired | resume | duplicate | moved
+    before: float = 0.0
+    after: float = 0.0
+    points: float = 0.0  # granted after caps
+    recycled: bool = False
+    crossing: int = 0
+    trigger: str = ""
+    moved_to: str = ""
+    lead: Mapping[str, str] = field(default_factory=dict)
+    reasons: tuple[Reason, ...] = ()
+    recent: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def needs_routing(self) -> bool:
+        return self.status in ("fired", "resume")
+
+
+def summarise(event: Event) -> dict[str, Any]:
+    """The timeline entry kept for an event (what alerts show as activity)."""
+    out: dict[str, Any] = {"type": event.type.value, "ts": event.ts, "event_id": event.event_id}
+    for name in ("url", "title", "form_id", "campaign"):
+        value = getattr(event, name)
+        if value:
+            out[name] = value
+    return out
+
+
+def lead_view_from_hash(data: Mapping[str, str], reasons: Sequence[Reason] = (), now: float | None = None,
+                        half_life_s: float | None = None) -> LeadView:
+    """Build a LeadView; with ``now`` and ``half_life_s`` the score is decayed to ``now``."""
+    score = float(data.get("score", 0) or 0)
+    asof = float(data.get("asof", 0) or 0)
+    if now is not None and half_life_s and asof > 0 and now > asof:
+        score = score * 2 ** (-(now - asof) / half_life_s)
+    fields = {k[2:]: v for k, v in data.items() if k.startswith("f:")}
+    stage_raw = data.get("stage", Stage.ANONYMOUS.value)
+    try:
+        stage = Stage(stage_raw)
+    except ValueError:
+        stage = Stage.ANONYMOUS
+    return LeadView(
+        lead_id=data.get("lead_id", ""),
+        email=data.get("email") or None,
+        score=score,
+        stage=stage,
+        fields=fields,
+        reasons=tuple(reasons),
+    )
+
+
+class RedisStore:
+    """The only code that talks to Redis about leads, teams and alerts."""
+
+    def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S) -> None:
+        self.redis = redis
+        self.seen_window_s = seen_window_s
+        self._apply: AsyncScript = redis.register_script(_lua("apply_event.lua"))
+        self._commit: AsyncScript = redis.register_script(_lua("commit_assignment.lua"))
+        self._freeze: AsyncScript = redis.register_script(_lua("merge_freeze.lua"))
+        self._absorb: AsyncScript = redis.register_script(_lua("merge_absorb.lua"))
+        self._cleanup: AsyncScript = redis.register_script(_lua("merge_cleanup.lua"))
+        self._account: AsyncScript = redis.register_script(_lua("account_event.lua"))
+        self._claim: AsyncScript = redis.register_script(_lua("claim.lua"))
+
+    async def resolve_identities(self, visitor_ids: Sequence[str], user_ids: Sequence[str]
+                                 ) -> tuple[dict[str, str], dict[str, str]]:
+        """(visitor id -> lead id, user id -> lead id) for identifiers already mapped; one round trip."""
+        vids = list(dict.fromkeys(visitor_ids))
+        uids = list(dict.fromkeys(user_ids))
+        if not vids and not uids:
+            return {}, {}
+        values = await self.redis.mget([keys.visitor(v) for v in vids] + [keys.user(u) for u in uids])
+        pairs = list(zip(vids + uids, values, strict=True))
+        visitors = {k: _s(x) for k, x in pairs[: len(vids)] if x}
+        users = {k: _s(x) for k, x in pairs[len(vids):] if x}
+        return visitors, users
+
+    async def write_links(self, links: Mapping[tuple[Kind, str], str]) -> None:
+        if not links:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for (kind, value), lead_id in links.items():
+            pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id)
+            pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
+        await pipe.execute()
+
+    async def merge(self, m: Merge, *, half_life_s: float, now: float) -> str:
+        """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash."""
+        return (await self.merge_many([m], half_life_s=half_life_s, now=now))[0]
+
+    async def merge_many(self, merges: Sequence[Merge], *, half_life_s: float, now: float) -> list[str]:
+        """Fold each source into its target; safe to repeat after a crash.
+
+        Three single-slot steps, each pipelined over the whole list: freeze the
+        sources (later events to them are 'moved'), let the targets absorb them
+        (once, by marker), clean the sources and log every merge.  Merges that
+        depend on each other (a source that is another merge's target) run in
+        later waves, in order.
+        """
+        statuses: list[str] = []
+        for wave in _waves(merges):
+            pipe = self.redis.pipeline(transaction=False)
+            for m in wave:
+                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S], client=pipe)
+            frozen = [orjson.loads(r) for r in await pipe.execute()]
+            pipe = self.redis.pipeline(transaction=False)
+            for m, f in zip(wave, frozen, strict=True):
+                if f["status"] == "frozen":
+                    await self._absorb(keys=keys.lead_keys(m.target), args=_absorb_args(m, f, half_life_s, now,
+                                                                                       self.seen_window_s),
+                                       client=pipe)
+            await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for m, f in zip(wave, frozen, strict=True):
+                status = str(f["status"])
+                if status == "frozen":
+                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S],
+                                        client=pipe)
+                kind = "merge" if status in ("frozen", "done") else f"merge_{status}"
+                pipe.xadd(keys.IDENTITY_LOG, {"kind": kind, "source": m.source, "target": m.target,
+                                              "identifier": m.identifier, "event_id": m.event_id, "ts": str(m.ts)},
+                          maxlen=keys.IDENTITY_LOG_MAXLEN, approximate=True)
+                statuses.append(status)
+            await pipe.execute()
+        return statuses
+
+    async def log_identity(self, kind: str, **fields: object) -> None:
+        entry: dict[Any, Any] = {"kind": kind, **{k: str(v) for k, v in fields.items()}}
+        await self.redis.xadd(keys.IDENTITY_LOG, entry, maxlen=keys.IDENTITY_LOG_MAXLEN, approximate=True)
+
+    async def apply(self, plans: Sequence[EventPlan], *, threshold: float, half_life_s: float,
+                    now: float | None = None, rules: LeadRules | None = None) -> list[ApplyResult]:
+        """Apply a batch of plans in one pipelined round trip, in order.
+
+        ``rules`` carries the sales-ready clauses, caps and recycle level; without
+        it the lead is sales-ready at ``threshold`` or on a hand-raiser.
+        """
+        results, _ = await self.apply_with_accounts(plans, (), threshold=threshold, half_life_s=half_life_s,
+                                                    now=now, rules=rules)
+        return results
+
+    def _lead_cfg(self, rules: LeadRules, now: float) -> bytes:
+        cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
+                               "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT,
+                               "rc": orjson.Fragment(rules.clauses_json)}
+        if rules.daily_cap is not None:
+            cfg["dc"] = rules.daily_cap
+        if rules.recycle_below is not None:
+            cfg["rb"] = rules.recycle_below
+        return orjson.dumps(cfg)
+
+    async def apply_with_accounts(self, plans: Sequence[EventPlan], accounts: Sequence[AccountPlan], *,
+                                  threshold: float, half_life_s: float, now: float | None = None,
+                                  intent: AccountIntentConfig | None = None, rules: LeadRules | None = None,
+                                  ) -> tuple[list[ApplyResult], list[AccountResult]]:
+        """Leads and their accounts in one pipelined round trip; each script one hash slot."""
+        if not plans and not accounts:
+            return [], []
+        now = time.time() if now is None else now
+        intent = intent or AccountIntentConfig()
+        rules = rules or LeadRules.threshold_only(threshold, half_life_s)
+        pipe = self.redis.pipeline(transaction=False)
+        lead_cfg = self._lead_cfg(rules, now)
+        for plan in plans:
+            ev = plan.event
+            payload: dict[str, Any] = {
+                "e": ev.event_id, "t": ev.ts, "y": ev.type.value, "d": day_bucket(ev.ts),
+                "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
+                "i": plan.lead_id, "r": plan.hit_objects(),
+            }
+            if ev.email:
+                payload["m"] = keys.normalise_email(ev.email)
+            if ev.user_id:
+                payload["u"] = ev.user_id
+            if plan.grade is not None:
+                payload["g"] = plan.grade.letter
+                payload["gp"] = plan.grade.points
+            await self._apply(keys=keys.lead_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
+                              client=pipe)
+        acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
+                                 "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
+                                 "ep": keys.DECAY_EPOCH})
+        for a in accounts:
+            item = {"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
+                    "d": a.domain, "k": a.known}
+            await self._account(keys=keys.account_keys(a.key_id), args=[orjson.dumps(item), acct_cfg], client=pipe)
+        raw = await pipe.execute()
+        leads = [_parse_apply(r) for r in raw[: len(plans)]]
+        accts = [_parse_account(a.key_id, a.event_id, r) for a, r in zip(accounts, raw[len(plans):], strict=True)]
+        return leads, accts
+
+    async def set_probabilities(self, probs: Mapping[str, float], rules: LeadRules, now: float,
+                                batch_id: str) -> dict[str, ApplyResult]:
+        """Store the model's probability per lead and re-check the sales-ready rule, atomically each."""
+        if not probs:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        cfg = self._lead_cfg(rules, now)
+        for lead_id, p in probs.items():
+            payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
+            await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
+        raw = await pipe.execute()
+        return {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
+
+    async def lead_hashes(self, lead_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Several leads' hashes in one round trip."""
+        unique = list(dict.fromkeys(lead_ids))
+        if not unique:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for lid in unique:
+            pipe.hgetall(keys.lead(lid))
+        raw = await pipe.execute()
+        return {lid: {_s(k): _s(v) for k, v in h.items()} for lid, h in zip(unique, raw, strict=True)}
+
+    async def availability_overrides(self, rep_ids: Sequence[str]) -> dict[str, str]:
+        """Rep id -> 'until' date ('' for open-ended) of out-of-office overrides set through the admin API."""
+        if not rep_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for rep_id in rep_ids:
+            pipe.hmget(keys.rep_availability(rep_id), "out_of_office", "until")
+        raw = await pipe.execute()
+        return {rep_id: _s(v[1] or b"") for rep_id, v in zip(rep_ids, raw, strict=True) if v[0] and _s(v[0]) == "1"}
+
+    async def lead_accounts(self, lead_ids: Sequence[str]) -> dict[str, str]:
+        """Lead id -> account key id, for the leads already tied to an account."""
+        unique = list(dict.fromkeys(lead_ids))
+        if not unique:
+            return {}
+        values = await self.redis.mget([keys.lead_account(x) for x in unique])
+        return {lid: _s(v) for lid, v in zip(unique, values, strict=True) if v}
+
+    async def set_lead_accounts(self, mapping: Mapping[str, str]) -> None:
+        if not mapping:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for lead_id, key_id in mapping.items():
+            pipe.set(keys.lead_account(lead_id), key_id)
+        await pipe.execute()
+
+    async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
+                          now: float) -> ApplyResult:
+        """Make a lead sales-ready for another reason than its own score (its account's intent), once."""
+        payload = {"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
+                   "reason": orjson.dumps(reason.to_dict()).decode()}
+        cfg = orjson.dumps({"now": now, "rc": []})
+        return _parse_apply(await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg]))
+
+    async def account_done(self, key_id: str, event_id: str) -> None:
+        """Close an account crossing once its lead has been routed."""
+        acct = keys.account_keys(key_id)[0]
+        pending = await self.redis.hget(acct, "pending_event")
+        if pending is not None and _s(pending) == event_id:
+            await self.redis.hdel(acct, "pending_event", "pending_lead")
+
+    async def account_hash(self, key_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(keys.account_keys(key_id)[0])
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def account_members(self, key_id: str, limit: int = 15) -> list[tuple[str, float]]:
+        """Known members, most engaged first (forward-decayed points)."""
+        raw: list[Any] = await self.redis.zrevrange(keys.account_keys(key_id)[3], 0, limit - 1, withscores=True)
+        return [(_s(pair[0]), float(pair[1])) for pair in raw]
+
+    async def commit_assignment(self, lead_id: str, crossing: int, assignment_id: str, rep_id: str,
+                                rep_name: str, team: str, rule: str, rules_version: str, ts: float) -> bool:
+        done = await self._commit(
+            keys=[keys.lead(lead_id)],
+            args=[crossing, assignment_id, rep_id, rep_name, team, rule, rules_version, repr(ts)],
+        )
+        await self.redis.zadd(keys.rep_leads(rep_id), {lead_id: ts})
+        return bool(done)
+
+    async def sent_channels(self, assignment_id: str) -> set[str]:
+        raw = await self.redis.hkeys(keys.alert_sent(assignment_id))
+        return {x.decode() if isinstance(x, bytes) else x for x in raw}
+
+    async def claim_send(self, assignment_id: str, channel: str, holder: str, op: str = "take",
+                         ttl_ms: int = 15_000) -> bool:
+        """take / renew / drop the lease on delivering one channel of one assignment."""
+        got = await self._claim(keys=[keys.alert_claim(assignment_id, channel)], args=[op, holder, ttl_ms])
+        return bool(got)
+
+    async def mark_sent(self, assignment_id: str, channel: str, ts: float) -> None:
+        key = keys.alert_sent(assignment_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, channel, repr(ts))
+        pipe.expire(key, keys.SENT_TTL_S)
+        await pipe.execute()
+
+    async def lead_hash(self, lead_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(keys.lead(lead_id))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def lead_reasons(self, lead_id: str, limit: int = keys.REASONS_KEPT) -> list[Reason]:
+        raw = await self.redis.lrange(keys.reasons(lead_id), 0, limit - 1)
+        return [Reason.from_dict(orjson.loads(r)) for r in raw]
+
+    async def lead_recent(self, lead_id: str, limit: int = keys.RECENT_KEPT) -> list[dict[str, Any]]:
+        raw = await self.redis.lrange(keys.recent(lead_id), 0, limit - 1)
+        return [orjson.loads(r) for r in raw]
+
+    # --- distribution, lead lifecycle and SLA (issue 5 items 4-6; appended) -------------------------
+
+    def _script(self, name: str) -> AsyncScript:
+        """A script of router/lua, registered on first use and cached on this store."""
+        cache: dict[str, AsyncScript] = self.__dict__.setdefault("_lr_scripts", {})
+        if name not in cache:
+            cache[name] = self.redis.register_script(_lua(name))
+        return cache[name]
+
+    async def distribute(self, team: str, strategy: str, assignment_id: str, lead_id: str, now: float,
+                         reps: Sequence[RepSlot], *, remind_after_s: float | None = None,
+                         deadline_after_s: float | None = None, deadline_step: str = "reassign",
+                         allow_excluded: bool = True) -> dict[str, Any]:
+        """Pick (or recall) the rep for ``assignment_id`` in one atomic step on the team's slot.
+
+        See router/storage/lua/distribute.lua.  Returns the pick record: rep (False when
+        every rep is excluded and ``allow_excluded`` is off), queued, reason,
+        status (new | existing | none), skipped {rep: why}, load and SLA times.
+        """
+        kk = [keys.team_rr(team), keys.team_swrr(team), keys.team_pick(team, assignment_id),
+              keys.team_sla(team, "remind"), keys.team_sla(team, deadline_step)]
+        argv: list[Any] = [
+            strategy, assignment_id, lead_id, repr(now), keys.PICK_TTL_S, keys.CAPACITY_WINDOW_S,
+            keys.OPEN_WINDOW_S, "" if remind_after_s is None else repr(remind_after_s),
+            "" if deadline_after_s is None else repr(deadline_after_s), keys.sla_member(lead_id, assignment_id),
+            "1" if allow_excluded else "0", deadline_step, len(reps),
+        ]
+        for r in reps:
+            kk += [keys.team_assigned(team, r.rep_id), keys.team_open(team, r.rep_id)]
+            argv += [r.rep_id, r.weight, r.capacity_day or 0, r.capacity_30d or 0, repr(r.day_start),
+                     r.unavailable, "1" if r.excluded else "0", repr(r.sla_base)]
+        raw = await self._script("distribute.lua")(keys=kk, args=argv)
+        out: dict[str, Any] = orjson.loads(raw)
+        return out
+
+    async def lead_sla(self, op: str, lead_id: str, assignment_id: str, crossing: int, now: float, *,
+                       rep_id: str = "", rep_name: str = "", new_assignment_id: str = "",
+                       extra: Mapping[str, Any] | None = None, team: str = "") -> dict[str, Any]:
+        """The lead-side step of an assignment or SLA action (router/storage/lua/lead_sla.lua)."""
+        kk = [keys.lead(lead_id), keys.history(lead_id), keys.holders(lead_id, crossing), keys.rejected(lead_id)]
+        argv: list[Any] = [op, assignment_id, repr(now), keys.HISTORY_KEPT, keys.HOLDERS_TTL_S, str(crossing),
+                           rep_id, rep_name, new_assignment_id, orjson.dumps(dict(extra or {})), team]
+        raw = await self._script("lead_sla.lua")(keys=kk, args=argv)
+        out: dict[str, Any] = orjson.loads(raw)
+        return out
+
+    async def lead_transition(self, action: str, lead_id: str, rep_id: str, now: float, *, target: str = "",
+                              reason: str = "", score_factor: float = 1.0) -> dict[str, Any]:
+        """One lifecycle transition (router/storage/lua/lead_transition.lua); ``ok`` false carries an error code."""
+        kk = [keys.lead(lead_id), keys.history(lead_id), keys.rejected(lead_id)]
+        argv: list[Any] = [action, rep_id, repr(now), target, reason, repr(score_factor), keys.HISTORY_KEPT,
+                           keys.REJECTED_TTL_S]
+        raw = await self._script("lead_transition.lua")(keys=kk, args=argv)
+        out: dict[str, Any] = orjson.loads(raw)
+        return out
+
+    async def rejected_reps(self, lead_id: str) -> set[str]:
+        raw = await self.redis.smembers(keys.rejected(lead_id))
+        return {_s(x) for x in raw}
+
+    async def lead_history(self, lead_id: str, limit: int = keys.HISTORY_KEPT) -> list[dict[str, Any]]:
+        """The lead's history entries, oldest first (the last ``limit``)."""
+        raw = await self.redis.lrange(keys.history(lead_id), -limit, -1)
+        return [orjson.loads(r) for r in raw]
+
+    async def release_open(self, team: str, rep_id: str, lead_id: str) -> None:
+        """The lead no longer counts toward the rep's open leads (idempotent; two single-key steps)."""
+        await self.redis.zrem(keys.team_open(team, rep_id), lead_id)
+        await self.redis.zrem(keys.rep_leads(rep_id), lead_id)
+
+    async def note_rep_lead(self, rep_id: str, lead_id: str, ts: float) -> None:
+        """Keep :func:`keys.rep_leads` in step when the SLA hands a lead to another rep."""
+        await self.redis.zadd(keys.rep_leads(rep_id), {lead_id: ts})
+
+    async def open_leads(self, team: str, rep_id: str) -> int:
+        return int(await self.redis.zcard(keys.team_open(team, rep_id)))
+
+    async def sla_claim(self, team: str, step: str, now: float, lease_s: float, limit: int) -> list[str]:
+        """Lease up to ``limit`` SLA items due by ``now`` (router/storage/lua/sla_claim.lua); members are "lead assignment"."""
+        raw = await self._script("sla_claim.lua")(keys=[keys.team_sla(team, step)],
+                                                  args=[repr(now), repr(now + lease_s), limit])
+        return [_s(x) for x in raw]
+
+    async def sla_done(self, team: str, step: str, member: str) -> None:
+        await self.redis.zrem(keys.team_sla(team, step), member)
+
+    async def sla_retry(self, team: str, step: str, member: str, at: float) -> None:
+        await self.redis.zadd(keys.team_sla(team, step), {member: at}, xx=True)
+
+    async def sla_pending(self, team: str, step: str) -> list[tuple[str, float]]:
+        raw: list[Any] = await self.redis.zrange(keys.team_sla(team, step), 0, -1, withscores=True)
+        return [(_s(pair[0]), float(pair[1])) for pair in raw]
+
+    async def record_outcome(self, lead_id: str, line: bytes) -> str:
+        """Append a training row to the outcomes stream, then clear the lead's ``outcome_pending``.
+
+        Two slots, so two steps: a crash in between leaves ``outcome_pending`` set
+        and repeating the won/lost call replays the row.
+        """
+        entry_id = await self.redis.xadd(keys.OUTCOMES, {"json": line}, maxlen=keys.OUTCOMES_MAXLEN,
+                                         approximate=True)
+        await self.redis.hdel(keys.lead(lead_id), "outcome_pending")
+        return _s(entry_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RepSlot:
+    """One rep as :meth:`RedisStore.distribute` sees it: weight, caps and clock-based eligibility."""
+
+    rep_id: str
+    weight: int = 1
+    capacity_day: int | None = None
+    capacity_30d: int | None = None
+    day_start: float = 0.0  # the rep's local midnight (epoch s): capacity_day counts from here
+    unavailable: str = ""  # why the clock says no ('' = available)
+    excluded: bool = False  # rejected the lead or already held this crossing
+    sla_base: float = 0.0  # when the SLA clock starts if this rep gets it (their next working moment)
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _waves(merges: Sequence[Merge]) -> list[list[Merge]]:
+    """Split merges so that no wave holds a merge whose source or target another merge of it touches."""
+    waves: list[list[Merge]] = []
+    for m in merges:
+        for wave in waves:
+            busy = {x.source for x in wave} | {x.target for x in wave}
+            if m.source not in busy and m.target not in {x.source for x in wave}:
+                wave.append(m)
+                break
+        else:
+            waves.append([m])
+    return waves
+
+
+def _absorb_args(m: Merge, frozen: Mapping[str, Any], half_life_s: float, now: float, seen_window_s: int
+                 ) -> list[Any]:
+    h: Mapping[str, str] = frozen.get("hash") or {}
+    if isinstance(h, list):
+        h = {}
+    fields = {k[2:]: v for k, v in h.items() if k.startswith("f:")}
+    counts = {k[2:]: v for k, v in h.items() if k.startswith("n:")}
+    caps = {"capday": h.get("capday", ""), "cd": float(h.get("cd", 0) or 0),
+            "c": {k[2:]: float(v) for k, v in h.items() if k.startswith("c:")},
+            "o": [k[2:] for k in h if k.startswith("o:")]}
+    return [
+        m.source, h.get("score", "0"), h.get("asof", "0"), repr(half_life_s), seen_window_s,
+        keys.REASONS_KEPT, keys.RECENT_KEPT, h.get("events", "0"), h.get("first_seen", ""), repr(now),
+        orjson.dumps(frozen.get("seen") or []), orjson.dumps(frozen.get("reasons") or []),
+        orjson.dumps(frozen.get("recent") or []), orjson.dumps(fields), orjson.dumps(counts), orjson.dumps(caps),
+    ]
+
+
+def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:
+    data = orjson.loads(raw)
+    return AccountResult(
+        key_id=key_id, status=str(data["status"]), intent=float(data.get("intent", 0.0)),
+        people=int(data.get("people", 0)), roles=int(data.get("roles", 0)), top=str(data.get("top") or ""),
+        crossing=int(data.get("crossing", 0) or 0), event_id=event_id,
+    )
+
+
+def _parse_apply(raw: Any) -> ApplyResult:
+    data = orjson.loads(raw)
+    lead = data.get("lead") or {}
+    if isinstance(lead, list):  # cjson encodes an empty table as []
+        lead = {}
+    return ApplyResult(
+        status=data["status"],
+        before=float(data.get("before", 0.0)),
+        after=float(data.get("after", 0.0)),
+        crossing=int(data.get("crossing", 0) or 0),
+        trigger=str(data.get("trigger") or ""),
+        moved_to=str(data.get("to") or ""),
+        points=float(data.get("points", 0.0)),
+        recycled=bool(data.get("recycled", False)),
+        lead={str(k): str(v) for k, v in lead.items()},
+        reasons=tuple(Reason.from_dict(orjson.loads(r)) for r in data.get("reasons") or ()),
+        recent=tuple(orjson.loads(r) for r in data.get("recent") or ()),
+    )

@@ -1,0 +1,257 @@
+"""The faust worker: thin agents over the pipeline and the alert sender.
+
+``process_events`` takes batches off the events topic and hands them to
+:class:`router.worker.pipeline.Pipeline`; ``send_alerts`` delivers each published
+assignment.  Everything the agents call is plain async code, tested without
+faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import aiohttp
+import faust
+from aiokafka.errors import KafkaError
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TransportT
+from faust.web import Request, Response, View
+from prometheus_client import generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from threadpoolctl import threadpool_limits
+
+from router import metrics
+from router.alerts import digest
+from router.alerts.sender import AlertSender, TeamWebhooks, build_sender, check_alert_settings
+from router.settings import Settings
+from router.storage.kafka import ensure_topics
+from router.storage.live_config import (
+    LiveFile,
+    RedisRulesSource,
+    load_accounts_file,
+    load_icp_file,
+    load_scoring_file,
+)
+from router.storage.model_registry import ActiveModelWatcher
+from router.storage.store import RedisStore
+from router.worker.pipeline import Pipeline
+from router.worker.sla import sla_tick
+
+log = logging.getLogger(__name__)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust hard-codes fetch_max_wait_ms=1500; take ours from the app."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class LeadRouterApp(faust.App):
+    fetch_max_wait_ms: int = 1500
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+class Runtime:
+    """The connections and live config one worker process holds."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.scoring = LiveFile.open(settings.scoring_file, load_scoring_file, "scoring")
+        self.redis = Redis.from_url(settings.redis_url)
+        # Published rules (leadrouter rules publish) win over the file; the
+        # file is used, and reloaded on change, until something is published.
+        self.routing = RedisRulesSource(settings.rules_file, self.redis, startup_url=settings.redis_url)
+        self.accounts = (LiveFile.open(settings.accounts_file, load_accounts_file, "accounts")
+                         if settings.accounts_file.exists() else None)
+        self.icp = LiveFile.open(settings.icp_file, load_icp_file, "icp")
+        self.model = ActiveModelWatcher(settings.model_registry_dir)
+        self.store = RedisStore(self.redis)
+        self._http: aiohttp.ClientSession | None = None
+        self._sender: AlertSender | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        await self.redis.aclose()
+
+
+def new_app(settings: Settings) -> LeadRouterApp:
+    """A faust app configured for this service (the worker's, and the benchmark's baseline)."""
+    app = LeadRouterApp(
+        settings.app_id,
+        broker=settings.kafka_url,
+        store="memory://",
+        autodiscover=False,
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_s / 5),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_host="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+    )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    return app
+
+
+def create_app(settings: Settings) -> LeadRouterApp:
+    app = new_app(settings)
+    rt = Runtime(settings)
+    events_topic = app.topic(settings.topic_events, value_serializer="raw", key_serializer="raw",
+                             partitions=settings.topic_partitions)
+    alerts_topic = app.topic(settings.topic_assignments, value_serializer="raw", key_serializer="raw",
+                             partitions=settings.topic_partitions)
+    dlq_topic = app.topic(settings.topic_dead_letter, value_serializer="raw", key_serializer="raw",
+                          partitions=1)
+
+    async def publish_alert(key: str, value: bytes) -> None:
+        fut = await alerts_topic.send(key=key.encode(), value=value)
+        await fut
+
+    async def dead_letter(key: str, value: bytes) -> None:
+        fut = await dlq_topic.send(key=key.encode(), value=value)
+        await fut
+
+    pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
+                        admin_url=settings.admin_url, icp=rt.icp, model=lambda: rt.model.current,
+                        link_secret=settings.token_secret, unique=settings.unique_identifier_set)
+
+    @app.agent(events_topic)
+    async def process_events(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take(settings.worker_batch_size, within=settings.worker_batch_window_s):
+            with metrics.BATCH_SECONDS.time():
+                await until_done(f"batch of {len(batch)} events", partial(pipeline.process, batch))
+            metrics.BATCH_SIZE.observe(len(batch))
+
+    @app.agent(alerts_topic, concurrency=4)
+    async def send_alerts(stream: faust.StreamT[bytes]) -> None:
+        # One sender per process, shared by the agent's instances: Slack paced per
+        # channel (a Redis token bucket shared by every worker), capped jittered
+        # retries, channels already delivered skipped, failures dead-lettered, and
+        # low-priority triggers queued for the rep's digest (router/alerts/digest.py).
+        if rt._sender is None:
+            rt._http = aiohttp.ClientSession()
+            rt._sender = build_sender(settings, rt.store, rt._http, dead_letter,
+                                      team_webhooks=TeamWebhooks(rt.routing))
+        sender = rt._sender
+        async for raw in stream:
+            await until_done("alert delivery", partial(sender.handle, raw))
+
+    # Low-priority alerts queued for a rep's digest go out once per interval.
+    app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
+        digest.digest_timer(lambda: rt._sender))
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def reload_config() -> None:
+        rt.scoring.maybe_reload()
+        rt.icp.maybe_reload()
+        await rt.routing.poll()
+        if rt.accounts is not None:
+            rt.accounts.maybe_reload()
+        await asyncio.to_thread(rt.model.maybe_reload)
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def consumer_lag() -> None:
+        sample_consumer_lag(app.consumer, (settings.topic_events, settings.topic_assignments))
+
+    @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
+    async def sla_timer() -> None:
+        # Any number of workers run this; each SLA step is claimed once.
+        await sla_tick(rt.store, rt.routing, pipeline.sla_alert)
+
+    @app.page("/metrics")
+    async def metrics_page(self: View, request: Request) -> Response:
+        # aiohttp refuses a charset inside content_type; the exposition is UTF-8 text.
+        return self.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def health(self: View, request: Request) -> Response:
+        return self.json({"ok": True, "scoring": rt.scoring.current.version,
+                          "rules": rt.routing.current.version})
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _close(app: faust.App, **kwargs: Any) -> None:
+        await rt.close()
+
+    return app
+
+
+BACKOFF_MAX_S = 5.0
+
+
+async def until_done(what: str, step: Callable[[], Awaitable[object]],
+                     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Run one agent step, retrying it while Redis or Kafka is unreachable.
+
+    An error escaping an agent makes faust restart it, and a restarted agent
+    can stop receiving messages while the consumer keeps committing offsets:
+    those messages would be lost.  So an agent never lets go of its step; every
+    step is safe to repeat (events count once by id, an unfinished crossing
+    resumes with the same rep, an alert channel is delivered once).
+    """
+    delay = 0.1
+    while True:
+        try:
+            await step()
+            return
+        except (RedisError, KafkaError, OSError, TimeoutError) as exc:
+            metrics.BATCH_RETRIES.labels(type(exc).__name__).inc()
+            log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
+            await sleep(delay)
+            delay = min(BACKOFF_MAX_S, delay * 2)
+
+
+def sample_consumer_lag(consumer: Any, topics: tuple[str, ...]) -> None:
+    """Lag = the partition's end offset minus the next offset this worker will read.
+
+    (Some Kafka-compatible brokers report end offsets loosely, Tansu among
+    them; on Apache Kafka the figure is exact.)
+    """
+    read_offsets = getattr(consumer, "_read_offset", {})
+    for tp in consumer.assignment():
+        if tp.topic not in topics:
+            continue
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # not known yet (no fetch answered for it)
+            continue
+        if end is None:
+            continue
+        read = read_offsets.get(tp)
+        lag = end - (read + 1 if read is not None else 0)
+        metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker process until SIGINT/SIGTERM."""
+    # The model scores a batch in one call; on a small box, BLAS/OpenMP threads
+    # only fight the event loop for the same cores.
+    threadpool_limits(1)
+    check_alert_settings(settings)
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,455 @@
+"""What the worker does with a batch of events.
+
+Decode, score (pure), resolve who each event belongs to, apply the whole batch
+to Redis in one pipelined round trip, then route every lead that crossed the
+sales-ready threshold and publish its alert.  Faust agents only call this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import orjson
+
+from models import (
+    FORM_FIELDS,
+    Alert,
+    Assignment,
+    Event,
+    InvalidEventError,
+    LeadView,
+    Reason,
+    Rep,
+    RoutingDecision,
+)
+from router import metrics
+from router.storage.live_config import LiveFile
+from router.storage.store import (
+    AccountPlan,
+    AccountResult,
+    ApplyResult,
+    EventPlan,
+    LeadRules,
+    RedisStore,
+    lead_view_from_hash,
+)
+from router.tokens import mint_action_token
+from router.worker.accounts import account_for
+from router.worker.distribution import Pick, assign_owner, assign_rep
+from router.worker.identity import is_known_person, resolve_batch
+from rules import RoutingConfig, facts_from_lead
+from rules.accounts import AccountBook, match_account, owner_first
+from scoring import (
+    IcpConfig,
+    ScoringConfig,
+    classify_title,
+    fit_grade,
+    is_hand_raiser,
+    score_event_hits,
+    total_points,
+)
+from scoring.account_intent import AccountIntentConfig
+from scoring.features import features_from_lead
+from scoring.model import LeadModel
+
+log = logging.getLogger(__name__)
+
+PublishAlert = Callable[[str, bytes], Awaitable[None]]
+LINK_TTL_S = 14 * 86400  # an alert's accept/reject links work for two weeks
+ROUTE_CONCURRENCY = 32  # crossings of one batch routed at once
+
+
+@dataclass
+class BatchReport:
+    events: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    fired: int = 0
+    routed: int = 0
+
+
+def decode(raw: bytes | str | dict[str, object]) -> Event:
+    data = raw if isinstance(raw, dict) else orjson.loads(raw)
+    return Event.from_dict(data)
+
+
+def event_fields(ev: Event) -> dict[str, str]:
+    return {**ev.fields, **{k: v for k, v in ev.traits.items() if k in TRAIT_FIELDS}}
+
+
+def plan_batch(events: Sequence[Event], lead_ids: Sequence[str], config: ScoringConfig,
+               icp: IcpConfig | None = None, stored: Mapping[str, Mapping[str, str]] | None = None
+               ) -> list[EventPlan]:
+    """What each event is worth and to which lead (from the identity resolution).
+
+    When an event brings fields the fit grade is based on, the grade is
+    recomputed from the lead's stored fields (``stored``: lead id -> fields)
+    overlaid with everything the batch has said so far.
+    """
+    plans: list[EventPlan] = []
+    known: dict[str, dict[str, str]] = {k: dict(v) for k, v in (stored or {}).items()}
+    for ev, lead_id in zip(events, lead_ids, strict=True):
+        hits = score_event_hits(ev, config)
+        reasons = tuple(h.reason for h in hits)
+        fields = event_fields(ev)
+        grade = None
+        if icp is not None and FIT_FIELDS.intersection(fields):
+            merged = known.setdefault(lead_id, {})
+            merged.update(fields)
+            grade = fit_grade(merged, icp)
+        plans.append(EventPlan(event=ev, lead_id=lead_id, reasons=reasons, points=total_points(reasons),
+                               hand_raiser=is_hand_raiser(reasons), fields=fields, hits=hits, grade=grade))
+    return plans
+
+
+# Lead fields the fit grade (scoring/icp.yaml) is computed from.
+FIT_FIELDS: frozenset[str] = frozenset({"industry", "employees", "country", "job_title", "company"})
+
+
+# Segment/RudderStack identify traits kept on the lead, under our field names.
+TRAIT_FIELDS: frozenset[str] = frozenset(FORM_FIELDS) | {"industry", "employees", "website"}
+
+
+def identify(events: Sequence[Event]) -> tuple[list[str], list[str]]:
+    """The visitor ids and user ids a batch mentions (alias previous ids as both)."""
+    vids = [e.visitor_id for e in events if e.visitor_id]
+    uids = [e.user_id for e in events if e.user_id]
+    for e in events:
+        if e.previous_id:
+            vids.append(e.previous_id)
+            uids.append(e.previous_id)
+    return vids, uids
+
+
+def trigger_text(result: ApplyResult, event: Event, threshold: float) -> str:
+    if result.trigger == "account_intent":
+        return "account intent: the buying committee is active"
+    if result.trigger == "hand_raiser":
+        return f"hand-raiser: filled form {event.form_id}" if event.form_id else "hand-raiser"
+    if result.trigger and result.trigger != "threshold":
+        return f"sales-ready: {result.trigger} (score {result.after:.0f})"
+    return f"score {result.after:.0f} crossed the sales-ready threshold {threshold:.0f}"
+
+
+@dataclass
+class BatchOutcome:
+    plans: list[EventPlan]
+    results: list[ApplyResult]
+    accounts: list[AccountResult]
+    # Leads the model's new probability made sales-ready: (index of the lead's last plan, result).
+    by_model: list[tuple[int, ApplyResult]] = field(default_factory=list)
+
+
+def job_title(ev: Event) -> str:
+    return ev.fields.get("job_title") or ev.traits.get("title") or ev.traits.get("job_title") or ""
+
+
+def role_of(ev: Event) -> str:
+    """The buying-committee role (department) an event's person holds, when it says."""
+    title = job_title(ev)
+    if not title:
+        return ""
+    _, department = classify_title(title)
+    return department or ""
+
+
+async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[AccountPlan]:
+    """Tie leads to accounts from what events say, and roll every event of a
+    lead with an account up to it."""
+    refs = [account_for(p.event) for p in plans]
+    unknown = [p.lead_id for p, ref in zip(plans, refs, strict=True) if ref is None and not p.lead_id.startswith("A")]
+    existing = await store.lead_accounts(unknown)
+    links: dict[str, str] = {}
+    out: list[AccountPlan] = []
+    for plan, ref in zip(plans, refs, strict=True):
+        lead_id = plan.lead_id
+        if ref is not None:
+            key_id, name, domain = ref.key_id, ref.name, ref.domain
+            links[lead_id] = key_id
+        else:
+            key_id, name, domain = links.get(lead_id) or existing.get(lead_id) or "", "", ""
+        if key_id:
+            ev = plan.event
+            out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
+                                   lead_id=lead_id, role=role_of(ev), known=is_known_person(lead_id),
+                                   name=name, domain=domain))
+    await store.set_lead_accounts(links)
+    return out
+
+
+async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float,
+                      intent: AccountIntentConfig | None = None, icp: IcpConfig | None = None,
+                      model: LeadModel | None = None, unique: frozenset[str] = frozenset({"email"})
+                      ) -> BatchOutcome:
+    """Resolve identities, merge and link, then score leads and accounts in one round trip.
+
+    Round trips per batch: identities; stored fields of leads whose fit grade
+    changes (only when some event brings such fields); account links; the
+    scoring pipeline itself; and, with an active model, the touched leads'
+    state and their new probabilities.
+    """
+    visitors, users = await store.resolve_identities(*identify(events))
+    resolution = resolve_batch(list(events), visitors, users, unique)
+    if resolution.merges:  # once per identification; pipelined in dependency waves
+        await store.merge_many(resolution.merges, half_life_s=config.half_life_s, now=now)
+    for c in resolution.conflicts:
+        await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
+                                 event_id=c.event_id, ts=c.ts)
+        log.info("kept two people apart: %s was %s, now %s", c.identifier, c.previous, c.current)
+    await store.write_links(resolution.links)
+    stored: dict[str, dict[str, str]] = {}
+    if icp is not None:
+        grading = [lid for ev, lid in zip(events, resolution.lead_ids, strict=True)
+                   if FIT_FIELDS.intersection(event_fields(ev))]
+        if grading:
+            hashes = await store.lead_hashes(grading)
+            stored = {lid: {k[2:]: v for k, v in h.items() if k.startswith("f:")} for lid, h in hashes.items()}
+    plans = plan_batch(events, resolution.lead_ids, config, icp, stored)
+    account_plans = await plan_accounts(store, plans)
+    rules = LeadRules.from_config(config)
+    results, accounts = await store.apply_with_accounts(
+        plans, account_plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now, intent=intent,
+        rules=rules)
+    moved = [i for i, r in enumerate(results) if r.status == "moved"]
+    if moved:
+        # A profile was merged after we resolved it (earlier in this batch, or
+        # by another worker): those events go to the lead it now belongs to.
+        moved_plans = [replace(plans[i], lead_id=results[i].moved_to) for i in moved]
+        again, more_accounts = await store.apply_with_accounts(
+            moved_plans, await plan_accounts(store, moved_plans), threshold=config.threshold,
+            half_life_s=config.half_life_s, now=now, intent=intent, rules=rules)
+        accounts += more_accounts
+        for i, plan, r in zip(moved, moved_plans, again, strict=True):
+            plans[i], results[i] = plan, r
+    outcome = BatchOutcome(plans, results, accounts)
+    if model is not None:
+        outcome.by_model = await _score_with_model(store, model, plans, results, rules, now)
+    return outcome
+
+
+async def _score_with_model(store: RedisStore, model: LeadModel, plans: Sequence[EventPlan],
+                            results: Sequence[ApplyResult], rules: LeadRules, now: float
+                            ) -> list[tuple[int, ApplyResult]]:
+    """One batched model call for the known leads this batch touched."""
+    last: dict[str, int] = {}
+    for i, (plan, result) in enumerate(zip(plans, results, strict=True)):
+        if result.status in ("scored", "fired") and is_known_person(plan.lead_id):
+            last[plan.lead_id] = i
+    if not last:
+        return []
+    hashes = await store.lead_hashes(list(last))
+    lead_ids = [lid for lid in last if hashes.get(lid)]
+    probs = await asyncio.to_thread(model.predict_proba, [features_from_lead(hashes[lid]) for lid in lead_ids])
+    batch_id = plans[-1].event.event_id
+    updated = await store.set_probabilities(dict(zip(lead_ids, probs, strict=True)), rules, now, batch_id)
+    return [(last[lid], r) for lid, r in updated.items() if r.needs_routing]
+
+
+class Pipeline:
+    def __init__(self, store: RedisStore, scoring: LiveFile[ScoringConfig], routing: LiveFile[RoutingConfig],
+                 publish_alert: PublishAlert, clock: Callable[[], float] = time.time,
+                 intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
+                 admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
+                 model: Callable[[], LeadModel | None] | None = None, link_secret: str = "",
+                 unique: frozenset[str] = frozenset({"email"})) -> None:
+        self.store = store
+        self.unique = unique
+        self.link_secret = link_secret
+        self.icp = icp
+        self.model = model
+        self.intent = intent or AccountIntentConfig()
+        self.accounts = accounts
+        self.admin_url = admin_url
+        self.scoring = scoring
+        self.routing = routing
+        self.publish_alert = publish_alert
+        self.clock = clock
+
+    async def process(self, raw_values: Sequence[bytes]) -> BatchReport:
+        report = BatchReport(events=len(raw_values))
+        events: list[Event] = []
+        for raw in raw_values:
+            try:
+                events.append(decode(raw))
+            except (InvalidEventError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                report.invalid += 1
+                metrics.EVENTS.labels("unknown", "invalid").inc()
+                log.error("skipped an invalid event: %s: %r", exc, bytes(raw)[:200])
+        if not events:
+            return report
+        config = self.scoring.current
+        outcome = await apply_batch(self.store, config, events, self.clock(), self.intent,
+                                    self.icp.current if self.icp else None, self.model() if self.model else None,
+                                    self.unique)
+        plans, results = outcome.plans, outcome.results
+        routed: set[tuple[str, int]] = set()
+        crossings = [(plans[i], r) for i, r in outcome.by_model]
+        for plan, result in zip(plans, results, strict=True):
+            if result.recycled:
+                metrics.RECYCLED.inc()
+                log.info("lead %s recycled to nurture: engagement fell below the recycle level", plan.lead_id)
+            etype = plan.event.type.value
+            if result.status in ("duplicate", "forgotten"):
+                report.duplicates += result.status == "duplicate"
+                metrics.EVENTS.labels(etype, result.status).inc()
+                continue
+            metrics.EVENTS.labels(etype, "fired" if result.status == "fired" else "scored").inc()
+            if result.needs_routing:
+                crossings.append((plan, result))
+        todo: list[tuple[EventPlan, ApplyResult]] = []
+        for plan, result in crossings:
+            if (plan.lead_id, result.crossing) in routed:
+                continue  # several events of one lead resumed the same crossing
+            routed.add((plan.lead_id, result.crossing))
+            report.fired += 1
+            if result.status == "fired":
+                metrics.CROSSINGS.labels(result.trigger if result.trigger in ("hand_raiser", "account_intent")
+                                         else "rule").inc()
+            todo.append((plan, result))
+        # Different leads' crossings are independent (each pick is one atomic
+        # Redis step), so they are routed concurrently, a bounded number at once.
+        gate = asyncio.Semaphore(ROUTE_CONCURRENCY)
+
+        async def route_one(plan: EventPlan, result: ApplyResult) -> None:
+            async with gate:
+                await self.route(plan, result, config)
+
+        await asyncio.gather(*(route_one(p, r) for p, r in todo))
+        report.routed += len(todo)
+        by_event = {p.event.event_id: p for p in plans}
+        for acct in outcome.accounts:
+            if acct.status in ("fired", "resume") and acct.top:
+                if await self.route_account(acct, by_event[acct.event_id], config):
+                    report.routed += 1
+        return report
+
+    async def route_account(self, acct: AccountResult, plan: EventPlan, config: ScoringConfig) -> bool:
+        """An account crossed its threshold: its most engaged lead becomes sales-ready."""
+        ev = plan.event
+        if acct.status == "fired":
+            metrics.CROSSINGS.labels("account_intent").inc()
+        detail = (f"account intent {acct.intent:.0f} reached {self.intent.threshold:.0f}: "
+                  f"{acct.people} people and {acct.roles} roles active in {self.intent.window_days:g} days")
+        reason = Reason(rule="account_intent", points=0.0, event_id=ev.event_id, event_type=ev.type.value,
+                        ts=ev.ts, detail=detail)
+        result = await self.store.force_ready(acct.top, f"acct:{acct.key_id}:{ev.event_id}", "account_intent",
+                                              reason, self.clock())
+        routed = False
+        if result.needs_routing:
+            await self.route(replace(plan, lead_id=acct.top, reasons=(), points=0.0, hand_raiser=False),
+                             result, config)
+            routed = True
+        await self.store.account_done(acct.key_id, ev.event_id)
+        return routed
+
+    async def _owner_pick(self, lead: LeadView, facts: Mapping[str, object], assignment_id: str, lead_id: str,
+                          crossing: int, at: datetime) -> tuple[Pick | None, RoutingDecision | None]:
+        if self.accounts is None:
+            return None, None
+        routing = self.routing.current
+        owner = owner_first(match_account(facts, self.accounts.current), routing)
+        if owner.rep is None or owner.decision is None:
+            return None, None
+        pick = await assign_owner(self.store, routing.team(owner.rep.team), owner.rep, assignment_id, lead_id,
+                                  crossing, at)
+        return (pick, owner.decision) if pick is not None else (None, None)
+
+    async def _account_context(self, lead_id: str) -> dict[str, object]:
+        """The lead's account and who else there is active: for the alert."""
+        key_id = (await self.store.lead_accounts([lead_id])).get(lead_id)
+        if not key_id:
+            return {}
+        acct = await self.store.account_hash(key_id)
+        others = [m for m, _ in await self.store.account_members(key_id, limit=6) if m != lead_id][:5]
+        hashes = await self.store.lead_hashes(others)
+        members = []
+        for other in others:
+            h = hashes.get(other, {})
+            view = lead_view_from_hash(h)
+            members.append({"name": view.display_name, "title": view.fields.get("job_title", ""),
+                            "email": view.email or "", "last_active": float(h.get("last_seen", 0) or 0)})
+        return {"name": acct.get("name", ""), "domain": acct.get("domain", ""),
+                "intent": float(acct.get("intent", 0) or 0), "active_people": int(acct.get("active_people", 0) or 0),
+                "members": members}
+
+    async def sla_alert(self, kind: str, lead_id: str, assignment_id: str, rep: Rep) -> None:
+        """An SLA step tells a rep: a reminder, a reassignment to them, or an escalation."""
+        data = await self.store.lead_hash(lead_id)
+        if not data:
+            return
+        config = self.scoring.current
+        reasons = await self.store.lead_reasons(lead_id, limit=20)
+        lead = lead_view_from_hash(data, reasons, now=self.clock(), half_life_s=config.half_life_s)
+        crossing = int(data.get("crossing", 0) or 0)
+        decision = RoutingDecision(team=rep.team, rule=data.get("rule", ""),
+                                   rules_version=data.get("rules_version", ""), path=(f"sla:{kind}",))
+        texts = {"remind": "reminder: this lead is waiting for you to accept it",
+                 "reassign": "reassigned to you: the previous rep did not accept it in time",
+                 "escalate": f"escalated to the team: {data.get('owner_name', 'the rep')} has not accepted it"}
+        # Each step is its own alert (its own sent-flags), so a reminder is never
+        # swallowed as a duplicate of the original alert.
+        alert_id = assignment_id if kind == "reassign" else f"{assignment_id}:{kind}"
+        assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
+                                decision=decision, ts=self.clock())
+        alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
+                      trigger=texts.get(kind, kind), recent=tuple(await self.store.lead_recent(lead_id, 10)),
+                      account=await self._account_context(lead_id),
+                      links=self._links(lead_id, rep.rep_id, alert_id))
+        await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
+
+    def _links(self, lead_id: str, rep_id: str = "", assignment_id: str = "") -> dict[str, str]:
+        """Signed links the rep opens from the alert (the admin app serves them)."""
+        if not self.admin_url or not self.link_secret or not rep_id:
+            return {}
+        token = mint_action_token(self.link_secret, lead_id=lead_id, rep_id=rep_id, assignment_id=assignment_id,
+                                  ttl_s=LINK_TTL_S, now=self.clock())
+        page = f"{self.admin_url.rstrip('/')}/a/{token}"
+        return {"lead": page, "accept": f"{page}?do=accept", "reject": f"{page}?do=reject"}
+
+    async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment:
+        """Route one crossing to a rep and publish its alert; safe to repeat."""
+        started = time.perf_counter()
+        routing = self.routing.current
+        lead = lead_view_from_hash(result.lead, result.reasons)
+        facts = facts_from_lead(lead, {
+            "hand_raiser": result.trigger == "hand_raiser",
+            "form_id": plan.event.form_id,
+            "source": plan.event.source,
+        })
+        assignment_id = f"{plan.lead_id}:{result.crossing}"
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        # An account with an available owner goes to that owner first; otherwise
+        # the rules pick the team and the team's strategy picks the rep (skipping
+        # reps who rejected the lead, are away or at capacity; never dropping it).
+        pick, decision = await self._owner_pick(lead, facts, assignment_id, plan.lead_id, result.crossing, at)
+        if pick is None:
+            decision = routing.decide(facts)
+            pick = await assign_rep(self.store, routing.team(decision.team), assignment_id, plan.lead_id,
+                                    result.crossing, at)
+        assert decision is not None
+        team = routing.team(decision.team)
+        rep = pick.rep
+        now = self.clock()
+        assignment = Assignment(assignment_id=assignment_id, lead_id=plan.lead_id, crossing=result.crossing,
+                                rep=rep, decision=decision, ts=now)
+        alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
+                      trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
+                      event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
+                      links=self._links(plan.lead_id, rep.rep_id, assignment_id))
+        # Publish first, then close the crossing: a crash in between replays the
+        # event, which resumes the crossing, gets the same rep and republishes;
+        # the alert sender skips channels it already delivered on.
+        await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
+        await self.store.commit_assignment(plan.lead_id, result.crossing, assignment_id, rep.rep_id, rep.name,
+                                           team.name, decision.rule, decision.rules_version, now)
+        metrics.ASSIGNMENTS.labels(team.name, rep.rep_id).inc()
+        metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
+        log.info("lead %s (%s) -> %s [%s] via rule %s: %s", lead.display_name, lead.email, rep.name, team.name,
+                 decision.rule, alert.trigger)
+        return assignment
+
