@@ -67,5 +67,5 @@ class LinkHandlers(AdminCore):
         log.info("lead %s %s by %s through an alert link", claims.lead_id, action, claims.rep_id)
         done = "accepted: it is yours" if action == "accept" else f"rejected ({_h(reason)}): back to marketing"
         return web.Response(text=f"<!doctype html><html><body style='font-family:sans-serif'><p>Lead {done}. "
-                                 f"Stage now {_h(str(result.to_dict().get('stage', '')))}.</p></body></html>",
+                                 f"Stage now {_h(result.to_stage.value)}.</p></body></html>",
                             content_type="text/html")
