@@ -4,8 +4,9 @@ A notifier makes one attempt and raises :class:`~router.errors.TransientSendErro
 (worth retrying) or :class:`~router.errors.PermanentSendError` (not).
 :func:`deliver` owns the retry policy (full-jitter exponential backoff, capped,
 never shorter than a server's ``Retry-After``) and never raises for a failed
-send.  What the messages say is in :mod:`router.alerts.render`; how fast Slack
-may be sent to is in :mod:`router.alerts.pacing`.
+send.  What the messages say is in :mod:`router.alerts.render` (with
+render_slack and render_digest); how fast Slack may be sent to is in
+:mod:`router.alerts.pacing`.
 """
 
 from __future__ import annotations
@@ -30,15 +31,9 @@ import aiohttp
 from models.lead import Alert, Rep
 from router import metrics
 from router.alerts.pacing import Pacer, Sleep, pace_key
-from router.alerts.render import (
-    Digest,
-    _one_line,
-    _truncate,
-    render_digest_blocks,
-    render_digest_email,
-    render_email,
-    render_slack_blocks,
-)
+from router.alerts.render import Digest, one_line, render_email, truncate
+from router.alerts.render_digest import render_digest_email
+from router.alerts.render_slack import render_digest_blocks, render_slack_blocks
 from router.errors import PermanentSendError, SendError, TransientSendError
 from router.settings import Settings
 
@@ -88,7 +83,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _short(body: str, limit: int = 200) -> str:
-    return _truncate(_one_line(body), limit) or "(empty body)"
+    return truncate(one_line(body), limit) or "(empty body)"
 
 
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
