@@ -17,7 +17,7 @@ from scoring import ScoringConfig, score_at
 
 
 class LeadHandlers(AdminCore):
-    """The lead handlers."""
+    """Handlers of the lead reads (GET /v1/leads...); a mixin of :class:`router.admin.app.Admin`."""
 
     def lead_state(self, lead_id: str, data: Mapping[str, str], rejected: set[str], now: float,
                    scoring: ScoringConfig) -> dict[str, Any]:

@@ -31,7 +31,7 @@ async def apply_action(admin: AdminCore, action: str, lead_id: str, rep_id: str,
 
 
 class LifecycleHandlers(AdminCore):
-    """The lifecycle handlers."""
+    """Handler of the lead actions (POST /v1/leads/{id}/ACTION); a mixin of :class:`router.admin.app.Admin`."""
 
     async def transition(self, request: web.Request, op: Operation, action: str) -> web.StreamResponse:
         self.query(request, ())

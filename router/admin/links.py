@@ -26,7 +26,7 @@ def _h(text: str) -> str:
 
 
 class LinkHandlers(AdminCore):
-    """The alert-link handlers."""
+    """Handlers of the signed alert link (GET and POST /a/{token}); a mixin of :class:`router.admin.app.Admin`."""
 
     def _claims(self, request: web.Request) -> ActionClaims:
         try:

@@ -42,7 +42,7 @@ def _override_out(raw: Mapping[str, str], today: date) -> dict[str, Any] | None:
 
 
 class RosterHandlers(AdminCore):
-    """The roster handlers."""
+    """Handlers of /v1/teams and /v1/reps; a mixin of :class:`router.admin.app.Admin`."""
 
     async def list_teams(self, request: web.Request) -> web.StreamResponse:
         self.query(request, ())

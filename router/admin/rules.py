@@ -149,7 +149,7 @@ def _report_out(report: SimulationReport, current_label: str) -> dict[str, Any]:
 
 
 class RulesHandlers(AdminCore):
-    """The rules handlers."""
+    """Handlers of /v1/rules/...; a mixin of :class:`router.admin.app.Admin`."""
 
     async def _read_yaml_body(self, request: web.Request, op: Operation) -> str:
         """validate: raw YAML (text/plain, application/yaml, ...) or JSON {"rules": "..."}."""
