@@ -48,7 +48,7 @@ from router.storage import keys
 from router.storage.store import RedisStore
 
 if TYPE_CHECKING:
-    from router.alerts.notifiers import DeliveryResult
+    from router.alerts.delivery import DeliveryResult
     from router.alerts.sender import AlertSender
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,12 @@
-"""Alert delivery: one :class:`Notifier` per channel, and retries.
+"""Alert channels: one :class:`Notifier` per channel (Slack webhook, Slack bot, SMTP).
 
 A notifier makes one attempt and raises :class:`~router.errors.TransientSendError`
 (worth retrying) or :class:`~router.errors.PermanentSendError` (not).
-:func:`deliver` owns the retry policy (full-jitter exponential backoff, capped,
-never shorter than a server's ``Retry-After``) and never raises for a failed
-send.  What the messages say is in :mod:`router.alerts.render`; how fast Slack
-may be sent to is in :mod:`router.alerts.pacing`.
+:func:`router.alerts.delivery.deliver` owns the retry policy (full-jitter
+exponential backoff, capped, never shorter than a server's ``Retry-After``) and
+never raises for a failed send.  What the messages say is in
+:mod:`router.alerts.render` (with render_slack and render_digest); how fast
+Slack may be sent to is in :mod:`router.alerts.pacing`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import email.utils
 import json
 import logging
 import math
-import random
 import smtplib
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any, Protocol, runtime_checkable
@@ -29,16 +28,10 @@ import aiohttp
 
 from models.lead import Alert, Rep
 from router import metrics
-from router.alerts.pacing import Pacer, Sleep, pace_key
-from router.alerts.render import (
-    Digest,
-    _one_line,
-    _truncate,
-    render_digest_blocks,
-    render_digest_email,
-    render_email,
-    render_slack_blocks,
-)
+from router.alerts.pacing import Pacer, pace_key
+from router.alerts.render import Digest, one_line, render_email, truncate
+from router.alerts.render_digest import render_digest_email
+from router.alerts.render_slack import render_digest_blocks, render_slack_blocks
 from router.errors import PermanentSendError, SendError, TransientSendError
 from router.settings import Settings
 
@@ -88,7 +81,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _short(body: str, limit: int = 200) -> str:
-    return _truncate(_one_line(body), limit) or "(empty body)"
+    return truncate(one_line(body), limit) or "(empty body)"
 
 
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
@@ -464,105 +457,3 @@ def notifiers_from_settings(
             )
         )
     return out
-
-
-# --------------------------------------------------------------------------- delivery
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
-    channel: str
-    ok: bool
-    attempts: int
-    error: str | None = None
-    permanent: bool = False
-
-
-def backoff_delay(
-    failed_attempts: int,
-    backoff_s: float,
-    rng: random.Random,
-    retry_after: float | None,
-    max_s: float | None = None,
-) -> float:
-    """Full jitter: ``uniform(0, min(max_s, backoff_s * 2**(failed_attempts-1)))``, never below ``retry_after``."""
-    ceiling = backoff_s * 2.0 ** min(max(0, failed_attempts - 1), 62)
-    if max_s is not None:
-        ceiling = min(ceiling, max_s)
-    delay = rng.uniform(0.0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
-
-
-async def deliver_call(
-    attempt: Callable[[], Awaitable[None]],
-    channel: str,
-    what: str,
-    *,
-    max_attempts: int,
-    backoff_s: float,
-    backoff_max_s: float | None = None,
-    rng: random.Random | None = None,
-    sleep: Sleep = asyncio.sleep,
-) -> DeliveryResult:
-    """Run ``attempt`` (one send on ``channel``) until it succeeds, fails permanently or runs out.
-
-    After the n-th failed attempt (n = 1, 2, ...) it waits
-    ``uniform(0, min(backoff_max_s, backoff_s * 2**(n-1)))`` seconds, or the
-    server's ``retry_after`` when that is longer.  A permanent error stops at
-    once.  Never raises for a failed send; an unexpected exception from the
-    notifier is logged and reported as a permanent failure.  ``what`` names the
-    message in logs (``alert asg-42``).
-    """
-    rng = rng if rng is not None else random.Random()
-    max_attempts = max(1, max_attempts)
-    error: str | None = None
-    for n in range(1, max_attempts + 1):
-        retry_after: float | None = None
-        try:
-            await attempt()
-        except PermanentSendError as exc:
-            log.warning("%s on %s failed permanently: %s", what, channel, exc)
-            return DeliveryResult(channel, False, n, str(exc), True)
-        except TransientSendError as exc:
-            error, retry_after = str(exc), exc.retry_after
-        except SendError as exc:
-            error = str(exc)
-        except Exception as exc:
-            log.exception("%s on %s: unexpected error from the notifier", what, channel)
-            return DeliveryResult(channel, False, n, f"{type(exc).__name__}: {exc}", True)
-        else:
-            return DeliveryResult(channel, True, n)
-        if n == max_attempts:
-            break
-        delay = backoff_delay(n, backoff_s, rng, retry_after, backoff_max_s)
-        log.info(
-            "%s on %s failed (attempt %d/%d): %s; retrying in %.2fs", what, channel, n, max_attempts, error, delay
-        )
-        await sleep(delay)
-    log.warning("%s on %s gave up after %d attempts: %s", what, channel, max_attempts, error)
-    return DeliveryResult(channel, False, max_attempts, error, False)
-
-
-async def deliver(
-    alert: Alert,
-    notifier: Notifier,
-    *,
-    max_attempts: int,
-    backoff_s: float,
-    backoff_max_s: float | None = None,
-    rng: random.Random | None = None,
-    sleep: Sleep = asyncio.sleep,
-) -> DeliveryResult:
-    """Send ``alert`` on one channel, retrying transient failures (see :func:`deliver_call`)."""
-    return await deliver_call(
-        lambda: notifier.send(alert),
-        notifier.channel,
-        f"alert {alert.assignment.assignment_id}",
-        max_attempts=max_attempts,
-        backoff_s=backoff_s,
-        backoff_max_s=backoff_max_s,
-        rng=rng,
-        sleep=sleep,
-    )

@@ -1,15 +1,22 @@
-"""Alert rendering: plain text, HTML, Slack Block Kit and email, for alerts and digests.
+"""Alert rendering: what a rep reads, as plain text, HTML and email.
 
-Pure: :func:`render_text`, :func:`render_html` and :func:`render_slack_blocks`
-turn an :class:`~models.lead.Alert` into what a rep reads: who and which
-company, score (and fit grade when the lead has one), why now (top reasons and
-the recent activity, in UTC), who else from the account is active, the routing
-path (team, rule, rules version) and accept / reject / open links.
-:func:`render_digest_text` and friends do the same for a :class:`Digest`, the
-one summary a rep gets per interval for low-priority alerts.  Everything that
-came from a lead is treated as hostile: HTML-escaped in HTML, Slack's control
-characters (``&``, ``<``, ``>``) escaped in Slack text, line breaks folded in
-single-line places, and only plain ``http(s)`` URLs ever become links or buttons.
+Pure: :func:`render_text` and :func:`render_html` turn an
+:class:`~models.lead.Alert` into what a rep reads: who and which company, score
+(and fit grade when the lead has one), why now (top reasons and the recent
+activity, in UTC), who else from the account is active, the routing path (team,
+rule, rules version) and accept / reject / open links; :func:`render_email` wraps
+both in one email.  The views they share (:func:`account_view`,
+:func:`recent_activity`, :func:`action_links`, ...) are here too, and so is
+:class:`Digest`, the one summary a rep gets per interval for low-priority alerts.
+
+The other formats: Slack Block Kit for alerts and digests in
+:mod:`router.alerts.render_slack`; digest text, HTML and email in
+:mod:`router.alerts.render_digest`.
+
+Everything that came from a lead is treated as hostile: HTML-escaped in HTML,
+Slack's control characters (``&``, ``<``, ``>``) escaped in Slack text, line
+breaks folded in single-line places, and only plain ``http(s)`` URLs ever become
+links or buttons.
 """
 
 from __future__ import annotations
@@ -37,18 +44,9 @@ MAX_REASONS = 5
 MAX_RECENT = 10
 MAX_MEMBERS = 5
 
-# Block Kit limits (characters).
-_HEADER_MAX = 150
-_FIELD_MAX = 2000
-_SECTION_MAX = 3000
-_CONTEXT_MAX = 3000
-_FALLBACK_MAX = 3000
-_BUTTON_TEXT_MAX = 75
-_BUTTON_VALUE_MAX = 2000
+# The longest URL that becomes a link or button (Slack's Block Kit limit, kept for every format).
 _URL_MAX = 3000
-_BLOCKS_MAX = 50
 
-_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _LINE_BREAKS = re.compile(r"[\r\n\t\v\f\x85\u2028\u2029]+")
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>|\"'`\\]")
 
@@ -56,14 +54,13 @@ _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>|\"'`\\]")
 # --------------------------------------------------------------------------- helpers
 
 
-
-
-def _one_line(value: object) -> str:
+def one_line(value: object) -> str:
     """``value`` as text on one line: user data must not forge extra lines."""
     return _LINE_BREAKS.sub(" ", str(value)).strip()
 
 
-def _truncate(text: str, limit: int) -> str:
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -72,11 +69,13 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _h(value: object) -> str:
-    return html.escape(_one_line(value), quote=True)
+def html_text(value: object) -> str:
+    """``value`` on one line, HTML-escaped (quotes too)."""
+    return html.escape(one_line(value), quote=True)
 
 
-def _num(value: float) -> str:
+def score_text(value: float) -> str:
+    """A score as a whole number."""
     return f"{value:.0f}"
 
 
@@ -102,10 +101,10 @@ def utc_time(ts: object) -> str:
             try:
                 parsed = datetime.fromisoformat(raw)
             except ValueError:
-                return _one_line(raw)
+                return one_line(raw)
             dt = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if dt is None:
-        return "" if ts is None else _one_line(ts)
+        return "" if ts is None else one_line(ts)
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -127,9 +126,9 @@ def top_reasons(reasons: Iterable[Reason], limit: int = MAX_REASONS) -> list[Rea
 
 def reason_line(reason: Reason) -> str:
     """``+50 demo_request — filled form demo-request`` (unescaped, one line)."""
-    line = f"{_points(reason.points)} {_one_line(reason.rule)}"
+    line = f"{_points(reason.points)} {one_line(reason.rule)}"
     if reason.detail:
-        line += f" — {_one_line(reason.detail)}"
+        line += f" — {one_line(reason.detail)}"
     return line
 
 
@@ -148,7 +147,7 @@ def _activity(item: Mapping[str, Any]) -> Activity:
     for key in ("url", "form_id", "campaign"):
         value = item.get(key)
         if value:
-            target = _one_line(value)
+            target = one_line(value)
             if key == "form_id":
                 target = f"form {target}"
             elif key == "campaign":
@@ -157,9 +156,9 @@ def _activity(item: Mapping[str, Any]) -> Activity:
     detail = item.get("detail") or item.get("title") or ""
     return Activity(
         when=utc_time(item.get("ts")),
-        type=_one_line(item.get("type") or "event"),
+        type=one_line(item.get("type") or "event"),
         target=target,
-        detail=_one_line(detail),
+        detail=one_line(detail),
     )
 
 
@@ -167,28 +166,29 @@ def recent_activity(alert: Alert, limit: int = MAX_RECENT) -> list[Activity]:
     return [_activity(item) for item in alert.recent[:limit]]
 
 
-def _activity_line(a: Activity) -> str:
+def activity_line(a: Activity) -> str:
+    """``when · type · target · detail`` (unescaped, one line)."""
     return " · ".join(x for x in (a.when, a.type, a.target, a.detail) if x)
 
 
-def _title(alert: Alert) -> str:
+def alert_title(alert: Alert) -> str:
     lead = alert.lead
-    name = _one_line(lead.display_name)
+    name = one_line(lead.display_name)
     company = lead.company
-    return f"{name} ({_one_line(company)})" if company else name
+    return f"{name} ({one_line(company)})" if company else name
 
 
 def email_subject(alert: Alert) -> str:
     """``Sales-ready lead: {name} ({company}) — score {score:.0f}``."""
-    return f"Sales-ready lead: {_title(alert)} — score {_num(alert.lead.score)}"
+    return f"Sales-ready lead: {alert_title(alert)} — score {score_text(alert.lead.score)}"
 
 
-def _routing_line(alert: Alert) -> str:
+def routing_line(alert: Alert) -> str:
     """``team T · rule R (rules V); path a → b`` (unescaped, one line)."""
     d = alert.assignment.decision
-    line = f"team {_one_line(d.team)} · rule {_one_line(d.rule)} (rules {_one_line(d.rules_version)})"
+    line = f"team {one_line(d.team)} · rule {one_line(d.rule)} (rules {one_line(d.rules_version)})"
     if d.path:
-        line += "; path " + " → ".join(_one_line(p) for p in d.path)
+        line += "; path " + " → ".join(one_line(p) for p in d.path)
     return line
 
 
@@ -211,27 +211,27 @@ def safe_url(value: object) -> str | None:
 
 def lead_job_title(alert: Alert) -> str:
     f = alert.lead.fields
-    return _one_line(f.get("job_title") or f.get("title") or "")
+    return one_line(f.get("job_title") or f.get("title") or "")
 
 
 def lead_grade(alert: Alert) -> str | None:
     """The lead's fit grade (``fields["grade"]``), or None when it has none."""
-    grade = _one_line(alert.lead.fields.get("grade") or "")
+    grade = one_line(alert.lead.fields.get("grade") or "")
     return grade or None
 
 
 def who_line(alert: Alert, *, with_email: bool = True) -> str:
     """``Jane Doe, Head of Procurement at Acme · jane@acme.test`` (unescaped, one line)."""
     lead = alert.lead
-    name = _one_line(lead.display_name)
+    name = one_line(lead.display_name)
     line = name
     title = lead_job_title(alert)
     if title:
         line += f", {title}"
     if lead.company:
-        line += f" at {_one_line(lead.company)}"
-    if with_email and lead.email and _one_line(lead.email) != name:
-        line += f" · {_one_line(lead.email)}"
+        line += f" at {one_line(lead.company)}"
+    if with_email and lead.email and one_line(lead.email) != name:
+        line += f" · {one_line(lead.email)}"
     return line
 
 
@@ -275,7 +275,7 @@ class AccountView:
         if self.name and self.domain:
             bits.append(self.domain)
         if self.intent is not None:
-            bits.append(f"intent {_num(self.intent)}")
+            bits.append(f"intent {score_text(self.intent)}")
         if self.active_people is not None:
             bits.append(f"{self.active_people} {'person' if self.active_people == 1 else 'people'} active")
         return " · ".join(bits)
@@ -306,8 +306,8 @@ def account_view(alert: Alert, limit: int = MAX_MEMBERS) -> AccountView | None:
     for item in raw_members if isinstance(raw_members, list | tuple) else ():
         if not isinstance(item, Mapping):
             continue
-        mail = _one_line(item.get("email") or "")
-        name = _one_line(item.get("name") or "") or mail
+        mail = one_line(item.get("email") or "")
+        name = one_line(item.get("name") or "") or mail
         if not name or (own and mail.lower() == own):
             continue
         raw_last = item.get("last_active")
@@ -316,9 +316,9 @@ def account_view(alert: Alert, limit: int = MAX_MEMBERS) -> AccountView | None:
             when = utc_time(last) if last > 0 else ""  # 0: never seen
         else:
             when = utc_time(raw_last) if isinstance(raw_last, str) else ""  # ISO 8601 text
-        members.append(MemberView(name, _one_line(item.get("title") or ""), mail, when))
-    name = _one_line(acct.get("name") or "")
-    domain = _one_line(acct.get("domain") or "")
+        members.append(MemberView(name, one_line(item.get("title") or ""), mail, when))
+    name = one_line(acct.get("name") or "")
+    domain = one_line(acct.get("domain") or "")
     if not name and not domain and not members:
         return None
     intent = _finite(acct.get("intent"))
@@ -355,19 +355,19 @@ def render_text(alert: Alert) -> str:
     rep = asg.rep
     lines = [
         email_subject(alert),
-        f"Trigger: {_one_line(alert.trigger)}",
+        f"Trigger: {one_line(alert.trigger)}",
         "",
         f"Who:        {who_line(alert, with_email=False)}",
-        f"Score:      {_num(lead.score)} (threshold {_num(alert.threshold)})",
+        f"Score:      {score_text(lead.score)} (threshold {score_text(alert.threshold)})",
     ]
     grade = lead_grade(alert)
     if grade:
         lines.append(f"Grade:      {grade}")
-    lines.append(f"Stage:      {_one_line(lead.stage)}")
+    lines.append(f"Stage:      {one_line(lead.stage)}")
     if lead.email:
-        lines.append(f"Email:      {_one_line(lead.email)}")
+        lines.append(f"Email:      {one_line(lead.email)}")
     lines.append(
-        f"Routed to:  {_one_line(rep.name)} <{_one_line(rep.email)}>, team {_one_line(asg.decision.team)}"
+        f"Routed to:  {one_line(rep.name)} <{one_line(rep.email)}>, team {one_line(asg.decision.team)}"
     )
     lines += ["", "Why now:"]
     reasons = top_reasons(lead.reasons)
@@ -375,7 +375,7 @@ def render_text(alert: Alert) -> str:
     activity = recent_activity(alert)
     if activity:
         lines += ["", "Recent activity (UTC):"]
-        lines += [f"  {_activity_line(a)}" for a in activity]
+        lines += [f"  {activity_line(a)}" for a in activity]
     acct = account_view(alert)
     if acct is not None:
         facts = acct.facts()
@@ -389,8 +389,8 @@ def render_text(alert: Alert) -> str:
         lines += [f"  {label}: {url}" for _, label, url in links]
     lines += [
         "",
-        f"Routing: {_routing_line(alert)}",
-        f"Assignment: {_one_line(asg.assignment_id)} (lead {_one_line(asg.lead_id)}, crossing {asg.crossing})",
+        f"Routing: {routing_line(alert)}",
+        f"Assignment: {one_line(asg.assignment_id)} (lead {one_line(asg.lead_id)}, crossing {asg.crossing})",
     ]
     return "\n".join(lines) + "\n"
 
@@ -402,10 +402,11 @@ _BUTTON_STYLE = {
 }
 
 
-def _html_buttons(links: Sequence[tuple[str, str, str]]) -> str:
+def html_buttons(links: Sequence[tuple[str, str, str]]) -> str:
+    """The ``(key, label, url)`` links as styled HTML buttons."""
     return " ".join(
-        f'<a href="{_h(url)}" style="{_BUTTON_STYLE[key]};padding:6px 14px;border-radius:4px;'
-        f'text-decoration:none;display:inline-block">{_h(label)}</a>'
+        f'<a href="{html_text(url)}" style="{_BUTTON_STYLE[key]};padding:6px 14px;border-radius:4px;'
+        f'text-decoration:none;display:inline-block">{html_text(label)}</a>'
         for key, label, url in links
     )
 
@@ -417,7 +418,7 @@ def render_html(alert: Alert) -> str:
     td = 'style="padding:2px 12px 2px 0;color:#555"'
     rows = [
         ("Who", who_line(alert, with_email=False)),
-        ("Score", f"{_num(lead.score)} (threshold {_num(alert.threshold)})"),
+        ("Score", f"{score_text(lead.score)} (threshold {score_text(alert.threshold)})"),
     ]
     grade = lead_grade(alert)
     if grade:
@@ -426,159 +427,50 @@ def render_html(alert: Alert) -> str:
     if lead.email:
         rows.append(("Email", lead.email))
     rows.append(("Routed to", f"{rep.name} <{rep.email}>, team {asg.decision.team}"))
-    table = "".join(f"<tr><td {td}>{_h(k)}</td><td>{_h(v)}</td></tr>" for k, v in rows)
+    table = "".join(f"<tr><td {td}>{html_text(k)}</td><td>{html_text(v)}</td></tr>" for k, v in rows)
     reasons = top_reasons(lead.reasons)
     why = (
-        "".join(f"<li>{_h(reason_line(r))}</li>" for r in reasons) or "<li>(no scoring reasons recorded)</li>"
+        "".join(f"<li>{html_text(reason_line(r))}</li>" for r in reasons) or "<li>(no scoring reasons recorded)</li>"
     )
     parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"></head>',
         '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px">',
-        f"<h2>Sales-ready lead: {_h(_title(alert))}</h2>",
-        f"<p><strong>Trigger:</strong> {_h(alert.trigger)}</p>",
+        f"<h2>Sales-ready lead: {html_text(alert_title(alert))}</h2>",
+        f"<p><strong>Trigger:</strong> {html_text(alert.trigger)}</p>",
         f"<table>{table}</table>",
     ]
     links = action_links(alert.links)
     if links:
-        parts.append(f'<p style="margin:14px 0">{_html_buttons(links)}</p>')
+        parts.append(f'<p style="margin:14px 0">{html_buttons(links)}</p>')
     parts += ["<h3>Why now</h3>", f"<ul>{why}</ul>"]
     activity = recent_activity(alert)
     if activity:
         items = []
         for a in activity:
-            target = _h(a.target)
+            target = html_text(a.target)
             if a.target.lower().startswith(("http://", "https://")):
-                target = f'<a href="{_h(a.target)}">{target}</a>'
-            bits = [x for x in (_h(a.when), _h(a.type), target, _h(a.detail)) if x]
+                target = f'<a href="{html_text(a.target)}">{target}</a>'
+            bits = [x for x in (html_text(a.when), html_text(a.type), target, html_text(a.detail)) if x]
             items.append(f"<li>{' · '.join(bits)}</li>")
         parts += ["<h3>Recent activity (UTC)</h3>", f"<ul>{''.join(items)}</ul>"]
     acct = account_view(alert)
     if acct is not None:
         facts = acct.facts()
-        parts.append(f"<h3>{_h(acct.heading())}</h3>")
+        parts.append(f"<h3>{html_text(acct.heading())}</h3>")
         if facts:
-            parts.append(f'<p style="color:#555">{_h(facts)}</p>')
-        members = "".join(f"<li>{_h(m.line())}</li>" for m in acct.members)
+            parts.append(f'<p style="color:#555">{html_text(facts)}</p>')
+        members = "".join(f"<li>{html_text(m.line())}</li>" for m in acct.members)
         if acct.hidden:
             members += f"<li>…and {acct.hidden} more</li>"
         if members:
             parts.append(f"<ul>{members}</ul>")
     parts += [
-        f'<p style="color:#777;font-size:12px">Routing: {_h(_routing_line(alert))}<br>',
-        f"Assignment {_h(asg.assignment_id)} (lead {_h(asg.lead_id)}, crossing {asg.crossing})</p>",
+        f'<p style="color:#777;font-size:12px">Routing: {html_text(routing_line(alert))}<br>',
+        f"Assignment {html_text(asg.assignment_id)} (lead {html_text(asg.lead_id)}, crossing {asg.crossing})</p>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
-
-
-def render_slack_fallback(alert: Alert) -> str:
-    """The notification text Slack shows where blocks cannot be (escaped mrkdwn)."""
-    text = f"{email_subject(alert)} — {_one_line(alert.trigger)}"
-    return _truncate(slack_escape(text), _FALLBACK_MAX)
-
-
-def _slack_buttons(links: Sequence[tuple[str, str, str]], value: str) -> dict[str, Any]:
-    """An actions block of link buttons (Slack opens the URL; no interactivity needed)."""
-    elements: list[dict[str, Any]] = []
-    for key, label, url in links:
-        button: dict[str, Any] = {
-            "type": "button",
-            "action_id": f"leadrouter_{key}",
-            "text": {"type": "plain_text", "text": _truncate(label, _BUTTON_TEXT_MAX)},
-            "url": url,
-            "value": _truncate(value, _BUTTON_VALUE_MAX),
-        }
-        if key == "accept":
-            button["style"] = "primary"
-        elif key == "reject":
-            button["style"] = "danger"
-        elements.append(button)
-    return {"type": "actions", "block_id": "leadrouter_actions", "elements": elements}
-
-
-def _slack_account(acct: AccountView) -> dict[str, Any]:
-    e = slack_escape
-    facts = acct.facts()
-    head = f"*{e(acct.heading())}*" + (f" · {e(facts)}" if facts else "")
-    lines = [head]
-    for m in acct.members:
-        line = f"• *{e(m.name)}*"
-        if m.title:
-            line += f" — {e(m.title)}"
-        if m.last_active:
-            line += f" · last active {e(m.last_active)}"
-        lines.append(line)
-    if acct.hidden:
-        lines.append(f"…and {acct.hidden} more")
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _truncate("\n".join(lines), _SECTION_MAX)}}
-
-
-def render_slack_blocks(alert: Alert) -> dict[str, Any]:
-    """``{"text": fallback, "blocks": [...]}`` ready for a webhook or chat.postMessage.
-
-    Blocks: header; who + trigger; score (grade), threshold, stage, routed-to
-    fields; why now; recent activity (UTC); the account and who else there is
-    active; the routing path; accept / reject / open-lead buttons when the
-    alert has links.
-    """
-    lead, asg = alert.lead, alert.assignment
-    rep = asg.rep
-    e = slack_escape
-    rep_text = e(_one_line(rep.name))
-    if rep.slack_user_id and _SLACK_USER_ID.match(rep.slack_user_id):
-        rep_text = f"<@{rep.slack_user_id}> ({rep_text})"
-    fields = [("Score", _num(lead.score))]
-    grade = lead_grade(alert)
-    if grade:
-        fields.append(("Grade", e(grade)))
-    fields += [
-        ("Threshold", _num(alert.threshold)),
-        ("Stage", e(_one_line(lead.stage))),
-        ("Routed to", f"{rep_text}, team {e(_one_line(asg.decision.team))}"),
-    ]
-    intro = f"*Who:* {e(who_line(alert))}\n*Trigger:* {e(_one_line(alert.trigger))}"
-    blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {
-                "type": "plain_text",
-                "text": _truncate(e(f"Sales-ready lead: {_title(alert)}"), _HEADER_MAX),
-            },
-        },
-        {"type": "section", "text": {"type": "mrkdwn", "text": _truncate(intro, _SECTION_MAX)}},
-        {
-            "type": "section",
-            "fields": [{"type": "mrkdwn", "text": _truncate(f"*{k}*\n{v}", _FIELD_MAX)} for k, v in fields],
-        },
-    ]
-    reasons = top_reasons(lead.reasons)
-    why = "\n".join(f"• {e(reason_line(r))}" for r in reasons) or "_no scoring reasons recorded_"
-    blocks.append(
-        {"type": "section", "text": {"type": "mrkdwn", "text": _truncate(f"*Why now*\n{why}", _SECTION_MAX)}}
-    )
-    activity = recent_activity(alert)
-    if activity:
-        lines = "\n".join(e(_activity_line(a)) for a in activity)
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [
-                    {"type": "mrkdwn", "text": _truncate(f"*Recent activity (UTC)*\n{lines}", _CONTEXT_MAX)}
-                ],
-            }
-        )
-    acct = account_view(alert)
-    if acct is not None:
-        blocks.append(_slack_account(acct))
-    routing = f"Routing: {e(_routing_line(alert))} · assignment {e(_one_line(asg.assignment_id))}"
-    blocks.append(
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _truncate(routing, _CONTEXT_MAX)}]}
-    )
-    links = action_links(alert.links)
-    if links:
-        blocks.append(_slack_buttons(links, asg.assignment_id))
-    return {"text": render_slack_fallback(alert), "blocks": blocks}
 
 
 def message_id(assignment_id: str, sender: str) -> str:
@@ -597,16 +489,12 @@ def message_id(assignment_id: str, sender: str) -> str:
 _EMAIL_POLICY = email.policy.default.clone(max_line_length=998)
 
 
-# Headers fold only past RFC 5322's hard limit: CPython's folder otherwise doubles the
-# space before an encoded word (the em dash) in long subjects.
-_EMAIL_POLICY = email.policy.default.clone(max_line_length=998)
-
-
-def _new_email(subject: str, sender: str, to: str, mid: str) -> EmailMessage:
+def new_email(subject: str, sender: str, to: str, mid: str) -> EmailMessage:
+    """An empty email with the common headers set (the caller adds the body)."""
     msg = EmailMessage(policy=_EMAIL_POLICY)
     msg["Subject"] = subject
-    msg["From"] = _one_line(sender)
-    msg["To"] = _one_line(to)
+    msg["From"] = one_line(sender)
+    msg["To"] = one_line(to)
     msg["Date"] = email.utils.formatdate(usegmt=True)
     msg["Message-ID"] = mid
     return msg
@@ -618,9 +506,9 @@ def render_email(alert: Alert, sender: str) -> EmailMessage:
     Raises ``ValueError`` when a header value is unusable (e.g. a malformed address).
     """
     asg = alert.assignment
-    msg = _new_email(email_subject(alert), sender, asg.rep.email, message_id(asg.assignment_id, sender))
-    msg["X-Leadrouter-Assignment"] = _one_line(asg.assignment_id)
-    msg["X-Leadrouter-Lead"] = _one_line(asg.lead_id)
+    msg = new_email(email_subject(alert), sender, asg.rep.email, message_id(asg.assignment_id, sender))
+    msg["X-Leadrouter-Assignment"] = one_line(asg.assignment_id)
+    msg["X-Leadrouter-Lead"] = one_line(asg.lead_id)
     msg.set_content(render_text(alert))
     msg.add_alternative(render_html(alert), subtype="html")
     return msg
@@ -674,111 +562,3 @@ class Digest:
             since=float(d.get("since", 0.0)),
             until=float(d.get("until", 0.0)),
         )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def digest_subject(digest: Digest) -> str:
-    """``Lead digest for Rita Rep: 3 sales-ready leads``."""
-    return f"Lead digest for {_one_line(digest.rep.name)}: {_plural(len(digest.alerts), 'sales-ready lead')}"
-
-
-def digest_items(digest: Digest, limit: int) -> tuple[list[Alert], int]:
-    """The alerts a digest lists (highest score first, then newest) and how many it leaves out."""
-    ranked = sorted(digest.alerts, key=lambda a: (-a.lead.score, -a.assignment.ts))
-    limit = max(1, limit)
-    return ranked[:limit], max(0, len(ranked) - limit)
-
-
-def _digest_detail(alert: Alert) -> str:
-    """``score 72 · grade B — score 72 crossed … — routed 2026-… UTC`` (unescaped)."""
-    line = f"score {_num(alert.lead.score)}"
-    grade = lead_grade(alert)
-    if grade:
-        line += f" · grade {grade}"
-    return f"{line} — {_one_line(alert.trigger)} — routed {utc_time(alert.assignment.ts)}"
-
-
-def _digest_line(alert: Alert) -> str:
-    return f"{_title(alert)} — {_digest_detail(alert)}"
-
-
-def _period(digest: Digest) -> str:
-    return f"{utc_time(digest.since)} to {utc_time(digest.until)}"
-
-
-def render_digest_text(digest: Digest, limit: int = 25) -> str:
-    shown, hidden = digest_items(digest, limit)
-    lines = [digest_subject(digest), f"Alerts queued from {_period(digest)}", ""]
-    for alert in shown:
-        lines.append(f"* {_digest_line(alert)}")
-        title = lead_job_title(alert)
-        if title:
-            lines.append(f"    {title}")
-        acct = account_view(alert, limit=3)
-        if acct is not None and acct.members:
-            lines.append(f"    {acct.heading()}: " + "; ".join(m.name for m in acct.members))
-        for _, label, url in action_links(alert.links):
-            lines.append(f"    {label}: {url}")
-    if hidden:
-        lines.append(f"…and {hidden} more")
-    return "\n".join(lines) + "\n"
-
-
-def render_digest_html(digest: Digest, limit: int = 25) -> str:
-    shown, hidden = digest_items(digest, limit)
-    items = []
-    for alert in shown:
-        item = f"<li><strong>{_h(_title(alert))}</strong> — {_h(_digest_detail(alert))}"
-        acct = account_view(alert, limit=3)
-        if acct is not None and acct.members:
-            item += f"<br>{_h(acct.heading())}: {_h('; '.join(m.name for m in acct.members))}"
-        links = action_links(alert.links)
-        if links:
-            item += f'<br><span style="line-height:2.4">{_html_buttons(links)}</span>'
-        items.append(item + "</li>")
-    if hidden:
-        items.append(f"<li>…and {hidden} more</li>")
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html><head><meta charset="utf-8"></head>',
-        '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px">',
-        f"<h2>{_h(digest_subject(digest))}</h2>",
-        f'<p style="color:#555">Alerts queued from {_h(_period(digest))}</p>',
-        f"<ul>{''.join(items)}</ul>",
-        "</body></html>",
-    ]) + "\n"
-
-
-def render_digest_blocks(digest: Digest, limit: int = 25) -> dict[str, Any]:
-    """One Slack message for the whole digest: a section per lead with its links."""
-    e = slack_escape
-    shown, hidden = digest_items(digest, min(limit, _BLOCKS_MAX - 4))
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _truncate(e(digest_subject(digest)), _HEADER_MAX)}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": e(f"Alerts queued from {_period(digest)}")}]},
-    ]
-    for alert in shown:
-        text = f"*{e(_title(alert))}* — {e(_digest_detail(alert))}"
-        acct = account_view(alert, limit=3)
-        if acct is not None and acct.members:
-            text += f"\n{e(acct.heading())}: {e('; '.join(m.name for m in acct.members))}"
-        links = action_links(alert.links)
-        if links:
-            text += "\n" + " · ".join(f"<{e(url)}|{e(label)}>" for _, label, url in links)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _truncate(text, _SECTION_MAX)}})
-    if hidden:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {hidden} more"}]})
-    fallback = _truncate(e(digest_subject(digest)), _FALLBACK_MAX)
-    return {"text": fallback, "blocks": blocks}
-
-
-def render_digest_email(digest: Digest, sender: str, limit: int = 25) -> EmailMessage:
-    """The multipart/alternative digest email; its Message-ID is derived from the digest id."""
-    msg = _new_email(digest_subject(digest), sender, digest.rep.email, message_id(digest.digest_id, sender))
-    msg["X-Leadrouter-Digest"] = _one_line(digest.digest_id)
-    msg.set_content(render_digest_text(digest, limit))
-    msg.add_alternative(render_digest_html(digest, limit), subtype="html")
-    return msg

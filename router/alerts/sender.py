@@ -9,7 +9,7 @@ timer (:mod:`router.alerts.digest`) and ``leadrouter alerts replay``
   never alerts a rep twice on one channel.  Each channel is marked sent as soon
   as it is delivered.
 * Each remaining channel is delivered concurrently with retries
-  (:func:`router.alerts.notifiers.deliver`: capped full-jitter backoff, ``Retry-After``
+  (:func:`router.alerts.delivery.deliver`: capped full-jitter backoff, ``Retry-After``
   honoured, permanent errors not retried; the Slack notifiers pace themselves).
 * A channel that still fails (permanently, or after the last attempt) is logged,
   counted (``leadrouter_alert_sends_total{outcome="failed"}`` and
@@ -35,15 +35,9 @@ import orjson
 
 from models import Alert
 from router import metrics
+from router.alerts.delivery import DeliveryResult, deliver, deliver_call
 from router.alerts.digest import DIGEST_CHANNEL, DigestQueue, parse_triggers
-from router.alerts.notifiers import (
-    DeliveryResult,
-    DigestNotifier,
-    Notifier,
-    deliver,
-    deliver_call,
-    notifiers_from_settings,
-)
+from router.alerts.notifiers import DigestNotifier, Notifier, notifiers_from_settings
 from router.alerts.pacing import Sleep, pacer_from_settings
 from router.alerts.render import Digest
 from router.errors import SettingsError

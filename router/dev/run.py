@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -36,8 +37,29 @@ def spawn_service(kind: str, settings: Settings, workdir: Path, extra_env: Mappi
     return spawn(kind, [sys.executable, "-m", "router.cli.main", kind], port or 0, workdir, env=env, check_port=False)
 
 
+_SLACK_CONTROL = re.compile(r"<([^<>]*)>")
+
+
+def _slack_control(match: re.Match[str]) -> str:
+    target, _, label = match.group(1).partition("|")
+    if target.startswith("@"):  # <@U123> a user mention
+        return label or target
+    if target.startswith("#"):  # <#C123|general> a channel
+        return f"#{label}" if label else target
+    if target.startswith("!"):  # <!here>, <!date^...|fallback>
+        return label or f"@{target[1:]}"
+    return f"{label} ({target})" if label and label != target else target
+
+
+def slack_plain(text: str) -> str:
+    """Slack mrkdwn as a person reads it: ``<url|label>`` as ``label (url)``, mentions as ``@U123``,
+    and Slack's three escapes (``&amp;``, ``&lt;``, ``&gt;``) undone."""
+    text = _SLACK_CONTROL.sub(_slack_control, text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def _slack_line(msg: SlackRequest) -> str:
-    text = (msg.text or "").replace("\n", " ")
+    text = slack_plain(msg.text or "").replace("\n", " ")
     where = f"#{msg.channel}" if msg.endpoint == "webhook" else f"DM {msg.channel}"
     return f"[slack {where}] {text[:200]}"
 

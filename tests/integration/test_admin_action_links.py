@@ -35,7 +35,7 @@ async def test_the_link_shows_the_lead_and_accepts_only_on_post(api: Api) -> Non
     assert status == 200 and "Jane" in html and "Acme Corp" in html and 'name="action" value="accept"' in html
     assert (await api.store.lead_hash(lead_id))["stage"] == "mql"  # a GET (or a link preview) changes nothing
     status, html = await api.call("POST", page, who=None, data={"action": "accept"})
-    assert status == 200 and "accepted" in html
+    assert status == 200 and "accepted" in html and "Stage now sal." in html
     assert (await api.store.lead_hash(lead_id))["stage"] == "sal"
 
 
@@ -47,7 +47,7 @@ async def test_reject_needs_a_configured_reason_and_recycles(api: Api) -> None:
     assert status == 422
     status, html = await api.call("POST", link(lead_id, rep_id), who=None,
                                   data={"action": "reject", "reason": reasons[0]})
-    assert status == 200 and "rejected" in html
+    assert status == 200 and "rejected" in html and "Stage now nurture." in html
     assert (await api.store.lead_hash(lead_id))["stage"] == "nurture"
 
 

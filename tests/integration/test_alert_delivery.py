@@ -29,14 +29,13 @@ from redis.asyncio import Redis
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
 from router import metrics
+from router.alerts.delivery import DeliveryResult, deliver
 from router.alerts.digest import flush_due
 from router.alerts.notifiers import (
-    DeliveryResult,
     Notifier,
     SlackBotNotifier,
     SlackWebhookNotifier,
     SmtpNotifier,
-    deliver,
 )
 from router.alerts.sender import DeadLetter, build_sender
 from router.cli.alerts import cmd_replay, register, run_replay

@@ -15,20 +15,17 @@ from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecisio
 from router.alerts.render import (
     MAX_REASONS,
     Digest,
-    digest_subject,
     email_subject,
     message_id,
-    render_digest_blocks,
-    render_digest_email,
-    render_digest_text,
     render_email,
     render_html,
-    render_slack_blocks,
     render_text,
     slack_escape,
     top_reasons,
     utc_time,
 )
+from router.alerts.render_digest import digest_subject, render_digest_email, render_digest_text
+from router.alerts.render_slack import render_digest_blocks, render_slack_blocks
 
 TS = 1795372874.0  # 2026-11-22 18:41:14 UTC
 TS_TEXT = "2026-11-22 18:41:14 UTC"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from router.admin.app import ApiError, redact_webhooks, yaml_guard
 from router.admin.auth import AuthError, bearer_token, hash_token, is_token_hash, new_token
+from router.admin.http import ApiError
+from router.admin.rules import redact_webhooks, yaml_guard
 
 REPO = Path(__file__).resolve().parents[3]
 

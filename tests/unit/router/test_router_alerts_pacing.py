@@ -7,8 +7,8 @@ import random
 import pytest
 
 from models.lead import Alert, Assignment, LeadView, Rep, RoutingDecision, Stage
+from router.alerts.delivery import backoff_delay
 from router.alerts.digest import parse_triggers, trigger_kind
-from router.alerts.notifiers import backoff_delay
 from router.alerts.pacing import LocalPacer, bucket_step, pace_key
 from router.errors import SettingsError
 
