@@ -2,19 +2,46 @@
 
 from models.errors import InvalidEventError, ModelError
 from models.events import FORM_FIELDS, Event, EventType
-from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
+from models.identity import Conflict, Kind, Link, Merge, Resolution
+from models.lead import (
+    Alert,
+    Assignment,
+    LeadView,
+    Reason,
+    Rep,
+    RoutingDecision,
+    Stage,
+    lead_view_from_hash,
+)
+from models.pipeline import AccountPlan, AccountResult, ApplyResult, EventPlan, RepSlot, summarise
+from models.score import UNGRADED, FitGrade, RuleHit
 
 __all__ = [
     "FORM_FIELDS",
+    "UNGRADED",
+    "AccountPlan",
+    "AccountResult",
     "Alert",
+    "ApplyResult",
     "Assignment",
+    "Conflict",
     "Event",
+    "EventPlan",
     "EventType",
+    "FitGrade",
     "InvalidEventError",
+    "Kind",
     "LeadView",
+    "Link",
+    "Merge",
     "ModelError",
     "Reason",
     "Rep",
+    "RepSlot",
+    "Resolution",
     "RoutingDecision",
+    "RuleHit",
     "Stage",
+    "lead_view_from_hash",
+    "summarise",
 ]

@@ -65,7 +65,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from models import Rep
+from models import Rep, lead_view_from_hash
 from router import metrics
 from router.admin.auth import AuthError, Principal, Role, TokenStore, bearer_token
 from router.admin.openapi import (
@@ -94,7 +94,7 @@ from router.storage.rules_store import (
     read_text,
     run_checks,
 )
-from router.storage.store import RedisStore, lead_view_from_hash
+from router.storage.store import RedisStore
 from router.tokens import ActionClaims, verify_action_token
 from router.worker import lifecycle
 from rules import FIELDS, RoutingConfig, RulesError, Team, load_routing

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from models import Rep
-from router.storage.store import RedisStore, RepSlot
+from models import Rep, RepSlot
+from router.storage.store import RedisStore
 from rules import Strategy, Team
 from rules.roster import SlaPolicy
 
