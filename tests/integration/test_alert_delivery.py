@@ -29,7 +29,6 @@ from redis.asyncio import Redis
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
 from router import metrics
-from router.alerts.digest import flush_due
 from router.alerts.notifiers import (
     DeliveryResult,
     Notifier,
@@ -38,7 +37,7 @@ from router.alerts.notifiers import (
     SmtpNotifier,
     deliver,
 )
-from router.alerts.sender import DeadLetter, build_sender
+from router.alerts.sender import DeadLetter, build_sender, flush_due
 from router.cli.alerts import cmd_replay, register, run_replay
 from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
 from router.dev.servers import ManagedProcess
