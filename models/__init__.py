@@ -2,7 +2,7 @@
 
 from models.errors import InvalidEventError, ModelError
 from models.events import FORM_FIELDS, Event, EventType
-from models.identity import Conflict, Kind, Link, Merge, Resolution
+from models.identity import Conflict, Kind, Link, Merge, MergeStatus, Resolution
 from models.lead import (
     Alert,
     Assignment,
@@ -13,7 +13,16 @@ from models.lead import (
     Stage,
     lead_view_from_hash,
 )
-from models.pipeline import AccountPlan, AccountResult, ApplyResult, EventPlan, RepSlot, summarise
+from models.pipeline import (
+    AccountPlan,
+    AccountResult,
+    AccountStatus,
+    ApplyResult,
+    ApplyStatus,
+    EventPlan,
+    RepSlot,
+    summarise,
+)
 from models.score import UNGRADED, FitGrade, RuleHit
 
 __all__ = [
@@ -21,8 +30,10 @@ __all__ = [
     "UNGRADED",
     "AccountPlan",
     "AccountResult",
+    "AccountStatus",
     "Alert",
     "ApplyResult",
+    "ApplyStatus",
     "Assignment",
     "Conflict",
     "Event",
@@ -34,6 +45,7 @@ __all__ = [
     "LeadView",
     "Link",
     "Merge",
+    "MergeStatus",
     "ModelError",
     "Reason",
     "Rep",

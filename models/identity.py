@@ -13,6 +13,13 @@ Kind = Literal["v", "u"]
 """An identifier's kind: ``v`` an anonymous visitor id, ``u`` the customer's user id."""
 
 
+MergeStatus = Literal["frozen", "done", "elsewhere", "known", "empty"]
+"""What folding a source profile found (router/storage/lua/merge_freeze.lua): ``frozen`` (merged
+now), ``done`` (merged before), ``elsewhere`` (already merged into another profile), ``known``
+(the source is a known person: never merged), ``empty`` (nothing there yet; what
+arrives later follows to the target)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
     """Map identifier ``kind:value`` to ``lead_id`` from now on."""

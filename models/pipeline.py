@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from models.events import Event
 from models.lead import Reason
 from models.score import FitGrade, RuleHit
+
+ApplyStatus = Literal["scored", "fired", "resume", "duplicate", "moved", "forgotten"]
+"""What applying an event did to its lead (router/storage/lua/apply_event.lua): ``scored`` (points
+added, or none), ``fired`` (it crossed the sales-ready rule now), ``resume`` (an earlier crossing
+whose routing did not finish), ``duplicate`` (seen before), ``moved`` (the profile was merged into
+another: apply again to ``moved_to``), ``forgotten`` (the lead was erased)."""
+
+AccountStatus = Literal["scored", "fired", "resume", "duplicate"]
+"""What rolling an event up to an account did (router/storage/lua/account_event.lua); as
+:data:`ApplyStatus`, ``fired`` meaning the account's intent crossed its threshold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +71,7 @@ class AccountPlan:
 @dataclass(frozen=True, slots=True)
 class AccountResult:
     key_id: str
-    status: str  # scored | fired | resume | duplicate
+    status: AccountStatus
     intent: float = 0.0
     people: int = 0
     roles: int = 0
@@ -72,7 +82,7 @@ class AccountResult:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    status: str  # scored | fired | resume | duplicate | moved
+    status: ApplyStatus
     before: float = 0.0
     after: float = 0.0
     points: float = 0.0  # granted after caps

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -122,11 +122,15 @@ return 1
 """
 
 
+ClaimStatus = Literal["ok", "empty", "busy"]
+_NOT_OK: dict[str, ClaimStatus] = {"empty": "empty", "busy": "busy"}  # what the claim script answers besides ok
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """The outcome of :meth:`DigestQueue.claim`: ``ok`` (a batch to send), ``empty`` or ``busy``."""
 
-    status: str
+    status: ClaimStatus
     rep_id: str
     seq: int = 0
     since: float | None = None
@@ -194,7 +198,7 @@ class DigestQueue:
                                            args=[repr(now), repr(now + self.lease_s), token])
         status = _s(raw[0])
         if status != "ok":
-            return Claim(status, rep_id)
+            return Claim(_NOT_OK[status], rep_id)
         seq, since, until = int(_s(raw[1]) or 0), _s(raw[2]), _s(raw[3])
         alerts: list[Alert] = []
         pairs = raw[4:]

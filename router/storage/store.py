@@ -10,15 +10,24 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from models import Reason
-from models.identity import Kind, Merge
-from models.pipeline import AccountPlan, AccountResult, ApplyResult, EventPlan, RepSlot, summarise
+from models.identity import Kind, Merge, MergeStatus
+from models.pipeline import (
+    AccountPlan,
+    AccountResult,
+    AccountStatus,
+    ApplyResult,
+    ApplyStatus,
+    EventPlan,
+    RepSlot,
+    summarise,
+)
 from router.storage import keys
 from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json
 from scoring.account_intent import AccountIntentConfig
@@ -82,11 +91,11 @@ class RedisStore:
             pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
         await pipe.execute()
 
-    async def merge(self, m: Merge, *, half_life_s: float, now: float) -> str:
+    async def merge(self, m: Merge, *, half_life_s: float, now: float) -> MergeStatus:
         """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash."""
         return (await self.merge_many([m], half_life_s=half_life_s, now=now))[0]
 
-    async def merge_many(self, merges: Sequence[Merge], *, half_life_s: float, now: float) -> list[str]:
+    async def merge_many(self, merges: Sequence[Merge], *, half_life_s: float, now: float) -> list[MergeStatus]:
         """Fold each source into its target; safe to repeat after a crash.
 
         Three single-slot steps, each pipelined over the whole list: freeze the
@@ -95,7 +104,7 @@ class RedisStore:
         depend on each other (a source that is another merge's target) run in
         later waves, in order.
         """
-        statuses: list[str] = []
+        statuses: list[MergeStatus] = []
         for wave in _waves(merges):
             pipe = self.redis.pipeline(transaction=False)
             for m in wave:
@@ -110,7 +119,7 @@ class RedisStore:
             await pipe.execute()
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
-                status = str(f["status"])
+                status = _status(f["status"], _MERGE_STATUSES)
                 if status == "frozen":
                     await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S],
                                         client=pipe)
@@ -408,6 +417,23 @@ def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
+_APPLY_STATUSES: frozenset[ApplyStatus] = frozenset(get_args(ApplyStatus))
+_ACCOUNT_STATUSES: frozenset[AccountStatus] = frozenset(get_args(AccountStatus))
+_MERGE_STATUSES: frozenset[MergeStatus] = frozenset(get_args(MergeStatus))
+
+
+_S = TypeVar("_S", bound=str)
+
+
+def _status(raw: Any, known: frozenset[_S]) -> _S:
+    """A script's ``status``, checked against the ones it can return (a mismatch is a bug)."""
+    for s in known:
+        if s == raw:
+            return s
+    msg = f"a Lua script returned status {raw!r}, not one of {sorted(known)}"
+    raise ValueError(msg)
+
+
 def _waves(merges: Sequence[Merge]) -> list[list[Merge]]:
     """Split merges so that no wave holds a merge whose source or target another merge of it touches."""
     waves: list[list[Merge]] = []
@@ -443,7 +469,7 @@ def _absorb_args(m: Merge, frozen: Mapping[str, Any], half_life_s: float, now: f
 def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:
     data = orjson.loads(raw)
     return AccountResult(
-        key_id=key_id, status=str(data["status"]), intent=float(data.get("intent", 0.0)),
+        key_id=key_id, status=_status(data["status"], _ACCOUNT_STATUSES), intent=float(data.get("intent", 0.0)),
         people=int(data.get("people", 0)), roles=int(data.get("roles", 0)), top=str(data.get("top") or ""),
         crossing=int(data.get("crossing", 0) or 0), event_id=event_id,
     )
@@ -455,7 +481,7 @@ def _parse_apply(raw: Any) -> ApplyResult:
     if isinstance(lead, list):  # cjson encodes an empty table as []
         lead = {}
     return ApplyResult(
-        status=data["status"],
+        status=_status(data["status"], _APPLY_STATUSES),
         before=float(data.get("before", 0.0)),
         after=float(data.get("after", 0.0)),
         crossing=int(data.get("crossing", 0) or 0),
