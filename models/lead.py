@@ -109,7 +109,11 @@ class LeadView:
 
 def lead_view_from_hash(data: Mapping[str, str], reasons: Sequence[Reason] = (), now: float | None = None,
                         half_life_s: float | None = None) -> LeadView:
-    """Build a LeadView from the lead's Redis hash; with ``now`` and ``half_life_s`` the score is decayed to ``now``."""
+    """A LeadView from the lead's Redis hash (``f:<field>`` keys are its fields).
+
+    With ``now`` and ``half_life_s`` the score is decayed to ``now`` (the half-life decay of
+    :func:`scoring.score_at`, inline: models imports nothing of ours).
+    """
     score = float(data.get("score", 0) or 0)
     asof = float(data.get("asof", 0) or 0)
     if now is not None and half_life_s and asof > 0 and now > asof:
