@@ -348,7 +348,7 @@ def digest_timer(get_sender: Callable[[], AlertSender | None],
     """The body of the worker's digest timer; the worker wires it with one line::
 
         app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
-            sender.digest_timer(lambda: rt._sender))
+            digest_timer(lambda: rt._sender))
 
     It does nothing until the ``send_alerts`` agent has built the sender, or when
     no trigger is digested, and never raises (a failure is logged; the next tick
