@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -105,6 +105,33 @@ class LeadView:
             fields={str(k): str(v) for k, v in (d.get("fields") or {}).items()},
             reasons=tuple(Reason.from_dict(r) for r in d.get("reasons") or ()),
         )
+
+
+def lead_view_from_hash(data: Mapping[str, str], reasons: Sequence[Reason] = (), now: float | None = None,
+                        half_life_s: float | None = None) -> LeadView:
+    """A LeadView from the lead's Redis hash (``f:<field>`` keys are its fields).
+
+    With ``now`` and ``half_life_s`` the score is decayed to ``now`` (the half-life decay of
+    :func:`scoring.score_at`, inline: models imports nothing of ours).
+    """
+    score = float(data.get("score", 0) or 0)
+    asof = float(data.get("asof", 0) or 0)
+    if now is not None and half_life_s and asof > 0 and now > asof:
+        score = score * 2 ** (-(now - asof) / half_life_s)
+    fields = {k[2:]: v for k, v in data.items() if k.startswith("f:")}
+    stage_raw = data.get("stage", Stage.ANONYMOUS.value)
+    try:
+        stage = Stage(stage_raw)
+    except ValueError:
+        stage = Stage.ANONYMOUS
+    return LeadView(
+        lead_id=data.get("lead_id", ""),
+        email=data.get("email") or None,
+        score=score,
+        stage=stage,
+        fields=fields,
+        reasons=tuple(reasons),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import orjson
 
@@ -19,13 +20,16 @@ from router.errors import TokenError
 
 _VERSION = 1
 
+TokenKind = Literal["open", "click"]
+_KINDS: dict[str, TokenKind] = {"open": "open", "click": "click"}
+
 
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     email: str
     campaign: str
     expires: int
-    kind: str = "open"  # open | click
+    kind: TokenKind = "open"
     url: str | None = None
     sent_at: int = 0
 
@@ -77,7 +81,7 @@ def verify_token(secret: str, token: str, *, now: float | None = None) -> TokenC
     try:
         claims = orjson.loads(_unb64(body))
         email, campaign, expires = str(claims["e"]), str(claims["c"]), int(claims["x"])
-        kind = str(claims.get("k", "open"))
+        kind = _KINDS[str(claims.get("k", "open"))]
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
         msg = f"token claims are unreadable ({exc}); mint a new token"
         raise TokenError(msg) from None

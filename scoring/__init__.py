@@ -9,10 +9,12 @@ Caps (``cap_per_day``, ``once_per_lead``, ``daily_cap``) are applied by
 rule is :func:`is_sales_ready` over :class:`ReadyClause` (JSON for Lua:
 :func:`ready_clauses_json`); the fit grade is :func:`fit_grade` over the
 ideal customer profile loaded by :func:`load_icp_config`, with job titles
-read by :func:`classify_title`.
+read by :func:`classify_title`.  The shapes it hands on (:class:`RuleHit`,
+:class:`FitGrade`) live in :mod:`models.score` and are re-exported here.
 """
 
-from scoring.caps import CapResult, RuleHit, apply_caps, apply_caps_detailed, day_bucket, hits_json
+from models.score import FitGrade, RuleHit
+from scoring.caps import CapResult, apply_caps, apply_caps_detailed, day_bucket, hits_json
 from scoring.config import (
     DEFAULT_HALF_LIFE_DAYS,
     RULE_KEYS,
@@ -23,7 +25,7 @@ from scoring.config import (
 )
 from scoring.decay import NO_SCORE, add_points, decay_factor, score_at
 from scoring.errors import DecayError, IcpConfigError, ScoringConfigError, ScoringError
-from scoring.icp import FitGrade, IcpConfig, fit_grade, load_icp_config, parse_employees
+from scoring.icp import IcpConfig, fit_grade, load_icp_config, parse_employees
 from scoring.points import (
     describe_event,
     is_hand_raiser,

@@ -64,9 +64,10 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from models.lead import Reason
+from models.score import RuleHit
 from scoring.errors import ScoringError
 from scoring.ready import fmt_number
 
@@ -95,37 +96,6 @@ def day_bucket(ts: float) -> str:
         msg = f"day_bucket needs finite epoch seconds, got {ts!r}; pass the event's ts"
         raise ScoringError(msg)
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
-
-
-@dataclass(frozen=True, slots=True)
-class RuleHit:
-    """One rule an event matched, with what the cap logic needs to know about that rule.
-
-    ``reason.points`` is what the rule asks for (after the machine discount);
-    ``cap_per_day`` is the rule's daily cap or ``None``; ``once`` is its
-    ``once_per_lead``.
-    """
-
-    reason: Reason
-    cap_per_day: float | None = None
-    once: bool = False
-
-    @property
-    def rule(self) -> str:
-        return self.reason.rule
-
-    @property
-    def points(self) -> float:
-        return self.reason.points
-
-    def to_json_obj(self) -> dict[str, Any]:
-        """``{"rule", "points"[, "cap"][, "once"]}``: what the Lua cap step reads for this hit."""
-        obj: dict[str, Any] = {"rule": self.reason.rule, "points": self.reason.points}
-        if self.cap_per_day is not None:
-            obj["cap"] = self.cap_per_day
-        if self.once:
-            obj["once"] = True
-        return obj
 
 
 def hits_json(hits: Sequence[RuleHit]) -> str:

@@ -62,13 +62,13 @@ from typing import Any, Final
 
 from yaml.nodes import Node, ScalarNode
 
+from models.score import UNGRADED, FitGrade
 from scoring.errors import IcpConfigError
 from scoring.ready import fmt_number
 from scoring.titles import DEPARTMENTS, SENIORITIES, classify_title
 from scoring.yamlread import Entry, YamlReader, line_of
 
 DEFAULT_MIN_KNOWN = 0.4
-UNGRADED = "?"
 GRADE_ORDER: Final[tuple[str, ...]] = ("A", "B", "C")
 CRITERIA: Final[tuple[str, ...]] = ("industry", "employees", "country", "seniority", "department")
 """Criterion names, in the order they are scored and reported."""
@@ -212,30 +212,6 @@ class IcpConfig:
 
 
 # --------------------------------------------------------------------------- grading
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FitGrade:
-    """How well a lead fits the profile.
-
-    ``letter``: ``A``-``D``, or ``"?"`` when less than ``min_known`` of the
-    weight is known.  ``points``: the normalised fit, ``100 * raw / possible``
-    over the known criteria.  ``reasons``: one line per scored criterion (and
-    per unreadable value).  ``missing``: criteria left out for lack of data,
-    in :data:`CRITERIA` order.
-    """
-
-    letter: str
-    points: float
-    reasons: tuple[str, ...]
-    missing: tuple[str, ...]
-    raw: float = 0.0
-    possible: float = 0.0
-    known_share: float = 0.0
-
-    @property
-    def graded(self) -> bool:
-        return self.letter != UNGRADED
 
 
 def fit_grade(fields: Mapping[str, str], config: IcpConfig) -> FitGrade:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from models.events import Event, EventType
 from models.lead import Reason
-from scoring.caps import RuleHit
+from models.score import RuleHit
 from scoring.config import ScoringConfig, ScoringRule
 
 HAND_RAISER_MAX_MACHINE = 0.5

@@ -36,12 +36,9 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from scoring.errors import ScoringConfigError
-
-if TYPE_CHECKING:
-    from scoring.config import ScoringConfig
 
 GRADE_LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 """The letters a ``grade_in`` list may hold (``"?"``, ungraded, never qualifies)."""
@@ -189,7 +186,14 @@ def should_recycle(ready: SalesReady, score: float) -> bool:
     return ready.recycle_below is not None and score < ready.recycle_below
 
 
-def ready_clauses_json(config: ScoringConfig | SalesReady) -> str:
+class HasReady(Protocol):
+    """Anything carrying a sales-ready rule, e.g. a :class:`scoring.ScoringConfig` (its ``ready``)."""
+
+    @property
+    def ready(self) -> SalesReady: ...
+
+
+def ready_clauses_json(config: HasReady | SalesReady) -> str:
     """The sales-ready clauses as compact JSON for the Lua script.
 
     A list, in file order, of objects with these optional keys::

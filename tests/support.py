@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models import Event
-from router.storage.store import ApplyResult, RedisStore
+from models import ApplyResult, Event
+from router.storage.store import RedisStore
 from router.worker.pipeline import apply_batch
 from scoring import ScoringConfig
 

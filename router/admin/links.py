@@ -11,11 +11,11 @@ from html import escape as html_escape
 
 from aiohttp import web
 
+from models import lead_view_from_hash
 from router.admin.core import AdminCore
 from router.admin.http import ApiError
 from router.admin.lifecycle import apply_action
 from router.errors import TokenError
-from router.storage.store import lead_view_from_hash
 from router.tokens import ActionClaims, verify_action_token
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from router.admin.auth import ALL_ROLES, Role
 from router.settings import Settings
@@ -78,7 +78,7 @@ COUNTS: Schema = {"type": "object", "additionalProperties": INT}
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    where: str  # path | query
+    where: Literal["path", "query"]
     schema: Schema
     description: str
     required: bool = False

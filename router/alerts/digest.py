@@ -14,8 +14,8 @@ How it works (Redis; a rep's keys share the hash tag ``{D:<rep_id>}``):
   ``keys.DIGEST_DUE`` at ``now + interval`` unless already scheduled, and marks
   the assignment's channel ``digest`` sent, so a redelivered alert is not
   queued or sent again once its digest went out.
-* :func:`flush_due`, run by a faust timer on every worker, takes the reps that
-  are due, and for each claims the queue in one Lua call: the queue becomes the
+* :func:`router.alerts.sender.flush_due`, run by a faust timer on every worker,
+  takes the reps that are due, and for each claims the queue in one Lua call: the queue becomes the
   rep's *batch* (numbered ``seq``) under a lease, so two workers never send the
   same digest, and a worker that dies mid-send leaves the batch for the next one
   after the lease.  The digest ``digest:<rep>:<seq>`` goes out through the
@@ -24,20 +24,19 @@ How it works (Redis; a rep's keys share the hash tag ``{D:<rep_id>}``):
   dead-lettered like alerts.  Then the batch is dropped and the rep is
   rescheduled an interval later if more alerts arrived meanwhile.
 
-Wiring: the worker needs one timer line (see :func:`digest_timer`).
+This module is the queue (what waits, and the Redis side); sending what is due
+is the sender's (:mod:`router.alerts.sender`), which uses the queue.  Wiring: the
+worker needs one timer line (see :func:`router.alerts.sender.digest_timer`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import orjson
-from redis.exceptions import RedisError
 
 from models import Alert
 from router import metrics
@@ -46,10 +45,6 @@ from router.errors import SettingsError
 from router.settings import Settings
 from router.storage import keys
 from router.storage.store import RedisStore
-
-if TYPE_CHECKING:
-    from router.alerts.delivery import DeliveryResult
-    from router.alerts.sender import AlertSender
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +122,15 @@ return 1
 """
 
 
+ClaimStatus = Literal["ok", "empty", "busy"]
+_NOT_OK: dict[str, ClaimStatus] = {"empty": "empty", "busy": "busy"}  # what the claim script answers besides ok
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """The outcome of :meth:`DigestQueue.claim`: ``ok`` (a batch to send), ``empty`` or ``busy``."""
 
-    status: str
+    status: ClaimStatus
     rep_id: str
     seq: int = 0
     since: float | None = None
@@ -143,21 +142,6 @@ class Claim:
         since = self.since if self.since is not None else ordered[0].assignment.ts
         return Digest(digest_id=f"digest:{self.rep_id}:{self.seq}", rep=ordered[-1].assignment.rep,
                       alerts=tuple(ordered), since=since, until=self.until)
-
-
-@dataclass(frozen=True, slots=True)
-class DigestReport:
-    """One digest :func:`flush_due` sent (or tried to)."""
-
-    rep_id: str
-    digest_id: str
-    alerts: int
-    results: tuple[DeliveryResult, ...]
-    already_sent: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.results)
 
 
 class DigestQueue:
@@ -214,7 +198,7 @@ class DigestQueue:
                                            args=[repr(now), repr(now + self.lease_s), token])
         status = _s(raw[0])
         if status != "ok":
-            return Claim(status, rep_id)
+            return Claim(_NOT_OK[status], rep_id)
         seq, since, until = int(_s(raw[1]) or 0), _s(raw[2]), _s(raw[3])
         alerts: list[Alert] = []
         pairs = raw[4:]
@@ -243,72 +227,9 @@ class DigestQueue:
             await self.redis.zadd(keys.DIGEST_DUE, {rep_id: now + self.interval_s}, nx=True)
 
 
-async def flush_due(sender: AlertSender, *, now: float | None = None, limit: int = 100) -> list[DigestReport]:
-    """Send every digest that is due: one summary message per rep, on each channel, once.
-
-    Safe on any number of workers at once (leases) and after a crash (the batch
-    is resumed and channels already delivered are skipped).  Redis errors for one
-    rep are logged and that rep is tried again at the next call.
-    """
-    queue = sender.digest
-    if queue is None:
-        return []
-    now = sender.clock() if now is None else now
-    token = uuid.uuid4().hex
-    reports: list[DigestReport] = []
-    for rep_id in await queue.due(now, limit):
-        try:
-            claim = await queue.claim(rep_id, now, token)
-            if claim.status == "busy":
-                continue  # another worker is sending it
-            if claim.status == "empty":
-                await queue.reschedule(rep_id, now)
-                continue
-            if not claim.alerts:  # nothing in it decoded (logged)
-                await queue.finish(rep_id, token, now)
-                continue
-            digest = claim.digest()
-            outcome = await sender.send_digest(digest)
-            await queue.finish(rep_id, token, now)
-        except RedisError as exc:
-            log.error("digest for rep %s not sent this time: Redis failed (%r); it stays due", rep_id, exc)
-            continue
-        report = DigestReport(rep_id, digest.digest_id, len(digest.alerts), outcome.results, outcome.already_sent)
-        metrics.ALERT_DIGEST.labels("sent" if report.ok else "failed").inc()
-        metrics.ALERT_DIGEST.labels("alerts_sent").inc(len(digest.alerts))
-        log.info("digest %s for %s: %d alert(s) on %s", digest.digest_id, digest.rep.name, len(digest.alerts),
-                 ", ".join(f"{r.channel} {'ok' if r.ok else 'failed'}" for r in outcome.results) or "no channel")
-        reports.append(report)
-    return reports
-
-
 def check_interval_s(settings: Settings) -> float:
     """How often the digest timer looks for due digests: a minute, or sooner for short intervals."""
     return max(1.0, min(60.0, settings.digest_interval_s / 4))
-
-
-def digest_timer(get_sender: Callable[[], AlertSender | None],
-                 clock: Callable[[], float] = time.time) -> Callable[[], Awaitable[None]]:
-    """The body of the worker's digest timer; the worker wires it with one line::
-
-        app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
-            digest.digest_timer(lambda: rt._sender))
-
-    It does nothing until the ``send_alerts`` agent has built the sender, or when
-    no trigger is digested, and never raises (a failure is logged; the next tick
-    tries again).
-    """
-
-    async def flush_digests() -> None:
-        sender = get_sender()
-        if sender is None or sender.digest is None:
-            return
-        try:
-            await flush_due(sender, now=clock())
-        except Exception:
-            log.exception("digest timer: flushing due digests failed; trying again at the next tick")
-
-    return flush_digests
 
 
 def _s(x: Any) -> str:

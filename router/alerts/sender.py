@@ -1,8 +1,8 @@
 """Deliver one assignment's alert on every configured channel, once each.
 
 :class:`AlertSender` is what the worker's ``send_alerts`` agent, the digest
-timer (:mod:`router.alerts.digest`) and ``leadrouter alerts replay``
-(:mod:`router.cli.alerts`) share:
+timer (:func:`flush_due`, wired by :func:`digest_timer`) and ``leadrouter alerts
+replay`` (:mod:`router.cli.alerts`) share:
 
 * Channels already delivered for an assignment (``RedisStore.sent_channels``)
   are skipped, so a Kafka redelivery after a crash, a replay or a second worker
@@ -17,7 +17,8 @@ timer (:mod:`router.alerts.digest`) and ``leadrouter alerts replay``
   ``{"alert" | "digest", "channel", "error", "attempts", "permanent", "kind", "ts"}``;
   the lead keeps its assignment.
 * With a :class:`~router.alerts.digest.DigestQueue`, low-priority alerts (the
-  configured triggers; never hand-raisers) are queued for the rep's digest instead.
+  configured triggers; never hand-raisers) are queued for the rep's digest instead;
+  :func:`flush_due` sends each rep's digest when it is due.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import orjson
+from redis.exceptions import RedisError
 
 from models import Alert
 from router import metrics
@@ -279,3 +281,81 @@ def build_sender(settings: Settings, store: RedisStore, session: aiohttp.ClientS
     return AlertSender(store, notifiers, dead_letter, max_attempts=settings.alert_max_attempts,
                        backoff_s=settings.alert_backoff_s, backoff_max_s=settings.alert_backoff_max_s,
                        digest=digest)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestReport:
+    """One digest :func:`flush_due` sent (or tried to)."""
+
+    rep_id: str
+    digest_id: str
+    alerts: int
+    results: tuple[DeliveryResult, ...]
+    already_sent: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+
+async def flush_due(sender: AlertSender, *, now: float | None = None, limit: int = 100) -> list[DigestReport]:
+    """Send every digest that is due: one summary message per rep, on each channel, once.
+
+    Safe on any number of workers at once (leases) and after a crash (the batch
+    is resumed and channels already delivered are skipped).  Redis errors for one
+    rep are logged and that rep is tried again at the next call.
+    """
+    queue = sender.digest
+    if queue is None:
+        return []
+    now = sender.clock() if now is None else now
+    token = uuid.uuid4().hex
+    reports: list[DigestReport] = []
+    for rep_id in await queue.due(now, limit):
+        try:
+            claim = await queue.claim(rep_id, now, token)
+            if claim.status == "busy":
+                continue  # another worker is sending it
+            if claim.status == "empty":
+                await queue.reschedule(rep_id, now)
+                continue
+            if not claim.alerts:  # nothing in it decoded (logged)
+                await queue.finish(rep_id, token, now)
+                continue
+            digest = claim.digest()
+            outcome = await sender.send_digest(digest)
+            await queue.finish(rep_id, token, now)
+        except RedisError as exc:
+            log.error("digest for rep %s not sent this time: Redis failed (%r); it stays due", rep_id, exc)
+            continue
+        report = DigestReport(rep_id, digest.digest_id, len(digest.alerts), outcome.results, outcome.already_sent)
+        metrics.ALERT_DIGEST.labels("sent" if report.ok else "failed").inc()
+        metrics.ALERT_DIGEST.labels("alerts_sent").inc(len(digest.alerts))
+        log.info("digest %s for %s: %d alert(s) on %s", digest.digest_id, digest.rep.name, len(digest.alerts),
+                 ", ".join(f"{r.channel} {'ok' if r.ok else 'failed'}" for r in outcome.results) or "no channel")
+        reports.append(report)
+    return reports
+
+
+def digest_timer(get_sender: Callable[[], AlertSender | None],
+                 clock: Callable[[], float] = time.time) -> Callable[[], Awaitable[None]]:
+    """The body of the worker's digest timer; the worker wires it with one line::
+
+        app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
+            digest_timer(lambda: rt._sender))
+
+    It does nothing until the ``send_alerts`` agent has built the sender, or when
+    no trigger is digested, and never raises (a failure is logged; the next tick
+    tries again).
+    """
+
+    async def flush_digests() -> None:
+        sender = get_sender()
+        if sender is None or sender.digest is None:
+            return
+        try:
+            await flush_due(sender, now=clock())
+        except Exception:
+            log.exception("digest timer: flushing due digests failed; trying again at the next tick")
+
+    return flush_digests

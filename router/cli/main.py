@@ -94,9 +94,10 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
+    from models import lead_view_from_hash
     from router.storage import keys
     from router.storage.live_config import load_scoring_file
-    from router.storage.store import RedisStore, lead_view_from_hash
+    from router.storage.store import RedisStore
 
     config = load_scoring_file(settings.scoring_file)
 

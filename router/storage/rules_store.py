@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from redis.asyncio import Redis
@@ -179,11 +179,15 @@ def version_tag(number: int, file_version: str) -> str:
     return f"v{number}:{file_version}" if file_version else f"v{number}"
 
 
+HistoryAction = Literal["publish", "rollback"]
+_ACTIONS: dict[str, HistoryAction] = {"publish": "publish", "rollback": "rollback"}
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One change of the active pointer."""
 
-    action: str  # publish | rollback
+    action: HistoryAction
     number: int  # the version made active
     previous: int | None  # the version active before, None when it was the file
     author: str
@@ -194,7 +198,7 @@ class HistoryEntry:
     def from_json(cls, raw: bytes | str) -> HistoryEntry:
         doc: Any = orjson.loads(raw)
         prev = str(doc.get("previous") or "")
-        return cls(action=str(doc["action"]), number=int(doc["version"]), previous=int(prev) if prev else None,
+        return cls(action=_ACTIONS[str(doc["action"])], number=int(doc["version"]), previous=int(prev) if prev else None,
                    author=str(doc["author"]), ts=float(doc["ts"]), note=str(doc.get("note", "")))
 
 

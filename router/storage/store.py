@@ -8,49 +8,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from models import Event, LeadView, Reason, Stage
+from models import Reason
+from models.identity import Kind, Merge, MergeStatus
+from models.pipeline import (
+    AccountPlan,
+    AccountResult,
+    AccountStatus,
+    ApplyResult,
+    ApplyStatus,
+    EventPlan,
+    RepSlot,
+    summarise,
+)
 from router.storage import keys
-from router.worker.identity import Kind, Merge
-from scoring import FitGrade, RuleHit, SalesReady, ScoringConfig, day_bucket, ready_clauses_json
+from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json
 from scoring.account_intent import AccountIntentConfig
 
 
 def _lua(name: str) -> str:
     return resources.files("router.storage").joinpath("lua", name).read_text()
-
-
-@dataclass(frozen=True, slots=True)
-class EventPlan:
-    """What one event does to one lead, decided before touching Redis."""
-
-    event: Event
-    lead_id: str
-    reasons: tuple[Reason, ...]
-    points: float
-    hand_raiser: bool
-    fields: Mapping[str, str] = field(default_factory=dict)
-    # Cap-aware hits (scoring.score_event_hits); without them the reasons count uncapped.
-    hits: tuple[RuleHit, ...] = ()
-    # The fit grade when this event changed what it is based on.
-    grade: FitGrade | None = None
-
-    def hit_objects(self) -> list[dict[str, Any]]:
-        hits = self.hits or tuple(RuleHit(reason=r) for r in self.reasons)
-        out = [{**h.to_json_obj(), "reason": h.reason.to_dict()} for h in hits]
-        if not out and self.points:
-            ev = self.event
-            out.append({"rule": "points", "points": self.points, "reason": Reason(
-                rule="points", points=self.points, event_id=ev.event_id, event_type=ev.type.value,
-                ts=ev.ts).to_dict()})
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,85 +53,6 @@ class LeadRules:
     @classmethod
     def threshold_only(cls, threshold: float, half_life_s: float) -> LeadRules:
         return cls(half_life_s, ready_clauses_json(SalesReady.default(threshold)))
-
-
-@dataclass(frozen=True, slots=True)
-class AccountPlan:
-    """Roll event ``event_id`` (worth ``points`` to ``lead_id``) up to an account."""
-
-    key_id: str
-    event_id: str
-    ts: float
-    points: float
-    lead_id: str
-    role: str
-    known: bool
-    name: str = ""
-    domain: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AccountResult:
-    key_id: str
-    status: str  # scored | fired | resume | duplicate
-    intent: float = 0.0
-    people: int = 0
-    roles: int = 0
-    top: str = ""
-    crossing: int = 0
-    event_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    status: str  # scored | fired | resume | duplicate | moved
-    before: float = 0.0
-    after: float = 0.0
-    points: float = 0.0  # granted after caps
-    recycled: bool = False
-    crossing: int = 0
-    trigger: str = ""
-    moved_to: str = ""
-    lead: Mapping[str, str] = field(default_factory=dict)
-    reasons: tuple[Reason, ...] = ()
-    recent: tuple[Mapping[str, Any], ...] = ()
-
-    @property
-    def needs_routing(self) -> bool:
-        return self.status in ("fired", "resume")
-
-
-def summarise(event: Event) -> dict[str, Any]:
-    """The timeline entry kept for an event (what alerts show as activity)."""
-    out: dict[str, Any] = {"type": event.type.value, "ts": event.ts, "event_id": event.event_id}
-    for name in ("url", "title", "form_id", "campaign"):
-        value = getattr(event, name)
-        if value:
-            out[name] = value
-    return out
-
-
-def lead_view_from_hash(data: Mapping[str, str], reasons: Sequence[Reason] = (), now: float | None = None,
-                        half_life_s: float | None = None) -> LeadView:
-    """Build a LeadView; with ``now`` and ``half_life_s`` the score is decayed to ``now``."""
-    score = float(data.get("score", 0) or 0)
-    asof = float(data.get("asof", 0) or 0)
-    if now is not None and half_life_s and asof > 0 and now > asof:
-        score = score * 2 ** (-(now - asof) / half_life_s)
-    fields = {k[2:]: v for k, v in data.items() if k.startswith("f:")}
-    stage_raw = data.get("stage", Stage.ANONYMOUS.value)
-    try:
-        stage = Stage(stage_raw)
-    except ValueError:
-        stage = Stage.ANONYMOUS
-    return LeadView(
-        lead_id=data.get("lead_id", ""),
-        email=data.get("email") or None,
-        score=score,
-        stage=stage,
-        fields=fields,
-        reasons=tuple(reasons),
-    )
 
 
 class RedisStore:
@@ -186,11 +91,11 @@ class RedisStore:
             pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
         await pipe.execute()
 
-    async def merge(self, m: Merge, *, half_life_s: float, now: float) -> str:
+    async def merge(self, m: Merge, *, half_life_s: float, now: float) -> MergeStatus:
         """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash."""
         return (await self.merge_many([m], half_life_s=half_life_s, now=now))[0]
 
-    async def merge_many(self, merges: Sequence[Merge], *, half_life_s: float, now: float) -> list[str]:
+    async def merge_many(self, merges: Sequence[Merge], *, half_life_s: float, now: float) -> list[MergeStatus]:
         """Fold each source into its target; safe to repeat after a crash.
 
         Three single-slot steps, each pipelined over the whole list: freeze the
@@ -199,7 +104,7 @@ class RedisStore:
         depend on each other (a source that is another merge's target) run in
         later waves, in order.
         """
-        statuses: list[str] = []
+        statuses: list[MergeStatus] = []
         for wave in _waves(merges):
             pipe = self.redis.pipeline(transaction=False)
             for m in wave:
@@ -214,7 +119,7 @@ class RedisStore:
             await pipe.execute()
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
-                status = str(f["status"])
+                status = _status(f["status"], _MERGE_STATUSES)
                 if status == "frozen":
                     await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S],
                                         client=pipe)
@@ -508,22 +413,25 @@ class RedisStore:
         return _s(entry_id)
 
 
-@dataclass(frozen=True, slots=True)
-class RepSlot:
-    """One rep as :meth:`RedisStore.distribute` sees it: weight, caps and clock-based eligibility."""
-
-    rep_id: str
-    weight: int = 1
-    capacity_day: int | None = None
-    capacity_30d: int | None = None
-    day_start: float = 0.0  # the rep's local midnight (epoch s): capacity_day counts from here
-    unavailable: str = ""  # why the clock says no ('' = available)
-    excluded: bool = False  # rejected the lead or already held this crossing
-    sla_base: float = 0.0  # when the SLA clock starts if this rep gets it (their next working moment)
-
-
 def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
+
+
+_APPLY_STATUSES: frozenset[ApplyStatus] = frozenset(get_args(ApplyStatus))
+_ACCOUNT_STATUSES: frozenset[AccountStatus] = frozenset(get_args(AccountStatus))
+_MERGE_STATUSES: frozenset[MergeStatus] = frozenset(get_args(MergeStatus))
+
+
+_S = TypeVar("_S", bound=str)
+
+
+def _status(raw: Any, known: frozenset[_S]) -> _S:
+    """A script's ``status``, checked against the ones it can return (a mismatch is a bug)."""
+    for s in known:
+        if s == raw:
+            return s
+    msg = f"a Lua script returned status {raw!r}, not one of {sorted(known)}"
+    raise ValueError(msg)
 
 
 def _waves(merges: Sequence[Merge]) -> list[list[Merge]]:
@@ -561,7 +469,7 @@ def _absorb_args(m: Merge, frozen: Mapping[str, Any], half_life_s: float, now: f
 def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:
     data = orjson.loads(raw)
     return AccountResult(
-        key_id=key_id, status=str(data["status"]), intent=float(data.get("intent", 0.0)),
+        key_id=key_id, status=_status(data["status"], _ACCOUNT_STATUSES), intent=float(data.get("intent", 0.0)),
         people=int(data.get("people", 0)), roles=int(data.get("roles", 0)), top=str(data.get("top") or ""),
         crossing=int(data.get("crossing", 0) or 0), event_id=event_id,
     )
@@ -573,7 +481,7 @@ def _parse_apply(raw: Any) -> ApplyResult:
     if isinstance(lead, list):  # cjson encodes an empty table as []
         lead = {}
     return ApplyResult(
-        status=data["status"],
+        status=_status(data["status"], _APPLY_STATUSES),
         before=float(data.get("before", 0.0)),
         after=float(data.get("after", 0.0)),
         crossing=int(data.get("crossing", 0) or 0),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 from models import Event, EventType
 from rules.accounts import normalise_company, normalise_domain
@@ -31,12 +32,16 @@ usa.com inbox.com hushmail.com mailinator.com guerrillamail.com 10minutemail.com
 """.split())
 
 
+AccountSource = Literal["group", "email_domain", "company_name"]
+"""What tied an event to its account: a group call, the email's domain, or the company name."""
+
+
 @dataclass(frozen=True, slots=True)
 class AccountRef:
     account_id: str  # "d:<domain>", "g:<group id>" or "n:<normalised name>"
     name: str
     domain: str
-    source: str  # group | email_domain | company_name
+    source: AccountSource
 
     @property
     def key_id(self) -> str:

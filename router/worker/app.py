@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from router import metrics
 from router.alerts import digest
-from router.alerts.sender import AlertSender, TeamWebhooks, build_sender, check_alert_settings
+from router.alerts.sender import AlertSender, TeamWebhooks, build_sender, check_alert_settings, digest_timer
 from router.settings import Settings
 from router.storage.kafka import ensure_topics
 from router.storage.live_config import (
@@ -162,7 +162,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     # Low-priority alerts queued for a rep's digest go out once per interval.
     app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
-        digest.digest_timer(lambda: rt._sender))
+        digest_timer(lambda: rt._sender))
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def reload_config() -> None:

@@ -32,17 +32,25 @@ import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Literal
 
-from models import Rep
-from router.storage.store import RedisStore, RepSlot
+from models import Rep, RepSlot
+from router.storage.store import RedisStore
 from rules import Strategy, Team
 from rules.roster import SlaPolicy
 
 log = logging.getLogger(__name__)
 
-QUEUED_NO_REP = "no_rep_available"
-QUEUED_ALL_EXCLUDED = "all_reps_excluded"
+QUEUED_NO_REP: Final = "no_rep_available"
+QUEUED_ALL_EXCLUDED: Final = "all_reps_excluded"
+
+QueueReason = Literal["", "no_rep_available", "all_reps_excluded"]
+"""Why a pick is queued: '' (it is not), no rep available now, or every rep excluded."""
+DeadlineStep = Literal["reassign", "escalate"]
+"""What a missed deadline does (see :func:`deadline_step`)."""
+_QUEUE_REASONS: dict[str, QueueReason] = {"": "", QUEUED_NO_REP: QUEUED_NO_REP,
+                                          QUEUED_ALL_EXCLUDED: QUEUED_ALL_EXCLUDED}
+_DEADLINE_STEPS: dict[str, DeadlineStep] = {"reassign": "reassign", "escalate": "escalate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +62,13 @@ class Pick:
     rep: Rep
     strategy: Strategy
     queued: bool = False
-    reason: str = ""  # '' | no_rep_available | all_reps_excluded
+    reason: QueueReason = ""
     new: bool = True  # False: the pick was recorded by an earlier call (a retry)
     ts: float = 0.0
     skipped: Mapping[str, str] = field(default_factory=dict)  # rep_id -> why it was passed over
     remind_at: float | None = None
     deadline_at: float | None = None
-    deadline_step: str | None = None  # reassign | escalate | None (no SLA)
+    deadline_step: DeadlineStep | None = None  # None: no SLA
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,7 +86,7 @@ class Pick:
         }
 
 
-def deadline_step(sla: SlaPolicy | None, reassigns: int) -> str | None:
+def deadline_step(sla: SlaPolicy | None, reassigns: int) -> DeadlineStep | None:
     """What happens when an assignment that has been reassigned ``reassigns`` times misses its deadline.
 
     None: nothing (no SLA, or reassignments used up and no escalation); the
@@ -157,13 +165,13 @@ async def pick_rep(store: RedisStore, team: Team, assignment_id: str, lead_id: s
         rep=rep,
         strategy=Strategy(str(raw.get("strategy") or team.strategy.value)),
         queued=bool(raw.get("queued")),
-        reason=str(raw.get("reason") or ""),
+        reason=_QUEUE_REASONS[str(raw.get("reason") or "")],
         new=raw.get("status") == "new",
         ts=float(raw.get("ts") or now.timestamp()),
         skipped={str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
         remind_at=_float_or_none(raw.get("remind_at")),
         deadline_at=_float_or_none(raw.get("deadline_at")),
-        deadline_step=str(raw["deadline_step"]) if raw.get("deadline_step") else None,
+        deadline_step=_DEADLINE_STEPS[str(raw["deadline_step"])] if raw.get("deadline_step") else None,
     )
 
 

@@ -13,57 +13,15 @@ already has a different email is never merged (two colleagues sharing a
 browser stay two people); the identifier follows the person who identified
 last, and the conflict is recorded.
 
-This module decides; :mod:`router.storage.store` carries the decisions out.
+This module decides (the decisions' shapes are in :mod:`models.identity`);
+:mod:`router.storage.store` carries them out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 from models import Event, EventType
+from models.identity import Conflict, Kind, Merge, Resolution
 from router.storage import keys
-
-Kind = Literal["v", "u"]
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """Map identifier ``kind:value`` to ``lead_id`` from now on."""
-
-    kind: Kind
-    value: str
-    lead_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Merge:
-    """Fold profile ``source`` into ``target`` (once; idempotent)."""
-
-    source: str
-    target: str
-    identifier: str
-    event_id: str
-    ts: float
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """An identifier met a second known person; recorded, never merged."""
-
-    identifier: str
-    previous: str
-    current: str
-    event_id: str
-    ts: float
-
-
-@dataclass
-class Resolution:
-    lead_ids: list[str] = field(default_factory=list)
-    links: dict[tuple[Kind, str], str] = field(default_factory=dict)
-    merges: list[Merge] = field(default_factory=list)
-    conflicts: list[Conflict] = field(default_factory=list)
 
 
 def default_profile(kind: Kind, value: str) -> str:

@@ -18,26 +18,23 @@ import orjson
 
 from models import (
     FORM_FIELDS,
+    AccountPlan,
+    AccountResult,
     Alert,
+    ApplyResult,
     Assignment,
     Event,
+    EventPlan,
     InvalidEventError,
     LeadView,
     Reason,
     Rep,
     RoutingDecision,
+    lead_view_from_hash,
 )
 from router import metrics
 from router.storage.live_config import LiveFile
-from router.storage.store import (
-    AccountPlan,
-    AccountResult,
-    ApplyResult,
-    EventPlan,
-    LeadRules,
-    RedisStore,
-    lead_view_from_hash,
-)
+from router.storage.store import LeadRules, RedisStore
 from router.tokens import mint_action_token
 from router.worker.accounts import account_for
 from router.worker.distribution import Pick, assign_owner, assign_rep

@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from models import Rep
 from router.storage import keys
@@ -52,12 +52,14 @@ log = logging.getLogger(__name__)
 Notify = Callable[[str, str, str, Rep], Awaitable[None]]
 RETRY_S = 30.0  # a lead whose routing has not committed yet is looked at again after this
 
+SlaKind = Literal["remind", "reassign", "escalate", "expired"]
+
 
 @dataclass(frozen=True, slots=True)
 class SlaAction:
     """One SLA step that was taken."""
 
-    kind: str  # remind | reassign | escalate | expired
+    kind: SlaKind
     team: str
     lead_id: str
     assignment_id: str  # the assignment whose step came due
@@ -176,7 +178,8 @@ def _settle(res: dict[str, Any], step: str, item: _Item) -> tuple[bool, SlaActio
 async def _after_mark(team: Team, step: str, item: _Item, res: dict[str, Any], ts: float,
                       notify: Notify) -> tuple[bool, SlaAction | None]:
     holder = _rep(team, str(res.get("owner") or ""))
-    kind = {"remind": "remind", "escalate": "escalate", "expired": "expired"}[step]
+    kinds: dict[str, SlaKind] = {"remind": "remind", "escalate": "escalate", "expired": "expired"}
+    kind = kinds[step]
     notified = False
     if kind != "expired":
         notified = await _notify(notify, kind, item.lead_id, item.assignment_id, holder)

@@ -15,14 +15,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from models import Event, EventType, Reason
+from models import Event, EventPlan, EventType, Reason
 from router.admin.app import create_app
 from router.admin.auth import Role, TokenStore, hash_token
 from router.cli import admin as cmd_admin
 from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import load_rules_file, load_scoring_file
-from router.storage.store import EventPlan, RedisStore
+from router.storage.store import RedisStore
 from router.worker.distribution import assign_rep
 from rules import RoutingConfig
 from scoring import score_at

@@ -33,14 +33,14 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from models import Event, EventType
+from models import Event, EventPlan, EventType
 from router.admin.app import AdminService
 from router.admin.auth import Role, TokenStore
 from router.admin.openapi import OPERATIONS
 from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import load_rules_file, load_scoring_file
-from router.storage.store import EventPlan, RedisStore
+from router.storage.store import RedisStore
 from router.worker.distribution import assign_rep
 
 pytestmark = pytest.mark.integration

@@ -30,14 +30,13 @@ from redis.asyncio import Redis
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
 from router import metrics
 from router.alerts.delivery import DeliveryResult, deliver
-from router.alerts.digest import flush_due
 from router.alerts.notifiers import (
     Notifier,
     SlackBotNotifier,
     SlackWebhookNotifier,
     SmtpNotifier,
 )
-from router.alerts.sender import DeadLetter, build_sender
+from router.alerts.sender import DeadLetter, build_sender, flush_due
 from router.cli.alerts import cmd_replay, register, run_replay
 from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
 from router.dev.servers import ManagedProcess

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from models import Event, EventType
+from models import Event, EventPlan, EventType
 from router.storage import keys
 from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
-from router.storage.store import EventPlan, RedisStore
+from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration

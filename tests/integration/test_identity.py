@@ -120,7 +120,7 @@ async def test_a_merge_interrupted_half_way_completes_once_on_redelivery(redis: 
     lead = keys.lead_id_for_email("eve@corp.io")
     anon = keys.lead_id_for_visitor(vid)
     # The worker froze the anonymous profile and absorbed it, then died before cleanup.
-    from router.worker.identity import Merge
+    from models import Merge
 
     m = Merge(anon, lead, f"visitor:{vid}", "c2", T0)
     frozen = await store._freeze(keys=keys.lead_keys(anon), args=[lead, 60])

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from models import Event, EventType, Rep
+from models import Event, EventPlan, EventType, Rep
 from router.storage import keys
-from router.storage.store import EventPlan, RedisStore
+from router.storage.store import RedisStore
 from router.worker import lifecycle
 from router.worker.distribution import Pick, assign_rep
 from rules import LifecyclePolicy, RepProfile, Strategy, Team, load_routing

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from models import Event, EventType, Rep
+from models import Event, EventPlan, EventType, Rep
 from router.storage import keys
 from router.storage.live_config import LiveFile
-from router.storage.store import EventPlan, RedisStore
+from router.storage.store import RedisStore
 from router.worker import lifecycle
 from router.worker.distribution import Pick, assign_rep
 from router.worker.sla import SlaAction, run_due, sla_tick

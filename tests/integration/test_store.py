@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from models import Event, EventType
+from models import Event, EventPlan, EventType
 from router.storage import keys
-from router.storage.store import EventPlan, RedisStore
+from router.storage.store import RedisStore
 from scoring import add_points, load_scoring_config, score_at
 from tests.support import run_batch
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from models import Event, EventType, InvalidEventError
+from models import ApplyResult, Event, EventPlan, EventType, InvalidEventError, Resolution
 from router.storage import keys
-from router.storage.store import ApplyResult, EventPlan
-from router.worker.identity import Resolution, resolve_batch
+from router.worker.identity import resolve_batch
 from router.worker.pipeline import decode, plan_batch, trigger_text
 from scoring import ScoringConfig, load_scoring_config
 

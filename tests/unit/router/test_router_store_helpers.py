@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from models import Event, EventType, LeadView, Reason, Stage
-from router.storage.store import lead_view_from_hash, summarise
+from models import Event, EventType, LeadView, Reason, Stage, lead_view_from_hash, summarise
 
 TS = 1_800_000_000.0
 DAY = 86_400.0
