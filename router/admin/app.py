@@ -320,7 +320,9 @@ def _version_meta(doc: PublishedRules) -> dict[str, Any]:
 def _team_out(team: Team) -> dict[str, Any]:
     return {"name": team.name, "description": team.description, "managers": list(team.managers or (team.manager,)),
             "strategy": team.strategy.value, "sla": team.sla.to_json() if team.sla else None,
-            "has_slack_webhook": bool(team.slack_webhook), "reps": [r.rep_id for r in team.reps]}
+            "has_slack_webhook": bool(team.slack_webhook), "reps": [r.rep_id for r in team.reps],
+            "after_hours": team.after_hours.to_json(),
+            "hand_raiser": team.hand_raiser_policy.to_json() if team.hand_raiser_policy else None}
 
 
 def _override_out(raw: Mapping[str, str], today: date) -> dict[str, Any] | None:
@@ -767,7 +769,8 @@ class Admin:
                         "failed": 0, "results": []}
             results = [{"name": r.case.name, "passed": r.passed, "expected_team": r.expected_team,
                         "expected_rule": r.expected_rule, "actual_team": r.actual_team,
-                        "actual_rule": r.actual_rule, "path": list(r.path), "message": r.message}
+                        "actual_rule": r.actual_rule, "path": list(r.path), "message": r.message,
+                        "placement": r.placement or None}
                        for r in check.results]
             failed = len(check.failures)
             problems = [] if check.results else ["cases: no test cases; add at least one"]

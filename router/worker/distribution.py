@@ -16,8 +16,8 @@ A rep **out of office** (in the roster, or set through the admin API) is never
 given a lead by any path: not as a fallback, not as the account owner, not by
 SLA reassignment.
 
-**Nobody available** (e.g. a lead arriving at night or on a weekend): the
-team's declared after-hours policy decides (rules/availability.py; the
+**Nobody available** (e.g. a lead arriving at night or on a weekend, or every
+rep at work is at capacity): the team's declared after-hours policy decides (rules/availability.py; the
 ``hand_raiser`` policy for hand-raisers when the team has one):
 
 * ``next_available`` (default): the rep whose working hours start first gets
