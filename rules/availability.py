@@ -26,7 +26,8 @@ Policies (``next_available`` when nothing is declared):
 
 A rep out of office is never given a lead by any policy.  When every rep of
 the team is out of office the lead goes to ``team`` when the policy names one,
-else it is held (``held``: not assigned, retried on the lead's next event).
+else it is held (``held``: not assigned; the worker routes it again on the
+lead's next event or when a rep is back).
 
 :func:`plan` is the pure version of the decision (roster and clock only: no
 capacity counts, no admin overrides); rule test cases with an ``at:`` clock

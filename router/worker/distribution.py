@@ -31,8 +31,8 @@ rep at work is at capacity): the team's declared after-hours policy decides (rul
 
 When every rep of the team is out of office the lead goes to the policy's
 ``team`` if it names one, else it is :class:`Held` (``team_out_of_office``):
-nobody is assigned, the crossing stays open and is routed again on the lead's
-next event.  If every rep of the team is excluded (all rejected the lead) it
+nobody is assigned, the crossing stays open, and the lead is routed again on
+its next event or by the SLA ticker once a rep is back (router/worker/sla.py).  If every rep of the team is excluded (all rejected the lead) it
 goes to the earliest of them anyway (``reason='all_reps_excluded'``) when
 routing a fresh crossing; SLA reassignment instead gets ``None`` and escalates.
 
@@ -279,16 +279,26 @@ async def place(store: RedisStore, team: Team, assignment_id: str, lead_id: str,
     return Held(assignment_id=assignment_id, team=team.name, reason=reason, skipped=skipped)
 
 
+def held_retry_at(team: Team, now: datetime, exclude: Collection[str] = ()) -> float:
+    """When to look at a held lead again: the first rep's return, and at least every ``HELD_RETRY_S``."""
+    stamp = now.timestamp()
+    returns = [team.profile(r.rep_id).next_available(now).timestamp() for r in team.reps if r.rep_id not in exclude]
+    back = min((t for t in returns if t > stamp), default=stamp + keys.HELD_RETRY_S)
+    return min(back, stamp + keys.HELD_RETRY_S)
+
+
 async def assign_rep(store: RedisStore, team: Team, assignment_id: str, lead_id: str, crossing: int,
                      now: datetime, *, teams: Mapping[str, Team] | None = None,
-                     hand_raiser: bool = False) -> Pick | Held:
+                     hand_raiser: bool = False, rule: str = "", rules_version: str = "") -> Pick | Held:
     """The rep for a fresh crossing (what :meth:`router.worker.pipeline.Pipeline.route` calls).
 
     Excludes every rep who rejected the lead, picks by the team's strategy and
     its after-hours policy (:func:`place`), and records the assignment in the
     lead's history, once per assignment id; safe to repeat (a retry gets the
     same rep and no second history entry).  :class:`Held` when every rep who
-    could take it is out of office (recorded in the history once, as ``held``).
+    could take it is out of office (recorded in the history once, as ``held``,
+    and queued for the SLA ticker, which routes it when a rep is back; ``rule``
+    and ``rules_version`` are kept for that commit).
     """
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -301,6 +311,10 @@ async def assign_rep(store: RedisStore, team: Team, assignment_id: str, lead_id:
         if res.get("status") == "ok":
             log.warning("lead %s held [%s]: %s; nobody is assigned until a rep is back", lead_id, pick.team,
                         pick.reason)
+            await store.redis.hset(keys.lead(lead_id), mapping={"held_rule": rule,
+                                                                "held_rules_version": rules_version})
+        await store.redis.zadd(keys.team_sla(team.name, keys.HELD_STEP),
+                               {keys.sla_member(lead_id, assignment_id): held_retry_at(team, now, rejected)}, nx=True)
         return pick
     await store.lead_sla("assigned", lead_id, assignment_id, crossing, now.timestamp(), rep_id=pick.rep.rep_id,
                          rep_name=pick.rep.name, team=pick.team,

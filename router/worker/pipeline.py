@@ -388,12 +388,13 @@ class Pipeline:
         crossing = int(data.get("crossing", 0) or 0)
         decision = RoutingDecision(team=rep.team, rule=data.get("rule", ""),
                                    rules_version=data.get("rules_version", ""), path=(f"sla:{kind}",))
-        texts = {"remind": "reminder: this lead is waiting for you to accept it",
+        texts = {"assigned": "assigned to you: it was held while everyone who could take it was out of office",
+                 "remind": "reminder: this lead is waiting for you to accept it",
                  "reassign": "reassigned to you: the previous rep did not accept it in time",
                  "escalate": f"escalated to the team: {data.get('owner_name', 'the rep')} has not accepted it"}
         # Each step is its own alert (its own sent-flags), so a reminder is never
         # swallowed as a duplicate of the original alert.
-        alert_id = assignment_id if kind == "reassign" else f"{assignment_id}:{kind}"
+        alert_id = assignment_id if kind in ("reassign", "assigned") else f"{assignment_id}:{kind}"
         assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
                                 decision=decision, ts=self.clock())
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
@@ -415,7 +416,8 @@ class Pipeline:
         """Route one crossing to a rep and publish its alert; safe to repeat.
 
         None when the lead is held (every rep who could take it is out of office):
-        the crossing stays open, so the lead's next event routes it again.
+        the crossing stays open; the lead's next event or the SLA ticker routes it
+        once a rep is back.
         """
         started = time.perf_counter()
         routing = self.routing.current
@@ -436,13 +438,14 @@ class Pipeline:
             decision = routing.decide(facts)
             pick = await assign_rep(self.store, routing.team(decision.team), assignment_id, plan.lead_id,
                                     result.crossing, at, teams=routing.teams,
-                                    hand_raiser=bool(facts.get("hand_raiser")))
+                                    hand_raiser=bool(facts.get("hand_raiser")), rule=decision.rule,
+                                    rules_version=decision.rules_version)
         else:
             pick = owner_pick
         assert decision is not None
         if isinstance(pick, Held):
             metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
-            log.warning("lead %s (%s) held [%s] via rule %s: %s; routed again on its next event",
+            log.warning("lead %s (%s) held [%s] via rule %s: %s; routed when a rep is back",
                         lead.display_name, lead.email, pick.team, decision.rule, pick.reason)
             return None
         if pick.team != decision.team:  # the after-hours policy sent it to another team

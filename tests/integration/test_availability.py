@@ -318,3 +318,37 @@ async def test_shipped_roster_night_leads_skip_the_rep_on_parental_leave(redis: 
     assert queued and all(a["available_at"] == monday_7_ny for a in queued)  # type: ignore[index]
     west = [a["assignment"] for a in alerts if a["assignment"]["decision"]["team"] == "west"]  # type: ignore[index]
     assert all(a["decision"]["path"][-1] == "after_hours:fallback_team" for a in west)  # type: ignore[index]
+
+
+async def test_a_held_lead_is_routed_by_the_ticker_when_a_rep_is_back(redis: Redis) -> None:
+    store = RedisStore(redis)
+    back = (DateRange(date(2026, 12, 1), date(2026, 12, 3)),)
+    team = make_team([office("a", out_of_office=back), office("b", out_of_office=back)])
+    routing = RoutingConfig(version="v", source="test", teams={"t": team}, rules=())
+    sent: list[tuple[str, str, str]] = []
+
+    async def notify(kind: str, lead_id: str, assignment_id: str, rep: Rep) -> None:
+        sent.append((kind, assignment_id, rep.rep_id))
+
+    wednesday = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
+    lead_id, crossing = await fire(store, "held@x.io", wednesday)
+    aid = f"{lead_id}:{crossing}"
+    held = await assign_rep(store, team, aid, lead_id, crossing, wednesday, rule="emea", rules_version="v7")
+    assert isinstance(held, Held)
+    [(member, due)] = await store.sla_pending("t", keys.HELD_STEP)
+    assert member == keys.sla_member(lead_id, aid) and due == (wednesday + timedelta(hours=1)).timestamp()
+    # An hour later both are still away: looked at again later, nothing sent.
+    assert await run_due(store, routing, wednesday + timedelta(hours=1), notify) == []
+    assert sent == [] and (await store.lead_hash(lead_id)).get("owner") is None
+    # Friday 08:00 New York: a is back.  The ticker assigns, commits the crossing and tells the rep.
+    friday = datetime(2026, 12, 4, 13, 0, tzinfo=UTC)
+    actions = await run_due(store, routing, friday, notify)
+    assert [(a.kind, a.rep.rep_id if a.rep else "") for a in actions] == [("assigned", "a")]
+    assert sent == [("assigned", aid, "a")]
+    lead = await store.lead_hash(lead_id)
+    assert (lead["owner"], lead["rule"], lead["rules_version"], lead["assignment_id"]) == ("a", "emea", "v7", aid)
+    assert "pending_crossing" not in lead
+    assert await store.sla_pending("t", keys.HELD_STEP) == []
+    assert [h["action"] for h in await store.lead_history(lead_id)] == ["held", "assigned"]
+    later = await run_due(store, routing, friday + timedelta(minutes=10), notify)
+    assert [(a.kind, a.rep.rep_id if a.rep else "") for a in later] == [("remind", "a")]  # its SLA runs; once
