@@ -163,6 +163,11 @@ class Assignment:
     rep: Rep
     decision: RoutingDecision
     ts: float
+    # When the SLA clock starts (epoch s): ts, or the rep's next working moment for a lead that
+    # arrived after hours; None when not known (an older record).
+    available_at: float | None = None
+    # How the rep was found: available | next_available | on_call | fallback_team ('' when not known).
+    placement: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +188,8 @@ class Assignment:
                 "path": list(self.decision.path),
             },
             "ts": self.ts,
+            "available_at": self.available_at,
+            "placement": self.placement,
         }
 
     @classmethod
@@ -206,6 +213,8 @@ class Assignment:
                 path=tuple(str(p) for p in dec["path"]),
             ),
             ts=float(d["ts"]),
+            available_at=float(d["available_at"]) if d.get("available_at") is not None else None,
+            placement=str(d.get("placement") or ""),
         )
 
 

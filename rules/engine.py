@@ -13,13 +13,22 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
 
 from models import Rep, RoutingDecision
 from rules._problems import ProblemLog, suggest
 from rules._yaml import YList, YMap, parse
+from rules.availability import (
+    DEFAULT_AFTER_HOURS,
+    TEAM_POLICY_KEYS,
+    AfterHours,
+    RawPolicy,
+    parse_defaults,
+    parse_policy,
+    read_policy_nodes,
+)
 from rules.catalogue import FIELDS, FieldSpec, FieldType, value_problem
 from rules.conditions import (
     AllOf,
@@ -62,8 +71,8 @@ from rules.roster import (
 
 TOP_KEYS = ("version", "teams", "rules")
 # Optional top-level sections (see rules/roster.py).
-OPTIONAL_TOP_KEYS = ("lifecycle",)
-TEAM_KEYS = ("description", "manager", "slack_webhook", "reps", *TEAM_ROSTER_KEYS)
+OPTIONAL_TOP_KEYS = ("lifecycle", "defaults")
+TEAM_KEYS = ("description", "manager", "slack_webhook", "reps", *TEAM_ROSTER_KEYS, *TEAM_POLICY_KEYS)
 REP_KEYS = ("id", "name", "email", "slack_user_id", *REP_ROSTER_KEYS)
 RULE_KEYS = ("name", "description", "when", "team")
 OPERATORS = ("equals", "in", "range", "regex", "exists")
@@ -92,6 +101,15 @@ class Team:
     strategy: Strategy = Strategy.ROUND_ROBIN
     profiles: tuple[RepProfile, ...] = ()
     sla: SlaPolicy | None = None
+    # What happens when nobody in the team can take a lead now (rules/availability.py).
+    after_hours: AfterHours = DEFAULT_AFTER_HOURS
+    hand_raiser_policy: AfterHours | None = None
+
+    def policy_for(self, hand_raiser: bool = False) -> AfterHours:
+        """The after-hours policy for a lead: the team's ``hand_raiser`` policy for hand-raisers, if declared."""
+        if hand_raiser and self.hand_raiser_policy is not None:
+            return self.hand_raiser_policy
+        return self.after_hours
 
     def profile(self, rep_id: str) -> RepProfile:
         """The rep's availability and capacity; a rep the file says nothing about is always available."""
@@ -112,6 +130,8 @@ class Team:
             "slack_webhook": self.slack_webhook,
             "strategy": self.strategy.value,
             "sla": self.sla.to_json() if self.sla else None,
+            "after_hours": self.after_hours.to_json(),
+            "hand_raiser": self.hand_raiser_policy.to_json() if self.hand_raiser_policy else None,
             "reps": [
                 {"id": r.rep_id, "name": r.name, "email": r.email, "slack_user_id": r.slack_user_id,
                  "profile": profiles.get(r.rep_id) or RepProfile(r.rep_id).to_json()}
@@ -212,7 +232,9 @@ def load_routing(text: str, source: str = "<string>") -> RoutingConfig:
         raise AssertionError("unreachable")
     check_keys(doc, (*TOP_KEYS, *OPTIONAL_TOP_KEYS), None, log, required=TOP_KEYS)
     version = _version(doc, log)
-    teams, declared = _teams(doc, log)
+    policies: dict[str, dict[str, RawPolicy]] = {}
+    teams, declared = _teams(doc, log, policies)
+    teams = _with_policies(doc, teams, declared, policies, log)
     rules = _rules(doc, declared, log)
     lifecycle = parse_lifecycle(doc, log)
     log.raise_if_any()
@@ -270,7 +292,29 @@ def _version(doc: YMap, log: ProblemLog) -> str:
 # --- teams ---------------------------------------------------------------------------------------
 
 
-def _teams(doc: YMap, log: ProblemLog) -> tuple[dict[str, Team], set[str]]:
+def _with_policies(doc: YMap, teams: dict[str, Team], declared: set[str],
+                   policies: Mapping[str, Mapping[str, RawPolicy]], log: ProblemLog) -> dict[str, Team]:
+    """Each team's after-hours and hand-raiser policies (its own, else the ``defaults:`` section's)."""
+    members: dict[str, tuple[str, ...]] = {name: () for name in declared}
+    members.update({name: tuple(r.rep_id for r in team.reps) for name, team in teams.items()})
+    defaults = parse_defaults(doc, log, members)
+    out: dict[str, Team] = {}
+    for name, team in teams.items():
+        parsed: dict[str, AfterHours | None] = {}
+        for key, raw in policies.get(name, {}).items():
+            parsed[key] = parse_policy(raw, name, members, log)
+        after = parsed.get("after_hours") or defaults.get("after_hours") or DEFAULT_AFTER_HOURS
+        if after.team == name:  # a default fallback team does not fall back to itself
+            after = DEFAULT_AFTER_HOURS
+        hand = parsed.get("hand_raiser") or defaults.get("hand_raiser")
+        if hand is not None and hand.team == name:
+            hand = None
+        out[name] = replace(team, after_hours=after, hand_raiser_policy=hand)
+    return out
+
+
+def _teams(doc: YMap, log: ProblemLog,
+           policies: dict[str, dict[str, RawPolicy]] | None = None) -> tuple[dict[str, Team], set[str]]:
     teams: dict[str, Team] = {}
     declared: set[str] = set()
     node = doc.get("teams")
@@ -300,6 +344,8 @@ def _teams(doc: YMap, log: ProblemLog) -> tuple[dict[str, Team], set[str]]:
         rep_nodes: dict[str, tuple[YMap, str]] = {}
         reps = _reps(tnode, name, line, context, log, seen_ids, seen_emails, rep_nodes)
         roster = parse_team_roster(tnode, name, context, log, rep_nodes)
+        if policies is not None:
+            policies[name] = read_policy_nodes(tnode, context, log)
         if description is not None and managers and reps:
             teams[name] = Team(
                 name=name,

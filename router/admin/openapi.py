@@ -169,6 +169,9 @@ def components(settings: Settings) -> dict[str, Schema]:
         "Team": obj({
             "name": STR, "description": STR, "managers": STR_LIST, "strategy": STR,
             "sla": nullable({"type": "object"}), "has_slack_webhook": BOOL, "reps": STR_LIST,
+            "after_hours": {"type": "object", "description": "what the team does when nobody can take a lead now: "
+                                                             "{policy, team, rep} (rules/availability.py)"},
+            "hand_raiser": nullable({"type": "object"}),
         }, ("name", "description", "managers", "strategy", "sla", "has_slack_webhook", "reps")),
         "TeamList": obj({"rules_version": STR, "rules_source": STR, "teams": {"type": "array", "items": ref("Team")}},
                         ("rules_version", "rules_source", "teams")),
@@ -207,6 +210,8 @@ def components(settings: Settings) -> dict[str, Schema]:
         "CaseResult": obj({
             "name": STR, "passed": BOOL, "expected_team": nullable(STR), "expected_rule": nullable(STR),
             "actual_team": STR, "actual_rule": STR, "path": STR_LIST, "message": STR,
+            "placement": {**nullable(STR), "description": "with the case's at: clock, where the lead lands "
+                                                           "(outcome, team, pool, SLA start)"},
         }, ("name", "passed", "expected_team", "expected_rule", "actual_team", "actual_rule", "path", "message")),
         "TestResult": obj({
             "ok": BOOL, "problems": STR_LIST, "version": nullable(STR), "passed": INT, "failed": INT,

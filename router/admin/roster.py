@@ -22,7 +22,9 @@ from rules import RoutingConfig, Team
 def _team_out(team: Team) -> dict[str, Any]:
     return {"name": team.name, "description": team.description, "managers": list(team.managers or (team.manager,)),
             "strategy": team.strategy.value, "sla": team.sla.to_json() if team.sla else None,
-            "has_slack_webhook": bool(team.slack_webhook), "reps": [r.rep_id for r in team.reps]}
+            "has_slack_webhook": bool(team.slack_webhook), "reps": [r.rep_id for r in team.reps],
+            "after_hours": team.after_hours.to_json(),
+            "hand_raiser": team.hand_raiser_policy.to_json() if team.hand_raiser_policy else None}
 
 
 def _override_out(raw: Mapping[str, str], today: date) -> dict[str, Any] | None:

@@ -208,7 +208,8 @@ class RulesHandlers(AdminCore):
                         "failed": 0, "results": []}
             results = [{"name": r.case.name, "passed": r.passed, "expected_team": r.expected_team,
                         "expected_rule": r.expected_rule, "actual_team": r.actual_team,
-                        "actual_rule": r.actual_rule, "path": list(r.path), "message": r.message}
+                        "actual_rule": r.actual_rule, "path": list(r.path), "message": r.message,
+                        "placement": r.placement or None}
                        for r in check.results]
             failed = len(check.failures)
             problems = [] if check.results else ["cases: no test cases; add at least one"]

@@ -189,7 +189,18 @@ def routing_line(alert: Alert) -> str:
     line = f"team {one_line(d.team)} · rule {one_line(d.rule)} (rules {one_line(d.rules_version)})"
     if d.path:
         line += "; path " + " → ".join(one_line(p) for p in d.path)
-    return line
+    return line + _placement_note(alert)
+
+
+def _placement_note(alert: Alert) -> str:
+    """After hours: how the rep was found and when their SLA clock starts ('' in working hours)."""
+    asg = alert.assignment
+    if asg.placement in ("", "available"):
+        return ""
+    note = f"; after hours: {one_line(asg.placement.replace('_', ' '))}"
+    if asg.available_at is not None and asg.available_at > asg.ts + 60:
+        note += f", SLA clock starts {utc_time(asg.available_at)}"
+    return note
 
 
 def safe_url(value: object) -> str | None:

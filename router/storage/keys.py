@@ -168,6 +168,8 @@ HOLDERS_TTL_S = 90 * 24 * 3600
 REJECTED_TTL_S = 365 * 24 * 3600  # a rep who rejected a lead is not sent it again for a year
 SLA_LEASE_S = 60  # a claimed SLA item comes due again after this if its ticker died mid-step
 SLA_STEPS = ("remind", "reassign", "escalate")
+HELD_STEP = "held"  # team_sla(team, HELD_STEP): leads nobody could take (all out of office), retried by the ticker
+HELD_RETRY_S = 3600.0  # a held lead is looked at again at least this often (admin overrides end any time)
 OUTCOMES = f"{PREFIX}:outcomes"
 OUTCOMES_MAXLEN = 1_000_000
 

@@ -320,12 +320,14 @@ class RedisStore:
     async def distribute(self, team: str, strategy: str, assignment_id: str, lead_id: str, now: float,
                          reps: Sequence[RepSlot], *, remind_after_s: float | None = None,
                          deadline_after_s: float | None = None, deadline_step: str = "reassign",
-                         allow_excluded: bool = True) -> dict[str, Any]:
+                         allow_excluded: bool = True, fallback: str = "earliest",
+                         outcome: str = "") -> dict[str, Any]:
         """Pick (or recall) the rep for ``assignment_id`` in one atomic step on the team's slot.
 
         See router/storage/lua/distribute.lua.  Returns the pick record: rep (False when
-        every rep is excluded and ``allow_excluded`` is off), queued, reason,
-        status (new | existing | none), skipped {rep: why}, load and SLA times.
+        nothing was recorded: every rep excluded with ``allow_excluded`` off, the whole
+        team out of office, or nobody available with ``fallback`` 'none'), queued,
+        reason, status (new | existing | none), skipped {rep: why}, load and SLA times.
         """
         kk = [keys.team_rr(team), keys.team_swrr(team), keys.team_pick(team, assignment_id),
               keys.team_sla(team, "remind"), keys.team_sla(team, deadline_step)]
@@ -333,7 +335,7 @@ class RedisStore:
             strategy, assignment_id, lead_id, repr(now), keys.PICK_TTL_S, keys.CAPACITY_WINDOW_S,
             keys.OPEN_WINDOW_S, "" if remind_after_s is None else repr(remind_after_s),
             "" if deadline_after_s is None else repr(deadline_after_s), keys.sla_member(lead_id, assignment_id),
-            "1" if allow_excluded else "0", deadline_step, len(reps),
+            "1" if allow_excluded else "0", deadline_step, len(reps), fallback, outcome,
         ]
         for r in reps:
             kk += [keys.team_assigned(team, r.rep_id), keys.team_open(team, r.rep_id)]

@@ -37,7 +37,7 @@ from router.storage.live_config import LiveFile
 from router.storage.store import LeadRules, RedisStore
 from router.tokens import mint_action_token
 from router.worker.accounts import account_for
-from router.worker.distribution import Pick, assign_owner, assign_rep
+from router.worker.distribution import Held, Pick, assign_owner, assign_rep
 from router.worker.identity import is_known_person, resolve_batch
 from rules import RoutingConfig, facts_from_lead
 from rules.accounts import AccountBook, match_account, owner_first
@@ -385,12 +385,13 @@ class Pipeline:
         crossing = int(data.get("crossing", 0) or 0)
         decision = RoutingDecision(team=rep.team, rule=data.get("rule", ""),
                                    rules_version=data.get("rules_version", ""), path=(f"sla:{kind}",))
-        texts = {"remind": "reminder: this lead is waiting for you to accept it",
+        texts = {"assigned": "assigned to you: it was held while everyone who could take it was out of office",
+                 "remind": "reminder: this lead is waiting for you to accept it",
                  "reassign": "reassigned to you: the previous rep did not accept it in time",
                  "escalate": f"escalated to the team: {data.get('owner_name', 'the rep')} has not accepted it"}
         # Each step is its own alert (its own sent-flags), so a reminder is never
         # swallowed as a duplicate of the original alert.
-        alert_id = assignment_id if kind == "reassign" else f"{assignment_id}:{kind}"
+        alert_id = assignment_id if kind in ("reassign", "assigned") else f"{assignment_id}:{kind}"
         assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
                                 decision=decision, ts=self.clock())
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
@@ -408,8 +409,13 @@ class Pipeline:
         page = f"{self.admin_url.rstrip('/')}/a/{token}"
         return {"lead": page, "accept": f"{page}?do=accept", "reject": f"{page}?do=reject"}
 
-    async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment:
-        """Route one crossing to a rep and publish its alert; safe to repeat."""
+    async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment | None:
+        """Route one crossing to a rep and publish its alert; safe to repeat.
+
+        None when the lead is held (every rep who could take it is out of office):
+        the crossing stays open; the lead's next event or the SLA ticker routes it
+        once a rep is back.
+        """
         started = time.perf_counter()
         routing = self.routing.current
         lead = lead_view_from_hash(result.lead, result.reasons)
@@ -423,17 +429,30 @@ class Pipeline:
         # An account with an available owner goes to that owner first; otherwise
         # the rules pick the team and the team's strategy picks the rep (skipping
         # reps who rejected the lead, are away or at capacity; never dropping it).
-        pick, decision = await self._owner_pick(lead, facts, assignment_id, plan.lead_id, result.crossing, at)
-        if pick is None:
+        owner_pick, decision = await self._owner_pick(lead, facts, assignment_id, plan.lead_id, result.crossing, at)
+        pick: Pick | Held
+        if owner_pick is None:
             decision = routing.decide(facts)
             pick = await assign_rep(self.store, routing.team(decision.team), assignment_id, plan.lead_id,
-                                    result.crossing, at)
+                                    result.crossing, at, teams=routing.teams,
+                                    hand_raiser=bool(facts.get("hand_raiser")), rule=decision.rule,
+                                    rules_version=decision.rules_version)
+        else:
+            pick = owner_pick
         assert decision is not None
-        team = routing.team(decision.team)
+        if isinstance(pick, Held):
+            metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
+            log.warning("lead %s (%s) held [%s] via rule %s: %s; routed when a rep is back",
+                        lead.display_name, lead.email, pick.team, decision.rule, pick.reason)
+            return None
+        if pick.team != decision.team:  # the after-hours policy sent it to another team
+            decision = replace(decision, team=pick.team, path=(*decision.path, f"after_hours:{pick.outcome}"))
+        team = routing.team(pick.team)
         rep = pick.rep
         now = self.clock()
         assignment = Assignment(assignment_id=assignment_id, lead_id=plan.lead_id, crossing=result.crossing,
-                                rep=rep, decision=decision, ts=now)
+                                rep=rep, decision=decision, ts=now, available_at=pick.available_at,
+                                placement=pick.outcome)
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),

@@ -24,6 +24,10 @@ this one dies mid-step the item comes back after the lease), and for each:
   (or, with ``escalate_to_manager: false``, records ``sla_expired``);
 * ``escalate``: marks the lead escalated, ``notify("escalate", lead,
   assignment, holder)``; :attr:`SlaAction.managers` names who to tell.
+* ``held`` (a lead nobody could take: every rep out of office): routed again
+  by the team's policy once its crossing is still open; when a rep takes it,
+  the crossing is committed and ``notify("assigned", lead, assignment, rep)``;
+  still nobody: looked at again when the first rep is back (at least hourly).
 
 Every step is recorded once per assignment in the lead's history (the
 lead-side step is idempotent), so two tickers racing, or a ticker re-running
@@ -44,7 +48,7 @@ from models import Rep
 from router.storage import keys
 from router.storage.live_config import LiveFile
 from router.storage.store import RedisStore
-from router.worker.distribution import pick_rep
+from router.worker.distribution import Held, assign_rep, held_retry_at, pick_rep
 from rules import RoutingConfig, Team
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,7 @@ log = logging.getLogger(__name__)
 Notify = Callable[[str, str, str, Rep], Awaitable[None]]
 RETRY_S = 30.0  # a lead whose routing has not committed yet is looked at again after this
 
-SlaKind = Literal["remind", "reassign", "escalate", "expired"]
+SlaKind = Literal["remind", "reassign", "escalate", "expired", "assigned"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +156,46 @@ async def run_due(store: RedisStore, routing: RoutingConfig, now: datetime, noti
                     await store.sla_retry(team.name, step, member, ts + RETRY_S)
                 if action is not None:
                     actions.append(action)
+        for member in await store.sla_claim(team.name, keys.HELD_STEP, ts, lease_s, limit):
+            item = parse_member(member)
+            if item is None:
+                log.error("dropped a malformed held item %r of team %s", member, team.name)
+                await store.sla_done(team.name, keys.HELD_STEP, member)
+                continue
+            try:
+                again_at, action = await _route_held(store, routing, team, item, now, notify)
+            except Exception:  # leave it leased: it comes back after the lease
+                log.exception("routing held lead %s failed; it will be retried", item.lead_id)
+                continue
+            if again_at is None:
+                await store.sla_done(team.name, keys.HELD_STEP, member)
+            else:
+                await store.sla_retry(team.name, keys.HELD_STEP, member, again_at)
+            if action is not None:
+                actions.append(action)
     return actions
+
+
+async def _route_held(store: RedisStore, routing: RoutingConfig, team: Team, item: _Item, now: datetime,
+                      notify: Notify) -> tuple[float | None, SlaAction | None]:
+    """(when to look again or None when done, action): route a held lead if someone can take it now."""
+    lead = await store.lead_hash(item.lead_id)
+    if not lead or lead.get("pending_crossing") != str(item.crossing):
+        return None, None  # routed since (the lead's next event), forgotten or merged
+    pick = await assign_rep(store, team, item.assignment_id, item.lead_id, item.crossing, now, teams=routing.teams,
+                            hand_raiser=lead.get("last_trigger") == "hand_raiser")
+    if isinstance(pick, Held):
+        return held_retry_at(team, now), None
+    ts = now.timestamp()
+    committed = await store.commit_assignment(item.lead_id, item.crossing, item.assignment_id, pick.rep.rep_id,
+                                              pick.rep.name, pick.team, lead.get("held_rule", ""),
+                                              lead.get("held_rules_version", ""), ts)
+    if not committed:  # the lead's own next event routed it first (to the same rep)
+        return None, None
+    notified = await _notify(notify, "assigned", item.lead_id, item.assignment_id, pick.rep)
+    log.info("held lead %s assigned to %s [%s]", item.lead_id, pick.rep.name, pick.team)
+    return None, SlaAction(kind="assigned", team=pick.team, lead_id=item.lead_id, assignment_id=item.assignment_id,
+                           rep=pick.rep, ts=ts, queued=pick.queued, notified=notified)
 
 
 async def _run_step(store: RedisStore, team: Team, step: str, item: _Item, now: datetime,

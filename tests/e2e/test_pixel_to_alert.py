@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +28,8 @@ from router.settings import Settings
 from router.storage import keys
 from router.storage.store import RedisStore
 from router.tokens import mint_token
-from rules import facts_from_lead, load_routing
+from rules import Strategy, facts_from_lead, load_routing
+from rules.availability import plan
 from scoring import load_scoring_config, score_event, total_points
 
 pytestmark = pytest.mark.e2e
@@ -126,15 +128,20 @@ async def _metric(st: Stack, name: str, **labels: str) -> float:
 
 
 def _expected_rep(email: str, country: str) -> tuple[str, str, str]:
-    """(team, rep name, rep email) the shipped rules give a first hand-raiser."""
+    """(team, rep name, rep email) the shipped rules give a first hand-raiser now (wall clock: after
+    hours the team's hand-raiser policy may send it to another team)."""
     from models import LeadView, Stage
 
     routing = load_routing((REPO / "rules" / "routing.yaml").read_text(), "routing.yaml")
     lead = LeadView(lead_id="x", email=email, score=0, stage=Stage.MQL, fields={"country": country})
     decision = routing.decide(facts_from_lead(lead, {"hand_raiser": True, "form_id": "demo-request",
                                                      "source": "form"}))
-    rep = routing.team(decision.team).reps[0]  # first turn of a fresh round robin
-    return decision.team, rep.name, rep.email
+    placed = plan(routing.team(decision.team), routing.teams, datetime.now(UTC), hand_raiser=True)
+    team = routing.team(placed.team)
+    pool = [r for r in team.reps if r.rep_id in placed.reps]
+    # The first turn of a fresh rotation: roster order, or the highest weight (first on ties) when weighted.
+    rep = max(pool, key=lambda r: team.profile(r.rep_id).weight) if team.strategy is Strategy.WEIGHTED else pool[0]
+    return team.name, rep.name, rep.email
 
 
 async def test_pixel_and_demo_form_alert_the_right_rep_once(stack: Stack) -> None:

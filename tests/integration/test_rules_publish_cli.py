@@ -48,7 +48,7 @@ def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
 
 def test_rules_test_passes_and_fails_with_expected_actual_and_path(invoke: Invoke, tmp_path: Path) -> None:
     code, out, err = invoke("rules", "test")
-    assert code == 0 and "16 cases, 16 passed, 0 failed" in out
+    assert code == 0 and "23 cases, 23 passed, 0 failed" in out
 
     cases = (tmp_path / "routing_test.yaml").read_text(encoding="utf-8").replace(
         "lead: {country: JP}\n  expect: {team: west, rule: apac}", "lead: {country: JP}\n  expect: {team: east}")
@@ -58,7 +58,7 @@ def test_rules_test_passes_and_fails_with_expected_actual_and_path(invoke: Invok
     assert f"FAIL {tmp_path / 'wrong_test.yaml'}:" in out
     assert "case 'japan': expected east, got west via apac (path: emea:no, north-america-east:no, " \
            "north-america-west:no, north-america-central:no, apac:yes)" in out
-    assert "16 cases, 15 passed, 1 failed" in err
+    assert "23 cases, 22 passed, 1 failed" in err
 
     code, out, err = invoke("rules", "test", "--rules", str(tmp_path / "alt.yaml"))
     assert code == 0 and "alt_test.yaml: 16 cases, 16 passed" in out
@@ -74,7 +74,7 @@ def test_publish_history_rollback(invoke: Invoke, tmp_path: Path, redis_url: str
 
     code, out, _ = invoke("rules", "publish", "--author", "alice", "--note", "baseline")
     assert code == 0
-    assert "published v1 from" in out and "16 test cases passed) by alice; active now v1, was the rules file" in out
+    assert "published v1 from" in out and "23 test cases passed) by alice; active now v1, was the rules file" in out
     assert "decisions record rules_version v1:2026-11-22.1" in out
 
     broken = tmp_path / "broken.yaml"

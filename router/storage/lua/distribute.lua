@@ -8,10 +8,18 @@
 -- Eligibility by clock (out of office, day off, outside hours) is decided by
 -- the caller from its own clock and passed in; capacity is counted here.
 -- A rep is skipped when excluded (rejected the lead, already held it),
--- unavailable, or at capacity_day / capacity_30d.  When nobody is left, the
--- lead still goes to the next rep by the strategy among the non-excluded reps
--- (queued = true, reason 'no_rep_available'); when every rep is excluded it
--- goes to the next rep among all (reason 'all_reps_excluded') unless
+-- unavailable, or at capacity_day / capacity_30d.  A rep out of office is
+-- never picked, not even when nobody else is left.
+--
+-- When nobody is eligible, ARGV[14] decides (the team's after-hours policy):
+--   'earliest'  the lead goes, queued (reason 'no_rep_available'), to the
+--               non-excluded reps whose SLA base (next working moment) is the
+--               earliest, picked among them by the strategy;
+--   'none'      nothing is recorded (status 'none', reason 'no_rep_available'):
+--               the caller applies the team's policy (on-call rep, fallback team).
+-- When every non-excluded rep is out of office the answer is status 'none'
+-- with reason 'team_out_of_office'.  When every rep is excluded it goes to the
+-- earliest of all reps not out of office (reason 'all_reps_excluded') unless
 -- ARGV[11] is '0', in which case nothing is recorded and rep is false.
 --
 -- KEYS[1] team rr counter   KEYS[2] team swrr hash   KEYS[3] this assignment's pick
@@ -19,7 +27,8 @@
 -- KEYS[6 + 2(i-1)], KEYS[7 + 2(i-1)]  rep i's assigned zset and open zset
 -- ARGV 1 strategy  2 assignment_id  3 lead_id  4 now  5 pick ttl s  6 capacity window s
 --      7 open window s  8 remind after s ('' none)  9 deadline after s ('' none)  10 sla member
---      11 allow excluded ('1'/'0')  12 deadline step name  13 n reps
+--      11 allow excluded ('1'/'0')  12 deadline step name  13 n reps  14 fallback (earliest | none)
+--      15 outcome label recorded with the pick ('' : 'next_available' when queued, else 'available')
 --      then 8 per rep: rep_id, weight, cap_day (0 none), cap_30d (0 none), day_start,
 --      unavailable reason ('' available), excluded ('1'/'0'), sla base ts
 local strategy = ARGV[1]
@@ -33,7 +42,8 @@ end
 
 local n = tonumber(ARGV[13])
 local reps = {}
-local base = 14
+local base = 16
+local fallback = ARGV[14]
 for i = 1, n do
   local o = base + (i - 1) * 8
   reps[i] = {
@@ -46,6 +56,7 @@ end
 
 local skipped = {}
 local eligible, candidates, everyone = {}, {}, {}
+local ooo = 'out_of_office'
 local window = tonumber(ARGV[6])
 local open_window = tonumber(ARGV[7])
 for i = 1, n do
@@ -55,11 +66,11 @@ for i = 1, n do
   r.n_day = redis.call('ZCOUNT', r.assigned, r.day_start, '+inf')
   r.n_30d = redis.call('ZCARD', r.assigned)
   r.n_open = redis.call('ZCARD', r.open)
-  everyone[i] = true
+  if r.why ~= ooo then everyone[i] = true end
   if r.excluded then
     skipped[r.id] = 'excluded'
   else
-    candidates[i] = true
+    if r.why ~= ooo then candidates[i] = true end
     if r.why ~= '' then
       skipped[r.id] = r.why
     elseif r.cap_day > 0 and r.n_day >= r.cap_day then
@@ -72,16 +83,41 @@ for i = 1, n do
   end
 end
 
+-- Only the reps whose next working moment is the earliest of ``set``.
+local function earliest(set)
+  local first = nil
+  for i = 1, n do
+    if set[i] and (first == nil or reps[i].sla_base < first) then first = reps[i].sla_base end
+  end
+  local out = {}
+  for i = 1, n do
+    if set[i] and reps[i].sla_base == first then out[i] = true end
+  end
+  return out
+end
+
+local function none(why)
+  return cjson.encode({status = 'none', rep = false, queued = true, reason = why, skipped = skipped})
+end
+
 local pool, queued, reason = eligible, false, ''
 if next(pool) == nil then
   queued = true
+  local some_not_excluded = false
+  for i = 1, n do
+    if not reps[i].excluded then some_not_excluded = true end
+  end
   if next(candidates) ~= nil then
-    pool, reason = candidates, 'no_rep_available'
-  elseif ARGV[11] == '1' then
-    pool, reason = everyone, 'all_reps_excluded'
+    if fallback ~= 'earliest' then return none('no_rep_available') end
+    pool, reason = earliest(candidates), 'no_rep_available'
+  elseif some_not_excluded then
+    return none('team_out_of_office')  -- everyone who did not reject it is out of office
+  elseif ARGV[11] ~= '1' then
+    return none('all_reps_excluded')
+  elseif next(everyone) == nil then
+    return none('team_out_of_office')
   else
-    return cjson.encode({status = 'none', rep = false, queued = true, reason = 'all_reps_excluded',
-                         skipped = skipped})
+    pool, reason = earliest(everyone), 'all_reps_excluded'
   end
 end
 
@@ -145,6 +181,13 @@ redis.call('PEXPIRE', r.open, (open_window + 86400) * 1000)
 local out = {status = 'new', rep = r.id, queued = queued, reason = reason, strategy = strategy,
              assignment_id = aid, ts = now, sla_base = r.sla_base,
              load = {day = r.n_day + 1, d30 = r.n_30d + 1, open = r.n_open + 1}, skipped = skipped}
+if ARGV[15] ~= '' then
+  out['outcome'] = ARGV[15]
+elseif queued and reason == 'no_rep_available' then
+  out['outcome'] = 'next_available'
+else
+  out['outcome'] = 'available'
+end
 if ARGV[8] ~= '' then
   local at = r.sla_base + tonumber(ARGV[8])
   redis.call('ZADD', KEYS[4], at, ARGV[10])

@@ -5,6 +5,8 @@
 -- op 'remind' | 'escalate' | 'expired'   record the step once per assignment id, if
 --                the assignment is still the lead's current one and still unaccepted (mql);
 --                'expired': the deadline passed with nobody left to reassign to and no escalation.
+-- op 'held'      record, once per assignment id, that nobody could take the lead
+--                (every rep out of office); the crossing stays open and is retried.
 -- op 'check'     is the assignment still current and unaccepted? returns the reps
 --                who held this crossing and those who rejected the lead.
 -- op 'reassign'  compare-and-set: move the lead from the assignment to a new one
@@ -39,6 +41,13 @@ if op == 'assigned' then
   redis.call('SADD', holders, ARGV[7])
   redis.call('EXPIRE', holders, tonumber(ARGV[5]))
   push({action = 'assigned', rep = ARGV[7], rep_name = ARGV[8], assignment_id = aid, team = ARGV[11]})
+  return cjson.encode({status = 'ok'})
+end
+
+if op == 'held' then
+  if redis.call('HGET', lead, 'hist_held') == aid then return cjson.encode({status = 'dup'}) end
+  redis.call('HSET', lead, 'hist_held', aid)
+  push({action = 'held', assignment_id = aid, team = ARGV[11]})
   return cjson.encode({status = 'ok'})
 end
 

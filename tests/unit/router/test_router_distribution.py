@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from models import Rep
+from models import Alert, Assignment, LeadView, Rep, RoutingDecision, Stage
+from router.alerts.render import render_text
 from router.storage import keys
 from router.worker.distribution import deadline_step, rep_slots
 from router.worker.lifecycle import lead_id_of, outcome_row
@@ -98,3 +99,19 @@ def test_rep_slots_need_an_aware_clock() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         rep_slots(team(), datetime(2026, 11, 27, 12, 0))
     assert rep_slots(team(), NOW + timedelta(0))  # aware is fine
+
+
+def test_an_after_hours_alert_says_how_the_rep_was_found_and_when_the_clock_starts() -> None:
+    rep = Rep("r", "R", "r@example.com", "east")
+    decision = RoutingDecision("east", "emea", "v1", ("emea:yes",))
+    monday = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
+    queued = Assignment("L:1", "L", 1, rep, decision, NOW.timestamp(), available_at=monday,
+                        placement="next_available")
+    lead = LeadView("L", "l@example.com", 80.0, Stage.MQL)
+    text = render_text(Alert(queued, lead, 50.0, "hand-raiser"))
+    assert "after hours: next available, SLA clock starts 2026-11-30 12:00:00 UTC" in text
+    assert Assignment.from_dict(queued.to_dict()) == queued
+    now = Assignment("L:1", "L", 1, rep, decision, NOW.timestamp(), available_at=NOW.timestamp(), placement="available")
+    assert "after hours" not in render_text(Alert(now, lead, 50.0, "hand-raiser"))
+    old = {k: v for k, v in queued.to_dict().items() if k not in ("available_at", "placement")}
+    assert (Assignment.from_dict(old).available_at, Assignment.from_dict(old).placement) == (None, "")
