@@ -146,6 +146,10 @@ class Settings:
     # or without a user agent as machines.  Off by default: load tests, the dev demo and
     # the e2e tests drive the pixel with such clients.  Crawlers are always flagged.
     machine_flag_http_clients: bool = False
+    # --- Collector hardening (router/ingest/app.py)
+    # Comma-separated CIDRs of the reverse proxies / load balancers in front of the collector whose
+    # X-Forwarded-For is believed.  Empty: no proxy is trusted and the peer address is the client's.
+    trusted_proxies: str = ""
     # Names of the fields the environment set (not a setting itself).
     explicit: frozenset[str] = frozenset()
 

@@ -54,7 +54,15 @@ from yarl import URL
 from models import Event, EventType
 from router import metrics
 from router.errors import TokenError
-from router.ingest.machine import Verdict, classify_email_hit, classify_web_hit, parse_networks
+from router.ingest.machine import (
+    Network,
+    Verdict,
+    classify_email_hit,
+    classify_web_hit,
+    network_of,
+    parse_ip,
+    parse_networks,
+)
 from router.ingest.segment import (
     CALLS,
     FORM_ID_RE,
@@ -136,11 +144,33 @@ def privacy_signal(request: web.Request) -> str | None:
     return None
 
 
-def client_ip(request: web.Request) -> str | None:
-    fwd = request.headers.get("X-Forwarded-For")
-    if fwd:
-        return fwd.split(",")[0].strip() or None
-    return request.remote
+def _valid_ip(value: str | None) -> str | None:
+    addr = parse_ip(value)
+    return str(addr) if addr is not None else None
+
+
+def client_ip(request: web.Request, trusted_proxies: Sequence[Network] = ()) -> str | None:
+    """The client's address, always a valid IP address (or None when the peer has none).
+
+    ``X-Forwarded-For`` is believed only when the direct peer is in ``trusted_proxies``
+    (LEADROUTER_TRUSTED_PROXIES): then the right-most listed address that is not itself a
+    trusted proxy is the client's.  Anything else in the header is the client's own say and
+    ignored; an entry that is not an IP address where the client's should be falls back to
+    the peer address.
+    """
+    peer = _valid_ip(request.remote)
+    if peer is None or not trusted_proxies or network_of(peer, trusted_proxies) is None:
+        return peer
+    hops = [hop.strip() for line in request.headers.getall("X-Forwarded-For", ()) for hop in line.split(",")]
+    client = peer
+    for hop in reversed(hops):
+        addr = _valid_ip(hop)
+        if addr is None:
+            return peer
+        client = addr
+        if network_of(addr, trusted_proxies) is None:
+            return addr
+    return client  # every hop is a trusted proxy: the first one is the client
 
 
 def parse_form(data: Mapping[str, Any]) -> tuple[dict[str, str], list[Problem]]:
@@ -222,6 +252,7 @@ class Collector:
         self.clock = clock
         self.dedupe = dedupe
         self.networks = parse_networks(settings.machine_networks)
+        self.trusted_proxies = parse_networks(settings.trusted_proxies, "LEADROUTER_TRUSTED_PROXIES")
         self.write_keys = parse_write_keys(settings.segment_write_keys)
         self.form_events = parse_name_list(settings.segment_form_events)
         self.snowplow_app_ids = parse_app_ids(settings.snowplow_app_ids)
@@ -254,6 +285,9 @@ class Collector:
             metrics.COLLECTOR_INVALID.labels(endpoint, "vid").inc()
             log.info("ignored invalid vid %r", vid[:80])
         return new_visitor_id(), True
+
+    def _client_ip(self, request: web.Request) -> str | None:
+        return client_ip(request, self.trusted_proxies)
 
     def _cors(self, request: web.Request, resp: web.StreamResponse) -> None:
         origin = request.headers.get("Origin")
@@ -330,7 +364,7 @@ class Collector:
             if not ok_ref:
                 metrics.COLLECTOR_INVALID.labels(endpoint, "referrer").inc()
             title = (q.get("title") or q.get("t") or "")[:MAX_TEXT] or None
-            ua, ip = self._user_agent(request), client_ip(request)
+            ua, ip = self._user_agent(request), self._client_ip(request)
             event = Event(
                 event_id=uuid.uuid4().hex, type=EventType.PAGE_VIEW, ts=self.clock(), source="pixel",
                 visitor_id=vid, url=url, referrer=referrer, title=title, utm=utm_from(q, url),
@@ -361,7 +395,7 @@ class Collector:
                 metrics.COLLECTOR_REQUESTS.labels(endpoint, "rejected").inc()
                 return self._gif()
             now = self.clock()
-            ua, ip = self._user_agent(request), client_ip(request)
+            ua, ip = self._user_agent(request), self._client_ip(request)
             event = Event(
                 event_id=uuid.uuid4().hex, type=EventType.EMAIL_OPEN, ts=now, source="email",
                 email=claims.email, campaign=claims.campaign, user_agent=ua, ip=ip,
@@ -400,7 +434,7 @@ class Collector:
             return self._invalid_link()
         try:
             now = self.clock()
-            ua, ip = self._user_agent(request), client_ip(request)
+            ua, ip = self._user_agent(request), self._client_ip(request)
             event = Event(
                 event_id=uuid.uuid4().hex, type=EventType.EMAIL_CLICK, ts=now, source="email",
                 email=claims.email, campaign=claims.campaign, url=target, utm=utm_from({}, target),
@@ -462,7 +496,7 @@ class Collector:
                                 request.headers.get("Referer"))
         form_id = fields.pop("form_id")
         email = fields.pop("email")
-        ua, ip = self._user_agent(request), client_ip(request)
+        ua, ip = self._user_agent(request), self._client_ip(request)
         event = Event(
             event_id=uuid.uuid4().hex, type=EventType.FORM_FILL, ts=self.clock(), source="form",
             visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url,
@@ -603,7 +637,7 @@ class Collector:
             metrics.COLLECTOR_INVALID.labels(endpoint, "batch").inc()
             return self._sdk_error(request, endpoint, exc, "too_large" if exc.status == 413 else "invalid")
         ctx = IngestContext(write_key=write_key, source=self.write_keys[write_key], received_at=self.clock(),
-                            request_ip=client_ip(request), request_user_agent=self._user_agent(request),
+                            request_ip=self._client_ip(request), request_user_agent=self._user_agent(request),
                             form_events=self.form_events, networks=self.networks)
         events: list[Event] = []
         for msg in messages:
@@ -632,7 +666,7 @@ class Collector:
 
     def _snowplow_context(self, request: web.Request) -> IngestContext:
         return IngestContext(write_key="", source="snowplow", received_at=self.clock(),
-                             request_ip=client_ip(request), request_user_agent=self._user_agent(request),
+                             request_ip=self._client_ip(request), request_user_agent=self._user_agent(request),
                              form_events=self.form_events, networks=self.networks,
                              flag_http_clients=self.settings.machine_flag_http_clients)
 

@@ -26,8 +26,10 @@ from router.tokens import mint_token
 
 SECRET = "collector-secret-0123456789abcdef"
 NOW = 1_800_000_000.0
-SETTINGS = Settings(token_secret=SECRET)
 ORIGIN = "https://www.acme.io"
+# The test client connects from 127.0.0.1: a trusted proxy here, so X-Forwarded-For is believed
+# (10.0.0.0/8 is the site's own load balancer).
+SETTINGS = Settings(token_secret=SECRET, trusted_proxies="127.0.0.0/8, 10.0.0.0/8")
 VID = "visitor_0123456789"
 
 

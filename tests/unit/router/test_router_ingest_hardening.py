@@ -1,0 +1,126 @@
+"""The public collector against abusive requests.
+
+The collector app is served by aiohttp's test server on 127.0.0.1 with an in-memory sink;
+every request goes to it over a real socket.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from models import Event
+from router.errors import SettingsError
+from router.ingest.app import create_app
+from router.settings import Settings
+
+SECRET = "hardening-secret-0123456789abcdef"
+NOW = 1_800_000_000.0
+SETTINGS = Settings(token_secret=SECRET, segment_write_keys="WK_HARD", machine_networks="127.0.0.0/8, 192.0.2.0/24")
+AUTH = {"Authorization": "Basic " + base64.b64encode(b"WK_HARD:").decode()}
+
+Client = TestClient[web.Request, web.Application]
+Make = Callable[..., Awaitable[Client]]
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def send(self, event: Event) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def sink() -> MemorySink:
+    return MemorySink()
+
+
+@pytest.fixture
+async def make_client(sink: MemorySink) -> AsyncIterator[Make]:
+    clients: list[Client] = []
+
+    async def make(settings: Settings = SETTINGS) -> Client:
+        client = TestClient(TestServer(create_app(settings, sink, lambda: NOW), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+@pytest.fixture
+async def client(make_client: Make) -> Client:
+    return await make_client()
+
+
+def form(**extra: Any) -> dict[str, Any]:
+    return {"form_id": "demo-request", "email": "jane@acme.com", **extra}
+
+
+# =========================================================================== 1. X-Forwarded-For
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(client: Client, sink: MemorySink) -> None:
+    """No trusted proxy (the default): the header cannot hide a machine network or plant text as the IP."""
+    for xff in ("203.0.113.9", "<script>alert(1)</script>", "203.0.113.9, <script>"):
+        resp = await client.get("/t/p.gif", params={"url": "https://acme.io/"},
+                                headers={"User-Agent": "Mozilla/5.0 (X11) Firefox/120", "X-Forwarded-For": xff})
+        assert resp.status == 200
+    resp = await client.post("/t/form", json=form(), headers={"X-Forwarded-For": "<script>"})
+    assert resp.status == 202
+    assert [e.ip for e in sink.events] == ["127.0.0.1"] * 4
+    # 127.0.0.0/8 is a configured machine network: the flag stays on whatever the header says.
+    assert all(e.machine == 1.0 and (e.machine_reason or "").startswith("network:127.0.0.0/8") for e in sink.events)
+
+
+async def test_forwarded_for_from_a_trusted_proxy_is_used(make_client: Make, sink: MemorySink) -> None:
+    client = await make_client(SETTINGS.with_(trusted_proxies="127.0.0.1/32, 10.0.0.0/8"))
+    cases = [
+        ("198.51.100.7", "198.51.100.7"),
+        # The right-most address that is not a trusted proxy: the left part is the client's own say.
+        ("192.0.2.1, 198.51.100.7", "198.51.100.7"),
+        ("192.0.2.1, 198.51.100.7, 10.1.2.3", "198.51.100.7"),
+        ("  2001:db8::1 ", "2001:db8::1"),
+        ("::ffff:198.51.100.8", "198.51.100.8"),
+        # Not an address where the client's should be: the peer's.
+        ("<script>", "127.0.0.1"),
+        ("198.51.100.7, <script>", "127.0.0.1"),
+        ("999.1.1.1", "127.0.0.1"),
+        ("", "127.0.0.1"),
+        # Only trusted proxies listed: the first of them.
+        ("10.9.9.9, 10.1.1.1", "10.9.9.9"),
+    ]
+    for xff, _ in cases:
+        resp = await client.get("/t/p.gif", params={"url": "https://acme.io/"},
+                                headers={"User-Agent": "Mozilla/5.0 (X11) Firefox/120", "X-Forwarded-For": xff})
+        assert resp.status == 200
+    assert [e.ip for e in sink.events] == [want for _, want in cases]
+    flagged = {e.ip: e.machine for e in sink.events}
+    assert flagged["198.51.100.7"] == 0.0  # machine matching uses the resolved client address
+    assert flagged["127.0.0.1"] == 1.0
+
+
+async def test_forwarded_for_on_sdk_calls(make_client: Make, sink: MemorySink) -> None:
+    trusted = await make_client(SETTINGS.with_(trusted_proxies="127.0.0.1"))
+    untrusted = await make_client()
+    msg = {"type": "page", "anonymousId": "anon-1", "properties": {"url": "https://acme.io/"},
+           "context": {"userAgent": "Mozilla/5.0 (X11) Firefox/120"}}
+    for c in (trusted, untrusted):
+        resp = await c.post("/v1/batch", json={"batch": [msg]}, headers={**AUTH, "X-Forwarded-For": "192.0.2.44"})
+        assert resp.status == 200
+    assert [(e.ip, e.machine) for e in sink.events] == [("192.0.2.44", 1.0), ("127.0.0.1", 1.0)]
+
+
+def test_trusted_proxies_setting_must_be_ranges(sink: MemorySink) -> None:
+    with pytest.raises(SettingsError, match="LEADROUTER_TRUSTED_PROXIES"):
+        create_app(SETTINGS.with_(trusted_proxies="10.0.0.0/8, lb.internal"), sink)
+
+
