@@ -150,6 +150,9 @@ class Settings:
     # Comma-separated CIDRs of the reverse proxies / load balancers in front of the collector whose
     # X-Forwarded-For is believed.  Empty: no proxy is trusted and the peer address is the client's.
     trusted_proxies: str = ""
+    # Comma-separated exact origins (e.g. https://www.example.com) answered with the Origin reflected and
+    # Access-Control-Allow-Credentials; any other origin gets "Access-Control-Allow-Origin: *" without.
+    cors_origins: str = ""
     # Names of the fields the environment set (not a setting itself).
     explicit: frozenset[str] = frozenset()
 

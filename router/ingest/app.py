@@ -53,7 +53,7 @@ from yarl import URL
 
 from models import Event, EventType
 from router import metrics
-from router.errors import TokenError
+from router.errors import SettingsError, TokenError
 from router.ingest.machine import (
     Network,
     Verdict,
@@ -253,6 +253,7 @@ class Collector:
         self.dedupe = dedupe
         self.networks = parse_networks(settings.machine_networks)
         self.trusted_proxies = parse_networks(settings.trusted_proxies, "LEADROUTER_TRUSTED_PROXIES")
+        self.cors_origins = parse_origins(settings.cors_origins)
         self.write_keys = parse_write_keys(settings.segment_write_keys)
         self.form_events = parse_name_list(settings.segment_form_events)
         self.snowplow_app_ids = parse_app_ids(settings.snowplow_app_ids)
@@ -290,11 +291,16 @@ class Collector:
         return client_ip(request, self.trusted_proxies)
 
     def _cors(self, request: web.Request, resp: web.StreamResponse) -> None:
+        """Credentialed CORS only for LEADROUTER_CORS_ORIGINS; anonymous ``*`` for any other origin."""
+        resp.headers["Vary"] = "Origin"
         origin = request.headers.get("Origin")
-        if origin:
+        if not origin:
+            return
+        if origin in self.cors_origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
             resp.headers["Access-Control-Allow-Credentials"] = "true"
-            resp.headers["Vary"] = "Origin"
+        else:
+            resp.headers["Access-Control-Allow-Origin"] = "*"
 
     def _flag(self, event: Event, verdict: Verdict) -> Event:
         if not verdict.score:
@@ -771,6 +777,20 @@ def _snowplow_type(params: Mapping[str, Any]) -> str:
     """The tracker's event type as a metric label (bounded: unknown values are "unknown")."""
     e = params.get("e")
     return e if isinstance(e, str) and e in _SNOWPLOW_TYPES else "unknown"
+
+
+def parse_origins(text: str) -> frozenset[str]:
+    """LEADROUTER_CORS_ORIGINS: comma- or space-separated exact origins (scheme://host[:port])."""
+    out: set[str] = set()
+    for part in re.split(r"[,\s]+", text.strip()):
+        if not part:
+            continue
+        if not re.fullmatch(r"https?://[^/?#\s]+", part):
+            msg = (f"setting LEADROUTER_CORS_ORIGINS has {part!r}, which is not an origin; list exact origins "
+                   "like https://www.example.com (scheme and host, no path or trailing slash)")
+            raise SettingsError(msg)
+        out.add(part)
+    return frozenset(out)
 
 
 def _bad_key() -> IngestError:

@@ -21,8 +21,12 @@ from router.settings import Settings
 
 SECRET = "hardening-secret-0123456789abcdef"
 NOW = 1_800_000_000.0
-SETTINGS = Settings(token_secret=SECRET, segment_write_keys="WK_HARD", machine_networks="127.0.0.0/8, 192.0.2.0/24")
+SITE = "https://www.acme.io"
+SETTINGS = Settings(token_secret=SECRET, segment_write_keys="WK_HARD", machine_networks="127.0.0.0/8, 192.0.2.0/24",
+                    cors_origins=f"{SITE}, https://app.acme.io")
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"WK_HARD:").decode()}
+TP2 = "/com.snowplowanalytics.snowplow/tp2"
+PAYLOAD_SCHEMA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
 
 Client = TestClient[web.Request, web.Application]
 Make = Callable[..., Awaitable[Client]]
@@ -124,3 +128,40 @@ def test_trusted_proxies_setting_must_be_ranges(sink: MemorySink) -> None:
         create_app(SETTINGS.with_(trusted_proxies="10.0.0.0/8, lb.internal"), sink)
 
 
+# =========================================================================== 5. CORS
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), [
+    ("POST", "/t/form", {"json": form()}),
+    ("OPTIONS", "/t/form", {}),
+    ("POST", "/v1/track", {"json": {"userId": "u1", "event": "Clicked"}, "headers": AUTH}),
+    ("OPTIONS", "/v1/batch", {}),
+    ("POST", TP2, {"json": {"schema": PAYLOAD_SCHEMA, "data": []}}),
+    ("OPTIONS", TP2, {}),
+])
+async def test_credentials_only_for_listed_origins(client: Client, method: str, path: str,
+                                                   kwargs: dict[str, Any]) -> None:
+    headers = kwargs.pop("headers", {})
+    for origin, allow, credentials in [(SITE, SITE, "true"), ("https://app.acme.io", "https://app.acme.io", "true"),
+                                       ("https://evil.example", "*", None), ("null", "*", None),
+                                       (SITE + ".evil.example", "*", None), (SITE + "/", "*", None)]:
+        resp = await client.request(method, path, headers={**headers, "Origin": origin,
+                                                           "Access-Control-Request-Method": "POST"}, **kwargs)
+        assert resp.status < 300, (origin, resp.status, await resp.text())
+        assert resp.headers["Access-Control-Allow-Origin"] == allow, origin
+        assert resp.headers.get("Access-Control-Allow-Credentials") == credentials, origin
+        assert resp.headers["Vary"] == "Origin"
+
+
+async def test_no_listed_origins_means_no_credentials_for_anyone(make_client: Make) -> None:
+    client = await make_client(SETTINGS.with_(cors_origins=""))
+    resp = await client.post("/t/form", json=form(), headers={"Origin": SITE})
+    assert resp.status == 202
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in resp.headers
+
+
+def test_cors_origins_setting_must_be_origins(sink: MemorySink) -> None:
+    for bad in ("www.acme.io", "https://www.acme.io/", "https://www.acme.io/path", "*"):
+        with pytest.raises(SettingsError, match="LEADROUTER_CORS_ORIGINS"):
+            create_app(SETTINGS.with_(cors_origins=bad), sink)
