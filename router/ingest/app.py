@@ -77,6 +77,7 @@ from router.ingest.segment import (
     MessageDeduper,
     MessageError,
     basic_auth_user,
+    check_depth,
     check_encoding,
     clean_url,
     parse_name_list,
@@ -128,7 +129,23 @@ class Problem:
     fix: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"field": self.field, "value": self.value, "problem": self.problem, "fix": self.fix}
+        return {"field": self.field, "value": _echo(self.value), "problem": self.problem, "fix": self.fix}
+
+
+MAX_ECHO_BYTES = 512
+
+
+def _echo(value: Any) -> Any:
+    """``value`` as a 422 may show it: as sent when it serialises to a short JSON value, else a note."""
+    try:
+        size = len(orjson.dumps(value))
+    except (orjson.JSONEncodeError, TypeError):
+        return f"(a {type(value).__name__} that cannot be shown)"
+    if size <= MAX_ECHO_BYTES:
+        return value
+    if isinstance(value, str):
+        return value[:40] + "…"
+    return f"(a {type(value).__name__} of {size} bytes, not shown)"
 
 
 def new_visitor_id() -> str:
@@ -534,6 +551,7 @@ class Collector:
                 raise ValueError(f"body is not valid JSON: {exc}") from None
             if not isinstance(data, dict):
                 raise ValueError("JSON body must be an object of form fields")
+            check_depth(data)
             return data
         try:
             text = raw.decode(request.charset or "utf-8")

@@ -7,9 +7,11 @@ every request goes to it over a real socket.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from models import Event
 from router.errors import SettingsError
 from router.ingest.app import create_app
+from router.ingest.segment import MAX_JSON_DEPTH
 from router.settings import Settings
 
 SECRET = "hardening-secret-0123456789abcdef"
@@ -67,6 +70,13 @@ async def client(make_client: Make) -> Client:
 
 def form(**extra: Any) -> dict[str, Any]:
     return {"form_id": "demo-request", "email": "jane@acme.com", **extra}
+
+
+def nested(depth: int, leaf: Any = "x") -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
 
 
 # =========================================================================== 1. X-Forwarded-For
@@ -126,6 +136,47 @@ async def test_forwarded_for_on_sdk_calls(make_client: Make, sink: MemorySink) -
 def test_trusted_proxies_setting_must_be_ranges(sink: MemorySink) -> None:
     with pytest.raises(SettingsError, match="LEADROUTER_TRUSTED_PROXIES"):
         create_app(SETTINGS.with_(trusted_proxies="10.0.0.0/8, lb.internal"), sink)
+
+
+# =========================================================================== 4. nesting depth
+
+
+async def test_deeply_nested_form_field_is_a_400_naming_it(client: Client, sink: MemorySink) -> None:
+    resp = await client.post("/t/form", json=form(company=nested(500)), headers={"Origin": SITE})
+    assert resp.status == 400, await resp.text()
+    detail = (await resp.json())["detail"]
+    assert "company" in detail and str(MAX_JSON_DEPTH) in detail
+    assert sink.events == []
+
+
+async def test_deep_but_allowed_form_value_is_a_422_that_does_not_break(client: Client) -> None:
+    resp = await client.post("/t/form", json=form(company=nested(MAX_JSON_DEPTH - 1)))
+    assert resp.status == 422
+    [problem] = (await resp.json())["problems"]
+    assert problem["field"] == "company"
+
+
+@pytest.mark.parametrize("call", ["batch", "track"])
+async def test_deeply_nested_sdk_properties_are_a_400_naming_them(client: Client, sink: MemorySink,
+                                                                  call: str) -> None:
+    msg = {"type": "track", "userId": "u1", "event": "Clicked", "properties": nested(300)}
+    body = {"batch": [msg]} if call == "batch" else msg
+    # json, not orjson: orjson refuses to write more than 254 levels.
+    resp = await client.post(f"/v1/{call}", data=json.dumps(body), headers=AUTH)
+    assert resp.status == 400, await resp.text()
+    data = await resp.json()
+    assert data["code"] == "too_deeply_nested"
+    assert "properties" in data["message"] and str(MAX_JSON_DEPTH) in data["message"]
+    assert sink.events == []
+    ok = {"batch": [{**msg, "properties": nested(20)}]} if call == "batch" else {**msg, "properties": nested(20)}
+    resp = await client.post(f"/v1/{call}", data=orjson.dumps(ok), headers=AUTH)
+    assert resp.status == 200
+
+
+async def test_deeply_nested_snowplow_payload_is_a_400(client: Client) -> None:
+    resp = await client.post(TP2, data=json.dumps({"schema": PAYLOAD_SCHEMA, "data": [nested(300)]}))
+    assert resp.status == 400
+    assert (await resp.json())["code"] == "too_deeply_nested"
 
 
 # =========================================================================== 5. CORS
