@@ -39,13 +39,15 @@ import logging
 import re
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.streams import StreamReader
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
@@ -241,24 +243,78 @@ def parse_form(data: Mapping[str, Any]) -> tuple[dict[str, str], list[Problem]]:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# Compressed bytes may exceed the decoded limit by a little (headers, incompressible data), no more.
+COMPRESSED_SLACK = 1024
+
+
+class BodyDecoder:
+    """Decodes a request body as it streams in, refusing (413) more than ``limit`` decoded bytes.
+
+    The collector's aiohttp server does not decompress (``auto_decompress=False``): only a
+    handler that reads a body decodes it, here, never producing more than ``limit + 1`` bytes
+    whatever the compression ratio.  ``gzip``/``x-gzip`` (several members allowed) and
+    ``deflate`` (zlib-wrapped, or raw as some clients send it); a stream that ends early or
+    carries data after its end is a 400.
+    """
+
+    def __init__(self, encoding: str, limit: int, too_large: IngestError) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self.too_large = too_large
+        self.raw = 0
+        self.buf = bytearray()
+        self._inflater: Any = None  # zlib's decompress object for the current stream/member
+
+    def feed(self, chunk: bytes) -> None:
+        self.raw += len(chunk)
+        if not self.encoding:
+            self.buf += chunk
+            if len(self.buf) > self.limit:
+                raise self.too_large
+            return
+        if self.raw > self.limit + COMPRESSED_SLACK:
+            raise self.too_large
+        data = chunk
+        while data:
+            if self._inflater is None or self._inflater.eof:
+                if self._inflater is not None and self.encoding != "gzip":
+                    raise IngestError(400, "invalid_encoding", "the body has data after the end of its deflate stream")
+                self._inflater = _inflater(self.encoding, data)
+            self.buf += self._inflater.decompress(data, self.limit - len(self.buf) + 1)
+            if len(self.buf) > self.limit:
+                raise self.too_large
+            data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
+
+    def finish(self) -> bytes:
+        if self.encoding and self._inflater is not None and not self._inflater.eof:
+            raise IngestError(400, "invalid_encoding",
+                              f"the {self.encoding} body is truncated: it ends before its compressed stream does")
+        return bytes(self.buf)
+
+
+def _inflater(encoding: str, first: bytes) -> Any:
+    if encoding == "gzip":
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    # RFC 1950 (zlib) says "deflate"; some clients send a raw RFC 1951 stream instead.
+    return zlib.decompressobj(wbits=zlib.MAX_WBITS if first[0] & 0x0F == 8 else -zlib.MAX_WBITS)
+
+
 async def read_limited(request: web.Request, limit: int, what: str) -> bytes:
-    """The decoded body (aiohttp gunzips ``Content-Encoding: gzip`` as it reads, in bounded
-    steps), refusing (413) more than ``limit`` bytes whether or not Content-Length says so."""
-    check_encoding(request.headers.get("Content-Encoding"))
+    """The decoded body, refusing (413) more than ``limit`` decoded bytes whether or not
+    Content-Length says so, as soon as the decoded size passes it (see :class:`BodyDecoder`)."""
+    encoding = check_encoding(request.headers.get("Content-Encoding"))
     too_large = IngestError(413, "payload_too_large", f"{what} is limited to {limit // 1024} KB ({limit} bytes)")
-    if request.content_length is not None and request.content_length > limit:
+    if request.content_length is not None and request.content_length > limit + (COMPRESSED_SLACK if encoding else 0):
         raise too_large
-    buf = bytearray()
+    decoder = BodyDecoder(encoding, limit, too_large)
     try:
         async for chunk in request.content.iter_chunked(64 * 1024):
-            buf += chunk
-            if len(buf) > limit:
-                raise too_large
+            decoder.feed(chunk)
+        return decoder.finish()
     except IngestError:
         raise
-    except Exception as exc:  # aiohttp's decoder: not really gzip, truncated, ...
+    except Exception as exc:  # zlib: not really gzip/deflate; aiohttp: the body ended early, ...
         raise IngestError(400, "invalid_encoding", f"the body could not be decoded: {exc}") from None
-    return bytes(buf)
 
 
 class Collector:
@@ -563,11 +619,18 @@ class Collector:
         """Text fields of a multipart form, counting every byte against the form limit; files are ignored."""
         too_large = IngestError(413, "payload_too_large",
                                 f"a form post is limited to {MAX_FORM_BYTES // 1024} KB ({MAX_FORM_BYTES} bytes)")
-        check_encoding(request.headers.get("Content-Encoding"))
+        encoding = check_encoding(request.headers.get("Content-Encoding"))
         out: dict[str, Any] = {}
         seen = 0
         try:
-            reader = await request.multipart()
+            if encoding:  # decoded (bounded) first, then parsed from memory
+                body = await read_limited(request, MAX_FORM_BYTES, "a form post")
+                content = StreamReader(request.protocol, 2 * MAX_FORM_BYTES, loop=asyncio.get_running_loop())
+                content.feed_data(body)
+                content.feed_eof()
+                reader = MultipartReader(request.headers, content)
+            else:
+                reader = await request.multipart()
             async for part in reader:
                 if not isinstance(part, BodyPartReader):
                     continue
@@ -581,7 +644,7 @@ class Collector:
                     out[part.name] = buf.decode(part.get_charset("utf-8"), errors="replace")
         except IngestError:
             raise
-        except Exception as exc:  # aiohttp's decoder or multipart parser: not decodable as sent
+        except Exception as exc:  # the decoder or multipart parser: not decodable as sent
             raise IngestError(400, "invalid_encoding", f"the multipart body could not be read: {exc}") from None
         return out
 
@@ -831,7 +894,10 @@ async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
 def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time, *,
                dedupe: Deduper | None = None) -> web.Application:
     c = Collector(settings, sink, clock, dedupe)
-    app = web.Application(middlewares=[timing], client_max_size=MAX_FORM_BYTES * 2)
+    # The server never decompresses a body itself: handlers that read one decode it, bounded, in
+    # read_limited; a bomb sent to any other route costs nothing.
+    app = web.Application(middlewares=[timing], client_max_size=MAX_FORM_BYTES * 2,
+                          handler_args={"auto_decompress": False})
     app.router.add_get("/t/p.gif", c.pixel)
     app.router.add_get("/t/o/{token}.gif", c.email_open)
     app.router.add_get("/t/c/{token}", c.email_click)

@@ -277,19 +277,21 @@ def basic_auth_user(header: str | None) -> str | None:
     return user or None
 
 
-# aiohttp's server decodes these Content-Encodings itself, in bounded steps
-# (no decompression bomb), before a handler reads the body.
-DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br", "zstd"})
-
-
+# Content-Encodings the collector decodes itself (router/ingest/app.py read_limited: bounded as it
+# streams, a truncated stream is a 400), normalised to the decoder's name ("" = none).
+BODY_ENCODINGS: Mapping[str, str] = {"": "", "identity": "", "gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 # JSON bodies nested deeper than this are refused (400) before anything walks or re-serialises them.
 MAX_JSON_DEPTH = 32
 
 
-def check_encoding(encoding: str | None) -> None:
-    if (encoding or "").strip().lower() not in DECODED_ENCODINGS:
+def check_encoding(encoding: str | None) -> str:
+    """The decoder for a Content-Encoding header ("" for none, "gzip", "deflate"); 415 for anything else."""
+    name = BODY_ENCODINGS.get((encoding or "").strip().lower())
+    if name is None:
+        shown = (encoding or "")[:40]
         raise IngestError(415, "unsupported_encoding",
-                          f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding")
+                          f"Content-Encoding {shown!r} is not supported; send gzip, deflate or no encoding")
+    return name
 
 
 def json_depth_problem(data: Any, limit: int = MAX_JSON_DEPTH) -> str | None:

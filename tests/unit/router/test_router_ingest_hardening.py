@@ -7,7 +7,11 @@ every request goes to it over a real socket.
 from __future__ import annotations
 
 import base64
+import functools
+import gzip
 import json
+import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from models import Event
 from router.errors import SettingsError
-from router.ingest.app import create_app
+from router.ingest.app import MAX_FORM_BYTES, create_app
 from router.ingest.segment import MAX_JSON_DEPTH
 from router.settings import Settings
 
@@ -136,6 +140,97 @@ async def test_forwarded_for_on_sdk_calls(make_client: Make, sink: MemorySink) -
 def test_trusted_proxies_setting_must_be_ranges(sink: MemorySink) -> None:
     with pytest.raises(SettingsError, match="LEADROUTER_TRUSTED_PROXIES"):
         create_app(SETTINGS.with_(trusted_proxies="10.0.0.0/8, lb.internal"), sink)
+
+
+# =========================================================================== 2. compressed bodies
+
+
+@functools.cache
+def bomb(mib: int = 128) -> bytes:
+    """A gzip body of about mib KiB that expands to ``mib`` MiB of zeros."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join([*(c.compress(block) for _ in range(mib)), c.flush()])
+
+
+async def test_routes_that_read_no_body_never_decompress_it(make_client: Make) -> None:
+    """A bomb sent to a 404, a wrong method or a 401 is not inflated (before: about 0.5 s CPU each here)."""
+    client = await make_client()
+    no_keys = await make_client(SETTINGS.with_(segment_write_keys=""))
+    body = bomb()
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    start = time.process_time()
+    for c, method, path, extra, status in [
+        (client, "POST", "/nope", {}, 404),
+        (client, "PUT", "/t/form", {}, 405),
+        (client, "POST", "/v1/batch", {"Authorization": "Basic " + base64.b64encode(b"WRONG:").decode()}, 401),
+        (no_keys, "POST", "/v1/batch", AUTH, 401),
+    ]:
+        resp = await c.request(method, path, data=body, headers={**headers, **extra})
+        assert resp.status == status
+        await resp.read()
+    spent = time.process_time() - start
+    assert spent < 0.3, f"{spent:.2f} s of CPU for four requests that read no body"
+
+
+@pytest.mark.parametrize(("path", "extra"), [("/t/form", {}), ("/v1/batch", AUTH), (TP2, {})])
+async def test_a_bomb_is_stopped_at_the_route_limit(client: Client, sink: MemorySink, path: str,
+                                                    extra: dict[str, str]) -> None:
+    start = time.process_time()
+    resp = await client.post(path, data=bomb(), headers={"Content-Encoding": "gzip",
+                                                         "Content-Type": "application/json", **extra})
+    spent = time.process_time() - start
+    assert resp.status == 413
+    assert spent < 0.3, f"{spent:.2f} s of CPU to refuse a bomb"
+    assert sink.events == []
+
+
+@pytest.mark.parametrize(("path", "extra", "body"), [
+    ("/t/form", {}, orjson.dumps(form())),
+    ("/v1/track", AUTH, orjson.dumps({"userId": "u1", "event": "Clicked"})),
+    (TP2, {}, orjson.dumps({"schema": PAYLOAD_SCHEMA, "data": [{"e": "pv", "url": "https://acme.io/", "eid": "e1", "duid": "d1"}]})),
+])
+async def test_truncated_or_trailing_compressed_bodies_are_400(client: Client, sink: MemorySink, path: str,
+                                                               extra: dict[str, str], body: bytes) -> None:
+    gz = gzip.compress(body)
+    deflated = zlib.compress(body)
+    headers = {"Content-Type": "application/json", **extra}
+    for encoding, data in [("gzip", gz[:-8]), ("gzip", gz[:len(gz) // 2]), ("gzip", b"\x1f\x8bjunk"),
+                           ("deflate", deflated[:-4]), ("deflate", deflated + b"trailing")]:
+        resp = await client.post(path, data=data, headers={**headers, "Content-Encoding": encoding})
+        assert resp.status == 400, (encoding, data[-8:], resp.status, await resp.text())
+        assert resp.content_type == "application/json"
+    assert sink.events == []
+    # Complete bodies are read: gzip, x-gzip, two gzip members, zlib deflate and raw deflate.
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = raw.compress(body) + raw.flush()
+    half = len(body) // 2
+    for encoding, data in [("gzip", gz), ("x-gzip", gz), ("gzip", gzip.compress(body[:half]) + gzip.compress(body[half:])),
+                           ("deflate", deflated), ("deflate", raw_deflate), ("identity", body)]:
+        resp = await client.post(path, data=data, headers={**headers, "Content-Encoding": encoding})
+        assert resp.status in (200, 202), (encoding, resp.status, await resp.text())
+
+
+async def test_unsupported_encodings_are_415(client: Client) -> None:
+    for encoding in ("br", "zstd", "compress", "gzip, gzip"):
+        resp = await client.post("/t/form", data=b"{}", headers={"Content-Type": "application/json",
+                                                                 "Content-Encoding": encoding})
+        assert resp.status == 415, encoding
+        assert "gzip" in (await resp.json())["detail"]
+
+
+async def test_compressed_multipart_form_is_read_and_bounded(client: Client, sink: MemorySink) -> None:
+    body = (b"--xyz\r\nContent-Disposition: form-data; name=\"form_id\"\r\n\r\ndemo-request\r\n"
+            b"--xyz\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\njane@acme.com\r\n--xyz--\r\n")
+    headers = {"Content-Type": "multipart/form-data; boundary=xyz", "Content-Encoding": "gzip"}
+    resp = await client.post("/t/form", data=gzip.compress(body), headers=headers)
+    assert resp.status == 202, await resp.text()
+    assert sink.events[-1].email == "jane@acme.com"
+    big = body.replace(b"demo-request", b"x" * (2 * MAX_FORM_BYTES))
+    resp = await client.post("/t/form", data=gzip.compress(big), headers=headers)
+    assert resp.status == 413
+    resp = await client.post("/t/form", data=gzip.compress(body)[:-8], headers=headers)
+    assert resp.status == 400
 
 
 # =========================================================================== 4. nesting depth
