@@ -1,7 +1,8 @@
 """The public collector against abusive requests.
 
 The collector app is served by aiohttp's test server on 127.0.0.1 with an in-memory sink;
-every request goes to it over a real socket.
+every request goes to it over a real socket.  The connection timeouts need the production
+listener and are in tests/integration/test_collector_hardening.py.
 """
 
 from __future__ import annotations
