@@ -665,6 +665,9 @@ class Bench:
     def settings_for(self, tag: str, **changes: Any) -> Settings:
         if self.opts.slack_pacing == "off" and "slack_rate_per_s" in SETTING_NAMES:
             changes.setdefault("slack_rate_per_s", 0.0)
+        if "trusted_proxies" in SETTING_NAMES:
+            # The bench's load generator plays the load balancer: its X-Forwarded-For carries the visitor IPs.
+            changes.setdefault("trusted_proxies", "127.0.0.1")
         return self.base.with_(
             kafka_url=self.kafka_url, redis_url=self.redis_url, app_id=f"bench-{tag}",
             topic_events=f"bench.{tag}.events", topic_assignments=f"bench.{tag}.assignments",

@@ -146,6 +146,20 @@ class Settings:
     # or without a user agent as machines.  Off by default: load tests, the dev demo and
     # the e2e tests drive the pixel with such clients.  Crawlers are always flagged.
     machine_flag_http_clients: bool = False
+    # --- Collector hardening (router/ingest/app.py)
+    # Comma-separated CIDRs of the reverse proxies / load balancers in front of the collector whose
+    # X-Forwarded-For is believed.  Empty: no proxy is trusted and the peer address is the client's.
+    trusted_proxies: str = ""
+    # Comma-separated exact origins (e.g. https://www.example.com) answered with the Origin reflected and
+    # Access-Control-Allow-Credentials; any other origin gets "Access-Control-Allow-Origin: *" without.
+    cors_origins: str = ""
+    # Seconds a client has to send a request line and headers, from connecting or from the first byte
+    # of a further request on a kept-alive connection; then the connection is closed.
+    collector_header_timeout_s: float = 10.0
+    # Seconds a handler waits for a whole request body; then 408 and the connection is closed.
+    collector_body_timeout_s: float = 10.0
+    # Seconds an idle keep-alive connection stays open between requests.
+    collector_idle_timeout_s: float = 75.0
     # Names of the fields the environment set (not a setting itself).
     explicit: frozenset[str] = frozenset()
 

@@ -19,6 +19,16 @@ Machines are flagged, never dropped (:mod:`router.ingest.machine`): ``Event.mach
 and ``machine_reason`` on page views, form fills, SDK page/track events, email
 opens and clicks.
 
+Abuse
+    * The client address is the TCP peer's; ``X-Forwarded-For`` counts only from
+      ``LEADROUTER_TRUSTED_PROXIES`` (:func:`client_ip`).
+    * The server never decompresses: a handler that reads a body decodes it itself,
+      bounded as it streams (:func:`read_limited`, 413 past the route's limit, 400 for a
+      truncated stream), so a compression bomb to any other route costs nothing.
+    * Request heads, bodies and idle connections have timeouts (``LEADROUTER_COLLECTOR_*_TIMEOUT_S``,
+      :class:`HeaderDeadline`); JSON deeper than 32 levels is a 400 naming the field.
+    * CORS: credentials only for ``LEADROUTER_CORS_ORIGINS``; other origins get ``*``.
+
 Privacy
     * ``DNT: 1`` or ``Sec-GPC: 1`` on the anonymous web pixel (``/t/p.gif``)
       and the Snowplow GET pixel without a ``uid``: the GIF, but no cookie and
@@ -39,13 +49,16 @@ import logging
 import re
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
@@ -53,8 +66,16 @@ from yarl import URL
 
 from models import Event, EventType
 from router import metrics
-from router.errors import TokenError
-from router.ingest.machine import Verdict, classify_email_hit, classify_web_hit, parse_networks
+from router.errors import SettingsError, TokenError
+from router.ingest.machine import (
+    Network,
+    Verdict,
+    classify_email_hit,
+    classify_web_hit,
+    network_of,
+    parse_ip,
+    parse_networks,
+)
 from router.ingest.segment import (
     CALLS,
     FORM_ID_RE,
@@ -69,6 +90,7 @@ from router.ingest.segment import (
     MessageDeduper,
     MessageError,
     basic_auth_user,
+    check_depth,
     check_encoding,
     clean_url,
     parse_name_list,
@@ -120,7 +142,23 @@ class Problem:
     fix: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"field": self.field, "value": self.value, "problem": self.problem, "fix": self.fix}
+        return {"field": self.field, "value": _echo(self.value), "problem": self.problem, "fix": self.fix}
+
+
+MAX_ECHO_BYTES = 512
+
+
+def _echo(value: Any) -> Any:
+    """``value`` as a 422 may show it: as sent when it serialises to a short JSON value, else a note."""
+    try:
+        size = len(orjson.dumps(value))
+    except (orjson.JSONEncodeError, TypeError):
+        return f"(a {type(value).__name__} that cannot be shown)"
+    if size <= MAX_ECHO_BYTES:
+        return value
+    if isinstance(value, str):
+        return value[:40] + "…"
+    return f"(a {type(value).__name__} of {size} bytes, not shown)"
 
 
 def new_visitor_id() -> str:
@@ -136,11 +174,33 @@ def privacy_signal(request: web.Request) -> str | None:
     return None
 
 
-def client_ip(request: web.Request) -> str | None:
-    fwd = request.headers.get("X-Forwarded-For")
-    if fwd:
-        return fwd.split(",")[0].strip() or None
-    return request.remote
+def _valid_ip(value: str | None) -> str | None:
+    addr = parse_ip(value)
+    return str(addr) if addr is not None else None
+
+
+def client_ip(request: web.Request, trusted_proxies: Sequence[Network] = ()) -> str | None:
+    """The client's address, always a valid IP address (or None when the peer has none).
+
+    ``X-Forwarded-For`` is believed only when the direct peer is in ``trusted_proxies``
+    (LEADROUTER_TRUSTED_PROXIES): then the right-most listed address that is not itself a
+    trusted proxy is the client's.  Anything else in the header is the client's own say and
+    ignored; an entry that is not an IP address where the client's should be falls back to
+    the peer address.
+    """
+    peer = _valid_ip(request.remote)
+    if peer is None or not trusted_proxies or network_of(peer, trusted_proxies) is None:
+        return peer
+    hops = [hop.strip() for line in request.headers.getall("X-Forwarded-For", ()) for hop in line.split(",")]
+    client = peer
+    for hop in reversed(hops):
+        addr = _valid_ip(hop)
+        if addr is None:
+            return peer
+        client = addr
+        if network_of(addr, trusted_proxies) is None:
+            return addr
+    return client  # every hop is a trusted proxy: the first one is the client
 
 
 def parse_form(data: Mapping[str, Any]) -> tuple[dict[str, str], list[Problem]]:
@@ -194,24 +254,87 @@ def parse_form(data: Mapping[str, Any]) -> tuple[dict[str, str], list[Problem]]:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def read_limited(request: web.Request, limit: int, what: str) -> bytes:
-    """The decoded body (aiohttp gunzips ``Content-Encoding: gzip`` as it reads, in bounded
-    steps), refusing (413) more than ``limit`` bytes whether or not Content-Length says so."""
-    check_encoding(request.headers.get("Content-Encoding"))
+# Compressed bytes may exceed the decoded limit by a little (headers, incompressible data), no more.
+COMPRESSED_SLACK = 1024
+
+
+class BodyDecoder:
+    """Decodes a request body as it streams in, refusing (413) more than ``limit`` decoded bytes.
+
+    The collector's aiohttp server does not decompress (``auto_decompress=False``): only a
+    handler that reads a body decodes it, here, never producing more than ``limit + 1`` bytes
+    whatever the compression ratio.  ``gzip``/``x-gzip`` (several members allowed) and
+    ``deflate`` (zlib-wrapped, or raw as some clients send it); a stream that ends early or
+    carries data after its end is a 400.
+    """
+
+    def __init__(self, encoding: str, limit: int, too_large: IngestError) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self.too_large = too_large
+        self.raw = 0
+        self.buf = bytearray()
+        self._inflater: Any = None  # zlib's decompress object for the current stream/member
+
+    def feed(self, chunk: bytes) -> None:
+        self.raw += len(chunk)
+        if not self.encoding:
+            self.buf += chunk
+            if len(self.buf) > self.limit:
+                raise self.too_large
+            return
+        if self.raw > self.limit + COMPRESSED_SLACK:
+            raise self.too_large
+        data = chunk
+        while data:
+            if self._inflater is None or self._inflater.eof:
+                if self._inflater is not None and self.encoding != "gzip":
+                    raise IngestError(400, "invalid_encoding", "the body has data after the end of its deflate stream")
+                self._inflater = _inflater(self.encoding, data)
+            self.buf += self._inflater.decompress(data, self.limit - len(self.buf) + 1)
+            if len(self.buf) > self.limit:
+                raise self.too_large
+            data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
+
+    def finish(self) -> bytes:
+        if self.encoding and self._inflater is not None and not self._inflater.eof:
+            raise IngestError(400, "invalid_encoding",
+                              f"the {self.encoding} body is truncated: it ends before its compressed stream does")
+        return bytes(self.buf)
+
+
+def _inflater(encoding: str, first: bytes) -> Any:
+    if encoding == "gzip":
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    # RFC 1950 (zlib) says "deflate"; some clients send a raw RFC 1951 stream instead.
+    return zlib.decompressobj(wbits=zlib.MAX_WBITS if first[0] & 0x0F == 8 else -zlib.MAX_WBITS)
+
+
+def body_timeout_error(timeout_s: float) -> IngestError:
+    return IngestError(408, "body_timeout",
+                       f"the request body did not arrive within {timeout_s:g} s; send the whole body at once")
+
+
+async def read_limited(request: web.Request, limit: int, what: str, timeout_s: float = 0.0) -> bytes:
+    """The decoded body, refusing (413) more than ``limit`` decoded bytes whether or not
+    Content-Length says so, as soon as the decoded size passes it (see :class:`BodyDecoder`);
+    408 when the body takes longer than ``timeout_s`` (0: no limit) to arrive."""
+    encoding = check_encoding(request.headers.get("Content-Encoding"))
     too_large = IngestError(413, "payload_too_large", f"{what} is limited to {limit // 1024} KB ({limit} bytes)")
-    if request.content_length is not None and request.content_length > limit:
+    if request.content_length is not None and request.content_length > limit + (COMPRESSED_SLACK if encoding else 0):
         raise too_large
-    buf = bytearray()
+    decoder = BodyDecoder(encoding, limit, too_large)
     try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            buf += chunk
-            if len(buf) > limit:
-                raise too_large
+        async with asyncio.timeout(timeout_s if timeout_s > 0 else None):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                decoder.feed(chunk)
+        return decoder.finish()
     except IngestError:
         raise
-    except Exception as exc:  # aiohttp's decoder: not really gzip, truncated, ...
+    except TimeoutError:
+        raise body_timeout_error(timeout_s) from None
+    except Exception as exc:  # zlib: not really gzip/deflate; aiohttp: the body ended early, ...
         raise IngestError(400, "invalid_encoding", f"the body could not be decoded: {exc}") from None
-    return bytes(buf)
 
 
 class Collector:
@@ -222,6 +345,9 @@ class Collector:
         self.clock = clock
         self.dedupe = dedupe
         self.networks = parse_networks(settings.machine_networks)
+        self.trusted_proxies = parse_networks(settings.trusted_proxies, "LEADROUTER_TRUSTED_PROXIES")
+        self.cors_origins = parse_origins(settings.cors_origins)
+        self.body_timeout_s = settings.collector_body_timeout_s
         self.write_keys = parse_write_keys(settings.segment_write_keys)
         self.form_events = parse_name_list(settings.segment_form_events)
         self.snowplow_app_ids = parse_app_ids(settings.snowplow_app_ids)
@@ -255,12 +381,20 @@ class Collector:
             log.info("ignored invalid vid %r", vid[:80])
         return new_visitor_id(), True
 
+    def _client_ip(self, request: web.Request) -> str | None:
+        return client_ip(request, self.trusted_proxies)
+
     def _cors(self, request: web.Request, resp: web.StreamResponse) -> None:
+        """Credentialed CORS only for LEADROUTER_CORS_ORIGINS; anonymous ``*`` for any other origin."""
+        resp.headers["Vary"] = "Origin"
         origin = request.headers.get("Origin")
-        if origin:
+        if not origin:
+            return
+        if origin in self.cors_origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
             resp.headers["Access-Control-Allow-Credentials"] = "true"
-            resp.headers["Vary"] = "Origin"
+        else:
+            resp.headers["Access-Control-Allow-Origin"] = "*"
 
     def _flag(self, event: Event, verdict: Verdict) -> Event:
         if not verdict.score:
@@ -330,7 +464,7 @@ class Collector:
             if not ok_ref:
                 metrics.COLLECTOR_INVALID.labels(endpoint, "referrer").inc()
             title = (q.get("title") or q.get("t") or "")[:MAX_TEXT] or None
-            ua, ip = self._user_agent(request), client_ip(request)
+            ua, ip = self._user_agent(request), self._client_ip(request)
             event = Event(
                 event_id=uuid.uuid4().hex, type=EventType.PAGE_VIEW, ts=self.clock(), source="pixel",
                 visitor_id=vid, url=url, referrer=referrer, title=title, utm=utm_from(q, url),
@@ -361,7 +495,7 @@ class Collector:
                 metrics.COLLECTOR_REQUESTS.labels(endpoint, "rejected").inc()
                 return self._gif()
             now = self.clock()
-            ua, ip = self._user_agent(request), client_ip(request)
+            ua, ip = self._user_agent(request), self._client_ip(request)
             event = Event(
                 event_id=uuid.uuid4().hex, type=EventType.EMAIL_OPEN, ts=now, source="email",
                 email=claims.email, campaign=claims.campaign, user_agent=ua, ip=ip,
@@ -400,7 +534,7 @@ class Collector:
             return self._invalid_link()
         try:
             now = self.clock()
-            ua, ip = self._user_agent(request), client_ip(request)
+            ua, ip = self._user_agent(request), self._client_ip(request)
             event = Event(
                 event_id=uuid.uuid4().hex, type=EventType.EMAIL_CLICK, ts=now, source="email",
                 email=claims.email, campaign=claims.campaign, url=target, utm=utm_from({}, target),
@@ -427,9 +561,9 @@ class Collector:
         try:
             data = await self._form_body(request)
         except IngestError as exc:  # over the limit while reading, or a body that does not decode
-            if exc.status != 413:
+            if exc.status not in (408, 413):
                 metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
-            metrics.COLLECTOR_REQUESTS.labels(endpoint, "too_large" if exc.status == 413 else "invalid").inc()
+            metrics.COLLECTOR_REQUESTS.labels(endpoint, _outcome(exc)).inc()
             return self._json(request, exc.status, {"error": exc.code, "detail": exc.message})
         except ValueError as exc:
             metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
@@ -462,7 +596,7 @@ class Collector:
                                 request.headers.get("Referer"))
         form_id = fields.pop("form_id")
         email = fields.pop("email")
-        ua, ip = self._user_agent(request), client_ip(request)
+        ua, ip = self._user_agent(request), self._client_ip(request)
         event = Event(
             event_id=uuid.uuid4().hex, type=EventType.FORM_FILL, ts=self.clock(), source="form",
             visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url,
@@ -486,7 +620,7 @@ class Collector:
                              "application/json")
         if ctype == "multipart/form-data":
             return await self._multipart_fields(request)
-        raw = await read_limited(request, MAX_FORM_BYTES, "a form post")
+        raw = await read_limited(request, MAX_FORM_BYTES, "a form post", self.body_timeout_s)
         if ctype == "application/json":
             try:
                 data = orjson.loads(raw)
@@ -494,6 +628,7 @@ class Collector:
                 raise ValueError(f"body is not valid JSON: {exc}") from None
             if not isinstance(data, dict):
                 raise ValueError("JSON body must be an object of form fields")
+            check_depth(data)
             return data
         try:
             text = raw.decode(request.charset or "utf-8")
@@ -505,25 +640,36 @@ class Collector:
         """Text fields of a multipart form, counting every byte against the form limit; files are ignored."""
         too_large = IngestError(413, "payload_too_large",
                                 f"a form post is limited to {MAX_FORM_BYTES // 1024} KB ({MAX_FORM_BYTES} bytes)")
-        check_encoding(request.headers.get("Content-Encoding"))
+        encoding = check_encoding(request.headers.get("Content-Encoding"))
         out: dict[str, Any] = {}
         seen = 0
+        timeout_s = self.body_timeout_s
         try:
-            reader = await request.multipart()
-            async for part in reader:
-                if not isinstance(part, BodyPartReader):
-                    continue
-                buf = bytearray()
-                while chunk := await part.read_chunk(8192):
-                    seen += len(chunk)
-                    if seen > MAX_FORM_BYTES:
-                        raise too_large
-                    buf += chunk
-                if part.name and part.filename is None:
-                    out[part.name] = buf.decode(part.get_charset("utf-8"), errors="replace")
+            async with asyncio.timeout(timeout_s if timeout_s > 0 else None):
+                if encoding:  # decoded (bounded) first, then parsed from memory
+                    body = await read_limited(request, MAX_FORM_BYTES, "a form post")
+                    content = StreamReader(request.protocol, 2 * MAX_FORM_BYTES, loop=asyncio.get_running_loop())
+                    content.feed_data(body)
+                    content.feed_eof()
+                    reader = MultipartReader(request.headers, content)
+                else:
+                    reader = await request.multipart()
+                async for part in reader:
+                    if not isinstance(part, BodyPartReader):
+                        continue
+                    buf = bytearray()
+                    while chunk := await part.read_chunk(8192):
+                        seen += len(chunk)
+                        if seen > MAX_FORM_BYTES:
+                            raise too_large
+                        buf += chunk
+                    if part.name and part.filename is None:
+                        out[part.name] = buf.decode(part.get_charset("utf-8"), errors="replace")
         except IngestError:
             raise
-        except Exception as exc:  # aiohttp's decoder or multipart parser: not decodable as sent
+        except TimeoutError:
+            raise body_timeout_error(timeout_s) from None
+        except Exception as exc:  # the decoder or multipart parser: not decodable as sent
             raise IngestError(400, "invalid_encoding", f"the multipart body could not be read: {exc}") from None
         return out
 
@@ -531,6 +677,8 @@ class Collector:
               headers: Mapping[str, str] | None = None) -> web.Response:
         resp = web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
                             headers=headers)
+        if status == 408:  # a body too slow to arrive: do not wait for more on this connection
+            resp.force_close()
         self._cors(request, resp)
         return resp
 
@@ -586,11 +734,11 @@ class Collector:
         limit = MAX_BATCH_BYTES if call == "batch" else MAX_MESSAGE_BYTES
         what = "a batch request" if call == "batch" else "a message"
         try:
-            body = await read_limited(request, limit, what)
+            body = await read_limited(request, limit, what, self.body_timeout_s)
             data = parse_object(body)
         except IngestError as exc:
             metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
-            return self._sdk_error(request, endpoint, exc, "too_large" if exc.status == 413 else "invalid")
+            return self._sdk_error(request, endpoint, exc, _outcome(exc))
         write_key = header_key
         if write_key is None:
             body_key = data.get("writeKey")
@@ -601,9 +749,9 @@ class Collector:
             messages = split_messages(call, data, len(body))
         except IngestError as exc:
             metrics.COLLECTOR_INVALID.labels(endpoint, "batch").inc()
-            return self._sdk_error(request, endpoint, exc, "too_large" if exc.status == 413 else "invalid")
+            return self._sdk_error(request, endpoint, exc, _outcome(exc))
         ctx = IngestContext(write_key=write_key, source=self.write_keys[write_key], received_at=self.clock(),
-                            request_ip=client_ip(request), request_user_agent=self._user_agent(request),
+                            request_ip=self._client_ip(request), request_user_agent=self._user_agent(request),
                             form_events=self.form_events, networks=self.networks)
         events: list[Event] = []
         for msg in messages:
@@ -632,7 +780,7 @@ class Collector:
 
     def _snowplow_context(self, request: web.Request) -> IngestContext:
         return IngestContext(write_key="", source="snowplow", received_at=self.clock(),
-                             request_ip=client_ip(request), request_user_agent=self._user_agent(request),
+                             request_ip=self._client_ip(request), request_user_agent=self._user_agent(request),
                              form_events=self.form_events, networks=self.networks,
                              flag_http_clients=self.settings.machine_flag_http_clients)
 
@@ -681,11 +829,11 @@ class Collector:
             return self._sdk_error(request, endpoint, IngestError(
                 404, "api_disabled", "the Snowplow endpoint is off: set LEADROUTER_SNOWPLOW_ENABLED=1"), "disabled")
         try:
-            body = await read_limited(request, SNOWPLOW_MAX_BODY, "a Snowplow payload")
+            body = await read_limited(request, SNOWPLOW_MAX_BODY, "a Snowplow payload", self.body_timeout_s)
             items = payload_events(parse_object(body))
         except IngestError as exc:
             metrics.COLLECTOR_INVALID.labels(endpoint, "body").inc()
-            return self._sdk_error(request, endpoint, exc, "too_large" if exc.status == 413 else "invalid")
+            return self._sdk_error(request, endpoint, exc, _outcome(exc))
         ctx = self._snowplow_context(request)
         events: list[Event] = []
         for item in items:
@@ -739,6 +887,103 @@ def _snowplow_type(params: Mapping[str, Any]) -> str:
     return e if isinstance(e, str) and e in _SNOWPLOW_TYPES else "unknown"
 
 
+def _outcome(exc: IngestError) -> str:
+    """The ``leadrouter_collector_requests_total`` outcome of a refused body."""
+    return {413: "too_large", 408: "timeout"}.get(exc.status, "invalid")
+
+
+def parse_origins(text: str) -> frozenset[str]:
+    """LEADROUTER_CORS_ORIGINS: comma- or space-separated exact origins (scheme://host[:port])."""
+    out: set[str] = set()
+    for part in re.split(r"[,\s]+", text.strip()):
+        if not part:
+            continue
+        if not re.fullmatch(r"https?://[^/?#\s]+", part):
+            msg = (f"setting LEADROUTER_CORS_ORIGINS has {part!r}, which is not an origin; list exact origins "
+                   "like https://www.example.com (scheme and host, no path or trailing slash)")
+            raise SettingsError(msg)
+        out.add(part)
+    return frozenset(out)
+
+
+class HeaderDeadline(asyncio.Protocol):
+    """aiohttp's per-connection protocol, with a deadline for a request's line and headers.
+
+    A connection must send a complete request head within ``timeout_s`` of connecting, or of
+    the first byte of a further request on a kept-alive connection; otherwise it is closed
+    (slowloris).  While a request is being handled the clock is stopped (the body has its own
+    timeout in :func:`read_limited`); an idle kept-alive connection is closed by aiohttp's
+    ``keepalive_timeout``.  The ``header_deadline`` middleware reports request starts and ends.
+    """
+
+    def __init__(self, inner: RequestHandler, timeout_s: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner = inner
+        self.timeout_s = timeout_s
+        self.loop = loop
+        self._busy = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if data and not self._busy and self._timer is None:
+            self._arm()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> None:
+        self.inner.eof_received()  # None: the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def request_started(self) -> None:
+        self._busy += 1
+        self._cancel()
+
+    def request_done(self) -> None:
+        self._busy -= 1
+
+    def _arm(self) -> None:
+        if self.timeout_s > 0:
+            self._timer = self.loop.call_later(self.timeout_s, self._expire)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._busy:
+            return
+        metrics.COLLECTOR_INVALID.labels("connection", "header_timeout").inc()
+        log.info("closed a connection that sent no complete request head within %g s (peer %s)",
+                 self.timeout_s, self.inner.peername)
+        self.inner.force_close()
+
+
+@web.middleware
+async def header_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    transport = request.transport
+    proto = transport.get_protocol() if transport is not None else None
+    if not isinstance(proto, HeaderDeadline):
+        return await handler(request)
+    proto.request_started()
+    try:
+        return await handler(request)
+    finally:
+        proto.request_done()
+
+
 def _bad_key() -> IngestError:
     return IngestError(401, "invalid_write_key",
                        "unknown write key: send one of LEADROUTER_SEGMENT_WRITE_KEYS as the Basic-auth user name "
@@ -759,7 +1004,11 @@ async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
 def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time, *,
                dedupe: Deduper | None = None) -> web.Application:
     c = Collector(settings, sink, clock, dedupe)
-    app = web.Application(middlewares=[timing], client_max_size=MAX_FORM_BYTES * 2)
+    # The server never decompresses a body itself: handlers that read one decode it, bounded, in
+    # read_limited; a bomb sent to any other route costs nothing.  keepalive_timeout: the idle timeout.
+    app = web.Application(middlewares=[header_deadline, timing], client_max_size=MAX_FORM_BYTES * 2,
+                          handler_args={"auto_decompress": False,
+                                        "keepalive_timeout": settings.collector_idle_timeout_s})
     app.router.add_get("/t/p.gif", c.pixel)
     app.router.add_get("/t/o/{token}.gif", c.email_open)
     app.router.add_get("/t/c/{token}", c.email_click)
@@ -791,6 +1040,7 @@ class CollectorService:
         self._forward_task: asyncio.Task[None] | None = None
         self._redis: Redis | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     async def start(self) -> None:
         self.spool.open()
@@ -808,13 +1058,22 @@ class CollectorService:
         app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.collector_host, self.settings.collector_port, backlog=1024)
-        await site.start()
+        server = self._runner.server
+        assert server is not None
+        # Like web.TCPSite, but each connection's protocol is wrapped in a request-head deadline.
+        loop = asyncio.get_running_loop()
+        header_timeout_s = self.settings.collector_header_timeout_s
+        self._listener = await loop.create_server(
+            lambda: HeaderDeadline(server(), header_timeout_s, loop),
+            self.settings.collector_host, self.settings.collector_port, backlog=1024)
         log.info("collector listening on http://%s:%d (spool %s)", self.settings.collector_host,
                  self.settings.collector_port, self.settings.spool_dir)
 
     async def stop(self) -> None:
         """Stop taking requests, give the forwarder a moment to drain, keep the rest spooled."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

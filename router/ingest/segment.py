@@ -277,15 +277,56 @@ def basic_auth_user(header: str | None) -> str | None:
     return user or None
 
 
-# aiohttp's server decodes these Content-Encodings itself, in bounded steps
-# (no decompression bomb), before a handler reads the body.
-DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br", "zstd"})
+# Content-Encodings the collector decodes itself (router/ingest/app.py read_limited: bounded as it
+# streams, a truncated stream is a 400), normalised to the decoder's name ("" = none).
+BODY_ENCODINGS: Mapping[str, str] = {"": "", "identity": "", "gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+# JSON bodies nested deeper than this are refused (400) before anything walks or re-serialises them.
+MAX_JSON_DEPTH = 32
 
 
-def check_encoding(encoding: str | None) -> None:
-    if (encoding or "").strip().lower() not in DECODED_ENCODINGS:
+def check_encoding(encoding: str | None) -> str:
+    """The decoder for a Content-Encoding header ("" for none, "gzip", "deflate"); 415 for anything else."""
+    name = BODY_ENCODINGS.get((encoding or "").strip().lower())
+    if name is None:
+        shown = (encoding or "")[:40]
         raise IngestError(415, "unsupported_encoding",
-                          f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding")
+                          f"Content-Encoding {shown!r} is not supported; send gzip, deflate or no encoding")
+    return name
+
+
+def json_depth_problem(data: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """The path of the first value nested more than ``limit`` objects/lists deep, or None.
+
+    The top-level value is depth 1.  Iterative, so any depth orjson accepts is safe to walk.
+    """
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        if depth > limit:
+            return path or "the body"
+        for key, child in items:
+            if isinstance(child, (dict, list)):
+                if isinstance(key, int):
+                    step = f"{path}[{key}]"
+                else:
+                    step = f"{path}.{key}" if path else str(key)
+                stack.append((child, depth + 1, step if len(step) <= 120 else step[:117] + "..."))
+    return None
+
+
+def check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """400 naming the field when ``data`` is nested deeper than ``limit``."""
+    path = json_depth_problem(data, limit)
+    if path is not None:
+        raise IngestError(400, "too_deeply_nested",
+                          f"{path} is nested more than {limit} levels deep; JSON is limited to {limit} levels of "
+                          "objects and lists")
 
 
 def parse_object(body: bytes) -> dict[str, Any]:
@@ -295,6 +336,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
         raise IngestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise IngestError(400, "invalid_json", "the body must be a JSON object")
+    check_depth(data)
     return data
 
 

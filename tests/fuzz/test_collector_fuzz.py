@@ -22,6 +22,7 @@ import base64
 import gzip
 import hashlib
 import hmac
+import json
 import re
 import string
 import zlib
@@ -106,6 +107,26 @@ json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 
                         text)
 json_value = st.recursive(json_scalar, lambda kids: st.one_of(
     st.lists(kids, max_size=4), st.dictionaries(short, kids, max_size=4)), max_leaves=12)
+
+
+def nest(depth: int, leaf: Any, in_list: bool) -> Any:
+    for _ in range(depth):
+        leaf = [leaf] if in_list else {"a": leaf}
+    return leaf
+
+
+# Nested past the collector's depth limit (32) and past what orjson writes (254): a 400, never a 500.
+deep_value = st.builds(nest, st.integers(25, 600), json_scalar, st.booleans())
+
+
+def dumps(value: Any) -> bytes:
+    """orjson, or the standard library's json for what orjson refuses to write (nesting past 254)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value).encode()
+
+
 emails = st.one_of(st.emails().map(str), text, st.sampled_from(["jane@acme.com", " JANE@ACME.COM ", "a@b", "@",
                                                                 "x@y.z" * 30, "jane@acme.com\n"]))
 form_ids = st.one_of(st.sampled_from(["demo-request", "contact-us", "webinar-registration", "a:b.c_d"]), text)
@@ -221,13 +242,14 @@ async def test_form_urlencoded(http: tuple[Client, FuzzSink], fields: dict[str, 
                                 st.dictionaries(short, json_value, max_size=3)),
                       json_value,
                       st.fixed_dictionaries({"form_id": json_value, "email": json_value},
-                                            optional={"consent": json_value, "company": json_value,
+                                            optional={"consent": json_value,
+                                                      "company": st.one_of(json_value, deep_value),
                                                       "vid": json_value})),
        full=st.booleans())
 async def test_form_json(http: tuple[Client, FuzzSink], body: Any, full: bool) -> None:
     client, sink = http
     sink.full = full
-    async with client.post("/t/form", data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as r:
+    async with client.post("/t/form", data=dumps(body), headers={"Content-Type": "application/json"}) as r:
         check_form_answer(r.status, await r.read(), r.content_type, sink.take(), full)
 
 
@@ -323,7 +345,7 @@ segment_messages = st.fixed_dictionaries({}, optional={
                         st.fixed_dictionaries({"email": emails}), json_value),
     "properties": st.one_of(st.dictionaries(short, json_value, max_size=4),
                             st.fixed_dictionaries({"email": emails, "form_id": form_ids, "url": urlish}),
-                            json_value),
+                            json_value, deep_value),
     "context": st.one_of(st.fixed_dictionaries({}, optional={
         "ip": short, "userAgent": short, "page": st.dictionaries(short, urlish, max_size=3),
         "traits": st.dictionaries(short, json_value, max_size=3), "campaign": json_value}), json_value),
@@ -348,7 +370,7 @@ async def test_segment_api(http: tuple[Client, FuzzSink], call: str, body: Any, 
     if auth != "none":
         user = {"key": WRITE_KEY, "wrong": "nope"}.get(auth)
         headers["Authorization"] = ("Basic " + base64.b64encode(f"{user}:".encode()).decode()) if user else "Basic %%%"
-    async with client.post(f"/v1/{call}", data=orjson.dumps(body), headers=headers) as r:
+    async with client.post(f"/v1/{call}", data=dumps(body), headers=headers) as r:
         raw = await r.read()
         assert r.status in {200, 400, 401, 404, 413, 503}, (r.status, raw[:300])
         assert r.status != 503 or full

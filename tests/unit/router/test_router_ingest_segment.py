@@ -245,7 +245,9 @@ async def test_preflight_allows_the_sdk_headers(client: Client) -> None:
     resp = await client.options("/v1/t", headers={"Origin": "https://www.ex.test",
                                                   "Access-Control-Request-Method": "POST"})
     assert resp.status == 204
-    assert resp.headers["Access-Control-Allow-Origin"] == "https://www.ex.test"
+    # An origin not in LEADROUTER_CORS_ORIGINS: anonymous CORS, no credentials.
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in resp.headers
     for h in ("Content-Type", "Authorization", "Content-Encoding"):
         assert h in resp.headers["Access-Control-Allow-Headers"]
 
