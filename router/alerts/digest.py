@@ -45,6 +45,7 @@ from router.alerts.render import Digest
 from router.errors import SettingsError
 from router.settings import Settings
 from router.storage import keys
+from router.storage.scripts import register
 from router.storage.store import RedisStore
 
 if TYPE_CHECKING:
@@ -92,39 +93,7 @@ def parse_triggers(raw: str) -> frozenset[str]:
     return frozenset(names)
 
 
-# Claim the rep's digest: resume the batch in flight, or turn the queue into a new batch.
-_CLAIM_LUA = """
--- KEYS[1] queue, KEYS[2] batch, KEYS[3] meta (one slot: {D:<rep>})
--- ARGV[1] now, ARGV[2] lease until, ARGV[3] owner token
--- Returns {'busy'} (another worker holds the lease), {'empty'}, or
--- {'ok', seq, since, until, batch field/value pairs...}.
-local lease = tonumber(redis.call('HGET', KEYS[3], 'lease') or '0') or 0
-local owner = redis.call('HGET', KEYS[3], 'owner')
-if lease > tonumber(ARGV[1]) and owner ~= ARGV[3] then return {'busy'} end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  if redis.call('HLEN', KEYS[1]) == 0 then return {'empty'} end
-  redis.call('RENAME', KEYS[1], KEYS[2])
-  redis.call('HINCRBY', KEYS[3], 'seq', 1)
-  redis.call('HSET', KEYS[3], 'until', ARGV[1])
-end
-redis.call('HSET', KEYS[3], 'lease', ARGV[2], 'owner', ARGV[3])
-local meta = redis.call('HMGET', KEYS[3], 'seq', 'since', 'until')
-local out = {'ok', meta[1] or '0', meta[2] or '', meta[3] or ''}
-local items = redis.call('HGETALL', KEYS[2])
-for i = 1, #items do out[#out + 1] = items[i] end
-return out
-"""
 
-# The digest is out: drop the batch and the lease (only the lease holder may).
-_FINISH_LUA = """
--- KEYS[1] queue, KEYS[2] batch, KEYS[3] meta; ARGV[1] owner token
-if redis.call('HGET', KEYS[3], 'owner') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[2])
-local last = redis.call('HGET', KEYS[3], 'until')
-if last then redis.call('HSET', KEYS[3], 'since', last) end
-redis.call('HDEL', KEYS[3], 'lease', 'owner')
-return 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +140,8 @@ class DigestQueue:
         self.interval_s = max(0.0, interval_s)
         self.max_items = max(1, max_items)
         self.lease_s = lease_s
-        self._claim = self.redis.register_script(_CLAIM_LUA)
-        self._finish = self.redis.register_script(_FINISH_LUA)
+        self._claim = register(self.redis, "digest_claim.lua")
+        self._finish = register(self.redis, "digest_finish.lua")
 
     @classmethod
     def from_settings(cls, settings: Settings, store: RedisStore) -> DigestQueue | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -18,13 +17,14 @@ from redis.commands.core import AsyncScript
 
 from models import Event, LeadView, Reason, Stage
 from router.storage import keys
+from router.storage.scripts import lua
 from router.worker.identity import Kind, Merge
 from scoring import FitGrade, RuleHit, SalesReady, ScoringConfig, day_bucket, ready_clauses_json
 from scoring.account_intent import AccountIntentConfig
 
 
 def _lua(name: str) -> str:
-    return resources.files("router.storage").joinpath("lua", name).read_text()
+    return lua(name)
 
 
 @dataclass(frozen=True, slots=True)
