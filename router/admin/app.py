@@ -83,6 +83,7 @@ from router.errors import ConfigFileError, SettingsError, TokenError
 from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import LiveFile, RedisRulesSource, load_scoring_file
+from router.storage.redis import create_redis
 from router.storage.rules_store import (
     PublishedRules,
     RulesRejectedError,
@@ -500,11 +501,11 @@ class Admin:
     def rules_text(self, body: Body, key: str, *, required: bool) -> str | None:
         if key in body.data and isinstance(body.data[key], str):
             size = len(body.data[key].encode("utf-8"))
-            if size > self.settings.admin_max_rules_bytes:
+            if size > self.settings.admin.max_rules_bytes:
                 raise ApiError(413, "rules_too_large", f"{key!r} is {size} bytes; the most is "
-                                                       f"{self.settings.admin_max_rules_bytes} "
+                                                       f"{self.settings.admin.max_rules_bytes} "
                                                        "(LEADROUTER_ADMIN_MAX_RULES_BYTES)")
-        return body.text(key, max_len=self.settings.admin_max_rules_bytes, required=required)
+        return body.text(key, max_len=self.settings.admin.max_rules_bytes, required=required)
 
     async def config(self) -> RoutingConfig:
         """The routing config in force: the published version Redis points at, else the rules file."""
@@ -714,9 +715,9 @@ class Admin:
         """validate: raw YAML (text/plain, application/yaml, ...) or JSON {"rules": "..."}."""
         if request.content_type in YAML_TYPES and "Content-Type" in request.headers:
             raw = await request.read()
-            if len(raw) > self.settings.admin_max_rules_bytes:
+            if len(raw) > self.settings.admin.max_rules_bytes:
                 raise ApiError(413, "rules_too_large", f"the rules are {len(raw)} bytes; the most is "
-                                                       f"{self.settings.admin_max_rules_bytes} "
+                                                       f"{self.settings.admin.max_rules_bytes} "
                                                        "(LEADROUTER_ADMIN_MAX_RULES_BYTES)")
             try:
                 return raw.decode("utf-8")
@@ -779,7 +780,7 @@ class Admin:
     def sim_leads(self, raw: object) -> list[SimLead]:
         if not isinstance(raw, list) or not raw:
             raise ApiError(400, "bad_type", f"'leads' must be a non-empty list of lead objects, got {_kind(raw)}")
-        cap = self.settings.admin_simulate_max_leads
+        cap = self.settings.admin.simulate_max_leads
         if len(raw) > cap:
             raise ApiError(413, "too_many_leads", f"'leads' has {len(raw)} leads; one call routes at most {cap} "
                                                   "(LEADROUTER_ADMIN_SIMULATE_MAX_LEADS): split them, or use "
@@ -866,7 +867,7 @@ class Admin:
             raise ApiError(400, "missing_key", "'rules' came without 'cases'; publish runs the test cases, so send "
                                                "the cases (routing_test.yaml) too")
         if text is None or cases is None:
-            path: Path = self.settings.rules_file
+            path: Path = self.settings.files.rules_file
             cases_path = cases_path_for(path)
             text = read_text(path, "rules file", "check LEADROUTER_RULES_FILE")
             cases = read_text(cases_path, "test cases", f"keep the test cases in {cases_path.name} beside "
@@ -947,7 +948,7 @@ class Admin:
                 "note": doc.note, "sha256": doc.sha256, "content_hash": doc.content_hash, "content": doc.content,
             }
         else:
-            path = self.settings.rules_file
+            path = self.settings.files.rules_file
             text = read_text(path, "rules file", "check LEADROUTER_RULES_FILE")
             file_config = self.routing.file_config
             out = {"source": "file", "number": None, "version": file_config.version, "author": None, "ts": None,
@@ -1046,7 +1047,7 @@ class Admin:
 
     def _claims(self, request: web.Request) -> ActionClaims:
         try:
-            return verify_action_token(self.settings.token_secret, request.match_info["token"], now=self.clock())
+            return verify_action_token(self.settings.tokens.secret, request.match_info["token"], now=self.clock())
         except TokenError as exc:
             raise ApiError(400, "bad_link", str(exc)) from None
 
@@ -1174,11 +1175,11 @@ def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] =
 
     A rules or scoring file that does not load is fatal here (:class:`ConfigFileError`), as in the worker.
     """
-    routing = routing or RedisRulesSource(settings.rules_file, redis, label="routing")
-    scoring = scoring or LiveFile.open(settings.scoring_file, load_scoring_file, "scoring")
+    routing = routing or RedisRulesSource(settings.files.rules_file, redis, label="routing")
+    scoring = scoring or LiveFile.open(settings.files.scoring_file, load_scoring_file, "scoring")
     admin = Admin(settings, redis, routing=routing, scoring=scoring, clock=clock)
-    app = web.Application(middlewares=[observe, error_middleware(settings.admin_max_body_bytes)],
-                          client_max_size=settings.admin_max_body_bytes)
+    app = web.Application(middlewares=[observe, error_middleware(settings.admin.max_body_bytes)],
+                          client_max_size=settings.admin.max_body_bytes)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, admin.handler_for(op))
     app[ADMIN_KEY] = admin
@@ -1188,11 +1189,11 @@ def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] =
 def check_settings(settings: Settings) -> None:
     """Admin settings that load but cannot work."""
     problems = []
-    if not 0 <= settings.admin_port <= 65535:
-        problems.append(f"LEADROUTER_ADMIN_PORT={settings.admin_port} is not a TCP port; use 1-65535, e.g. 8081")
-    if settings.admin_simulate_max_leads < 1:
+    if not 0 <= settings.admin.port <= 65535:
+        problems.append(f"LEADROUTER_ADMIN_PORT={settings.admin.port} is not a TCP port; use 1-65535, e.g. 8081")
+    if settings.admin.simulate_max_leads < 1:
         problems.append("LEADROUTER_ADMIN_SIMULATE_MAX_LEADS must be at least 1")
-    if settings.admin_max_body_bytes < 1024 or settings.admin_max_rules_bytes < 1024:
+    if settings.admin.max_body_bytes < 1024 or settings.admin.max_rules_bytes < 1024:
         problems.append("LEADROUTER_ADMIN_MAX_BODY_BYTES and _MAX_RULES_BYTES must be at least 1024")
     if problems:
         raise SettingsError("; ".join(problems))
@@ -1207,15 +1208,15 @@ class AdminService:
         self.clock = clock
         self._redis: Redis | None = None
         self._runner: web.AppRunner | None = None
-        self.port = settings.admin_port
+        self.port = settings.admin.port
 
     async def start(self) -> None:
-        self._redis = Redis.from_url(self.settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        self._redis = create_redis(self.settings.redis, role="admin")
         try:
             app = create_app(self.settings, self._redis, clock=self.clock)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.settings.admin_host, self.settings.admin_port)
+            site = web.TCPSite(self._runner, self.settings.admin.host, self.settings.admin.port)
             await site.start()
         except BaseException:
             await self.stop()
@@ -1223,7 +1224,7 @@ class AdminService:
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])
-        log.info("admin API listening on http://%s:%d (OpenAPI at /openapi.json)", self.settings.admin_host,
+        log.info("admin API listening on http://%s:%d (OpenAPI at /openapi.json)", self.settings.admin.host,
                  self.port)
 
     async def stop(self) -> None:

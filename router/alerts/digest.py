@@ -42,8 +42,7 @@ from redis.exceptions import RedisError
 from models import Alert
 from router import metrics
 from router.alerts.render import Digest
-from router.errors import SettingsError
-from router.settings import Settings
+from router.settings import DIGEST_TRIGGERS, AlertSettings
 from router.storage import keys
 from router.storage.scripts import register
 from router.storage.store import RedisStore
@@ -58,7 +57,7 @@ DIGEST_CHANNEL = "digest"
 """The pseudo-channel an assignment is marked sent on once its alert is queued for a digest."""
 
 TRIGGERS = ("hand_raiser", "threshold", "account_intent")
-DIGESTIBLE = frozenset({"threshold", "account_intent"})
+DIGESTIBLE: frozenset[str] = frozenset(DIGEST_TRIGGERS)
 LEASE_S = 600.0
 
 
@@ -76,21 +75,6 @@ def trigger_kind(alert: Alert) -> str:
     if text.startswith("score ") and "crossed the sales-ready threshold" in text:
         return "threshold"
     return "other"
-
-
-def parse_triggers(raw: str) -> frozenset[str]:
-    """The comma-separated ``LEADROUTER_DIGEST_TRIGGERS``; raises SettingsError naming the setting."""
-    names = {part.strip().lower().replace("-", "_") for part in raw.split(",") if part.strip()}
-    if "hand_raiser" in names:
-        msg = ("setting LEADROUTER_DIGEST_TRIGGERS names hand_raiser: hand-raisers always go out at once; "
-               "use threshold and/or account_intent")
-        raise SettingsError(msg)
-    unknown = sorted(names - DIGESTIBLE)
-    if unknown:
-        msg = (f"setting LEADROUTER_DIGEST_TRIGGERS has unknown trigger(s) {', '.join(unknown)}; "
-               f"use threshold and/or account_intent")
-        raise SettingsError(msg)
-    return frozenset(names)
 
 
 
@@ -144,12 +128,12 @@ class DigestQueue:
         self._finish = register(self.redis, "digest_finish.lua")
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: RedisStore) -> DigestQueue | None:
-        """The queue the settings ask for, or None when no trigger is digested."""
-        triggers = parse_triggers(settings.digest_triggers)
+    def from_settings(cls, alerts: AlertSettings, store: RedisStore) -> DigestQueue | None:
+        """The queue the alerts settings ask for, or None when no trigger is digested."""
+        triggers = alerts.digest_triggers
         if not triggers:
             return None
-        return cls(store, triggers, settings.digest_interval_s, max_items=settings.digest_max_items)
+        return cls(store, triggers, alerts.digest_interval_s, max_items=alerts.digest_max_items)
 
     def wants(self, alert: Alert) -> bool:
         """Whether ``alert`` waits for the digest (its trigger is digested; never a hand-raiser)."""
@@ -251,16 +235,16 @@ async def flush_due(sender: AlertSender, *, now: float | None = None, limit: int
     return reports
 
 
-def check_interval_s(settings: Settings) -> float:
+def check_interval_s(alerts: AlertSettings) -> float:
     """How often the digest timer looks for due digests: a minute, or sooner for short intervals."""
-    return max(1.0, min(60.0, settings.digest_interval_s / 4))
+    return max(1.0, min(60.0, alerts.digest_interval_s / 4))
 
 
 def digest_timer(get_sender: Callable[[], AlertSender | None],
                  clock: Callable[[], float] = time.time) -> Callable[[], Awaitable[None]]:
     """The body of the worker's digest timer; the worker wires it with one line::
 
-        app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
+        app.timer(interval=digest.check_interval_s(settings.alerts), name="alert_digests")(
             digest.digest_timer(lambda: rt._sender))
 
     It does nothing until the ``send_alerts`` agent has built the sender, or when

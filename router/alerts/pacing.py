@@ -21,8 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
-from router.errors import SettingsError
-from router.settings import Settings
+from router.settings import AlertSettings
 from router.storage import keys
 from router.storage.scripts import register
 
@@ -188,14 +187,10 @@ class RedisPacer:
             self._redis_failed(exc)
 
 
-def pacer_from_settings(settings: Settings, redis: Redis | None) -> Pacer | None:
-    """The pacer the settings ask for (None when ``slack_rate_per_s`` is 0)."""
-    if settings.slack_rate_per_s <= 0:
+def pacer_from_settings(alerts: AlertSettings, redis: Redis | None) -> Pacer | None:
+    """The pacer the alerts settings ask for (None when ``slack_rate_per_s`` is 0)."""
+    if alerts.slack_rate_per_s <= 0:
         return None
-    kind = settings.slack_pacer.strip().lower()
-    if kind == "redis" and redis is not None:
-        return RedisPacer(redis, settings.slack_rate_per_s, settings.slack_burst)
-    if kind in ("local", "redis"):
-        return LocalPacer(settings.slack_rate_per_s, settings.slack_burst)
-    msg = f"setting LEADROUTER_SLACK_PACER={settings.slack_pacer!r} is not one of: redis, local"
-    raise SettingsError(msg)
+    if alerts.slack_pacer == "redis" and redis is not None:
+        return RedisPacer(redis, alerts.slack_rate_per_s, alerts.slack_burst)
+    return LocalPacer(alerts.slack_rate_per_s, alerts.slack_burst)

@@ -26,7 +26,7 @@ from router.tokens import mint_token
 
 SECRET = "collector-secret-0123456789abcdef"
 NOW = 1_800_000_000.0
-SETTINGS = Settings(token_secret=SECRET)
+SETTINGS = Settings.of(token_secret=SECRET)
 ORIGIN = "https://www.acme.io"
 VID = "visitor_0123456789"
 
@@ -194,7 +194,7 @@ async def test_pixel_mints_and_sets_a_cookie_when_missing(client: Any, sink: Mem
     low = cookie.lower()
     assert "httponly" in low
     assert "path=/" in low
-    assert f"max-age={SETTINGS.cookie_max_age_s}" in low
+    assert f"max-age={SETTINGS.ingest.cookie_max_age_s}" in low
     assert "samesite=lax" in low
     assert "secure" not in low.replace("samesite", "")
 
@@ -288,12 +288,12 @@ async def test_pixel_answers_the_gif_when_the_sink_fails(make_client: Make) -> N
     failing = FailingSink()
     client = await make_client(failing)
     before_req = requests_total("pixel", "unavailable")
-    before_fail = sample("leadrouter_produce_failures_total", topic=SETTINGS.topic_events)
+    before_fail = sample("leadrouter_produce_failures_total", topic=SETTINGS.kafka.topic_events)
     resp = await client.get("/t/p.gif", params={"url": "https://acme.io/"})
     await assert_gif(resp)
     assert failing.calls == 1
     assert requests_total("pixel", "unavailable") == before_req + 1
-    assert sample("leadrouter_produce_failures_total", topic=SETTINGS.topic_events) == before_fail + 1
+    assert sample("leadrouter_produce_failures_total", topic=SETTINGS.kafka.topic_events) == before_fail + 1
 
 
 async def test_pixel_answers_the_gif_on_an_unexpected_error(make_client: Make) -> None:
