@@ -23,6 +23,7 @@ from router.settings import (
     load_settings,
     require_token_secret,
 )
+from router.storage.redis import RedisRole, create_redis, create_sync_redis, timeouts
 
 # --------------------------------------------------------------------------- defaults
 
@@ -482,3 +483,31 @@ def test_require_token_secret_refuses_missing_or_short(secret: str) -> None:
     assert "LEADROUTER_TOKEN_SECRET" in msg
     assert "16 characters" in msg
     assert "secrets.token_urlsafe" in msg
+
+
+# --------------------------------------------------------------------------- the Redis factory
+
+
+@pytest.mark.parametrize(("role", "socket", "connect"), [
+    ("worker", None, None),
+    ("cli", None, None),
+    ("collector", 0.5, 0.5),
+    ("admin", 5.0, 5.0),
+    ("startup", 5.0, 5.0),
+    ("admin_cli", 10.0, 5.0),
+])
+def test_redis_clients_keep_todays_timeouts_per_role(role: RedisRole, socket: float | None,
+                                                     connect: float | None) -> None:
+    section = Settings.of(redis_url="redis://r.example:6380/2").redis
+    assert timeouts(section, role) == (socket, connect)
+    for client in (create_redis(section, role=role), create_sync_redis(section, role=role)):
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("r.example", 6380, 2)
+        assert (kwargs.get("socket_timeout"), kwargs.get("socket_connect_timeout")) == (socket, connect)
+
+
+def test_redis_timeouts_come_from_the_settings() -> None:
+    section = load_settings({"LEADROUTER_REDIS_SOCKET_TIMEOUT_S": "3", "LEADROUTER_REDIS_CONNECT_TIMEOUT_S": "1",
+                             "LEADROUTER_REDIS_COLLECTOR_TIMEOUT_S": "0.2"}).redis
+    assert timeouts(section, "worker") == (3.0, 1.0)
+    assert timeouts(section, "collector") == (0.2, 0.2)
