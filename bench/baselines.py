@@ -42,13 +42,13 @@ def create_bare_faust_app(settings: Settings) -> LeadRouterApp:
     from router.worker.app import new_app
 
     app = new_app(settings)
-    topic = app.topic(settings.topic_events, value_serializer="raw", key_serializer="raw",
-                      partitions=settings.topic_partitions)
+    topic = app.topic(settings.kafka.topic_events, value_serializer="raw", key_serializer="raw",
+                      partitions=settings.kafka.topic_partitions)
     state = {"count": 0, "first": 0.0, "last": 0.0}
 
     @app.agent(topic)
     async def count_events(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take(settings.worker_batch_size, within=settings.worker_batch_window_s):
+        async for batch in stream.take(settings.worker.batch_size, within=settings.worker.batch_window_s):
             now = time.time()
             if not state["count"]:
                 state["first"] = now

@@ -106,13 +106,14 @@ from router.dev.servers import (
     wait_for_port,
 )
 from router.ingest.segment import utm_from
-from router.settings import Settings, load_settings
+from router.settings import FIELDS, RedisSettings, Settings, load_settings
 from router.storage import keys
 from router.storage.kafka import encode_event, ensure_topics
+from router.storage.redis import create_redis
 from router.tokens import mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+SETTING_NAMES = frozenset(FIELDS)
 POLL_S = 0.2
 STALL_S = 60.0  # no progress for this long (after the first event) fails a phase
 JOIN_TIMEOUT_S = 120.0  # start + group join
@@ -651,7 +652,7 @@ class Bench:
         self.console = Console()
         self.procs: list[ManagedProcess] = []
         self.workdir = Path(tempfile.mkdtemp(prefix="leadrouter-bench-"))
-        self.secret = base.token_secret if len(base.token_secret) >= 16 else secrets.token_urlsafe(32)
+        self.secret = base.tokens.secret if len(base.tokens.secret) >= 16 else secrets.token_urlsafe(32)
         self.slack = SlackReceiver()
         self.smtp = SmtpReceiver()
         self.redis: Redis | None = None
@@ -673,7 +674,7 @@ class Bench:
             topic_events=f"bench.{tag}.events", topic_assignments=f"bench.{tag}.assignments",
             topic_dead_letter=f"bench.{tag}.dlq", token_secret=self.secret,
             slack_webhook_url=self.slack.webhook_url("sales"), slack_api_url=self.slack.api_url,
-            slack_bot_token=self.base.slack_bot_token or "xoxb-leadrouter-bench",
+            slack_bot_token=self.base.alerts.slack_bot_token or "xoxb-leadrouter-bench",
             smtp_host=self.smtp.host, smtp_port=self.smtp.port, worker_web_port=free_port(), **changes)
 
     def env(self, settings: Settings) -> dict[str, str]:
@@ -746,14 +747,14 @@ class Bench:
             self.procs.append(redis_proc)
             self.kafka_url = f"kafka://127.0.0.1:{broker.port}"
             self.redis_url = f"redis://127.0.0.1:{redis_proc.port}/0"
-            self.redis = Redis.from_url(self.redis_url)
+            self.redis = create_redis(RedisSettings(url=self.redis_url), role="bench")
             self.http = aiohttp.ClientSession()
             await self.slack.start()
             await self.smtp.start()
             redis_version = str((await self.redis.info("server"))["redis_version"])
             r.machine = machine_info(redis_version, self.workdir)
-            r.partitions = self.base.topic_partitions
-            r.batch = self.base.worker_batch_size
+            r.partitions = self.base.kafka.topic_partitions
+            r.batch = self.base.worker.batch_size
             r.traffic_note = self.population.describe() + "; mix " + ", ".join(
                 f"{k} {w * 100:g}%" for k, w in MIX) + " (demo = hand-raiser)."
             r.settings_note = self.settings_note()
@@ -815,17 +816,17 @@ class Bench:
 
     def settings_note(self) -> str:
         b = self.base
-        parts = [f"fetch_max_wait_ms {b.fetch_max_wait_ms}", f"worker batch {b.worker_batch_size} / "
-                 f"{b.worker_batch_window_s:g} s", f"{b.topic_partitions} partitions",
-                 f"broker_session_timeout {b.broker_session_timeout_s:g} s",
-                 f"collector spool fsync `{b.spool_fsync}` on {self.workdir_fs()}", f"log level {b.log_level}"]
+        parts = [f"fetch_max_wait_ms {b.kafka.fetch_max_wait_ms}", f"worker batch {b.worker.batch_size} / "
+                 f"{b.worker.batch_window_s:g} s", f"{b.kafka.topic_partitions} partitions",
+                 f"broker_session_timeout {b.kafka.broker_session_timeout_s:g} s",
+                 f"collector spool fsync `{b.spool.fsync}` on {self.workdir_fs()}", f"log level {b.log_level}"]
         if "slack_rate_per_s" in SETTING_NAMES:
             parts.append("Slack pacing off (`--slack-pacing off`: LEADROUTER_SLACK_RATE_PER_S=0 for the bench's "
                          "workers; the local receiver has no rate limit)" if self.opts.slack_pacing == "off" else
-                         f"Slack pacing as configured ({b.slack_rate_per_s} messages/s per channel)")
+                         f"Slack pacing as configured ({b.alerts.slack_rate_per_s} messages/s per channel)")
         env = sorted(n for n in b.explicit if n not in ("kafka_url", "redis_url", "token_secret"))
         note = ", ".join(parts) + "."
-        note += (" Set in the environment: " + ", ".join(f"LEADROUTER_{n.upper()}={getattr(b, n)}" for n in env)
+        note += (" Set in the environment: " + ", ".join(f"LEADROUTER_{n.upper()}={b.value(n)}" for n in env)
                  + "." if env else " Everything else at its default.")
         return note
 
@@ -836,9 +837,9 @@ class Bench:
     async def phase_worker(self, r: Results) -> None:
         o = self.opts
         s = self.settings_for("backlog")
-        await ensure_topics(s)
+        await ensure_topics(s.kafka)
         traffic = Traffic(self.population, seed=o.seed + 2, mix=MIX)
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5,
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all", linger_ms=5,
                                     max_batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
                                     enable_idempotence=False, request_timeout_ms=30_000)
         await producer.start()
@@ -851,7 +852,7 @@ class Bench:
             for i in range(o.events):
                 kind, ev = traffic.event(base_ts + i / 1000.0)
                 key, value = encode_event(ev)
-                pending.append(await producer.send(s.topic_events, value, key=key))
+                pending.append(await producer.send(s.kafka.topic_events, value, key=key))
                 ids.append(ev.event_id)
                 kinds.append(kind)
                 if len(pending) >= 5000:
@@ -864,12 +865,12 @@ class Bench:
         r.backlog_events = o.events
         r.backlog_produce_rate = o.events / produce_s
         self.console.say("backlog", f"{o.events:,} events ({kinds_note(count_by(kinds))}) produced to "
-                                    f"{s.topic_events} in {produce_s:.1f} s ({r.backlog_produce_rate:,.0f}/s)")
+                                    f"{s.kafka.topic_events} in {produce_s:.1f} s ({r.backlog_produce_rate:,.0f}/s)")
         assert self.redis is not None
         await self.flush_redis()
-        r.redis_step_rate = await raw_redis_step(self.redis, ids, s.worker_batch_size)
+        r.redis_step_rate = await raw_redis_step(self.redis, ids, s.worker.batch_size)
         self.console.say("redis", f"raw Redis step (one no-op Lua per event, pipelined per "
-                                  f"{s.worker_batch_size}): {r.redis_step_rate:,.0f} events/s")
+                                  f"{s.worker.batch_size}): {r.redis_step_rate:,.0f} events/s")
         await self.flush_redis()
         r.bare = await self.consume("bare faust", "bare", 1, s, o.events)
         before = await self.flush_redis()
@@ -900,7 +901,7 @@ class Bench:
             for i in range(n):
                 st = backlog.with_(app_id=f"bench-{tag}", topic_assignments=f"bench.{tag}.assignments",
                                    topic_dead_letter=f"bench.{tag}.dlq", worker_web_port=free_port())
-                port = st.worker_web_port
+                port = st.worker.web_port
                 if tag == "bare":
                     p = self._spawn("bare-faust", [sys.executable, "-m", "bench.baselines", "faust"], port, st,
                                     check_port=False)
@@ -1023,7 +1024,7 @@ class Bench:
 
         port = free_port()
         s = self.settings_for("collector", collector_port=port, public_url=f"http://127.0.0.1:{port}")
-        await ensure_topics(s)
+        await ensure_topics(s.kafka)
         base_port = free_port()
         baseline = self._spawn("http-baseline", [sys.executable, "-m", "bench.baselines", "http", "--port",
                                                  str(base_port)], base_port, s, check_port=True)
@@ -1056,15 +1057,15 @@ class Bench:
         await self.flush_redis()
         port = free_port()
         s = self.settings_for("latency", collector_port=port, public_url=f"http://127.0.0.1:{port}")
-        await ensure_topics(s)
+        await ensure_topics(s.kafka)
         observed: dict[str, tuple[float, float]] = {}  # assignment id -> (event_ts, seen on the topic)
-        observer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+        observer = AIOKafkaConsumer(bootstrap_servers=s.kafka.bootstrap, enable_auto_commit=False,
                                     auto_offset_reset="earliest", fetch_max_wait_ms=50)
         await observer.start()
         observe_task: asyncio.Task[None] | None = None
         procs: list[ManagedProcess] = []
         try:
-            observer.assign([TopicPartition(s.topic_assignments, p) for p in range(s.topic_partitions)])
+            observer.assign([TopicPartition(s.kafka.topic_assignments, p) for p in range(s.kafka.topic_partitions)])
             await observer.seek_to_beginning()
 
             async def observe() -> None:
@@ -1143,7 +1144,7 @@ class Bench:
             if time.monotonic() - last_hit > 2.0:
                 last_hit = time.monotonic()
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with self.http.get(f"http://127.0.0.1:{s.collector_port}/t/p.gif",
+                    async with self.http.get(f"http://127.0.0.1:{s.ingest.collector_port}/t/p.gif",
                                              params={"vid": vid, "url": f"{SITE}/"}) as resp:
                         await resp.read()
             if await self.redis.exists(lead_key):

@@ -37,7 +37,7 @@ def targets(role: str, environ: Mapping[str, str] | None = None) -> list[str]:
         from router.settings import load_settings
 
         s = load_settings(environ)
-        ports = {"collector": s.collector_port, "worker": s.worker_web_port}
+        ports = {"collector": s.ingest.collector_port, "worker": s.worker.web_port}
         if s.collector_host not in _WILDCARD:
             collector_host = s.collector_host
     except Exception as exc:  # the check must answer, not crash

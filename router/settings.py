@@ -1,19 +1,27 @@
 """The one settings object.
 
-The environment is read once, here, into a frozen :class:`Settings`.  Nothing
-else in the project reads ``os.environ``: every component gets the settings
-(or the few values it needs) passed in.
+The environment is read once, here, into a frozen :class:`Settings` made of
+typed, frozen sections (``settings.kafka``, ``settings.redis``, ...).  Nothing
+else in the project reads ``os.environ``: every component gets the section(s)
+it needs passed in.
+
+Every variable keeps its flat name, ``LEADROUTER_<FLAT NAME>``; :data:`FIELDS`
+maps each flat name to its (section, field).  Comma-separated values are parsed
+here into typed tuples, so no component splits strings.  All problems are
+collected and reported in one :class:`SettingsError`.
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from router.errors import SettingsError
 
@@ -23,11 +31,24 @@ DEFAULT_RULES = PACKAGE_ROOT / "rules" / "routing.yaml"
 DEFAULT_ICP = PACKAGE_ROOT / "scoring" / "icp.yaml"
 DEFAULT_ACCOUNTS = PACKAGE_ROOT / "rules" / "accounts.yaml"
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+UniqueIdentifier = Literal["email", "user_id"]
+DigestTrigger = Literal["threshold", "account_intent"]
+FsyncPolicy = Literal["always", "interval", "never"]
+PacerKind = Literal["redis", "local"]
+
+UNIQUE_IDENTIFIERS: tuple[UniqueIdentifier, ...] = ("email", "user_id")
+DIGEST_TRIGGERS: tuple[DigestTrigger, ...] = ("threshold", "account_intent")
+FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "interval", "never")
+PACER_KINDS: tuple[PacerKind, ...] = ("redis", "local")
+
+
+# --------------------------------------------------------------------------- sections
+
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    # Kafka
-    kafka_url: str = "kafka://127.0.0.1:9092"
+class KafkaSettings:
+    url: str = "kafka://127.0.0.1:9092"
     app_id: str = "leadrouter"
     topic_events: str = "leadrouter.events"
     topic_assignments: str = "leadrouter.assignments"
@@ -39,31 +60,129 @@ class Settings:
     # consumer sends about 100 small fetches a second.
     fetch_max_wait_ms: int = 10
     broker_session_timeout_s: float = 10.0
-    worker_batch_size: int = 500
-    worker_batch_window_s: float = 0.02
-    worker_web_port: int = 6066
-    # Redis
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    # Collector
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port[,host:port]`` from the faust-style URL."""
+        return ",".join(part.split("://", 1)[-1] for part in self.url.split(";") if part)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    # Socket and connect timeouts of the worker's, the CLI's and the dev stack's
+    # clients; 0 waits as long as it takes.
+    socket_timeout_s: float = 0.0
+    connect_timeout_s: float = 0.0
+    # The collector answers pixels and SDK calls: its (dedupe) Redis calls give up soon.
+    collector_timeout_s: float = 0.5
+    # The admin API, and the one-off reads at startup (published rules).
+    admin_timeout_s: float = 5.0
+    # `leadrouter admin token ...` commands (socket; they connect within admin_timeout_s).
+    admin_cli_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    batch_size: int = 500
+    batch_window_s: float = 0.02
+    web_port: int = 6066
+    # Identifiers two different people never share: email, and optionally user_id.
+    unique_identifiers: frozenset[UniqueIdentifier] = frozenset({"email"})
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
     collector_host: str = "127.0.0.1"
     collector_port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     cookie_name: str = "lr_vid"
     cookie_max_age_s: int = 60 * 60 * 24 * 395
     cookie_secure: bool = False
-    token_secret: str = ""
-    token_ttl_s: int = 60 * 60 * 24 * 90
-    # Config files edited by ops
+    # Write keys the Segment-compatible API accepts, each with the event ``source``
+    # (``KEY=label`` in the variable, default "segment").  Empty switches the API off.
+    segment_write_keys: tuple[tuple[str, str], ...] = ()
+    # Track events that count as a form fill when they carry an email (compared case-,
+    # space- and underscore-insensitively).
+    segment_form_events: tuple[str, ...] = ("Form Submitted", "Signed Up", "Demo Requested")
+    # How long a (write key, messageId) or Snowplow event id is remembered to drop retries.
+    message_dedupe_ttl_s: int = 2 * 24 * 3600
+    snowplow_enabled: bool = True
+    # Snowplow app ids (``aid``) accepted; empty accepts any.
+    snowplow_app_ids: tuple[str, ...] = ()
+    # An email open or click this soon after the send is a machine's (scanner, prefetch).
+    machine_open_delay_s: float = 2.0
+    # Address ranges whose hits are always a machine's (scanners, office egress, ...).
+    machine_networks: tuple[Network, ...] = ()
+    # Flag web-pixel and click hits from HTTP libraries (curl, python-requests, aiohttp...)
+    # or without a user agent as machines.  Off by default: load tests, the dev demo and
+    # the e2e tests drive the pixel with such clients.  Crawlers are always flagged.
+    machine_flag_http_clients: bool = False
+    # Reverse proxies / load balancers in front of the collector whose X-Forwarded-For is
+    # believed.  Empty: no proxy is trusted and the peer address is the client's.
+    trusted_proxies: tuple[Network, ...] = ()
+    # Exact origins (e.g. https://www.example.com) answered with the Origin reflected and
+    # Access-Control-Allow-Credentials; any other origin gets "Access-Control-Allow-Origin: *" without.
+    cors_origins: tuple[str, ...] = ()
+    # Seconds a client has to send a request line and headers, from connecting or from the first byte
+    # of a further request on a kept-alive connection; then the connection is closed (0: no limit).
+    collector_header_timeout_s: float = 10.0
+    # Seconds a handler waits for a whole request body; then 408 and the connection is closed (0: no limit).
+    collector_body_timeout_s: float = 10.0
+    # Seconds an idle keep-alive connection stays open between requests.
+    collector_idle_timeout_s: float = 75.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    """The local durable spool in front of Kafka (router/ingest/spool.py)."""
+
+    dir: Path = Path("var/spool")
+    max_bytes: int = 1024 * 1024 * 1024
+    segment_bytes: int = 16 * 1024 * 1024
+    # always: a request is answered after its event is fsynced (group commit);
+    # interval: fsync every fsync_interval_s; never: leave it to the OS.
+    fsync: FsyncPolicy = "always"
+    fsync_interval_s: float = 0.2
+    # Retry-After (seconds) sent with the 503 when the spool is full.
+    retry_after_s: int = 30
+    # After the broker fails to answer a send, wait this long once it is back before
+    # checking which of the unanswered events landed anyway (so none is sent twice).
+    recheck_delay_s: float = 1.0
+    # How long the forwarder waits for the broker to acknowledge one batch.
+    send_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSettings:
+    """Config files edited by ops, and the model registry."""
+
     scoring_file: Path = DEFAULT_SCORING
     rules_file: Path = DEFAULT_RULES
     icp_file: Path = DEFAULT_ICP
     accounts_file: Path = DEFAULT_ACCOUNTS
     model_registry_dir: Path = Path("var/models")
-    # Identifiers two different people never share: email, and optionally user_id.
-    unique_identifiers: str = "email"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    secret: str = ""
+    ttl_s: int = 60 * 60 * 24 * 90
+
+    def require_secret(self) -> str:
+        if len(self.secret) < 16:
+            msg = (
+                "setting LEADROUTER_TOKEN_SECRET is missing or shorter than 16 characters; "
+                "set it to a long random value, e.g. `python -c 'import secrets;print(secrets.token_urlsafe(32))'`"
+            )
+            raise SettingsError(msg)
+        return self.secret
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
     # Where reps act on a lead (the admin API); alert buttons link here. Empty: no links.
     admin_url: str = ""
-    # Alerts
     slack_webhook_url: str = ""
     slack_api_url: str = "https://slack.com/api"
     slack_bot_token: str = ""
@@ -73,123 +192,160 @@ class Settings:
     smtp_user: str = ""
     smtp_password: str = ""
     smtp_from: str = "leadrouter@localhost"
-    alert_max_attempts: int = 5
-    alert_backoff_s: float = 0.5
-    alert_timeout_s: float = 10.0
-    log_level: str = "INFO"
-    # --- SDK ingest (Segment / RudderStack / Snowplow), see router/ingest_*.py
-    # Comma-separated write keys the Segment-compatible API accepts; ``KEY=label``
-    # sets the event ``source`` (default "segment"), e.g. "wk1,rwk2=rudderstack".
-    # Empty switches the API off (every call answers 401 naming this setting).
-    segment_write_keys: str = ""
-    # Track events that count as a form fill when they carry an email (comma-separated,
-    # compared case-, space- and underscore-insensitively).
-    segment_form_events: str = "Form Submitted,Signed Up,Demo Requested"
-    # How long a (write key, messageId) or Snowplow event id is remembered to drop retries.
-    message_dedupe_ttl_s: int = 2 * 24 * 3600
-    snowplow_enabled: bool = True
-    # Comma-separated Snowplow app ids (``aid``) accepted; empty accepts any.
-    snowplow_app_ids: str = ""
-    # --- Machine opens and bots (router/ingest/machine.py)
-    # An email open or click this soon after the send is a machine's (scanner, prefetch).
-    machine_open_delay_s: float = 2.0
-    # Comma-separated CIDRs whose hits are always a machine's (scanners, office egress, ...).
-    machine_networks: str = ""
-    # --- Local durable spool in front of Kafka (router/ingest/spool.py)
-    spool_dir: Path = Path("var/spool")
-    spool_max_bytes: int = 1024 * 1024 * 1024
-    spool_segment_bytes: int = 16 * 1024 * 1024
-    # always: a request is answered after its event is fsynced (group commit);
-    # interval: fsync every spool_fsync_interval_s; never: leave it to the OS.
-    spool_fsync: str = "always"
-    spool_fsync_interval_s: float = 0.2
-    # Retry-After (seconds) sent with the 503 when the spool is full.
-    spool_retry_after_s: int = 30
-    # After the broker fails to answer a send, wait this long once it is back before
-    # checking which of the unanswered events landed anyway (so none is sent twice).
-    spool_recheck_delay_s: float = 1.0
-    # How long the forwarder waits for the broker to acknowledge one batch.
-    spool_send_timeout_s: float = 10.0
-    # --- Admin HTTP API for ops and reps (router/admin/app.py; `leadrouter admin`)
-    admin_host: str = "127.0.0.1"
-    admin_port: int = 8081
-    # Largest request body the admin API reads (rules YAML, simulate leads), in bytes; more is a 413.
-    admin_max_body_bytes: int = 2 * 1024 * 1024
-    # Largest rules or test-case YAML text the rules endpoints compile, in bytes; more is a 413.
-    admin_max_rules_bytes: int = 256 * 1024
-    # Most leads one POST /v1/rules/simulate routes; more is a 413.
-    admin_simulate_max_leads: int = 5000
-    # --- Alert delivery: retries, Slack pacing, SMTP TLS, digests (router/alerts/notifiers.py, router/alerts/pacing.py, router/alerts/digest.py)
+    # Implicit TLS (SMTPS, usually port 465) instead of plain SMTP (+ optional STARTTLS).
+    smtp_ssl: bool = False
+    # PEM file of the CA(s) that sign the SMTP server's certificate; empty trusts the system's CAs.
+    smtp_tls_ca_file: str = ""
+    max_attempts: int = 5
+    backoff_s: float = 0.5
     # The longest single wait between two attempts on a channel (full jitter is capped here;
     # a server's Retry-After still wins when it is longer).
-    alert_backoff_max_s: float = 30.0
+    backoff_max_s: float = 30.0
+    timeout_s: float = 10.0
     # Slack accepts about one message per second per channel: messages per second and burst
     # per webhook / per DM channel.  0 switches pacing off.
     slack_rate_per_s: float = 1.0
     slack_burst: int = 1
     # redis: one token bucket per channel in Redis, shared by every worker (falls back to
     # the process's own pacer while Redis fails); local: this process only.
-    slack_pacer: str = "redis"
-    # Implicit TLS (SMTPS, usually port 465) instead of plain SMTP (+ optional STARTTLS).
-    smtp_ssl: bool = False
-    # PEM file of the CA(s) that sign the SMTP server's certificate (a private CA or a
-    # self-signed certificate); empty trusts the system's CAs.
-    smtp_tls_ca_file: str = ""
-    # Comma-separated triggers whose alerts wait for the rep's digest instead of going out
-    # at once: threshold, account_intent.  Hand-raisers always go out at once.
-    digest_triggers: str = ""
+    slack_pacer: PacerKind = "redis"
+    # Triggers whose alerts wait for the rep's digest instead of going out at once.
+    # Hand-raisers always go out at once.
+    digest_triggers: frozenset[DigestTrigger] = frozenset()
     # A rep gets at most one digest per interval.
     digest_interval_s: float = 3600.0
     # Leads listed in one digest message (the rest are counted).
     digest_max_items: int = 25
-    # Flag web-pixel and click hits from HTTP libraries (curl, python-requests, aiohttp...)
-    # or without a user agent as machines.  Off by default: load tests, the dev demo and
-    # the e2e tests drive the pixel with such clients.  Crawlers are always flagged.
-    machine_flag_http_clients: bool = False
-    # --- Collector hardening (router/ingest/app.py)
-    # Comma-separated CIDRs of the reverse proxies / load balancers in front of the collector whose
-    # X-Forwarded-For is believed.  Empty: no proxy is trusted and the peer address is the client's.
-    trusted_proxies: str = ""
-    # Comma-separated exact origins (e.g. https://www.example.com) answered with the Origin reflected and
-    # Access-Control-Allow-Credentials; any other origin gets "Access-Control-Allow-Origin: *" without.
-    cors_origins: str = ""
-    # Seconds a client has to send a request line and headers, from connecting or from the first byte
-    # of a further request on a kept-alive connection; then the connection is closed.
-    collector_header_timeout_s: float = 10.0
-    # Seconds a handler waits for a whole request body; then 408 and the connection is closed.
-    collector_body_timeout_s: float = 10.0
-    # Seconds an idle keep-alive connection stays open between requests.
-    collector_idle_timeout_s: float = 75.0
-    # Names of the fields the environment set (not a setting itself).
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin HTTP API for ops and reps (router/admin; `leadrouter admin`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    # Largest request body the admin API reads (rules YAML, simulate leads), in bytes; more is a 413.
+    max_body_bytes: int = 2 * 1024 * 1024
+    # Largest rules or test-case YAML text the rules endpoints compile, in bytes; more is a 413.
+    max_rules_bytes: int = 256 * 1024
+    # Most leads one POST /v1/rules/simulate routes; more is a 413.
+    simulate_max_leads: int = 5000
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "kafka": KafkaSettings,
+    "redis": RedisSettings,
+    "worker": WorkerSettings,
+    "ingest": IngestSettings,
+    "spool": SpoolSettings,
+    "files": FilesSettings,
+    "tokens": TokenSettings,
+    "alerts": AlertSettings,
+    "admin": AdminSettings,
+}
+
+
+def _section_fields(section: str, renames: Mapping[str, str] | None = None,
+                    prefix: str = "") -> dict[str, tuple[str, str]]:
+    """Flat name -> (section, field) for one section: ``prefix + field`` unless renamed."""
+    renamed = dict(renames or {})
+    out: dict[str, tuple[str, str]] = {}
+    for f in fields(_SECTIONS[section]):
+        flat = next((k for k, v in renamed.items() if v == f.name), prefix + f.name)
+        out[flat] = (section, f.name)
+    return out
+
+
+# Flat name (the variable is LEADROUTER_<FLAT NAME>) -> (section, field); "" is Settings itself.
+FIELDS: Mapping[str, tuple[str, str]] = {
+    **_section_fields("kafka", {"kafka_url": "url"}),
+    **_section_fields("redis", prefix="redis_"),
+    **_section_fields("worker", {"unique_identifiers": "unique_identifiers"}, prefix="worker_"),
+    **_section_fields("ingest"),
+    **_section_fields("spool", prefix="spool_"),
+    **_section_fields("files"),
+    **_section_fields("tokens", prefix="token_"),
+    **_section_fields("alerts", {"alert_max_attempts": "max_attempts", "alert_backoff_s": "backoff_s",
+                                 "alert_backoff_max_s": "backoff_max_s", "alert_timeout_s": "timeout_s"}),
+    **_section_fields("admin", prefix="admin_"),
+    "log_level": ("", "log_level"),
+}
+
+# Well-known names that deployments already use, mapped to our flat names.
+_ALIASES: Mapping[str, str] = {
+    "KAFKA_URL": "kafka_url",
+    "REDIS_URL": "redis_url",
+    "SLACK_WEBHOOK_URL": "slack_webhook_url",
+    "SLACK_BOT_TOKEN": "slack_bot_token",
+}
+
+
+def env_name(flat: str) -> str:
+    return f"LEADROUTER_{flat.upper()}"
+
+
+# --------------------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    files: FilesSettings = field(default_factory=FilesSettings)
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    log_level: str = "INFO"
+    # Flat names of the settings the environment set (not a setting itself).
     explicit: frozenset[str] = frozenset()
 
-    @property
-    def unique_identifier_set(self) -> frozenset[str]:
-        return frozenset(x.strip() for x in self.unique_identifiers.split(",") if x.strip())
+    @classmethod
+    def of(cls, **flat: Any) -> Settings:
+        """The defaults changed by flat names (typed values or strings as in the environment)."""
+        return cls().with_(**flat)
 
-    @property
-    def kafka_bootstrap(self) -> str:
-        """``host:port[,host:port]`` from the faust-style URL."""
-        return ",".join(
-            part.split("://", 1)[-1] for part in self.kafka_url.split(";") if part
-        )
+    def with_(self, **flat: Any) -> Settings:
+        """A validated copy with flat-named settings changed (typed values or strings)."""
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        for name, value in flat.items():
+            if name not in FIELDS:
+                problems.append(_unknown(name, env=False))
+                continue
+            try:
+                values[name] = _coerce(name, value)
+            except SettingsError as exc:
+                problems.append(str(exc))
+        out = self._replaced(values)
+        _raise(problems + [p for n, p in _check(out) if n in values or n not in flat])
+        return out
 
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+    def value(self, flat: str) -> Any:
+        """The value of one setting by its flat name (``settings.value("collector_port")``)."""
+        section, name = FIELDS[flat]
+        return getattr(getattr(self, section) if section else self, name)
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes another process build these settings."""
-        env: dict[str, str] = {}
-        for f in fields(self):
-            if f.name == "explicit":
-                continue
-            value = getattr(self, f.name)
-            env[f"LEADROUTER_{f.name.upper()}"] = (
-                ("1" if value else "0") if isinstance(value, bool) else str(value)
-            )
-        env["KAFKA_URL"] = self.kafka_url
-        env["REDIS_URL"] = self.redis_url
+        env = {env_name(flat): _format(self.value(flat)) for flat in FIELDS}
+        env["KAFKA_URL"] = self.kafka.url
+        env["REDIS_URL"] = self.redis.url
         return env
+
+    def _replaced(self, values: Mapping[str, Any]) -> Settings:
+        by_section: dict[str, dict[str, Any]] = {}
+        for flat, value in values.items():
+            section, name = FIELDS[flat]
+            by_section.setdefault(section, {})[name] = value
+        top = by_section.pop("", {})
+        sections = {s: replace(getattr(self, s), **changes) for s, changes in by_section.items()}
+        return replace(self, **sections, **top)
+
+
+# --------------------------------------------------------------------------- parsing
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -217,82 +373,249 @@ def _parse_number(name: str, raw: str, kind: Callable[[str], Any]) -> Any:
     return value
 
 
-# Well-known names that deployments already use, mapped to our fields.
-_ALIASES: Mapping[str, str] = {
-    "KAFKA_URL": "kafka_url",
-    "REDIS_URL": "redis_url",
-    "SLACK_WEBHOOK_URL": "slack_webhook_url",
-    "SLACK_BOT_TOKEN": "slack_bot_token",
-}
+def _split(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def parse_write_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    """``"wk1,wk2=rudderstack"`` -> ((write key, event source), ...)."""
+    out: dict[str, str] = {}
+    for part in _split(raw):
+        key, _, label = part.partition("=")
+        out[key.strip()] = (label.strip() or "segment")[:32]
+    return tuple(out.items())
+
+
+def parse_networks(raw: str, setting: str = "LEADROUTER_MACHINE_NETWORKS") -> tuple[Network, ...]:
+    """Comma- or space-separated CIDRs (a bare address is a /32 or /128)."""
+    out: list[Network] = []
+    for part in re.split(r"[,\s]+", raw.strip()):
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            msg = f"setting {setting} has {part!r}, which is not an address range; use CIDRs like 192.0.2.0/24"
+            raise SettingsError(msg) from None
+    return tuple(out)
+
+
+def parse_origins(raw: str | Iterable[str]) -> tuple[str, ...]:
+    """``LEADROUTER_CORS_ORIGINS``: comma- or space-separated exact origins (scheme://host[:port])."""
+    parts = re.split(r"[,\s]+", raw.strip()) if isinstance(raw, str) else [str(p).strip() for p in raw]
+    out: list[str] = []
+    for part in parts:
+        if not part:
+            continue
+        if not re.fullmatch(r"https?://[^/?#\s]+", part):
+            msg = (f"setting LEADROUTER_CORS_ORIGINS has {part!r}, which is not an origin; list exact origins "
+                   "like https://www.example.com (scheme and host, no path or trailing slash)")
+            raise SettingsError(msg)
+        if part not in out:
+            out.append(part)
+    return tuple(out)
+
+
+def parse_triggers(raw: str | Iterable[str]) -> frozenset[DigestTrigger]:
+    """The comma-separated ``LEADROUTER_DIGEST_TRIGGERS``; raises SettingsError naming the setting."""
+    parts = _split(raw) if isinstance(raw, str) else [p.strip() for p in raw if p.strip()]
+    names = {part.lower().replace("-", "_") for part in parts}
+    if "hand_raiser" in names:
+        msg = ("setting LEADROUTER_DIGEST_TRIGGERS names hand_raiser: hand-raisers always go out at once; "
+               "use threshold and/or account_intent")
+        raise SettingsError(msg)
+    unknown = sorted(names - set(DIGEST_TRIGGERS))
+    if unknown:
+        msg = (f"setting LEADROUTER_DIGEST_TRIGGERS has unknown trigger(s) {', '.join(unknown)}; "
+               f"use threshold and/or account_intent")
+        raise SettingsError(msg)
+    return frozenset(cast("set[DigestTrigger]", names))
+
+
+def parse_unique_identifiers(raw: str | Iterable[str]) -> frozenset[UniqueIdentifier]:
+    parts = _split(raw) if isinstance(raw, str) else [p.strip() for p in raw if p.strip()]
+    names = set(parts)
+    if not names or not names <= set(UNIQUE_IDENTIFIERS):
+        shown = raw if isinstance(raw, str) else ",".join(parts)
+        msg = (f"setting LEADROUTER_UNIQUE_IDENTIFIERS={shown!r} must list email and/or user_id, "
+               "e.g. email or email,user_id")
+        raise SettingsError(msg)
+    return frozenset(cast("set[UniqueIdentifier]", names))
+
+
+def _parse_choice(name: str, raw: str, choices: tuple[str, ...], *, fold: bool) -> str:
+    value = raw.strip().lower() if fold else raw
+    if value not in choices:
+        msg = (f"setting {name}={raw!r} is not one of: {', '.join(choices)}" if fold else
+               f"setting {name}={raw!r} is not a policy; use one of {', '.join(choices)}")
+        raise SettingsError(msg)
+    return value
+
+
+def _parse_text_list(raw: str | Iterable[str]) -> tuple[str, ...]:
+    return tuple(_split(raw) if isinstance(raw, str) else (p.strip() for p in raw if p.strip()))
+
+
+_DEFAULTS: dict[str, Any] = {}
+
+
+def _default(flat: str) -> Any:
+    if not _DEFAULTS:
+        base = Settings()
+        _DEFAULTS.update({name: base.value(name) for name in FIELDS})
+    return _DEFAULTS[flat]
+
+
+def _parse(flat: str, raw: str) -> Any:
+    """One variable's text as its typed value; raises SettingsError naming the variable."""
+    name = env_name(flat)
+    special: dict[str, Callable[[str], Any]] = {
+        "segment_write_keys": parse_write_keys,
+        "segment_form_events": _parse_text_list,
+        "snowplow_app_ids": _parse_text_list,
+        "machine_networks": parse_networks,
+        "trusted_proxies": lambda r: parse_networks(r, "LEADROUTER_TRUSTED_PROXIES"),
+        "cors_origins": parse_origins,
+        "digest_triggers": parse_triggers,
+        "unique_identifiers": parse_unique_identifiers,
+        "spool_fsync": lambda r: _parse_choice(name, r, FSYNC_POLICIES, fold=False),
+        "slack_pacer": lambda r: _parse_choice(name, r, PACER_KINDS, fold=True),
+    }
+    if flat in special:
+        return special[flat](raw)
+    default = _default(flat)
+    if isinstance(default, bool):
+        return _parse_bool(name, raw)
+    if isinstance(default, int):
+        return _parse_number(name, raw, int)
+    if isinstance(default, float):
+        return _parse_number(name, raw, float)
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
+
+
+def _coerce(flat: str, value: Any) -> Any:
+    """A value given in code: strings are parsed like the environment, typed values normalised."""
+    if isinstance(value, str):
+        return _parse(flat, value)
+    default = _default(flat)
+    if flat == "segment_write_keys":
+        items = value.items() if isinstance(value, Mapping) else value
+        return tuple((str(k), str(v)) for k, v in items)
+    if flat in ("machine_networks", "trusted_proxies"):
+        return tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in value)
+    if flat == "cors_origins":
+        return parse_origins(value)
+    if flat == "digest_triggers":
+        return parse_triggers(value)
+    if flat == "unique_identifiers":
+        return parse_unique_identifiers(value)
+    if isinstance(default, tuple):
+        return _parse_text_list(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, Path):
+        return Path(value)
+    return value
+
+
+def _format(value: Any) -> str:
+    """A typed value as the text :func:`_parse` reads back."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, frozenset):
+        return ",".join(sorted(str(v) for v in value))
+    if isinstance(value, tuple):
+        return ",".join("=".join(v) if isinstance(v, tuple) else str(v) for v in value)
+    return str(value)
+
+
+# --------------------------------------------------------------------------- loading and validation
+
+
+def _unknown(name: str, *, env: bool = True) -> str:
+    flat = name[len("LEADROUTER_"):].lower() if env else name
+    close = difflib.get_close_matches(flat, list(FIELDS), n=1, cutoff=0.6)
+    if env:
+        hint = f"; did you mean {env_name(close[0])}?" if close else ""
+        return f"unknown setting {name}{hint}"
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"unknown setting {name!r}{hint}"
+
+
+def _raise(problems: list[str]) -> None:
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise SettingsError(problems[0])
+    listed = "\n".join(f"  - {p}" for p in problems)
+    msg = f"{len(problems)} settings problems:\n{listed}"
+    raise SettingsError(msg)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the environment once into typed, frozen settings.
 
-    ``LEADROUTER_<FIELD>`` sets any field; ``KAFKA_URL``, ``REDIS_URL``,
+    ``LEADROUTER_<FLAT NAME>`` sets any setting; ``KAFKA_URL``, ``REDIS_URL``,
     ``SLACK_WEBHOOK_URL`` and ``SLACK_BOT_TOKEN`` are honoured as well and lose
-    to the prefixed name when both are set.
+    to the prefixed name when both are set.  Every problem (unknown names, bad
+    values, values that cannot work together) is reported in one SettingsError.
     """
     env = os.environ if environ is None else environ
     raw: dict[str, tuple[str, str]] = {}
-    for alias, fname in _ALIASES.items():
+    for alias, flat in _ALIASES.items():
         if env.get(alias):
-            raw[fname] = (alias, env[alias])
-    known = {f.name: f for f in fields(Settings)}
-    for key, value in env.items():
+            raw[flat] = (alias, env[alias])
+    problems: list[str] = []
+    for key, value in sorted(env.items()):
         if key.startswith("LEADROUTER_"):
-            fname = key[len("LEADROUTER_") :].lower()
-            if fname not in known or fname == "explicit":
-                names = [n for n in known if n != "explicit"]
-                close = difflib.get_close_matches(fname, names, n=1, cutoff=0.6)
-                hint = f"; did you mean LEADROUTER_{close[0].upper()}?" if close else ""
-                msg = f"unknown setting {key}{hint}"
-                raise SettingsError(msg)
-            raw[fname] = (key, value)
+            flat = key[len("LEADROUTER_"):].lower()
+            if flat not in FIELDS:
+                problems.append(_unknown(key))
+                continue
+            raw[flat] = (key, value)
     values: dict[str, Any] = {}
-    defaults = Settings()
-    for fname, (name, value) in raw.items():
-        default = getattr(defaults, fname)
-        if isinstance(default, bool):
-            values[fname] = _parse_bool(name, value)
-        elif isinstance(default, int):
-            values[fname] = _parse_number(name, value, int)
-        elif isinstance(default, float):
-            values[fname] = _parse_number(name, value, float)
-        elif isinstance(default, Path):
-            values[fname] = Path(value)
-        else:
-            values[fname] = value
-    settings = Settings(**values, explicit=frozenset(values))
-    _check(settings)
+    bad: set[str] = set()
+    for flat, (_, value) in raw.items():
+        try:
+            values[flat] = _parse(flat, value)
+        except SettingsError as exc:
+            problems.append(str(exc))
+            bad.add(flat)
+    settings = replace(Settings()._replaced(values), explicit=frozenset(raw))
+    problems += [p for flat, p in _check(settings) if flat not in bad]
+    _raise(problems)
     return settings
 
 
-def _check(s: Settings) -> None:
-    if not s.kafka_url.startswith(("kafka://", "aiokafka://")):
-        msg = f"setting KAFKA_URL={s.kafka_url!r} must start with kafka://, e.g. kafka://127.0.0.1:9092"
-        raise SettingsError(msg)
-    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        msg = f"setting REDIS_URL={s.redis_url!r} must start with redis://, e.g. redis://127.0.0.1:6379/0"
-        raise SettingsError(msg)
-    if s.topic_partitions < 1:
-        msg = f"setting LEADROUTER_TOPIC_PARTITIONS={s.topic_partitions} must be at least 1"
-        raise SettingsError(msg)
-    unique = {x.strip() for x in s.unique_identifiers.split(",") if x.strip()}
-    if not unique or not unique <= {"email", "user_id"}:
-        msg = (f"setting LEADROUTER_UNIQUE_IDENTIFIERS={s.unique_identifiers!r} must list email and/or user_id, "
-               "e.g. email or email,user_id")
-        raise SettingsError(msg)
-    if s.alert_max_attempts < 1:
-        msg = f"setting LEADROUTER_ALERT_MAX_ATTEMPTS={s.alert_max_attempts} must be at least 1"
-        raise SettingsError(msg)
+def _check(s: Settings) -> list[tuple[str, str]]:
+    """Values that parse but cannot work: (flat name, problem)."""
+    out: list[tuple[str, str]] = []
+    if not s.kafka.url.startswith(("kafka://", "aiokafka://")):
+        out.append(("kafka_url", f"setting KAFKA_URL={s.kafka.url!r} must start with kafka://, "
+                                 "e.g. kafka://127.0.0.1:9092"))
+    if not s.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        out.append(("redis_url", f"setting REDIS_URL={s.redis.url!r} must start with redis://, "
+                                 "e.g. redis://127.0.0.1:6379/0"))
+    for flat, value in (("topic_partitions", s.kafka.topic_partitions),
+                        ("alert_max_attempts", s.alerts.max_attempts),
+                        ("slack_burst", s.alerts.slack_burst)):
+        if value < 1:
+            out.append((flat, f"setting {env_name(flat)}={value} must be at least 1"))
+    if s.spool.max_bytes < 1024 or s.spool.segment_bytes < 1024:
+        out.append(("spool_max_bytes", "settings LEADROUTER_SPOOL_MAX_BYTES and LEADROUTER_SPOOL_SEGMENT_BYTES "
+                                       "must be at least 1024"))
+    if not 0 <= s.admin.port <= 65535:
+        out.append(("admin_port", f"setting LEADROUTER_ADMIN_PORT={s.admin.port} is not a TCP port; "
+                                  "use 1-65535, e.g. 8081"))
+    if s.admin.simulate_max_leads < 1:
+        out.append(("admin_simulate_max_leads", "setting LEADROUTER_ADMIN_SIMULATE_MAX_LEADS must be at least 1"))
+    if s.admin.max_body_bytes < 1024 or s.admin.max_rules_bytes < 1024:
+        out.append(("admin_max_body_bytes", "settings LEADROUTER_ADMIN_MAX_BODY_BYTES and _MAX_RULES_BYTES "
+                                            "must be at least 1024"))
+    return out
 
 
 def require_token_secret(s: Settings) -> str:
-    if len(s.token_secret) < 16:
-        msg = (
-            "setting LEADROUTER_TOKEN_SECRET is missing or shorter than 16 characters; "
-            "set it to a long random value, e.g. `python -c 'import secrets;print(secrets.token_urlsafe(32))'`"
-        )
-        raise SettingsError(msg)
-    return s.token_secret
+    return s.tokens.require_secret()

@@ -71,6 +71,7 @@ from router.admin.rules import RulesHandlers
 from router.errors import ConfigFileError, SettingsError
 from router.settings import Settings
 from router.storage.live_config import LiveFile, RedisRulesSource, load_scoring_file
+from router.storage.redis import create_redis
 from scoring import ScoringConfig
 
 log = logging.getLogger(__name__)
@@ -216,11 +217,11 @@ def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] =
 
     A rules or scoring file that does not load is fatal here (:class:`ConfigFileError`), as in the worker.
     """
-    routing = routing or RedisRulesSource(settings.rules_file, redis, label="routing")
-    scoring = scoring or LiveFile.open(settings.scoring_file, load_scoring_file, "scoring")
+    routing = routing or RedisRulesSource(settings.files.rules_file, redis, label="routing")
+    scoring = scoring or LiveFile.open(settings.files.scoring_file, load_scoring_file, "scoring")
     admin = Admin(settings, redis, routing=routing, scoring=scoring, clock=clock)
-    app = web.Application(middlewares=[observe, error_middleware(settings.admin_max_body_bytes)],
-                          client_max_size=settings.admin_max_body_bytes)
+    app = web.Application(middlewares=[observe, error_middleware(settings.admin.max_body_bytes)],
+                          client_max_size=settings.admin.max_body_bytes)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, admin.handler_for(op))
     app[ADMIN_KEY] = admin
@@ -230,11 +231,11 @@ def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] =
 def check_settings(settings: Settings) -> None:
     """Admin settings that load but cannot work."""
     problems = []
-    if not 0 <= settings.admin_port <= 65535:
-        problems.append(f"LEADROUTER_ADMIN_PORT={settings.admin_port} is not a TCP port; use 1-65535, e.g. 8081")
-    if settings.admin_simulate_max_leads < 1:
+    if not 0 <= settings.admin.port <= 65535:
+        problems.append(f"LEADROUTER_ADMIN_PORT={settings.admin.port} is not a TCP port; use 1-65535, e.g. 8081")
+    if settings.admin.simulate_max_leads < 1:
         problems.append("LEADROUTER_ADMIN_SIMULATE_MAX_LEADS must be at least 1")
-    if settings.admin_max_body_bytes < 1024 or settings.admin_max_rules_bytes < 1024:
+    if settings.admin.max_body_bytes < 1024 or settings.admin.max_rules_bytes < 1024:
         problems.append("LEADROUTER_ADMIN_MAX_BODY_BYTES and _MAX_RULES_BYTES must be at least 1024")
     if problems:
         raise SettingsError("; ".join(problems))
@@ -249,15 +250,15 @@ class AdminService:
         self.clock = clock
         self._redis: Redis | None = None
         self._runner: web.AppRunner | None = None
-        self.port = settings.admin_port
+        self.port = settings.admin.port
 
     async def start(self) -> None:
-        self._redis = Redis.from_url(self.settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        self._redis = create_redis(self.settings.redis, role="admin")
         try:
             app = create_app(self.settings, self._redis, clock=self.clock)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.settings.admin_host, self.settings.admin_port)
+            site = web.TCPSite(self._runner, self.settings.admin.host, self.settings.admin.port)
             await site.start()
         except BaseException:
             await self.stop()
@@ -265,7 +266,7 @@ class AdminService:
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])
-        log.info("admin API listening on http://%s:%d (OpenAPI at /openapi.json)", self.settings.admin_host,
+        log.info("admin API listening on http://%s:%d (OpenAPI at /openapi.json)", self.settings.admin.host,
                  self.port)
 
     async def stop(self) -> None:

@@ -112,11 +112,11 @@ class AdminCore:
     def rules_text(self, body: Body, key: str, *, required: bool) -> str | None:
         if key in body.data and isinstance(body.data[key], str):
             size = len(body.data[key].encode("utf-8"))
-            if size > self.settings.admin_max_rules_bytes:
+            if size > self.settings.admin.max_rules_bytes:
                 raise ApiError(413, "rules_too_large", f"{key!r} is {size} bytes; the most is "
-                                                       f"{self.settings.admin_max_rules_bytes} "
+                                                       f"{self.settings.admin.max_rules_bytes} "
                                                        "(LEADROUTER_ADMIN_MAX_RULES_BYTES)")
-        return body.text(key, max_len=self.settings.admin_max_rules_bytes, required=required)
+        return body.text(key, max_len=self.settings.admin.max_rules_bytes, required=required)
 
     async def config(self) -> RoutingConfig:
         """The routing config in force: the published version Redis points at, else the rules file."""

@@ -30,7 +30,7 @@ class LinkHandlers(AdminCore):
 
     def _claims(self, request: web.Request) -> ActionClaims:
         try:
-            return verify_action_token(self.settings.token_secret, request.match_info["token"], now=self.clock())
+            return verify_action_token(self.settings.tokens.secret, request.match_info["token"], now=self.clock())
         except TokenError as exc:
             raise ApiError(400, "bad_link", str(exc)) from None
 

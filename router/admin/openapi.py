@@ -147,7 +147,7 @@ def _lead_fields_schema() -> Schema:
 
 
 def components(settings: Settings) -> dict[str, Schema]:
-    rules_text = {"type": "string", "maxLength": settings.admin_max_rules_bytes}
+    rules_text = {"type": "string", "maxLength": settings.admin.max_rules_bytes}
     rep_id_body: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_REP_ID,
                            "description": "ops only: act as this rep (default: the lead's owner)"}
     note: Schema = {"type": "string", "maxLength": MAX_NOTE}
@@ -222,7 +222,7 @@ def components(settings: Settings) -> dict[str, Schema]:
             "rules": {**rules_text, "description": "the new rules (YAML)"},
             "current": {**rules_text, "description": "current rules (YAML); default: the rules in force"},
             "leads": {"type": "array", "items": ref("SimLead"), "minItems": 1,
-                      "maxItems": settings.admin_simulate_max_leads},
+                      "maxItems": settings.admin.simulate_max_leads},
             "examples": {"type": "integer", "minimum": 0, "maximum": 100, "default": 10,
                          "description": "moved leads to list"},
         }, ("rules", "leads"), closed=True),

@@ -155,9 +155,9 @@ class RulesHandlers(AdminCore):
         """validate: raw YAML (text/plain, application/yaml, ...) or JSON {"rules": "..."}."""
         if request.content_type in YAML_TYPES and "Content-Type" in request.headers:
             raw = await request.read()
-            if len(raw) > self.settings.admin_max_rules_bytes:
+            if len(raw) > self.settings.admin.max_rules_bytes:
                 raise ApiError(413, "rules_too_large", f"the rules are {len(raw)} bytes; the most is "
-                                                       f"{self.settings.admin_max_rules_bytes} "
+                                                       f"{self.settings.admin.max_rules_bytes} "
                                                        "(LEADROUTER_ADMIN_MAX_RULES_BYTES)")
             try:
                 return raw.decode("utf-8")
@@ -221,7 +221,7 @@ class RulesHandlers(AdminCore):
     def sim_leads(self, raw: object) -> list[SimLead]:
         if not isinstance(raw, list) or not raw:
             raise ApiError(400, "bad_type", f"'leads' must be a non-empty list of lead objects, got {kind(raw)}")
-        cap = self.settings.admin_simulate_max_leads
+        cap = self.settings.admin.simulate_max_leads
         if len(raw) > cap:
             raise ApiError(413, "too_many_leads", f"'leads' has {len(raw)} leads; one call routes at most {cap} "
                                                   "(LEADROUTER_ADMIN_SIMULATE_MAX_LEADS): split them, or use "
@@ -308,7 +308,7 @@ class RulesHandlers(AdminCore):
             raise ApiError(400, "missing_key", "'rules' came without 'cases'; publish runs the test cases, so send "
                                                "the cases (routing_test.yaml) too")
         if text is None or cases is None:
-            path: Path = self.settings.rules_file
+            path: Path = self.settings.files.rules_file
             cases_path = cases_path_for(path)
             text = read_text(path, "rules file", "check LEADROUTER_RULES_FILE")
             cases = read_text(cases_path, "test cases", f"keep the test cases in {cases_path.name} beside "
@@ -389,7 +389,7 @@ class RulesHandlers(AdminCore):
                 "note": doc.note, "sha256": doc.sha256, "content_hash": doc.content_hash, "content": doc.content,
             }
         else:
-            path = self.settings.rules_file
+            path = self.settings.files.rules_file
             text = read_text(path, "rules file", "check LEADROUTER_RULES_FILE")
             file_config = self.routing.file_config
             out = {"source": "file", "number": None, "version": file_config.version, "author": None, "ts": None,

@@ -41,9 +41,9 @@ import orjson
 from models import Alert
 from router import metrics
 from router.alerts.render import Digest
-from router.errors import SettingsError
-from router.settings import Settings
+from router.settings import DIGEST_TRIGGERS, AlertSettings
 from router.storage import keys
+from router.storage.scripts import register
 from router.storage.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ DIGEST_CHANNEL = "digest"
 """The pseudo-channel an assignment is marked sent on once its alert is queued for a digest."""
 
 TRIGGERS = ("hand_raiser", "threshold", "account_intent")
-DIGESTIBLE = frozenset({"threshold", "account_intent"})
+DIGESTIBLE: frozenset[str] = frozenset(DIGEST_TRIGGERS)
 LEASE_S = 600.0
 
 
@@ -72,54 +72,7 @@ def trigger_kind(alert: Alert) -> str:
     return "other"
 
 
-def parse_triggers(raw: str) -> frozenset[str]:
-    """The comma-separated ``LEADROUTER_DIGEST_TRIGGERS``; raises SettingsError naming the setting."""
-    names = {part.strip().lower().replace("-", "_") for part in raw.split(",") if part.strip()}
-    if "hand_raiser" in names:
-        msg = ("setting LEADROUTER_DIGEST_TRIGGERS names hand_raiser: hand-raisers always go out at once; "
-               "use threshold and/or account_intent")
-        raise SettingsError(msg)
-    unknown = sorted(names - DIGESTIBLE)
-    if unknown:
-        msg = (f"setting LEADROUTER_DIGEST_TRIGGERS has unknown trigger(s) {', '.join(unknown)}; "
-               f"use threshold and/or account_intent")
-        raise SettingsError(msg)
-    return frozenset(names)
 
-
-# Claim the rep's digest: resume the batch in flight, or turn the queue into a new batch.
-_CLAIM_LUA = """
--- KEYS[1] queue, KEYS[2] batch, KEYS[3] meta (one slot: {D:<rep>})
--- ARGV[1] now, ARGV[2] lease until, ARGV[3] owner token
--- Returns {'busy'} (another worker holds the lease), {'empty'}, or
--- {'ok', seq, since, until, batch field/value pairs...}.
-local lease = tonumber(redis.call('HGET', KEYS[3], 'lease') or '0') or 0
-local owner = redis.call('HGET', KEYS[3], 'owner')
-if lease > tonumber(ARGV[1]) and owner ~= ARGV[3] then return {'busy'} end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  if redis.call('HLEN', KEYS[1]) == 0 then return {'empty'} end
-  redis.call('RENAME', KEYS[1], KEYS[2])
-  redis.call('HINCRBY', KEYS[3], 'seq', 1)
-  redis.call('HSET', KEYS[3], 'until', ARGV[1])
-end
-redis.call('HSET', KEYS[3], 'lease', ARGV[2], 'owner', ARGV[3])
-local meta = redis.call('HMGET', KEYS[3], 'seq', 'since', 'until')
-local out = {'ok', meta[1] or '0', meta[2] or '', meta[3] or ''}
-local items = redis.call('HGETALL', KEYS[2])
-for i = 1, #items do out[#out + 1] = items[i] end
-return out
-"""
-
-# The digest is out: drop the batch and the lease (only the lease holder may).
-_FINISH_LUA = """
--- KEYS[1] queue, KEYS[2] batch, KEYS[3] meta; ARGV[1] owner token
-if redis.call('HGET', KEYS[3], 'owner') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[2])
-local last = redis.call('HGET', KEYS[3], 'until')
-if last then redis.call('HSET', KEYS[3], 'since', last) end
-redis.call('HDEL', KEYS[3], 'lease', 'owner')
-return 1
-"""
 
 
 ClaimStatus = Literal["ok", "empty", "busy"]
@@ -155,16 +108,16 @@ class DigestQueue:
         self.interval_s = max(0.0, interval_s)
         self.max_items = max(1, max_items)
         self.lease_s = lease_s
-        self._claim = self.redis.register_script(_CLAIM_LUA)
-        self._finish = self.redis.register_script(_FINISH_LUA)
+        self._claim = register(self.redis, "digest_claim.lua")
+        self._finish = register(self.redis, "digest_finish.lua")
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: RedisStore) -> DigestQueue | None:
-        """The queue the settings ask for, or None when no trigger is digested."""
-        triggers = parse_triggers(settings.digest_triggers)
+    def from_settings(cls, alerts: AlertSettings, store: RedisStore) -> DigestQueue | None:
+        """The queue the alerts settings ask for, or None when no trigger is digested."""
+        triggers = alerts.digest_triggers
         if not triggers:
             return None
-        return cls(store, triggers, settings.digest_interval_s, max_items=settings.digest_max_items)
+        return cls(store, triggers, alerts.digest_interval_s, max_items=alerts.digest_max_items)
 
     def wants(self, alert: Alert) -> bool:
         """Whether ``alert`` waits for the digest (its trigger is digested; never a hand-raiser)."""
@@ -227,9 +180,9 @@ class DigestQueue:
             await self.redis.zadd(keys.DIGEST_DUE, {rep_id: now + self.interval_s}, nx=True)
 
 
-def check_interval_s(settings: Settings) -> float:
+def check_interval_s(alerts: AlertSettings) -> float:
     """How often the digest timer looks for due digests: a minute, or sooner for short intervals."""
-    return max(1.0, min(60.0, settings.digest_interval_s / 4))
+    return max(1.0, min(60.0, alerts.digest_interval_s / 4))
 
 
 def _s(x: Any) -> str:

@@ -33,7 +33,7 @@ from router.alerts.render import Digest, one_line, render_email, truncate
 from router.alerts.render_digest import render_digest_email
 from router.alerts.render_slack import render_digest_blocks, render_slack_blocks
 from router.errors import PermanentSendError, SendError, TransientSendError
-from router.settings import Settings
+from router.settings import AlertSettings
 
 log = logging.getLogger(__name__)
 
@@ -420,40 +420,40 @@ def _smtp_error(exc: Exception, rcpt: str) -> SendError:
 
 
 def notifiers_from_settings(
-    settings: Settings,
+    alerts: AlertSettings,
     session: aiohttp.ClientSession,
     team_webhooks: Mapping[str, str] | None = None,
     *,
     pacer: Pacer | None = None,
 ) -> list[Notifier]:
-    """The notifiers the settings configure: webhook, bot and/or SMTP (only those with a target).
+    """The notifiers the alerts settings configure: webhook, bot and/or SMTP (only those with a target).
 
     ``team_webhooks`` is kept as given (not copied), so a live view of the routing
     config (``router.alerts.sender.TeamWebhooks``) follows rules changes.
     """
     out: list[Notifier] = []
     teams: Mapping[str, str] = team_webhooks if team_webhooks is not None else {}
-    if settings.slack_webhook_url or len(teams):
-        out.append(SlackWebhookNotifier(session, settings.slack_webhook_url, teams, settings.alert_timeout_s,
+    if alerts.slack_webhook_url or len(teams):
+        out.append(SlackWebhookNotifier(session, alerts.slack_webhook_url, teams, alerts.timeout_s,
                                         pacer=pacer))
-    if settings.slack_bot_token:
+    if alerts.slack_bot_token:
         out.append(
             SlackBotNotifier(
-                session, settings.slack_api_url, settings.slack_bot_token, settings.alert_timeout_s, pacer=pacer
+                session, alerts.slack_api_url, alerts.slack_bot_token, alerts.timeout_s, pacer=pacer
             )
         )
-    if settings.smtp_host:
+    if alerts.smtp_host:
         out.append(
             SmtpNotifier(
-                settings.smtp_host,
-                settings.smtp_port,
-                settings.smtp_from,
-                settings.smtp_starttls,
-                settings.smtp_user,
-                settings.smtp_password,
-                settings.alert_timeout_s,
-                implicit_tls=settings.smtp_ssl,
-                ca_file=settings.smtp_tls_ca_file,
+                alerts.smtp_host,
+                alerts.smtp_port,
+                alerts.smtp_from,
+                alerts.smtp_starttls,
+                alerts.smtp_user,
+                alerts.smtp_password,
+                alerts.timeout_s,
+                implicit_tls=alerts.smtp_ssl,
+                ca_file=alerts.smtp_tls_ca_file,
             )
         )
     return out

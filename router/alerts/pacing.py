@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
-from router.errors import SettingsError
-from router.settings import Settings
+from router.settings import AlertSettings
 from router.storage import keys
+from router.storage.scripts import register
 
 log = logging.getLogger(__name__)
 
@@ -123,49 +123,6 @@ class LocalPacer:
         self._buckets[key] = (tokens, ts)
 
 
-# The token bucket of bucket_step(), atomically in Redis: one call per message.
-_PACE_LUA = """
--- KEYS[1] the channel's bucket (hash: tokens, ts)
--- ARGV[1] rate (tokens/s), ARGV[2] burst, ARGV[3] 'take' | 'hold', ARGV[4] hold seconds,
--- ARGV[5] now in epoch seconds ('' = the Redis server's clock, shared by every worker),
--- ARGV[6] ttl ms.  Returns the seconds the caller waits for its slot (text: Lua
--- numbers would be truncated to integers on the way out).
-if redis.replicate_commands then pcall(redis.replicate_commands) end
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[5])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-local lag = 0
-if not tokens or not ts then
-  tokens = burst
-  ts = now
-elseif now > ts then
-  tokens = math.min(burst, tokens + (now - ts) * rate)
-  ts = now
-else
-  lag = ts - now
-end
-local wait = 0
-if ARGV[3] == 'hold' then
-  local floor = 1 - tonumber(ARGV[4]) * rate
-  if tokens > floor then tokens = floor end
-else
-  tokens = tokens - 1
-  wait = lag
-  if tokens < 0 then wait = lag - tokens / rate end
-end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.9f', tokens), 'ts', string.format('%.6f', ts))
-local idle = 0
-if tokens < burst then idle = (burst - tokens) / rate end
-redis.call('PEXPIRE', KEYS[1], math.ceil((idle + lag) * 1000) + tonumber(ARGV[6]))
-return string.format('%.6f', wait)
-"""
 
 
 class RedisPacer:
@@ -186,7 +143,7 @@ class RedisPacer:
         self.burst = max(1, burst)
         self._clock = clock
         self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
-        self._script = redis.register_script(_PACE_LUA)
+        self._script = register(redis, "pace.lua")
         self._fallback = fallback or LocalPacer(rate_per_s, burst, sleep=self._sleep)
         self._failing = False
 
@@ -230,14 +187,10 @@ class RedisPacer:
             self._redis_failed(exc)
 
 
-def pacer_from_settings(settings: Settings, redis: Redis | None) -> Pacer | None:
-    """The pacer the settings ask for (None when ``slack_rate_per_s`` is 0)."""
-    if settings.slack_rate_per_s <= 0:
+def pacer_from_settings(alerts: AlertSettings, redis: Redis | None) -> Pacer | None:
+    """The pacer the alerts settings ask for (None when ``slack_rate_per_s`` is 0)."""
+    if alerts.slack_rate_per_s <= 0:
         return None
-    kind = settings.slack_pacer.strip().lower()
-    if kind == "redis" and redis is not None:
-        return RedisPacer(redis, settings.slack_rate_per_s, settings.slack_burst)
-    if kind in ("local", "redis"):
-        return LocalPacer(settings.slack_rate_per_s, settings.slack_burst)
-    msg = f"setting LEADROUTER_SLACK_PACER={settings.slack_pacer!r} is not one of: redis, local"
-    raise SettingsError(msg)
+    if alerts.slack_pacer == "redis" and redis is not None:
+        return RedisPacer(redis, alerts.slack_rate_per_s, alerts.slack_burst)
+    return LocalPacer(alerts.slack_rate_per_s, alerts.slack_burst)

@@ -38,12 +38,11 @@ from redis.exceptions import RedisError
 from models import Alert
 from router import metrics
 from router.alerts.delivery import DeliveryResult, deliver, deliver_call
-from router.alerts.digest import DIGEST_CHANNEL, DigestQueue, parse_triggers
+from router.alerts.digest import DIGEST_CHANNEL, DigestQueue
 from router.alerts.notifiers import DigestNotifier, Notifier, notifiers_from_settings
 from router.alerts.pacing import Sleep, pacer_from_settings
 from router.alerts.render import Digest
-from router.errors import SettingsError
-from router.settings import Settings
+from router.settings import AlertSettings
 from router.storage.live_config import LiveFile
 from router.storage.store import RedisStore
 from rules import RoutingConfig
@@ -254,32 +253,17 @@ class AlertSender:
                 await self.sleep(1.0)
 
 
-def check_alert_settings(settings: Settings) -> None:
-    """Raise :class:`~router.errors.SettingsError` for an unusable alert setting (call at start-up)."""
-    if settings.slack_burst < 1:
-        msg = f"setting LEADROUTER_SLACK_BURST={settings.slack_burst} must be at least 1"
-        raise SettingsError(msg)
-    if settings.slack_pacer.strip().lower() not in ("redis", "local"):
-        msg = f"setting LEADROUTER_SLACK_PACER={settings.slack_pacer!r} is not one of: redis, local"
-        raise SettingsError(msg)
-    parse_triggers(settings.digest_triggers)
-
-
-def build_sender(settings: Settings, store: RedisStore, session: aiohttp.ClientSession,
+def build_sender(alerts: AlertSettings, store: RedisStore, session: aiohttp.ClientSession,
                  dead_letter: DeadLetter, *, team_webhooks: Mapping[str, str] | None = None) -> AlertSender:
-    """The sender the settings describe: notifiers (Slack paced per channel), retries and digests.
-
-    Raises :class:`~router.errors.SettingsError` for an unusable pacer or digest setting.
-    """
-    check_alert_settings(settings)
-    pacer = pacer_from_settings(settings, store.redis)
-    notifiers = notifiers_from_settings(settings, session, team_webhooks, pacer=pacer)
+    """The sender the alerts settings describe: notifiers (Slack paced per channel), retries and digests."""
+    pacer = pacer_from_settings(alerts, store.redis)
+    notifiers = notifiers_from_settings(alerts, session, team_webhooks, pacer=pacer)
     if not notifiers:
         log.warning("no alert channel is configured: set LEADROUTER_SLACK_WEBHOOK_URL, "
                     "LEADROUTER_SLACK_BOT_TOKEN or LEADROUTER_SMTP_HOST")
-    digest = DigestQueue.from_settings(settings, store)
-    return AlertSender(store, notifiers, dead_letter, max_attempts=settings.alert_max_attempts,
-                       backoff_s=settings.alert_backoff_s, backoff_max_s=settings.alert_backoff_max_s,
+    digest = DigestQueue.from_settings(alerts, store)
+    return AlertSender(store, notifiers, dead_letter, max_attempts=alerts.max_attempts,
+                       backoff_s=alerts.backoff_s, backoff_max_s=alerts.backoff_max_s,
                        digest=digest)
 
 
@@ -341,7 +325,7 @@ def digest_timer(get_sender: Callable[[], AlertSender | None],
                  clock: Callable[[], float] = time.time) -> Callable[[], Awaitable[None]]:
     """The body of the worker's digest timer; the worker wires it with one line::
 
-        app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
+        app.timer(interval=digest.check_interval_s(settings.alerts), name="alert_digests")(
             digest_timer(lambda: rt._sender))
 
     It does nothing until the ``send_alerts`` agent has built the sender, or when

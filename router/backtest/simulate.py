@@ -284,18 +284,18 @@ async def replay_form_fills(settings: Settings, start: datetime, end: datetime,
     if end <= start:
         msg = f"--to {end.isoformat()} is not after --from {start.isoformat()}; swap them"
         raise ReplayError(msg)
-    topic = settings.topic_events
+    topic = settings.kafka.topic_events
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                client_id=f"{settings.app_id}-rules-replay", request_timeout_ms=10_000)
+                                client_id=f"{settings.kafka.app_id}-rules-replay", request_timeout_ms=10_000)
     events: list[Event] = []
     read = 0
     try:
         try:
             await consumer.start()
             if topic not in await consumer.topics():
-                msg = f"topic {topic!r} does not exist on {settings.kafka_url}; check LEADROUTER_TOPIC_EVENTS"
+                msg = f"topic {topic!r} does not exist on {settings.kafka.url}; check LEADROUTER_TOPIC_EVENTS"
                 raise ReplayError(msg)
             partitions = sorted(consumer.partitions_for_topic(topic) or ())
             tps = [TopicPartition(topic, p) for p in partitions]
@@ -303,7 +303,7 @@ async def replay_form_fills(settings: Settings, start: datetime, end: datetime,
             begins = await consumer.offsets_for_times(dict.fromkeys(tps, start_ms))
             ends = await consumer.end_offsets(tps)
         except KafkaError as exc:
-            msg = f"could not read offsets of {topic!r} from Kafka at {settings.kafka_url}: {exc!r}; check KAFKA_URL"
+            msg = f"could not read offsets of {topic!r} from Kafka at {settings.kafka.url}: {exc!r}; check KAFKA_URL"
             raise ReplayError(msg) from exc
         # offsets_for_times(start) only tells where to seek: a broker that ignores the
         # timestamp (Tansu answers offset 0) just makes us read more.  The end of each

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from router.admin.auth import Role, TokenSpecError, TokenStore
 from router.errors import RouterError
 from router.settings import Settings
+from router.storage.redis import create_redis
 from router.storage.rules_store import RulesStore, load_rules_path
 from rules import RoutingConfig, RulesError
 
@@ -40,11 +41,11 @@ class AdminCommandError(RouterError):
 
 def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
     async def main() -> T:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
+        redis = create_redis(settings.redis, role="admin_cli")
         try:
             return await work(redis)
         except RedisError as exc:
-            msg = f"Redis at {settings.redis_url} failed: {exc}; check REDIS_URL and that redis-server is running"
+            msg = f"Redis at {settings.redis.url} failed: {exc}; check REDIS_URL and that redis-server is running"
             raise AdminCommandError(msg) from exc
         finally:
             await redis.aclose()
@@ -82,7 +83,7 @@ async def _config_in_force(settings: Settings, redis: Redis) -> RoutingConfig:
         except RulesError as exc:
             msg = f"the active published rules v{doc.number} do not compile: {exc}; roll back or publish a fix"
             raise AdminCommandError(msg) from exc
-    return load_rules_path(settings.rules_file)
+    return load_rules_path(settings.files.rules_file)
 
 
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:

@@ -37,7 +37,6 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from models import Alert
@@ -48,6 +47,7 @@ from router.alerts.sender import AlertOutcome, AlertSender, TeamWebhooks, build_
 from router.errors import RouterError
 from router.settings import Settings
 from router.storage.live_config import RedisRulesSource
+from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,10 @@ async def replay_dead_letters(
     (records skipped for ``channel`` do not count), or when nothing arrives for
     ``idle_timeout_s``.
     """
-    topic = settings.topic_dead_letter
+    topic = settings.kafka.topic_dead_letter
     summary = ReplaySummary()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                                client_id=f"{settings.app_id}-alerts-replay", enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group,
+                                client_id=f"{settings.kafka.app_id}-alerts-replay", enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -228,9 +228,9 @@ def _key_of(record: dict[str, Any] | None) -> str:
 async def run_replay(settings: Settings, *, limit: int | None, channel: str | None, dry_run: bool,
                      group: str = REPLAY_GROUP, stream: TextIO = sys.stdout) -> ReplaySummary:
     """Build the worker's sender (same channels, retries, pacing and sent-marks) and replay with it."""
-    redis = Redis.from_url(settings.redis_url)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=False,
-                                client_id=f"{settings.app_id}-alerts-replay")
+    redis = create_redis(settings.redis, role="cli")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", enable_idempotence=False,
+                                client_id=f"{settings.kafka.app_id}-alerts-replay")
     session = aiohttp.ClientSession()
     started = False
     try:
@@ -238,11 +238,11 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
         started = True
 
         async def dead_letter(key: str, value: bytes) -> None:
-            await producer.send_and_wait(settings.topic_dead_letter, value, key=key.encode())
+            await producer.send_and_wait(settings.kafka.topic_dead_letter, value, key=key.encode())
 
-        routing = RedisRulesSource(settings.rules_file, redis)
+        routing = RedisRulesSource(settings.files.rules_file, redis)
         await routing.poll()  # the published rules' team webhooks, as the workers use
-        sender = build_sender(settings, RedisStore(redis), session, dead_letter,
+        sender = build_sender(settings.alerts, RedisStore(redis), session, dead_letter,
                               team_webhooks=TeamWebhooks(routing))
 
         def show(line: ReplayLine) -> None:
@@ -251,10 +251,10 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
         return await replay_dead_letters(settings, sender, limit=limit, channel=channel, dry_run=dry_run,
                                          group=group, out=show)
     except KafkaError as exc:
-        msg = f"Kafka at {settings.kafka_url} failed: {exc!r}; check KAFKA_URL and that the broker is running"
+        msg = f"Kafka at {settings.kafka.url} failed: {exc!r}; check KAFKA_URL and that the broker is running"
         raise ReplayError(msg) from exc
     except RedisError as exc:
-        msg = f"Redis at {settings.redis_url} failed: {exc}; check REDIS_URL and that redis-server is running"
+        msg = f"Redis at {settings.redis.url} failed: {exc}; check REDIS_URL and that redis-server is running"
         raise ReplayError(msg) from exc
     finally:
         await session.close()

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from router.settings import Settings
+from router.storage.redis import create_redis
 
 ACTION_HELP = {
     "accept": "take a lead routed to you (mql -> sal)",
@@ -59,16 +60,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_transition(settings: Settings, args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
 
     from router.storage.live_config import load_rules_file
     from router.storage.store import RedisStore
     from router.worker import lifecycle
 
-    policy = load_rules_file(settings.rules_file).lifecycle
+    policy = load_rules_file(settings.files.rules_file).lifecycle
 
     async def main() -> int:
-        redis = Redis.from_url(settings.redis_url)
+        redis = create_redis(settings.redis, role="cli")
         try:
             store = RedisStore(redis)
             try:
@@ -101,16 +101,15 @@ def _describe(r: dict[str, Any], email: str) -> str:
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
 
     from router.storage.live_config import load_scoring_file
     from router.storage.store import RedisStore
     from router.worker import lifecycle
 
-    scoring = load_scoring_file(settings.scoring_file)
+    scoring = load_scoring_file(settings.files.scoring_file)
 
     async def main() -> int:
-        redis = Redis.from_url(settings.redis_url)
+        redis = create_redis(settings.redis, role="cli")
         try:
             try:
                 status = await lifecycle.show(RedisStore(redis), args.email, history_limit=args.limit)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from router.errors import RouterError
 from router.settings import Settings, load_settings, require_token_secret
+from router.storage.redis import create_redis
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -58,7 +59,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     kind = "click" if args.click_url else "open"
     token = mint_token(secret, email=args.email, campaign=args.campaign, ttl_s=int(args.ttl_days * 86400),
                        kind=kind, url=args.click_url)
-    base = settings.public_url.rstrip("/")
+    base = settings.ingest.public_url.rstrip("/")
     print(token)
     if kind == "open":
         print(f'<img src="{base}/t/o/{token}.gif" width="1" height="1" alt="">', file=sys.stderr)
@@ -75,10 +76,10 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
     ok = True
     files: tuple[tuple[str, Path, Callable[[Path], object]], ...] = (
-        ("scoring", args.scoring or settings.scoring_file, load_scoring_file),
-        ("icp", settings.icp_file, load_icp_file),
-        ("routing", args.rules or settings.rules_file, load_rules_file),
-        ("accounts", settings.accounts_file, load_accounts_file),
+        ("scoring", args.scoring or settings.files.scoring_file, load_scoring_file),
+        ("icp", settings.files.icp_file, load_icp_file),
+        ("routing", args.rules or settings.files.rules_file, load_rules_file),
+        ("accounts", settings.files.accounts_file, load_accounts_file),
     )
     for label, path, loader in files:
         try:
@@ -92,17 +93,16 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
 
     from models import lead_view_from_hash
     from router.storage import keys
     from router.storage.live_config import load_scoring_file
     from router.storage.store import RedisStore
 
-    config = load_scoring_file(settings.scoring_file)
+    config = load_scoring_file(settings.files.scoring_file)
 
     async def main() -> int:
-        redis = Redis.from_url(settings.redis_url)
+        redis = create_redis(settings.redis, role="cli")
         try:
             store = RedisStore(redis)
             lead_id = keys.lead_id_for_email(args.email)
@@ -149,16 +149,15 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
 
     from router.storage.live_config import load_rules_file
     from router.storage.store import RedisStore
     from router.worker.privacy import forget
 
-    routing = load_rules_file(settings.rules_file)
+    routing = load_rules_file(settings.files.rules_file)
 
     async def main() -> int:
-        redis = Redis.from_url(settings.redis_url)
+        redis = create_redis(settings.redis, role="cli")
         try:
             report = await forget(RedisStore(redis), routing, args.email)
         finally:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router.backtest.simulate import (
@@ -33,6 +32,7 @@ from router.backtest.simulate import (
 )
 from router.errors import RouterError
 from router.settings import PACKAGE_ROOT, Settings
+from router.storage.redis import create_redis
 from router.storage.rules_store import (
     RulesRejectedError,
     RulesStore,
@@ -69,11 +69,11 @@ def _when(ts: float) -> str:
 
 def _with_store(settings: Settings, work: Callable[[RulesStore], Awaitable[T]]) -> T:
     async def main() -> T:
-        redis = Redis.from_url(settings.redis_url)
+        redis = create_redis(settings.redis, role="cli")
         try:
             return await work(RulesStore(redis))
         except RedisError as exc:
-            msg = f"Redis at {settings.redis_url} failed: {exc}; check REDIS_URL and that redis-server is running"
+            msg = f"Redis at {settings.redis.url} failed: {exc}; check REDIS_URL and that redis-server is running"
             raise RulesCommandError(msg) from exc
         finally:
             await redis.aclose()
@@ -85,7 +85,7 @@ def _with_store(settings: Settings, work: Callable[[RulesStore], Awaitable[T]]) 
 
 
 def cmd_test(settings: Settings, args: argparse.Namespace) -> int:
-    rules: Path = args.rules or settings.rules_file
+    rules: Path = args.rules or settings.files.rules_file
     try:
         check = check_files(rules, args.cases)
     except RulesRejectedError as exc:
@@ -107,7 +107,7 @@ def cmd_test(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    rules: Path = args.rules or settings.rules_file
+    rules: Path = args.rules or settings.files.rules_file
     cases: Path = args.cases or cases_path_for(rules)
     text = read_text(rules, "rules file", "check the --rules path")
     cases_text = read_text(cases, "test cases", f"keep test cases for {rules.name} in {cases.name} beside it, "
@@ -122,7 +122,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         before = await store.active_number()
         versions = await store.versions()
         doc = await store.publish(check, author=args.author, note=args.note or "")
-        was = f"v{before}" if before is not None else f"the rules file {settings.rules_file}"
+        was = f"v{before}" if before is not None else f"the rules file {settings.files.rules_file}"
         print(f"published v{doc.number} from {rules} (file version {doc.file_version}, "
               f"{doc.cases_count} test cases passed) by {doc.author}; active now v{doc.number}, was {was}")
         print(f"  decisions record rules_version {doc.tag}; sha256 {doc.sha256[:12]}, "
@@ -155,7 +155,7 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
         history = await store.history()
         active = await store.active_number()
         if not versions:
-            print(f"nothing published yet: workers use the rules file {settings.rules_file}")
+            print(f"nothing published yet: workers use the rules file {settings.files.rules_file}")
             return 0
         shown = versions[-args.limit:] if args.limit else versions
         fv = max(len("file version"), *(len(d.file_version) for d in shown)) + 2
@@ -186,7 +186,7 @@ def _load_rules(path: Path) -> RoutingConfig:
 
 def _current_rules(settings: Settings, which: str) -> tuple[RoutingConfig, str]:
     if which != "published":
-        path = Path(which) if which else settings.rules_file
+        path = Path(which) if which else settings.files.rules_file
         return _load_rules(path), str(path)
 
     async def work(store: RulesStore) -> tuple[RoutingConfig, str] | None:
@@ -201,8 +201,8 @@ def _current_rules(settings: Settings, which: str) -> tuple[RoutingConfig, str]:
 
     found = _with_store(settings, work)
     if found is None:
-        print(f"nothing is published, so the current rules are the file {settings.rules_file}", file=sys.stderr)
-        return _load_rules(settings.rules_file), str(settings.rules_file)
+        print(f"nothing is published, so the current rules are the file {settings.files.rules_file}", file=sys.stderr)
+        return _load_rules(settings.files.rules_file), str(settings.files.rules_file)
     return found
 
 
@@ -218,7 +218,7 @@ def _sim_leads(settings: Settings, args: argparse.Namespace) -> tuple[list[SimLe
         start, end = parse_when(args.from_, "--from"), parse_when(args.to, "--to")
         progress = ProgressLine("read events")
         leads, read = asyncio.run(replay_form_fills(settings, start, end, progress=lambda n: progress(n)))
-        return leads, (f"form fills on {settings.topic_events} from {start.isoformat()} to {end.isoformat()} "
+        return leads, (f"form fills on {settings.kafka.topic_events} from {start.isoformat()} to {end.isoformat()} "
                        f"({read:,} events read)")
     if args.dataset:
         folder: Path = args.datasets_dir or DEFAULT_DATASETS
@@ -291,7 +291,7 @@ def cmd_accounts(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     path: Path = args.accounts or DEFAULT_ACCOUNTS
     book = _load_accounts(path)
-    routing = _load_rules(args.rules or settings.rules_file)
+    routing = _load_rules(args.rules or settings.files.rules_file)
     problems = check_owners(book, routing)
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)

@@ -70,11 +70,10 @@ def _email_line(msg: EmailMessage) -> str:
 
 async def _ops_token(settings: Settings) -> str:
     """An ops token for the demo's admin API (stored hashed, like any other)."""
-    from redis.asyncio import Redis
-
     from router.admin.auth import Role, TokenStore
+    from router.storage.redis import create_redis
 
-    redis = Redis.from_url(settings.redis_url)
+    redis = create_redis(settings.redis, role="dev")
     try:
         token, _ = await TokenStore(redis).create(Role.OPS, name="dev", now=time.time())
     finally:
@@ -136,15 +135,15 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         await smtp.start()
         console.say(f"slack    local Slack-format receiver on {slack.url}")
         console.say(f"smtp     local SMTP receiver on 127.0.0.1:{smtp.port}")
-        collector_port = free_port() if "collector_port" not in settings.explicit else settings.collector_port
+        collector_port = free_port() if "collector_port" not in settings.explicit else settings.ingest.collector_port
         settings = settings.with_(
             collector_port=collector_port,
             public_url=f"http://127.0.0.1:{collector_port}",
             worker_web_port=free_port(),
-            token_secret=settings.token_secret or secrets.token_urlsafe(32),
-            slack_webhook_url=settings.slack_webhook_url or slack.webhook_url("sales"),
+            token_secret=settings.tokens.secret or secrets.token_urlsafe(32),
+            slack_webhook_url=settings.alerts.slack_webhook_url or slack.webhook_url("sales"),
             slack_api_url=slack.url + "/api",
-            slack_bot_token=settings.slack_bot_token or "xoxb-leadrouter-dev",
+            slack_bot_token=settings.alerts.slack_bot_token or "xoxb-leadrouter-dev",
             smtp_host="127.0.0.1", smtp_port=smtp.port,
         )
         admin_port = free_port()
@@ -157,12 +156,12 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         started.append(admin)
         await asyncio.to_thread(wait_for_port, collector_port, 30.0, collector.proc)
         console.say(f"collector http://127.0.0.1:{collector_port}  (pixel /t/p.gif, form /t/form, open /t/o/<token>.gif)")
-        console.say(f"worker   faust app {settings.app_id!r}; logs in {workdir}")
+        console.say(f"worker   faust app {settings.kafka.app_id!r}; logs in {workdir}")
         await asyncio.to_thread(wait_for_port, admin_port, 30.0, admin.proc)
         token = await _ops_token(settings)
-        console.say(f"admin    {settings.admin_url}/openapi.json  (ops token: {token}); alert links open here")
+        console.say(f"admin    {settings.alerts.admin_url}/openapi.json  (ops token: {token}); alert links open here")
         console.say(f"demo     sending ~{rate:.0f} hits/s of visits, opens and form fills; Ctrl-C stops everything")
-        demo = DemoTraffic(settings.public_url, settings.token_secret, rate_per_s=rate, seed=seed)
+        demo = DemoTraffic(settings.ingest.public_url, settings.tokens.secret, rate_per_s=rate, seed=seed)
         demo_task = asyncio.create_task(demo.run(stop, duration_s))
         last = time.monotonic()
         while not stop.is_set() and not demo_task.done():

@@ -66,16 +66,8 @@ from yarl import URL
 
 from models import Event, EventType
 from router import metrics
-from router.errors import SettingsError, TokenError
-from router.ingest.machine import (
-    Network,
-    Verdict,
-    classify_email_hit,
-    classify_web_hit,
-    network_of,
-    parse_ip,
-    parse_networks,
-)
+from router.errors import TokenError
+from router.ingest.machine import Verdict, classify_email_hit, classify_web_hit, network_of, parse_ip
 from router.ingest.segment import (
     CALLS,
     FORM_ID_RE,
@@ -93,20 +85,20 @@ from router.ingest.segment import (
     check_depth,
     check_encoding,
     clean_url,
-    parse_name_list,
+    normalise_event_name,
     parse_object,
-    parse_write_keys,
     split_messages,
     utm_from,
     valid_email,
 )
 from router.ingest.segment import map_message as map_segment_message
 from router.ingest.snowplow import MAX_BODY_BYTES as SNOWPLOW_MAX_BODY
-from router.ingest.snowplow import Ignored, parse_app_ids, payload_events, stringify
+from router.ingest.snowplow import Ignored, payload_events, stringify
 from router.ingest.snowplow import map_event as map_snowplow_event
 from router.ingest.spool import KafkaForwarder, Spool, SpoolFull, SpoolSink
-from router.settings import Settings
+from router.settings import IngestSettings, Network, Settings, SpoolSettings, TokenSettings
 from router.storage.kafka import EventSink, ProduceError
+from router.storage.redis import create_redis
 from router.tokens import verify_token
 
 log = logging.getLogger(__name__)
@@ -338,19 +330,23 @@ async def read_limited(request: web.Request, limit: int, what: str, timeout_s: f
 
 
 class Collector:
-    def __init__(self, settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time,
-                 dedupe: Deduper | None = None) -> None:
-        self.settings = settings
+    def __init__(self, ingest: IngestSettings, tokens: TokenSettings, spool: SpoolSettings, sink: EventSink,
+                 clock: Callable[[], float] = time.time, dedupe: Deduper | None = None, *,
+                 topic: str) -> None:
+        self.ingest = ingest
+        self.tokens = tokens
+        self.spool_retry_after_s = spool.retry_after_s
+        self.topic = topic  # the events topic, for the produce-failure metric
         self.sink = sink
         self.clock = clock
         self.dedupe = dedupe
-        self.networks = parse_networks(settings.machine_networks)
-        self.trusted_proxies = parse_networks(settings.trusted_proxies, "LEADROUTER_TRUSTED_PROXIES")
-        self.cors_origins = parse_origins(settings.cors_origins)
-        self.body_timeout_s = settings.collector_body_timeout_s
-        self.write_keys = parse_write_keys(settings.segment_write_keys)
-        self.form_events = parse_name_list(settings.segment_form_events)
-        self.snowplow_app_ids = parse_app_ids(settings.snowplow_app_ids)
+        self.networks = ingest.machine_networks
+        self.trusted_proxies = ingest.trusted_proxies
+        self.cors_origins = frozenset(ingest.cors_origins)
+        self.body_timeout_s = ingest.collector_body_timeout_s
+        self.write_keys = dict(ingest.segment_write_keys)
+        self.form_events = frozenset(normalise_event_name(n) for n in ingest.segment_form_events)
+        self.snowplow_app_ids = frozenset(ingest.snowplow_app_ids)
 
     # --- helpers ---------------------------------------------------------
     def _gif(self, visitor_id: str | None = None, set_cookie: bool = False) -> web.Response:
@@ -361,14 +357,14 @@ class Collector:
 
     def _set_cookie(self, resp: web.StreamResponse, visitor_id: str) -> None:
         resp.set_cookie(
-            self.settings.cookie_name, visitor_id, max_age=self.settings.cookie_max_age_s, path="/",
-            httponly=True, secure=self.settings.cookie_secure,
-            samesite="None" if self.settings.cookie_secure else "Lax",
+            self.ingest.cookie_name, visitor_id, max_age=self.ingest.cookie_max_age_s, path="/",
+            httponly=True, secure=self.ingest.cookie_secure,
+            samesite="None" if self.ingest.cookie_secure else "Lax",
         )
 
     def _visitor(self, request: web.Request, endpoint: str) -> tuple[str, bool]:
         """(visitor id, minted): the cookie wins, then a ``vid`` parameter."""
-        cookie = request.cookies.get(self.settings.cookie_name)
+        cookie = request.cookies.get(self.ingest.cookie_name)
         if cookie and VISITOR_RE.match(cookie):
             return cookie, False
         if cookie:
@@ -426,7 +422,7 @@ class Collector:
             log.error("%s: refused %d events: %s", endpoint, len(events), exc)
             return SPOOL_FULL
         except ProduceError as exc:
-            metrics.PRODUCE_FAILURES.labels(self.settings.topic_events).inc()
+            metrics.PRODUCE_FAILURES.labels(self.topic).inc()
             log.error("%s", exc)
             return "unavailable"
         return "accepted"
@@ -435,7 +431,7 @@ class Collector:
         return await self._store([event], endpoint, beacon=beacon)
 
     def _unavailable(self, request: web.Request, outcome: str, body: Mapping[str, Any] | None = None) -> web.Response:
-        retry = str(self.settings.spool_retry_after_s) if outcome == SPOOL_FULL else "5"
+        retry = str(self.spool_retry_after_s) if outcome == SPOOL_FULL else "5"
         detail = ("the collector's local spool is full while the event store is unreachable; retry later"
                   if outcome == SPOOL_FULL else "the event store is unreachable; retry shortly")
         payload = dict(body) if body is not None else {"error": "unavailable", "detail": detail}
@@ -471,7 +467,7 @@ class Collector:
                 user_agent=ua, ip=ip,
             )
             event = self._flag(event, classify_web_hit(ua, ip, self.networks,
-                                                       browser_expected=self.settings.machine_flag_http_clients))
+                                                       browser_expected=self.ingest.machine_flag_http_clients))
             metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint, beacon=True)).inc()
             return self._gif(vid, set_cookie=minted)
         except Exception:  # a pixel must never break a page
@@ -484,7 +480,7 @@ class Collector:
         try:
             token = request.match_info.get("token", "")
             try:
-                claims = verify_token(self.settings.token_secret, token, now=self.clock())
+                claims = verify_token(self.tokens.secret, token, now=self.clock())
             except TokenError as exc:
                 metrics.COLLECTOR_INVALID.labels(endpoint, "token").inc()
                 metrics.COLLECTOR_REQUESTS.labels(endpoint, "rejected").inc()
@@ -501,7 +497,7 @@ class Collector:
                 email=claims.email, campaign=claims.campaign, user_agent=ua, ip=ip,
             )
             event = self._flag(event, classify_email_hit(
-                "open", ua, ip, sent_at=claims.sent_at, now=now, min_delay_s=self.settings.machine_open_delay_s,
+                "open", ua, ip, sent_at=claims.sent_at, now=now, min_delay_s=self.ingest.machine_open_delay_s,
                 networks=self.networks))
             metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint, beacon=True)).inc()
             return self._gif()
@@ -520,7 +516,7 @@ class Collector:
         endpoint = "email_click"
         token = request.match_info.get("token", "")
         try:
-            claims = verify_token(self.settings.token_secret, token, now=self.clock())
+            claims = verify_token(self.tokens.secret, token, now=self.clock())
         except (TokenError, ValueError, TypeError, UnicodeError) as exc:
             metrics.COLLECTOR_INVALID.labels(endpoint, "token").inc()
             metrics.COLLECTOR_REQUESTS.labels(endpoint, "rejected").inc()
@@ -541,8 +537,8 @@ class Collector:
                 user_agent=ua, ip=ip,
             )
             event = self._flag(event, classify_email_hit(
-                "click", ua, ip, sent_at=claims.sent_at, now=now, min_delay_s=self.settings.machine_open_delay_s,
-                networks=self.networks, browser_expected=self.settings.machine_flag_http_clients))
+                "click", ua, ip, sent_at=claims.sent_at, now=now, min_delay_s=self.ingest.machine_open_delay_s,
+                networks=self.networks, browser_expected=self.ingest.machine_flag_http_clients))
             outcome = await self._produce(event, endpoint, beacon=True)
         except Exception:  # the reader still gets to the page
             log.exception("email click: unexpected error")
@@ -782,7 +778,7 @@ class Collector:
         return IngestContext(write_key="", source="snowplow", received_at=self.clock(),
                              request_ip=self._client_ip(request), request_user_agent=self._user_agent(request),
                              form_events=self.form_events, networks=self.networks,
-                             flag_http_clients=self.settings.machine_flag_http_clients)
+                             flag_http_clients=self.ingest.machine_flag_http_clients)
 
     def _snowplow_map(self, params: Mapping[str, Any], ctx: IngestContext, endpoint: str) -> Event | None:
         try:
@@ -806,7 +802,7 @@ class Collector:
     async def snowplow_pixel(self, request: web.Request) -> web.Response:
         endpoint = "snowplow_get"
         try:
-            if not self.settings.snowplow_enabled:
+            if not self.ingest.snowplow_enabled:
                 metrics.COLLECTOR_REQUESTS.labels(endpoint, "disabled").inc()
                 return self._gif()
             params = {k: request.query.get(k) for k in request.query}
@@ -825,7 +821,7 @@ class Collector:
 
     async def snowplow_post(self, request: web.Request) -> web.Response:
         endpoint = "snowplow_post"
-        if not self.settings.snowplow_enabled:
+        if not self.ingest.snowplow_enabled:
             return self._sdk_error(request, endpoint, IngestError(
                 404, "api_disabled", "the Snowplow endpoint is off: set LEADROUTER_SNOWPLOW_ENABLED=1"), "disabled")
         try:
@@ -890,20 +886,6 @@ def _snowplow_type(params: Mapping[str, Any]) -> str:
 def _outcome(exc: IngestError) -> str:
     """The ``leadrouter_collector_requests_total`` outcome of a refused body."""
     return {413: "too_large", 408: "timeout"}.get(exc.status, "invalid")
-
-
-def parse_origins(text: str) -> frozenset[str]:
-    """LEADROUTER_CORS_ORIGINS: comma- or space-separated exact origins (scheme://host[:port])."""
-    out: set[str] = set()
-    for part in re.split(r"[,\s]+", text.strip()):
-        if not part:
-            continue
-        if not re.fullmatch(r"https?://[^/?#\s]+", part):
-            msg = (f"setting LEADROUTER_CORS_ORIGINS has {part!r}, which is not an origin; list exact origins "
-                   "like https://www.example.com (scheme and host, no path or trailing slash)")
-            raise SettingsError(msg)
-        out.add(part)
-    return frozenset(out)
 
 
 class HeaderDeadline(asyncio.Protocol):
@@ -1003,12 +985,13 @@ async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time, *,
                dedupe: Deduper | None = None) -> web.Application:
-    c = Collector(settings, sink, clock, dedupe)
+    c = Collector(settings.ingest, settings.tokens, settings.spool, sink, clock, dedupe,
+                  topic=settings.kafka.topic_events)
     # The server never decompresses a body itself: handlers that read one decode it, bounded, in
     # read_limited; a bomb sent to any other route costs nothing.  keepalive_timeout: the idle timeout.
     app = web.Application(middlewares=[header_deadline, timing], client_max_size=MAX_FORM_BYTES * 2,
                           handler_args={"auto_decompress": False,
-                                        "keepalive_timeout": settings.collector_idle_timeout_s})
+                                        "keepalive_timeout": settings.ingest.collector_idle_timeout_s})
     app.router.add_get("/t/p.gif", c.pixel)
     app.router.add_get("/t/o/{token}.gif", c.email_open)
     app.router.add_get("/t/c/{token}", c.email_click)
@@ -1034,8 +1017,8 @@ class CollectorService:
     def __init__(self, settings: Settings, *, drain_timeout_s: float = 5.0) -> None:
         self.settings = settings
         self.drain_timeout_s = drain_timeout_s
-        self.spool = Spool.from_settings(settings)
-        self.forwarder = KafkaForwarder(settings, self.spool)
+        self.spool = Spool.from_settings(settings.spool)
+        self.forwarder = KafkaForwarder(settings.kafka, settings.spool, self.spool)
         self._forward_stop = asyncio.Event()
         self._forward_task: asyncio.Task[None] | None = None
         self._redis: Redis | None = None
@@ -1053,21 +1036,22 @@ class CollectorService:
     async def _start(self) -> None:
         await self.spool.start()
         self._forward_task = asyncio.create_task(self.forwarder.run(self._forward_stop), name="spool-forwarder")
-        self._redis = Redis.from_url(self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        dedupe = MessageDeduper(self._redis, self.settings.message_dedupe_ttl_s)
+        self._redis = create_redis(self.settings.redis, role="collector")
+        dedupe = MessageDeduper(self._redis, self.settings.ingest.message_dedupe_ttl_s)
         app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
+        ingest = self.settings.ingest
         server = self._runner.server
         assert server is not None
         # Like web.TCPSite, but each connection's protocol is wrapped in a request-head deadline.
         loop = asyncio.get_running_loop()
-        header_timeout_s = self.settings.collector_header_timeout_s
+        header_timeout_s = ingest.collector_header_timeout_s
         self._listener = await loop.create_server(
             lambda: HeaderDeadline(server(), header_timeout_s, loop),
-            self.settings.collector_host, self.settings.collector_port, backlog=1024)
-        log.info("collector listening on http://%s:%d (spool %s)", self.settings.collector_host,
-                 self.settings.collector_port, self.settings.spool_dir)
+            ingest.collector_host, ingest.collector_port, backlog=1024)
+        log.info("collector listening on http://%s:%d (spool %s)", ingest.collector_host,
+                 ingest.collector_port, self.settings.spool.dir)
 
     async def stop(self) -> None:
         """Stop taking requests, give the forwarder a moment to drain, keep the rest spooled."""

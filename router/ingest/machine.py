@@ -47,7 +47,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from router.errors import SettingsError
+from router.settings import parse_networks as parse_networks  # the setting's parser, for callers here
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -116,20 +116,6 @@ def combine(signals: Iterable[tuple[float, str]]) -> Verdict:
         if reason not in reasons:
             reasons.append(reason)
     return Verdict(score=min(1.0, max(0.0, ranked[0][0])), reasons=tuple(reasons))
-
-
-def parse_networks(text: str, setting: str = "LEADROUTER_MACHINE_NETWORKS") -> tuple[Network, ...]:
-    """Comma- or space-separated CIDRs (a bare address is a /32 or /128)."""
-    out: list[Network] = []
-    for part in re.split(r"[,\s]+", text.strip()):
-        if not part:
-            continue
-        try:
-            out.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            msg = f"setting {setting} has {part!r}, which is not an address range; use CIDRs like 192.0.2.0/24"
-            raise SettingsError(msg) from None
-    return tuple(out)
 
 
 def parse_ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -254,18 +254,6 @@ class IngestError(Exception):
         return {"success": False, "code": self.code, "message": self.message}
 
 
-def parse_write_keys(value: str) -> dict[str, str]:
-    """``"wk1,wk2=rudderstack"`` -> {write key: event source}."""
-    out: dict[str, str] = {}
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        key, _, label = part.partition("=")
-        out[key.strip()] = (label.strip() or "segment")[:32]
-    return out
-
-
 def basic_auth_user(header: str | None) -> str | None:
     if not header or not header[:6].lower() == "basic ":
         return None

@@ -86,10 +86,6 @@ class Ignored(Exception):
         self.kind = kind
 
 
-def parse_app_ids(value: str) -> frozenset[str]:
-    return frozenset(a.strip() for a in value.split(",") if a.strip())
-
-
 def payload_events(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The events of a ``payload_data`` POST body; raises :class:`IngestError`."""
     schema = data.get("schema")

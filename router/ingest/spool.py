@@ -68,7 +68,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from models import Event
 from router import metrics
 from router.errors import SettingsError
-from router.settings import Settings
+from router.settings import KafkaSettings, SpoolSettings
 from router.storage.kafka import ProduceError, ensure_topics, new_producer
 
 log = logging.getLogger(__name__)
@@ -124,16 +124,6 @@ def decode_line(segment: int, end: int, line: bytes) -> SpoolRecord | None:
     return SpoolRecord(segment=segment, end=end, key=key.encode(), value=orjson.dumps(value), event_id=event_id)
 
 
-def check_settings(settings: Settings) -> None:
-    if settings.spool_fsync not in FSYNC_POLICIES:
-        msg = (f"setting LEADROUTER_SPOOL_FSYNC={settings.spool_fsync!r} is not a policy; "
-               f"use one of {', '.join(FSYNC_POLICIES)}")
-        raise SettingsError(msg)
-    if settings.spool_max_bytes < 1024 or settings.spool_segment_bytes < 1024:
-        msg = "settings LEADROUTER_SPOOL_MAX_BYTES and LEADROUTER_SPOOL_SEGMENT_BYTES must be at least 1024"
-        raise SettingsError(msg)
-
-
 class Spool:
     """Append-only segment files with a checkpoint; one writer and one reader, one event loop."""
 
@@ -169,11 +159,9 @@ class Spool:
 
     # --- lifecycle ---------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings: Settings) -> Spool:
-        check_settings(settings)
-        return cls(settings.spool_dir, max_bytes=settings.spool_max_bytes,
-                   segment_bytes=settings.spool_segment_bytes, fsync=settings.spool_fsync,
-                   fsync_interval_s=settings.spool_fsync_interval_s)
+    def from_settings(cls, spool: SpoolSettings) -> Spool:
+        return cls(spool.dir, max_bytes=spool.max_bytes, segment_bytes=spool.segment_bytes, fsync=spool.fsync,
+                   fsync_interval_s=spool.fsync_interval_s)
 
     def open(self) -> Spool:
         """Lock the directory, recover what a previous run left, start a new segment."""
@@ -566,16 +554,17 @@ class _Slot:
 class KafkaForwarder:
     """Drains the spool into Kafka in order; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: Settings, spool: Spool, *, round_bytes: int = 256 * 1024,
+    def __init__(self, kafka: KafkaSettings, settings: SpoolSettings, spool: Spool, *, round_bytes: int = 256 * 1024,
                  round_records: int = 2000, window_records: int = 20_000, scan_limit: int = 500_000) -> None:
-        self.settings = settings
+        self.kafka = kafka
+        self.recheck_delay_s = settings.recheck_delay_s
         self.spool = spool
-        self.topic = settings.topic_events
+        self.topic = kafka.topic_events
         self.round_bytes = round_bytes
         self.round_records = round_records
         self.window_records = window_records
         self.scan_limit = scan_limit
-        self.timeout_s = settings.spool_send_timeout_s
+        self.timeout_s = settings.send_timeout_s
         self._window: list[_Slot] = []
         self._producer: AIOKafkaProducer | None = None
         self._partitions: list[int] = []
@@ -620,8 +609,8 @@ class KafkaForwarder:
 
     # --- connection ----------------------------------------------------------
     async def _connect(self) -> None:
-        await ensure_topics(self.settings, timeout_s=self.timeout_s)
-        producer = new_producer(self.settings, request_timeout_ms=int(self.timeout_s * 1000),
+        await ensure_topics(self.kafka, timeout_s=self.timeout_s)
+        producer = new_producer(self.kafka, request_timeout_ms=int(self.timeout_s * 1000),
                                 max_batch_size=max(self.round_bytes * 2, 1_048_576))
         try:
             await asyncio.wait_for(producer.start(), self.timeout_s * 2)
@@ -650,10 +639,10 @@ class KafkaForwarder:
                 await asyncio.wait_for(producer.stop(), 5.0)
 
     def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
+        return AIOKafkaConsumer(bootstrap_servers=self.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100,
                                 request_timeout_ms=int(self.timeout_s * 1000) + 5000,
-                                client_id=f"{self.settings.app_id}-spool-check")
+                                client_id=f"{self.kafka.app_id}-spool-check")
 
     async def _end_offsets(self, partitions: list[int]) -> dict[int, int]:
         consumer = self._consumer()
@@ -689,7 +678,7 @@ class KafkaForwarder:
         assert self._producer is not None
         # The broker must answer again before we ask what it kept.
         await asyncio.wait_for(self._producer.client.fetch_all_metadata(), self.timeout_s)
-        await asyncio.sleep(self.settings.spool_recheck_delay_s)
+        await asyncio.sleep(self.recheck_delay_s)
         partitions = sorted(self._uncertain)
         candidates = {s.record.event_id for s in self._window if not s.done and s.record.event_id}
         found, ends = await self._scan(partitions, candidates)

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from models import Event
 from router.errors import RouterError
-from router.settings import Settings
+from router.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,16 @@ def encode_event(event: Event) -> tuple[bytes, bytes]:
     return event.partition_key().encode(), orjson.dumps(event.to_dict())
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+async def ensure_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
     """Create the service's topics if they are missing (idempotent)."""
     wanted: Mapping[str, int] = {
-        settings.topic_events: settings.topic_partitions,
-        settings.topic_assignments: settings.topic_partitions,
-        settings.topic_dead_letter: 1,
+        kafka.topic_events: kafka.topic_partitions,
+        kafka.topic_assignments: kafka.topic_partitions,
+        kafka.topic_dead_letter: 1,
     }
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=10_000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -56,35 +56,35 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             return
         except KafkaError as exc:
             if asyncio.get_running_loop().time() > deadline:
-                msg = f"could not reach Kafka at {settings.kafka_url} to create topics: {exc!r}; check KAFKA_URL"
+                msg = f"could not reach Kafka at {kafka.url} to create topics: {exc!r}; check KAFKA_URL"
                 raise ProduceError(msg) from exc
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
 
 
-def new_producer(settings: Settings, *, request_timeout_ms: int = 10_000,
+def new_producer(kafka: KafkaSettings, *, request_timeout_ms: int = 10_000,
                  max_batch_size: int = 16_384) -> AIOKafkaProducer:
     # acks=all: an event is accepted only once every in-sync replica has it.
     # Idempotent/transactional producers are off: not every Kafka-compatible
     # broker supports them, and the worker de-duplicates by event id anyway
     # (the spool forwarder also checks what landed before it resends).
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=kafka.bootstrap,
         acks="all",
         linger_ms=1,
         request_timeout_ms=request_timeout_ms,
         max_batch_size=max_batch_size,
         max_request_size=max(1_048_576, 2 * max_batch_size),
         enable_idempotence=False,
-        client_id=f"{settings.app_id}-collector",
+        client_id=f"{kafka.app_id}-collector",
     )
 
 
 class KafkaEventSink:
-    def __init__(self, settings: Settings, send_timeout_s: float = 10.0) -> None:
-        self.topic = settings.topic_events
-        self.producer = new_producer(settings)
+    def __init__(self, kafka: KafkaSettings, send_timeout_s: float = 10.0) -> None:
+        self.topic = kafka.topic_events
+        self.producer = new_producer(kafka)
         self.send_timeout_s = send_timeout_s
 
     async def start(self) -> None:

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
 from router.errors import ConfigFileError
+from router.settings import RedisSettings
 from router.storage import keys
+from router.storage.redis import create_sync_redis
 from router.storage.rules_store import PublishedRules, PublishedRulesError
 from rules import RoutingConfig, RulesError, load_routing
 from rules.accounts import AccountBook, load_accounts
@@ -128,11 +129,12 @@ class RedisRulesSource(LiveFile[RoutingConfig]):
     """
 
     def __init__(self, path: Path, redis: Redis, label: str = "routing", *,
-                 loader: Callable[[Path], RoutingConfig] = load_rules_file, startup_url: str | None = None) -> None:
+                 loader: Callable[[Path], RoutingConfig] = load_rules_file,
+                 startup: RedisSettings | None = None) -> None:
         """Load the file (a bad file is fatal, as with :meth:`LiveFile.open`).
 
-        With ``startup_url`` the active published version is read right away over
-        a short-lived blocking connection, so the first lead is routed by it; a
+        With ``startup`` (the redis settings) the active published version is read
+        right away over a short-lived blocking connection, so the first lead is routed by it; a
         Redis error there is logged and the first :meth:`poll` catches up.
         """
         file_config = loader(path)
@@ -142,12 +144,12 @@ class RedisRulesSource(LiveFile[RoutingConfig]):
         self.published: int | None = None
         self._rejected: int | None = None
         self._redis_failing = False
-        if startup_url is not None:
-            self._startup(startup_url)
+        if startup is not None:
+            self._startup(startup)
         self._publish()
 
-    def _startup(self, url: str) -> None:
-        client = SyncRedis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    def _startup(self, section: RedisSettings) -> None:
+        client = create_sync_redis(section, role="startup")
         try:
             raw = client.get(keys.rules_active())
             if raw:

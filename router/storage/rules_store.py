@@ -28,6 +28,7 @@ from redis.commands.core import AsyncScript
 
 from router.errors import ConfigFileError, RouterError
 from router.storage import keys
+from router.storage.scripts import register
 from rules import RoutingConfig, RulesError, RuleTestResult, load_routing, load_rule_tests, run_rule_tests
 
 
@@ -202,29 +203,7 @@ class HistoryEntry:
                    author=str(doc["author"]), ts=float(doc["ts"]), note=str(doc.get("note", "")))
 
 
-_PUBLISH = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], n, ARGV[1])
-local prev = redis.call('GET', KEYS[3])
-redis.call('SET', KEYS[3], n)
-redis.call('RPUSH', KEYS[4], cjson.encode({action = 'publish', version = n, previous = prev or '',
-                                           author = ARGV[2], ts = ARGV[3], note = ARGV[4]}))
-return n
-"""
 
-_ROLLBACK = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return {0, ''}
-end
-local prev = redis.call('GET', KEYS[2]) or ''
-if prev == ARGV[1] then
-  return {-1, prev}
-end
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('RPUSH', KEYS[3], cjson.encode({action = 'rollback', version = tonumber(ARGV[1]), previous = prev,
-                                           author = ARGV[2], ts = ARGV[3], note = ARGV[4]}))
-return {1, prev}
-"""
 
 
 def _s(x: bytes | str) -> str:
@@ -253,8 +232,8 @@ class RulesStore:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._publish: AsyncScript = redis.register_script(_PUBLISH)
-        self._rollback: AsyncScript = redis.register_script(_ROLLBACK)
+        self._publish: AsyncScript = register(redis, "rules_publish.lua")
+        self._rollback: AsyncScript = register(redis, "rules_rollback.lua")
 
     async def publish(self, check: RuleCheck, *, author: str, note: str = "", now: float | None = None) -> PublishedRules:
         """Store a checked rules file as the next version and make it active, atomically.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar, get_args
 
 import orjson
@@ -29,12 +28,13 @@ from models.pipeline import (
     summarise,
 )
 from router.storage import keys
+from router.storage.scripts import lua
 from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json
 from scoring.account_intent import AccountIntentConfig
 
 
 def _lua(name: str) -> str:
-    return resources.files("router.storage").joinpath("lua", name).read_text()
+    return lua(name)
 
 
 @dataclass(frozen=True, slots=True)

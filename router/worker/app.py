@@ -21,13 +21,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from threadpoolctl import threadpool_limits
 
 from router import metrics
 from router.alerts import digest
-from router.alerts.sender import AlertSender, TeamWebhooks, build_sender, check_alert_settings, digest_timer
+from router.alerts.sender import AlertSender, TeamWebhooks, build_sender, digest_timer
 from router.settings import Settings
 from router.storage.kafka import ensure_topics
 from router.storage.live_config import (
@@ -38,6 +37,7 @@ from router.storage.live_config import (
     load_scoring_file,
 )
 from router.storage.model_registry import ActiveModelWatcher
+from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
 from router.worker.sla import sla_tick
@@ -75,15 +75,16 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.scoring = LiveFile.open(settings.scoring_file, load_scoring_file, "scoring")
-        self.redis = Redis.from_url(settings.redis_url)
+        files = settings.files
+        self.scoring = LiveFile.open(files.scoring_file, load_scoring_file, "scoring")
+        self.redis = create_redis(settings.redis, role="worker")
         # Published rules (leadrouter rules publish) win over the file; the
         # file is used, and reloaded on change, until something is published.
-        self.routing = RedisRulesSource(settings.rules_file, self.redis, startup_url=settings.redis_url)
-        self.accounts = (LiveFile.open(settings.accounts_file, load_accounts_file, "accounts")
-                         if settings.accounts_file.exists() else None)
-        self.icp = LiveFile.open(settings.icp_file, load_icp_file, "icp")
-        self.model = ActiveModelWatcher(settings.model_registry_dir)
+        self.routing = RedisRulesSource(files.rules_file, self.redis, startup=settings.redis)
+        self.accounts = (LiveFile.open(files.accounts_file, load_accounts_file, "accounts")
+                         if files.accounts_file.exists() else None)
+        self.icp = LiveFile.open(files.icp_file, load_icp_file, "icp")
+        self.model = ActiveModelWatcher(files.model_registry_dir)
         self.store = RedisStore(self.redis)
         self._http: aiohttp.ClientSession | None = None
         self._sender: AlertSender | None = None
@@ -96,35 +97,37 @@ class Runtime:
 
 def new_app(settings: Settings) -> LeadRouterApp:
     """A faust app configured for this service (the worker's, and the benchmark's baseline)."""
+    kafka = settings.kafka
     app = LeadRouterApp(
-        settings.app_id,
-        broker=settings.kafka_url,
+        kafka.app_id,
+        broker=kafka.url,
         store="memory://",
         autodiscover=False,
         value_serializer="raw",
         key_serializer="raw",
-        topic_partitions=settings.topic_partitions,
+        topic_partitions=kafka.topic_partitions,
         topic_disable_leader=True,
-        broker_session_timeout=settings.broker_session_timeout_s,
-        broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_s / 5),
+        broker_session_timeout=kafka.broker_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, kafka.broker_session_timeout_s / 5),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_host="127.0.0.1",
-        web_port=settings.worker_web_port,
+        web_port=settings.worker.web_port,
         web_in_thread=False,
     )
-    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.fetch_max_wait_ms = kafka.fetch_max_wait_ms
     return app
 
 
 def create_app(settings: Settings) -> LeadRouterApp:
     app = new_app(settings)
     rt = Runtime(settings)
-    events_topic = app.topic(settings.topic_events, value_serializer="raw", key_serializer="raw",
-                             partitions=settings.topic_partitions)
-    alerts_topic = app.topic(settings.topic_assignments, value_serializer="raw", key_serializer="raw",
-                             partitions=settings.topic_partitions)
-    dlq_topic = app.topic(settings.topic_dead_letter, value_serializer="raw", key_serializer="raw",
+    kafka = settings.kafka
+    events_topic = app.topic(kafka.topic_events, value_serializer="raw", key_serializer="raw",
+                             partitions=kafka.topic_partitions)
+    alerts_topic = app.topic(kafka.topic_assignments, value_serializer="raw", key_serializer="raw",
+                             partitions=kafka.topic_partitions)
+    dlq_topic = app.topic(kafka.topic_dead_letter, value_serializer="raw", key_serializer="raw",
                           partitions=1)
 
     async def publish_alert(key: str, value: bytes) -> None:
@@ -136,12 +139,12 @@ def create_app(settings: Settings) -> LeadRouterApp:
         await fut
 
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
-                        admin_url=settings.admin_url, icp=rt.icp, model=lambda: rt.model.current,
-                        link_secret=settings.token_secret, unique=settings.unique_identifier_set)
+                        admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
+                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take(settings.worker_batch_size, within=settings.worker_batch_window_s):
+        async for batch in stream.take(settings.worker.batch_size, within=settings.worker.batch_window_s):
             with metrics.BATCH_SECONDS.time():
                 await until_done(f"batch of {len(batch)} events", partial(pipeline.process, batch))
             metrics.BATCH_SIZE.observe(len(batch))
@@ -154,14 +157,14 @@ def create_app(settings: Settings) -> LeadRouterApp:
         # low-priority triggers queued for the rep's digest (router/alerts/digest.py).
         if rt._sender is None:
             rt._http = aiohttp.ClientSession()
-            rt._sender = build_sender(settings, rt.store, rt._http, dead_letter,
+            rt._sender = build_sender(settings.alerts, rt.store, rt._http, dead_letter,
                                       team_webhooks=TeamWebhooks(rt.routing))
         sender = rt._sender
         async for raw in stream:
             await until_done("alert delivery", partial(sender.handle, raw))
 
     # Low-priority alerts queued for a rep's digest go out once per interval.
-    app.timer(interval=digest.check_interval_s(settings), name="alert_digests")(
+    app.timer(interval=digest.check_interval_s(settings.alerts), name="alert_digests")(
         digest_timer(lambda: rt._sender))
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
@@ -175,7 +178,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def consumer_lag() -> None:
-        sample_consumer_lag(app.consumer, (settings.topic_events, settings.topic_assignments))
+        sample_consumer_lag(app.consumer, (kafka.topic_events, kafka.topic_assignments))
 
     @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
     async def sla_timer() -> None:
@@ -250,8 +253,7 @@ def run_worker(settings: Settings) -> None:
     # The model scores a batch in one call; on a small box, BLAS/OpenMP threads
     # only fight the event loop for the same cores.
     threadpool_limits(1)
-    check_alert_settings(settings)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka))
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

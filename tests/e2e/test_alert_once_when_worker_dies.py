@@ -60,7 +60,7 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.collector_port}"
+        return f"http://127.0.0.1:{self.settings.ingest.collector_port}"
 
     @property
     def worker(self) -> ManagedProcess:
@@ -84,7 +84,7 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) 
     await slack.start()
     await smtp.start()
     port = free_port()
-    settings = Settings(
+    settings = Settings.of(
         kafka_url=f"kafka://127.0.0.1:{broker.port}",
         redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
         collector_port=port,
@@ -102,7 +102,7 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) 
         alert_backoff_max_s=0.2,
         broker_session_timeout_s=6.0,  # a killed member leaves the group sooner
     )
-    redis = Redis.from_url(settings.redis_url)
+    redis = Redis.from_url(settings.redis.url)
     collector = spawn_service("collector", settings, tmp_path, port=port)
     st = Stack(settings, tmp_path, collector, slack, smtp, redis, [])
     try:
@@ -177,7 +177,7 @@ async def _kill(worker: ManagedProcess) -> None:
 async def _metric(st: Stack, name: str, **labels: str) -> float:
     try:
         async with aiohttp.ClientSession() as s, \
-                s.get(f"http://127.0.0.1:{st.settings.worker_web_port}/metrics") as r:
+                s.get(f"http://127.0.0.1:{st.settings.worker.web_port}/metrics") as r:
             text = await r.text()
     except aiohttp.ClientError:
         return 0.0
@@ -190,14 +190,14 @@ async def _metric(st: Stack, name: str, **labels: str) -> float:
 
 async def _produce_alert_again(settings: Settings, lead_id: str) -> int:
     """Read the lead's alert record(s) off the assignments topic and produce them again."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all",
                                 enable_idempotence=False)
     await consumer.start()
     await producer.start()
     try:
-        parts = [TopicPartition(settings.topic_assignments, p) for p in range(settings.topic_partitions)]
+        parts = [TopicPartition(settings.kafka.topic_assignments, p) for p in range(settings.kafka.topic_partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
@@ -211,7 +211,7 @@ async def _produce_alert_again(settings: Settings, lead_id: str) -> int:
             batch = await consumer.getmany(timeout_ms=300)
             found += [m for records in batch.values() for m in records if m.key == lead_id.encode()]
         for m in found:
-            await producer.send_and_wait(settings.topic_assignments, m.value, key=m.key, partition=m.partition)
+            await producer.send_and_wait(settings.kafka.topic_assignments, m.value, key=m.key, partition=m.partition)
         return len(found)
     finally:
         await consumer.stop()

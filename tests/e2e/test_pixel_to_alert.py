@@ -53,7 +53,7 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.collector_port}"
+        return f"http://127.0.0.1:{self.settings.ingest.collector_port}"
 
     def logs(self) -> str:
         return f"--- collector\n{self.collector.log_tail()}\n--- worker\n{self.worker.log_tail(80)}"
@@ -67,7 +67,7 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) 
     await slack.start()
     await smtp.start()
     port = free_port()
-    settings = Settings(
+    settings = Settings.of(
         kafka_url=f"kafka://127.0.0.1:{broker.port}",
         redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
         collector_port=port,
@@ -83,7 +83,7 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) 
     )
     collector = spawn_service("collector", settings, tmp_path, port=port)
     worker = spawn_service("worker", settings, tmp_path)
-    redis = Redis.from_url(settings.redis_url)
+    redis = Redis.from_url(settings.redis.url)
     st = Stack(settings, collector, worker, slack, smtp, redis)
     try:
         await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
@@ -116,7 +116,7 @@ async def _wait_until_consuming(st: Stack, timeout: float = 60.0) -> None:
 
 async def _metric(st: Stack, name: str, **labels: str) -> float:
     async with aiohttp.ClientSession() as s, \
-            s.get(f"http://127.0.0.1:{st.settings.worker_web_port}/metrics") as r:
+            s.get(f"http://127.0.0.1:{st.settings.worker.web_port}/metrics") as r:
         text = await r.text()
     total = 0.0
     for line in text.splitlines():
@@ -156,7 +156,7 @@ async def test_pixel_and_demo_form_alert_the_right_rep_once(stack: Stack) -> Non
             assert r.status == 200 and r.headers["Content-Type"] == "image/gif"
             assert len(await r.read()) == 43
             assert "no-store" in r.headers["Cache-Control"]
-            cookie = r.cookies[st.settings.cookie_name].value
+            cookie = r.cookies[st.settings.ingest.cookie_name].value
         assert re.fullmatch(r"[0-9a-f]{32}", cookie)
         # 2. The same browser (cookie sent back) fills the demo form: a hand-raiser.
         sent_at = time.monotonic()
@@ -237,14 +237,14 @@ async def test_pixel_and_demo_form_alert_the_right_rep_once(stack: Stack) -> Non
 
 async def _replay_events_topic(settings: Settings) -> int:
     """Read the events topic from the start and produce every message again."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all",
                                 enable_idempotence=False)
     await consumer.start()
     await producer.start()
     try:
-        parts = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
+        parts = [TopicPartition(settings.kafka.topic_events, p) for p in range(settings.kafka.topic_partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         messages = []
@@ -255,7 +255,7 @@ async def _replay_events_topic(settings: Settings) -> int:
                 messages.extend(records)
                 quiet_since = time.monotonic()
         for m in messages:
-            await producer.send_and_wait(settings.topic_events, m.value, key=m.key, partition=m.partition)
+            await producer.send_and_wait(settings.kafka.topic_events, m.value, key=m.key, partition=m.partition)
         return len(messages)
     finally:
         await consumer.stop()

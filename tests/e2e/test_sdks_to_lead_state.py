@@ -32,14 +32,14 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path
                 ) -> AsyncIterator[tuple[Settings, Redis]]:
     broker, redis_proc = servers
     port = free_port()
-    settings = Settings(
+    settings = Settings.of(
         kafka_url=f"kafka://127.0.0.1:{broker.port}", redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
         collector_port=port, public_url=f"http://127.0.0.1:{port}", worker_web_port=free_port(),
         token_secret=SECRET, segment_write_keys="WK_E2E,RWK_E2E=rudderstack", spool_dir=tmp_path / "spool",
     )
     collector = spawn_service("collector", settings, tmp_path, port=port)
     worker = spawn_service("worker", settings, tmp_path)
-    redis = Redis.from_url(settings.redis_url)
+    redis = Redis.from_url(settings.redis.url)
     try:
         await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
         yield settings, redis
@@ -83,7 +83,7 @@ def segment(url: str, write_key: str, calls: Callable[[Any], None], *, rudder: b
 async def test_segment_browsing_then_identify_and_group_become_one_lead_and_account(
         stack: tuple[Settings, Redis]) -> None:
     settings, redis = stack
-    url = settings.public_url
+    url = settings.ingest.public_url
 
     def calls(c: Any) -> None:
         ua = {"userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"}
@@ -136,7 +136,7 @@ async def test_rudderstack_and_snowplow_land_on_the_same_worker_path(stack: tupl
         c.identify(user_id="rs-9", anonymous_id="anon-rs-0001",
                    traits={"email": "omar@tidewater.nl", "company": "Tidewater Shipping"})
 
-    errors = await asyncio.to_thread(segment, settings.public_url, "RWK_E2E", rudder_calls, rudder=True)
+    errors = await asyncio.to_thread(segment, settings.ingest.public_url, "RWK_E2E", rudder_calls, rudder=True)
     assert errors == []
 
     def snowplow() -> None:
@@ -149,7 +149,7 @@ async def test_rudderstack_and_snowplow_land_on_the_same_worker_path(stack: tupl
 
         subject = Subject().set_domain_user_id("duid-e2e-0001").set_useragent(
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36")
-        emitter = Emitter("127.0.0.1", protocol="http", port=settings.collector_port, method="post", batch_size=5)
+        emitter = Emitter("127.0.0.1", protocol="http", port=settings.ingest.collector_port, method="post", batch_size=5)
         tracker = Tracker("ns-e2e", emitter, subject=subject, app_id="site")
         tracker.track(PageView(page_url="https://www.example-saas.com/pricing", page_title="Pricing"))
         tracker.track(SelfDescribing(SelfDescribingJson(

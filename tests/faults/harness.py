@@ -96,7 +96,7 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.collector_port}"
+        return f"http://127.0.0.1:{self.settings.ingest.collector_port}"
 
     @property
     def worker(self) -> ManagedProcess:
@@ -156,11 +156,11 @@ async def start_stack(tmp_path: Path, *, redis_appendonly: bool = False, worker:
         "log_level": "INFO",
     }
     values.update(overrides)
-    settings = Settings(**values)
+    settings = Settings.of(**values)
     workdir = tmp_path / "svc"
     workdir.mkdir()
     collector = spawn_service("collector", settings, workdir, port=port)
-    st = Stack(settings, workdir, broker, redis_proc, collector, slack, smtp, Redis.from_url(settings.redis_url))
+    st = Stack(settings, workdir, broker, redis_proc, collector, slack, smtp, Redis.from_url(settings.redis.url))
     smtp.on_message = lambda m: st.mail_log.append((time.time(), m))
     try:
         await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)

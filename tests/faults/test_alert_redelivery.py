@@ -30,11 +30,11 @@ ASSIGNMENTS = 3
 
 
 async def read_topic(st: Stack, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=st.settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=st.settings.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in range(st.settings.topic_partitions)]
+        parts = [TopicPartition(topic, p) for p in range(st.settings.kafka.topic_partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         out: list[Any] = []
@@ -56,11 +56,11 @@ async def test_concurrent_copies_of_an_assignment_alert_once(stack_of: Callable[
         await work.stream(s, rounds=1, rate_per_s=50, raise_at={0: 0})
     await work.wait_processed(st, timeout=30, settle_s=0)
     await work.check_alerts(st)  # the real alert: once per channel
-    records = await read_topic(st, st.settings.topic_assignments)
+    records = await read_topic(st, st.settings.kafka.topic_assignments)
     assert len(records) == 1, records
     original = records[0]
 
-    producer = AIOKafkaProducer(bootstrap_servers=st.settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=st.settings.kafka.bootstrap, acks="all",
                                 enable_idempotence=False)
     await producer.start()
     try:
@@ -71,7 +71,7 @@ async def test_concurrent_copies_of_an_assignment_alert_once(stack_of: Callable[
             batch = producer.create_batch()
             for _ in range(COPIES):
                 batch.append(key=original.key, value=value, timestamp=None)
-            await (await producer.send_batch(batch, st.settings.topic_assignments, partition=original.partition))
+            await (await producer.send_batch(batch, st.settings.kafka.topic_assignments, partition=original.partition))
     finally:
         await producer.stop()
 

@@ -287,7 +287,7 @@ def parse_response(data: bytes) -> tuple[int, bytes]:
 
 async def test_malformed_burst_is_answered_counted_and_survived(stack_of: Callable[..., Any]) -> None:
     st: Stack = await stack_of(worker=False, segment_write_keys=WRITE_KEY)
-    port = st.settings.collector_port
+    port = st.settings.ingest.collector_port
     metrics_url = f"{st.url}/metrics"
     before = metric_family(await fetch_metrics(metrics_url), "leadrouter_collector_invalid_total", "endpoint", "field")
     burst = cases()
@@ -354,7 +354,7 @@ async def test_undecodable_form_bodies_are_counted_as_invalid(stack_of: Callable
         req("POST", "/t/form", {"Content-Type": "application/json", "Content-Encoding": "compress"}, GOOD_FORM),
     ]
     for raw in bad:
-        status, body = parse_response(await exchange(st.settings.collector_port, raw))
+        status, body = parse_response(await exchange(st.settings.ingest.collector_port, raw))
         assert status in (400, 415), body  # answered, not a 5xx: this part holds
     assert st.collector.alive()
     after = metric_family(await fetch_metrics(metrics_url), "leadrouter_collector_invalid_total", "endpoint", "field")
@@ -365,5 +365,5 @@ async def test_truncated_gzip_body_is_rejected(stack_of: Callable[..., Any]) -> 
     st: Stack = await stack_of(worker=False)
     cut = GZ_FORM[:-8]  # the whole deflate stream, without the gzip trailer
     raw = req("POST", "/t/form", {"Content-Type": "application/json", "Content-Encoding": "gzip"}, cut)
-    status, body = parse_response(await exchange(st.settings.collector_port, raw))
+    status, body = parse_response(await exchange(st.settings.ingest.collector_port, raw))
     assert status == 400, f"a truncated gzip body was answered {status}: {body[:200]!r}"

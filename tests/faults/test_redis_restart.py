@@ -47,7 +47,7 @@ async def test_redis_restart_mid_stream_loses_no_update(stack_of: Callable[..., 
                 down["for"] = time.monotonic() - down["at"]
                 # The test's own client: its pooled connections died with the server.
                 await st.redis.aclose()
-                st.redis = Redis.from_url(st.settings.redis_url)
+                st.redis = Redis.from_url(st.settings.redis.url)
 
         # ~8 s of traffic at ~40 hits/s; Redis is away for ~2 s in the middle.
         await work.stream(s, rounds=40, rate_per_s=40, raise_at={0: 3, 1: 15, 2: 30}, on_round=fault)

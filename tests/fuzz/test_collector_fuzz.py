@@ -47,7 +47,7 @@ from router.tokens import mint_token
 
 SECRET = "fuzz-secret-0123456789abcdef"
 WRITE_KEY = "WK_FUZZ"
-SETTINGS = Settings(token_secret=SECRET, segment_write_keys=WRITE_KEY)
+SETTINGS = Settings.of(token_secret=SECRET, segment_write_keys=WRITE_KEY)
 VISITOR_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 FORM_STATUSES = {202, 400, 413, 415, 422, 503}
 # aiohttp answers a request line longer than 8190 bytes with its own 400 before any handler runs

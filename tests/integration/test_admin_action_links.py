@@ -18,7 +18,7 @@ SECRET = "links-secret-0123456789abcdef"
 
 @pytest.fixture
 async def api(redis: Redis, redis_url: str) -> AsyncIterator[Api]:
-    a, client = await make_api(redis, Settings(redis_url=redis_url, token_secret=SECRET))
+    a, client = await make_api(redis, Settings.of(redis_url=redis_url, token_secret=SECRET))
     yield a
     await client.close()
 

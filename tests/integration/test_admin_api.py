@@ -78,7 +78,7 @@ async def make_api(redis: Redis, settings: Settings) -> tuple[Api, TestClient[An
     app = create_app(settings, redis, clock=clock)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
-    api = Api(client, redis, RedisStore(redis), load_rules_file(settings.rules_file), clock, settings)
+    api = Api(client, redis, RedisStore(redis), load_rules_file(settings.files.rules_file), clock, settings)
     await api.token("ops", Role.OPS, "")
     await api.token("viewer", Role.READONLY)
     return api, client
@@ -86,7 +86,7 @@ async def make_api(redis: Redis, settings: Settings) -> tuple[Api, TestClient[An
 
 @pytest.fixture
 async def api(redis: Redis, redis_url: str) -> AsyncIterator[Api]:
-    a, client = await make_api(redis, Settings(redis_url=redis_url, admin_simulate_max_leads=50))
+    a, client = await make_api(redis, Settings.of(redis_url=redis_url, admin_simulate_max_leads=50))
     yield a
     await client.close()
 
@@ -94,7 +94,7 @@ async def api(redis: Redis, redis_url: str) -> AsyncIterator[Api]:
 async def route_lead(api: Api, email: str, *, team: str = "central", event_id: str = "e1",
                      at: datetime = NOW) -> tuple[str, str]:
     """A demo-request form fill that makes the lead sales-ready, routed as the pipeline does: (lead_id, rep_id)."""
-    scoring = load_scoring_file(api.settings.scoring_file)
+    scoring = load_scoring_file(api.settings.files.scoring_file)
     lead_id = keys.lead_id_for_email(email)
     ts = at.timestamp()
     ev = Event(event_id=event_id, type=EventType.FORM_FILL, ts=ts, source="form", email=email,
@@ -455,7 +455,7 @@ async def test_slack_webhooks_are_redacted_for_everyone_but_ops(api: Api) -> Non
 
 async def test_find_state_explain_and_timeline(api: Api) -> None:
     lead_a, rep_a, _, _ = await two_leads(api)
-    scoring = load_scoring_file(api.settings.scoring_file)
+    scoring = load_scoring_file(api.settings.files.scoring_file)
     api.clock.now = (NOW + timedelta(days=15)).timestamp()
     status, found = await api.call("GET", "/v1/leads?email=Jane@Acme.com", who="viewer")
     assert status == 200 and [x["lead_id"] for x in found["leads"]] == [lead_a]
@@ -528,7 +528,7 @@ async def test_lifecycle_through_the_api(api: Api) -> None:
 
 
 async def test_bad_input_is_a_json_4xx(redis: Redis, redis_url: str) -> None:
-    api, client = await make_api(redis, Settings(redis_url=redis_url, admin_max_body_bytes=4096,
+    api, client = await make_api(redis, Settings.of(redis_url=redis_url, admin_max_body_bytes=4096,
                                                  admin_max_rules_bytes=2048))
     try:
         lead = keys.lead_id_for_email("x@y.io")
@@ -570,7 +570,7 @@ async def test_bad_input_is_a_json_4xx(redis: Redis, redis_url: str) -> None:
 
 def test_token_create_prints_the_token_once_and_stores_its_hash(redis_url: str,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(redis_url=redis_url)
+    settings = Settings.of(redis_url=redis_url)
     client = SyncRedis.from_url(redis_url)
     client.flushdb()
     parser = argparse.ArgumentParser(prog="leadrouter")

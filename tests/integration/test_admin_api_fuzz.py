@@ -87,12 +87,12 @@ def running_admin(app_settings: Settings) -> Iterator[str]:
 
 async def seed(app_settings: Settings) -> tuple[str, str, str]:
     """An ops token and a routed lead: (token, lead_id, owner rep_id)."""
-    redis = Redis.from_url(app_settings.redis_url)
+    redis = Redis.from_url(app_settings.redis.url)
     try:
         token, _ = await TokenStore(redis).create(Role.OPS, name="fuzz", now=time.time())
         store = RedisStore(redis)
-        scoring = load_scoring_file(app_settings.scoring_file)
-        config = load_rules_file(app_settings.rules_file)
+        scoring = load_scoring_file(app_settings.files.scoring_file)
+        config = load_rules_file(app_settings.files.rules_file)
         email = "fuzz@example.com"
         lead_id = keys.lead_id_for_email(email)
         ts = NOW.timestamp()
@@ -129,7 +129,7 @@ def test_no_request_from_the_spec_gets_a_server_error(redis_url: str) -> None:
     client = SyncRedis.from_url(redis_url)
     client.flushdb()
     client.close()
-    app_settings = Settings(redis_url=redis_url, admin_port=0, admin_simulate_max_leads=200,
+    app_settings = Settings.of(redis_url=redis_url, admin_port=0, admin_simulate_max_leads=200,
                             admin_max_rules_bytes=64 * 1024)
     token, lead_id, rep_id = asyncio.run(seed(app_settings))
     known = {"lead_id": lead_id, "rep_id": rep_id, "version": "1"}

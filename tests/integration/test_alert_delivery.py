@@ -656,7 +656,7 @@ async def stack_settings(
     broker_server: ManagedProcess, redis_url: str, slack: SlackReceiver, smtp: SmtpReceiver
 ) -> Settings:
     """Settings for a sender on the local receivers, with a dead-letter topic of this test's own."""
-    settings = Settings(
+    settings = Settings.of(
         kafka_url=f"kafka://127.0.0.1:{broker_server.port}",
         redis_url=redis_url,
         topic_dead_letter=f"test.alerts.dlq.{uuid.uuid4().hex[:10]}",
@@ -670,18 +670,18 @@ async def stack_settings(
         alert_backoff_s=0.01,
         slack_rate_per_s=50.0,
     )
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     return settings
 
 
 @pytest.fixture
 async def dlq_writer(stack_settings: Settings) -> AsyncIterator[DeadLetter]:
-    producer = AIOKafkaProducer(bootstrap_servers=stack_settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=stack_settings.kafka.bootstrap, acks="all",
                                 enable_idempotence=False)
     await producer.start()
 
     async def write(key: str, value: bytes) -> None:
-        await producer.send_and_wait(stack_settings.topic_dead_letter, value, key=key.encode())
+        await producer.send_and_wait(stack_settings.kafka.topic_dead_letter, value, key=key.encode())
 
     try:
         yield write
@@ -691,11 +691,11 @@ async def dlq_writer(stack_settings: Settings) -> AsyncIterator[DeadLetter]:
 
 async def read_dead_letters(settings: Settings, quiet_s: float = 1.0) -> list[dict[str, Any]]:
     """Every record on the dead-letter topic, from the beginning (no group, nothing committed)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
-        tp = TopicPartition(settings.topic_dead_letter, 0)
+        tp = TopicPartition(settings.kafka.topic_dead_letter, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
@@ -719,7 +719,7 @@ async def test_permanent_error_is_not_retried_and_is_dead_lettered(
     dlq_writer: DeadLetter,
 ) -> None:
     slack.fail_always(404, "channel_not_found", endpoint="webhook")
-    sender = build_sender(stack_settings.with_(alert_max_attempts=5), RedisStore(redis), session, dlq_writer)
+    sender = build_sender(stack_settings.with_(alert_max_attempts=5).alerts, RedisStore(redis), session, dlq_writer)
     before = _sample("leadrouter_alert_dead_letters_total", channel="slack_webhook", kind="permanent")
     outcome = await sender.send_alert(make_alert())
     by_channel = {r.channel: r for r in outcome.results}
@@ -741,7 +741,7 @@ async def test_permanent_error_is_not_retried_and_is_dead_lettered(
 async def test_undecodable_alert_is_dead_lettered_not_raised(
     stack_settings: Settings, redis: Redis, session: aiohttp.ClientSession, dlq_writer: DeadLetter,
 ) -> None:
-    sender = build_sender(stack_settings, RedisStore(redis), session, dlq_writer)
+    sender = build_sender(stack_settings.alerts, RedisStore(redis), session, dlq_writer)
     assert await sender.handle(b"{not json") == []
     records = await read_dead_letters(stack_settings)
     assert [r["kind"] for r in records] == ["invalid"]
@@ -755,7 +755,7 @@ async def test_replay_sends_each_dead_letter_once_and_a_second_replay_sends_noth
     # The worker's send: the team webhook is gone (permanent), the mail server is busy (transient).
     slack.fail_always(404, "channel_not_found", endpoint="webhook")
     smtp.fail_always("451 4.3.0 Try again later")
-    sender = build_sender(stack_settings, RedisStore(redis), session, dlq_writer)
+    sender = build_sender(stack_settings.alerts, RedisStore(redis), session, dlq_writer)
     outcome = await sender.send_alert(make_alert())
     assert sorted(r.channel for r in outcome.results if not r.ok) == ["email", "slack_webhook"]
     assert [r["channel"] for r in await read_dead_letters(stack_settings)] == ["slack_webhook", "email"]
@@ -799,7 +799,7 @@ async def test_replay_that_fails_again_dead_letters_again_and_respects_limit(
 ) -> None:
     group = f"replay-{uuid.uuid4().hex[:8]}"
     slack.fail_always(503, endpoint="webhook")
-    sender = build_sender(stack_settings, RedisStore(redis), session, dlq_writer)
+    sender = build_sender(stack_settings.alerts, RedisStore(redis), session, dlq_writer)
     for n in range(3):
         await sender.send_alert(make_alert(assignment_id=f"asg-{n}"), channels={"slack_webhook"})
     assert len(await read_dead_letters(stack_settings)) == 3
@@ -841,7 +841,7 @@ async def test_digest_batches_low_priority_alerts_into_one_message_per_rep_per_i
 ) -> None:
     settings = stack_settings.with_(digest_triggers="threshold,account_intent", digest_interval_s=3600.0)
     clock = [TS]
-    sender = build_sender(settings, RedisStore(redis), session, dlq_writer)
+    sender = build_sender(settings.alerts, RedisStore(redis), session, dlq_writer)
     sender.clock = lambda: clock[0]
     assert sender.digest is not None
     # Three low-priority alerts and an account-intent one are queued; a hand-raiser goes out at once.
@@ -887,7 +887,7 @@ async def test_digest_is_sent_once_by_concurrent_workers_and_resumed_after_a_cra
 ) -> None:
     settings = stack_settings.with_(digest_triggers="threshold", digest_interval_s=60.0)
     store = RedisStore(redis)
-    workers = [build_sender(settings, store, session, dlq_writer) for _ in range(3)]
+    workers = [build_sender(settings.alerts, store, session, dlq_writer) for _ in range(3)]
     for w in workers:
         w.clock = lambda: TS
     for n in range(2):
@@ -916,11 +916,11 @@ async def test_digest_is_sent_once_by_concurrent_workers_and_resumed_after_a_cra
 def test_replay_command_on_an_empty_dead_letter_topic(
     broker_server: ManagedProcess, redis_server: ManagedProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = Settings(kafka_url=f"kafka://127.0.0.1:{broker_server.port}",
+    settings = Settings.of(kafka_url=f"kafka://127.0.0.1:{broker_server.port}",
                         redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
                         topic_dead_letter=f"test.alerts.dlq.{uuid.uuid4().hex[:10]}",
                         slack_webhook_url="http://127.0.0.1:9/services/T/B/C")
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka))
     args = argparse.Namespace(limit=None, channel=None, dry_run=False, group=f"replay-{uuid.uuid4().hex[:8]}")
     assert cmd_replay(settings, args) == 0
     assert "replayed 0 dead letter(s): 0 sent, 0 already sent, 0 failed again" in capsys.readouterr().out

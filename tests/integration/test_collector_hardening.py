@@ -40,7 +40,7 @@ async def service(broker_server: ManagedProcess, redis_url: str, redis: Redis,
                   tmp_path: Path) -> AsyncIterator[CollectorService]:
     suffix = uuid.uuid4().hex[:10]
     port = free_port()
-    settings = Settings(
+    settings = Settings.of(
         kafka_url=f"kafka://127.0.0.1:{broker_server.port}", redis_url=redis_url,
         topic_events=f"hard.events.{suffix}", topic_assignments=f"hard.assign.{suffix}",
         topic_dead_letter=f"hard.dlq.{suffix}", collector_port=port, public_url=f"http://127.0.0.1:{port}",
@@ -59,7 +59,7 @@ async def service(broker_server: ManagedProcess, redis_url: str, redis: Redis,
 
 
 def port_of(svc: CollectorService) -> int:
-    return svc.settings.collector_port
+    return svc.settings.ingest.collector_port
 
 
 async def read_until_closed(reader: asyncio.StreamReader, limit_s: float) -> tuple[bytes, float | None]:

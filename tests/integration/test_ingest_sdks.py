@@ -46,13 +46,13 @@ class Running:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.collector_port}"
+        return f"http://127.0.0.1:{self.settings.ingest.collector_port}"
 
 
 def make_settings(broker: ManagedProcess, redis_url: str, spool_dir: Path, **extra: Any) -> Settings:
     suffix = uuid.uuid4().hex[:10]
     port = free_port()
-    return Settings(
+    return Settings.of(
         kafka_url=f"kafka://127.0.0.1:{broker.port}", redis_url=redis_url,
         topic_events=f"test.events.{suffix}", topic_assignments=f"test.assign.{suffix}",
         topic_dead_letter=f"test.dlq.{suffix}", collector_port=port, public_url=f"http://127.0.0.1:{port}",
@@ -76,11 +76,11 @@ async def collector(broker_server: ManagedProcess, redis_url: str, redis: Redis,
 async def read_topic(settings: Settings, expected: int, timeout: float = 20.0,
                      settle: float = 1.0) -> list[dict[str, Any]]:
     """Every event in the topic (waiting for ``expected``, then ``settle`` s more for extras)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        parts = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
+        parts = [TopicPartition(settings.kafka.topic_events, p) for p in range(settings.kafka.topic_partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         out: list[dict[str, Any]] = []
@@ -280,7 +280,7 @@ async def test_snowplow_tracker_post_and_get_land_mapped(collector: Running) -> 
         from snowplow_tracker.subject import Subject
         from snowplow_tracker.tracker import Tracker
 
-        port = collector.settings.collector_port
+        port = collector.settings.ingest.collector_port
         subject = Subject().set_user_id("u-sp-1").set_domain_user_id("duid-sp-0001").set_domain_session_id("sess-1")
         post = Emitter("127.0.0.1", protocol="http", port=port, method="post", batch_size=10, on_failure=failures)
         tracker = Tracker("ns-post", post, subject=subject, app_id="site")

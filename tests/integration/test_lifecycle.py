@@ -210,7 +210,7 @@ def cli(argv: list[str], redis_url: str) -> int:
     parser = argparse.ArgumentParser(prog="leadrouter")
     cmd_leads.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    settings = Settings(redis_url=redis_url, rules_file=REPO / "rules" / "routing.yaml",
+    settings = Settings.of(redis_url=redis_url, rules_file=REPO / "rules" / "routing.yaml",
                         scoring_file=REPO / "scoring" / "scoring.yaml")
     return int(args.fn(settings, args))
 

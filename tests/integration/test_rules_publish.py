@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from router.dev.servers import ManagedProcess
+from router.settings import RedisSettings
 from router.storage import keys
 from router.storage.live_config import RedisRulesSource
 from router.storage.rules_store import (
@@ -163,7 +164,7 @@ async def test_the_live_source_follows_publish_and_rollback_and_falls_back_to_th
 ) -> None:
     d = rules_dir(tmp_path)
     store = RulesStore(redis)
-    source = RedisRulesSource(d / "routing.yaml", redis, startup_url=redis_url)
+    source = RedisRulesSource(d / "routing.yaml", redis, startup=RedisSettings(url=redis_url))
     file_version = source.current.version
     assert file_version == source.file_config.version and source.published is None
     assert await source.poll() is False
@@ -187,7 +188,7 @@ async def test_the_live_source_follows_publish_and_rollback_and_falls_back_to_th
     assert await source.poll() is True and source.current.version == v1.tag
 
     # A worker starting now reads the active version before routing its first lead.
-    fresh = RedisRulesSource(d / "routing.yaml", redis, startup_url=redis_url)
+    fresh = RedisRulesSource(d / "routing.yaml", redis, startup=RedisSettings(url=redis_url))
     assert fresh.current.version == v1.tag and fresh.published == 1
 
     # Nobody deletes the pointer in normal use, but if it goes the file applies again.
@@ -209,7 +210,8 @@ async def test_the_live_source_survives_redis_going_away(
         server.stop()
         assert await source.poll() is False
         assert source.current.version == v1.tag
-        unreachable = RedisRulesSource(d / "routing.yaml", client, startup_url=f"redis://127.0.0.1:{server.port}/0")
+        unreachable = RedisRulesSource(d / "routing.yaml", client,
+                                       startup=RedisSettings(url=f"redis://127.0.0.1:{server.port}/0"))
         assert unreachable.current.version == "2026-11-22.1"  # starts on the file, catches up on a later poll
     finally:
         await client.aclose()

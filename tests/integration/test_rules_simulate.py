@@ -169,9 +169,9 @@ def test_lead_files_csv_and_jsonl(tmp_path: Path, invoke: Invoke) -> None:
 
 
 async def test_replay_form_fills_from_the_events_topic(broker_server: ManagedProcess) -> None:
-    settings = Settings(kafka_url=f"kafka://127.0.0.1:{broker_server.port}",
+    settings = Settings.of(kafka_url=f"kafka://127.0.0.1:{broker_server.port}",
                         topic_events=f"replay-{os.getpid()}-{id(object())}", topic_partitions=2)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     t0 = datetime(2026, 11, 2, 9, tzinfo=UTC).timestamp()
 
     def form(eid: str, email: str, ts: float, **fields: str) -> Event:
@@ -187,13 +187,13 @@ async def test_replay_form_fills_from_the_events_topic(broker_server: ManagedPro
         form("e4", "bob@example.de", t0 + 240, country="DE"),
         form("e5", "late@acme.com", t0 + 7200, country="US"),  # after the window
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=False)
     await producer.start()
     try:
         for ev in events:
             key, value = encode_event(ev)
-            await producer.send_and_wait(settings.topic_events, value, key=key, timestamp_ms=int(ev.ts * 1000))
-        await producer.send_and_wait(settings.topic_events, b"not json", key=b"x", timestamp_ms=int(t0 * 1000) + 1)
+            await producer.send_and_wait(settings.kafka.topic_events, value, key=key, timestamp_ms=int(ev.ts * 1000))
+        await producer.send_and_wait(settings.kafka.topic_events, b"not json", key=b"x", timestamp_ms=int(t0 * 1000) + 1)
     finally:
         await producer.stop()
 

@@ -42,16 +42,16 @@ def make_settings(kafka_port: int, redis_url: str, spool_dir: Path, **extra: Any
         "spool_dir": spool_dir, "spool_send_timeout_s": 2.0, "spool_recheck_delay_s": 0.5,
     }
     values.update(extra)
-    return Settings(**values)
+    return Settings.of(**values)
 
 
 async def read_topic(settings: Settings, expected: int, timeout: float = 30.0,
                      settle: float = 1.5) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        parts = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
+        parts = [TopicPartition(settings.kafka.topic_events, p) for p in range(settings.kafka.topic_partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         out: list[dict[str, Any]] = []
@@ -123,7 +123,7 @@ async def test_a_frozen_broker_loses_nothing_and_duplicates_nothing(
     await service.start()
     sent: dict[str, list[str]] = {}
     visitors = [f"visitor{n:04d}xyz" for n in range(8)]
-    url = f"http://127.0.0.1:{settings.collector_port}"
+    url = f"http://127.0.0.1:{settings.ingest.collector_port}"
     try:
         await asyncio.wait_for(service.forwarder.connected.wait(), 30.0)
         async with aiohttp.ClientSession() as s:
@@ -135,7 +135,7 @@ async def test_a_frozen_broker_loses_nothing_and_duplicates_nothing(
                 assert service.spool.pending > 0
                 assert (metrics.REGISTRY.get_sample_value("leadrouter_spool_pending_events") or 0) > 0
                 # Long enough for the forwarder's send to go unanswered and be retried.
-                await asyncio.sleep(settings.spool_send_timeout_s * 2)
+                await asyncio.sleep(settings.spool.send_timeout_s * 2)
                 await send_traffic(s, url, visitors, 2, sent, "later")
             finally:
                 broker.signal(signal.SIGCONT)
@@ -159,13 +159,13 @@ async def test_a_restarted_collector_replays_its_spool(
     await first.start()
     sent: dict[str, list[str]] = {}
     visitors = [f"restart{n:04d}abc" for n in range(5)]
-    url = f"http://127.0.0.1:{settings.collector_port}"
+    url = f"http://127.0.0.1:{settings.ingest.collector_port}"
     await asyncio.wait_for(first.forwarder.connected.wait(), 30.0)
     broker.signal(signal.SIGSTOP)
     try:
         async with aiohttp.ClientSession() as s:
             await send_traffic(s, url, visitors, 3, sent, "first")
-        await asyncio.sleep(settings.spool_send_timeout_s + 0.5)
+        await asyncio.sleep(settings.spool.send_timeout_s + 0.5)
         await first.stop()
         assert any(spool_dir.glob("seg-*.jsonl"))
         second = CollectorService(settings)
@@ -202,7 +202,7 @@ async def test_a_full_spool_refuses_api_clients_but_pixels_still_answer(
                              spool_segment_bytes=2048, spool_retry_after_s=17)
     service = CollectorService(settings)
     await service.start()
-    url = f"http://127.0.0.1:{settings.collector_port}"
+    url = f"http://127.0.0.1:{settings.ingest.collector_port}"
     try:
         async with aiohttp.ClientSession() as s:
             accepted = 0

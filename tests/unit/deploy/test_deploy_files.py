@@ -22,7 +22,6 @@ import subprocess
 import threading
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -36,7 +35,15 @@ import router.storage.live_config
 from router import metrics
 from router.cli.main import build_parser
 from router.errors import SettingsError
-from router.settings import _ALIASES, PACKAGE_ROOT, Settings, load_settings, require_token_secret
+from router.settings import (
+    _ALIASES,
+    FIELDS,
+    PACKAGE_ROOT,
+    Settings,
+    env_name,
+    load_settings,
+    require_token_secret,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
@@ -45,14 +52,12 @@ IMAGE = "leadrouter:latest"
 NAMESPACE = "leadrouter"
 DEFAULTS = Settings()
 
-SETTING_ENV_NAMES = frozenset(
-    {f"LEADROUTER_{f.name.upper()}" for f in fields(Settings) if f.name != "explicit"} | set(_ALIASES)
-)
+SETTING_ENV_NAMES = frozenset({env_name(flat) for flat in FIELDS} | set(_ALIASES))
 ROLES = ("collector", "worker")
 # The ops-edited files (LEADROUTER_SCORING_FILE, _RULES_FILE, ...): every Path setting
 # named *_file, each validated by router.storage.live_config.load_<setting>.
-FILE_SETTINGS = tuple(f.name for f in fields(Settings)
-                      if f.name.endswith("_file") and isinstance(getattr(DEFAULTS, f.name), Path))
+FILE_SETTINGS = tuple(flat for flat in FIELDS
+                      if flat.endswith("_file") and isinstance(DEFAULTS.value(flat), Path))
 
 
 def load_config_file(setting: str, path: Path) -> object:
@@ -133,7 +138,7 @@ def expected_topics(settings: Settings) -> dict[str, int]:
     mp = pytest.MonkeyPatch()
     mp.setattr(router.storage.kafka, "AIOKafkaAdminClient", FakeAdmin)
     try:
-        asyncio.run(router.storage.kafka.ensure_topics(settings, timeout_s=1.0))
+        asyncio.run(router.storage.kafka.ensure_topics(settings.kafka, timeout_s=1.0))
     finally:
         mp.undo()
     return created
@@ -274,17 +279,17 @@ def test_dockerfile_env_ports_and_volume_agree_with_settings() -> None:
     env = docker_env()
     assert not env_problems(env, "Dockerfile ENV")
     s = load_settings(docker_settings_env())
-    assert s.collector_host == "0.0.0.0", "inside a container the collector must listen on every interface"
+    assert s.ingest.collector_host == "0.0.0.0", "inside a container the collector must listen on every interface"
     instr = dockerfile()
     exposed = {int(p.split("/")[0]) for word, rest in instr if word == "EXPOSE" for p in rest.split()}
-    assert exposed == {s.collector_port, s.worker_web_port}
+    assert exposed == {s.ingest.collector_port, s.worker.web_port}
     volumes = [json.loads(rest) for word, rest in instr if word == "VOLUME"]
-    assert [str(s.spool_dir)] in volumes
+    assert [str(s.spool.dir)] in volumes
     run = " ".join(rest for word, rest in instr if word == "RUN")
-    assert f"mkdir -p {s.spool_dir}" in run, "create the spool dir so a new volume inherits the user's ownership"
+    assert f"mkdir -p {s.spool.dir}" in run, "create the spool dir so a new volume inherits the user's ownership"
     workdir = [rest for word, rest in instr if word == "WORKDIR"][-1]
     assert f"chown -R leadrouter:leadrouter {workdir}" in run, "the working directory must be writable (faust data)"
-    assert str(s.spool_dir).startswith(workdir + "/")
+    assert str(s.spool.dir).startswith(workdir + "/")
 
 
 def test_dockerfile_healthcheck_runs_the_copied_script() -> None:
@@ -361,7 +366,7 @@ def test_healthcheck_script_wants_ok_true(healthcheck: ModuleType, health_server
         assert healthcheck.main(["collector"], {"LEADROUTER_COLLECTOR_PORT": str(server.port)}, timeout_s=2) == 1
     # Default ports when nothing is set: the Settings defaults.
     assert healthcheck.targets("any", {}) == [
-        f"http://127.0.0.1:{DEFAULTS.collector_port}/healthz", f"http://127.0.0.1:{DEFAULTS.worker_web_port}/healthz"]
+        f"http://127.0.0.1:{DEFAULTS.ingest.collector_port}/healthz", f"http://127.0.0.1:{DEFAULTS.worker.web_port}/healthz"]
 
 
 # --------------------------------------------------------------------------- compose
@@ -426,7 +431,7 @@ def compose_listen_port(compose: Mapping[str, Any], name: str) -> set[int]:
     svc = compose["services"][name]
     if str(svc.get("image", "")).startswith("leadrouter"):
         s = load_settings(compose_service_env(svc))
-        return {s.collector_port} if role(svc) == "collector" else {s.worker_web_port}
+        return {s.ingest.collector_port} if role(svc) == "collector" else {s.worker.web_port}
     image = str(svc.get("image", ""))
     if image.startswith("prom/prometheus"):
         for arg in svc.get("command") or []:
@@ -513,8 +518,8 @@ def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
     assert published == {"collector-1": [8081], "collector-2": [8082]}
     for name, svc in collectors.items():
         s = load_settings(compose_service_env(svc))
-        assert s.collector_host == "0.0.0.0"
-        assert s.public_url == f"http://localhost:{published[name][0]}", name
+        assert s.ingest.collector_host == "0.0.0.0"
+        assert s.ingest.public_url == f"http://localhost:{published[name][0]}", name
     for name, svc in leadrouter_services(compose).items():
         test = svc["healthcheck"]["test"]
         assert "/usr/local/bin/leadrouter-healthcheck" in test and test[-1] == role(svc), name
@@ -543,9 +548,9 @@ def test_compose_kafka_is_kraft_and_matches_kafka_url(compose: dict[str, Any]) -
     partitions = set()
     for name, svc in leadrouter_services(compose).items():
         s = load_settings(compose_service_env(svc))
-        for server in s.kafka_bootstrap.split(","):
-            assert server in advertised, f"{name}: KAFKA_URL {s.kafka_url} is not an advertised listener"
-        partitions.add(s.topic_partitions)
+        for server in s.kafka.bootstrap.split(","):
+            assert server in advertised, f"{name}: KAFKA_URL {s.kafka.url} is not an advertised listener"
+        partitions.add(s.kafka.topic_partitions)
     assert partitions == {int(env["KAFKA_NUM_PARTITIONS"])}
     assert compose["services"]["kafka"]["healthcheck"]["test"]
 
@@ -560,7 +565,7 @@ def test_compose_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> Non
     assert pairs["--appendonly"] == "yes" and pairs["--appendfsync"] == "everysec"
     assert any(v.split(":")[1] == "/data" and v.split(":")[0] in compose["volumes"] for v in redis["volumes"])
     for name, svc in leadrouter_services(compose).items():
-        url = load_settings(compose_service_env(svc)).redis_url
+        url = load_settings(compose_service_env(svc)).redis.url
         m = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", url)
         assert m, f"{name}: REDIS_URL {url}"
         assert m.group(1) == "redis" and int(m.group(2)) in compose_listen_port(compose, "redis")
@@ -597,7 +602,7 @@ def test_compose_workers_do_not_outnumber_partitions(compose: dict[str, Any]) ->
     count = sum(int((s.get("deploy") or {}).get("replicas", 1)) for s in workers.values())
     assert count >= 2
     for svc in workers.values():
-        assert count <= load_settings(compose_service_env(svc)).topic_partitions
+        assert count <= load_settings(compose_service_env(svc)).kafka.topic_partitions
 
 
 def test_compose_references_exist(compose: dict[str, Any]) -> None:
@@ -634,8 +639,8 @@ def test_compose_config_files_are_mounted_and_valid(compose: dict[str, Any]) -> 
         s = load_settings(compose_service_env(svc))
         for setting in FILE_SETTINGS:
             # The container sees the repository's own file (the packaged default).
-            repo_file = REPO / getattr(DEFAULTS, setting).relative_to(PACKAGE_ROOT)
-            assert host_path_for(svc, getattr(s, setting)) == repo_file, f"{name}: {setting}"
+            repo_file = REPO / DEFAULTS.value(setting).relative_to(PACKAGE_ROOT)
+            assert host_path_for(svc, s.value(setting)) == repo_file, f"{name}: {setting}"
             load_config_file(setting, repo_file)
         assert all(v.endswith(":ro") for v in svc["volumes"] if v.startswith(".")), name
 
@@ -646,8 +651,8 @@ def test_compose_each_collector_has_its_own_spool_volume(compose: dict[str, Any]
         if role(svc) != "collector":
             continue
         s = load_settings(compose_service_env(svc))
-        src = compose_mounts(svc).get(str(s.spool_dir))
-        assert src and src in compose["volumes"], f"{name}: no named volume at the spool {s.spool_dir}"
+        src = compose_mounts(svc).get(str(s.spool.dir))
+        assert src and src in compose["volumes"], f"{name}: no named volume at the spool {s.spool.dir}"
         seen.append(src)
     assert len(seen) == 2 and len(set(seen)) == 2
 
@@ -690,8 +695,8 @@ def test_prometheus_scrapes_every_collector_and_worker(compose: dict[str, Any]) 
     for host, ports in scraped.items():
         assert ports <= compose_listen_port(compose, host), f"{host} is scraped on {ports}"
     assert set(leadrouter_services(compose)) <= set(scraped), "every collector and worker is scraped"
-    assert scraped["collector-1"] == {DEFAULTS.collector_port}
-    assert scraped["worker"] == {DEFAULTS.worker_web_port}
+    assert scraped["collector-1"] == {DEFAULTS.ingest.collector_port}
+    assert scraped["worker"] == {DEFAULTS.worker.web_port}
 
 
 # --------------------------------------------------------------------------- Grafana
@@ -952,7 +957,7 @@ def test_k8s_ports_probes_and_annotations_match_settings(k8s: list[dict[str, Any
         s = load_settings({**docker_settings_env(), **container_env(k8s, c)})
         command = c["args"][0]
         seen.add(command)
-        port = s.collector_port if command == "collector" else s.worker_web_port
+        port = s.ingest.collector_port if command == "collector" else s.worker.web_port
         assert [p["containerPort"] for p in c["ports"]] == [port], d["metadata"]["name"]
         for kind in ("readinessProbe", "livenessProbe"):
             probe = c[kind]
@@ -962,7 +967,7 @@ def test_k8s_ports_probes_and_annotations_match_settings(k8s: list[dict[str, Any
         assert ann["prometheus.io/port"] == str(port) and ann["prometheus.io/path"] == "/metrics"
         assert c["resources"]["requests"] and c["resources"]["limits"]
         if command == "collector":
-            assert s.collector_host == "0.0.0.0"
+            assert s.ingest.collector_host == "0.0.0.0"
     assert seen == set(ROLES)
     collector = named(k8s, "Deployment", "leadrouter-collector")
     assert collector["spec"]["replicas"] == 2
@@ -982,7 +987,7 @@ def test_k8s_pods_run_as_the_image_user(k8s: list[dict[str, Any]]) -> None:
 def test_k8s_config_files_are_mounted_and_valid(k8s: list[dict[str, Any]], tmp_path: Path) -> None:
     files = named(k8s, "ConfigMap", "leadrouter-files")
     cm = load_settings(named(k8s, "ConfigMap", "leadrouter-settings")["data"])
-    keys = {setting: getattr(cm, setting).name for setting in FILE_SETTINGS}
+    keys = {setting: cm.value(setting).name for setting in FILE_SETTINGS}
     assert set(files["data"]) == set(keys.values())
     assert {"scoring.yaml", "routing.yaml"} <= set(files["data"])
     for setting, key in keys.items():
@@ -992,7 +997,7 @@ def test_k8s_config_files_are_mounted_and_valid(k8s: list[dict[str, Any]], tmp_p
         s = load_settings({**docker_settings_env(), **container_env(k8s, c)})
         volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
         for setting, key in keys.items():
-            path = getattr(s, setting)
+            path = s.value(setting)
             assert path.name == key
             mounts = [m for m in c["volumeMounts"] if m["mountPath"] == str(path.parent)]
             assert len(mounts) == 1, f"{d['metadata']['name']}: nothing mounted at {path.parent}"
@@ -1004,10 +1009,10 @@ def test_k8s_collector_spool_volume_fits_the_spool(k8s: list[dict[str, Any]]) ->
     d = named(k8s, "Deployment", "leadrouter-collector")
     (c,) = d["spec"]["template"]["spec"]["containers"]
     s = load_settings({**docker_settings_env(), **container_env(k8s, c)})
-    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(s.spool_dir)]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(s.spool.dir)]
     volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
     empty = volumes[mount["name"]]["emptyDir"]
-    assert quantity_bytes(empty["sizeLimit"]) >= s.spool_max_bytes
+    assert quantity_bytes(empty["sizeLimit"]) >= s.spool.max_bytes
 
 
 def test_k8s_workers_do_not_outnumber_partitions(k8s: list[dict[str, Any]]) -> None:
@@ -1015,7 +1020,7 @@ def test_k8s_workers_do_not_outnumber_partitions(k8s: list[dict[str, Any]]) -> N
     (c,) = d["spec"]["template"]["spec"]["containers"]
     s = load_settings({**docker_settings_env(), **container_env(k8s, c)})
     surge = d["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
-    assert 1 <= d["spec"]["replicas"] and d["spec"]["replicas"] + int(surge) <= s.topic_partitions
+    assert 1 <= d["spec"]["replicas"] and d["spec"]["replicas"] + int(surge) <= s.kafka.topic_partitions
 
 
 def test_k8s_topics_job_matches_ensure_topics(k8s: list[dict[str, Any]]) -> None:
@@ -1023,7 +1028,7 @@ def test_k8s_topics_job_matches_ensure_topics(k8s: list[dict[str, Any]]) -> None
     (c,) = job["spec"]["template"]["spec"]["containers"]
     env = container_env(k8s, c)
     s = load_settings({k: v for k, v in named(k8s, "ConfigMap", "leadrouter-settings")["data"].items()})
-    assert env["KAFKA_URL"] == s.kafka_url
+    assert env["KAFKA_URL"] == s.kafka.url
     assert topic_commands("\n".join(c["args"])) == expected_topics(s)
     assert job["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
 
@@ -1069,7 +1074,7 @@ def test_k8s_files_configmap_is_what_the_generator_writes() -> None:
     doc = yaml.safe_load(gen.current())
     assert doc["metadata"]["name"] == "leadrouter-files"
     assert {k: Path(p) for k, p in gen.FILES.items()} == {
-        getattr(DEFAULTS, s).name: REPO / getattr(DEFAULTS, s).relative_to(PACKAGE_ROOT) for s in FILE_SETTINGS}
+        DEFAULTS.value(s).name: REPO / DEFAULTS.value(s).relative_to(PACKAGE_ROOT) for s in FILE_SETTINGS}
     for key, path in gen.FILES.items():
         assert doc["data"][key] == Path(path).read_text(encoding="utf-8"), key
 

@@ -50,7 +50,7 @@ def test_spec_paths_and_methods_equal_the_apps_routes(app: web.Application) -> N
 
 
 def test_the_served_document_is_the_one_built_from_the_settings(app: web.Application) -> None:
-    settings = Settings(admin_simulate_max_leads=7, admin_max_rules_bytes=4096)
+    settings = Settings.of(admin_simulate_max_leads=7, admin_max_rules_bytes=4096)
     spec = build_spec(settings)
     schemas = spec["components"]["schemas"]
     assert schemas["SimulateRequest"]["properties"]["leads"]["maxItems"] == 7

@@ -8,9 +8,10 @@ import pytest
 
 from models.lead import Alert, Assignment, LeadView, Rep, RoutingDecision, Stage
 from router.alerts.delivery import backoff_delay
-from router.alerts.digest import parse_triggers, trigger_kind
+from router.alerts.digest import trigger_kind
 from router.alerts.pacing import LocalPacer, bucket_step, pace_key
 from router.errors import SettingsError
+from router.settings import parse_triggers
 
 
 class FakeClock:
@@ -122,20 +123,19 @@ def test_digest_trigger_setting() -> None:
         parse_triggers("bogus")
 
 
-def test_alert_settings_are_checked_at_start_up() -> None:
-    from router.alerts.sender import check_alert_settings
+def test_alert_settings_are_checked_when_loaded() -> None:
     from router.settings import Settings, load_settings
 
-    check_alert_settings(Settings())
     for bad, name in (({"slack_pacer": "cluster"}, "LEADROUTER_SLACK_PACER"),
                       ({"slack_burst": 0}, "LEADROUTER_SLACK_BURST"),
                       ({"digest_triggers": "hand_raiser"}, "LEADROUTER_DIGEST_TRIGGERS")):
         with pytest.raises(SettingsError, match=name):
-            check_alert_settings(Settings().with_(**bad))
+            Settings().with_(**bad)
+        with pytest.raises(SettingsError, match=name):
+            load_settings({f"LEADROUTER_{k.upper()}": str(v) for k, v in bad.items()})
     s = load_settings({"LEADROUTER_DIGEST_TRIGGERS": "threshold,account_intent", "LEADROUTER_DIGEST_INTERVAL_S": "900",
                        "LEADROUTER_SMTP_TLS_CA_FILE": "/etc/ssl/private-ca.pem", "LEADROUTER_SMTP_SSL": "1",
                        "LEADROUTER_SLACK_RATE_PER_S": "0.5", "LEADROUTER_ALERT_BACKOFF_MAX_S": "10"})
-    assert (s.digest_triggers, s.digest_interval_s, s.smtp_tls_ca_file, s.smtp_ssl) == (
-        "threshold,account_intent", 900.0, "/etc/ssl/private-ca.pem", True)
-    assert (s.slack_rate_per_s, s.alert_backoff_max_s) == (0.5, 10.0)
-    check_alert_settings(s)
+    assert (s.alerts.digest_triggers, s.alerts.digest_interval_s, s.alerts.smtp_tls_ca_file, s.alerts.smtp_ssl) == (
+        {"threshold", "account_intent"}, 900.0, "/etc/ssl/private-ca.pem", True)
+    assert (s.alerts.slack_rate_per_s, s.alerts.backoff_max_s) == (0.5, 10.0)

@@ -29,7 +29,7 @@ NOW = 1_800_000_000.0
 ORIGIN = "https://www.acme.io"
 # The test client connects from 127.0.0.1: a trusted proxy here, so X-Forwarded-For is believed
 # (10.0.0.0/8 is the site's own load balancer); ORIGIN is the site that may send credentials.
-SETTINGS = Settings(token_secret=SECRET, trusted_proxies="127.0.0.0/8, 10.0.0.0/8", cors_origins=ORIGIN)
+SETTINGS = Settings.of(token_secret=SECRET, trusted_proxies="127.0.0.0/8, 10.0.0.0/8", cors_origins=ORIGIN)
 VID = "visitor_0123456789"
 
 
@@ -196,7 +196,7 @@ async def test_pixel_mints_and_sets_a_cookie_when_missing(client: Any, sink: Mem
     low = cookie.lower()
     assert "httponly" in low
     assert "path=/" in low
-    assert f"max-age={SETTINGS.cookie_max_age_s}" in low
+    assert f"max-age={SETTINGS.ingest.cookie_max_age_s}" in low
     assert "samesite=lax" in low
     assert "secure" not in low.replace("samesite", "")
 
@@ -290,12 +290,12 @@ async def test_pixel_answers_the_gif_when_the_sink_fails(make_client: Make) -> N
     failing = FailingSink()
     client = await make_client(failing)
     before_req = requests_total("pixel", "unavailable")
-    before_fail = sample("leadrouter_produce_failures_total", topic=SETTINGS.topic_events)
+    before_fail = sample("leadrouter_produce_failures_total", topic=SETTINGS.kafka.topic_events)
     resp = await client.get("/t/p.gif", params={"url": "https://acme.io/"})
     await assert_gif(resp)
     assert failing.calls == 1
     assert requests_total("pixel", "unavailable") == before_req + 1
-    assert sample("leadrouter_produce_failures_total", topic=SETTINGS.topic_events) == before_fail + 1
+    assert sample("leadrouter_produce_failures_total", topic=SETTINGS.kafka.topic_events) == before_fail + 1
 
 
 async def test_pixel_answers_the_gif_on_an_unexpected_error(make_client: Make) -> None:

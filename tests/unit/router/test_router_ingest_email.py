@@ -22,7 +22,7 @@ from router.tokens import _sign, mint_token
 SECRET = "email-secret-0123456789abcdef"
 NOW = 1_800_000_000.0
 # The test client (127.0.0.1) stands for the load balancer, whose X-Forwarded-For is believed.
-SETTINGS = Settings(token_secret=SECRET, machine_networks="192.0.2.0/24", trusted_proxies="127.0.0.1")
+SETTINGS = Settings.of(token_secret=SECRET, machine_networks="192.0.2.0/24", trusted_proxies="127.0.0.1")
 DEST = "https://www.acme.test/pricing?plan=pro&utm_source=newsletter&utm_campaign=nov"
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130 Safari/537.36"
 

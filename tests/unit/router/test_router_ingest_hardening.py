@@ -30,7 +30,7 @@ from router.settings import Settings
 SECRET = "hardening-secret-0123456789abcdef"
 NOW = 1_800_000_000.0
 SITE = "https://www.acme.io"
-SETTINGS = Settings(token_secret=SECRET, segment_write_keys="WK_HARD", machine_networks="127.0.0.0/8, 192.0.2.0/24",
+SETTINGS = Settings.of(token_secret=SECRET, segment_write_keys="WK_HARD", machine_networks="127.0.0.0/8, 192.0.2.0/24",
                     cors_origins=f"{SITE}, https://app.acme.io")
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"WK_HARD:").decode()}
 TP2 = "/com.snowplowanalytics.snowplow/tp2"

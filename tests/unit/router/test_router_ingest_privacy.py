@@ -15,7 +15,7 @@ from router.metrics import REGISTRY
 from router.settings import Settings
 
 NOW = 1_800_000_000.0
-SETTINGS = Settings(token_secret="privacy-secret-0123456789abcdef")
+SETTINGS = Settings.of(token_secret="privacy-secret-0123456789abcdef")
 VID = "visitor_0123456789"
 
 

@@ -32,18 +32,17 @@ from router.ingest.segment import (
     flatten,
     map_message,
     parse_name_list,
-    parse_write_keys,
     profile_fields,
 )
 from router.ingest.spool import Spool, SpoolSink
 from router.metrics import REGISTRY
-from router.settings import Settings
+from router.settings import Settings, parse_write_keys
 from router.storage.kafka import ProduceError
 
 NOW = 1_800_000_000.0
-SETTINGS = Settings(token_secret="ingest-secret-0123456789abcdef", segment_write_keys="WK_TEST, RWK=rudderstack")
+SETTINGS = Settings.of(token_secret="ingest-secret-0123456789abcdef", segment_write_keys="WK_TEST, RWK=rudderstack")
 CTX = IngestContext(write_key="WK_TEST", source="segment", received_at=NOW, request_ip="198.51.100.1",
-                    form_events=parse_name_list(SETTINGS.segment_form_events))
+                    form_events=parse_name_list(",".join(SETTINGS.ingest.segment_form_events)))
 
 
 class MemorySink:
@@ -190,8 +189,8 @@ async def test_no_write_keys_configured_means_the_api_is_off(make_client: Make, 
 
 
 def test_write_key_parsing() -> None:
-    assert parse_write_keys(" a , b=rudderstack,, c= ") == {"a": "segment", "b": "rudderstack", "c": "segment"}
-    assert parse_write_keys("") == {}
+    assert parse_write_keys(" a , b=rudderstack,, c= ") == (("a", "segment"), ("b", "rudderstack"), ("c", "segment"))
+    assert parse_write_keys("") == ()
     assert basic_auth_user("Basic " + base64.b64encode(b"WK:").decode()) == "WK"
     assert basic_auth_user("basic " + base64.b64encode(b"WK:ignored").decode()) == "WK"
     assert basic_auth_user("Basic " + base64.b64encode(b":pw").decode()) is None

@@ -27,7 +27,7 @@ from router.metrics import REGISTRY
 from router.settings import Settings
 
 NOW = 1_800_000_000.0
-SETTINGS = Settings(token_secret="snowplow-secret-0123456789abcdef")
+SETTINGS = Settings.of(token_secret="snowplow-secret-0123456789abcdef")
 TP2 = "/com.snowplowanalytics.snowplow/tp2"
 SCHEMA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
 CTX = IngestContext(write_key="", source="snowplow", received_at=NOW, request_ip="198.51.100.2",

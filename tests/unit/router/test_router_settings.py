@@ -1,14 +1,29 @@
-"""load_settings: the environment read once into typed, frozen settings."""
+"""load_settings: the environment read once into typed, frozen settings in sections."""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 
 import pytest
 
 from router.errors import SettingsError
-from router.settings import DEFAULT_RULES, DEFAULT_SCORING, Settings, load_settings, require_token_secret
+from router.settings import (
+    DEFAULT_RULES,
+    DEFAULT_SCORING,
+    FIELDS,
+    AdminSettings,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+    SpoolSettings,
+    WorkerSettings,
+    env_name,
+    load_settings,
+    require_token_secret,
+)
+from router.storage.redis import RedisRole, create_redis, create_sync_redis, timeouts
 
 # --------------------------------------------------------------------------- defaults
 
@@ -17,16 +32,16 @@ def test_empty_environment_gives_the_defaults() -> None:
     s = load_settings({})
     assert s == Settings()
     assert s.explicit == frozenset()
-    assert s.kafka_url == "kafka://127.0.0.1:9092"
-    assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert s.collector_port == 8080
-    assert s.cookie_secure is False
+    assert s.kafka.url == "kafka://127.0.0.1:9092"
+    assert s.redis.url == "redis://127.0.0.1:6379/0"
+    assert s.ingest.collector_port == 8080
+    assert s.ingest.cookie_secure is False
 
 
 def test_default_config_files_are_the_shipped_ones() -> None:
     s = load_settings({})
-    assert s.scoring_file == DEFAULT_SCORING
-    assert s.rules_file == DEFAULT_RULES
+    assert s.files.scoring_file == DEFAULT_SCORING
+    assert s.files.rules_file == DEFAULT_RULES
     assert DEFAULT_SCORING.is_file()
     assert DEFAULT_RULES.is_file()
 
@@ -38,12 +53,12 @@ def test_unrelated_variables_are_ignored() -> None:
 def test_settings_are_frozen() -> None:
     s = load_settings({})
     with pytest.raises(dataclasses.FrozenInstanceError):
-        s.collector_port = 1  # type: ignore[misc]
+        s.ingest.collector_port = 1  # type: ignore[misc]
 
 
 def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEADROUTER_COLLECTOR_PORT", "9123")
-    assert load_settings().collector_port == 9123
+    assert load_settings().ingest.collector_port == 9123
 
 
 # --------------------------------------------------------------------------- typed parsing
@@ -58,13 +73,13 @@ def test_prefixed_names_set_typed_values() -> None:
         "LEADROUTER_SCORING_FILE": "/etc/leadrouter/scoring.yaml",
         "LEADROUTER_APP_ID": "lr-prod",
     })
-    assert s.collector_port == 9000 and type(s.collector_port) is int
-    assert s.worker_batch_window_s == 0.5 and type(s.worker_batch_window_s) is float
-    assert s.alert_backoff_s == 2.0 and type(s.alert_backoff_s) is float
-    assert s.cookie_secure is True
-    assert s.scoring_file == Path("/etc/leadrouter/scoring.yaml")
-    assert isinstance(s.scoring_file, Path)
-    assert s.app_id == "lr-prod"
+    assert s.ingest.collector_port == 9000 and type(s.ingest.collector_port) is int
+    assert s.worker.batch_window_s == 0.5 and type(s.worker.batch_window_s) is float
+    assert s.alerts.backoff_s == 2.0 and type(s.alerts.backoff_s) is float
+    assert s.ingest.cookie_secure is True
+    assert s.files.scoring_file == Path("/etc/leadrouter/scoring.yaml")
+    assert isinstance(s.files.scoring_file, Path)
+    assert s.kafka.app_id == "lr-prod"
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -72,7 +87,7 @@ def test_prefixed_names_set_typed_values() -> None:
     ("0", False), ("false", False), ("No", False), ("off", False), ("", False),
 ])
 def test_bool_words(raw: str, expected: bool) -> None:
-    assert load_settings({"LEADROUTER_SMTP_STARTTLS": raw}).smtp_starttls is expected
+    assert load_settings({"LEADROUTER_SMTP_STARTTLS": raw}).alerts.smtp_starttls is expected
 
 
 def test_bad_bool_names_the_variable_and_value() -> None:
@@ -128,9 +143,9 @@ def test_urls_must_have_a_scheme(env: dict[str, str], needle: str) -> None:
 
 def test_other_url_schemes_are_accepted() -> None:
     s = load_settings({"KAFKA_URL": "aiokafka://k:9092", "REDIS_URL": "rediss://r:6380/1"})
-    assert s.kafka_url == "aiokafka://k:9092"
-    assert s.redis_url == "rediss://r:6380/1"
-    assert load_settings({"REDIS_URL": "unix:///run/redis.sock"}).redis_url == "unix:///run/redis.sock"
+    assert s.kafka.url == "aiokafka://k:9092"
+    assert s.redis.url == "rediss://r:6380/1"
+    assert load_settings({"REDIS_URL": "unix:///run/redis.sock"}).redis.url == "unix:///run/redis.sock"
 
 
 # --------------------------------------------------------------------------- aliases
@@ -143,10 +158,10 @@ def test_well_known_aliases_are_honoured() -> None:
         "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/x",
         "SLACK_BOT_TOKEN": "xoxb-1",
     })
-    assert s.kafka_url == "kafka://k1:9092"
-    assert s.redis_url == "redis://r1:6379/2"
-    assert s.slack_webhook_url == "https://hooks.slack.com/services/T/B/x"
-    assert s.slack_bot_token == "xoxb-1"
+    assert s.kafka.url == "kafka://k1:9092"
+    assert s.redis.url == "redis://r1:6379/2"
+    assert s.alerts.slack_webhook_url == "https://hooks.slack.com/services/T/B/x"
+    assert s.alerts.slack_bot_token == "xoxb-1"
     assert s.explicit == {"kafka_url", "redis_url", "slack_webhook_url", "slack_bot_token"}
 
 
@@ -158,16 +173,16 @@ def test_prefixed_name_wins_over_the_alias() -> None:
         "REDIS_URL": "redis://alias:6379/0",
     }
     s = load_settings(env)
-    assert s.kafka_url == "kafka://prefixed:9092"
-    assert s.redis_url == "redis://prefixed:6379/0"
+    assert s.kafka.url == "kafka://prefixed:9092"
+    assert s.redis.url == "redis://prefixed:6379/0"
     # Whatever the order the mapping lists them in.
     s2 = load_settings(dict(reversed(list(env.items()))))
-    assert (s2.kafka_url, s2.redis_url) == (s.kafka_url, s.redis_url)
+    assert (s2.kafka.url, s2.redis.url) == (s.kafka.url, s.redis.url)
 
 
 def test_empty_alias_is_ignored() -> None:
     s = load_settings({"KAFKA_URL": "", "REDIS_URL": ""})
-    assert s.kafka_url == Settings().kafka_url
+    assert s.kafka.url == Settings().kafka.url
     assert s.explicit == frozenset()
 
 
@@ -225,14 +240,7 @@ def test_explicit_names_exactly_the_fields_the_environment_set() -> None:
     ("aiokafka://broker:29092;", "broker:29092"),
 ])
 def test_kafka_bootstrap(url: str, bootstrap: str) -> None:
-    assert load_settings({"KAFKA_URL": url}).kafka_bootstrap == bootstrap
-
-
-def test_with_returns_a_changed_copy() -> None:
-    s = Settings()
-    t = s.with_(collector_port=1234)
-    assert t.collector_port == 1234
-    assert s.collector_port == 8080
+    assert load_settings({"KAFKA_URL": url}).kafka.bootstrap == bootstrap
 
 
 # --------------------------------------------------------------------------- to_env
@@ -242,14 +250,14 @@ def test_to_env_round_trips_the_defaults() -> None:
     s = Settings()
     env = s.to_env()
     assert "LEADROUTER_EXPLICIT" not in env
+    assert set(env) == {env_name(flat) for flat in FIELDS} | {"KAFKA_URL", "REDIS_URL"}
     back = load_settings(env)
     assert dataclasses.replace(back, explicit=frozenset()) == s
-    names = {f.name for f in dataclasses.fields(Settings)} - {"explicit"}
-    assert back.explicit == names
+    assert back.explicit == set(FIELDS)
 
 
 def test_to_env_round_trips_changed_values() -> None:
-    s = Settings(
+    s = Settings.of(
         kafka_url="kafka://10.0.0.1:9093;kafka://10.0.0.2:9093",
         redis_url="redis://10.0.0.3:6380/4",
         topic_partitions=12,
@@ -259,24 +267,204 @@ def test_to_env_round_trips_changed_values() -> None:
         smtp_starttls=True,
         token_secret="s3cr3t-with spaces=and;punct",
         scoring_file=Path("/srv/conf/scoring.yaml"),
-        rules_file=Path("relative/routing.yaml"),
+        rules_file="relative/routing.yaml",
         slack_webhook_url="https://hooks.example/x?y=z",
         alert_backoff_s=1e-05,
+        unique_identifiers=("email", "user_id"),
+        segment_write_keys="wk1, rwk=rudderstack",
+        segment_form_events=("Webinar Registered", "Trial Started"),
+        snowplow_app_ids="site,app",
+        machine_networks="10.0.0.0/8 2001:db8::/32",
+        digest_triggers="account-intent,threshold",
+        spool_fsync="interval",
+        slack_pacer="local",
+        redis_collector_timeout_s=0.25,
     )
     env = s.to_env()
     assert env["LEADROUTER_COOKIE_SECURE"] == "1"
     assert env["LEADROUTER_SMTP_STARTTLS"] == "1"
-    assert env["KAFKA_URL"] == s.kafka_url
-    assert env["REDIS_URL"] == s.redis_url
+    assert env["LEADROUTER_SEGMENT_WRITE_KEYS"] == "wk1=segment,rwk=rudderstack"
+    assert env["LEADROUTER_MACHINE_NETWORKS"] == "10.0.0.0/8,2001:db8::/32"
+    assert env["LEADROUTER_UNIQUE_IDENTIFIERS"] == "email,user_id"
+    assert env["KAFKA_URL"] == s.kafka.url
+    assert env["REDIS_URL"] == s.redis.url
     assert all(isinstance(v, str) for v in env.values())
     back = load_settings(env)
     assert dataclasses.replace(back, explicit=frozenset()) == s
 
 
 def test_to_env_writes_false_as_zero() -> None:
-    env = Settings(cookie_secure=False).to_env()
+    env = Settings.of(cookie_secure=False).to_env()
     assert env["LEADROUTER_COOKIE_SECURE"] == "0"
-    assert load_settings(env).cookie_secure is False
+    assert load_settings(env).ingest.cookie_secure is False
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def test_every_flat_name_maps_to_one_section_field() -> None:
+    s = Settings()
+    targets = list(FIELDS.values())
+    assert len(targets) == len(set(targets))
+    for flat, (section, name) in FIELDS.items():
+        owner = getattr(s, section) if section else s
+        assert hasattr(owner, name), flat
+    section_fields = {(f.name, g.name) for f in dataclasses.fields(Settings) if f.name not in ("log_level", "explicit")
+                      for g in dataclasses.fields(getattr(s, f.name))}
+    assert section_fields | {("", "log_level")} == set(targets)
+
+
+@pytest.mark.parametrize(("flat", "section", "name"), [
+    ("kafka_url", "kafka", "url"),
+    ("topic_events", "kafka", "topic_events"),
+    ("redis_url", "redis", "url"),
+    ("redis_socket_timeout_s", "redis", "socket_timeout_s"),
+    ("worker_batch_size", "worker", "batch_size"),
+    ("unique_identifiers", "worker", "unique_identifiers"),
+    ("collector_port", "ingest", "collector_port"),
+    ("spool_dir", "spool", "dir"),
+    ("rules_file", "files", "rules_file"),
+    ("token_secret", "tokens", "secret"),
+    ("alert_max_attempts", "alerts", "max_attempts"),
+    ("admin_url", "alerts", "admin_url"),
+    ("admin_port", "admin", "port"),
+])
+def test_env_names_keep_their_flat_names(flat: str, section: str, name: str) -> None:
+    assert FIELDS[flat] == (section, name)
+    assert env_name(flat) == f"LEADROUTER_{flat.upper()}"
+
+
+def test_sections_are_typed_and_frozen() -> None:
+    s = load_settings({"LEADROUTER_WORKER_BATCH_SIZE": "64", "LEADROUTER_SPOOL_DIR": "/var/spool/lr",
+                       "LEADROUTER_ADMIN_PORT": "9001", "LEADROUTER_TOKEN_SECRET": "x" * 20})
+    assert isinstance(s.worker, WorkerSettings) and s.worker.batch_size == 64
+    assert isinstance(s.spool, SpoolSettings) and s.spool.dir == Path("/var/spool/lr")
+    assert isinstance(s.admin, AdminSettings) and s.admin.port == 9001
+    assert s.tokens.require_secret() == "x" * 20
+    assert s.value("admin_port") == 9001
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.worker.batch_size = 1  # type: ignore[misc]
+    assert isinstance(s.kafka, KafkaSettings) and isinstance(s.redis, RedisSettings)
+
+
+def test_comma_separated_values_become_typed_tuples() -> None:
+    s = load_settings({
+        "LEADROUTER_UNIQUE_IDENTIFIERS": " email , user_id ",
+        "LEADROUTER_SEGMENT_WRITE_KEYS": " a , b=rudderstack,, c= ",
+        "LEADROUTER_SEGMENT_FORM_EVENTS": "Webinar Registered, Trial Started",
+        "LEADROUTER_SNOWPLOW_APP_IDS": "site, ,app",
+        "LEADROUTER_MACHINE_NETWORKS": "192.0.2.9/24, 2001:db8::/32\n10.0.0.1",
+        "LEADROUTER_DIGEST_TRIGGERS": "threshold, account-intent",
+    })
+    assert s.worker.unique_identifiers == frozenset({"email", "user_id"})
+    assert s.ingest.segment_write_keys == (("a", "segment"), ("b", "rudderstack"), ("c", "segment"))
+    assert s.ingest.segment_form_events == ("Webinar Registered", "Trial Started")
+    assert s.ingest.snowplow_app_ids == ("site", "app")
+    assert s.ingest.machine_networks == (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32"),
+                                         ipaddress.ip_network("10.0.0.1/32"))
+    assert s.alerts.digest_triggers == frozenset({"threshold", "account_intent"})
+
+
+def test_default_tuples() -> None:
+    s = Settings()
+    assert s.worker.unique_identifiers == frozenset({"email"})
+    assert s.ingest.segment_form_events == ("Form Submitted", "Signed Up", "Demo Requested")
+    assert s.ingest.segment_write_keys == () and s.ingest.machine_networks == () and s.ingest.snowplow_app_ids == ()
+    assert s.alerts.digest_triggers == frozenset()
+
+
+@pytest.mark.parametrize(("name", "raw", "needle"), [
+    ("LEADROUTER_MACHINE_NETWORKS", "10.0.0.0/8,office", "'office', which is not an address range"),
+    ("LEADROUTER_DIGEST_TRIGGERS", "hand_raiser", "hand-raisers always go out at once"),
+    ("LEADROUTER_DIGEST_TRIGGERS", "bogus", "unknown trigger(s) bogus"),
+    ("LEADROUTER_UNIQUE_IDENTIFIERS", "phone", "must list email and/or user_id"),
+    ("LEADROUTER_UNIQUE_IDENTIFIERS", "", "must list email and/or user_id"),
+    ("LEADROUTER_SPOOL_FSYNC", "sometimes", "is not a policy; use one of always, interval, never"),
+    ("LEADROUTER_SLACK_PACER", "cluster", "is not one of: redis, local"),
+])
+def test_bad_list_and_choice_values_name_the_variable(name: str, raw: str, needle: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        load_settings({name: raw})
+    assert name in str(exc.value) and needle in str(exc.value)
+
+
+def test_redis_timeouts_default_to_todays_behaviour() -> None:
+    r = Settings().redis
+    assert (r.socket_timeout_s, r.connect_timeout_s) == (0.0, 0.0)
+    assert r.collector_timeout_s == 0.5
+    assert r.admin_timeout_s == 5.0
+    assert r.admin_cli_timeout_s == 10.0
+
+
+# --------------------------------------------------------------------------- every problem at once
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as exc:
+        load_settings({
+            "LEADROUTER_KAFKA_URI": "kafka://k:9092",
+            "LEADROUTER_COLLECTOR_PORT": "eighty",
+            "LEADROUTER_TOPIC_PARTITIONS": "0",
+            "LEADROUTER_UNIQUE_IDENTIFIERS": "phone",
+            "REDIS_URL": "localhost:6379",
+            "LEADROUTER_SPOOL_FSYNC": "sometimes",
+        })
+    msg = str(exc.value)
+    assert msg.startswith("6 settings problems:")
+    for needle in ("unknown setting LEADROUTER_KAFKA_URI; did you mean LEADROUTER_KAFKA_URL?",
+                   "LEADROUTER_COLLECTOR_PORT='eighty' is not a valid int",
+                   "LEADROUTER_TOPIC_PARTITIONS=0 must be at least 1",
+                   "LEADROUTER_UNIQUE_IDENTIFIERS='phone' must list email and/or user_id",
+                   "REDIS_URL='localhost:6379' must start with redis://",
+                   "LEADROUTER_SPOOL_FSYNC='sometimes' is not a policy"):
+        assert needle in msg
+    assert len(msg.splitlines()) == 7
+
+
+def test_a_value_that_fails_to_parse_is_reported_once() -> None:
+    with pytest.raises(SettingsError) as exc:
+        load_settings({"LEADROUTER_ALERT_MAX_ATTEMPTS": "many"})
+    assert str(exc.value) == "setting LEADROUTER_ALERT_MAX_ATTEMPTS='many' is not a valid int; set a number such as 10"
+
+
+def test_admin_limits_are_checked_when_loaded() -> None:
+    with pytest.raises(SettingsError) as exc:
+        load_settings({"LEADROUTER_ADMIN_PORT": "70000", "LEADROUTER_ADMIN_SIMULATE_MAX_LEADS": "0",
+                       "LEADROUTER_ADMIN_MAX_BODY_BYTES": "10"})
+    msg = str(exc.value)
+    assert "LEADROUTER_ADMIN_PORT=70000 is not a TCP port" in msg
+    assert "LEADROUTER_ADMIN_SIMULATE_MAX_LEADS must be at least 1" in msg
+    assert "LEADROUTER_ADMIN_MAX_BODY_BYTES" in msg
+
+
+# --------------------------------------------------------------------------- of / with_
+
+
+def test_of_takes_flat_names_with_typed_values_or_strings() -> None:
+    typed = Settings.of(collector_port=9000, cookie_secure=True, machine_networks=("192.0.2.0/24",),
+                        unique_identifiers={"email", "user_id"}, alert_backoff_s=2)
+    text = Settings.of(collector_port="9000", cookie_secure="yes", machine_networks="192.0.2.0/24",
+                       unique_identifiers="email,user_id", alert_backoff_s="2")
+    assert typed == text
+    assert typed.ingest.collector_port == 9000
+    assert typed.alerts.backoff_s == 2.0 and type(typed.alerts.backoff_s) is float
+    assert typed.explicit == frozenset()
+
+
+def test_of_and_with_validate_every_change() -> None:
+    with pytest.raises(SettingsError) as exc:
+        Settings.of(collector_port="eighty", spool_fsync="sometimes", topic_partitions=0)
+    assert str(exc.value).startswith("3 settings problems:")
+    with pytest.raises(SettingsError, match=r"unknown setting 'colector_port'; did you mean collector_port\?"):
+        Settings().with_(colector_port=1)
+
+
+def test_with_returns_a_changed_copy() -> None:
+    s = Settings()
+    t = s.with_(collector_port=1234, redis_url="redis://r:1/0", admin_port=0)
+    assert t.ingest.collector_port == 1234 and t.redis.url == "redis://r:1/0" and t.admin.port == 0
+    assert s.ingest.collector_port == 8080
+    assert t.kafka is s.kafka  # untouched sections are shared
 
 
 # --------------------------------------------------------------------------- token secret
@@ -290,8 +478,36 @@ def test_require_token_secret_returns_a_long_secret() -> None:
 @pytest.mark.parametrize("secret", ["", "short", "x" * 15])
 def test_require_token_secret_refuses_missing_or_short(secret: str) -> None:
     with pytest.raises(SettingsError) as exc:
-        require_token_secret(Settings(token_secret=secret))
+        require_token_secret(Settings.of(token_secret=secret))
     msg = str(exc.value)
     assert "LEADROUTER_TOKEN_SECRET" in msg
     assert "16 characters" in msg
     assert "secrets.token_urlsafe" in msg
+
+
+# --------------------------------------------------------------------------- the Redis factory
+
+
+@pytest.mark.parametrize(("role", "socket", "connect"), [
+    ("worker", None, None),
+    ("cli", None, None),
+    ("collector", 0.5, 0.5),
+    ("admin", 5.0, 5.0),
+    ("startup", 5.0, 5.0),
+    ("admin_cli", 10.0, 5.0),
+])
+def test_redis_clients_keep_todays_timeouts_per_role(role: RedisRole, socket: float | None,
+                                                     connect: float | None) -> None:
+    section = Settings.of(redis_url="redis://r.example:6380/2").redis
+    assert timeouts(section, role) == (socket, connect)
+    for client in (create_redis(section, role=role), create_sync_redis(section, role=role)):
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("r.example", 6380, 2)
+        assert (kwargs.get("socket_timeout"), kwargs.get("socket_connect_timeout")) == (socket, connect)
+
+
+def test_redis_timeouts_come_from_the_settings() -> None:
+    section = load_settings({"LEADROUTER_REDIS_SOCKET_TIMEOUT_S": "3", "LEADROUTER_REDIS_CONNECT_TIMEOUT_S": "1",
+                             "LEADROUTER_REDIS_COLLECTOR_TIMEOUT_S": "0.2"}).redis
+    assert timeouts(section, "worker") == (3.0, 1.0)
+    assert timeouts(section, "collector") == (0.2, 0.2)

@@ -23,7 +23,6 @@ from router.ingest.spool import (
     SpoolFull,
     SpoolRecord,
     SpoolSink,
-    check_settings,
     decode_line,
     encode_line,
     segment_name,
@@ -253,18 +252,17 @@ async def test_wait_unread_wakes_on_append(make: Make) -> None:
 
 
 def test_settings_are_checked() -> None:
-    check_settings(Settings())
     with pytest.raises(SettingsError, match="LEADROUTER_SPOOL_FSYNC"):
-        check_settings(Settings(spool_fsync="sometimes"))
+        Settings.of(spool_fsync="sometimes")
     with pytest.raises(SettingsError, match="LEADROUTER_SPOOL_MAX_BYTES"):
-        check_settings(Settings(spool_max_bytes=10))
+        Settings.of(spool_max_bytes=10)
 
 
 def test_defaults() -> None:
     s = Settings()
-    assert s.spool_dir == Path("var/spool") and s.spool_fsync == "always"
-    assert s.spool_max_bytes == 1024 ** 3 and s.spool_segment_bytes == 16 * 1024 ** 2
-    assert not os.path.isabs(s.spool_dir)
+    assert s.spool.dir == Path("var/spool") and s.spool.fsync == "always"
+    assert s.spool.max_bytes == 1024 ** 3 and s.spool.segment_bytes == 16 * 1024 ** 2
+    assert not os.path.isabs(s.spool.dir)
 
 
 async def test_a_beacon_does_not_wait_for_the_fsync_but_a_form_does(make: Make,
