@@ -222,11 +222,11 @@ def _nested(depth: int) -> object:
 
 
 async def read_topic(settings: Settings, expected: int, timeout: float = 20.0) -> list[dict[str, object]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        parts = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
+        parts = [TopicPartition(settings.kafka.topic_events, p) for p in range(settings.kafka.topic_partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         out: list[dict[str, object]] = []
