@@ -46,7 +46,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from router.dev.run import run_dev
+    from router.cli.local import require_local_extra
+
+    require_local_extra("dev")
+    from router.dev.run import run_dev  # dev-only code: imported only when `leadrouter dev` runs
 
     return asyncio.run(run_dev(settings, rate=args.rate, duration_s=args.duration, seed=args.seed))
 
