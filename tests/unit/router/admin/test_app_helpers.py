@@ -10,7 +10,7 @@ import pytest
 from router.admin.app import ApiError, redact_webhooks, yaml_guard
 from router.admin.auth import AuthError, bearer_token, hash_token, is_token_hash, new_token
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def test_new_tokens_are_random_prefixed_and_hash_to_sha256_hex() -> None:
