@@ -58,7 +58,15 @@ fi
 stamp=.venv/.leadrouter-installed
 want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # pip and the build backend print warnings that are not the user's to act on; keep them
+  # in a log and show it only when the install fails.
+  log=.venv/bootstrap-pip.log
+  echo "bootstrap: installing leadrouter and its dev tools into .venv (pip log: $log)" >&2
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[dev]"; } \
+      >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "bootstrap: pip install failed (log above, also in $log)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
