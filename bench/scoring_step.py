@@ -20,11 +20,11 @@ import random
 import sys
 import time
 import uuid
-from pathlib import Path
 
 from redis.asyncio import Redis
 
 from models import Event, EventType
+from router.cli.bench import output_root
 from router.dev.demo import COMPANIES, FIRST, LAST, PAGES, TITLES
 from router.dev.servers import start_redis
 from router.settings import DEFAULT_SCORING
@@ -34,7 +34,6 @@ from router.worker.pipeline import apply_batch
 from scoring import score_event
 from scoring.account_intent import AccountIntentConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 SECTION = "scoring step"
 
 
@@ -125,7 +124,7 @@ async def run(n: int, batch: int, visitors: int) -> dict[str, float]:
 
 
 def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
+    path = output_root() / "BENCHMARKS.md"
     doc = path.read_text() if path.exists() else "# Benchmarks\n"
     start = doc.find(f"<!-- {SECTION} -->")
     end = doc.find(f"<!-- /{SECTION} -->")

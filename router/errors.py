@@ -33,5 +33,9 @@ class PermanentSendError(SendError):
     """Retrying cannot help: bad channel, revoked token, rejected recipient."""
 
 
+class CollectorError(RouterError):
+    """Root of what the collector refuses or skips: a whole request, one message, an ignored event."""
+
+
 class ServerStartError(RouterError):
     """An embedded broker or Redis server did not start."""

@@ -90,11 +90,11 @@ DEFAULT_LEAKY_COLUMNS: Final[Mapping[str, str]] = {
 MIN_ROWS_PER_CLASS: Final = 20
 
 
-class ModelError(ScoringError):
+class LeadModelError(ScoringError):
     """Root of the predictive-model errors."""
 
 
-class ModelDataError(ModelError, ValueError):
+class ModelDataError(LeadModelError, ValueError):
     """The training or evaluation data cannot be used; the message says which column/value and the fix."""
 
 
@@ -791,15 +791,15 @@ def schema_to_json(schema: Schema) -> dict[str, Any]:
 
 
 def schema_from_json(data: Mapping[str, Any]) -> Schema:
-    """Inverse of :func:`schema_to_json`; raises :class:`ModelError` on a malformed entry."""
+    """Inverse of :func:`schema_to_json`; raises :class:`LeadModelError` on a malformed entry."""
     try:
         features = []
         for f in data["features"]:
             kind = str(f["kind"])
             if kind not in FEATURE_KINDS:
-                raise ModelError(f"feature {f['name']!r} has unknown kind {kind!r}; expected one of {FEATURE_KINDS}")
+                raise LeadModelError(f"feature {f['name']!r} has unknown kind {kind!r}; expected one of {FEATURE_KINDS}")
             features.append(Feature(str(f["name"]), kind))
         excluded = tuple(Exclusion(str(e["column"]), e["reason"], str(e["detail"])) for e in data.get("excluded", ()))
         return Schema(str(data["target"]), tuple(features), excluded)
     except (KeyError, TypeError) as exc:
-        raise ModelError(f"the model metadata has no valid 'features'/'target' ({exc!r}); retrain the model") from exc
+        raise LeadModelError(f"the model metadata has no valid 'features'/'target' ({exc!r}); retrain the model") from exc

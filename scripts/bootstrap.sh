@@ -13,13 +13,24 @@ apt_install() {
   as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# Probe quietly: a pyenv shim for an installed but unselected version is on PATH and
+# answers "pyenv: python3.13: command not found" (and advice) on stderr; that candidate
+# is simply not usable.
+usable_python() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; }
+
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   for cand in python3.13 python3.12 python3.11 python3; do
-    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    if command -v "$cand" >/dev/null 2>&1 && usable_python "$cand"; then
       PY="$cand"; break
     fi
   done
+fi
+# `bootstrap.sh --print-python`: only say which interpreter a new .venv would be made with.
+if [ "${1:-}" = "--print-python" ]; then
+  [ -n "$PY" ] || exit 1
+  echo "$PY"
+  exit 0
 fi
 if [ -z "$PY" ]; then
   apt_install python3 python3-venv || true
@@ -47,7 +58,15 @@ fi
 stamp=.venv/.leadrouter-installed
 want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # pip and the build backend print warnings that are not the user's to act on; keep them
+  # in a log and show it only when the install fails.
+  log=.venv/bootstrap-pip.log
+  echo "bootstrap: installing leadrouter and its dev tools into .venv (pip log: $log)" >&2
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[dev]"; } \
+      >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "bootstrap: pip install failed (log above, also in $log)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

@@ -3,7 +3,7 @@
 :data:`OPERATIONS` is the single list the admin app (router/admin/app.py) registers
 its routes from and checks roles against, and :func:`build_spec` turns the same
 list into the document served at ``GET /openapi.json``, so the two cannot
-drift apart (tests/unit/router/test_router_admin_spec.py compares the app's
+drift apart (tests/unit/router/admin/test_openapi.py compares the app's
 router with the document anyway).
 
 Request and response schemas are JSON Schema 2020-12 (OpenAPI 3.1).  Request

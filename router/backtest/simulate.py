@@ -49,7 +49,7 @@ class LeadFileError(ConfigFileError):
     """A leads file (or data set) could not be read into leads."""
 
 
-class ReplayError(RouterError):
+class KafkaReplayError(RouterError):
     """The events topic could not be replayed."""
 
 
@@ -91,7 +91,7 @@ def parse_when(text: str, flag: str) -> datetime:
         stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         msg = f"{flag} {text!r} is not an ISO 8601 date or date-time; write e.g. 2026-11-01 or 2026-11-01T09:00:00Z"
-        raise ReplayError(msg) from None
+        raise KafkaReplayError(msg) from None
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
@@ -283,7 +283,7 @@ async def replay_form_fills(settings: Settings, start: datetime, end: datetime,
 
     if end <= start:
         msg = f"--to {end.isoformat()} is not after --from {start.isoformat()}; swap them"
-        raise ReplayError(msg)
+        raise KafkaReplayError(msg)
     topic = settings.kafka.topic_events
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=None,
@@ -296,7 +296,7 @@ async def replay_form_fills(settings: Settings, start: datetime, end: datetime,
             await consumer.start()
             if topic not in await consumer.topics():
                 msg = f"topic {topic!r} does not exist on {settings.kafka.url}; check LEADROUTER_TOPIC_EVENTS"
-                raise ReplayError(msg)
+                raise KafkaReplayError(msg)
             partitions = sorted(consumer.partitions_for_topic(topic) or ())
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
@@ -304,7 +304,7 @@ async def replay_form_fills(settings: Settings, start: datetime, end: datetime,
             ends = await consumer.end_offsets(tps)
         except KafkaError as exc:
             msg = f"could not read offsets of {topic!r} from Kafka at {settings.kafka.url}: {exc!r}; check KAFKA_URL"
-            raise ReplayError(msg) from exc
+            raise KafkaReplayError(msg) from exc
         # offsets_for_times(start) only tells where to seek: a broker that ignores the
         # timestamp (Tansu answers offset 0) just makes us read more.  The end of each
         # partition is the first record stamped at or after ``end`` (what
@@ -322,7 +322,7 @@ async def replay_form_fills(settings: Settings, start: datetime, end: datetime,
             if not batch and loop.time() - last_data > idle_timeout_s:
                 left = ", ".join(f"partition {tp.partition} up to offset {o}" for tp, o in todo.items())
                 msg = f"Kafka sent nothing for {idle_timeout_s:.0f}s while replaying {topic!r} ({left} left)"
-                raise ReplayError(msg)
+                raise KafkaReplayError(msg)
             for tp, messages in batch.items():
                 last_data = loop.time()
                 for message in messages:

@@ -56,7 +56,7 @@ REPLAY_GROUP = "leadrouter-alerts-replay"
 CHANNELS = ("slack_webhook", "slack_bot", "email")
 
 
-class ReplayError(RouterError):
+class AlertReplayError(RouterError):
     """The replay could not reach Kafka or Redis."""
 
 
@@ -252,10 +252,10 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
                                          group=group, out=show)
     except KafkaError as exc:
         msg = f"Kafka at {settings.kafka.url} failed: {exc!r}; check KAFKA_URL and that the broker is running"
-        raise ReplayError(msg) from exc
+        raise AlertReplayError(msg) from exc
     except RedisError as exc:
         msg = f"Redis at {settings.redis.url} failed: {exc}; check REDIS_URL and that redis-server is running"
-        raise ReplayError(msg) from exc
+        raise AlertReplayError(msg) from exc
     finally:
         await session.close()
         if started:

@@ -2,11 +2,13 @@
 
     leadrouter bench [--events 100000] [--phases worker,collector,latency] ...
 
-The harness lives in the repository's top-level ``bench/`` folder, which is not
-part of the installed package: this command finds it next to the ``router``
-package (an editable install or a source checkout) and otherwise says to run
-``python -m bench.full_path`` from the repository root.  The options are
-defined here, once, for both entry points.
+The harness is the top-level ``bench`` package, installed with the project
+(``pip install -e ".[dev]"``, as ``scripts/bootstrap.sh`` does) and runnable as
+``python -m bench.full_path`` too; like ``leadrouter dev`` it needs the ``local``
+extra, and the production image has neither.  By default it writes into the
+source checkout the ``bench`` package lives in (``BENCHMARKS.md`` and
+``bench/results/``), whatever the working directory; outside a checkout, into
+the working directory.  The options are defined here, once, for both entry points.
 
 Enabled by listing ``"router.cli.bench"`` in ``router.cli.main.COMMAND_MODULES``.
 """
@@ -14,6 +16,7 @@ Enabled by listing ``"router.cli.bench"`` in ``router.cli.main.COMMAND_MODULES``
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import shlex
 import sys
@@ -21,8 +24,26 @@ from pathlib import Path
 
 from router.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PHASES = ("worker", "collector", "latency")
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the ``bench`` package is in (an editable install, or run from the root), if any.
+
+    Found without importing ``bench`` (which needs the ``local`` extra)."""
+    try:
+        spec = importlib.util.find_spec("bench")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    root = Path(spec.origin).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "bench" / "full_path.py").is_file() else None
+
+
+def output_root() -> Path:
+    """Where the results go by default: the checkout, else the working directory."""
+    return checkout_root() or Path.cwd()
 
 
 def _phases(text: str) -> list[str]:
@@ -64,10 +85,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "since the local receiver has no rate limit and pacing at 1 message/s per channel "
                         "would measure the queue in front of Slack; settings: pace as configured")
     o = p.add_argument_group("output")
-    o.add_argument("--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md",
+    root = output_root()
+    o.add_argument("--markdown", type=Path, default=root / "BENCHMARKS.md",
                    help="file whose '<!-- full path -->' section is rewritten (default BENCHMARKS.md)")
     o.add_argument("--no-markdown", action="store_true", help="do not write the markdown section")
-    o.add_argument("--plot", type=Path, default=REPO_ROOT / "bench" / "results" / "full_path.png",
+    o.add_argument("--plot", type=Path, default=root / "bench" / "results" / "full_path.png",
                    help="PNG to write (default bench/results/full_path.png)")
     o.add_argument("--no-plot", action="store_true", help="do not write the plot")
     o.add_argument("--json", type=Path, default=None, help="also write the raw figures as JSON here")
@@ -87,13 +109,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    if not (REPO_ROOT / "bench" / "full_path.py").is_file():
-        print(f"leadrouter bench: the bench/ folder is not next to the installed router package ({REPO_ROOT}); "
-              "run `python -m bench.full_path` from a source checkout of the repository", file=sys.stderr)
+    from router.cli.local import require_local_extra
+
+    require_local_extra("bench")
+    try:
+        import bench.full_path as full_path
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench":
+            raise
+        print("leadrouter bench: the bench package is not installed; it comes with a source checkout of the "
+              'repository: pip install -e ".[dev]" there, or run `python -m bench.full_path` from its root',
+              file=sys.stderr)
         return 2
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import bench.full_path as full_path
 
     logging.getLogger().setLevel(logging.WARNING)  # the bench prints its own progress
     return full_path.run_from_args(settings, args, command="leadrouter " + shlex.join(sys.argv[1:]))

@@ -47,7 +47,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from router.dev.run import run_dev
+    from router.cli.local import require_local_extra
+
+    require_local_extra("dev")
+    from router.dev.run import run_dev  # dev-only code: imported only when `leadrouter dev` runs
 
     return asyncio.run(run_dev(settings, rate=args.rate, duration_s=args.duration, seed=args.seed))
 
@@ -171,13 +174,25 @@ def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # also refuses nan
+        msg = f"{text!r} is not a number >= 0"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadrouter", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     d = sub.add_parser("dev", help="run everything locally with demo traffic (Ctrl-C stops it all)")
-    d.add_argument("--rate", type=float, default=20.0, help="demo hits per second (default 20)")
+    d.add_argument("--rate", type=_non_negative, default=20.0,
+                   help="demo hits per second (default 20; 0: no demo traffic, only your own)")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--seed", type=int, default=None, help="seed the demo traffic")
     d.set_defaults(fn=cmd_dev)

@@ -55,7 +55,7 @@ from router.storage.model_registry import (
 from scoring.model import (
     DEFAULT_LEAKY_COLUMNS,
     Evaluation,
-    ModelError,
+    LeadModelError,
     ModelParams,
     RawTable,
     TrainResult,
@@ -198,7 +198,7 @@ def _check_threads(threads: int) -> None:
         raise ModelCommandError(f"--threads must be at least 1, got {threads}; the default is 1")
 
 
-def _wrap(path: Path, exc: ModelError) -> ModelDataFileError:
+def _wrap(path: Path, exc: LeadModelError) -> ModelDataFileError:
     return ModelDataFileError(f"{path}: {exc}")
 
 
@@ -216,7 +216,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     try:
         schema = infer_schema(table, args.target, exclude=args.exclude, keep=args.keep)
         y_all, keep = target_vector(table.column(schema.target), schema.target)
-    except ModelError as exc:
+    except LeadModelError as exc:
         raise _wrap(data_path, exc) from exc
     for ex in schema.excluded:
         if ex.reason != "target":
@@ -235,7 +235,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with threadpool_limits(limits=args.threads):
             result = train(table, schema, params, folds=args.folds, progress=clock)
-    except ModelError as exc:
+    except LeadModelError as exc:
         raise _wrap(data_path, exc) from exc
     seconds = time.perf_counter() - clock.t0
     y = y_all[keep]
@@ -289,7 +289,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     try:
         target = resolve_column(table.columns, schema.target, role="target")
         y_all, keep = target_vector(table.column(target), target)
-    except ModelError as exc:
+    except LeadModelError as exc:
         raise _wrap(data_path, exc) from exc
     absent = [n for n in schema.names if n not in table.columns]
     if absent:
@@ -302,7 +302,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     if args.holdout is not None:
         try:
             tr, te = holdout_split(y, args.holdout, loaded.params.random_state)
-        except ModelError as exc:
+        except LeadModelError as exc:
             raise ModelCommandError(str(exc)) from exc
         clock(f"holdout: training a fresh model on {len(tr)} rows with {version}'s features and settings; "
               f"keeping {len(te)} rows ({args.holdout:.0%}, stratified) unseen")
@@ -325,7 +325,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     clock(f"scored {len(y_eval)} rows")
     try:
         ev = evaluate_scores(y_eval, p)
-    except ModelError as exc:
+    except LeadModelError as exc:
         raise _wrap(data_path, exc) from exc
     out_dir: Path = args.out or loaded.path
     paths = write_plots(ev, out_dir, title=f"{version} on {label}")

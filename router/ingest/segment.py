@@ -81,6 +81,7 @@ from redis.exceptions import RedisError
 
 from models import Event, EventType
 from router import metrics
+from router.errors import CollectorError
 from router.ingest.machine import Network, classify_web_hit
 from router.storage import keys
 
@@ -241,7 +242,7 @@ def parse_iso(value: Any) -> float | None:
 # --------------------------------------------------------------------------- request level
 
 
-class IngestError(Exception):
+class IngestError(CollectorError):
     """A request the API refuses as a whole: status, a machine code and a message naming the fix."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -374,7 +375,7 @@ def split_messages(call: str, data: Mapping[str, Any], body_len: int) -> list[di
 # --------------------------------------------------------------------------- message level
 
 
-class MessageError(Exception):
+class MessageError(CollectorError):
     """One message is not usable; ``field`` names what is wrong."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -49,6 +49,7 @@ from typing import Any
 import orjson
 
 from models import Event, EventType
+from router.errors import CollectorError
 from router.ingest.machine import classify_web_hit
 from router.ingest.segment import (
     FORM_ID_RE,
@@ -78,7 +79,7 @@ FORM_SCHEMA_NAMES = parse_name_list("submit_form,form_submit,form_submitted,form
 _IGLU_RE = re.compile(r"^iglu:([^/]+)/([^/]+)/([^/]+)/([0-9]+-[0-9]+-[0-9]+)$")
 
 
-class Ignored(Exception):
+class Ignored(CollectorError):
     """A valid event we deliberately do not map (page pings, unknown types)."""
 
     def __init__(self, kind: str) -> None:

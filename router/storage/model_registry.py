@@ -36,7 +36,7 @@ import numpy.typing as npt
 from router.errors import RouterError
 from scoring.model import (
     LeadModel,
-    ModelError,
+    LeadModelError,
     ModelParams,
     PipelineLeadModel,
     Schema,
@@ -187,7 +187,7 @@ def load_model(registry: Path, version: str) -> LoadedModel:
     try:
         schema = schema_from_json(meta)
         params = ModelParams.from_dict(meta.get("model", {}).get("params", {}))
-    except (ModelError, TypeError, AttributeError) as exc:
+    except (LeadModelError, TypeError, AttributeError) as exc:
         raise ModelLoadError(f"{path / METADATA_FILE}: {exc}") from exc
     trained_with = (meta.get("libraries") or {}).get("scikit-learn")
     running = _library_version("scikit-learn")

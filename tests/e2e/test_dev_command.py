@@ -292,3 +292,51 @@ def test_dev_delivers_alerts_and_stops_everything_on_ctrl_c(tmp_path: Path) -> N
             proc.stdout.close()
         if passed and workdir is not None and workdir.name.startswith("leadrouter-dev-"):
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_dev_with_rate_zero_runs_everything_but_the_demo(tmp_path: Path) -> None:
+    """`--rate 0`: no demo traffic (it used to divide by zero); the collector takes the user's own hits."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADROUTER_") and k not in FOREIGN_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.cli.main", "dev", "--rate", "0", "--duration", "90"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=tmp_path, env=env, start_new_session=True,
+    )
+    run = DevRun(proc)
+    run.start_reader()
+    tracked: dict[int, int] = {}
+    try:
+        collector_port: int | None = None
+        started = time.monotonic()
+        while not any(line.startswith("demo") or " demo " in line for line in run.lines):
+            line = run.next_line(started + ALERTS_WITHIN_S - time.monotonic())
+            assert line is not None, f"leadrouter dev exited early with code {proc.wait(5)}\n{run.output()}"
+            if m := PORT_LINES["collector"].search(line):
+                collector_port = int(m.group(1))
+            tracked.update(descendants(proc.pid))
+        assert collector_port is not None, run.output()
+        assert any("demo     off (--rate 0)" in line for line in run.lines), run.output()
+        # The user's own traffic: one page view through the collector dev started.
+        with socket.create_connection(("127.0.0.1", collector_port), timeout=5) as s:
+            s.sendall(b"GET /t/p.gif?uid=own-traffic&url=https%3A%2F%2Fexample.com%2F HTTP/1.1\r\n"
+                      b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            reply = s.recv(64)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        assert proc.poll() is None, run.output()
+        os.kill(proc.pid, signal.SIGINT)
+        code = proc.wait(EXIT_WITHIN_S)
+        run.drain()
+        assert code == 0, f"exit code {code}\n{run.output()}"
+        assert any("stopped; nothing left running" in line for line in run.lines), run.output()
+        assert not any("ZeroDivisionError" in line or "Traceback" in line for line in run.lines), run.output()
+    finally:
+        if proc.poll() is None:
+            _kill(proc.pid, group=True)
+            proc.wait(10)
+        for pid in still_running(tracked):
+            _kill(pid, group=True)
+            _kill(pid, group=False)
+        run.drain(1.0)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -11,7 +11,7 @@ from router.admin.auth import AuthError, bearer_token, hash_token, is_token_hash
 from router.admin.http import ApiError
 from router.admin.rules import redact_webhooks, yaml_guard
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def test_new_tokens_are_random_prefixed_and_hash_to_sha256_hex() -> None:
