@@ -73,7 +73,7 @@ def run_bare_faust(settings: Settings) -> None:
 
 def create_gif_app() -> web.Application:
     """``GET /t/p.gif`` answering the collector's GIF with its headers; nothing else."""
-    from router.ingest.app import GIF, GIF_HEADERS
+    from router.ingest.request import GIF, GIF_HEADERS
 
     async def pixel(request: web.Request) -> web.Response:
         return web.Response(body=GIF, headers=GIF_HEADERS)

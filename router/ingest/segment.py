@@ -1,7 +1,7 @@
 """The Segment HTTP Tracking API (also spoken by RudderStack's SDKs), mapped onto :class:`models.Event`.
 
 Pure functions (no I/O) plus the Redis message-id de-duplicator.  The HTTP
-handler lives in :mod:`router.ingest.app`; this module decides what a request
+handler lives in :mod:`router.ingest.handlers`; this module decides what a request
 means.
 
 Wire protocol (unchanged from Segment's)
@@ -266,7 +266,7 @@ def basic_auth_user(header: str | None) -> str | None:
     return user or None
 
 
-# Content-Encodings the collector decodes itself (router/ingest/app.py read_limited: bounded as it
+# Content-Encodings the collector decodes itself (router/ingest/request.py read_limited: bounded as it
 # streams, a truncated stream is a 400), normalised to the decoder's name ("" = none).
 BODY_ENCODINGS: Mapping[str, str] = {"": "", "identity": "", "gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 # JSON bodies nested deeper than this are refused (400) before anything walks or re-serialises them.

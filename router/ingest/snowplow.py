@@ -1,6 +1,6 @@
 """The Snowplow tracker protocol, mapped onto :class:`models.Event`.  Pure functions.
 
-Endpoints (handled in :mod:`router.ingest.app`)
+Endpoints (handled in :mod:`router.ingest.handlers`)
     ``GET /i`` and ``GET /ice.png``: one event in the query string, answered
     with the 1x1 GIF whatever happens.  ``POST /com.snowplowanalytics.snowplow/tp2``:
     ``{"schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",

@@ -39,7 +39,8 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from models import Event, EventType
-from router.ingest.app import GIF, create_app
+from router.ingest.app import create_app
+from router.ingest.request import GIF
 from router.ingest.segment import FORM_ID_RE, valid_email
 from router.ingest.spool import SpoolFull
 from router.settings import Settings

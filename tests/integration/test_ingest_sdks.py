@@ -28,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from router.dev.servers import ManagedProcess, free_port
-from router.ingest.app import GIF, CollectorService
+from router.ingest.app import CollectorService
+from router.ingest.request import GIF
 from router.ingest.segment import derive_event_id
 from router.settings import Settings
 from tests.conftest import datasets_or_skip

@@ -23,7 +23,8 @@ from redis.asyncio import Redis
 
 from router import metrics
 from router.dev.servers import ManagedProcess, free_port
-from router.ingest.app import GIF, CollectorService
+from router.ingest.app import CollectorService
+from router.ingest.request import GIF
 from router.settings import Settings
 
 pytestmark = pytest.mark.integration

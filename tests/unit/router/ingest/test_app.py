@@ -18,7 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from models import Event, EventType
-from router.ingest.app import GIF, MAX_FIELD, MAX_FORM_BYTES, MAX_TEXT, create_app
+from router.ingest.app import MAX_FORM_BYTES, create_app
+from router.ingest.request import GIF
+from router.ingest.segment import MAX_FIELD, MAX_TEXT
 from router.metrics import REGISTRY
 from router.settings import Settings
 from router.storage.kafka import ProduceError

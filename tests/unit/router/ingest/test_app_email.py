@@ -13,7 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from models import Event, EventType
-from router.ingest.app import GIF, INVALID_LINK_PAGE, create_app
+from router.ingest.app import create_app
+from router.ingest.request import GIF, INVALID_LINK_PAGE
 from router.metrics import REGISTRY
 from router.settings import Settings
 from router.storage.kafka import ProduceError

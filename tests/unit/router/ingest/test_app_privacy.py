@@ -10,7 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from models import Event, EventType
-from router.ingest.app import GIF, create_app
+from router.ingest.app import create_app
+from router.ingest.request import GIF
 from router.metrics import REGISTRY
 from router.settings import Settings
 

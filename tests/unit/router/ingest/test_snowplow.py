@@ -13,7 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from models import Event, EventType
-from router.ingest.app import GIF, create_app
+from router.ingest.app import create_app
+from router.ingest.request import GIF
 from router.ingest.segment import IngestContext, MessageError, derive_event_id, parse_name_list
 from router.ingest.snowplow import (
     MAX_BODY_BYTES,
