@@ -398,10 +398,11 @@ class Pipeline:
         alert_id = assignment_id if kind in ("reassign", "assigned") else f"{assignment_id}:{kind}"
         assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
                                 decision=decision, ts=self.clock())
+        reengaged = await self._reengagement(lead_id, ApplyResult(status="scored", crossing=crossing, lead=data))
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=texts.get(kind, kind), recent=tuple(await self.store.lead_recent(lead_id, 10)),
                       account=await self._account_context(lead_id),
-                      links=self._links(lead_id, rep.rep_id, alert_id))
+                      links=self._links(lead_id, rep.rep_id, alert_id), reengagement=reengaged)
         await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
 
     def _links(self, lead_id: str, rep_id: str = "", assignment_id: str = "") -> dict[str, str]:

@@ -175,6 +175,11 @@ async def test_a_lost_lead_asking_for_a_demo_months_later_goes_back_to_its_owner
     assert (reengaged["from"], reengaged["last_outcome"], reengaged["last_outcome_reason"], reengaged["crossing"]) == (
         "lost", "lost", "budget", 2)
     assert history[5]["rep"] == owner.rep_id and history[5]["strategy"] == "reengaged_owner"
+    # An SLA reminder of this assignment says it is a re-engagement too.
+    await w.pipeline.sla_alert("remind", lead_id, f"{lead_id}:2", owner)
+    reminder = w.alerts[-1]
+    assert reminder.assignment.assignment_id == f"{lead_id}:2:remind"
+    assert reminder.reengagement is not None and reminder.reengagement.last_outcome_reason == "budget"
     # The owner works it again through the normal lifecycle.
     assert (await lifecycle.accept(w.store, email, owner.rep_id, now=back)).to_stage.value == "sal"
 
