@@ -58,9 +58,19 @@ class LeadRules:
 class RedisStore:
     """The only code that talks to Redis about leads, teams and alerts."""
 
-    def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S) -> None:
+    def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S,
+                 anonymous_ttl_s: int = keys.ANONYMOUS_TTL_S, known_link_ttl_s: int = keys.KNOWN_LINK_TTL_S,
+                 member_horizon_s: float | None = None) -> None:
+        """``anonymous_ttl_s``: anonymous profiles, their links and account ties expire this long after
+        their last event (0: never); it should not be shorter than ``seen_window_s``, or a redelivered
+        event of an expired profile counts again.  ``known_link_ttl_s``: a visitor or user id linked to
+        a known lead, after its last use (0: never).  ``member_horizon_s``: account members inactive
+        this long in event time leave the account (default ``anonymous_ttl_s``; 0: never)."""
         self.redis = redis
         self.seen_window_s = seen_window_s
+        self.anonymous_ttl_s = max(0, int(anonymous_ttl_s))
+        self.known_link_ttl_s = max(0, int(known_link_ttl_s))
+        self.member_horizon_s = float(self.anonymous_ttl_s if member_horizon_s is None else member_horizon_s)
         self._apply: AsyncScript = redis.register_script(_lua("apply_event.lua"))
         self._commit: AsyncScript = redis.register_script(_lua("commit_assignment.lua"))
         self._freeze: AsyncScript = redis.register_script(_lua("merge_freeze.lua"))
@@ -82,13 +92,34 @@ class RedisStore:
         users = {k: _s(x) for k, x in pairs[len(vids):] if x}
         return visitors, users
 
-    async def write_links(self, links: Mapping[tuple[Kind, str], str]) -> None:
-        if not links:
+    def link_ttl(self, lead_id: str) -> int | None:
+        """Seconds an identity link to ``lead_id`` lives after its last use (None: for good)."""
+        ttl = self.known_link_ttl_s if keys.is_email_lead(lead_id) else self.anonymous_ttl_s
+        return ttl or None
+
+    async def write_links(self, links: Mapping[tuple[Kind, str], str],
+                          used: Mapping[tuple[Kind, str], str] | None = None) -> None:
+        """Write new identity links, and refresh the TTL of the links a batch ``used`` (identifier -> lead).
+
+        One pipelined round trip; a link's TTL follows its lead (:meth:`link_ttl`).
+        """
+        refresh = {k: v for k, v in (used or {}).items() if k not in links}
+        if not links and not refresh:
             return
         pipe = self.redis.pipeline(transaction=False)
         for (kind, value), lead_id in links.items():
-            pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id)
+            ttl = self.link_ttl(lead_id)
+            pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id, ex=ttl)
             pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
+            if ttl is not None and not keys.is_email_lead(lead_id):
+                pipe.expire(keys.lead_ids(lead_id), ttl)
+        for (kind, value), lead_id in refresh.items():
+            ttl = self.link_ttl(lead_id)
+            key = keys.visitor(value) if kind == "v" else keys.user(value)
+            if ttl is None:
+                pipe.persist(key)
+            else:
+                pipe.expire(key, ttl)
         await pipe.execute()
 
     async def merge(self, m: Merge, *, half_life_s: float, now: float) -> MergeStatus:
@@ -113,8 +144,9 @@ class RedisStore:
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
                 if f["status"] == "frozen":
-                    await self._absorb(keys=keys.lead_keys(m.target), args=_absorb_args(m, f, half_life_s, now,
-                                                                                       self.seen_window_s),
+                    ttl = 0 if keys.is_email_lead(m.target) else self.anonymous_ttl_s
+                    await self._absorb(keys=keys.lead_keys(m.target),
+                                       args=[*_absorb_args(m, f, half_life_s, now, self.seen_window_s), ttl],
                                        client=pipe)
             await pipe.execute()
             pipe = self.redis.pipeline(transaction=False)
@@ -148,7 +180,7 @@ class RedisStore:
 
     def _lead_cfg(self, rules: LeadRules, now: float) -> bytes:
         cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
-                               "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT,
+                               "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT, "at": self.anonymous_ttl_s,
                                "rc": orjson.Fragment(rules.clauses_json)}
         if rules.daily_cap is not None:
             cfg["dc"] = rules.daily_cap
@@ -182,11 +214,11 @@ class RedisStore:
             if plan.grade is not None:
                 payload["g"] = plan.grade.letter
                 payload["gp"] = plan.grade.points
-            await self._apply(keys=keys.lead_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
+            await self._apply(keys=keys.apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
                               client=pipe)
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
                                  "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
-                                 "ep": keys.DECAY_EPOCH})
+                                 "ep": keys.DECAY_EPOCH, "mh": self.member_horizon_s})
         for a in accounts:
             item = {"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
                     "d": a.domain, "k": a.known}
@@ -205,7 +237,7 @@ class RedisStore:
         cfg = self._lead_cfg(rules, now)
         for lead_id, p in probs.items():
             payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
-            await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
+            await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
         raw = await pipe.execute()
         return {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
 
@@ -243,7 +275,9 @@ class RedisStore:
             return
         pipe = self.redis.pipeline(transaction=False)
         for lead_id, key_id in mapping.items():
-            pipe.set(keys.lead_account(lead_id), key_id)
+            # An anonymous profile's tie expires with it (re-written, so refreshed, by each of its events).
+            ttl = None if keys.is_email_lead(lead_id) else self.anonymous_ttl_s or None
+            pipe.set(keys.lead_account(lead_id), key_id, ex=ttl)
         await pipe.execute()
 
     async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
@@ -252,7 +286,7 @@ class RedisStore:
         payload = {"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
                    "reason": orjson.dumps(reason.to_dict()).decode()}
         cfg = orjson.dumps({"now": now, "rc": []})
-        return _parse_apply(await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg]))
+        return _parse_apply(await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg]))
 
     async def account_done(self, key_id: str, event_id: str) -> None:
         """Close an account crossing once its lead has been routed."""
