@@ -60,17 +60,19 @@ class RedisStore:
 
     def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S,
                  anonymous_ttl_s: int = keys.ANONYMOUS_TTL_S, known_link_ttl_s: int = keys.KNOWN_LINK_TTL_S,
-                 member_horizon_s: float | None = None) -> None:
+                 member_horizon_s: float | None = None, merged_ttl_s: int = keys.MERGED_TTL_S) -> None:
         """``anonymous_ttl_s``: anonymous profiles, their links and account ties expire this long after
         their last event (0: never); it should not be shorter than ``seen_window_s``, or a redelivered
         event of an expired profile counts again.  ``known_link_ttl_s``: a visitor or user id linked to
         a known lead, after its last use (0: never).  ``member_horizon_s``: account members inactive
-        this long in event time leave the account (default ``anonymous_ttl_s``; 0: never)."""
+        this long in event time leave the account (default ``anonymous_ttl_s``; 0: never).
+        ``merged_ttl_s``: how long a merged profile's forwarding stub is kept."""
         self.redis = redis
         self.seen_window_s = seen_window_s
         self.anonymous_ttl_s = max(0, int(anonymous_ttl_s))
         self.known_link_ttl_s = max(0, int(known_link_ttl_s))
         self.member_horizon_s = float(self.anonymous_ttl_s if member_horizon_s is None else member_horizon_s)
+        self.merged_ttl_s = max(1, int(merged_ttl_s))
         self._apply: AsyncScript = redis.register_script(_lua("apply_event.lua"))
         self._commit: AsyncScript = redis.register_script(_lua("commit_assignment.lua"))
         self._freeze: AsyncScript = redis.register_script(_lua("merge_freeze.lua"))
@@ -139,7 +141,7 @@ class RedisStore:
         for wave in _waves(merges):
             pipe = self.redis.pipeline(transaction=False)
             for m in wave:
-                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S], client=pipe)
+                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s], client=pipe)
             frozen = [orjson.loads(r) for r in await pipe.execute()]
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
@@ -153,7 +155,7 @@ class RedisStore:
             for m, f in zip(wave, frozen, strict=True):
                 status = _status(f["status"], _MERGE_STATUSES)
                 if status == "frozen":
-                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S],
+                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s],
                                         client=pipe)
                 kind = "merge" if status in ("frozen", "done") else f"merge_{status}"
                 pipe.xadd(keys.IDENTITY_LOG, {"kind": kind, "source": m.source, "target": m.target,
