@@ -373,8 +373,11 @@ def render(a: argparse.Namespace, out: dict[str, object], command: str) -> str:
         f"({traffic.counts['known'] / max(1, a.days) * 7:,.0f} a week here x {c.known_bytes:,.0f} bytes). At the "
         f"service's default of 90 days and, say, 10,000 new anonymous visitors a day, that is about "
         f"{10_000 * 90 * c.anonymous_bytes / 1e9:,.1f} GB for anonymous visitors, whatever the age of the "
-        "deployment. Without expiry every visitor ever seen stays. Redis frees expired keys by sampling, so a "
-        "few percent of the keys counted may be expired but not yet freed. Plot: bench/results/churn.png.",
+        "deployment. What growth is left with expiry is known leads: new ones, and their reasons and timeline "
+        "filling up to their caps. Without expiry every visitor ever seen stays. Until the first TTL runs out, "
+        "expiry costs a little memory (Redis keeps an expiry entry per key with a TTL), and Redis frees expired "
+        "keys by sampling, so a few percent of the keys counted may be expired but not yet freed. "
+        "Plot: bench/results/churn.png.",
     ]
     return "\n".join(lines)
 
