@@ -41,6 +41,9 @@ UNIQUE_IDENTIFIERS: tuple[UniqueIdentifier, ...] = ("email", "user_id")
 DIGEST_TRIGGERS: tuple[DigestTrigger, ...] = ("threshold", "account_intent")
 FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "interval", "never")
 PACER_KINDS: tuple[PacerKind, ...] = ("redis", "local")
+# How long a counted event id is remembered (router.storage.keys.SEEN_WINDOW_S, in days):
+# nothing anonymous may expire sooner, or a redelivered event could count twice.
+DEDUPE_WINDOW_DAYS = 7.0
 
 
 # --------------------------------------------------------------------------- sections
@@ -89,6 +92,21 @@ class WorkerSettings:
     web_port: int = 6066
     # Identifiers two different people never share: email, and optionally user_id.
     unique_identifiers: frozenset[UniqueIdentifier] = frozenset({"email"})
+    # Anonymous profiles (no email: ``A``/``U`` leads), their identity links, account ties
+    # and account-member entries expire this long after their last event (each event
+    # refreshes it); 0 keeps them forever.  At least the de-duplication window (7 days).
+    anonymous_ttl_days: float = 90.0
+    # A visitor id or user id linked to a known lead is kept this long after it was last
+    # used (default: the collector's cookie lifetime, 395 days); 0 keeps it forever.
+    known_link_ttl_days: float = 395.0
+
+    @property
+    def anonymous_ttl_s(self) -> int:
+        return round(self.anonymous_ttl_days * 86400)
+
+    @property
+    def known_link_ttl_s(self) -> int:
+        return round(self.known_link_ttl_days * 86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +278,8 @@ def _section_fields(section: str, renames: Mapping[str, str] | None = None,
 FIELDS: Mapping[str, tuple[str, str]] = {
     **_section_fields("kafka", {"kafka_url": "url"}),
     **_section_fields("redis", prefix="redis_"),
-    **_section_fields("worker", {"unique_identifiers": "unique_identifiers"}, prefix="worker_"),
+    **_section_fields("worker", {"unique_identifiers": "unique_identifiers", "anonymous_ttl_days": "anonymous_ttl_days",
+                                 "known_link_ttl_days": "known_link_ttl_days"}, prefix="worker_"),
     **_section_fields("ingest"),
     **_section_fields("spool", prefix="spool_"),
     **_section_fields("files"),
@@ -611,6 +630,12 @@ def _check(s: Settings) -> list[tuple[str, str]]:
                                   "use 1-65535, e.g. 8081"))
     if s.admin.simulate_max_leads < 1:
         out.append(("admin_simulate_max_leads", "setting LEADROUTER_ADMIN_SIMULATE_MAX_LEADS must be at least 1"))
+    for flat, days in (("anonymous_ttl_days", s.worker.anonymous_ttl_days),
+                       ("known_link_ttl_days", s.worker.known_link_ttl_days)):
+        if days != 0 and not DEDUPE_WINDOW_DAYS <= days < 100 * 365:
+            out.append((flat, f"setting {env_name(flat)}={days:g} must be 0 (never expire) or from "
+                              f"{DEDUPE_WINDOW_DAYS:g} days (the event de-duplication window, so a redelivered event "
+                              f"is never counted twice) to a century; e.g. 90"))
     if s.admin.max_body_bytes < 1024 or s.admin.max_rules_bytes < 1024:
         out.append(("admin_max_body_bytes", "settings LEADROUTER_ADMIN_MAX_BODY_BYTES and _MAX_RULES_BYTES "
                                             "must be at least 1024"))

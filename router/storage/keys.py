@@ -12,9 +12,26 @@ import hashlib
 
 PREFIX = "lr"
 
-# How long an event id is remembered for de-duplication.  Kafka redelivers
-# after a crash or rebalance within minutes; a week is a wide margin.
+# How long an event id is remembered for de-duplication (router.settings.DEDUPE_WINDOW_DAYS).
+# Kafka redelivers after a crash or rebalance within minutes, and a topic keeps a
+# message 7 days by default (retention.ms): a redelivery, or a replay of everything
+# the topic still holds, within a week of the first count is still a duplicate.
+# The ``seen`` sets are pruned to this window on each event and expire this long
+# after a lead's last event.
 SEEN_WINDOW_S = 7 * 24 * 3600
+
+# --- expiry (issue 11.5) ---------------------------------------------------------------------------
+# Known leads (``L`` ids, minted from an email) and their history never expire.
+# Anonymous profiles (``A`` from a visitor id, ``U`` from a user id: no email) do,
+# ANONYMOUS_TTL_S after their last event, refreshed atomically by the Lua call that
+# applies each event: the lead hash, reasons, recent and ids (``seen`` has its own,
+# shorter window), with the profile's identity links (visitor/user id -> lead, refreshed
+# by the batch that used them), its account tie (``lead_account``) and its entry in
+# its account's members/roles (trimmed by account_event.lua).  A link to a known lead
+# lives KNOWN_LINK_TTL_S after it was last used: as long as the collector's cookie.
+# Defaults; the worker takes LEADROUTER_ANONYMOUS_TTL_DAYS and _KNOWN_LINK_TTL_DAYS.
+ANONYMOUS_TTL_S = 90 * 24 * 3600
+KNOWN_LINK_TTL_S = 395 * 24 * 3600
 REASONS_KEPT = 100
 RECENT_KEPT = 20
 SENT_TTL_S = 30 * 24 * 3600
@@ -27,6 +44,11 @@ def normalise_email(email: str) -> str:
 def lead_id_for_email(email: str) -> str:
     digest = hashlib.sha256(normalise_email(email).encode()).hexdigest()[:24]
     return f"L{digest}"
+
+
+def is_email_lead(lead_id: str) -> bool:
+    """Whether a lead id was minted from an email (``L``): a known person, kept for good."""
+    return lead_id.startswith("L")
 
 
 def lead_id_for_visitor(visitor_id: str) -> str:
@@ -68,6 +90,11 @@ def lead_keys(lead_id: str) -> list[str]:
     return [lead(lead_id), seen(lead_id), reasons(lead_id), recent(lead_id)]
 
 
+def apply_keys(lead_id: str) -> list[str]:
+    """The keys apply_event.lua takes: :func:`lead_keys`, the history and :func:`lead_ids` (one slot)."""
+    return [*lead_keys(lead_id), history(lead_id), lead_ids(lead_id)]
+
+
 def visitor(visitor_id: str) -> str:
     """String: the lead a browser's visitor id belongs to once identified."""
     digest = hashlib.sha256(visitor_id.encode()).hexdigest()[:24]
@@ -97,7 +124,7 @@ def account_keys(key_id: str) -> list[str]:
 
 
 def lead_account(lead_id: str) -> str:
-    """String: the account key id a lead belongs to."""
+    """String: the account key id a lead belongs to (an anonymous profile's expires with it)."""
     return f"{PREFIX}:la:{lead_id}"
 
 

@@ -60,9 +60,21 @@ class LeadRules:
 class RedisStore:
     """The only code that talks to Redis about leads, teams and alerts."""
 
-    def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S) -> None:
+    def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S,
+                 anonymous_ttl_s: int = keys.ANONYMOUS_TTL_S, known_link_ttl_s: int = keys.KNOWN_LINK_TTL_S,
+                 member_horizon_s: float | None = None, merged_ttl_s: int = keys.MERGED_TTL_S) -> None:
+        """``anonymous_ttl_s``: anonymous profiles, their links and account ties expire this long after
+        their last event (0: never); it should not be shorter than ``seen_window_s``, or a redelivered
+        event of an expired profile counts again.  ``known_link_ttl_s``: a visitor or user id linked to
+        a known lead, after its last use (0: never).  ``member_horizon_s``: account members inactive
+        this long in event time leave the account (default ``anonymous_ttl_s``; 0: never).
+        ``merged_ttl_s``: how long a merged profile's forwarding stub is kept."""
         self.redis = redis
         self.seen_window_s = seen_window_s
+        self.anonymous_ttl_s = max(0, int(anonymous_ttl_s))
+        self.known_link_ttl_s = max(0, int(known_link_ttl_s))
+        self.member_horizon_s = float(self.anonymous_ttl_s if member_horizon_s is None else member_horizon_s)
+        self.merged_ttl_s = max(1, int(merged_ttl_s))
         self._apply: AsyncScript = redis.register_script(_lua("apply_event.lua"))
         self._commit: AsyncScript = redis.register_script(_lua("commit_assignment.lua"))
         self._freeze: AsyncScript = redis.register_script(_lua("merge_freeze.lua"))
@@ -84,13 +96,34 @@ class RedisStore:
         users = {k: _s(x) for k, x in pairs[len(vids):] if x}
         return visitors, users
 
-    async def write_links(self, links: Mapping[tuple[Kind, str], str]) -> None:
-        if not links:
+    def link_ttl(self, lead_id: str) -> int | None:
+        """Seconds an identity link to ``lead_id`` lives after its last use (None: for good)."""
+        ttl = self.known_link_ttl_s if keys.is_email_lead(lead_id) else self.anonymous_ttl_s
+        return ttl or None
+
+    async def write_links(self, links: Mapping[tuple[Kind, str], str],
+                          used: Mapping[tuple[Kind, str], str] | None = None) -> None:
+        """Write new identity links, and refresh the TTL of the links a batch ``used`` (identifier -> lead).
+
+        One pipelined round trip; a link's TTL follows its lead (:meth:`link_ttl`).
+        """
+        refresh = {k: v for k, v in (used or {}).items() if k not in links}
+        if not links and not refresh:
             return
         pipe = self.redis.pipeline(transaction=False)
         for (kind, value), lead_id in links.items():
-            pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id)
+            ttl = self.link_ttl(lead_id)
+            pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id, ex=ttl)
             pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
+            if ttl is not None and not keys.is_email_lead(lead_id):
+                pipe.expire(keys.lead_ids(lead_id), ttl)
+        for (kind, value), lead_id in refresh.items():
+            ttl = self.link_ttl(lead_id)
+            key = keys.visitor(value) if kind == "v" else keys.user(value)
+            if ttl is None:
+                pipe.persist(key)
+            else:
+                pipe.expire(key, ttl)
         await pipe.execute()
 
     async def merge(self, m: Merge, *, half_life_s: float, now: float) -> MergeStatus:
@@ -110,20 +143,21 @@ class RedisStore:
         for wave in _waves(merges):
             pipe = self.redis.pipeline(transaction=False)
             for m in wave:
-                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S], client=pipe)
+                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s], client=pipe)
             frozen = [orjson.loads(r) for r in await pipe.execute()]
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
                 if f["status"] == "frozen":
-                    await self._absorb(keys=keys.lead_keys(m.target), args=_absorb_args(m, f, half_life_s, now,
-                                                                                       self.seen_window_s),
+                    ttl = 0 if keys.is_email_lead(m.target) else self.anonymous_ttl_s
+                    await self._absorb(keys=keys.lead_keys(m.target),
+                                       args=[*_absorb_args(m, f, half_life_s, now, self.seen_window_s), ttl],
                                        client=pipe)
             await pipe.execute()
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
                 status = _status(f["status"], _MERGE_STATUSES)
                 if status == "frozen":
-                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S],
+                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s],
                                         client=pipe)
                 kind = "merge" if status in ("frozen", "done") else f"merge_{status}"
                 pipe.xadd(keys.IDENTITY_LOG, {"kind": kind, "source": m.source, "target": m.target,
@@ -150,7 +184,7 @@ class RedisStore:
 
     def _lead_cfg(self, rules: LeadRules, now: float) -> bytes:
         cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
-                               "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT,
+                               "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT, "at": self.anonymous_ttl_s,
                                "rc": orjson.Fragment(rules.clauses_json), "hk": keys.HISTORY_KEPT}
         if rules.reengage_json:
             cfg["re"] = orjson.Fragment(rules.reengage_json)
@@ -186,11 +220,11 @@ class RedisStore:
             if plan.grade is not None:
                 payload["g"] = plan.grade.letter
                 payload["gp"] = plan.grade.points
-            await self._apply(keys=_apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
+            await self._apply(keys=keys.apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
                               client=pipe)
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
                                  "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
-                                 "ep": keys.DECAY_EPOCH})
+                                 "ep": keys.DECAY_EPOCH, "mh": self.member_horizon_s})
         for a in accounts:
             item = {"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
                     "d": a.domain, "k": a.known}
@@ -209,7 +243,7 @@ class RedisStore:
         cfg = self._lead_cfg(rules, now)
         for lead_id, p in probs.items():
             payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
-            await self._apply(keys=_apply_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
+            await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
         raw = await pipe.execute()
         return {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
 
@@ -247,7 +281,9 @@ class RedisStore:
             return
         pipe = self.redis.pipeline(transaction=False)
         for lead_id, key_id in mapping.items():
-            pipe.set(keys.lead_account(lead_id), key_id)
+            # An anonymous profile's tie expires with it (re-written, so refreshed, by each of its events).
+            ttl = None if keys.is_email_lead(lead_id) else self.anonymous_ttl_s or None
+            pipe.set(keys.lead_account(lead_id), key_id, ex=ttl)
         await pipe.execute()
 
     async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
@@ -256,7 +292,7 @@ class RedisStore:
         payload = {"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
                    "reason": orjson.dumps(reason.to_dict()).decode()}
         cfg = orjson.dumps({"now": now, "rc": [], "hk": keys.HISTORY_KEPT})
-        return _parse_apply(await self._apply(keys=_apply_keys(lead_id), args=[orjson.dumps(payload), cfg]))
+        return _parse_apply(await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg]))
 
     async def account_done(self, key_id: str, event_id: str) -> None:
         """Close an account crossing once its lead has been routed."""
@@ -426,11 +462,6 @@ class RedisStore:
                                          approximate=True)
         await self.redis.hdel(keys.lead(lead_id), "outcome_pending")
         return _s(entry_id)
-
-
-def _apply_keys(lead_id: str) -> list[str]:
-    """apply_event.lua's keys: the lead's hash, seen, reasons and recent, and its history (one slot)."""
-    return [*keys.lead_keys(lead_id), keys.history(lead_id)]
 
 
 def _s(x: Any) -> str:

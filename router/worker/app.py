@@ -85,7 +85,8 @@ class Runtime:
                          if files.accounts_file.exists() else None)
         self.icp = LiveFile.open(files.icp_file, load_icp_file, "icp")
         self.model = ActiveModelWatcher(files.model_registry_dir)
-        self.store = RedisStore(self.redis)
+        self.store = RedisStore(self.redis, anonymous_ttl_s=settings.worker.anonymous_ttl_s,
+                                known_link_ttl_s=settings.worker.known_link_ttl_s)
         self._http: aiohttp.ClientSession | None = None
         self._sender: AlertSender | None = None
 

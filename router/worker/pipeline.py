@@ -39,7 +39,7 @@ from router.storage.store import LeadRules, RedisStore
 from router.tokens import mint_action_token
 from router.worker.accounts import account_for
 from router.worker.distribution import Held, Pick, assign_owner, assign_reengaged_owner, assign_rep
-from router.worker.identity import is_known_person, resolve_batch
+from router.worker.identity import is_known_person, resolve_batch, used_links
 from router.worker.reengage import comeback, out_of_office, reengagement_of
 from rules import RoutingConfig, facts_from_lead
 from rules.accounts import AccountBook, match_account, owner_first
@@ -174,6 +174,8 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
             links[lead_id] = key_id
         else:
             key_id, name, domain = links.get(lead_id) or existing.get(lead_id) or "", "", ""
+            if key_id and not is_known_person(lead_id):
+                links[lead_id] = key_id  # re-written: an anonymous profile's tie expires with it
         if key_id:
             ev = plan.event
             out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
@@ -202,7 +204,7 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
         await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
                                  event_id=c.event_id, ts=c.ts)
         log.info("kept two people apart: %s was %s, now %s", c.identifier, c.previous, c.current)
-    await store.write_links(resolution.links)
+    await store.write_links(resolution.links, used_links(visitors, users))
     stored: dict[str, dict[str, str]] = {}
     if icp is not None:
         grading = [lid for ev, lid in zip(events, resolution.lead_ids, strict=True)

@@ -14,7 +14,8 @@
 -- from mql.  The re-engagement is recorded with the crossing (re_* fields and a
 -- 'reengaged' history entry), in this same atomic step.
 --
--- KEYS[1..5]  lead hash, seen zset, reasons list, recent list, history list
+-- KEYS[1..6]  lead hash, seen zset, reasons list, recent list, history list, ids set
+--             (KEYS[6] may be absent: then it is not expired with the profile)
 -- ARGV[1]     the event, JSON: e event_id, t ts, y type, s summary (JSON
 --             text), h hand_raiser, f fields {name: value}, m email,
 --             i lead_id, u user_id, d UTC day, g fit grade and gp fit points
@@ -27,7 +28,8 @@
 --             seen_window_s, rk reasons_kept, ck recent_kept, dc daily cap,
 --             rc sales-ready clauses [{min_score?, grades?, min_p?,
 --             hand_raiser?, label}], rb recycle_below, re {hs {stage: true},
---             ss {stage: seconds}, cd seconds} re-engagement rules, hk history kept
+--             ss {stage: seconds}, cd seconds} re-engagement rules, hk history kept,
+--             at anonymous_ttl_s (0 or absent: anonymous profiles never expire)
 -- (One JSON argument per event keeps the client's per-argument cost out of
 -- the hot path; cjson decodes it in C.)
 local ev = cjson.decode(ARGV[1])
@@ -303,6 +305,27 @@ local was = {score = before, grade = redis.call('HGET', lead, 'grade'), p = tonu
 if ev.g then redis.call('HSET', lead, 'grade', ev.g, 'fit', fmt(ev.gp or 0)) end
 redis.call('LPUSH', recent, ev.s)
 redis.call('LTRIM', recent, 0, cfg.ck - 1)
+
+-- Expiry (keys.py): an anonymous profile (no email; not an email's L id) lives
+-- cfg.at seconds after its last event, refreshed here; a known lead never
+-- expires (a TTL left from before it was known is removed).  Counted event ids
+-- expire with their window.  O(1) per event.
+local ids = KEYS[6]
+if string.sub(ev.i or '', 1, 1) ~= 'L' and redis.call('HEXISTS', lead, 'email') == 0
+    and (cfg.at or 0) > 0 then
+  local ttl = math.ceil(cfg.at)
+  redis.call('EXPIRE', lead, ttl)
+  redis.call('EXPIRE', reasons, ttl)
+  redis.call('EXPIRE', recent, ttl)
+  redis.call('EXPIRE', hist, ttl)
+  if ids then redis.call('EXPIRE', ids, ttl) end
+elseif redis.call('PERSIST', lead) == 1 then
+  redis.call('PERSIST', reasons)
+  redis.call('PERSIST', recent)
+  redis.call('PERSIST', hist)
+  if ids then redis.call('PERSIST', ids) end
+end
+redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
 
 -- A sales-ready lead that was never accepted and whose engagement has
 -- decayed below the recycle level goes back to nurture; the rule re-arms.
