@@ -233,9 +233,18 @@ class Alert:
     account: Mapping[str, Any] = field(default_factory=dict)
     # Where the rep acts: {"accept": url, "reject": url, "lead": url}.
     links: Mapping[str, str] = field(default_factory=dict)
+    # "lead": a lead for the rep (the default); "escalation": the last SLA step, to a manager
+    # (``assignment.rep`` is the manager), with ``escalation`` = {holder_id, holder_name, team,
+    # waiting_since, waited_s, sla, reassignments}.
+    kind: str = "lead"
+    escalation: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.kind != "lead":
+            extra = {"kind": self.kind, "escalation": dict(self.escalation)}
         return {
+            **extra,
             "assignment": self.assignment.to_dict(),
             "lead": self.lead.to_dict(),
             "threshold": self.threshold,
@@ -257,4 +266,6 @@ class Alert:
             event_ts=float(d.get("event_ts", 0.0)),
             account=dict(d.get("account") or {}),
             links={str(k): str(v) for k, v in (d.get("links") or {}).items()},
+            kind=str(d.get("kind") or "lead"),
+            escalation=dict(d.get("escalation") or {}),
         )

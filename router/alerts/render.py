@@ -179,8 +179,37 @@ def alert_title(alert: Alert) -> str:
 
 
 def email_subject(alert: Alert) -> str:
-    """``Sales-ready lead: {name} ({company}) — score {score:.0f}``."""
+    """``Sales-ready lead: {name} ({company}) — score {score:.0f}`` (an escalation: who held it, how long)."""
+    if alert.kind == "escalation":
+        return f"{headline(alert)}: {alert_title(alert)} — {escalation_line(alert)}"
     return f"Sales-ready lead: {alert_title(alert)} — score {score_text(alert.lead.score)}"
+
+
+def headline(alert: Alert) -> str:
+    return "Escalation: not accepted in time" if alert.kind == "escalation" else "Sales-ready lead"
+
+
+def wait_text(seconds: float) -> str:
+    """``47 min``, ``3 h 05 min``, ``2 d 4 h``."""
+    minutes = max(0, round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def escalation_line(alert: Alert) -> str:
+    """``held by Rep B (b) for 47 min; SLA: accept within 15 min, ...`` (unescaped, one line)."""
+    e = alert.escalation
+    holder = one_line(e.get("holder_name") or "nobody")
+    if e.get("holder_id") and e.get("holder_id") != e.get("holder_name"):
+        holder += f" ({one_line(e.get('holder_id'))})"
+    waited = _finite(e.get("waited_s"))
+    return (f"held by {holder}, waiting {wait_text(waited or 0.0)}; "
+            f"team {one_line(e.get('team') or alert.assignment.decision.team)} SLA: {one_line(e.get('sla') or '-')}")
 
 
 def routing_line(alert: Alert) -> str:
@@ -377,9 +406,12 @@ def render_text(alert: Alert) -> str:
     lines.append(f"Stage:      {one_line(lead.stage)}")
     if lead.email:
         lines.append(f"Email:      {one_line(lead.email)}")
-    lines.append(
-        f"Routed to:  {one_line(rep.name)} <{one_line(rep.email)}>, team {one_line(asg.decision.team)}"
-    )
+    if alert.kind == "escalation":
+        lines.append(f"Escalation: {escalation_line(alert)}")
+    else:
+        lines.append(
+            f"Routed to:  {one_line(rep.name)} <{one_line(rep.email)}>, team {one_line(asg.decision.team)}"
+        )
     lines += ["", "Why now:"]
     reasons = top_reasons(lead.reasons)
     lines += [f"  {reason_line(r)}" for r in reasons] or ["  (no scoring reasons recorded)"]

@@ -19,6 +19,8 @@ from router.alerts.render import (
     activity_line,
     alert_title,
     email_subject,
+    escalation_line,
+    headline,
     lead_grade,
     one_line,
     reason_line,
@@ -108,7 +110,8 @@ def render_slack_blocks(alert: Alert) -> dict[str, Any]:
     fields += [
         ("Threshold", score_text(alert.threshold)),
         ("Stage", e(one_line(lead.stage))),
-        ("Routed to", f"{rep_text}, team {e(one_line(asg.decision.team))}"),
+        ("Routed to", f"{rep_text}, team {e(one_line(asg.decision.team))}") if alert.kind != "escalation"
+        else ("Escalation", e(escalation_line(alert))),
     ]
     intro = f"*Who:* {e(who_line(alert))}\n*Trigger:* {e(one_line(alert.trigger))}"
     blocks: list[dict[str, Any]] = [
@@ -116,7 +119,7 @@ def render_slack_blocks(alert: Alert) -> dict[str, Any]:
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": truncate(e(f"Sales-ready lead: {alert_title(alert)}"), _HEADER_MAX),
+                "text": truncate(e(f"{headline(alert)}: {alert_title(alert)}"), _HEADER_MAX),
             },
         },
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(intro, _SECTION_MAX)}},

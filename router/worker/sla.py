@@ -23,7 +23,10 @@ this one dies mid-step the item comes back after the lease), and for each:
   ``escalate``.  With nobody left to take it, it escalates at once
   (or, with ``escalate_to_manager: false``, records ``sla_expired``);
 * ``escalate``: marks the lead escalated, ``notify("escalate", lead,
-  assignment, holder)``; :attr:`SlaAction.managers` names who to tell.
+  assignment, holder)``, and ``notify("escalation", lead, assignment, manager)``
+  for each manager row of the team with an email or a Slack id (a direct
+  message and an email saying the lead, who held it, how long it waited and
+  the SLA; :func:`manager_rep`).
 * ``held`` (a lead nobody could take: every rep out of office): routed again
   by the team's policy once its crossing is still open; when a rep takes it,
   the crossing is committed and ``notify("assigned", lead, assignment, rep)``;
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -49,7 +52,7 @@ from router.storage import keys
 from router.storage.live_config import LiveFile
 from router.storage.store import RedisStore
 from router.worker.distribution import Held, assign_rep, held_retry_at, pick_rep
-from rules import RoutingConfig, Team
+from rules import Manager, RoutingConfig, SlaPolicy, Team
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class SlaAction:
     queued: bool = False  # reassign: the new rep is not available right now either
     managers: tuple[str, ...] = ()  # escalate: the team's managers
     notified: bool = False
+    managers_reached: tuple[str, ...] = ()  # escalate: managers whose escalation alert was handed on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +85,7 @@ class SlaAction:
             "rep_id": self.rep.rep_id if self.rep else None, "ts": self.ts,
             "previous_rep_id": self.previous_rep.rep_id if self.previous_rep else None,
             "new_assignment_id": self.new_assignment_id, "queued": self.queued, "managers": list(self.managers),
-            "notified": self.notified,
+            "notified": self.notified, "managers_reached": list(self.managers_reached),
         }
 
 
@@ -227,11 +231,68 @@ async def _after_mark(team: Team, step: str, item: _Item, res: dict[str, Any], t
     if kind != "expired":
         notified = await _notify(notify, kind, item.lead_id, item.assignment_id, holder)
     managers = tuple(team.managers or (team.manager,)) if kind == "escalate" else ()
+    reached: tuple[str, ...] = ()
     if kind == "escalate":
         log.warning("lead %s not accepted in time by %s [%s]: escalated to %s", item.lead_id, holder.name,
                     team.name, ", ".join(managers))
+        reached = await _tell_managers(team, item, notify)
     return True, SlaAction(kind=kind, team=team.name, lead_id=item.lead_id, assignment_id=item.assignment_id,
-                           rep=holder, ts=ts, managers=managers, notified=notified)
+                           rep=holder, ts=ts, managers=managers, notified=notified, managers_reached=reached)
+
+
+def duration_text(seconds: float) -> str:
+    """``47 min``, ``3 h 05 min``, ``2 d 4 h``: a wait as a person reads it."""
+    minutes = max(0, round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def sla_text(sla: SlaPolicy | None) -> str:
+    if sla is None:
+        return "no SLA"
+    text = f"accept within {sla.accept_within_minutes:g} min"
+    if sla.remind_after_minutes is not None:
+        text += f", reminder at {sla.remind_after_minutes:g} min"
+    return text + f", up to {sla.max_reassignments} reassignment(s), then the managers"
+
+
+def escalation_facts(lead: Mapping[str, str], sla: SlaPolicy | None, now: float) -> dict[str, Any]:
+    """What an escalation tells a manager: who holds the lead, since when it waits, the SLA."""
+    since = float(lead.get("mql_ts") or lead.get("assigned_ts") or now)
+    return {"holder_id": lead.get("owner", ""), "holder_name": lead.get("owner_name") or lead.get("owner", ""),
+            "team": lead.get("team", ""), "waiting_since": since, "waited_s": max(0.0, now - since),
+            "sla": sla_text(sla), "reassignments": int(float(lead.get("sla_reassigns") or 0))}
+
+
+def escalation_text(facts: Mapping[str, Any]) -> str:
+    """The escalation's one-line trigger: who, how long, which SLA."""
+    return (f"escalated to you: {facts['holder_name'] or 'nobody'} has not accepted this lead; it has waited "
+            f"{duration_text(float(facts['waited_s']))} since it became sales-ready "
+            f"(team {facts['team']} SLA: {facts['sla']})")
+
+
+def manager_rep(team: Team, manager: Manager) -> Rep:
+    """A manager as the addressee of an alert (a Slack DM and an email; never the team channel)."""
+    return Rep(rep_id=manager.manager_id, name=manager.name, email=manager.email or "", team=team.name,
+               slack_user_id=manager.slack_user_id)
+
+
+async def _tell_managers(team: Team, item: _Item, notify: Notify) -> tuple[str, ...]:
+    """The escalation alert to each manager row with a contact; the names of those it was handed to."""
+    reached: list[str] = []
+    for manager in team.manager_rows:
+        if not manager.reachable:
+            log.warning("team %s manager %s has no email or slack_user_id in the routing file; the escalation of "
+                        "lead %s cannot reach them directly", team.name, manager.name, item.lead_id)
+            continue
+        if await _notify(notify, "escalation", item.lead_id, item.assignment_id, manager_rep(team, manager)):
+            reached.append(manager.name)
+    return tuple(reached)
 
 
 async def _reassign(store: RedisStore, team: Team, item: _Item, now: datetime,
