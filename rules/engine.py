@@ -99,8 +99,6 @@ class Team:
     slack_webhook: str | None
     reps: tuple[Rep, ...]
     managers: tuple[str, ...] = ()
-    # The managers as roster rows (name, email, Slack id, time zone): who an escalation reaches.
-    manager_rows: tuple[Manager, ...] = ()
     # Distribution inside the team, per-rep availability and capacity, and the SLA (rules/roster.py).
     strategy: Strategy = Strategy.ROUND_ROBIN
     profiles: tuple[RepProfile, ...] = ()
@@ -108,6 +106,8 @@ class Team:
     # What happens when nobody in the team can take a lead now (rules/availability.py).
     after_hours: AfterHours = DEFAULT_AFTER_HOURS
     hand_raiser_policy: AfterHours | None = None
+    # The managers as roster rows (name, email, Slack id, time zone): who an escalation reaches.
+    manager_rows: tuple[Manager, ...] = ()
 
     def policy_for(self, hand_raiser: bool = False) -> AfterHours:
         """The after-hours policy for a lead: the team's ``hand_raiser`` policy for hand-raisers, if declared."""
