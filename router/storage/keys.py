@@ -169,6 +169,7 @@ REJECTED_TTL_S = 365 * 24 * 3600  # a rep who rejected a lead is not sent it aga
 SLA_LEASE_S = 60  # a claimed SLA item comes due again after this if its ticker died mid-step
 SLA_STEPS = ("remind", "reassign", "escalate")
 HELD_STEP = "held"  # team_sla(team, HELD_STEP): leads nobody could take (all out of office), retried by the ticker
+NOTIFY_STEP = "notify"  # team_sla(team, NOTIFY_STEP): a rep to tell that a lead was reassigned to them by hand
 HELD_RETRY_S = 3600.0  # a held lead is looked at again at least this often (admin overrides end any time)
 OUTCOMES = f"{PREFIX}:outcomes"
 OUTCOMES_MAXLEN = 1_000_000

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 Notify = Callable[[str, str, str, Rep], Awaitable[None]]
 RETRY_S = 30.0  # a lead whose routing has not committed yet is looked at again after this
 
-SlaKind = Literal["remind", "reassign", "escalate", "expired", "assigned"]
+SlaKind = Literal["remind", "reassign", "escalate", "expired", "assigned", "manual"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,24 +100,35 @@ class _Item:
     assignment_id: str
     crossing: int
     reassigns: int
+    base: str = ""  # the assignment id without its trailing ``:r<n>``
 
 
 def parse_member(member: str) -> _Item | None:
-    """``"<lead> <lead>:<crossing>[:r<n>]"`` -> its parts; None when malformed."""
+    """``"<lead> <lead>:<crossing>[:m<k>][:r<n>]"`` -> its parts; None when malformed.
+
+    ``:m<k>``: the k-th reassignment by hand (ops); ``:r<n>``: the n-th SLA reassignment since.
+    """
     lead_id, _, aid = member.partition(" ")
     parts = aid.split(":")
+    reassigns = 0
     try:
         crossing = int(parts[1])
-        reassigns = int(parts[2][1:]) if len(parts) > 2 and parts[2].startswith("r") else 0
+        rest = parts[2:]
+        if rest and rest[-1].startswith("r"):
+            reassigns = int(rest[-1][1:])
+            rest = rest[:-1]
+        if any(not (p.startswith("m") and p[1:].isdigit()) for p in rest):
+            return None
     except (IndexError, ValueError):
         return None
     if not lead_id or parts[0] != lead_id:
         return None
-    return _Item(lead_id, aid, crossing, reassigns)
+    base = ":".join(parts[:2] + rest)
+    return _Item(lead_id, aid, crossing, reassigns, base)
 
 
 def reassigned_id(item: _Item) -> str:
-    return f"{item.lead_id}:{item.crossing}:r{item.reassigns + 1}"
+    return f"{item.base or f'{item.lead_id}:{item.crossing}'}:r{item.reassigns + 1}"
 
 
 def _rep(team: Team, rep_id: str, name: str = "") -> Rep:
@@ -177,7 +188,37 @@ async def run_due(store: RedisStore, routing: RoutingConfig, now: datetime, noti
                 await store.sla_retry(team.name, keys.HELD_STEP, member, again_at)
             if action is not None:
                 actions.append(action)
+        for member in await store.sla_claim(team.name, keys.NOTIFY_STEP, ts, lease_s, limit):
+            action = await _notify_new_holder(store, team, member, ts, notify)
+            if action is not None:
+                actions.append(action)
     return actions
+
+
+async def _notify_new_holder(store: RedisStore, team: Team, member: str, ts: float,
+                             notify: Notify) -> SlaAction | None:
+    """Tell the rep a lead was reassigned to them by hand, if it is still theirs and unaccepted."""
+    item = parse_member(member)
+    if item is None:
+        log.error("dropped a malformed notify item %r of team %s", member, team.name)
+        await store.sla_done(team.name, keys.NOTIFY_STEP, member)
+        return None
+    try:
+        check = await store.lead_sla("check", item.lead_id, item.assignment_id, item.crossing, ts, team=team.name)
+        if check.get("status") == "retry":
+            await store.sla_retry(team.name, keys.NOTIFY_STEP, member, ts + RETRY_S)
+            return None
+        action = None
+        if check.get("status") == "ok":
+            rep = _rep(team, str(check.get("owner") or ""))
+            notified = await _notify(notify, "manual_reassign", item.lead_id, item.assignment_id, rep)
+            action = SlaAction(kind="manual", team=team.name, lead_id=item.lead_id,
+                               assignment_id=item.assignment_id, rep=rep, ts=ts, notified=notified)
+    except Exception:  # leave it leased: it comes back after the lease
+        log.exception("telling the new holder of lead %s failed; it will be retried", item.lead_id)
+        return None
+    await store.sla_done(team.name, keys.NOTIFY_STEP, member)
+    return action
 
 
 async def _route_held(store: RedisStore, routing: RoutingConfig, team: Team, item: _Item, now: datetime,
