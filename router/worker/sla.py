@@ -381,19 +381,13 @@ def _strs(value: object) -> list[str]:
 
 async def sla_tick(store: RedisStore, routing: LiveFile[RoutingConfig] | RoutingConfig, notify: Notify = log_notify,
                    *, clock: Callable[[], float] = time.time, limit: int = 100) -> list[SlaAction]:
-    """One SLA pass at ``clock()`` over the routing config in force: what the worker's timer calls.
+    """One SLA pass at ``clock()`` over the routing config in force.
 
-    In router/worker/app.py ``create_app`` (any number of workers may run it; each
-    step is taken once)::
-
-        from router.worker.sla import sla_tick
-
-        @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
-        async def sla_timer() -> None:
-            await sla_tick(rt.store, rt.routing, notify)
-
-    with ``notify(kind, lead_id, assignment_id, rep)`` an async callable (kind is
-    remind, reassign or escalate); :func:`log_notify` only logs.
+    The worker runs it inside the scheduler's tick (router/worker/scheduler.py ``tick``,
+    wired in router/worker/app.py), with recycles and the SLA figures; any number of
+    workers may run it and each step is taken once.  ``notify(kind, lead_id,
+    assignment_id, rep)`` is an async callable (kind: remind, reassign, escalate,
+    escalation, assigned, manual_reassign); :func:`log_notify` only logs.
     """
     config = routing.current if isinstance(routing, LiveFile) else routing
     now = datetime.fromtimestamp(clock(), UTC)
