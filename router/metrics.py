@@ -43,6 +43,12 @@ BATCH_SIZE = Histogram(
 CROSSINGS = Counter(
     "leadrouter_crossings_total", "Sales-ready crossings by trigger.", ["trigger"], registry=REGISTRY,
 )
+REENGAGEMENTS = Counter(
+    "leadrouter_reengagements_total",
+    "Leads that crossed again, by the stage they came back from and where the alert went "
+    "(owner, owner_notified, owner_away, rules).",
+    ["from_stage", "route"], registry=REGISTRY,
+)
 ASSIGNMENTS = Counter(
     "leadrouter_assignments_total", "Leads assigned by team and rep.", ["team", "rep"], registry=REGISTRY,
 )

@@ -17,14 +17,15 @@ from router.alerts.render import (
     account_view,
     action_links,
     activity_line,
+    alert_kind,
     alert_title,
     email_subject,
     escalation_line,
-    headline,
     lead_grade,
     one_line,
     reason_line,
     recent_activity,
+    reengagement_line,
     routing_line,
     score_text,
     slack_escape,
@@ -50,6 +51,8 @@ _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 def render_slack_fallback(alert: Alert) -> str:
     """The notification text Slack shows where blocks cannot be (escaped mrkdwn)."""
     text = f"{email_subject(alert)} — {one_line(alert.trigger)}"
+    if alert.reengagement is not None:
+        text += f" — {reengagement_line(alert)}"
     return truncate(slack_escape(text), _FALLBACK_MAX)
 
 
@@ -114,12 +117,14 @@ def render_slack_blocks(alert: Alert) -> dict[str, Any]:
         else ("Escalation", e(escalation_line(alert))),
     ]
     intro = f"*Who:* {e(who_line(alert))}\n*Trigger:* {e(one_line(alert.trigger))}"
+    if alert.reengagement is not None:
+        intro += f"\n*Re-engaged:* {e(reengagement_line(alert))}"
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": truncate(e(f"{headline(alert)}: {alert_title(alert)}"), _HEADER_MAX),
+                "text": truncate(e(f"{alert_kind(alert)}: {alert_title(alert)}"), _HEADER_MAX),
             },
         },
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(intro, _SECTION_MAX)}},

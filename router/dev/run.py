@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TextIO
 
-from router.dev.demo import DemoTraffic
+from router.dev.demo import DemoTraffic, ReengageDemo
 from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
 from router.dev.servers import ManagedProcess, free_port, spawn, start_broker, start_redis, wait_for_port
 from router.settings import Settings
@@ -166,6 +166,10 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
             console.say("demo     off (--rate 0): send your own traffic to the collector; Ctrl-C stops everything")
         demo = DemoTraffic(settings.ingest.public_url, settings.tokens.secret, rate_per_s=rate, seed=seed)
         demo_task = asyncio.create_task(demo.run(stop, duration_s))
+        reps_task: asyncio.Task[None] | None = None
+        if rate > 0:  # the reps' side: a few alerted leads lost, some of them back later (re-engagements)
+            reps = ReengageDemo(demo, settings.alerts.admin_url, token, console.say)
+            reps_task = asyncio.create_task(reps.run(stop))
         last = time.monotonic()
         while not stop.is_set() and not demo_task.done():
             with contextlib.suppress(TimeoutError):
@@ -183,6 +187,8 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
                             f"alerts {alerts['slack']} slack, {alerts['email']} email")
         stop.set()
         await demo_task
+        if reps_task is not None:
+            await reps_task
         return 0
     finally:
         console.say("stopping…")

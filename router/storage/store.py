@@ -29,7 +29,7 @@ from models.pipeline import (
 )
 from router.storage import keys
 from router.storage.scripts import lua
-from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json
+from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json, reengage_json
 from scoring.account_intent import AccountIntentConfig
 
 
@@ -45,10 +45,12 @@ class LeadRules:
     clauses_json: str
     daily_cap: float | None = None
     recycle_below: float | None = None
+    reengage_json: str = ""  # the re-engagement rules (scoring.reengage_json); '' for the default
 
     @classmethod
     def from_config(cls, config: ScoringConfig) -> LeadRules:
-        return cls(config.half_life_s, ready_clauses_json(config), config.daily_cap, config.ready.recycle_below)
+        return cls(config.half_life_s, ready_clauses_json(config), config.daily_cap, config.ready.recycle_below,
+                   reengage_json(config))
 
     @classmethod
     def threshold_only(cls, threshold: float, half_life_s: float) -> LeadRules:
@@ -149,7 +151,9 @@ class RedisStore:
     def _lead_cfg(self, rules: LeadRules, now: float) -> bytes:
         cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
                                "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT,
-                               "rc": orjson.Fragment(rules.clauses_json)}
+                               "rc": orjson.Fragment(rules.clauses_json), "hk": keys.HISTORY_KEPT}
+        if rules.reengage_json:
+            cfg["re"] = orjson.Fragment(rules.reengage_json)
         if rules.daily_cap is not None:
             cfg["dc"] = rules.daily_cap
         if rules.recycle_below is not None:
@@ -182,7 +186,7 @@ class RedisStore:
             if plan.grade is not None:
                 payload["g"] = plan.grade.letter
                 payload["gp"] = plan.grade.points
-            await self._apply(keys=keys.lead_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
+            await self._apply(keys=_apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
                               client=pipe)
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
                                  "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
@@ -283,7 +287,7 @@ class RedisStore:
         cfg = self._lead_cfg(rules, now)
         for lead_id, p in probs.items():
             payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
-            await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
+            await self._apply(keys=_apply_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
         raw = await pipe.execute()
         out = {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
         await self.index_recycles(out.items())
@@ -331,8 +335,8 @@ class RedisStore:
         """Make a lead sales-ready for another reason than its own score (its account's intent), once."""
         payload = {"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
                    "reason": orjson.dumps(reason.to_dict()).decode()}
-        cfg = orjson.dumps({"now": now, "rc": []})
-        return _parse_apply(await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg]))
+        cfg = orjson.dumps({"now": now, "rc": [], "hk": keys.HISTORY_KEPT})
+        return _parse_apply(await self._apply(keys=_apply_keys(lead_id), args=[orjson.dumps(payload), cfg]))
 
     async def account_done(self, key_id: str, event_id: str) -> None:
         """Close an account crossing once its lead has been routed."""
@@ -357,6 +361,15 @@ class RedisStore:
             args=[crossing, assignment_id, rep_id, rep_name, team, rule, rules_version, repr(ts)],
         )
         await self.redis.zadd(keys.rep_leads(rep_id), {lead_id: ts})
+        return bool(done)
+
+    async def reengage_notified(self, lead_id: str, crossing: int, alert_id: str, rep_id: str, rep_name: str,
+                                ts: float) -> bool:
+        """Close a re-engagement its owner was told about (router/storage/lua/reengage_notify.lua); once."""
+        done = await self._script("reengage_notify.lua")(
+            keys=[keys.lead(lead_id), keys.history(lead_id)],
+            args=[crossing, alert_id, rep_id, rep_name, repr(ts), keys.HISTORY_KEPT],
+        )
         return bool(done)
 
     async def sent_channels(self, assignment_id: str) -> set[str]:
@@ -493,6 +506,11 @@ class RedisStore:
                                          approximate=True)
         await self.redis.hdel(keys.lead(lead_id), "outcome_pending")
         return _s(entry_id)
+
+
+def _apply_keys(lead_id: str) -> list[str]:
+    """apply_event.lua's keys: the lead's hash, seen, reasons and recent, and its history (one slot)."""
+    return [*keys.lead_keys(lead_id), keys.history(lead_id)]
 
 
 def _s(x: Any) -> str:

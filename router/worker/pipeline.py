@@ -28,6 +28,7 @@ from models import (
     InvalidEventError,
     LeadView,
     Reason,
+    Reengagement,
     Rep,
     RoutingDecision,
     lead_view_from_hash,
@@ -37,12 +38,14 @@ from router.storage.live_config import LiveFile
 from router.storage.store import LeadRules, RedisStore
 from router.tokens import mint_action_token
 from router.worker.accounts import account_for
-from router.worker.distribution import Held, Pick, assign_owner, assign_rep
+from router.worker.distribution import Held, Pick, assign_owner, assign_reengaged_owner, assign_rep
 from router.worker.identity import is_known_person, resolve_batch
+from router.worker.reengage import comeback, out_of_office, reengagement_of
 from router.worker.sla import escalation_facts, escalation_text
 from rules import RoutingConfig, facts_from_lead
 from rules.accounts import AccountBook, match_account, owner_first
 from scoring import (
+    HELD_STAGES,
     IcpConfig,
     ScoringConfig,
     classify_title,
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 
 PublishAlert = Callable[[str, bytes], Awaitable[None]]
 LINK_TTL_S = 14 * 86400  # an alert's accept/reject links work for two weeks
+REENGAGE_RULE = "reengaged-owner"  # the decision's rule name when a re-engagement goes back to its owner
 ROUTE_CONCURRENCY = 32  # crossings of one batch routed at once
 
 
@@ -404,9 +408,10 @@ class Pipeline:
                        f"{data.get('reassign_reason') or 'no reason given'}")
         assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
                                 decision=decision, ts=self.clock())
+        reengaged = await self._reengagement(lead_id, ApplyResult(status="scored", crossing=crossing, lead=data))
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger, recent=tuple(await self.store.lead_recent(lead_id, 10)),
-                      account=await self._account_context(lead_id), links=links,
+                      account=await self._account_context(lead_id), links=links, reengagement=reengaged,
                       kind="escalation" if escalation else "lead", escalation=escalation)
         await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
 
@@ -418,6 +423,38 @@ class Pipeline:
                                   ttl_s=LINK_TTL_S, now=self.clock())
         page = f"{self.admin_url.rstrip('/')}/a/{token}"
         return {"lead": page, "accept": f"{page}?do=accept", "reject": f"{page}?do=reject"}
+
+    async def _reengagement(self, lead_id: str, result: ApplyResult) -> Reengagement | None:
+        """The re-engagement this crossing is, with what brought the lead back; None for a first crossing."""
+        reengaged = reengagement_of(result.lead, result.crossing)
+        if reengaged is None:
+            return None
+        recent = await self.store.lead_recent(lead_id)
+        since = max(reengaged.last_outcome_ts, reengaged.last_crossing_ts)
+        return replace(reengaged, back=comeback(recent, self.clock(), since))
+
+    async def _notify_owner(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig, lead: LeadView,
+                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float) -> Assignment:
+        """The owner still holds the lead (sal, sql, opportunity): tell them; nothing is routed again."""
+        routing = self.routing.current
+        now = self.clock()
+        decision = RoutingDecision(team=result.lead.get("team") or rep.team, rule=REENGAGE_RULE,
+                                   rules_version=routing.version, path=(f"{REENGAGE_RULE}:holds-lead",))
+        assignment = Assignment(assignment_id=alert_id, lead_id=plan.lead_id, crossing=result.crossing, rep=rep,
+                                decision=decision, ts=now)
+        links = {k: v for k, v in self._links(plan.lead_id, rep.rep_id, result.lead.get("assignment_id", "")).items()
+                 if k == "lead"}  # the lead is already accepted: nothing to accept or reject here
+        alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
+                      trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
+                      event_ts=plan.event.ts, account=await self._account_context(plan.lead_id), links=links,
+                      reengagement=reengaged)
+        await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
+        await self.store.reengage_notified(plan.lead_id, result.crossing, alert_id, rep.rep_id, rep.name, now)
+        metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
+        metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
+        log.info("lead %s (%s) re-engaged in %s: told its owner %s", lead.display_name, lead.email,
+                 reengaged.from_stage, rep.name)
+        return assignment
 
     async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment | None:
         """Route one crossing to a rep and publish its alert; safe to repeat.
@@ -436,10 +473,34 @@ class Pipeline:
         })
         assignment_id = f"{plan.lead_id}:{result.crossing}"
         at = datetime.fromtimestamp(self.clock(), UTC)
+        owner_pick: Pick | None = None
+        decision: RoutingDecision | None = None
+        # A re-engagement goes to the rep who has the lead when that rep is not out
+        # of office: told, not routed again, when they still hold it (sal, sql,
+        # opportunity); given it back otherwise.  An away owner: the rules route it.
+        reengaged = await self._reengagement(plan.lead_id, result)
+        if reengaged is not None and reengaged.current_owner:
+            rep0 = next((r for r in routing.reps if r.rep_id == reengaged.owner), None)
+            if rep0 is None or await out_of_office(self.store, routing.team(rep0.team), rep0.rep_id, at):
+                reengaged = replace(reengaged, route="owner_away")
+            elif reengaged.from_stage in HELD_STAGES:
+                return await self._notify_owner(plan, result, config, lead, replace(reengaged, route="owner_notified"),
+                                                rep0, assignment_id, started)
+            else:
+                owner_pick = await assign_reengaged_owner(self.store, routing.team(rep0.team), rep0, assignment_id,
+                                                          plan.lead_id, result.crossing, at)
+                if owner_pick is not None:
+                    decision = RoutingDecision(team=rep0.team, rule=REENGAGE_RULE, rules_version=routing.version,
+                                               path=(f"{REENGAGE_RULE}:yes",))
+                    reengaged = replace(reengaged, route="owner")
+                else:
+                    reengaged = replace(reengaged, route="owner_away")
         # An account with an available owner goes to that owner first; otherwise
         # the rules pick the team and the team's strategy picks the rep (skipping
         # reps who rejected the lead, are away or at capacity; never dropping it).
-        owner_pick, decision = await self._owner_pick(lead, facts, assignment_id, plan.lead_id, result.crossing, at)
+        if owner_pick is None:
+            owner_pick, decision = await self._owner_pick(lead, facts, assignment_id, plan.lead_id, result.crossing,
+                                                          at)
         pick: Pick | Held
         if owner_pick is None:
             decision = routing.decide(facts)
@@ -466,13 +527,18 @@ class Pipeline:
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
-                      links=self._links(plan.lead_id, rep.rep_id, assignment_id))
+                      links=self._links(plan.lead_id, rep.rep_id, assignment_id), reengagement=reengaged)
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.
         await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
         await self.store.commit_assignment(plan.lead_id, result.crossing, assignment_id, rep.rep_id, rep.name,
                                            team.name, decision.rule, decision.rules_version, now)
+        if reengaged is not None:
+            metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
+            old_team = result.lead.get("team", "")
+            if reengaged.current_owner and reengaged.owner != rep.rep_id and old_team:
+                await self.store.release_open(old_team, reengaged.owner, plan.lead_id)
         metrics.ASSIGNMENTS.labels(team.name, rep.rep_id).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
         log.info("lead %s (%s) -> %s [%s] via rule %s: %s", lead.display_name, lead.email, rep.name, team.name,

@@ -114,6 +114,9 @@ async def test_a_cold_lead_is_recycled_by_the_tick_at_the_exact_moment_and_not_b
     lead = await store.lead_hash(lead_id)
     assert (lead["stage"], lead["ready"]) == ("nurture", "0")
     assert float(lead["recycled_ts"]) == pytest.approx(due, abs=1e-3) and "recycle_at" not in lead
+    # The re-engagement rules see how it ended, and when: at the exact moment, not at the tick.
+    assert lead["last_outcome"] == "recycled" and lead["last_outcome_rep"] == "a"
+    assert float(lead["last_outcome_ts"]) == pytest.approx(due, abs=1e-3)
     history = await store.lead_history(lead_id)
     assert history[-1]["action"] == "recycled" and history[-1]["at"] == pytest.approx(due, abs=1e-3)
     assert await store.open_leads("t", "a") == 0  # no longer an open lead of the rep

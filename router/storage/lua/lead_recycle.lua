@@ -40,7 +40,9 @@ end
 local owner = redis.call('HGET', lead, 'owner') or ''
 local team = redis.call('HGET', lead, 'team') or ''
 local aid = redis.call('HGET', lead, 'assignment_id') or ''
-redis.call('HSET', lead, 'ready', '0', 'stage', 'nurture', 'recycled_ts', fmt(t), 'stage_ts', fmt(now))
+redis.call('HSET', lead, 'ready', '0', 'stage', 'nurture', 'recycled_ts', fmt(t), 'stage_ts', fmt(now),
+  'last_outcome', 'recycled', 'last_outcome_ts', fmt(t), 'last_outcome_reason', 'engagement fell below ' .. fmt(rb),
+  'last_outcome_rep', owner, 'last_outcome_rep_name', redis.call('HGET', lead, 'owner_name') or '')
 redis.call('HDEL', lead, 'recycle_at')
 redis.call('HINCRBY', lead, 'recycles', 1)
 redis.call('RPUSH', hist, cjson.encode({action = 'recycled', ts = now, at = t, rep = owner, team = team,
