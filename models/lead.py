@@ -284,9 +284,14 @@ class Alert:
     links: Mapping[str, str] = field(default_factory=dict)
     # Set when the lead crossed before: this alert is a re-engagement.
     reengagement: Reengagement | None = None
+    # "lead": a lead for the rep (the default); "escalation": the last SLA step, to a manager
+    # (``assignment.rep`` is the manager), with ``escalation`` = {holder_id, holder_name, team,
+    # waiting_since, waited_s, sla, reassignments}.
+    kind: str = "lead"
+    escalation: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "assignment": self.assignment.to_dict(),
             "lead": self.lead.to_dict(),
             "threshold": self.threshold,
@@ -298,6 +303,9 @@ class Alert:
         }
         if self.reengagement is not None:
             out["reengagement"] = self.reengagement.to_dict()
+        if self.kind != "lead":
+            out["kind"] = self.kind
+            out["escalation"] = dict(self.escalation)
         return out
 
     @classmethod
@@ -312,4 +320,6 @@ class Alert:
             account=dict(d.get("account") or {}),
             links={str(k): str(v) for k, v in (d.get("links") or {}).items()},
             reengagement=Reengagement.from_dict(d["reengagement"]) if d.get("reengagement") else None,
+            kind=str(d.get("kind") or "lead"),
+            escalation=dict(d.get("escalation") or {}),
         )

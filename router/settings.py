@@ -90,6 +90,8 @@ class WorkerSettings:
     batch_size: int = 500
     batch_window_s: float = 0.02
     web_port: int = 6066
+    # How often each worker runs the scheduler's tick (due recycles, SLA steps, SLA figures).
+    scheduler_tick_s: float = 5.0
     # Identifiers two different people never share: email, and optionally user_id.
     unique_identifiers: frozenset[UniqueIdentifier] = frozenset({"email"})
     # Anonymous profiles (no email: ``A``/``U`` leads), their identity links, account ties
@@ -622,6 +624,9 @@ def _check(s: Settings) -> list[tuple[str, str]]:
                         ("slack_burst", s.alerts.slack_burst)):
         if value < 1:
             out.append((flat, f"setting {env_name(flat)}={value} must be at least 1"))
+    if not 0.1 <= s.worker.scheduler_tick_s <= 3600:
+        out.append(("worker_scheduler_tick_s", f"setting LEADROUTER_WORKER_SCHEDULER_TICK_S="
+                                               f"{s.worker.scheduler_tick_s} must be from 0.1 to 3600 seconds, e.g. 5"))
     if s.spool.max_bytes < 1024 or s.spool.segment_bytes < 1024:
         out.append(("spool_max_bytes", "settings LEADROUTER_SPOOL_MAX_BYTES and LEADROUTER_SPOOL_SEGMENT_BYTES "
                                        "must be at least 1024"))

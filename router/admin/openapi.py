@@ -314,6 +314,18 @@ def components(settings: Settings) -> dict[str, Schema]:
                                "rep_id": rep_id_body}, closed=True),
         "CloseRequest": obj({"reason": {"type": "string", "maxLength": MAX_NOTE}, "rep_id": rep_id_body},
                             closed=True),
+        "ReassignRequest": obj({
+            "to": {"type": "string", "minLength": 1, "maxLength": MAX_REP_ID,
+                   "description": "the new rep's id, as in routing.yaml (not out of office)"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE,
+                       "description": "why; kept in the lead's history with the token's name"},
+        }, ("to", "reason"), closed=True),
+        "ReassignResult": obj({
+            "lead_id": STR, "from_rep": STR, "to_rep": STR, "to_rep_name": STR, "team": STR, "from_stage": STR,
+            "assignment_id": STR, "previous_assignment_id": STR, "reason": STR, "by": STR, "ts": NUM,
+            "queued": BOOL, "sla_starts": nullable(NUM), "remind_at": nullable(NUM), "deadline_at": nullable(NUM),
+        }, ("lead_id", "from_rep", "to_rep", "to_rep_name", "team", "from_stage", "assignment_id",
+            "previous_assignment_id", "reason", "by", "ts", "queued", "sla_starts", "remind_at", "deadline_at")),
         "TransitionResult": obj({
             "lead_id": STR, "action": STR, "rep_id": STR, "from": STR, "to": STR, "ts": NUM, "assignment_id": STR,
             "team": STR, "reason": STR, "score_before": nullable(NUM), "score_after": nullable(NUM),
@@ -421,6 +433,12 @@ OPERATIONS: tuple[Operation, ...] = (
                 description="Rep tokens act on their own leads as themselves; ops tokens act as the lead's owner "
                             "(or as rep_id).")
       for action in LIFECYCLE_ACTIONS),
+    Operation("reassign", "POST", "/v1/leads/{lead_id}/reassign", "Move an open lead to another rep by hand, "
+              "with a reason (ops only)", "lifecycle", OPS, ok=_json("ReassignResult"), params=(P_LEAD,),
+              body=_json("ReassignRequest"), body_required=True, errors=_WRITE,
+              description="Recorded in the lead's history with the token's name, the time and the reason; the "
+                          "SLA restarts for the new rep, who is alerted, and the old rep's pending SLA steps are "
+                          "cancelled. A rep out of office is refused (409)."),
 )
 
 _STATUS_TEXT = {400: "Bad request: malformed JSON, a wrong type, an unknown key or parameter",

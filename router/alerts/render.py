@@ -179,12 +179,18 @@ def alert_title(alert: Alert) -> str:
 
 
 def alert_kind(alert: Alert) -> str:
-    """``Re-engaged lead`` for a lead that crossed before, else ``Sales-ready lead``."""
+    """``Re-engaged lead`` for a lead that crossed before, else ``Sales-ready lead`` (an escalation to a
+    manager: ``Escalation: not accepted in time``)."""
+    if alert.kind == "escalation":
+        return "Escalation: not accepted in time"
     return "Re-engaged lead" if alert.reengagement is not None else "Sales-ready lead"
 
 
 def email_subject(alert: Alert) -> str:
-    """``Sales-ready lead: {name} ({company}) — score {score:.0f}`` (``Re-engaged lead: …`` for a re-engagement)."""
+    """``Sales-ready lead: {name} ({company}) — score {score:.0f}`` (``Re-engaged lead: …`` for a re-engagement;
+    an escalation says who held it and how long it waited)."""
+    if alert.kind == "escalation":
+        return f"{alert_kind(alert)}: {alert_title(alert)} — {escalation_line(alert)}"
     return f"{alert_kind(alert)}: {alert_title(alert)} — score {score_text(alert.lead.score)}"
 
 
@@ -231,6 +237,29 @@ def reengagement_line(alert: Alert) -> str:
     if route and who:
         line += f" — {route}"
     return line
+
+
+def wait_text(seconds: float) -> str:
+    """``47 min``, ``3 h 05 min``, ``2 d 4 h``."""
+    minutes = max(0, round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def escalation_line(alert: Alert) -> str:
+    """``held by Rep B (b) for 47 min; SLA: accept within 15 min, ...`` (unescaped, one line)."""
+    e = alert.escalation
+    holder = one_line(e.get("holder_name") or "nobody")
+    if e.get("holder_id") and e.get("holder_id") != e.get("holder_name"):
+        holder += f" ({one_line(e.get('holder_id'))})"
+    waited = _finite(e.get("waited_s"))
+    return (f"held by {holder}, waiting {wait_text(waited or 0.0)}; "
+            f"team {one_line(e.get('team') or alert.assignment.decision.team)} SLA: {one_line(e.get('sla') or '-')}")
 
 
 def routing_line(alert: Alert) -> str:
@@ -431,9 +460,12 @@ def render_text(alert: Alert) -> str:
     lines.append(f"Stage:      {one_line(lead.stage)}")
     if lead.email:
         lines.append(f"Email:      {one_line(lead.email)}")
-    lines.append(
-        f"Routed to:  {one_line(rep.name)} <{one_line(rep.email)}>, team {one_line(asg.decision.team)}"
-    )
+    if alert.kind == "escalation":
+        lines.append(f"Escalation: {escalation_line(alert)}")
+    else:
+        lines.append(
+            f"Routed to:  {one_line(rep.name)} <{one_line(rep.email)}>, team {one_line(asg.decision.team)}"
+        )
     lines += ["", "Why now:"]
     reasons = top_reasons(lead.reasons)
     lines += [f"  {reason_line(r)}" for r in reasons] or ["  (no scoring reasons recorded)"]

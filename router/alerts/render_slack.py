@@ -20,6 +20,7 @@ from router.alerts.render import (
     alert_kind,
     alert_title,
     email_subject,
+    escalation_line,
     lead_grade,
     one_line,
     reason_line,
@@ -112,7 +113,8 @@ def render_slack_blocks(alert: Alert) -> dict[str, Any]:
     fields += [
         ("Threshold", score_text(alert.threshold)),
         ("Stage", e(one_line(lead.stage))),
-        ("Routed to", f"{rep_text}, team {e(one_line(asg.decision.team))}"),
+        ("Routed to", f"{rep_text}, team {e(one_line(asg.decision.team))}") if alert.kind != "escalation"
+        else ("Escalation", e(escalation_line(alert))),
     ]
     intro = f"*Who:* {e(who_line(alert))}\n*Trigger:* {e(one_line(alert.trigger))}"
     if alert.reengagement is not None:

@@ -196,6 +196,7 @@ REJECTED_TTL_S = 365 * 24 * 3600  # a rep who rejected a lead is not sent it aga
 SLA_LEASE_S = 60  # a claimed SLA item comes due again after this if its ticker died mid-step
 SLA_STEPS = ("remind", "reassign", "escalate")
 HELD_STEP = "held"  # team_sla(team, HELD_STEP): leads nobody could take (all out of office), retried by the ticker
+NOTIFY_STEP = "notify"  # team_sla(team, NOTIFY_STEP): a rep to tell that a lead was reassigned to them by hand
 HELD_RETRY_S = 3600.0  # a held lead is looked at again at least this often (admin overrides end any time)
 OUTCOMES = f"{PREFIX}:outcomes"
 OUTCOMES_MAXLEN = 1_000_000
@@ -303,3 +304,31 @@ def digest_keys(rep_id: str) -> list[str]:
 
 DIGEST_DUE = f"{PREFIX}:{{digest}}:due"
 """Sorted set rep_id -> ts: when each rep's digest is due."""
+
+
+# --- Due times: the scheduler (router/worker/scheduler.py; issue 11.3) --------------------------------------
+# Added keys only.  Moments that must be acted on without waiting for a lead's next
+# event (recycling a lead whose engagement decayed) sit in sorted sets member -> due
+# time, sharded by the item's id into DUE_SHARDS sets ``{due:<n>}``: each claim is one
+# Lua call on one slot, and the shards spread over a Redis Cluster.  A tick claims
+# what is due in every shard (one pipelined round trip), so its cost is the number
+# of due items plus DUE_SHARDS, whatever the number of leads.  (SLA steps live in
+# their team's slot instead, scheduled atomically with the pick: team_sla above.)
+
+DUE_SHARDS = 16  # fixed: items already indexed stay in the shard their id hashes to
+DUE_LEASE_S = 60  # a claimed item comes due again after this if its ticker died mid-step
+DUE_KINDS = ("recycle",)
+
+
+def due_shard(item_id: str) -> int:
+    return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) % DUE_SHARDS
+
+
+def due(kind: str, shard: int) -> str:
+    """Sorted set item id -> due ts (``recycle``: lead id -> the moment its score decays to recycle_below)."""
+    return f"{PREFIX}:{{due:{shard}}}:{kind}"
+
+
+SLA_FIGURES = f"{PREFIX}:sla:figures"
+"""List of JSON records (accepts, manual reassignments) for the workers' SLA metrics; each is popped once."""
+SLA_FIGURES_MAX = 100_000

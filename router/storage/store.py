@@ -7,7 +7,7 @@ trips (resolve visitor ids, then apply), whatever its size.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
@@ -232,7 +232,85 @@ class RedisStore:
         raw = await pipe.execute()
         leads = [_parse_apply(r) for r in raw[: len(plans)]]
         accts = [_parse_account(a.key_id, a.event_id, r) for a, r in zip(accounts, raw[len(plans):], strict=True)]
+        await self.index_recycles(zip((p.lead_id for p in plans), leads, strict=True))
         return leads, accts
+
+    async def index_recycles(self, results: Iterable[tuple[str, ApplyResult]]) -> None:
+        """Put each armed lead's exact recycle moment in its due shard (one round trip; none when nothing is armed).
+
+        The moment was computed in the lead's own Lua step; this index only tells the
+        scheduler when to look (router/worker/scheduler.py recomputes it on the lead).
+        A crash in between is repaired by the redelivered event, which returns it again.
+        """
+        due = {lead_id: r.recycle_at for lead_id, r in results if r.recycle_at is not None}
+        if not due:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for lead_id, at in due.items():
+            pipe.zadd(keys.due("recycle", keys.due_shard(lead_id)), {lead_id: at})
+        await pipe.execute()
+
+    async def due_claim(self, kind: str, now: float, lease_s: float, limit: int) -> list[tuple[int, str, str]]:
+        """Lease up to ``limit`` items due by ``now`` in every shard of ``kind``: [(shard, item, lease)], one round trip."""
+        lease = repr(now + lease_s)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(keys.DUE_SHARDS):
+            await self._script("sla_claim.lua")(keys=[keys.due(kind, shard)], args=[repr(now), lease, limit],
+                                                client=pipe)
+        raw = await pipe.execute()
+        return [(shard, _s(m), lease) for shard, items in enumerate(raw) for m in items]
+
+    async def due_settle(self, kind: str, settled: Sequence[tuple[int, str, str, float | None]]) -> None:
+        """Remove (next None) or re-arm each claimed (shard, item, lease, next) unless re-armed meanwhile."""
+        if not settled:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for shard, item, lease, nxt in settled:
+            await self._script("due_settle.lua")(keys=[keys.due(kind, shard)],
+                                                 args=[item, lease, "" if nxt is None else repr(nxt)], client=pipe)
+        await pipe.execute()
+
+    async def due_pending(self, kind: str) -> dict[str, float]:
+        """Every item of ``kind`` with its due time (tests and ``leads show``; reads every shard)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(keys.DUE_SHARDS):
+            pipe.zrange(keys.due(kind, shard), 0, -1, withscores=True)
+        out: dict[str, float] = {}
+        for items in await pipe.execute():
+            out.update({_s(m): float(t) for m, t in items})
+        return out
+
+    async def push_figure(self, record: Mapping[str, Any]) -> None:
+        """Hand one SLA figure (an accept, a manual reassignment) to the workers' metrics (capped list)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(keys.SLA_FIGURES, orjson.dumps(dict(record)))
+        pipe.ltrim(keys.SLA_FIGURES, -keys.SLA_FIGURES_MAX, -1)
+        await pipe.execute()
+
+    async def pop_figures(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` SLA figures, oldest first; each is popped by exactly one worker."""
+        raw: Any = await self.redis.lpop(keys.SLA_FIGURES, limit)
+        out: list[dict[str, Any]] = []
+        for item in raw or ():
+            try:
+                rec = orjson.loads(item)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    async def recycle_leads(self, lead_ids: Sequence[str], now: float, half_life_s: float,
+                            recycle_below: float) -> list[dict[str, Any]]:
+        """The lead-side step of each due recycle (router/storage/lua/lead_recycle.lua), pipelined."""
+        if not lead_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for lead_id in lead_ids:
+            await self._script("lead_recycle.lua")(
+                keys=[keys.lead(lead_id), keys.history(lead_id)],
+                args=[repr(now), repr(half_life_s), repr(recycle_below), keys.HISTORY_KEPT], client=pipe)
+        return [orjson.loads(r) for r in await pipe.execute()]
 
     async def set_probabilities(self, probs: Mapping[str, float], rules: LeadRules, now: float,
                                 batch_id: str) -> dict[str, ApplyResult]:
@@ -245,7 +323,9 @@ class RedisStore:
             payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
             await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
         raw = await pipe.execute()
-        return {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
+        out = {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
+        await self.index_recycles(out.items())
+        return out
 
     async def lead_hashes(self, lead_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """Several leads' hashes in one round trip."""
@@ -543,4 +623,5 @@ def _parse_apply(raw: Any) -> ApplyResult:
         lead={str(k): str(v) for k, v in lead.items()},
         reasons=tuple(Reason.from_dict(orjson.loads(r)) for r in data.get("reasons") or ()),
         recent=tuple(orjson.loads(r) for r in data.get("recent") or ()),
+        recycle_at=float(data["ra"]) if isinstance(data.get("ra"), (int, float)) else None,
     )

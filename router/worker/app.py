@@ -40,7 +40,7 @@ from router.storage.model_registry import ActiveModelWatcher
 from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
-from router.worker.sla import sla_tick
+from router.worker.scheduler import scheduler_timer
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +181,10 @@ def create_app(settings: Settings) -> LeadRouterApp:
     async def consumer_lag() -> None:
         sample_consumer_lag(app.consumer, (kafka.topic_events, kafka.topic_assignments))
 
-    @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
-    async def sla_timer() -> None:
-        # Any number of workers run this; each SLA step is claimed once.
-        await sla_tick(rt.store, rt.routing, pipeline.sla_alert)
+    # Due recycles and SLA steps (router/worker/scheduler.py): any number of workers
+    # run it; each step is claimed once and a missed tick catches up.
+    app.timer(interval=settings.worker.scheduler_tick_s, name="scheduler")(
+        scheduler_timer(rt.store, rt.scoring, rt.routing, pipeline.sla_alert))
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:

@@ -193,8 +193,15 @@ async def _transition(store: RedisStore, action: str, lead: str, rep_id: str, no
 
 async def accept(store: RedisStore, lead: str, rep_id: str, *, now: datetime | float | None = None
                  ) -> TransitionResult:
-    """The owner takes the lead (mql -> sal); pending SLA reminders and reassignments lapse."""
-    result, _ = await _transition(store, "accept", lead, rep_id, now)
+    """The owner takes the lead (mql -> sal); pending SLA reminders and reassignments lapse.
+
+    How long it waited (from becoming sales-ready) goes to the workers' time-to-accept metric.
+    """
+    result, snapshot = await _transition(store, "accept", lead, rep_id, now)
+    became_ready = _num(snapshot.get("mql_ts", "0"))
+    if became_ready > 0:
+        await store.push_figure({"kind": "accept", "team": result.team, "waited_s": max(0.0, result.ts - became_ready),
+                                 "ts": result.ts})
     return result
 
 

@@ -41,6 +41,7 @@ from router.worker.accounts import account_for
 from router.worker.distribution import Held, Pick, assign_owner, assign_reengaged_owner, assign_rep
 from router.worker.identity import is_known_person, resolve_batch, used_links
 from router.worker.reengage import comeback, out_of_office, reengagement_of
+from router.worker.sla import escalation_facts, escalation_text
 from rules import RoutingConfig, facts_from_lead
 from rules.accounts import AccountBook, match_account, owner_first
 from scoring import (
@@ -397,14 +398,23 @@ class Pipeline:
                  "escalate": f"escalated to the team: {data.get('owner_name', 'the rep')} has not accepted it"}
         # Each step is its own alert (its own sent-flags), so a reminder is never
         # swallowed as a duplicate of the original alert.
-        alert_id = assignment_id if kind in ("reassign", "assigned") else f"{assignment_id}:{kind}"
+        alert_id = assignment_id if kind in ("reassign", "assigned", "manual_reassign") else f"{assignment_id}:{kind}"
+        trigger, escalation, links = texts.get(kind, kind), {}, self._links(lead_id, rep.rep_id, alert_id)
+        if kind == "escalation":  # to a manager (one alert each), not to the rep: no rep action links
+            alert_id = f"{assignment_id}:escalation:{rep.rep_id}"
+            team = self.routing.current.teams.get(data.get("team", ""))
+            escalation = escalation_facts(data, team.sla if team else None, self.clock())
+            trigger, links = escalation_text(escalation), {}
+        elif kind == "manual_reassign":  # by hand (ops), with their reason
+            trigger = (f"reassigned to you by {data['reassigned_by']}: "
+                       f"{data.get('reassign_reason') or 'no reason given'}")
         assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
                                 decision=decision, ts=self.clock())
         reengaged = await self._reengagement(lead_id, ApplyResult(status="scored", crossing=crossing, lead=data))
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
-                      trigger=texts.get(kind, kind), recent=tuple(await self.store.lead_recent(lead_id, 10)),
-                      account=await self._account_context(lead_id),
-                      links=self._links(lead_id, rep.rep_id, alert_id), reengagement=reengaged)
+                      trigger=trigger, recent=tuple(await self.store.lead_recent(lead_id, 10)),
+                      account=await self._account_context(lead_id), links=links, reengagement=reengaged,
+                      kind="escalation" if escalation else "lead", escalation=escalation)
         await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
 
     def _links(self, lead_id: str, rep_id: str = "", assignment_id: str = "") -> dict[str, str]:

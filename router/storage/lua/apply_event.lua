@@ -55,9 +55,37 @@ local function add(v, asof, p, at)
   return v + p * math.pow(2, -(asof - at) / h), asof
 end
 
+-- The recycle schedule (router/worker/scheduler.py): while a lead is sales-ready
+-- and unaccepted, `recycle_at` is the exact moment its stored score decays to
+-- recycle_below, asof + h * log2(score / rb), recomputed here on every change.
+-- It is armed once the score has been above the level (a lead that became
+-- sales-ready below it -- a hand-raiser, the model, its account -- is never
+-- recycled by decay: its SLA looks after it).  Returned as `ra` so the caller
+-- indexes it in its due shard; a redelivered event returns it again.
+local function rearm_recycle()
+  if not cfg.rb then return nil end
+  if cfg.rb <= 0 or redis.call('HGET', lead, 'ready') ~= '1' or redis.call('HGET', lead, 'stage') ~= 'mql' then
+    redis.call('HDEL', lead, 'recycle_at')
+    return nil
+  end
+  local v = tonumber(redis.call('HGET', lead, 'score') or '0')
+  local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
+  local t
+  if a > 0 and v > cfg.rb then
+    t = a + h * math.log(v / cfg.rb) / math.log(2)
+  elseif redis.call('HEXISTS', lead, 'recycle_at') == 1 then
+    t = a  -- armed and already at or below the level (negative points): due now
+  else
+    return nil
+  end
+  redis.call('HSET', lead, 'recycle_at', fmt(t))
+  return t
+end
+
 local function snapshot(status, extra)
   local out = extra or {}
   out['status'] = status
+  out['ra'] = rearm_recycle()
   local flat = redis.call('HGETALL', lead)
   local fields = {}
   for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
@@ -211,12 +239,12 @@ if ev.mode == 'p' then
   local fired = maybe_fire(score, false, {before = score, after = score},
     {score = score, grade = redis.call('HGET', lead, 'grade'), p = was_p})
   if fired then return fired end
-  return cjson.encode({status = 'scored', before = score, after = score})
+  return cjson.encode({status = 'scored', before = score, after = score, ra = rearm_recycle()})
 end
 
 if redis.call('ZSCORE', seen, eid) then
   if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
-  return cjson.encode({status = 'duplicate'})
+  return cjson.encode({status = 'duplicate', ra = tonumber(redis.call('HGET', lead, 'recycle_at') or '')})
 end
 
 redis.call('ZADD', seen, now, eid)
@@ -329,13 +357,17 @@ redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
 
 -- A sales-ready lead that was never accepted and whose engagement has
 -- decayed below the recycle level goes back to nurture; the rule re-arms.
+-- (The scheduler's tick recycles it at the exact moment; an event that comes
+-- first does it here, with the same moment.)
 local recycled = false
-if cfg.rb and redis.call('HGET', lead, 'ready') == '1' and redis.call('HGET', lead, 'stage') == 'mql'
+local armed = redis.call('HGET', lead, 'recycle_at')
+if cfg.rb and armed and redis.call('HGET', lead, 'ready') == '1' and redis.call('HGET', lead, 'stage') == 'mql'
     and redis.call('HEXISTS', lead, 'pending_event') == 0 and before < cfg.rb then
-  redis.call('HSET', lead, 'ready', '0', 'stage', 'nurture', 'recycled_ts', fmt(at), 'last_outcome', 'recycled',
-    'last_outcome_ts', fmt(at), 'last_outcome_reason', 'engagement fell below ' .. fmt(cfg.rb),
+  redis.call('HSET', lead, 'ready', '0', 'stage', 'nurture', 'recycled_ts', armed, 'last_outcome', 'recycled',
+    'last_outcome_ts', armed, 'last_outcome_reason', 'engagement fell below ' .. fmt(cfg.rb),
     'last_outcome_rep', redis.call('HGET', lead, 'owner') or '',
     'last_outcome_rep_name', redis.call('HGET', lead, 'owner_name') or '')
+  redis.call('HDEL', lead, 'recycle_at')
   redis.call('HINCRBY', lead, 'recycles', 1)
   recycled = true
 end
@@ -343,4 +375,5 @@ end
 local fired = maybe_fire(after, ev.h, {before = before, after = after, points = pts, recycled = recycled}, was)
 if fired then return fired end
 if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
-return cjson.encode({status = 'scored', before = before, after = after, points = pts, recycled = recycled})
+return cjson.encode({status = 'scored', before = before, after = after, points = pts, recycled = recycled,
+                     ra = rearm_recycle()})
