@@ -57,7 +57,7 @@ from scoring.model import LeadModel
 log = logging.getLogger(__name__)
 
 PublishAlert = Callable[[str, bytes], Awaitable[None]]
-LINK_TTL_S = 14 * 86400  # an alert's accept/reject links work for two weeks
+LINK_TTL_S = 72 * 3600  # default life of an alert's one-time accept/reject link (LEADROUTER_ALERT_LINK_TTL_S)
 ROUTE_CONCURRENCY = 32  # crossings of one batch routed at once
 
 
@@ -253,8 +253,9 @@ class Pipeline:
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
                  admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
                  model: Callable[[], LeadModel | None] | None = None, link_secret: str = "",
-                 unique: frozenset[str] = frozenset({"email"})) -> None:
+                 unique: frozenset[str] = frozenset({"email"}), link_ttl_s: int = LINK_TTL_S) -> None:
         self.store = store
+        self.link_ttl_s = link_ttl_s
         self.unique = unique
         self.link_secret = link_secret
         self.icp = icp
@@ -397,15 +398,15 @@ class Pipeline:
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=texts.get(kind, kind), recent=tuple(await self.store.lead_recent(lead_id, 10)),
                       account=await self._account_context(lead_id),
-                      links=self._links(lead_id, rep.rep_id, alert_id))
+                      links=self._links(lead_id, rep.rep_id, assignment_id, crossing))
         await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
 
-    def _links(self, lead_id: str, rep_id: str = "", assignment_id: str = "") -> dict[str, str]:
-        """Signed links the rep opens from the alert (the admin app serves them)."""
-        if not self.admin_url or not self.link_secret or not rep_id:
+    def _links(self, lead_id: str, rep_id: str, assignment_id: str, crossing: int) -> dict[str, str]:
+        """One-time links for the rep the alert goes to, bound to the lead's current assignment (router/admin/links.py)."""
+        if not self.admin_url or not self.link_secret or not rep_id or not assignment_id:
             return {}
         token = mint_action_token(self.link_secret, lead_id=lead_id, rep_id=rep_id, assignment_id=assignment_id,
-                                  ttl_s=LINK_TTL_S, now=self.clock())
+                                  crossing=crossing, ttl_s=self.link_ttl_s, now=self.clock())
         page = f"{self.admin_url.rstrip('/')}/a/{token}"
         return {"lead": page, "accept": f"{page}?do=accept", "reject": f"{page}?do=reject"}
 
@@ -456,7 +457,7 @@ class Pipeline:
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
-                      links=self._links(plan.lead_id, rep.rep_id, assignment_id))
+                      links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing))
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.
