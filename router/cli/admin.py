@@ -151,12 +151,12 @@ def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
             print("no admin tokens; make one with `leadrouter admin token create --role ops --name NAME`")
             return 0
         now = time.time()
-        print(f"{'sha256':<14}{'role':<10}{'rep':<24}{'created (UTC)':<18}{'expires (UTC)':<34}"
+        print(f"{'sha256':<14}{'role':<10}{'rep':<24}{'created (UTC)':<18}{'expires (UTC)':<36}"
               f"{'last used (UTC)':<18}name")
         for p in tokens:
             rotated = f" (rotated to {p.rotated_to[:12]})" if p.rotated_to else ""
             print(f"{p.token_hash[:12]:<14}{p.role.value:<10}{p.rep_id or '-':<24}{_when(p.created):<18}"
-                  f"{_expiry(p, settings, now):<34}{_when(p.last_used):<18}{p.name}{rotated}")
+                  f"{_expiry(p, settings, now):<36}{_when(p.last_used):<18}{p.name}{rotated}")
         return 0
 
     return _with_redis(settings, work)
