@@ -105,6 +105,7 @@ class Operation:
     body_required: bool = False
     errors: tuple[int, ...] = ()
     description: str = ""
+    html_errors: tuple[int, ...] = ()  # statuses that may also answer an HTML page (the alert link pages)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -352,6 +353,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "company, score and stage, and two buttons (a GET never changes anything, so scanners and link "
               "previews are harmless)", "lifecycle", None,
               ok={"text/html": {"schema": STR}}, params=(P_ACTION_TOKEN,), errors=(400, 404, 409, 410),
+              html_errors=(400, 404, 409, 410),
               description="The link is a one-time capability sent only to the assigned rep: it names the rep, the "
                           "lead and the assignment, and expires after LEADROUTER_ALERT_LINK_TTL_S. 409: the lead "
                           "was reassigned or already handled; 410: the link was used or has expired."),
@@ -363,6 +365,7 @@ OPERATIONS: tuple[Operation, ...] = (
                   "properties": {"action": {"type": "string", "enum": ["accept", "reject"]},
                                  "reason": {"type": "string", "maxLength": 100}}}}},
               body_required=True, errors=(400, 403, 404, 409, 410, 415, 422),
+              html_errors=(400, 403, 404, 409, 410),
               description="Refused (403) when the browser says the form comes from another site (Origin or "
                           "Sec-Fetch-Site). A second use of the same link is a 410 and changes nothing."),
     Operation("whoami", "GET", "/v1/me", "The calling token's role, rep and name", "service", READERS,
@@ -472,7 +475,10 @@ def build_spec(settings: Settings, server_url: str | None = None) -> dict[str, A
             entry["requestBody"] = {"required": op.body_required,
                                     "content": {mt: {"schema": s["schema"]} for mt, s in op.body.items()}}
         for status in op.errors:
-            entry["responses"][str(status)] = {"description": _STATUS_TEXT[status], "content": _json("Error")}
+            content = _json("Error")
+            if status in op.html_errors:
+                content = {"text/html": {"schema": STR}, **content}
+            entry["responses"][str(status)] = {"description": _STATUS_TEXT[status], "content": content}
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     spec: dict[str, Any] = {
         "openapi": "3.1.0",

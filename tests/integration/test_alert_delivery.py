@@ -863,9 +863,13 @@ async def test_digest_batches_low_priority_alerts_into_one_message_per_rep_per_i
     await _until(lambda: len(smtp.messages) == 2)
     digests = [m for m in slack.messages if "Lead digest" in (m.text or "")]
     assert sorted(m.endpoint for m in digests) == ["chat.postMessage", "webhook"]
-    rendered = json.dumps(digests[0].blocks, ensure_ascii=False)
-    for n in range(4):
-        assert f"Lead {n} (Acme)" in rendered and f"https://admin.example.test/v1/leads/l{n}" in rendered
+    for msg in digests:
+        rendered = json.dumps(msg.blocks, ensure_ascii=False)
+        for n in range(4):
+            assert f"Lead {n} (Acme)" in rendered
+            # Action links go to the rep's DM only, never to the team channel (issue 16.1).
+            link_shown = f"https://admin.example.test/v1/leads/l{n}" in rendered
+            assert link_shown == (msg.endpoint == "chat.postMessage"), (msg.endpoint, n)
     mail = smtp.messages[-1]
     assert mail["Subject"] == "Lead digest for Rita Rep: 4 sales-ready leads"
     assert mail["X-Leadrouter-Digest"] == "digest:r1:1"
