@@ -669,6 +669,9 @@ class Bench:
     def settings_for(self, tag: str, **changes: Any) -> Settings:
         if self.opts.slack_pacing == "off" and "slack_rate_per_s" in SETTING_NAMES:
             changes.setdefault("slack_rate_per_s", 0.0)
+        if "collector_metrics_port" in SETTING_NAMES:
+            # Collectors serve /metrics on a private listener: a free port each, never the shared default.
+            changes.setdefault("collector_metrics_port", free_port())
         if "trusted_proxies" in SETTING_NAMES:
             # The bench's load generator plays the load balancer: its X-Forwarded-For carries the visitor IPs.
             changes.setdefault("trusted_proxies", "127.0.0.1")

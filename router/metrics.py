@@ -133,8 +133,14 @@ ADMIN_LATENCY = Histogram(
 )
 ADMIN_AUTH_FAILURES = Counter(
     "leadrouter_admin_auth_failures_total",
-    "Admin API requests refused by reason (missing_token, malformed_token, unknown_token, forbidden).",
+    "Admin API requests refused by reason (missing_token, malformed_token, unknown_token, expired_token, forbidden).",
     ["reason"], registry=REGISTRY,
+)
+ADMIN_ACTION_LINKS = Counter(
+    "leadrouter_admin_action_links_total",
+    "Alert action link requests by method and outcome (shown, accepted, rejected, used, expired, reassigned, "
+    "handled, gone, invalid, cross_site, bad_input).",
+    ["method", "outcome"], registry=REGISTRY,
 )
 
 

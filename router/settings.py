@@ -151,6 +151,10 @@ class IngestSettings:
     collector_body_timeout_s: float = 10.0
     # Seconds an idle keep-alive connection stays open between requests.
     collector_idle_timeout_s: float = 75.0
+    # /metrics is served on its own listener, never on the public collector port (issue 16.8):
+    # loopback by default; a container sets the host to 0.0.0.0 on its private network.  Port 0: none.
+    collector_metrics_host: str = "127.0.0.1"
+    collector_metrics_port: int = 9108
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +207,10 @@ class TokenSettings:
 class AlertSettings:
     # Where reps act on a lead (the admin API); alert buttons link here. Empty: no links.
     admin_url: str = ""
+    # How long an alert's one-time accept/reject link works (it also stops when the lead is
+    # reassigned or handled).  72 h covers a Friday-evening alert until Monday morning; a rep
+    # can always act later from the admin API or `leadrouter leads`.
+    link_ttl_s: int = 72 * 3600
     slack_webhook_url: str = ""
     slack_api_url: str = "https://slack.com/api"
     slack_bot_token: str = ""
@@ -250,6 +258,9 @@ class AdminSettings:
     max_rules_bytes: int = 256 * 1024
     # Most leads one POST /v1/rules/simulate routes; more is a 413.
     simulate_max_leads: int = 5000
+    # Days a new admin bearer token works (`token create --ttl-days` overrides); a token stored
+    # without an expiry (made before expiry existed) expires this long after it was created.
+    token_ttl_days: float = 90.0
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -287,7 +298,8 @@ FIELDS: Mapping[str, tuple[str, str]] = {
     **_section_fields("files"),
     **_section_fields("tokens", prefix="token_"),
     **_section_fields("alerts", {"alert_max_attempts": "max_attempts", "alert_backoff_s": "backoff_s",
-                                 "alert_backoff_max_s": "backoff_max_s", "alert_timeout_s": "timeout_s"}),
+                                 "alert_backoff_max_s": "backoff_max_s", "alert_timeout_s": "timeout_s",
+                                 "alert_link_ttl_s": "link_ttl_s"}),
     **_section_fields("admin", prefix="admin_"),
     "log_level": ("", "log_level"),
 }
@@ -644,6 +656,21 @@ def _check(s: Settings) -> list[tuple[str, str]]:
     if s.admin.max_body_bytes < 1024 or s.admin.max_rules_bytes < 1024:
         out.append(("admin_max_body_bytes", "settings LEADROUTER_ADMIN_MAX_BODY_BYTES and _MAX_RULES_BYTES "
                                             "must be at least 1024"))
+    if not 1 <= s.admin.token_ttl_days <= 3660:
+        out.append(("admin_token_ttl_days", f"setting LEADROUTER_ADMIN_TOKEN_TTL_DAYS={s.admin.token_ttl_days:g} "
+                                            "must be from 1 to 3660 days, e.g. 90"))
+    if not 300 <= s.alerts.link_ttl_s <= 14 * 86400:
+        out.append(("alert_link_ttl_s", f"setting LEADROUTER_ALERT_LINK_TTL_S={s.alerts.link_ttl_s} must be from "
+                                        "300 (5 minutes) to 1209600 (14 days), e.g. 259200 (72 h)"))
+    if not 0 <= s.ingest.collector_metrics_port <= 65535:
+        out.append(("collector_metrics_port", f"setting LEADROUTER_COLLECTOR_METRICS_PORT="
+                                              f"{s.ingest.collector_metrics_port} is not a TCP port; use 1-65535 "
+                                              "(e.g. 9108), or 0 to serve no metrics"))
+    elif (s.ingest.collector_metrics_port == s.ingest.collector_port
+          and s.ingest.collector_metrics_port != 0):
+        out.append(("collector_metrics_port", f"setting LEADROUTER_COLLECTOR_METRICS_PORT="
+                                              f"{s.ingest.collector_metrics_port} is the public collector port; "
+                                              "metrics need their own port, e.g. 9108"))
     return out
 
 

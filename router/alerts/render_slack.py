@@ -92,13 +92,17 @@ def _slack_account(acct: AccountView) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": truncate("\n".join(lines), _SECTION_MAX)}}
 
 
-def render_slack_blocks(alert: Alert) -> dict[str, Any]:
+def render_slack_blocks(alert: Alert, *, team_channel: bool = False) -> dict[str, Any]:
     """``{"text": fallback, "blocks": [...]}`` ready for a webhook or chat.postMessage.
 
     Blocks: header; who + trigger; score (grade), threshold, stage, routed-to
     fields; why now; recent activity (UTC); the account and who else there is
     active; the routing path; accept / reject / open-lead buttons when the
     alert has links.
+
+    ``team_channel``: the copy for the team's channel, which everyone in it reads.
+    It carries no link at all: the alert links are one-time capabilities for the
+    assigned rep alone (their DM and email), so the channel only says who holds it.
     """
     lead, asg = alert.lead, alert.assignment
     rep = asg.rep
@@ -157,13 +161,16 @@ def render_slack_blocks(alert: Alert) -> dict[str, Any]:
         {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(routing, _CONTEXT_MAX)}]}
     )
     links = action_links(alert.links)
-    if links:
+    if links and team_channel:
+        note = f"{rep_text} accepts or rejects it from their direct message or email."
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(note, _CONTEXT_MAX)}]})
+    elif links:
         blocks.append(_slack_buttons(links, asg.assignment_id))
     return {"text": render_slack_fallback(alert), "blocks": blocks}
 
 
-def render_digest_blocks(digest: Digest, limit: int = 25) -> dict[str, Any]:
-    """One Slack message for the whole digest: a section per lead with its links."""
+def render_digest_blocks(digest: Digest, limit: int = 25, *, team_channel: bool = False) -> dict[str, Any]:
+    """One Slack message for the whole digest: a section per lead with its links (none in the team channel)."""
     e = slack_escape
     shown, hidden = digest_items(digest, min(limit, _BLOCKS_MAX - 4))
     blocks: list[dict[str, Any]] = [
@@ -175,7 +182,7 @@ def render_digest_blocks(digest: Digest, limit: int = 25) -> dict[str, Any]:
         acct = account_view(alert, limit=3)
         if acct is not None and acct.members:
             text += f"\n{e(acct.heading())}: {e('; '.join(m.name for m in acct.members))}"
-        links = action_links(alert.links)
+        links = [] if team_channel else action_links(alert.links)
         if links:
             text += "\n" + " · ".join(f"<{e(url)}|{e(label)}>" for _, label, url in links)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, _SECTION_MAX)}})

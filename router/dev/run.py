@@ -136,8 +136,11 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         console.say(f"slack    local Slack-format receiver on {slack.url}")
         console.say(f"smtp     local SMTP receiver on 127.0.0.1:{smtp.port}")
         collector_port = free_port() if "collector_port" not in settings.explicit else settings.ingest.collector_port
+        metrics_port = (settings.ingest.collector_metrics_port if "collector_metrics_port" in settings.explicit
+                        else free_port())
         settings = settings.with_(
             collector_port=collector_port,
+            collector_metrics_port=metrics_port,
             public_url=f"http://127.0.0.1:{collector_port}",
             worker_web_port=free_port(),
             token_secret=settings.tokens.secret or secrets.token_urlsafe(32),
@@ -155,7 +158,8 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         admin = spawn_service("admin", settings, workdir, port=admin_port)
         started.append(admin)
         await asyncio.to_thread(wait_for_port, collector_port, 30.0, collector.proc)
-        console.say(f"collector http://127.0.0.1:{collector_port}  (pixel /t/p.gif, form /t/form, open /t/o/<token>.gif)")
+        console.say(f"collector http://127.0.0.1:{collector_port}  (pixel /t/p.gif, form /t/form, open /t/o/<token>.gif)"
+                    + (f"; metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""))
         console.say(f"worker   faust app {settings.kafka.app_id!r}; logs in {workdir}")
         await asyncio.to_thread(wait_for_port, admin_port, 30.0, admin.proc)
         token = await _ops_token(settings)

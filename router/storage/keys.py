@@ -246,6 +246,11 @@ def holders(lead_id: str, crossing: int) -> str:
     return f"{PREFIX}:{{L:{lead_id}}}:holders:{crossing}"
 
 
+def action_link_used(lead_id: str, jti: str) -> str:
+    """String (JSON ts, action), kept until the link's expiry: an alert action link's one-time id, once it acted."""
+    return f"{PREFIX}:{{L:{lead_id}}}:link:{jti}"
+
+
 # --- admin HTTP API (router/admin/app.py, router/admin/auth.py; issue 6 item 4) -----------------------
 # Added keys only.  Tokens are stored by the sha256 of the token, never the token itself.
 

@@ -141,7 +141,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
-                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers)
+                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers,
+                        link_ttl_s=settings.alerts.link_ttl_s)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:

@@ -61,7 +61,7 @@ from scoring.model import LeadModel
 log = logging.getLogger(__name__)
 
 PublishAlert = Callable[[str, bytes], Awaitable[None]]
-LINK_TTL_S = 14 * 86400  # an alert's accept/reject links work for two weeks
+LINK_TTL_S = 72 * 3600  # default life of an alert's one-time accept/reject link (LEADROUTER_ALERT_LINK_TTL_S)
 REENGAGE_RULE = "reengaged-owner"  # the decision's rule name when a re-engagement goes back to its owner
 ROUTE_CONCURRENCY = 32  # crossings of one batch routed at once
 
@@ -260,8 +260,9 @@ class Pipeline:
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
                  admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
                  model: Callable[[], LeadModel | None] | None = None, link_secret: str = "",
-                 unique: frozenset[str] = frozenset({"email"})) -> None:
+                 unique: frozenset[str] = frozenset({"email"}), link_ttl_s: int = LINK_TTL_S) -> None:
         self.store = store
+        self.link_ttl_s = link_ttl_s
         self.unique = unique
         self.link_secret = link_secret
         self.icp = icp
@@ -399,7 +400,8 @@ class Pipeline:
         # Each step is its own alert (its own sent-flags), so a reminder is never
         # swallowed as a duplicate of the original alert.
         alert_id = assignment_id if kind in ("reassign", "assigned", "manual_reassign") else f"{assignment_id}:{kind}"
-        trigger, escalation, links = texts.get(kind, kind), {}, self._links(lead_id, rep.rep_id, alert_id)
+        trigger, escalation = texts.get(kind, kind), {}
+        links = self._links(lead_id, rep.rep_id, assignment_id, crossing)
         if kind == "escalation":  # to a manager (one alert each), not to the rep: no rep action links
             alert_id = f"{assignment_id}:escalation:{rep.rep_id}"
             team = self.routing.current.teams.get(data.get("team", ""))
@@ -417,12 +419,12 @@ class Pipeline:
                       kind="escalation" if escalation else "lead", escalation=escalation)
         await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
 
-    def _links(self, lead_id: str, rep_id: str = "", assignment_id: str = "") -> dict[str, str]:
-        """Signed links the rep opens from the alert (the admin app serves them)."""
-        if not self.admin_url or not self.link_secret or not rep_id:
+    def _links(self, lead_id: str, rep_id: str, assignment_id: str, crossing: int) -> dict[str, str]:
+        """One-time links for the rep the alert goes to, bound to the lead's current assignment (router/admin/links.py)."""
+        if not self.admin_url or not self.link_secret or not rep_id or not assignment_id:
             return {}
         token = mint_action_token(self.link_secret, lead_id=lead_id, rep_id=rep_id, assignment_id=assignment_id,
-                                  ttl_s=LINK_TTL_S, now=self.clock())
+                                  crossing=crossing, ttl_s=self.link_ttl_s, now=self.clock())
         page = f"{self.admin_url.rstrip('/')}/a/{token}"
         return {"lead": page, "accept": f"{page}?do=accept", "reject": f"{page}?do=reject"}
 
@@ -444,8 +446,7 @@ class Pipeline:
                                    rules_version=routing.version, path=(f"{REENGAGE_RULE}:holds-lead",))
         assignment = Assignment(assignment_id=alert_id, lead_id=plan.lead_id, crossing=result.crossing, rep=rep,
                                 decision=decision, ts=now)
-        links = {k: v for k, v in self._links(plan.lead_id, rep.rep_id, result.lead.get("assignment_id", "")).items()
-                 if k == "lead"}  # the lead is already accepted: nothing to accept or reject here
+        links: dict[str, str] = {}  # already accepted: one-time links act only on unaccepted assignments
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id), links=links,
@@ -529,7 +530,7 @@ class Pipeline:
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
-                      links=self._links(plan.lead_id, rep.rep_id, assignment_id), reengagement=reengaged)
+                      links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing), reengagement=reengaged)
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.
