@@ -251,7 +251,7 @@ class Exclusion:
     """A column left out of the model, and why (``reason`` is a short code)."""
 
     column: str
-    reason: Literal["target", "user", "leaky", "identifier", "empty", "constant"]
+    reason: Literal["target", "user", "leaky", "identifier", "empty", "constant", "unmapped"]
     detail: str
 
 
