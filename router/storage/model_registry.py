@@ -34,13 +34,15 @@ import numpy as np
 import numpy.typing as npt
 
 from router.errors import RouterError
-from scoring.features import catalogue_feature
+from scoring.features import catalogue_feature, features_from_lead
 from scoring.model import (
+    Explanation,
     LeadModel,
     LeadModelError,
     ModelParams,
     PipelineLeadModel,
     Schema,
+    explain,
     schema_from_json,
 )
 
@@ -224,6 +226,17 @@ def active_version(registry: Path) -> str | None:
         raise ModelRegistryError(f"cannot read {registry / ACTIVE_FILE}: {exc}; "
                                  "run 'leadrouter model activate VERSION'") from exc
     return text or None
+
+
+def explain_lead(loaded: LoadedModel, lead: Mapping[str, str]) -> Explanation:
+    """The model's probability for a live lead hash, with each feature's exact signed log-odds contribution."""
+    return explain(loaded.estimator, loaded.schema, features_from_lead(lead, loaded.schema.names))
+
+
+def load_active(registry: Path) -> LoadedModel | None:
+    """The active model, or ``None`` when none is active."""
+    version = active_version(registry)
+    return None if version is None else load_model(registry, version)
 
 
 def unservable_features(loaded: LoadedModel) -> list[str]:

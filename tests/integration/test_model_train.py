@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from router.cli import main as cli
-from router.storage.model_registry import ACTIVE_FILE, ActiveModelWatcher, load_model, save_model
+from router.storage.model_registry import (
+    ACTIVE_FILE,
+    ActiveModelWatcher,
+    explain_lead,
+    load_model,
+    save_model,
+)
 from scoring.features import features_from_lead
 from scoring.model import DEFAULT_LEAKY_COLUMNS
 
@@ -204,6 +211,15 @@ def test_activate_and_hot_swap(mapped: Trained) -> None:
     probs = watcher.current.predict_proba(rows)
     assert len(probs) == len(LIVE_LEADS)
     assert all(0.0 <= p <= 1.0 for p in probs), probs
+    # Exact explanations of the served probability: base + contributions = its log-odds.
+    assert watcher.loaded is not None
+    for lead, p in zip(LIVE_LEADS, probs, strict=True):
+        ex = explain_lead(watcher.loaded, lead)
+        assert ex.probability == pytest.approx(p, abs=1e-12)
+        total = ex.base_log_odds + sum(c.log_odds for c in ex.contributions)
+        assert total == pytest.approx(math.log(p / (1 - p)), abs=1e-9)
+    first = {c.feature: c for c in explain_lead(watcher.loaded, LIVE_LEADS[0]).contributions}
+    assert first["form:specialization"].value == "finance management"
 
     code, out, _ = run("model", "list", "--registry", str(reg))
     assert re.search(rf"^\* {version}\s", out, re.M), out
