@@ -248,7 +248,8 @@ async def _score_with_model(store: RedisStore, model: LeadModel, plans: Sequence
         return []
     hashes = await store.lead_hashes(list(last))
     lead_ids = [lid for lid in last if hashes.get(lid)]
-    probs = await asyncio.to_thread(model.predict_proba, [features_from_lead(hashes[lid]) for lid in lead_ids])
+    rows = [features_from_lead(hashes[lid], model.features) for lid in lead_ids]
+    probs = await asyncio.to_thread(model.predict_proba, rows)
     batch_id = plans[-1].event.event_id
     updated = await store.set_probabilities(dict(zip(lead_ids, probs, strict=True)), rules, now, batch_id)
     return [(last[lid], r) for lid, r in updated.items() if r.needs_routing]
