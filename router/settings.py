@@ -250,6 +250,9 @@ class AdminSettings:
     max_rules_bytes: int = 256 * 1024
     # Most leads one POST /v1/rules/simulate routes; more is a 413.
     simulate_max_leads: int = 5000
+    # How long an ops console sign-in lasts (seconds of inactivity are not counted: it is
+    # an absolute lifetime); the session is also ended when its admin token is revoked.
+    console_session_ttl_s: float = 12 * 3600.0
 
 
 _SECTIONS: dict[str, type[Any]] = {

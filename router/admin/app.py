@@ -60,6 +60,7 @@ from redis.exceptions import RedisError
 
 from router import metrics
 from router.admin.auth import AuthError, Role
+from router.admin.console import add_console_routes
 from router.admin.core import PRINCIPAL
 from router.admin.http import ApiError, Handler, error_response, json_response
 from router.admin.leads import LeadHandlers
@@ -224,6 +225,7 @@ def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] =
                           client_max_size=settings.admin.max_body_bytes)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, admin.handler_for(op))
+    add_console_routes(app, admin)
     app[ADMIN_KEY] = admin
     return app
 
