@@ -172,3 +172,43 @@ async def test_sign_out_and_revoking_the_token_end_the_session(api: Api) -> None
     await sign_in(api, "temp")
     await TokenStore(api.redis).revoke(principal.token_hash[:12])
     assert (await get(api, "/console/leads"))[0] == 303
+
+
+async def test_a_rep_works_a_lead_to_won_and_refusals_are_pages(api: Api) -> None:
+    lead_a, rep_a, _, _ = await two_leads(api)
+    csrf = await sign_in(api, "rep_a")
+    base = f"/console/leads/{lead_a}"
+    assert (await post(api, f"{base}/accept", {"csrf": csrf}))[0] == 303
+    status, html, _ = await post(api, f"{base}/accept", {"csrf": csrf})
+    assert status == 409 and "it is sal" in html and "<h1>Cannot do that</h1>" in html
+    assert (await post(api, f"{base}/convert", {"csrf": csrf, "to": "won"}))[0] == 422
+    assert (await post(api, f"{base}/convert", {"csrf": csrf, "to": "sql"}))[0] == 303
+    assert (await post(api, f"{base}/convert", {"csrf": csrf}))[0] == 303  # the next stage: opportunity
+    assert (await api.store.lead_hash(lead_a))["stage"] == "opportunity"
+    status, _, headers = await post(api, f"{base}/won", {"csrf": csrf, "reason": "signed"})
+    assert status == 303 and headers["Location"].endswith("?done=won")
+    assert (await api.store.lead_hash(lead_a))["stage"] == "won"
+    history = await api.store.lead_history(lead_a)
+    assert [h["action"] for h in history] == ["assigned", "accept", "convert", "convert", "won"]
+    assert {h["rep"] for h in history[1:]} == {rep_a}
+    # Reassigning is for ops only.
+    assert (await post(api, f"{base}/reassign", {"csrf": csrf, "to": "x", "reason": "y"}))[0] == 403
+
+
+async def test_ops_reassign_an_open_lead_with_a_reason(api: Api) -> None:
+    lead_id, owner = await route_lead(api, "jane@acme.com")
+    csrf = await sign_in(api, "ops")
+    status, html, _ = await get(api, f"/console/leads/{lead_id}")
+    assert 'id="reassign"' in html
+    base = f"/console/leads/{lead_id}"
+    central = api.config.team("central")
+    target = next(r.rep_id for r in central.reps if r.rep_id != owner and r.rep_id != "moses-frase")
+    status, html, _ = await post(api, f"{base}/reassign", {"csrf": csrf, "to": target})
+    assert status == 422 and (await api.store.lead_hash(lead_id))["owner"] == owner
+    status, html, _ = await post(api, f"{base}/reassign", {"csrf": csrf, "to": "nobody-at-all", "reason": "x"})
+    assert status == 422 and (await api.store.lead_hash(lead_id))["owner"] == owner
+    status, _, headers = await post(api, f"{base}/reassign", {"csrf": csrf, "to": target, "reason": "speaks German"})
+    assert status == 303 and headers["Location"].endswith("?done=reassign")
+    assert (await api.store.lead_hash(lead_id))["owner"] == target
+    status, html, _ = await get(api, headers["Location"])
+    assert "Reassigned" in html and "speaks German" in html

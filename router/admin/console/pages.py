@@ -25,7 +25,10 @@ from router.admin.core import LEAD_ID, PRINCIPAL
 from router.admin.http import ApiError, as_str
 from router.admin.leads import LeadHandlers
 from router.admin.lifecycle import apply_action
+from router.admin.openapi import MAX_NOTE, MAX_REP_ID
 from router.storage import keys
+from router.worker import lifecycle
+from router.worker.reassign import UnknownRepError, reassign
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,10 @@ SECURITY_HEADERS = {
     # The pages show people's names and emails: never keep them in a cache.
     "Cache-Control": "no-store",
 }
-ACTIONS = ("accept", "reject")
-DONE = {"accept": "Accepted: the lead is yours to work.", "reject": "Rejected: the lead goes back to routing."}
+ACTIONS = ("accept", "reject", "convert", "won", "lost")
+DONE = {"accept": "Accepted: the lead is yours to work.", "reject": "Rejected: the lead goes back to routing.",
+        "convert": "Converted to the next stage.", "won": "Marked won.", "lost": "Marked lost.",
+        "reassign": "Reassigned: the new rep is alerted and their SLA starts now."}
 QUEUE_SIZE = 100
 MAX_QUERY = 320
 
@@ -272,7 +277,26 @@ class Console:
                 f'{csrf_field(session.csrf)}<button type="submit" id="accept">Accept</button></form>'
                 f'<form method="post" class="inline" action="{base}/reject">{csrf_field(session.csrf)}'
                 f'<select name="reason" required><option value="">reason…</option>{options}</select>'
-                '<button type="submit" id="reject">Reject</button></form></div>')
+                '<button type="submit" id="reject">Reject</button></form>'
+                f'<form method="post" class="inline" action="{base}/convert">{csrf_field(session.csrf)}'
+                '<select name="to"><option value="">next stage</option><option value="sql">sql</option>'
+                '<option value="opportunity">opportunity</option></select>'
+                '<button type="submit" id="convert">Convert</button></form>'
+                f'<form method="post" class="inline" action="{base}/won">{csrf_field(session.csrf)}'
+                '<input name="reason" placeholder="note" maxlength="500"><button type="submit" id="won">Won</button>'
+                f'</form><form method="post" class="inline" action="{base}/lost">{csrf_field(session.csrf)}'
+                '<input name="reason" placeholder="why" maxlength="500"><button type="submit" id="lost">Lost</button>'
+                f"</form>{await self.reassign_form(session, base)}</div>")
+
+    async def reassign_form(self, session: Session, base: str) -> str:
+        if session.principal.role is not Role.OPS:
+            return ""
+        reps = sorted((await self.admin.config()).reps, key=lambda r: r.name)
+        options = "".join(f'<option value="{h(r.rep_id)}">{h(r.name)} ({h(r.rep_id)})</option>' for r in reps)
+        return (f'<form method="post" class="inline" action="{base}/reassign">{csrf_field(session.csrf)}'
+                f'<select name="to" required><option value="">to rep…</option>{options}</select>'
+                '<input name="reason" placeholder="why" maxlength="500" required>'
+                '<button type="submit" id="reassign">Reassign</button></form>')
 
     async def reasons_table(self, lead_id: str) -> str:
         reasons = await self.admin.store.lead_reasons(lead_id, 20)
@@ -299,16 +323,48 @@ class Console:
             principal = session.principal
             lead_id, data = await self.admin.lead(request)
             form = await request.post()
-            reason = str(form.get("reason", "")).strip()[:100] if action == "reject" else ""
+            reason = str(form.get("reason", "")).strip()
+            to: str | None = None
             if action == "reject" and not reason:
                 raise ApiError(422, "missing_reason", "Choose a reason to reject the lead.")
+            if len(reason) > (100 if action == "reject" else MAX_NOTE):
+                raise ApiError(422, "reason_too_long", "The reason is too long; shorten it.")
+            if action in ("accept", "convert"):
+                reason = ""
+            if action == "convert":
+                to = str(form.get("to", "")) or None
+                if to not in (None, "sql", "opportunity"):
+                    raise ApiError(422, "bad_value", "Convert to sql, opportunity, or the next stage.")
             acting = principal.rep_id if principal.role is Role.REP else data.get("owner", "")
-            await apply_action(self.admin, action, lead_id, acting, reason=reason)
+            await apply_action(self.admin, action, lead_id, acting, reason=reason, to=to)
             log.info("console: lead %s %s as %s by %s (%s)", lead_id, action, acting, principal.name,
                      principal.role.value)
             return see_other(f"/console/leads/{lead_id}?done={action}")
 
         return run
+
+    async def reassign(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """Ops move an open lead to another rep, with a reason (router.worker.reassign)."""
+        principal = session.principal
+        lead_id, _ = await self.admin.lead(request)
+        form = await request.post()
+        to_rep = str(form.get("to", "")).strip()
+        reason = str(form.get("reason", "")).strip()
+        if not to_rep or len(to_rep) > MAX_REP_ID:
+            raise ApiError(422, "missing_rep", "Choose the rep to reassign the lead to.")
+        if not reason or len(reason) > MAX_NOTE:
+            raise ApiError(422, "missing_reason", f"Say why (1 to {MAX_NOTE} characters).")
+        try:
+            await reassign(self.admin.store, await self.admin.config(), lead_id, to_rep, reason=reason,
+                           by=principal.name or "ops", now=self.admin.clock())
+        except lifecycle.UnknownLeadError as exc:
+            raise ApiError(404, exc.code, str(exc)) from None
+        except UnknownRepError as exc:
+            raise ApiError(422, exc.code, str(exc)) from None
+        except lifecycle.LifecycleError as exc:
+            raise ApiError(409, exc.code, str(exc)) from None
+        log.info("console: lead %s reassigned to %s by %s: %s", lead_id, to_rep, principal.name, reason)
+        return see_other(f"/console/leads/{lead_id}?done=reassign")
 
 
 async def stylesheet(request: web.Request) -> web.StreamResponse:
@@ -334,4 +390,5 @@ def add_console_routes(app: web.Application, admin: LeadHandlers) -> Console:
     r.add_get("/console/leads/{lead_id}", console.page(console.lead))
     for action in ACTIONS:
         r.add_post(f"/console/leads/{{lead_id}}/{action}", console.page(console.act(action), roles=acting))
+    r.add_post("/console/leads/{lead_id}/reassign", console.page(console.reassign, roles=frozenset({Role.OPS})))
     return console
