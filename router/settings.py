@@ -261,6 +261,9 @@ class AdminSettings:
     # Days a new admin bearer token works (`token create --ttl-days` overrides); a token stored
     # without an expiry (made before expiry existed) expires this long after it was created.
     token_ttl_days: float = 90.0
+    # How long an ops console sign-in lasts (seconds of inactivity are not counted: it is
+    # an absolute lifetime); the session is also ended when its admin token is revoked.
+    console_session_ttl_s: float = 12 * 3600.0
 
 
 _SECTIONS: dict[str, type[Any]] = {

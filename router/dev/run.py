@@ -164,6 +164,8 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         await asyncio.to_thread(wait_for_port, admin_port, 30.0, admin.proc)
         token = await _ops_token(settings)
         console.say(f"admin    {settings.alerts.admin_url}/openapi.json  (ops token: {token}); alert links open here")
+        console.say(f"console  {settings.alerts.admin_url}/console/  sign in as ops (one click): "
+                    f"{settings.alerts.admin_url}/console/sign-in?token={token}")
         if rate > 0:
             console.say(f"demo     sending ~{rate:.0f} hits/s of visits, opens and form fills; Ctrl-C stops everything")
         else:

@@ -337,3 +337,9 @@ def due(kind: str, shard: int) -> str:
 SLA_FIGURES = f"{PREFIX}:sla:figures"
 """List of JSON records (accepts, manual reassignments) for the workers' SLA metrics; each is popped once."""
 SLA_FIGURES_MAX = 100_000
+
+
+def console_session(session_hash: str) -> str:
+    """Hash token_hash, role, name, rep_id, csrf, created: one signed-in ops console session (router/admin/console),
+    keyed by the sha256 hex of the session cookie's value (never the value itself); expires with the session."""
+    return f"{PREFIX}:admin:session:{session_hash}"
