@@ -80,6 +80,11 @@ class LiveFile(Generic[T]):
         live._publish()
         return live
 
+    @property
+    def tag(self) -> str:
+        """The version in force as decisions record it: the content version, ``v<n>:`` first when published."""
+        return str(getattr(self.current, "version", ""))
+
     def _publish(self) -> None:
         version = str(getattr(self.current, "version", ""))
         if self._published is not None and self._published != version:

@@ -8,6 +8,7 @@
 --      10 now  11 seen json [id, score, id, score…]  12 reasons json  13 recent json
 --      14 fields json {name: value}  15 counts json {type: n}
 --      16 caps json {capday, cd, c: {rule: used}, o: [rule]}: the day's cap usage
+--      17 the source's pending anonymous hand-raise: its ts ('' for none)  18 its event id
 if redis.call('HGET', KEYS[1], 'forgotten') == '1' then return 0 end
 local marker = 'absorbed:' .. ARGV[1]
 if redis.call('HEXISTS', KEYS[1], marker) == 1 then return 0 end
@@ -59,6 +60,14 @@ end
 if ARGV[9] ~= '' then
   local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen') or '0')
   if first == 0 or tonumber(ARGV[9]) < first then redis.call('HSET', KEYS[1], 'first_seen', ARGV[9]) end
+end
+-- A hand raised before the person was known waits on the lead they turn out to be;
+-- the next event applied to it decides (apply_event.lua: within the identify window, once).
+if ARGV[17] and ARGV[17] ~= '' then
+  local mine = tonumber(redis.call('HGET', KEYS[1], 'hr_ts') or '')
+  if not mine or tonumber(ARGV[17]) > mine then
+    redis.call('HSET', KEYS[1], 'hr_ts', ARGV[17], 'hr_event', ARGV[18])
+  end
 end
 redis.call('HSET', KEYS[1], marker, ARGV[10])
 redis.call('HINCRBY', KEYS[1], 'merges', 1)
