@@ -89,6 +89,8 @@ class WorkerSettings:
     web_port: int = 6066
     # Identifiers two different people never share: email, and optionally user_id.
     unique_identifiers: frozenset[UniqueIdentifier] = frozenset({"email"})
+    # Archive every accepted event to files.archive_dir (LEADROUTER_WORKER_ARCHIVE).
+    archive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,11 @@ class FilesSettings:
     icp_file: Path = DEFAULT_ICP
     accounts_file: Path = DEFAULT_ACCOUNTS
     model_registry_dir: Path = Path("var/models")
+    # Accepted events, archived by the workers as day-partitioned gzip JSON lines for backtests and
+    # model training (router/storage/archive.py); LEADROUTER_WORKER_ARCHIVE=0 turns it off.
+    archive_dir: Path = Path("var/archive")
+    # Day folders older than this are deleted by the workers (0: keep everything).
+    archive_retention_days: int = 400
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from router import metrics
 from router.alerts import digest
 from router.alerts.sender import AlertSender, TeamWebhooks, build_sender, digest_timer
 from router.settings import Settings
+from router.storage.archive import ArchiveWriter
 from router.storage.config_store import ICP, SCORING
 from router.storage.kafka import ensure_topics
 from router.storage.live_config import (
@@ -86,6 +87,8 @@ class Runtime:
                          if files.accounts_file.exists() else None)
         self.icp = RedisConfigSource(ICP, files.icp_file, self.redis, startup=settings.redis)
         self.model = ActiveModelWatcher(files.model_registry_dir)
+        self.archive = (ArchiveWriter(files.archive_dir, retention_days=files.archive_retention_days)
+                        if settings.worker.archive else None)
         self.store = RedisStore(self.redis)
         self._http: aiohttp.ClientSession | None = None
         self._sender: AlertSender | None = None
@@ -149,6 +152,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
             with metrics.BATCH_SECONDS.time():
                 await until_done(f"batch of {len(batch)} events", partial(pipeline.process, batch))
             metrics.BATCH_SIZE.observe(len(batch))
+            if rt.archive is not None:
+                await archive_batch(rt.archive, batch)
 
     @app.agent(alerts_topic, concurrency=4)
     async def send_alerts(stream: faust.StreamT[bytes]) -> None:
@@ -204,6 +209,17 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
 
 BACKOFF_MAX_S = 5.0
+
+
+async def archive_batch(archive: ArchiveWriter, batch: list[bytes]) -> None:
+    """Archive a processed batch for backtests; a full or broken disk never stops scoring (logged, counted)."""
+    try:
+        written = await asyncio.to_thread(archive.append, batch)
+    except OSError as exc:
+        metrics.ARCHIVED.labels("failed").inc(len(batch))
+        log.error("could not archive a batch of %d events to %s: %r", len(batch), archive.root, exc)
+        return
+    metrics.ARCHIVED.labels("written").inc(written)
 
 
 async def until_done(what: str, step: Callable[[], Awaitable[object]],
