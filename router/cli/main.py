@@ -176,7 +176,7 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
 # parsers as ``fn(settings, args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
     "router.cli.rules", "router.cli.scoring", "router.cli.leads", "router.cli.model", "router.cli.admin",
-    "router.cli.alerts",
+    "router.cli.alerts", "router.cli.backtest",
     "router.cli.bench",
 )
 
