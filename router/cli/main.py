@@ -124,6 +124,24 @@ def _check_cases(settings: Settings, args: argparse.Namespace) -> bool:
     return ok
 
 
+def _print_model_explanation(settings: Settings, lead: dict[str, str]) -> None:
+    """The active model's probability for the lead's state now, with its top signed contributions."""
+    from router.storage.model_registry import explain_lead, load_active
+    from scoring.model import LeadModelError
+
+    try:
+        loaded = load_active(settings.files.model_registry_dir)
+        if loaded is None:
+            return
+        ex = explain_lead(loaded, lead)
+    except (RouterError, LeadModelError) as exc:
+        print(f"model: cannot explain ({exc})")
+        return
+    top = ", ".join(c.describe() for c in ex.top(5)) or "no feature moved it"
+    print(f"model {loaded.version} now: probability {ex.probability:.2f} = base {ex.base_log_odds:+.2f} log-odds "
+          f"{top}" + (" ..." if len(ex.contributions) > 5 else ""))
+
+
 def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
 
     from models import lead_view_from_hash
@@ -152,6 +170,7 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
             fit = f" (fit {float(data['fit']):.0f}/100)" if data.get("fit") else ""
             prob = f"{float(data['p']):.2f}" if data.get("p") else "no model score"
             print(f"parts: engagement {view.score:.1f}; fit grade {grade}{fit}; conversion probability {prob}")
+            _print_model_explanation(settings, data)
             labels = ", ".join(c.label for c in config.ready.clauses)
             print(f"sales-ready when any of: {labels}")
             if data.get("last_trigger"):
