@@ -64,6 +64,10 @@ ALERT_SENDS = Counter(
     "leadrouter_alert_sends_total", "Alert deliveries by channel and outcome (sent, failed, skipped).",
     ["channel", "outcome"], registry=REGISTRY,
 )
+ARCHIVED = Counter(
+    "leadrouter_archived_events_total", "Events the workers archived (written) or could not archive (failed).",
+    ["outcome"], registry=REGISTRY,
+)
 CONFIG_RELOADS = Counter(
     "leadrouter_config_reloads_total", "Config file reloads by file and outcome (loaded, rejected).",
     ["file", "outcome"], registry=REGISTRY,

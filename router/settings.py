@@ -94,6 +94,8 @@ class WorkerSettings:
     scheduler_tick_s: float = 5.0
     # Identifiers two different people never share: email, and optionally user_id.
     unique_identifiers: frozenset[UniqueIdentifier] = frozenset({"email"})
+    # Archive every accepted event to files.archive_dir (LEADROUTER_WORKER_ARCHIVE).
+    archive: bool = True
     # Anonymous profiles (no email: ``A``/``U`` leads), their identity links, account ties
     # and account-member entries expire this long after their last event (each event
     # refreshes it); 0 keeps them forever.  At least the de-duplication window (7 days).
@@ -186,6 +188,11 @@ class FilesSettings:
     icp_file: Path = DEFAULT_ICP
     accounts_file: Path = DEFAULT_ACCOUNTS
     model_registry_dir: Path = Path("var/models")
+    # Accepted events, archived by the workers as day-partitioned gzip JSON lines for backtests and
+    # model training (router/storage/archive.py); LEADROUTER_WORKER_ARCHIVE=0 turns it off.
+    archive_dir: Path = Path("var/archive")
+    # Day folders older than this are deleted by the workers (0: keep everything).
+    archive_retention_days: int = 400
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,36 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
             print(f"FAIL {label}: {exc}", file=sys.stderr)
         else:
             print(f"ok   {label}: {path} (version {getattr(cfg, 'version', '?')})")
+    ok = _check_cases(settings, args) and ok
     return 0 if ok else 1
+
+
+def _check_cases(settings: Settings, args: argparse.Namespace) -> bool:
+    """The scoring and ICP test cases beside their files, when there are any."""
+    from typing import Any
+
+    from router.storage.config_store import ICP, SCORING, ConfigSpec, check_files
+    from router.storage.rules_store import cases_path_for
+
+    ok = True
+    specs: tuple[tuple[ConfigSpec[Any], Path], ...] = (
+        (SCORING, args.scoring or settings.files.scoring_file), (ICP, settings.files.icp_file))
+    for spec, path in specs:
+        cases = cases_path_for(path)
+        if not cases.exists():
+            continue
+        try:
+            check = check_files(spec, path, cases)
+        except RouterError as exc:
+            print(f"FAIL {spec.kind} cases: {exc}", file=sys.stderr)
+            ok = False
+            continue
+        for failure in check.failures:
+            print(f"FAIL {spec.kind} cases: {cases}: {failure.message}", file=sys.stderr)
+        ok = ok and not check.failures
+        print(f"{'ok  ' if not check.failures else 'FAIL'} {spec.kind} cases: {cases} "
+              f"({len(check.results) - len(check.failures)} of {len(check.results)} passed)")
+    return ok
 
 
 def _print_model_explanation(settings: Settings, lead: dict[str, str]) -> None:
@@ -165,7 +194,8 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
 # ``register(sub: argparse._SubParsersAction) -> None`` and sets ``fn`` on its
 # parsers as ``fn(settings, args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "router.cli.rules", "router.cli.leads", "router.cli.model", "router.cli.admin", "router.cli.alerts",
+    "router.cli.rules", "router.cli.scoring", "router.cli.leads", "router.cli.model", "router.cli.admin",
+    "router.cli.alerts", "router.cli.backtest",
     "router.cli.bench",
 )
 

@@ -182,6 +182,31 @@ def rules_history() -> str:
     return f"{PREFIX}:{{rules}}:history"
 
 
+# --- Published scoring and ICP files (router/storage/config_store.py: scoring|icp publish / rollback / history) --
+# The same four keys per kind, each kind on its own hash tag; config_*("rules") are the routing keys above.
+CONFIG_KINDS = ("scoring", "icp")
+
+
+def config_active(kind: str) -> str:
+    """String: the number of the published version of ``kind`` in force; absent means the file is used."""
+    return f"{PREFIX}:{{{kind}}}:active"
+
+
+def config_seq(kind: str) -> str:
+    """Counter: the last version number of ``kind`` handed out."""
+    return f"{PREFIX}:{{{kind}}}:seq"
+
+
+def config_versions(kind: str) -> str:
+    """Hash version number -> JSON document (content, source, author, ts, note, hashes, test cases)."""
+    return f"{PREFIX}:{{{kind}}}:versions"
+
+
+def config_history(kind: str) -> str:
+    """List of JSON entries, oldest first: each publish and rollback of ``kind``."""
+    return f"{PREFIX}:{{{kind}}}:history"
+
+
 # --- distribution, lead lifecycle and SLA (issue 5 items 4-6) --------------------------------------
 # Added keys only; everything above is unchanged.  Team keys share ``{T:<team>}`` so one
 # distribution call (pick + capacity count + SLA schedule) is one Lua script on one slot;

@@ -25,6 +25,7 @@ from models import (
     Assignment,
     Event,
     EventPlan,
+    EventType,
     InvalidEventError,
     LeadView,
     Reason,
@@ -128,10 +129,15 @@ def identify(events: Sequence[Event]) -> tuple[list[str], list[str]]:
     return vids, uids
 
 
-def trigger_text(result: ApplyResult, event: Event, threshold: float) -> str:
+def trigger_text(result: ApplyResult, event: Event, threshold: float, *, late: bool = False) -> str:
+    """Why the lead is sales-ready now; ``late``: a hand raised before the person was known."""
     if result.trigger == "account_intent":
         return "account intent: the buying committee is active"
+    if result.trigger == "hand_raiser" and late:
+        return "hand-raiser: asked anonymously, identified now"
     if result.trigger == "hand_raiser":
+        if event.type is EventType.TRACK and event.name:
+            return f"hand-raiser: {event.name}"
         return f"hand-raiser: filled form {event.form_id}" if event.form_id else "hand-raiser"
     if result.trigger and result.trigger != "threshold":
         return f"sales-ready: {result.trigger} (score {result.after:.0f})"
@@ -188,15 +194,17 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
 
 async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float,
                       intent: AccountIntentConfig | None = None, icp: IcpConfig | None = None,
-                      model: LeadModel | None = None, unique: frozenset[str] = frozenset({"email"})
-                      ) -> BatchOutcome:
+                      model: LeadModel | None = None, unique: frozenset[str] = frozenset({"email"}),
+                      versions: str = "") -> BatchOutcome:
     """Resolve identities, merge and link, then score leads and accounts in one round trip.
 
     Round trips per batch: identities; stored fields of leads whose fit grade
     changes (only when some event brings such fields); account links; the
     scoring pipeline itself; and, with an active model, the touched leads'
-    state and their new probabilities.
+    state and their new probabilities.  ``versions`` (the scoring and ICP
+    versions in force) is recorded on every lead scored and on each crossing.
     """
+    intent = intent or config.intent
     visitors, users = await store.resolve_identities(*identify(events))
     resolution = resolve_batch(list(events), visitors, users, unique)
     if resolution.merges:  # once per identification; pipelined in dependency waves
@@ -215,7 +223,7 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
             stored = {lid: {k[2:]: v for k, v in h.items() if k.startswith("f:")} for lid, h in hashes.items()}
     plans = plan_batch(events, resolution.lead_ids, config, icp, stored)
     account_plans = await plan_accounts(store, plans)
-    rules = LeadRules.from_config(config)
+    rules = LeadRules.from_config(config, versions)
     results, accounts = await store.apply_with_accounts(
         plans, account_plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now, intent=intent,
         rules=rules)
@@ -268,7 +276,7 @@ class Pipeline:
         self.link_secret = link_secret
         self.icp = icp
         self.model = model
-        self.intent = intent or AccountIntentConfig()
+        self.intent_override = intent  # None: the scoring file's account_intent section
         self.accounts = accounts
         self.admin_url = admin_url
         self.scoring = scoring
@@ -289,9 +297,9 @@ class Pipeline:
         if not events:
             return report
         config = self.scoring.current
-        outcome = await apply_batch(self.store, config, events, self.clock(), self.intent,
+        outcome = await apply_batch(self.store, config, events, self.clock(), self.intent_override,
                                     self.icp.current if self.icp else None, self.model() if self.model else None,
-                                    self.unique)
+                                    self.unique, self.versions())
         plans, results = outcome.plans, outcome.results
         routed: set[tuple[str, int]] = set()
         crossings = [(plans[i], r) for i, r in outcome.by_model]
@@ -334,13 +342,21 @@ class Pipeline:
                     report.routed += 1
         return report
 
+    def versions(self) -> str:
+        """The scoring and fit versions in force, as recorded on leads: ``scoring=v3:0381…;icp=5a2…``."""
+        parts = [f"scoring={self.scoring.tag}"]
+        if self.icp is not None:
+            parts.append(f"icp={self.icp.tag}")
+        return ";".join(parts)
+
     async def route_account(self, acct: AccountResult, plan: EventPlan, config: ScoringConfig) -> bool:
         """An account crossed its threshold: its most engaged lead becomes sales-ready."""
         ev = plan.event
         if acct.status == "fired":
             metrics.CROSSINGS.labels("account_intent").inc()
-        detail = (f"account intent {acct.intent:.0f} reached {self.intent.threshold:.0f}: "
-                  f"{acct.people} people and {acct.roles} roles active in {self.intent.window_days:g} days")
+        intent = self.intent_override or config.intent
+        detail = (f"account intent {acct.intent:.0f} reached {intent.threshold:.0f}: "
+                  f"{acct.people} people and {acct.roles} roles active in {intent.window_days:g} days")
         reason = Reason(rule="account_intent", points=0.0, event_id=ev.event_id, event_type=ev.type.value,
                         ts=ev.ts, detail=detail)
         result = await self.store.force_ready(acct.top, f"acct:{acct.key_id}:{ev.event_id}", "account_intent",
@@ -529,7 +545,9 @@ class Pipeline:
                                 rep=rep, decision=decision, ts=now, available_at=pick.available_at,
                                 placement=pick.outcome)
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
-                      trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
+                      trigger=trigger_text(result, plan.event, config.threshold,
+                                           late=result.trigger == "hand_raiser" and not plan.hand_raiser),
+                      recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
                       links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing), reengagement=reengaged)
         # Publish first, then close the crossing: a crash in between replays the

@@ -368,8 +368,11 @@ async def test_every_wire_capture_replays_with_the_expected_result(collector: Ru
     assert ident["ip"] == "203.0.113.5"
     assert ident["event_id"] == derive_event_id("segment", "WK_TEST", "614167e8-ad04-43fc-b08d-4c0a5287ae56")
     tracks = {e["name"]: e for e in by_type(seg, "track")}
-    # "Form Submitted" without an email stays a track (the identify before it carried the email).
-    assert tracks["Form Submitted"]["user_id"] == "u1" and tracks["Form Submitted"]["traits"]["form_id"] == "demo-request"
+    # "Form Submitted" without an email is a form fill all the same; the worker finds the person
+    # from the user id (the identify before it carried the email).
+    [form] = by_type(seg, "form_fill")
+    assert (form["name"], form["user_id"], form["email"], form["form_id"]) == (
+        "Form Submitted", "u1", None, "demo-request")
     assert tracks["Email Opened"]["visitor_id"] == "anon-123"
     assert tracks["Email Opened"]["traits"]["campaign"] == "q3-nurture"
     [page] = by_type(seg, "page_view")
@@ -378,7 +381,7 @@ async def test_every_wire_capture_replays_with_the_expected_result(collector: Ru
     assert page["traits"]["$sent_at"] == "2026-11-22T18:41:13.961913+00:00"
 
     [rs_track] = rs
-    assert rs_track["type"] == "track" and rs_track["name"] == "Form Submitted" and rs_track["user_id"] == "u1"
+    assert rs_track["type"] == "form_fill" and rs_track["name"] == "Form Submitted" and rs_track["user_id"] == "u1"
 
     [sp_page] = by_type(sp, "page_view")
     assert sp_page["url"] == "https://www.example.test/pricing" and sp_page["title"] == "Pricing"
