@@ -276,3 +276,21 @@ def digest_keys(rep_id: str) -> list[str]:
 
 DIGEST_DUE = f"{PREFIX}:{{digest}}:due"
 """Sorted set rep_id -> ts: when each rep's digest is due."""
+
+
+# --- Personal data: per-person data keys and tombstones (router/storage/pii.py; issue 16.7) -----------
+# Added keys only.  ``subject`` is a keyed hash (HMAC with LEADROUTER_PII_KEY) of the person's email,
+# never the email or a plain digest of it.  Both keys of a person share ``{P:<subject>}``, so reading,
+# creating and shredding a key is one call on one slot.
+
+FORGET_GRACE_S = 24 * 3600  # a forgotten lead's marker outlives events that were already being processed
+
+
+def pii_key(subject: str) -> str:
+    """String: the person's data key (random 256 bits, wrapped with the master key); deleted on forget."""
+    return f"{PREFIX}:{{P:{subject}}}:dk"
+
+
+def pii_gone(subject: str) -> str:
+    """String (forget time): the tombstone; the collector and the worker drop the person's events."""
+    return f"{PREFIX}:{{P:{subject}}}:gone"

@@ -37,6 +37,7 @@ from router.storage.live_config import (
     load_scoring_file,
 )
 from router.storage.model_registry import ActiveModelWatcher
+from router.storage.pii import Vault
 from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
@@ -138,9 +139,13 @@ def create_app(settings: Settings) -> LeadRouterApp:
         fut = await dlq_topic.send(key=key.encode(), value=value)
         await fut
 
+    if settings.tokens.pii_master()[1]:
+        log.warning("LEADROUTER_PII_KEY is not set: personal data is sealed with the built-in development key; "
+                    "set a long random LEADROUTER_PII_KEY in production (the same for collector, worker and CLI)")
+    vault = Vault.from_settings(rt.store.redis, settings.tokens)
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
-                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers)
+                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers, vault=vault)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
@@ -158,7 +163,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
         if rt._sender is None:
             rt._http = aiohttp.ClientSession()
             rt._sender = build_sender(settings.alerts, rt.store, rt._http, dead_letter,
-                                      team_webhooks=TeamWebhooks(rt.routing))
+                                      team_webhooks=TeamWebhooks(rt.routing), vault=vault)
         sender = rt._sender
         async for raw in stream:
             await until_done("alert delivery", partial(sender.handle, raw))
