@@ -135,7 +135,7 @@ class AlertSender:
                 opened = await self.vault.open_alert(data)
                 if opened is None:  # the lead was forgotten after the alert was published
                     metrics.FORGOTTEN_DROPPED.labels("alerts").inc()
-                    return AlertOutcome(str(data.get("assignment_id", "")), forgotten=True)
+                    return AlertOutcome("", forgotten=True)
                 data = opened
             alert = Alert.from_dict(data)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, SealError) as exc:
@@ -219,7 +219,10 @@ class AlertSender:
                 metrics.EVENT_TO_ALERT_SECONDS.labels(notifier.channel).observe(max(0.0, now - alert.event_ts))
             return result
         body = await self.sealed_alert_body(alert)
-        await self._failed(f"alert {aid} to {alert.assignment.rep.name}", aid, result, body)
+        # The record's key: the sealed alert's subject (a keyed hash), not the assignment id (a plain digest).
+        sealed = (body or {}).get("alert_sealed")
+        key = str(sealed["subject"]) if isinstance(sealed, dict) else aid
+        await self._failed(f"alert {aid} to {alert.assignment.rep.name}", key, result, body)
         return result
 
     async def sealed_alert_body(self, alert: Alert) -> dict[str, object] | None:

@@ -111,8 +111,7 @@ async def _replay_one(sender: AlertSender, msg: ConsumerRecord[bytes, bytes], re
                 raise ValueError("a sealed alert, and no data-key store")
             opened = await sender.vault.open_alert(record["alert_sealed"])
             if opened is None:
-                aid = str(record["alert_sealed"].get("assignment_id", ""))
-                return ReplayLine(*where, aid, channel, "skipped: lead forgotten", "its data key is deleted")
+                return ReplayLine(*where, "", channel, "skipped: lead forgotten", "its data key is deleted")
             alert = Alert.from_dict(opened)
             key, what = alert.assignment.assignment_id, "alert"
         elif "alert" in record:

@@ -283,7 +283,7 @@ DIGEST_DUE = f"{PREFIX}:{{digest}}:due"
 # never the email or a plain digest of it.  Both keys of a person share ``{P:<subject>}``, so reading,
 # creating and shredding a key is one call on one slot.
 
-FORGET_GRACE_S = 24 * 3600  # a forgotten lead's marker outlives events that were already being processed
+FORGET_GRACE_S = 3600  # a forgotten lead's marker outlives events that were already being processed
 
 
 def pii_key(subject: str) -> str:

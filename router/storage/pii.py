@@ -92,6 +92,18 @@ class DataKey:
     key: bytes | None = None
 
 
+def pseudonym(master: str, identifier: str) -> str:
+    """:meth:`Vault.pseudonym` without a Redis client (tests, tools)."""
+    return _pseudonym(_derive(master.encode(), _PSEUDONYM_LABEL), identifier)
+
+
+def _pseudonym(key: bytes, identifier: str) -> str:
+    return PSEUDONYM_PREFIX + hmac.new(key, identifier.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+_PSEUDONYM_LABEL = b"leadrouter/pii/pseudonym/v1"
+
+
 class Vault:
     """The master-key operations and the per-person key store (one Lua call per person, pipelined)."""
 
@@ -99,7 +111,7 @@ class Vault:
         raw = master.encode()
         self.redis = redis
         self._subject_key = _derive(raw, b"leadrouter/pii/subject/v1")
-        self._pseudonym_key = _derive(raw, b"leadrouter/pii/pseudonym/v1")
+        self._pseudonym_key = _derive(raw, _PSEUDONYM_LABEL)
         self._wrap = AESGCM(_derive(raw, b"leadrouter/pii/wrap/v1"))
         self._script = register(redis, "pii_key.lua")
 
@@ -120,8 +132,7 @@ class Vault:
 
     def pseudonym(self, identifier: str) -> str:
         """A visitor, user or alias id as the rest of the service sees it (stable, keyed, one-way)."""
-        digest = hmac.new(self._pseudonym_key, identifier.encode(), hashlib.sha256).hexdigest()[:32]
-        return f"{PSEUDONYM_PREFIX}{digest}"
+        return _pseudonym(self._pseudonym_key, identifier)
 
     # --- the key store ----------------------------------------------------------
     async def data_keys(self, subjects: Iterable[str], *, create: bool) -> dict[str, DataKey]:
@@ -305,8 +316,8 @@ class Vault:
                 sealed_members.append({"subject": mk.subject, "sealed": self.seal(mk.key, mk.subject, member)})
             account["members"] = sealed_members
             body["account"] = account
-        return {"v": 2, "lead_id": lead_id, "assignment_id": str(asg.get("assignment_id", "")), "subject": subject,
-                "sealed": self.seal(own.key, subject, body)}
+        # Nothing in the clear names the lead: not even its id (a plain digest of the email).
+        return {"v": 2, "subject": subject, "sealed": self.seal(own.key, subject, body)}
 
     async def open_alert(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
         """The alert dict of a sealed record; None when its lead was forgotten (the record is dropped)."""

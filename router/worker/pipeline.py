@@ -418,7 +418,9 @@ class Pipeline:
         if record is None:
             metrics.FORGOTTEN_DROPPED.labels("alerts").inc()
             return False
-        await self.publish_alert(lead_id, orjson.dumps(record))
+        # Keyed by the subject (a keyed hash, one per person like the lead id, so still in order per
+        # lead), not by the lead id: that is a plain digest of the email and outlives an erasure in Kafka.
+        await self.publish_alert(str(record["subject"]), orjson.dumps(record))
         return True
 
     def _links(self, lead_id: str, rep_id: str = "", assignment_id: str = "") -> dict[str, str]:

@@ -10,7 +10,8 @@ Redis is edited in place; everything kept outside it is made unreadable:
 * **Scrubbed from Redis**: the lead, its reasons, timeline, counted event ids,
   identifiers and the anonymous profiles merged into it, history, rejections and
   holders, account membership and committee role, open assignments, SLA and held
-  items, the routing picks and sent-marks of its alerts, its alerts waiting in rep
+  items, the routing picks and sent-marks of its alerts, its id in reps' capacity
+  counts (replaced by an anonymous entry, so the counts stay), its alerts waiting in rep
   digests (and its entry in other leads' queued alerts as an account colleague), its
   training rows on ``lr:outcomes`` and every ``lr:identity:log`` entry about it.
 * A marker on the lead (``forgotten``, expiring after ``keys.FORGET_GRACE_S``) stops
@@ -20,6 +21,7 @@ Redis is edited in place; everything kept outside it is made unreadable:
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +103,15 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
                 await redis.zrem(zkey, member)
             if step == keys.HELD_STEP:
                 await redis.zrem(zkey, lead_id)
+    # A rep's capacity counts keep the assignment, but no longer say whose it was.
+    for name, team_cfg in routing.teams.items():
+        for rep in team_cfg.reps:
+            zkey = keys.team_assigned(name, rep.rep_id)
+            async for member, score in redis.zscan_iter(zkey, match=f"{lead_id}:*"):
+                pipe = redis.pipeline(transaction=True)
+                pipe.zrem(zkey, member)
+                pipe.zadd(zkey, {f"forgotten:{uuid.uuid4().hex}": score})
+                await pipe.execute()
     report.digest_entries = await _scrub_digests(redis, routing, lead_id, normal)
     report.keys_deleted += await redis.delete(*doomed, *keys.lead_keys(lead_id))
     # What a batch already in flight might still write is refused for a while (the marker expires).
