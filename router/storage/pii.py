@@ -81,6 +81,8 @@ def truncate_ip(ip: str | None) -> str | None:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
     prefix = 24 if addr.version == 4 else 48
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
 
