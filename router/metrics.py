@@ -88,9 +88,10 @@ FORGOTTEN_DROPPED = Counter(
     "Events of a forgotten person dropped before they were stored, by where (collector endpoint, worker, alerts).",
     ["where"], registry=REGISTRY,
 )
-PII_UNAVAILABLE = Counter(
-    "leadrouter_pii_keys_unavailable_total",
-    "Events with personal data refused because the data-key store (Redis) did not answer, by endpoint.",
+PII_ESCROWED = Counter(
+    "leadrouter_pii_escrowed_total",
+    "Events with personal data sealed under the escrow key because the data-key store (Redis) did not "
+    "answer (not shreddable by forget), by endpoint.",
     ["endpoint"], registry=REGISTRY,
 )
 PRIVACY_SKIPPED = Counter(

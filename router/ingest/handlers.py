@@ -157,8 +157,13 @@ class Collector:
         if self.vault is not None:
             try:
                 events, dropped = await self.vault.protect(events)
-            except (PiiKeysUnavailable, SealError) as exc:
-                metrics.PII_UNAVAILABLE.labels(endpoint).inc(len(events))
+            except PiiKeysUnavailable as exc:  # a Redis restart: accepted, sealed under the escrow key
+                escrowed = sum(1 for e in events if e.email)
+                events, dropped = self.vault.protect_in_escrow(events), []
+                metrics.PII_ESCROWED.labels(endpoint).inc(escrowed)
+                log.warning("%s: %d events with personal data sealed under the escrow key: %s", endpoint,
+                            escrowed, exc)
+            except SealError as exc:  # a data key that does not unwrap: another LEADROUTER_PII_KEY
                 log.error("%s: refused %d events with personal data: %s", endpoint, len(events), exc)
                 return "unavailable"
             if dropped:  # a forgotten person: counted, never stored; the client is not told

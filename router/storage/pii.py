@@ -20,6 +20,11 @@ edited when a person asks to be forgotten, so personal data goes there only encr
   a browser's cookie value never leaves it; and every IP is truncated (IPv4 to /24,
   IPv6 to /48) once the machine check has used the full address.
 
+When Redis does not answer at the collector (a restart), an identified event is sealed under an
+*escrow* key derived from the master key instead (``e1.``), so nothing is stored in the clear and no
+hit is refused; the worker still drops it if the person was forgotten, but ``forget`` cannot shred
+those copies: they stay readable to whoever holds the master key until Kafka's retention drops them.
+
 Anonymous events (no email) keep their pseudonymous visitor id, truncated IP, user agent
 and page URL in the clear: nothing in them names a person, and once the person who
 identified on that browser is forgotten nothing links the pseudonym to them.
@@ -49,6 +54,7 @@ from router.storage.kafka import ProduceError
 from router.storage.scripts import register
 
 SEAL_PREFIX = "s1."
+ESCROW_PREFIX = "e1."  # sealed under the escrow key: Redis did not answer at the collector
 PSEUDONYM_PREFIX = "p1"
 KeyStatus = Literal["ok", "gone", "none"]
 
@@ -115,6 +121,7 @@ class Vault:
         self._subject_key = _derive(raw, b"leadrouter/pii/subject/v1")
         self._pseudonym_key = _derive(raw, _PSEUDONYM_LABEL)
         self._wrap = AESGCM(_derive(raw, b"leadrouter/pii/wrap/v1"))
+        self._escrow = _derive(raw, b"leadrouter/pii/escrow/v1")
         self._script = register(redis, "pii_key.lua")
 
     @classmethod
@@ -247,11 +254,22 @@ class Vault:
             kept.append(self.seal_event(event, subject, dk.key))
         return kept, dropped
 
-    def seal_event(self, event: Event, subject: str, key: bytes) -> Event:
+    def seal_event(self, event: Event, subject: str, key: bytes, *, escrow: bool = False) -> Event:
         data = event.to_dict()
         payload = {name: data[name] for name in PERSONAL_FIELDS if data.get(name)}
         cleared: dict[str, Any] = {name: _empty(name) for name in PERSONAL_FIELDS}
-        return replace(event, subject=subject, sealed=self.seal(key, subject, payload), **cleared)
+        sealed = self.seal(key, subject, payload)
+        if escrow:
+            sealed = ESCROW_PREFIX + sealed[len(SEAL_PREFIX):]
+        return replace(event, subject=subject, sealed=sealed, **cleared)
+
+    def protect_in_escrow(self, events: Sequence[Event]) -> list[Event]:
+        """:meth:`protect` without Redis (it did not answer): identified events sealed under the escrow
+        key, derived from the master key.  Nothing is stored in the clear and nothing is refused, but
+        these copies are not shredded by ``forget`` (the worker still drops a forgotten person's)."""
+        out = [self.pseudonymise(e) for e in events]
+        return [self.seal_event(e, self.subject(e.email), self._escrow, escrow=True) if e.email and not e.sealed
+                else e for e in out]
 
     async def open(self, events: Sequence[Event]) -> tuple[list[Event], list[Event]]:
         """(events to process, events to drop): sealed events opened with their person's key; any
@@ -273,15 +291,19 @@ class Vault:
                 kept.append(event)
                 continue
             dk = found[subject]
-            if dk.status == "gone" or (event.sealed and dk.key is None):
+            escrowed = bool(event.sealed and event.sealed.startswith(ESCROW_PREFIX))
+            if dk.status == "gone" or (event.sealed and not escrowed and dk.key is None):
                 dropped.append(event)
                 continue
             if not event.sealed:
                 kept.append(event)
                 continue
-            assert dk.key is not None
             try:
-                payload = self.unseal(dk.key, subject, event.sealed)
+                if escrowed:
+                    payload = self.unseal(self._escrow, subject, SEAL_PREFIX + event.sealed[len(ESCROW_PREFIX):])
+                else:
+                    assert dk.key is not None
+                    payload = self.unseal(dk.key, subject, event.sealed)
             except SealError:
                 dropped.append(event)
                 continue

@@ -34,7 +34,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from models import Alert, Event
+from models import Alert, Event, EventType
 from router import metrics
 from router.alerts.sender import AlertSender
 from router.dev.servers import ManagedProcess, free_port
@@ -442,3 +442,18 @@ async def test_the_tombstone_is_a_keyed_hash_not_a_digest_of_the_email(flow: Flo
         if plain.encode() in body:
             assert key == keys.lead(plain), key
             assert 0 < await f.redis.ttl(key) <= keys.FORGET_GRACE_S
+
+
+async def test_while_redis_is_away_identified_events_are_sealed_in_escrow_and_still_dropped_once_forgotten(
+        redis: Redis) -> None:
+    vault = Vault(redis, PII_KEY)
+    ev = Event(event_id="esc1", type=EventType.FORM_FILL, ts=1_800_000_000.0, source="form", email=EMAIL,
+               visitor_id=VID, form_id="demo-request", fields={"first_name": FIRST, "phone": PHONE})
+    [escrowed] = vault.protect_in_escrow([ev])  # what the collector does when Redis does not answer
+    assert escrowed.sealed and escrowed.sealed.startswith("e1.") and escrowed.email is None
+    assert readable(orjson.dumps(escrowed.to_dict())) == []
+    kept, gone = await vault.open([escrowed])
+    assert gone == [] and kept[0].email == EMAIL and kept[0].fields["phone"] == PHONE
+    await vault.shred(vault.subject(EMAIL), 1_800_000_100.0)
+    kept, gone = await vault.open([escrowed])
+    assert kept == [] and [e.event_id for e in gone] == ["esc1"]
