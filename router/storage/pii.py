@@ -158,6 +158,8 @@ class Vault:
         except Exception as exc:  # a timeout, a refused connection, a failover
             msg = f"the data-key store (Redis) did not answer ({exc!r}); check REDIS_URL and that Redis is up"
             raise PiiKeysUnavailable(msg) from exc
+        finally:
+            await pipe.reset()  # type: ignore[no-untyped-call]
         out: dict[str, DataKey] = {}
         for subject, reply in zip(wanted, replies, strict=True):
             status = _text(reply[0])
