@@ -36,6 +36,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -57,6 +58,8 @@ SEAL_PREFIX = "s1."
 ESCROW_PREFIX = "e1."  # sealed under the escrow key: Redis did not answer at the collector
 PSEUDONYM_PREFIX = "p1"
 KeyStatus = Literal["ok", "gone", "none"]
+
+log = logging.getLogger(__name__)
 
 
 class PiiKeysUnavailable(ProduceError):
@@ -295,6 +298,9 @@ class Vault:
             dk = found[subject]
             escrowed = bool(event.sealed and event.sealed.startswith(ESCROW_PREFIX))
             if dk.status == "gone" or (event.sealed and not escrowed and dk.key is None):
+                if dk.status != "gone":  # not forgotten, yet its key is missing: Redis lost a write
+                    log.error("event %s of subject %s is sealed under a data key Redis no longer has (a restart "
+                              "that lost recent writes?); it cannot be opened and is dropped", event.event_id, subject)
                 dropped.append(event)
                 continue
             if not event.sealed:

@@ -37,7 +37,7 @@ from router.storage.live_config import (
     load_scoring_file,
 )
 from router.storage.model_registry import ActiveModelWatcher
-from router.storage.pii import Vault
+from router.storage.pii import PiiKeysUnavailable, Vault
 from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
@@ -227,7 +227,9 @@ async def until_done(what: str, step: Callable[[], Awaitable[object]],
         try:
             await step()
             return
-        except (RedisError, KafkaError, OSError, TimeoutError) as exc:
+        # PiiKeysUnavailable: the data-key store (Redis) did not answer while opening or sealing
+        # personal data; it wraps the RedisError, so it must be retried like one.
+        except (RedisError, PiiKeysUnavailable, KafkaError, OSError, TimeoutError) as exc:
             metrics.BATCH_RETRIES.labels(type(exc).__name__).inc()
             log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
             await sleep(delay)
