@@ -103,6 +103,8 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
                 await redis.zrem(zkey, member)
             if step == keys.HELD_STEP:
                 await redis.zrem(zkey, lead_id)
+    for kind in keys.DUE_KINDS:  # the scheduler's due times (a recycle) name the lead
+        await redis.zrem(keys.due(kind, keys.due_shard(lead_id)), lead_id)
     # A rep's capacity counts keep the assignment, but no longer say whose it was.
     for name, team_cfg in routing.teams.items():
         for rep in team_cfg.reps:

@@ -363,7 +363,10 @@ async def test_forget_then_search_finds_nothing_readable(flow: Flow, caplog: pyt
     # ... and nowhere else, even before the erasure: sealed from the moment the collector took it.
     assert before.outside_redis == []
 
+    # A scheduled recycle names the lead too (the scheduler's due set): forget removes it.
+    await f.redis.zadd(keys.due("recycle", keys.due_shard(lead_id)), {lead_id: time.time() + 3600})
     report = await forget(f.store, f.pipeline.routing.current, EMAIL, vault=f.vault)
+    assert lead_id not in await f.store.due_pending("recycle")
     assert report.existed and report.key_shredded and report.outcomes_deleted == 1
     assert report.identity_log_deleted >= 1
 
