@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from models import ApplyResult, Event
@@ -47,3 +48,11 @@ async def open_events(redis_url: str, events: list[dict[str, Any]], master: str 
         return out
     finally:
         await redis.aclose()
+
+
+async def open_alert(redis: Redis, value: bytes, master: str = DEV_PII_KEY) -> dict[str, Any]:
+    """An alert record off the assignments topic as the sender reads it: opened with the lead's key."""
+    record = orjson.loads(value)
+    opened = await Vault(redis, master).open_alert(record)
+    assert opened is not None, "the alert's lead was forgotten"
+    return opened
