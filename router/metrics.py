@@ -93,6 +93,17 @@ MACHINE_FLAGGED = Counter(
     "Events flagged as (probably) a machine's by event type and first reason.",
     ["type", "reason"], registry=REGISTRY,
 )
+FORGOTTEN_DROPPED = Counter(
+    "leadrouter_forgotten_dropped_total",
+    "Events of a forgotten person dropped before they were stored, by where (collector endpoint, worker, alerts).",
+    ["where"], registry=REGISTRY,
+)
+PII_ESCROWED = Counter(
+    "leadrouter_pii_escrowed_total",
+    "Events with personal data sealed under the escrow key because the data-key store (Redis) did not "
+    "answer (not shreddable by forget), by endpoint.",
+    ["endpoint"], registry=REGISTRY,
+)
 PRIVACY_SKIPPED = Counter(
     "leadrouter_collector_privacy_total",
     "Hits honoured for privacy by endpoint and signal (dnt, gpc, consent_false): no cookie, and for "

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from router.backtest.replay import (
     BacktestError,
@@ -30,9 +30,11 @@ from router.backtest.replay import (
     write_comparison_chart,
 )
 from router.backtest.simulate import ProgressLine, parse_when
-from router.settings import Settings
+from router.settings import RedisSettings, Settings
 from router.storage.archive import ReadStats, archived_days, read_archive
 from router.storage.live_config import load_accounts_file, load_icp_file, load_rules_file, load_scoring_file
+from router.storage.pii import Vault
+from router.storage.redis import create_redis
 
 
 def _side(name: str, scoring: Path, icp: Path, rules: Path, accounts: Path | None) -> Side:
@@ -41,6 +43,29 @@ def _side(name: str, scoring: Path, icp: Path, rules: Path, accounts: Path | Non
     if book is not None:
         labels["accounts"] = str(accounts)
     return Side(name, load_scoring_file(scoring), load_icp_file(icp), load_rules_file(rules), book, labels)
+
+
+async def _open_sealed(settings: Settings, events: list[Any]) -> list[Any]:
+    """Archived events hold personal fields sealed under each person's data key (issue 16.7): open them
+    with the live key store (REDIS_URL) before the private replay; a forgotten person stays unreadable."""
+    live = create_redis(settings.redis, role="cli")
+    try:
+        vault = Vault.from_settings(live, settings.tokens)
+        opened: list[Any] = []
+        dropped = 0
+        for i in range(0, len(events), 1000):
+            kept, gone = await vault.open(events[i:i + 1000])
+            opened += kept
+            dropped += len(gone)
+    except (RedisError, OSError) as exc:
+        msg = (f"the archive holds sealed personal fields and the key store at {settings.redis.url} did not answer "
+               f"({exc!r}); point REDIS_URL at the service's Redis (the backtest only reads keys from it)")
+        raise BacktestError(msg) from exc
+    finally:
+        await live.aclose()
+    if dropped:
+        print(f"{dropped:,} archived events of forgotten people (or unreadable) left out", file=sys.stderr)
+    return opened
 
 
 async def _run(settings: Settings, args: argparse.Namespace, current: Side, new: Side) -> int:
@@ -59,6 +84,8 @@ async def _run(settings: Settings, args: argparse.Namespace, current: Side, new:
         return 1
     print(f"read {len(events):,} events from {stats.files} files in {archive}/events "
           f"({stats.duplicates:,} repeats dropped, {stats.invalid:,} unreadable)", file=sys.stderr)
+    if any(e.sealed for e in events):
+        events = await _open_sealed(settings, events)
     outcomes = read_outcomes(args.outcomes) if args.outcomes else None
     redis_proc: Any = None
     url = args.redis_url
@@ -67,7 +94,7 @@ async def _run(settings: Settings, args: argparse.Namespace, current: Side, new:
 
         redis_proc = start_redis()
         url = f"redis://127.0.0.1:{redis_proc.port}/0"
-    redis = Redis.from_url(url)
+    redis = create_redis(RedisSettings(url=url), role="cli")
     try:
         if args.redis_url and await redis.dbsize():
             msg = (f"--redis-url {args.redis_url} is not empty; the backtest flushes the database it uses, so give "

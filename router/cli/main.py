@@ -202,22 +202,31 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
 
-    from router.storage.live_config import load_rules_file
+    from router.storage.live_config import RedisRulesSource
+    from router.storage.pii import Vault
     from router.storage.store import RedisStore
     from router.worker.privacy import forget
 
-    routing = load_rules_file(settings.files.rules_file)
+    if settings.tokens.pii_master()[1]:
+        print("warning: LEADROUTER_PII_KEY is not set; using the development key (give the CLI the same "
+              "LEADROUTER_PII_KEY as the collector and the worker)", file=sys.stderr)
 
     async def main() -> int:
         redis = create_redis(settings.redis, role="cli")
         try:
-            report = await forget(RedisStore(redis), routing, args.email)
+            routing = RedisRulesSource(settings.files.rules_file, redis)
+            await routing.poll()  # the published rules' teams and reps, as the workers use
+            report = await forget(RedisStore(redis), routing.current, args.email,
+                                  vault=Vault.from_settings(redis, settings.tokens))
         finally:
             await redis.aclose()
-        what = "erased" if report.existed else "no stored lead; tombstone set"
-        print(f"{args.email}: {what} (lead {report.lead_id}, {report.keys_deleted} keys, "
-              f"{len(report.identifiers)} identifiers{', left its account' if report.account else ''}); "
-              "events that still arrive for this email are dropped")
+        what = "erased" if report.existed else "no stored lead"
+        print(f"forgotten: {what} (lead {report.lead_id}, {report.keys_deleted} keys, "
+              f"{len(report.identifiers)} identifiers{', left its account' if report.account else ''}, "
+              f"{report.outcomes_deleted} outcome rows, {report.identity_log_deleted} identity-log entries, "
+              f"{report.digest_entries} digest entries); data key "
+              f"{'shredded' if report.key_shredded else 'absent'}: sealed copies in the spool and Kafka are "
+              "unreadable, and later events for this email are dropped")
         return 0
 
     return asyncio.run(main())

@@ -368,3 +368,21 @@ def console_session(session_hash: str) -> str:
     """Hash token_hash, role, name, rep_id, csrf, created: one signed-in ops console session (router/admin/console),
     keyed by the sha256 hex of the session cookie's value (never the value itself); expires with the session."""
     return f"{PREFIX}:admin:session:{session_hash}"
+
+
+# --- Personal data: per-person data keys and tombstones (router/storage/pii.py; issue 16.7) -----------
+# Added keys only.  ``subject`` is a keyed hash (HMAC with LEADROUTER_PII_KEY) of the person's email,
+# never the email or a plain digest of it.  Both keys of a person share ``{P:<subject>}``, so reading,
+# creating and shredding a key is one call on one slot.
+
+FORGET_GRACE_S = 3600  # a forgotten lead's marker outlives events that were already being processed
+
+
+def pii_key(subject: str) -> str:
+    """String: the person's data key (random 256 bits, wrapped with the master key); deleted on forget."""
+    return f"{PREFIX}:{{P:{subject}}}:dk"
+
+
+def pii_gone(subject: str) -> str:
+    """String (forget time): the tombstone; the collector and the worker drop the person's events."""
+    return f"{PREFIX}:{{P:{subject}}}:gone"

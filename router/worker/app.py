@@ -38,6 +38,7 @@ from router.storage.live_config import (
     load_accounts_file,
 )
 from router.storage.model_registry import ActiveModelWatcher
+from router.storage.pii import PiiKeysUnavailable, Vault
 from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
@@ -143,9 +144,13 @@ def create_app(settings: Settings) -> LeadRouterApp:
         fut = await dlq_topic.send(key=key.encode(), value=value)
         await fut
 
+    if settings.tokens.pii_master()[1]:
+        log.warning("LEADROUTER_PII_KEY is not set: personal data is sealed with the built-in development key; "
+                    "set a long random LEADROUTER_PII_KEY in production (the same for collector, worker and CLI)")
+    vault = Vault.from_settings(rt.store.redis, settings.tokens)
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
-                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers,
+                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers, vault=vault,
                         link_ttl_s=settings.alerts.link_ttl_s)
 
     @app.agent(events_topic)
@@ -166,7 +171,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
         if rt._sender is None:
             rt._http = aiohttp.ClientSession()
             rt._sender = build_sender(settings.alerts, rt.store, rt._http, dead_letter,
-                                      team_webhooks=TeamWebhooks(rt.routing))
+                                      team_webhooks=TeamWebhooks(rt.routing), vault=vault)
         sender = rt._sender
         async for raw in stream:
             await until_done("alert delivery", partial(sender.handle, raw))
@@ -239,7 +244,9 @@ async def until_done(what: str, step: Callable[[], Awaitable[object]],
         try:
             await step()
             return
-        except (RedisError, KafkaError, OSError, TimeoutError) as exc:
+        # PiiKeysUnavailable: the data-key store (Redis) did not answer while opening or sealing
+        # personal data; it wraps the RedisError, so it must be retried like one.
+        except (RedisError, PiiKeysUnavailable, KafkaError, OSError, TimeoutError) as exc:
             metrics.BATCH_RETRIES.labels(type(exc).__name__).inc()
             log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
             await sleep(delay)

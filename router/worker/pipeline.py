@@ -35,7 +35,9 @@ from models import (
     lead_view_from_hash,
 )
 from router import metrics
+from router.settings import TokenSettings
 from router.storage.live_config import LiveFile
+from router.storage.pii import Vault
 from router.storage.store import LeadRules, RedisStore
 from router.tokens import mint_action_token
 from router.worker.accounts import account_for
@@ -212,7 +214,8 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     for c in resolution.conflicts:
         await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
                                  event_id=c.event_id, ts=c.ts)
-        log.info("kept two people apart: %s was %s, now %s", c.identifier, c.previous, c.current)
+        log.info("kept two people apart: a %s identifier of lead %s now names lead %s",
+                 c.identifier.partition(":")[0] or "shared", c.previous, c.current)
     await store.write_links(resolution.links, used_links(visitors, users))
     stored: dict[str, dict[str, str]] = {}
     if icp is not None:
@@ -269,8 +272,11 @@ class Pipeline:
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
                  admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
                  model: Callable[[], LeadModel | None] | None = None, link_secret: str = "",
-                 unique: frozenset[str] = frozenset({"email"}), link_ttl_s: int = LINK_TTL_S) -> None:
+                 unique: frozenset[str] = frozenset({"email"}), vault: Vault | None = None,
+                 link_ttl_s: int = LINK_TTL_S) -> None:
         self.store = store
+        # Opens sealed events, drops forgotten people's, seals the alerts it publishes.
+        self.vault = vault or Vault.from_settings(store.redis, TokenSettings())
         self.link_ttl_s = link_ttl_s
         self.unique = unique
         self.link_secret = link_secret
@@ -293,7 +299,14 @@ class Pipeline:
             except (InvalidEventError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
                 report.invalid += 1
                 metrics.EVENTS.labels("unknown", "invalid").inc()
-                log.error("skipped an invalid event: %s: %r", exc, bytes(raw)[:200])
+                log.error("skipped an invalid event (%d bytes): %s", len(bytes(raw)), type(exc).__name__)
+        if not events:
+            return report
+        events, dropped = await self.vault.open(events)
+        for ev in dropped:  # a forgotten person's (or unreadable) sealed event: counted, never stored
+            metrics.EVENTS.labels(ev.type.value, "forgotten").inc()
+        if dropped:
+            metrics.FORGOTTEN_DROPPED.labels("worker").inc(len(dropped))
         if not events:
             return report
         config = self.scoring.current
@@ -434,7 +447,18 @@ class Pipeline:
                       trigger=trigger, recent=tuple(await self.store.lead_recent(lead_id, 10)),
                       account=await self._account_context(lead_id), links=links, reengagement=reengaged,
                       kind="escalation" if escalation else "lead", escalation=escalation)
-        await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
+        await self._publish(lead_id, alert)
+
+    async def _publish(self, lead_id: str, alert: Alert) -> bool:
+        """Publish the alert sealed under the lead's data key; False when the lead was forgotten meanwhile."""
+        record = await self.vault.seal_alert(alert.to_dict())
+        if record is None:
+            metrics.FORGOTTEN_DROPPED.labels("alerts").inc()
+            return False
+        # Keyed by the subject (a keyed hash, one per person like the lead id, so still in order per
+        # lead), not by the lead id: that is a plain digest of the email and outlives an erasure in Kafka.
+        await self.publish_alert(str(record["subject"]), orjson.dumps(record))
+        return True
 
     def _links(self, lead_id: str, rep_id: str, assignment_id: str, crossing: int) -> dict[str, str]:
         """One-time links for the rep the alert goes to, bound to the lead's current assignment (router/admin/links.py)."""
@@ -455,7 +479,7 @@ class Pipeline:
         return replace(reengaged, back=comeback(recent, self.clock(), since))
 
     async def _notify_owner(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig, lead: LeadView,
-                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float) -> Assignment:
+                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float) -> Assignment | None:
         """The owner still holds the lead (sal, sql, opportunity): tell them; nothing is routed again."""
         routing = self.routing.current
         now = self.clock()
@@ -468,12 +492,12 @@ class Pipeline:
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id), links=links,
                       reengagement=reengaged)
-        await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
+        if not await self._publish(plan.lead_id, alert):
+            return None  # forgotten meanwhile: nothing is sent or recorded
         await self.store.reengage_notified(plan.lead_id, result.crossing, alert_id, rep.rep_id, rep.name, now)
         metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
-        log.info("lead %s (%s) re-engaged in %s: told its owner %s", lead.display_name, lead.email,
-                 reengaged.from_stage, rep.name)
+        log.info("lead %s re-engaged in %s: told its owner %s", plan.lead_id, reengaged.from_stage, rep.rep_id)
         return assignment
 
     async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment | None:
@@ -533,8 +557,8 @@ class Pipeline:
         assert decision is not None
         if isinstance(pick, Held):
             metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
-            log.warning("lead %s (%s) held [%s] via rule %s: %s; routed when a rep is back",
-                        lead.display_name, lead.email, pick.team, decision.rule, pick.reason)
+            log.warning("lead %s held [%s] via rule %s: %s; routed when a rep is back",
+                        plan.lead_id, pick.team, decision.rule, pick.reason)
             return None
         if pick.team != decision.team:  # the after-hours policy sent it to another team
             decision = replace(decision, team=pick.team, path=(*decision.path, f"after_hours:{pick.outcome}"))
@@ -553,7 +577,8 @@ class Pipeline:
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.
-        await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
+        if not await self._publish(plan.lead_id, alert):
+            return None  # forgotten while it was being routed: nothing is sent or recorded
         await self.store.commit_assignment(plan.lead_id, result.crossing, assignment_id, rep.rep_id, rep.name,
                                            team.name, decision.rule, decision.rules_version, now)
         if reengaged is not None:
@@ -563,7 +588,7 @@ class Pipeline:
                 await self.store.release_open(old_team, reengaged.owner, plan.lead_id)
         metrics.ASSIGNMENTS.labels(team.name, rep.rep_id).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
-        log.info("lead %s (%s) -> %s [%s] via rule %s: %s", lead.display_name, lead.email, rep.name, team.name,
-                 decision.rule, alert.trigger)
+        log.info("lead %s -> %s [%s] via rule %s (crossing %d, %s)", plan.lead_id, rep.rep_id, team.name,
+                 decision.rule, result.crossing, result.trigger or "threshold")
         return assignment
 

@@ -23,6 +23,7 @@ from router.storage.live_config import LiveFile, load_icp_file, load_rules_file,
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
 from tests.integration.test_ingest_sdks import Errors, Running, collector, read_topic
+from tests.support import open_alert, pid
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ class Worker:
         self.pipeline = Pipeline(self.store, scoring, routing, self.publish, icp=icp)
 
     async def publish(self, key: str, value: bytes) -> None:
-        self.alerts.append(orjson.loads(value))
+        self.alerts.append(await open_alert(self.store.redis, value))
 
     async def drain(self, expected: int) -> list[dict[str, Any]]:
         events = await read_topic(self.running.settings, len(self.done) + expected)
@@ -85,7 +86,7 @@ async def test_segment_demo_requested_before_identify_is_a_hand_raiser_once(coll
     assert await asyncio.to_thread(sdk, collector, anonymous) == []
     [ev] = await worker.drain(1)
     assert (ev["type"], ev["email"], ev["form_id"]) == ("form_fill", None, "demo-request")
-    anon = await worker.store.lead_hash(keys.lead_id_for_visitor("anon-seg-demo-1"))
+    anon = await worker.store.lead_hash(keys.lead_id_for_visitor(pid("anon-seg-demo-1")))
     assert float(anon["score"]) == 60.0 and "hr_ts" in anon and anon.get("ready") != "1"
     assert worker.alerts == []  # nobody to route yet
 
@@ -154,7 +155,7 @@ async def test_snowplow_structured_email_open_earns_its_rule(collector: Running,
     await asyncio.to_thread(run)
     assert failures.items == []
     await worker.drain(2)
-    lead_id = keys.lead_id_for_visitor("duid-sp-open-1")
+    lead_id = keys.lead_id_for_visitor(pid("duid-sp-open-1"))
     reasons = await worker.store.lead_reasons(lead_id)
     assert [(r.rule, r.points) for r in reasons] == [("snowplow-email-open", 2.0)]
     lead = await worker.store.lead_hash(lead_id)
