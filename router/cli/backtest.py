@@ -133,9 +133,15 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     changed = sides_differ(current, new)
     print(f"changed: {', '.join(changed) if changed else 'nothing (both sides use the same files)'}",
           file=sys.stderr)
-    for name in ("router.worker", "router.storage", "aiokafka"):
-        logging.getLogger(name).setLevel(logging.ERROR)  # one line per routed lead would drown the report
-    return asyncio.run(_run(settings, args, current, new))
+    quiet = [logging.getLogger(name) for name in ("router.worker", "router.storage", "aiokafka")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)  # one line per routed lead would drown the report
+    try:
+        return asyncio.run(_run(settings, args, current, new))
+    finally:  # in-process callers (tests, a notebook) get their logging back
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
 
 
 def register(sub: Any) -> None:
