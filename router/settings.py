@@ -81,7 +81,8 @@ class RedisSettings:
     collector_timeout_s: float = 0.5
     # The admin API, and the one-off reads at startup (published rules).
     admin_timeout_s: float = 5.0
-    # `leadrouter admin token ...` commands (socket; they connect within admin_timeout_s).
+    # `leadrouter admin token ...` commands and the backtest's data-key reads (socket; they connect
+    # within admin_timeout_s).
     admin_cli_timeout_s: float = 10.0
 
 

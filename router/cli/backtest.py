@@ -33,7 +33,7 @@ from router.backtest.simulate import ProgressLine, parse_when
 from router.settings import RedisSettings, Settings
 from router.storage.archive import ReadStats, archived_days, read_archive
 from router.storage.live_config import load_accounts_file, load_icp_file, load_rules_file, load_scoring_file
-from router.storage.pii import Vault
+from router.storage.pii import PiiKeysUnavailable, SealError, Vault
 from router.storage.redis import create_redis
 
 
@@ -48,7 +48,9 @@ def _side(name: str, scoring: Path, icp: Path, rules: Path, accounts: Path | Non
 async def _open_sealed(settings: Settings, events: list[Any]) -> list[Any]:
     """Archived events hold personal fields sealed under each person's data key (issue 16.7): open them
     with the live key store (REDIS_URL) before the private replay; a forgotten person stays unreadable."""
-    live = create_redis(settings.redis, role="cli")
+    # The admin CLI's timeouts: a key store that accepts connections but never answers (a hung or
+    # partitioned Redis) fails the command instead of hanging it (the "cli" role waits forever).
+    live = create_redis(settings.redis, role="admin_cli")
     try:
         vault = Vault.from_settings(live, settings.tokens)
         opened: list[Any] = []
@@ -57,9 +59,14 @@ async def _open_sealed(settings: Settings, events: list[Any]) -> list[Any]:
             kept, gone = await vault.open(events[i:i + 1000])
             opened += kept
             dropped += len(gone)
-    except (RedisError, OSError) as exc:
+    except (PiiKeysUnavailable, RedisError, OSError) as exc:
+        cause = exc.__cause__ if isinstance(exc, PiiKeysUnavailable) and exc.__cause__ is not None else exc
         msg = (f"the archive holds sealed personal fields and the key store at {settings.redis.url} did not answer "
-               f"({exc!r}); point REDIS_URL at the service's Redis (the backtest only reads keys from it)")
+               f"({cause!r}); point REDIS_URL at the service's Redis (the backtest only reads keys from it)")
+        raise BacktestError(msg) from exc
+    except SealError as exc:
+        msg = (f"the archive holds sealed personal fields and the data keys at {settings.redis.url} do not open: "
+               f"{exc}")
         raise BacktestError(msg) from exc
     finally:
         await live.aclose()

@@ -167,3 +167,138 @@ def test_the_cli_reports_side_by_side_with_a_chart(monkeypatch: pytest.MonkeyPat
     assert (tmp_path / "bt.png").stat().st_size > 10_000
     assert cli.main(["backtest", "--from", "2027-01-01", "--to", "2027-01-02", "--redis-url", redis_url]) == 1
     assert "no archived events" in capsys.readouterr().err
+
+
+def _cli_env(monkeypatch: pytest.MonkeyPatch, archive: Path, redis_url: str) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("LEADROUTER_") or name in ("REDIS_URL", "KAFKA_URL"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LEADROUTER_ARCHIVE_DIR", str(archive))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+
+
+def _report(out: str) -> dict[str, list[str]]:
+    return {line[:34].strip(): line[34:].split() for line in out.splitlines() if len(line) > 34}
+
+
+async def test_a_sealed_archive_is_opened_with_the_live_keys_and_forgotten_people_are_left_out(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis: Redis, redis_url: str,
+        tmp_path: Path) -> None:
+    """Issue 16.7 x 13: the workers archive what they consume, and the collector sealed every identified
+    event's personal fields under the person's data key; the backtest opens them with the key store."""
+    import asyncio
+    import gzip
+
+    import orjson
+
+    from router.cli import main as cli
+    from router.settings import DEV_PII_KEY
+    from router.storage.archive import ArchiveWriter
+    from router.storage.pii import Vault
+
+    # The collector's side: protect() pseudonymises and seals with keys made in the live Redis; the
+    # worker archives the raw Kafka values (Event JSON) of its batches, as worker/app.py archive_batch.
+    stored, dropped = await Vault(redis, DEV_PII_KEY).protect(history())
+    assert not dropped and sum(1 for e in stored if e.sealed) == 17 and all(e.email is None for e in stored)
+    ArchiveWriter(tmp_path / "sealed", writer_id="w1").append([orjson.dumps(e.to_dict()) for e in stored[::-1]])
+    raw = gzip.decompress(b"".join(p.read_bytes() for p in sorted((tmp_path / "sealed").rglob("*.jsonl.gz"))))
+    assert raw.count(b'"sealed":"s1.') == 17 and b"kestrel.example" not in raw and b"elbe.example" not in raw
+    # The same history in the clear, without the person about to be forgotten: what the report must match.
+    write_events(tmp_path / "plain", [e for e in history() if e.email != "nacht@elbe.example"])
+
+    # The real `leadrouter forget` (the German Saturday hand-raiser), against the live Redis.
+    _cli_env(monkeypatch, tmp_path / "sealed", redis_url)
+    assert await asyncio.to_thread(cli.main, ["forget", "nacht@elbe.example"]) == 0
+    assert "data key shredded" in capsys.readouterr().out
+    keys_before = sorted(await redis.keys("*"))
+
+    # Outcomes keyed by email: they only count if the archived emails were opened.
+    outcomes = tmp_path / "outcomes.csv"
+    outcomes.write_text("email,outcome\nwest0@kestrel.example,won\nlate@kestrel.example,accepted\n"
+                        "nacht@elbe.example,won\n", encoding="utf-8")
+    argv = ["backtest", "--from", "2026-12-01", "--to", "2026-12-06", "--no-chart", "--outcomes", str(outcomes)]
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    sealed_run = capsys.readouterr()
+    assert "1 archived events of forgotten people (or unreadable) left out" in sealed_run.err
+    assert "current: replayed events 35/35" in sealed_run.err
+    assert sorted(await redis.keys("*")) == keys_before  # the live Redis is only read, never replayed on
+    rows = _report(sealed_run.out)
+    assert rows["MQLs (crossings)"] == ["13", "13", "="]  # the 12 west demo requests and the late identify
+    assert rows["hand-raisers"] == ["13", "13", "="]
+    assert rows["west"] == ["13", "13", "="]
+    assert rows["accepted per MQL"] == ["0.15", "0.15"]  # 2 of 13: the emails were opened
+    assert rows["won per MQL"] == ["0.08", "0.08"]
+    assert "2026-12-05" not in rows  # the forgotten Saturday hand-raiser was not replayed
+    assert "nacht" not in sealed_run.out + sealed_run.err
+
+    # Identified leads are scored and routed as the same events in the clear.  (Which rep of the team
+    # gets a lead is not compared: reps picked for leads of one batch vary from run to run.)
+    assert await asyncio.to_thread(cli.main, [*argv, "--archive", str(tmp_path / "plain")]) == 0
+    plain_run = capsys.readouterr()
+    assert "left out" not in plain_run.err and "current: replayed events 35/35" in plain_run.err
+
+    def totals(out: str) -> list[str]:
+        lines = out.split("per rep:")[0].splitlines()
+        return [line for line in lines if not line.startswith(("current:", "new:"))]
+
+    assert totals(sealed_run.out) == totals(plain_run.out)
+    assert {r: v[:2] for r, v in _report(plain_run.out).items() if "per MQL" in r} == {
+        "accepted per MQL": ["0.15", "0.15"], "won per MQL": ["0.08", "0.08"]}
+
+
+@pytest.mark.parametrize("server", ["refuses", "never_answers"])
+async def test_a_sealed_archive_without_a_key_store_fails_naming_redis_url(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis: Redis, tmp_path: Path,
+        server: str) -> None:
+    import asyncio
+    import socket
+
+    import orjson
+
+    from router.cli import main as cli
+    from router.settings import DEV_PII_KEY
+    from router.storage.archive import ArchiveWriter
+    from router.storage.pii import Vault
+
+    stored, _ = await Vault(redis, DEV_PII_KEY).protect(history())
+    ArchiveWriter(tmp_path / "sealed", writer_id="w1").append([orjson.dumps(e.to_dict()) for e in stored])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        if server == "never_answers":
+            sock.listen(8)  # accepts connections (the kernel does), never replies: a hung or partitioned Redis
+        else:
+            sock.close()  # nothing listens on the port
+        _cli_env(monkeypatch, tmp_path / "sealed", f"redis://127.0.0.1:{port}/0")
+        monkeypatch.setenv("LEADROUTER_REDIS_ADMIN_CLI_TIMEOUT_S", "1")
+        code = await asyncio.wait_for(asyncio.to_thread(
+            cli.main, ["backtest", "--from", "2026-12-01", "--to", "2026-12-06", "--no-chart"]), timeout=30)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"the key store at redis://127.0.0.1:{port}/0 did not answer" in err and "point REDIS_URL at" in err
+    assert "Traceback" not in err
+
+
+async def test_a_sealed_archive_with_another_pii_key_fails_naming_the_key(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis: Redis, redis_url: str,
+        tmp_path: Path) -> None:
+    import asyncio
+
+    import orjson
+
+    from router.cli import main as cli
+    from router.settings import DEV_PII_KEY
+    from router.storage.archive import ArchiveWriter
+    from router.storage.pii import Vault
+
+    stored, _ = await Vault(redis, DEV_PII_KEY).protect(history())
+    ArchiveWriter(tmp_path / "sealed", writer_id="w1").append([orjson.dumps(e.to_dict()) for e in stored])
+    _cli_env(monkeypatch, tmp_path / "sealed", redis_url)
+    monkeypatch.setenv("LEADROUTER_PII_KEY", "another-long-random-master-key-than-the-collectors")
+    code = await asyncio.to_thread(cli.main, ["backtest", "--from", "2026-12-01", "--to", "2026-12-06", "--no-chart"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "data keys at" in err and "do not open" in err and "same LEADROUTER_PII_KEY" in err
+    assert "Traceback" not in err and "MQLs" not in capsys.readouterr().out
