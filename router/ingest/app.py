@@ -28,6 +28,14 @@ Abuse
     * Request heads, bodies and idle connections have timeouts (``LEADROUTER_COLLECTOR_*_TIMEOUT_S``,
       :class:`HeaderDeadline`); JSON deeper than 32 levels is a 400 naming the field.
     * CORS: credentials only for ``LEADROUTER_CORS_ORIGINS``; other origins get ``*``.
+    * Rate limits per client address and visitor id, shared through Redis
+      (:mod:`router.ingest.ratelimit`): forms and SDK calls get 429 with ``Retry-After``,
+      pixels over the limit are dropped (the GIF still answered).
+    * Form spam: a filled honeypot field (``LEADROUTER_FORM_HONEYPOT_FIELDS``) is accepted
+      with 202 but flagged (trust 0, machine 1.0); every form fill carries a ``trust``
+      (0..1) with reasons (:func:`router.ingest.machine.form_trust`): HTTP-library or empty
+      user agents, no or another site's Origin, disposable email domains, a rate-limited
+      address.  The worker holds a suspicious hand-raiser for review instead of alerting a rep.
 
 Privacy
     * ``DNT: 1`` or ``Sec-GPC: 1`` on the anonymous web pixel (``/t/p.gif``)
@@ -56,6 +64,7 @@ from redis.asyncio import Redis
 from router import metrics
 from router.ingest.forwarder import KafkaForwarder
 from router.ingest.handlers import Collector
+from router.ingest.ratelimit import RateLimiter
 from router.ingest.request import MAX_FORM_BYTES
 from router.ingest.segment import (
     Deduper,
@@ -160,9 +169,9 @@ async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time, *,
-               dedupe: Deduper | None = None) -> web.Application:
+               dedupe: Deduper | None = None, limiter: RateLimiter | None = None) -> web.Application:
     c = Collector(settings.ingest, settings.tokens, settings.spool, sink, clock, dedupe,
-                  topic=settings.kafka.topic_events)
+                  topic=settings.kafka.topic_events, limiter=limiter)
     # The server never decompresses a body itself: handlers that read one decode it, bounded, in
     # read_limited; a bomb sent to any other route costs nothing.  keepalive_timeout: the idle timeout.
     app = web.Application(middlewares=[header_deadline, timing], client_max_size=MAX_FORM_BYTES * 2,
@@ -214,7 +223,8 @@ class CollectorService:
         self._forward_task = asyncio.create_task(self.forwarder.run(self._forward_stop), name="spool-forwarder")
         self._redis = create_redis(self.settings.redis, role="collector")
         dedupe = MessageDeduper(self._redis, self.settings.ingest.message_dedupe_ttl_s)
-        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe)
+        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe,
+                         limiter=RateLimiter.from_settings(self.settings.ingest, self._redis))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         ingest = self.settings.ingest
