@@ -233,6 +233,11 @@ class Alert:
     account: Mapping[str, Any] = field(default_factory=dict)
     # Where the rep acts: {"accept": url, "reject": url, "lead": url}.
     links: Mapping[str, str] = field(default_factory=dict)
+    # Recent changes to the lead's fields, newest first (the lead's field history): field, old, new,
+    # source, verified, applied (False: an unverified value kept beside the lead's own), ts.
+    field_changes: tuple[Mapping[str, Any], ...] = ()
+    # A trusted hand-raiser: its Slack messages take the priority lane of the channel's pacing.
+    priority: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -244,6 +249,8 @@ class Alert:
             "event_ts": self.event_ts,
             "account": dict(self.account),
             "links": dict(self.links),
+            "field_changes": [dict(c) for c in self.field_changes],
+            "priority": self.priority,
         }
 
     @classmethod
@@ -257,4 +264,6 @@ class Alert:
             event_ts=float(d.get("event_ts", 0.0)),
             account=dict(d.get("account") or {}),
             links={str(k): str(v) for k, v in (d.get("links") or {}).items()},
+            field_changes=tuple(c for c in d.get("field_changes") or () if isinstance(c, Mapping)),
+            priority=bool(d.get("priority", False)),
         )

@@ -140,7 +140,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
-                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers)
+                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers,
+                        review_below=settings.worker.review_trust_below)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
@@ -184,6 +185,11 @@ def create_app(settings: Settings) -> LeadRouterApp:
     async def sla_timer() -> None:
         # Any number of workers run this; each SLA step is claimed once.
         await sla_tick(rt.store, rt.routing, pipeline.sla_alert)
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def review_timer() -> None:
+        # Leads ops released from the review queue are routed normally (router/worker/review.py).
+        await pipeline.review_tick()
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:

@@ -55,7 +55,10 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
         report.account = kid
     # Assignments, SLA steps and lifecycle records.
     owner, team = lead.get("owner"), lead.get("team")
-    doomed = [keys.lead_account(lead_id), keys.history(lead_id), keys.rejected(lead_id), keys.lead_ids(lead_id)]
+    doomed = [keys.lead_account(lead_id), keys.history(lead_id), keys.rejected(lead_id), keys.lead_ids(lead_id),
+              keys.field_history(lead_id)]
+    await redis.zrem(keys.REVIEW_QUEUE, lead_id)
+    await redis.zrem(keys.REVIEW_RELEASED, lead_id)
     doomed += [keys.holders(lead_id, n) for n in range(1, int(lead.get("crossing", 0) or 0) + 1)]
     if owner:
         await redis.zrem(keys.rep_leads(owner), lead_id)

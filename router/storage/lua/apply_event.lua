@@ -6,10 +6,11 @@
 -- acts on it.  Every key is in the lead's hash slot.  (Merging an anonymous
 -- profile into a lead is done beforehand by the merge_* scripts.)
 --
--- KEYS[1..4]  lead hash, seen zset, reasons list, recent list
+-- KEYS[1..4]  lead hash, seen zset, reasons list, recent list; KEYS[5] (optional) field history
 -- ARGV[1]     the event, JSON: e event_id, t ts, y type, s summary (JSON
 --             text), h hand_raiser, f fields {name: value}, m email,
---             i lead_id, u user_id, d UTC day, g fit grade and gp fit points
+--             i lead_id, u user_id, d UTC day, fv fields verified, fs fields' source,
+--             g fit grade and gp fit points
 --             (when this event changed what the grade is based on),
 --             r hits [{rule, points, cap?, once?, reason {...}}]
 --             or, with mode 'p', only i, e and pr: a new model probability;
@@ -18,7 +19,7 @@
 -- ARGV[2]     the batch's settings, JSON: hl half_life_s, now, sw
 --             seen_window_s, rk reasons_kept, ck recent_kept, dc daily cap,
 --             rc sales-ready clauses [{min_score?, grades?, min_p?,
---             hand_raiser?, label}], rb recycle_below
+--             hand_raiser?, label}], rb recycle_below, fk field history kept
 -- (One JSON argument per event keeps the client's per-argument cost out of
 -- the hot path; cjson decodes it in C.)
 local ev = cjson.decode(ARGV[1])
@@ -212,7 +213,31 @@ redis.call('HSET', lead, 'last_type', ev.y)
 local email = ev.m or ''
 if email ~= '' then redis.call('HSET', lead, 'email', email) end
 if ev.u and ev.u ~= '' then redis.call('HSET', lead, 'user_id', ev.u) end
-for k, fv in pairs(ev.f or {}) do redis.call('HSET', lead, 'f:' .. k, fv) end
+-- Field provenance (KEYS[5], the field history, when given): a field the lead has no value
+-- for is set; a different value replaces the current one only from a verified source (ev.fv:
+-- an SDK call with a write key, or a form from the lead's own browser); an unverified one
+-- (a stranger's form) is kept as a proposal beside it.  Either way the history keeps both
+-- values with their source and time; nothing is replaced silently.
+local fhist = KEYS[5]
+for k, fv in pairs(ev.f or {}) do
+  local cur = redis.call('HGET', lead, 'f:' .. k)
+  if not fhist then
+    redis.call('HSET', lead, 'f:' .. k, fv)
+  elseif cur ~= fv then
+    local applied = (not cur) or ev.fv == true or k == 'consent'
+    if applied then
+      redis.call('HSET', lead, 'f:' .. k, fv)
+      redis.call('HDEL', lead, 'fp:' .. k)
+    else
+      redis.call('HSET', lead, 'fp:' .. k, fv)
+    end
+    local entry = {field = k, new = fv, source = ev.fs or '', verified = ev.fv == true, applied = applied,
+                   ts = ts, event_id = eid}
+    if cur then entry.old = cur end
+    redis.call('LPUSH', fhist, cjson.encode(entry))
+    redis.call('LTRIM', fhist, 0, (cfg.fk or 100) - 1)
+  end
+end
 local stage = redis.call('HGET', lead, 'stage')
 if not stage or (stage == 'anonymous' and email ~= '') then
   if redis.call('HEXISTS', lead, 'email') == 1 then stage = 'known' else stage = 'anonymous' end
