@@ -19,6 +19,7 @@ from router.alerts.render import (
     activity_line,
     alert_title,
     email_subject,
+    field_change_lines,
     lead_grade,
     one_line,
     reason_line,
@@ -130,6 +131,11 @@ def render_slack_blocks(alert: Alert) -> dict[str, Any]:
     blocks.append(
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(f"*Why now*\n{why}", _SECTION_MAX)}}
     )
+    changes = field_change_lines(alert)
+    if changes:
+        text = "\n".join(f"• {e(c)}" for c in changes)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": truncate(f"*Field changes*\n{text}", _SECTION_MAX)}})
     activity = recent_activity(alert)
     if activity:
         lines = "\n".join(e(activity_line(a)) for a in activity)
