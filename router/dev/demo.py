@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
@@ -61,6 +61,12 @@ PAGES: tuple[tuple[str, str, float], ...] = (
 )
 CONTENT_FORMS = ("whitepaper-download", "webinar-registration", "newsletter")
 HAND_RAISER_FORM = "demo-request"
+# The demo's people browse from this many loopback addresses (rate limits are per address), with a
+# browser's user agent and the site's Origin, as real visitors do (scripted-looking form fills are held
+# for review instead of alerting a rep).
+DEMO_ADDRESSES = 32
+DEMO_HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0 (leadrouter demo)",
+                "Origin": "https://www.example-saas.com"}
 CAMPAIGNS = ("nov-product-update", "webinar-invite", "pricing-change")
 
 
@@ -137,8 +143,24 @@ class DemoTraffic:
     def _count(self, kind: str, ok: bool) -> None:
         self.stats.sent[kind if ok else "error"] += 1
 
-    async def step(self, s: aiohttp.ClientSession) -> None:
+    def _addresses(self) -> int:
+        """Browsers on a loopback collector come from DEMO_ADDRESSES addresses of 127.0.0.0/8 (one each
+        for a share of the people), as real visitors come from many: the per-address rate limits hold."""
+        host = urlsplit(self.url).hostname or ""
+        return DEMO_ADDRESSES if host.startswith("127.") else 1
+
+    def _session(self, i: int) -> aiohttp.ClientSession:
+        """A browser-like client (user agent, Origin), from the i-th demo source address."""
+        n = self._addresses()
+        connector = aiohttp.TCPConnector(local_addr=(f"127.0.{i // 250}.{i % 250 + 2}", 0)) if n > 1 else None
+        return aiohttp.ClientSession(connector=connector, headers=DEMO_HEADERS)
+
+    async def step(self, sessions: Sequence[aiohttp.ClientSession] | aiohttp.ClientSession) -> None:
         p = self._pick()
+        if isinstance(sessions, aiohttp.ClientSession):
+            s = sessions
+        else:
+            s = sessions[self.people.index(p) % len(sessions)]
         roll = self.rng.random()
         if p.known and roll < 0.25:
             await self._open(s, p)
@@ -159,11 +181,12 @@ class DemoTraffic:
             return self.stats
         interval = 1.0 / self.rate
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        async with aiohttp.ClientSession() as s:
+        async with contextlib.AsyncExitStack() as exits:
+            sessions = [await exits.enter_async_context(self._session(i)) for i in range(self._addresses())]
             next_at = time.monotonic()
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 try:
-                    await self.step(s)
+                    await self.step(sessions)
                 except (TimeoutError, aiohttp.ClientError):
                     self.stats.sent["error"] += 1
                 next_at += interval
