@@ -224,7 +224,8 @@ class Collector:
                 metrics.COLLECTOR_INVALID.labels(endpoint, "referrer").inc()
             title = (q.get("title") or q.get("t") or "")[:MAX_TEXT] or None
             ua, ip = self._user_agent(request), self._client_ip(request)
-            if not (await self._limit("pixel", ip, None if minted else vid)).allowed:
+            counted = vid if not minted or q.get("vid") == vid else None  # not an id minted just now
+            if not (await self._limit("pixel", ip, counted)).allowed:
                 # Dropped, not flagged: a flood must not reach the spool, Kafka or the worker.
                 metrics.COLLECTOR_REQUESTS.labels(endpoint, "rate_limited").inc()
                 return self._gif()

@@ -184,3 +184,21 @@ async def test_trust_reasons_for_scripted_disposable_and_foreign_posts(collector
     assert scripted.trust_reasons == "http_library,no_origin,disposable_email" and scripted.trust < 0.5
     assert foreign.trust_reasons == "foreign_origin" and foreign.trust < 0.5
     assert person.trust == 1.0 and person.trust_reasons is None
+
+
+async def test_per_visitor_limits_hold_across_addresses(collectors: Start) -> None:
+    clock = Clock(T0 + 3)
+    url, cap = await collectors(clock, rate_limit_pixel_per_visitor=5, rate_limit_form_per_visitor=2)
+    statuses = []
+    async with aiohttp.ClientSession(headers={"User-Agent": BROWSER, "Origin": SITE}) as s:
+        for i in range(10):  # one visitor id, a new address each time
+            async with s.get(f"{url}/t/p.gif", params={"vid": "visitor0000000001"},
+                             headers={"X-Forwarded-For": f"198.51.100.{i + 1}"}) as r:
+                assert r.status == 200
+        for i in range(4):  # one visitor cookie, a new address each time
+            async with s.post(f"{url}/t/form", data=form(f"v{i}@acme.com"),
+                              headers={"X-Forwarded-For": f"192.0.2.{i + 1}",
+                                       "Cookie": "lr_vid=visitor0000000002"}) as r:
+                statuses.append(r.status)
+    assert sum(e.type is EventType.PAGE_VIEW for e in cap.events) == 5
+    assert statuses == [202, 202, 429, 429]
