@@ -65,6 +65,7 @@ HAND_RAISER_FORM = "demo-request"
 # browser's user agent and the site's Origin, as real visitors do (scripted-looking form fills are held
 # for review instead of alerting a rep).
 DEMO_ADDRESSES = 32
+FORM_GAP_S = 20.0  # a person's forms are at least this far apart
 DEMO_HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0 (leadrouter demo)",
                 "Origin": "https://www.example-saas.com"}
 CAMPAIGNS = ("nov-product-update", "webinar-invite", "pricing-change")
@@ -79,6 +80,7 @@ class Person:
     title: str
     known: bool = False
     engaged: float = 1.0  # how keen: scales their activity
+    last_form: float = float("-inf")  # monotonic time of their last form: people do not post one every second
 
     @property
     def email(self) -> str:
@@ -132,6 +134,7 @@ class DemoTraffic:
             await resp.read()
             self._count("form", resp.status == 202)
         p.known = True
+        p.last_form = time.monotonic()
 
     async def _open(self, s: aiohttp.ClientSession, p: Person) -> None:
         token = mint_token(self.secret, email=p.email, campaign=self.rng.choice(CAMPAIGNS), ttl_s=86400,
@@ -164,6 +167,8 @@ class DemoTraffic:
         roll = self.rng.random()
         if p.known and roll < 0.25:
             await self._open(s, p)
+        elif time.monotonic() - p.last_form < FORM_GAP_S:
+            await self._page(s, p)  # within the per-visitor form limit (LEADROUTER_RATE_LIMIT_FORM_PER_VISITOR)
         elif roll < 0.04 * p.engaged:
             await self._form(s, p, HAND_RAISER_FORM)
         elif not p.known and roll < 0.12:

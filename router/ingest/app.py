@@ -207,6 +207,7 @@ class CollectorService:
         self._forward_stop = asyncio.Event()
         self._forward_task: asyncio.Task[None] | None = None
         self._redis: Redis | None = None
+        self._limiter: RateLimiter | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
 
@@ -223,8 +224,8 @@ class CollectorService:
         self._forward_task = asyncio.create_task(self.forwarder.run(self._forward_stop), name="spool-forwarder")
         self._redis = create_redis(self.settings.redis, role="collector")
         dedupe = MessageDeduper(self._redis, self.settings.ingest.message_dedupe_ttl_s)
-        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe,
-                         limiter=RateLimiter.from_settings(self.settings.ingest, self._redis))
+        self._limiter = RateLimiter.from_settings(self.settings.ingest, self._redis)
+        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe, limiter=self._limiter)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         ingest = self.settings.ingest
@@ -260,6 +261,9 @@ class CollectorService:
                     await self._forward_task
             self._forward_task = None
         await self.spool.close()
+        if self._limiter is not None:
+            await self._limiter.close()
+            self._limiter = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

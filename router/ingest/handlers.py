@@ -190,7 +190,8 @@ class Collector:
         checks = checks_for(self.ingest, kind, ip, visitor_id)
         if not checks:
             return ALLOW
-        return await self.limiter.hit(checks, ip=ip)
+        # Forms are counted in Redis before the answer; pixels and SDK calls never wait for it.
+        return await self.limiter.hit(checks, ip=ip, batched=kind != "form")
 
     def _too_many(self, request: web.Request, endpoint: str, decision: Decision,
                   body: Mapping[str, Any] | None = None) -> web.Response:
