@@ -1,6 +1,6 @@
 """Benchmark: the full path, collector → Kafka → worker(s) → Redis → routing → alerts.
 
-    python -m bench.full_path [--events 100000] [--phases worker,collector,latency] [...]
+    python -m bench.full_path [--events 100000] [--phases worker,collector,latency,churn] [...]
     leadrouter bench [same options]          (once router.cli.bench is in COMMAND_MODULES)
 
 Starts its own Tansu broker and redis-server on free loopback ports, the real
@@ -27,6 +27,9 @@ latency
     each alert's ``event_ts`` (the collector's receive time, read off the
     assignments topic) against the Slack receiver's ``received_at``, plus the
     worker's own ``leadrouter_event_to_alert_seconds`` histogram.
+churn (only when asked for)
+    Redis memory over simulated weeks of anonymous visitors, with expiry in
+    force and without: ``bench/churn.py`` (no broker or worker processes).
 
 Prints one line per phase with the elapsed time, then the report; rewrites the
 ``<!-- full path -->`` section of BENCHMARKS.md and writes
@@ -666,6 +669,9 @@ class Bench:
     def settings_for(self, tag: str, **changes: Any) -> Settings:
         if self.opts.slack_pacing == "off" and "slack_rate_per_s" in SETTING_NAMES:
             changes.setdefault("slack_rate_per_s", 0.0)
+        if "collector_metrics_port" in SETTING_NAMES:
+            # Collectors serve /metrics on a private listener: a free port each, never the shared default.
+            changes.setdefault("collector_metrics_port", free_port())
         if "trusted_proxies" in SETTING_NAMES:
             # The bench's load generator plays the load balancer: its X-Forwarded-For carries the visitor IPs.
             changes.setdefault("trusted_proxies", "127.0.0.1")
@@ -1196,7 +1202,24 @@ def worker_histogram(texts: Sequence[str]) -> dict[str, HistogramFigure]:
 
 
 def run_from_args(settings: Settings, args: argparse.Namespace, *, command: str) -> int:
-    """Run the benchmark with parsed options; the exit status (1 when a phase failed)."""
+    """Run the benchmark with parsed options; the exit status (1 when a phase failed).
+
+    The churn phase (bench/churn.py) needs no broker or worker processes: it runs on its own,
+    after the full-path phases, and writes its own section and plot."""
+    rc = 0
+    rest = [p for p in args.phases if p != "churn"]
+    if rest:
+        rc = _run_full_path(settings, argparse.Namespace(**{**vars(args), "phases": rest}), command=command)
+    if "churn" in args.phases:
+        from bench import churn
+
+        rc = max(rc, churn.run_from_args(churn.options(args, "churn_"), command=command,
+                                         markdown=None if args.no_markdown else args.markdown,
+                                         plot_path=None if args.no_plot else args.plot.parent / "churn.png"))
+    return rc
+
+
+def _run_full_path(settings: Settings, args: argparse.Namespace, *, command: str) -> int:
     opts = Options.from_args(args)
     bench = Bench(settings, opts, command)
     try:

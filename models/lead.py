@@ -219,6 +219,55 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class Reengagement:
+    """A lead that crossed before crossed again: where it was, how it last ended, and what brought it back.
+
+    ``owner`` is the rep who had it (its owner when it crossed again, else the
+    rep of the last outcome); ``current_owner`` says whether it still had an
+    owner.  ``route`` says where the alert went: ``owner`` (routed to that
+    owner), ``owner_notified`` (the owner still holds it: told, not routed
+    again), ``owner_away`` (the owner is out of office: the rules routed it) or
+    ``rules``.
+    """
+
+    from_stage: str
+    crossing: int
+    last_outcome: str = ""  # rejected | won | lost | recycled | '' (none)
+    last_outcome_ts: float = 0.0
+    last_outcome_reason: str = ""
+    owner: str = ""
+    owner_name: str = ""
+    current_owner: bool = False
+    last_crossing_ts: float = 0.0
+    back: tuple[str, ...] = ()  # e.g. "back on /pricing 3 times this week"
+    route: str = "rules"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from_stage": self.from_stage, "crossing": self.crossing, "last_outcome": self.last_outcome,
+            "last_outcome_ts": self.last_outcome_ts, "last_outcome_reason": self.last_outcome_reason,
+            "owner": self.owner, "owner_name": self.owner_name, "current_owner": self.current_owner,
+            "last_crossing_ts": self.last_crossing_ts, "back": list(self.back), "route": self.route,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reengagement:
+        return cls(
+            from_stage=str(d.get("from_stage") or ""),
+            crossing=int(d.get("crossing") or 0),
+            last_outcome=str(d.get("last_outcome") or ""),
+            last_outcome_ts=float(d.get("last_outcome_ts") or 0.0),
+            last_outcome_reason=str(d.get("last_outcome_reason") or ""),
+            owner=str(d.get("owner") or ""),
+            owner_name=str(d.get("owner_name") or ""),
+            current_owner=bool(d.get("current_owner")),
+            last_crossing_ts=float(d.get("last_crossing_ts") or 0.0),
+            back=tuple(str(x) for x in d.get("back") or ()),
+            route=str(d.get("route") or "rules"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     """Everything a rep needs to act now: who, why, and the recent activity."""
 
@@ -238,9 +287,16 @@ class Alert:
     field_changes: tuple[Mapping[str, Any], ...] = ()
     # A trusted hand-raiser: its Slack messages take the priority lane of the channel's pacing.
     priority: bool = False
+    # Set when the lead crossed before: this alert is a re-engagement.
+    reengagement: Reengagement | None = None
+    # "lead": a lead for the rep (the default); "escalation": the last SLA step, to a manager
+    # (``assignment.rep`` is the manager), with ``escalation`` = {holder_id, holder_name, team,
+    # waiting_since, waited_s, sla, reassignments}.
+    kind: str = "lead"
+    escalation: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "assignment": self.assignment.to_dict(),
             "lead": self.lead.to_dict(),
             "threshold": self.threshold,
@@ -252,6 +308,12 @@ class Alert:
             "field_changes": [dict(c) for c in self.field_changes],
             "priority": self.priority,
         }
+        if self.reengagement is not None:
+            out["reengagement"] = self.reengagement.to_dict()
+        if self.kind != "lead":
+            out["kind"] = self.kind
+            out["escalation"] = dict(self.escalation)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Alert:
@@ -266,4 +328,7 @@ class Alert:
             links={str(k): str(v) for k, v in (d.get("links") or {}).items()},
             field_changes=tuple(c for c in d.get("field_changes") or () if isinstance(c, Mapping)),
             priority=bool(d.get("priority", False)),
+            reengagement=Reengagement.from_dict(d["reengagement"]) if d.get("reengagement") else None,
+            kind=str(d.get("kind") or "lead"),
+            escalation=dict(d.get("escalation") or {}),
         )

@@ -98,6 +98,8 @@ class ApplyResult:
     lead: Mapping[str, str] = field(default_factory=dict)
     reasons: tuple[Reason, ...] = ()
     recent: tuple[Mapping[str, Any], ...] = ()
+    # When a sales-ready, unaccepted lead's score decays to the recycle level (epoch s); None: not armed.
+    recycle_at: float | None = None
 
     @property
     def needs_routing(self) -> bool:

@@ -43,6 +43,12 @@ BATCH_SIZE = Histogram(
 CROSSINGS = Counter(
     "leadrouter_crossings_total", "Sales-ready crossings by trigger.", ["trigger"], registry=REGISTRY,
 )
+REENGAGEMENTS = Counter(
+    "leadrouter_reengagements_total",
+    "Leads that crossed again, by the stage they came back from and where the alert went "
+    "(owner, owner_notified, owner_away, rules).",
+    ["from_stage", "route"], registry=REGISTRY,
+)
 ASSIGNMENTS = Counter(
     "leadrouter_assignments_total", "Leads assigned by team and rep.", ["team", "rep"], registry=REGISTRY,
 )
@@ -127,8 +133,14 @@ ADMIN_LATENCY = Histogram(
 )
 ADMIN_AUTH_FAILURES = Counter(
     "leadrouter_admin_auth_failures_total",
-    "Admin API requests refused by reason (missing_token, malformed_token, unknown_token, forbidden).",
+    "Admin API requests refused by reason (missing_token, malformed_token, unknown_token, expired_token, forbidden).",
     ["reason"], registry=REGISTRY,
+)
+ADMIN_ACTION_LINKS = Counter(
+    "leadrouter_admin_action_links_total",
+    "Alert action link requests by method and outcome (shown, accepted, rejected, used, expired, reassigned, "
+    "handled, gone, invalid, cross_site, bad_input).",
+    ["method", "outcome"], registry=REGISTRY,
 )
 
 
@@ -206,4 +218,39 @@ FIELD_CHANGES = Counter(
     "Lead fields a later event changed (applied: a verified source) or only proposed (kept: an unverified "
     "source's value differs from what the lead said before).",
     ["outcome"], registry=REGISTRY,
+)
+
+# SLA and the scheduler (router/worker/scheduler.py, router/worker/sla.py; issue 11.6).  Counted by the
+# worker whose tick took the step; accepts and manual reassignments made by the admin API or the CLI
+# reach the workers through Redis (keys.SLA_FIGURES), so each is counted once, in one place.
+_WAIT_S = (60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 2 * 3600.0, 4 * 3600.0, 8 * 3600.0, 86400.0,
+           2 * 86400.0, 3 * 86400.0, 7 * 86400.0, 14 * 86400.0, 30 * 86400.0)
+SLA_TIME_TO_ACCEPT = Histogram(
+    "leadrouter_sla_time_to_accept_seconds",
+    "From a lead becoming sales-ready to its rep accepting it, in seconds, per team.",
+    ["team"], buckets=_WAIT_S, registry=REGISTRY,
+)
+SLA_REMINDERS = Counter(
+    "leadrouter_sla_reminders_total", "SLA reminders sent to the rep holding a lead, per team.", ["team"],
+    registry=REGISTRY,
+)
+SLA_REASSIGNMENTS = Counter(
+    "leadrouter_sla_reassignments_total",
+    "Leads moved to another rep, per team: auto (the SLA deadline passed) or manual (ops, with a reason).",
+    ["team", "how"], registry=REGISTRY,
+)
+SLA_ESCALATIONS = Counter(
+    "leadrouter_sla_escalations_total", "Leads escalated to the team's managers (not accepted in time), per team.",
+    ["team"], registry=REGISTRY,
+)
+SCHEDULER_ITEMS = Counter(
+    "leadrouter_scheduler_items_total",
+    "Due items a scheduler tick claimed, by kind and outcome (ok, later, cancel, retry, gone).",
+    ["kind", "outcome"], registry=REGISTRY,
+)
+SCHEDULER_LATENESS = Histogram(
+    "leadrouter_scheduler_lateness_seconds",
+    "How long after its exact due time a step was taken, in seconds (a missed tick shows here), by kind.",
+    ["kind"], buckets=(1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0),
+    registry=REGISTRY,
 )

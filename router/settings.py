@@ -41,6 +41,9 @@ UNIQUE_IDENTIFIERS: tuple[UniqueIdentifier, ...] = ("email", "user_id")
 DIGEST_TRIGGERS: tuple[DigestTrigger, ...] = ("threshold", "account_intent")
 FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "interval", "never")
 PACER_KINDS: tuple[PacerKind, ...] = ("redis", "local")
+# How long a counted event id is remembered (router.storage.keys.SEEN_WINDOW_S, in days):
+# nothing anonymous may expire sooner, or a redelivered event could count twice.
+DEDUPE_WINDOW_DAYS = 7.0
 
 
 # --------------------------------------------------------------------------- sections
@@ -87,11 +90,28 @@ class WorkerSettings:
     batch_size: int = 500
     batch_window_s: float = 0.02
     web_port: int = 6066
+    # How often each worker runs the scheduler's tick (due recycles, SLA steps, SLA figures).
+    scheduler_tick_s: float = 5.0
     # Identifiers two different people never share: email, and optionally user_id.
     unique_identifiers: frozenset[UniqueIdentifier] = frozenset({"email"})
     # A hand-raiser whose trust (scoring/trust.py) is below this goes to the review queue, not a rep
     # (0 turns review off).
     review_trust_below: float = 0.5
+    # Anonymous profiles (no email: ``A``/``U`` leads), their identity links, account ties
+    # and account-member entries expire this long after their last event (each event
+    # refreshes it); 0 keeps them forever.  At least the de-duplication window (7 days).
+    anonymous_ttl_days: float = 90.0
+    # A visitor id or user id linked to a known lead is kept this long after it was last
+    # used (default: the collector's cookie lifetime, 395 days); 0 keeps it forever.
+    known_link_ttl_days: float = 395.0
+
+    @property
+    def anonymous_ttl_s(self) -> int:
+        return round(self.anonymous_ttl_days * 86400)
+
+    @property
+    def known_link_ttl_s(self) -> int:
+        return round(self.known_link_ttl_days * 86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +168,10 @@ class IngestSettings:
     # One domain a line: disposable email domains that lower a form's trust ("" = the shipped list,
     # router/ingest/disposable_domains.txt).
     disposable_domains_file: str = ""
+    # /metrics is served on its own listener, never on the public collector port (issue 16.8):
+    # loopback by default; a container sets the host to 0.0.0.0 on its private network.  Port 0: none.
+    collector_metrics_host: str = "127.0.0.1"
+    collector_metrics_port: int = 9108
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +224,10 @@ class TokenSettings:
 class AlertSettings:
     # Where reps act on a lead (the admin API); alert buttons link here. Empty: no links.
     admin_url: str = ""
+    # How long an alert's one-time accept/reject link works (it also stops when the lead is
+    # reassigned or handled).  72 h covers a Friday-evening alert until Monday morning; a rep
+    # can always act later from the admin API or `leadrouter leads`.
+    link_ttl_s: int = 72 * 3600
     slack_webhook_url: str = ""
     slack_api_url: str = "https://slack.com/api"
     slack_bot_token: str = ""
@@ -247,6 +275,9 @@ class AdminSettings:
     max_rules_bytes: int = 256 * 1024
     # Most leads one POST /v1/rules/simulate routes; more is a 413.
     simulate_max_leads: int = 5000
+    # Days a new admin bearer token works (`token create --ttl-days` overrides); a token stored
+    # without an expiry (made before expiry existed) expires this long after it was created.
+    token_ttl_days: float = 90.0
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -277,13 +308,15 @@ def _section_fields(section: str, renames: Mapping[str, str] | None = None,
 FIELDS: Mapping[str, tuple[str, str]] = {
     **_section_fields("kafka", {"kafka_url": "url"}),
     **_section_fields("redis", prefix="redis_"),
-    **_section_fields("worker", {"unique_identifiers": "unique_identifiers"}, prefix="worker_"),
+    **_section_fields("worker", {"unique_identifiers": "unique_identifiers", "anonymous_ttl_days": "anonymous_ttl_days",
+                                 "known_link_ttl_days": "known_link_ttl_days"}, prefix="worker_"),
     **_section_fields("ingest"),
     **_section_fields("spool", prefix="spool_"),
     **_section_fields("files"),
     **_section_fields("tokens", prefix="token_"),
     **_section_fields("alerts", {"alert_max_attempts": "max_attempts", "alert_backoff_s": "backoff_s",
-                                 "alert_backoff_max_s": "backoff_max_s", "alert_timeout_s": "timeout_s"}),
+                                 "alert_backoff_max_s": "backoff_max_s", "alert_timeout_s": "timeout_s",
+                                 "alert_link_ttl_s": "link_ttl_s"}),
     **_section_fields("admin", prefix="admin_"),
     "log_level": ("", "log_level"),
 }
@@ -621,6 +654,9 @@ def _check(s: Settings) -> list[tuple[str, str]]:
                         ("slack_burst", s.alerts.slack_burst)):
         if value < 1:
             out.append((flat, f"setting {env_name(flat)}={value} must be at least 1"))
+    if not 0.1 <= s.worker.scheduler_tick_s <= 3600:
+        out.append(("worker_scheduler_tick_s", f"setting LEADROUTER_WORKER_SCHEDULER_TICK_S="
+                                               f"{s.worker.scheduler_tick_s} must be from 0.1 to 3600 seconds, e.g. 5"))
     if s.spool.max_bytes < 1024 or s.spool.segment_bytes < 1024:
         out.append(("spool_max_bytes", "settings LEADROUTER_SPOOL_MAX_BYTES and LEADROUTER_SPOOL_SEGMENT_BYTES "
                                        "must be at least 1024"))
@@ -629,9 +665,30 @@ def _check(s: Settings) -> list[tuple[str, str]]:
                                   "use 1-65535, e.g. 8081"))
     if s.admin.simulate_max_leads < 1:
         out.append(("admin_simulate_max_leads", "setting LEADROUTER_ADMIN_SIMULATE_MAX_LEADS must be at least 1"))
+    for flat, days in (("anonymous_ttl_days", s.worker.anonymous_ttl_days),
+                       ("known_link_ttl_days", s.worker.known_link_ttl_days)):
+        if days != 0 and not DEDUPE_WINDOW_DAYS <= days < 100 * 365:
+            out.append((flat, f"setting {env_name(flat)}={days:g} must be 0 (never expire) or from "
+                              f"{DEDUPE_WINDOW_DAYS:g} days (the event de-duplication window, so a redelivered event "
+                              f"is never counted twice) to a century; e.g. 90"))
     if s.admin.max_body_bytes < 1024 or s.admin.max_rules_bytes < 1024:
         out.append(("admin_max_body_bytes", "settings LEADROUTER_ADMIN_MAX_BODY_BYTES and _MAX_RULES_BYTES "
                                             "must be at least 1024"))
+    if not 1 <= s.admin.token_ttl_days <= 3660:
+        out.append(("admin_token_ttl_days", f"setting LEADROUTER_ADMIN_TOKEN_TTL_DAYS={s.admin.token_ttl_days:g} "
+                                            "must be from 1 to 3660 days, e.g. 90"))
+    if not 300 <= s.alerts.link_ttl_s <= 14 * 86400:
+        out.append(("alert_link_ttl_s", f"setting LEADROUTER_ALERT_LINK_TTL_S={s.alerts.link_ttl_s} must be from "
+                                        "300 (5 minutes) to 1209600 (14 days), e.g. 259200 (72 h)"))
+    if not 0 <= s.ingest.collector_metrics_port <= 65535:
+        out.append(("collector_metrics_port", f"setting LEADROUTER_COLLECTOR_METRICS_PORT="
+                                              f"{s.ingest.collector_metrics_port} is not a TCP port; use 1-65535 "
+                                              "(e.g. 9108), or 0 to serve no metrics"))
+    elif (s.ingest.collector_metrics_port == s.ingest.collector_port
+          and s.ingest.collector_metrics_port != 0):
+        out.append(("collector_metrics_port", f"setting LEADROUTER_COLLECTOR_METRICS_PORT="
+                                              f"{s.ingest.collector_metrics_port} is the public collector port; "
+                                              "metrics need their own port, e.g. 9108"))
     return out
 
 

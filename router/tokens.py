@@ -1,4 +1,4 @@
-"""HMAC-signed tokens for email open pixels and click redirects.
+"""HMAC-signed tokens for email open pixels and click redirects, and alert action links.
 
 A token is ``<base64url(json claims)>.<base64url(hmac-sha256)>``.  It names the
 recipient, the campaign and an expiry; clicks also carry the one URL the
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -94,42 +95,89 @@ def verify_token(secret: str, token: str, *, now: float | None = None) -> TokenC
                        url=str(url) if url else None, sent_at=int(claims.get("s", 0)))
 
 
+# --------------------------------------------------------------------------- alert action links
+# Version 2 (issue 16.1): a link names the rep, the lead, the assignment and its crossing,
+# carries a random one-time id (``jti``) and expires after ``LEADROUTER_ALERT_LINK_TTL_S``.
+# The admin app (router/admin/links.py) also checks in Redis that the assignment is still
+# the lead's current one, held by that rep, and records the jti when the link acts, so a
+# link acts once, for its rep, while the assignment it was sent for stands.
+_ACTION_VERSION = 2
+
+ActionLinkProblem = Literal["malformed", "forged", "unreadable", "old_format", "expired"]
+
+
+class ActionLinkError(TokenError):
+    """An alert action link that cannot act; ``problem`` says why (the page shown depends on it)."""
+
+    def __init__(self, problem: ActionLinkProblem, detail: str) -> None:
+        super().__init__(detail)
+        self.problem: ActionLinkProblem = problem
+
+
 @dataclass(frozen=True, slots=True)
 class ActionClaims:
-    """A rep's signed right to act on one lead's assignment (alert links)."""
+    """A rep's signed, one-time right to accept or reject one assignment of one lead (alert links)."""
 
     lead_id: str
     rep_id: str
     assignment_id: str
     expires: int
+    crossing: int = 0
+    jti: str = ""
+    issued: int = 0
 
 
 def mint_action_token(secret: str, *, lead_id: str, rep_id: str, assignment_id: str, ttl_s: int,
-                      now: float | None = None) -> str:
-    claims = {"v": _VERSION, "k": "act", "l": lead_id, "r": rep_id, "a": assignment_id,
-              "x": int(time.time() if now is None else now) + int(ttl_s)}
+                      crossing: int = 0, now: float | None = None, jti: str | None = None) -> str:
+    """A signed link token for one rep and one assignment; ``jti`` is random unless given (tests)."""
+    if not lead_id or not rep_id or not assignment_id:
+        msg = (f"an action link needs the lead, the rep and the assignment (got lead={lead_id!r}, rep={rep_id!r}, "
+               f"assignment={assignment_id!r})")
+        raise TokenError(msg)
+    issued = int(time.time() if now is None else now)
+    claims = {"v": _ACTION_VERSION, "k": "act", "l": lead_id, "r": rep_id, "a": assignment_id, "c": int(crossing),
+              "j": jti or _b64(secrets.token_bytes(16)), "i": issued, "x": issued + int(ttl_s)}
     body = _b64(orjson.dumps(claims))
     return f"{body}.{_sign(secret, body)}"
 
 
 def verify_action_token(secret: str, token: str, *, now: float | None = None) -> ActionClaims:
+    """The claims of a genuine, current-format, unexpired action link, or :class:`ActionLinkError`.
+
+    This checks the signature and the clock only; whether the assignment still stands
+    and whether the link was used already is checked in Redis by the admin app.
+    """
     body, dot, sig = token.partition(".")
     if not dot or not body or not sig or len(token) > 2048 or not token.isascii():
         msg = "action link is malformed; open the link from the alert again"
-        raise TokenError(msg)
+        raise ActionLinkError("malformed", msg)
     if not hmac.compare_digest(_sign(secret, body), sig):
         msg = "action link signature does not match: it was altered or signed with another secret"
-        raise TokenError(msg)
+        raise ActionLinkError("forged", msg)
     try:
         claims = orjson.loads(_unb64(body))
         if claims.get("k") != "act":
             raise ValueError("not an action link")
-        out = ActionClaims(lead_id=str(claims["l"]), rep_id=str(claims["r"]), assignment_id=str(claims["a"]),
-                           expires=int(claims["x"]))
-    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        version = int(claims.get("v", 0))
+    except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         msg = f"action link claims are unreadable ({exc})"
-        raise TokenError(msg) from None
+        raise ActionLinkError("unreadable", msg) from None
+    if version != _ACTION_VERSION:
+        msg = ("this link comes from an older alert and no longer acts (links are now one-time and bound to the "
+               "current assignment); accept or reject the lead with `leadrouter leads accept|reject` or the admin API")
+        raise ActionLinkError("old_format", msg)
+    try:
+        out = ActionClaims(lead_id=str(claims["l"]), rep_id=str(claims["r"]), assignment_id=str(claims["a"]),
+                           expires=int(claims["x"]), crossing=int(claims["c"]), jti=str(claims["j"]),
+                           issued=int(claims["i"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"action link claims are unreadable ({exc})"
+        raise ActionLinkError("unreadable", msg) from None
+    if not out.jti or not out.lead_id or not out.rep_id or not out.assignment_id:
+        msg = "action link claims are incomplete"
+        raise ActionLinkError("unreadable", msg)
     if (time.time() if now is None else now) > out.expires:
-        msg = "action link has expired; ask ops to reassign or act in the admin API"
-        raise TokenError(msg)
+        msg = ("this action link has expired; accept or reject the lead from the admin API or "
+               "`leadrouter leads accept|reject`")
+        raise ActionLinkError("expired", msg)
     return out

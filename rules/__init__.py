@@ -26,6 +26,7 @@ from rules.errors import (
 from rules.roster import (
     DateRange,
     LifecyclePolicy,
+    Manager,
     RepProfile,
     SlaPolicy,
     Strategy,
@@ -51,6 +52,7 @@ __all__ = [
     "In",
     "InvalidRegexError",
     "LifecyclePolicy",
+    "Manager",
     "MissingCatchAllError",
     "MissingDescriptionError",
     "NoRulesError",

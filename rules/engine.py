@@ -62,10 +62,12 @@ from rules.roster import (
     REP_ROSTER_KEYS,
     TEAM_ROSTER_KEYS,
     LifecyclePolicy,
+    Manager,
     RepProfile,
     SlaPolicy,
     Strategy,
     parse_lifecycle,
+    parse_managers,
     parse_team_roster,
 )
 
@@ -104,6 +106,8 @@ class Team:
     # What happens when nobody in the team can take a lead now (rules/availability.py).
     after_hours: AfterHours = DEFAULT_AFTER_HOURS
     hand_raiser_policy: AfterHours | None = None
+    # The managers as roster rows (name, email, Slack id, time zone): who an escalation reaches.
+    manager_rows: tuple[Manager, ...] = ()
 
     def policy_for(self, hand_raiser: bool = False) -> AfterHours:
         """The after-hours policy for a lead: the team's ``hand_raiser`` policy for hand-raisers, if declared."""
@@ -339,7 +343,8 @@ def _teams(doc: YMap, log: ProblemLog,
             continue
         check_keys(tnode, TEAM_KEYS, context, log, required=("description", "manager"), line=line)
         description = required_str(tnode, "description", context, log)
-        managers = _managers(tnode, context, log)
+        manager_rows = parse_managers(tnode, context, log)
+        managers = tuple(m.name for m in manager_rows)
         webhook = _webhook(tnode, context, log)
         rep_nodes: dict[str, tuple[YMap, str]] = {}
         reps = _reps(tnode, name, line, context, log, seen_ids, seen_emails, rep_nodes)
@@ -354,24 +359,12 @@ def _teams(doc: YMap, log: ProblemLog,
                 slack_webhook=webhook,
                 reps=reps,
                 managers=managers,
+                manager_rows=manager_rows,
                 strategy=roster.strategy,
                 profiles=roster.profiles,
                 sla=roster.sla,
             )
     return teams, declared
-
-
-def _managers(tnode: YMap, context: str, log: ProblemLog) -> tuple[str, ...]:
-    if "manager" not in tnode:
-        return ()
-    value = tnode["manager"]
-    if isinstance(value, str) and value.strip():
-        return (value.strip(),)
-    if isinstance(value, YList) and value and all(isinstance(v, str) and v.strip() for v in value):
-        return tuple(str(v).strip() for v in value)
-    log.add(RuleSyntaxError, tnode.line_of("manager"), context,
-            f"manager must be a name or a list of names, got {value!r}; e.g. manager: Cara Losch")
-    return ()
 
 
 def _webhook(tnode: YMap, context: str, log: ProblemLog) -> str | None:

@@ -234,6 +234,114 @@ class SlaPolicy:
         }
 
 
+MANAGER_KEYS = ("name", "email", "slack_user_id", "tz")
+_MANAGER_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_MANAGER_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Manager:
+    """A team's manager: who the last SLA step (escalation) reaches directly, by Slack DM and email.
+
+    A plain name (``manager: Cara Losch``, older files) has no contact: an escalation
+    then reaches nobody directly (it is logged and shows in the team channel).
+    """
+
+    name: str
+    email: str | None = None
+    slack_user_id: str | None = None
+    tz: str | None = None
+
+    @property
+    def manager_id(self) -> str:
+        """``manager:cara-losch``: never a rep id (rep ids have no colon)."""
+        return "manager:" + (re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "manager")
+
+    @property
+    def reachable(self) -> bool:
+        return bool(self.email or self.slack_user_id)
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "email": self.email, "slack_user_id": self.slack_user_id, "tz": self.tz}
+
+
+def parse_managers(tnode: YMap, context: str, log: ProblemLog) -> tuple[Manager, ...]:
+    """A team's ``manager:``: a name, a ``{name, email, slack_user_id, tz}`` row, or a list of either."""
+    if "manager" not in tnode:
+        return ()
+    value = tnode["manager"]
+    example = ("e.g. manager: [{name: Cara Losch, email: cara.losch@example.com, slack_user_id: U0CARALOS, "
+               "tz: America/New_York}]")
+    if isinstance(value, str) and value.strip():
+        return (Manager(name=value.strip()),)
+    if isinstance(value, YMap):
+        single = _manager_row(value, context, log)
+        return (single,) if single is not None else ()
+    if not isinstance(value, YList) or not value:
+        log.add(RuleSyntaxError, tnode.line_of("manager"), context,
+                f"manager must be a name, a row or a list of them, got {value!r}; {example}")
+        return ()
+    out: list[Manager] = []
+    seen: set[str] = set()
+    for index, item in enumerate(value):
+        line = value.line_of(index)
+        row: Manager | None = None
+        if isinstance(item, str) and item.strip():
+            row = Manager(name=item.strip())
+        elif isinstance(item, YMap):
+            row = _manager_row(item, context, log)
+        else:
+            log.add(RuleSyntaxError, line, context, f"manager #{index + 1} must be a name or a row, got {item!r}; "
+                                                    f"{example}")
+        if row is None:
+            continue
+        if row.name.casefold() in seen:
+            log.add(RuleSyntaxError, line, context, f"manager {row.name!r} is listed twice; delete one")
+            continue
+        seen.add(row.name.casefold())
+        out.append(row)
+    return tuple(out)
+
+
+def _manager_row(node: YMap, team_context: str, log: ProblemLog) -> Manager | None:
+    name = node.get("name")
+    context = f"{team_context} manager {str(name).strip()!r}" if isinstance(name, str) and name.strip() \
+        else f"{team_context} manager"
+    before = len(log)
+    _check_keys(node, MANAGER_KEYS, context, log)
+    if not isinstance(name, str) or not name.strip():
+        log.add(RuleSyntaxError, node.line_of("name") if "name" in node else node.line, context,
+                "a manager row needs a name, e.g. {name: Cara Losch, email: cara.losch@example.com}")
+        return None
+    email = _optional_text(node, "email", context, log)
+    if email is not None and not _MANAGER_EMAIL.match(email):
+        log.add(RuleSyntaxError, node.line_of("email"), context,
+                f"email {email!r} is not an email address; write it as name@example.com")
+    slack = _optional_text(node, "slack_user_id", context, log)
+    if slack is not None and not _MANAGER_SLACK_ID.match(slack):
+        log.add(RuleSyntaxError, node.line_of("slack_user_id"), context,
+                f"slack_user_id {slack!r} is not a Slack member id; copy it from the profile "
+                "(U or W then upper-case letters and digits)")
+    tz = _tz(node, context, log) if node.get("tz") not in (None, "") else None
+    if email is None and slack is None:
+        log.add(RuleSyntaxError, node.line, context,
+                "a manager row needs an email or a slack_user_id (or both), so an escalation reaches them; "
+                "e.g. email: cara.losch@example.com")
+    if len(log) != before:
+        return None
+    return Manager(name=name.strip(), email=email, slack_user_id=slack, tz=tz)
+
+
+def _optional_text(node: YMap, key: str, context: str, log: ProblemLog) -> str | None:
+    value = node.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    log.add(RuleSyntaxError, node.line_of(key), context, f"{key} must be text, got {value!r}")
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class LifecyclePolicy:
     """What a rep may do with a lead: the reasons a rejection must give, and what it costs the score."""
@@ -635,6 +743,7 @@ __all__ = [
     "WEEKDAYS",
     "DateRange",
     "LifecyclePolicy",
+    "Manager",
     "RepProfile",
     "Roster",
     "SlaPolicy",
@@ -643,6 +752,7 @@ __all__ = [
     "WorkingHours",
     "parse_hours",
     "parse_lifecycle",
+    "parse_managers",
     "parse_team_roster",
     "zone",
 ]

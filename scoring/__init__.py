@@ -37,11 +37,15 @@ from scoring.points import (
     url_target,
 )
 from scoring.ready import (
+    HELD_STAGES,
+    REENGAGE_STAGES,
     ReadyClause,
+    Reengage,
     SalesReady,
     clauses_from_json,
     is_sales_ready,
     ready_clauses_json,
+    reengage_json,
     should_recycle,
 )
 from scoring.titles import DEPARTMENTS, SENIORITIES, Department, Seniority, classify_title
@@ -49,7 +53,9 @@ from scoring.titles import DEPARTMENTS, SENIORITIES, Department, Seniority, clas
 __all__ = [
     "DEFAULT_HALF_LIFE_DAYS",
     "DEPARTMENTS",
+    "HELD_STAGES",
     "NO_SCORE",
+    "REENGAGE_STAGES",
     "RULE_KEYS",
     "SENIORITIES",
     "TOP_KEYS",
@@ -60,6 +66,7 @@ __all__ = [
     "IcpConfig",
     "IcpConfigError",
     "ReadyClause",
+    "Reengage",
     "RuleHit",
     "SalesReady",
     "ScoringConfig",
@@ -84,6 +91,7 @@ __all__ = [
     "machine_discount",
     "parse_employees",
     "ready_clauses_json",
+    "reengage_json",
     "rule_matches",
     "score_at",
     "score_event",

@@ -16,6 +16,12 @@ Format::
         - {probability_at_least: 0.6}
         - {hand_raiser: true}
       recycle_below: 30     # optional, below every engagement_at_least and the threshold
+      reengage:             # optional, see scoring.ready.Reengage; default: only nurture re-fires
+        hand_raiser: [nurture, sal, sql, opportunity, won, lost]  # a hand-raiser re-fires from these
+        score: [nurture, lost]      # a score crossing re-fires from these ([] for none)...
+        score_after_days: 30        # ...this long after the last crossing or outcome (default 0);
+                                    # or per stage: score: {nurture: 0, lost: 90} (days)
+        cooldown_hours: 24          # no re-fire this soon after the last crossing, unless an outcome since
     rules:
       - name: pricing-page            # unique
         description: Looked at prices # required
@@ -48,7 +54,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from models.events import EventType
 from scoring.errors import ScoringConfigError
-from scoring.ready import GRADE_LETTERS, ReadyClause, SalesReady, fmt_number
+from scoring.ready import GRADE_LETTERS, REENGAGE_STAGES, ReadyClause, Reengage, SalesReady, fmt_number
 from scoring.yamlread import Entry, YamlReader, did_you_mean, kind, line_of, node_kind
 
 DEFAULT_HALF_LIFE_DAYS = 30.0
@@ -68,7 +74,13 @@ RULE_KEYS: tuple[str, ...] = (
     "once_per_lead",
     "repeatable",
 )
-SALES_READY_KEYS: tuple[str, ...] = ("any", "recycle_below")
+SALES_READY_KEYS: tuple[str, ...] = ("any", "recycle_below", "reengage")
+REENGAGE_KEYS: tuple[str, ...] = ("hand_raiser", "score", "score_after_days", "cooldown_hours")
+_STAGE_NOTES: dict[str, str] = {
+    "mql": "an mql lead has an open, unaccepted assignment and never re-fires (its SLA reminds and reassigns)",
+    "known": "a known lead that never crossed is sales-ready by the clauses above, not re-engaged",
+    "anonymous": "an anonymous lead is never routed",
+}
 CLAUSE_KEYS: tuple[str, ...] = ("engagement_at_least", "grade_in", "probability_at_least", "hand_raiser")
 _REQUIRED_TOP: tuple[str, ...] = ("threshold", "rules")
 _REQUIRED_RULE: tuple[str, ...] = ("name", "description", "event", "points")
@@ -216,6 +228,13 @@ def _content_hash(config: ScoringConfig) -> str:
             ],
             "recycle_below": config.sales_ready.recycle_below,
         }
+        re = config.sales_ready.reengage
+        if re is not None:  # only when declared: files without it keep their version
+            payload["sales_ready"]["reengage"] = {
+                "hand_raiser": list(re.hand_raiser),
+                "score": [[st, float(after)] for st, after in re.score],
+                "cooldown_s": float(re.cooldown_s),
+            }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
@@ -487,7 +506,85 @@ class _Loader(YamlReader):
                         f"'recycle_below' {fmt_number(recycle)} is not below the {what} {fmt_number(level)}",
                         "a lead would be sales-ready and recycled at once; lower 'recycle_below'",
                     )
-        return SalesReady(clauses=clauses, recycle_below=recycle)
+        reengage: Reengage | None = None
+        if "reengage" in entries:
+            reengage = self.reengage(entries["reengage"])
+        return SalesReady(clauses=clauses, recycle_below=recycle, reengage=reengage)
+
+    def reengage(self, entry: Entry) -> Reengage:
+        where = "sales_ready reengage"
+        entries = self.mapping(entry.node, where, REENGAGE_KEYS, what="'reengage'")
+        if not entries:
+            self.fail(
+                line_of(entry.node),
+                where,
+                "is empty",
+                "give 'hand_raiser: [nurture, lost, ...]' and/or 'score: [...]', or remove 'reengage'",
+            )
+        default = Reengage()
+        hand = self.stages(entries["hand_raiser"], where, "hand_raiser") if "hand_raiser" in entries else default.hand_raiser
+        after_days: float | None = None
+        if "score_after_days" in entries:
+            after_days = self.number(entries["score_after_days"], where, "score_after_days", at_least=0.0)
+        score: tuple[tuple[str, float], ...]
+        if "score" not in entries:
+            score = tuple((st, (after_days or 0.0) * SECONDS_PER_DAY) for st, _ in default.score)
+        elif isinstance(entries["score"].node, MappingNode):
+            if after_days is not None:
+                self.fail(
+                    entries["score_after_days"].key_line,
+                    where,
+                    "'score_after_days' and days per stage in 'score' together are ambiguous",
+                    "keep the days in 'score: {lost: 30, ...}' and remove 'score_after_days'",
+                )
+            score = self.stage_days(entries["score"], where)
+        else:
+            stages = self.stages(entries["score"], where, "score")
+            if not stages and after_days:
+                self.fail(
+                    entries["score_after_days"].key_line,
+                    where,
+                    "'score_after_days' has no effect: 'score' lists no stage",
+                    "list the stages a score crossing may re-fire from in 'score', or remove 'score_after_days'",
+                )
+            score = tuple((st, (after_days or 0.0) * SECONDS_PER_DAY) for st in stages)
+        cooldown_hours = 0.0
+        if "cooldown_hours" in entries:
+            cooldown_hours = self.number(entries["cooldown_hours"], where, "cooldown_hours", at_least=0.0)
+        return Reengage(hand_raiser=hand, score=score, cooldown_s=cooldown_hours * 3600.0)
+
+    def stage_days(self, entry: Entry, where: str) -> tuple[tuple[str, float], ...]:
+        """``score: {nurture: 0, lost: 90}``: stage -> days after the last crossing or outcome."""
+        entries = self.mapping(entry.node, where, REENGAGE_STAGES + tuple(_STAGE_NOTES), what="'score'")
+        out: list[tuple[str, float]] = []
+        for stage, item in entries.items():
+            self.check_stage(stage, item.key_line, where, "score")
+            out.append((stage, self.number(item, where, f"score {stage}", at_least=0.0) * SECONDS_PER_DAY))
+        return tuple(out)
+
+    def check_stage(self, value: str, line: int, where: str, key: str) -> None:
+        if value not in REENGAGE_STAGES:
+            note = _STAGE_NOTES.get(value, "not a stage a lead can re-fire from")
+            self.fail(
+                line,
+                where,
+                f"{key!r} has stage {value!r}: {note}",
+                ("" if value in _STAGE_NOTES else did_you_mean(value, REENGAGE_STAGES))
+                + f"use stages from {', '.join(REENGAGE_STAGES)}",
+            )
+
+    def stages(self, entry: Entry, where: str, key: str) -> tuple[str, ...]:
+        """A list of stages a lead may re-fire from; ``[]`` is allowed (none)."""
+        node = entry.node
+        if isinstance(node, SequenceNode) and not node.value:
+            return ()
+        out: list[str] = []
+        for item in self.items(entry, where, key, f"{key}: [nurture, lost]"):
+            value = self.text_node(item, where, key).lower()
+            self.check_stage(value, line_of(item), where, key)
+            if value not in out:
+                out.append(value)
+        return tuple(out)
 
     def clause(self, node: Node, index: int) -> ReadyClause:
         where = f"sales_ready clause #{index}"

@@ -26,6 +26,17 @@ hand-raiser, exactly what older files meant.
 ``recycle_below`` (optional): a sales-ready lead whose engagement decays below
 it is reported as recycled (:func:`should_recycle`).
 
+``reengage`` (optional, :class:`Reengage`): when a lead that crossed before
+may cross again (a *re-engagement*)::
+
+    reengage:
+      hand_raiser: [nurture, sal, sql, opportunity, won, lost]
+      score: {nurture: 0, lost: 30}     # or a list, with score_after_days for all
+      cooldown_hours: 24
+
+Without it only a lead back in nurture (rejected or recycled) crosses again,
+on a hand-raiser or a score crossing, at any time: what older files meant.
+
 The Lua script evaluates the same clauses from :func:`ready_clauses_json`; the
 evaluation rule is written out in :func:`is_sales_ready`.
 """
@@ -132,12 +143,76 @@ class ReadyClause:
         return obj
 
 
+REENGAGE_STAGES: tuple[str, ...] = ("nurture", "sal", "sql", "opportunity", "won", "lost")
+"""The stages a lead that crossed before may cross again from (see :class:`Reengage`)."""
+
+HELD_STAGES: tuple[str, ...] = ("sal", "sql", "opportunity")
+"""Stages in which a rep holds the lead: a re-engagement notifies that rep instead of routing it again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reengage:
+    """When a lead that has crossed before may cross again: a **re-engagement**.
+
+    * ``hand_raiser`` -- stages from which a hand-raiser (a hand-raiser clause
+      holding on this event) re-fires, whenever it happens.
+    * ``score`` -- ``(stage, after_s)`` pairs: from these stages any other
+      clause (engagement, grade, probability) re-fires, only when it *crosses*
+      (it did not hold just before this event and holds now) and only
+      ``after_s`` seconds after the lead's last crossing or last outcome
+      (reject, won, lost, recycled), whichever is later.
+    * ``cooldown_s`` -- no re-fire within this long of the lead's last
+      crossing unless an outcome was recorded since (so a lead a rep holds
+      is not re-alerted on every event; a lost lead asking again is).
+
+    A lead in ``mql`` (an open, unaccepted assignment) never re-fires: its SLA
+    reminds and reassigns.  In a held stage (sal, sql, opportunity) the owner
+    is notified; from nurture, won and lost the lead is routed again, to its
+    owner first when that rep is not out of office.
+    """
+
+    hand_raiser: tuple[str, ...] = ("nurture",)
+    score: tuple[tuple[str, float], ...] = (("nurture", 0.0),)
+    cooldown_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        bad = [s for s in (*self.hand_raiser, *(st for st, _ in self.score)) if s not in REENGAGE_STAGES]
+        if bad:
+            msg = f"Reengage stages must be from {', '.join(REENGAGE_STAGES)}, got {bad!r}"
+            raise ScoringConfigError(msg)
+        for what, value in (("cooldown_s", self.cooldown_s), *((f"score after_s of {st}", a) for st, a in self.score)):
+            if not math.isfinite(value) or value < 0:
+                msg = f"Reengage {what} must be a finite number >= 0, got {value!r}"
+                raise ScoringConfigError(msg)
+
+    def score_after_s(self, stage: str) -> float | None:
+        """How long after the last crossing or outcome a score crossing from ``stage`` re-fires; None: never."""
+        return next((after for st, after in self.score if st == stage), None)
+
+    def to_json_obj(self) -> dict[str, Any]:
+        """What the Lua script reads: ``hs`` {stage: true}, ``ss`` {stage: after seconds}, ``cd`` seconds."""
+        return {
+            "hs": {s: True for s in self.hand_raiser},
+            "ss": {s: _json_number(after) for s, after in self.score},
+            "cd": _json_number(self.cooldown_s),
+        }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SalesReady:
-    """The sales-ready rule: ``clauses`` (any one holds), and the optional recycle level."""
+    """The sales-ready rule: ``clauses`` (any one holds), the optional recycle level and re-engagement rules.
+
+    ``reengage`` None means the default :class:`Reengage` (only nurture re-fires).
+    """
 
     clauses: tuple[ReadyClause, ...]
     recycle_below: float | None = None
+    reengage: Reengage | None = None
+
+    @property
+    def reengage_rules(self) -> Reengage:
+        """The re-engagement rules in force: the declared ones or the default."""
+        return self.reengage if self.reengage is not None else Reengage()
 
     def __post_init__(self) -> None:
         if not self.clauses:
@@ -214,6 +289,12 @@ def ready_clauses_json(config: HasReady | SalesReady) -> str:
     return json.dumps(
         [c.to_json_obj() for c in ready.clauses], separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
+
+
+def reengage_json(config: HasReady | SalesReady) -> str:
+    """The re-engagement rules in force as compact JSON for the Lua script (see :meth:`Reengage.to_json_obj`)."""
+    ready = config if isinstance(config, SalesReady) else config.ready
+    return json.dumps(ready.reengage_rules.to_json_obj(), separators=(",", ":"), allow_nan=False)
 
 
 def clauses_from_json(text: str) -> tuple[ReadyClause, ...]:

@@ -14,7 +14,9 @@ Roles (bearer tokens, router/admin/auth.py):
 =============================================  ====  ==========  ========
 endpoint                                        ops   rep         readonly
 =============================================  ====  ==========  ========
-GET /healthz, /openapi.json, /metrics           no token needed
+GET /healthz, /openapi.json                     no token needed
+GET /a/{token}, POST /a/{token}                 the one-time alert link itself (router/admin/links.py)
+GET /metrics                                    yes   no          yes
 GET /v1/me, /v1/teams, /v1/reps, /v1/reps/{id}  yes   yes         yes
 PATCH /v1/reps/{id}/availability                yes   own only    no
 POST /v1/rules/validate, test, simulate         yes   no          no
@@ -64,7 +66,7 @@ from router.admin.core import PRINCIPAL
 from router.admin.http import ApiError, Handler, error_response, json_response
 from router.admin.leads import LeadHandlers
 from router.admin.lifecycle import LifecycleHandlers
-from router.admin.links import LinkHandlers
+from router.admin.links import SECURITY_HEADERS, LinkHandlers
 from router.admin.openapi import OPERATIONS, Operation
 from router.admin.roster import RosterHandlers
 from router.admin.rules import RulesHandlers
@@ -95,6 +97,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = _route_name(request)
         metrics.ADMIN_REQUESTS.labels(route, request.method, str(status)).inc()
         metrics.ADMIN_LATENCY.labels(route).observe(time.perf_counter() - start)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer: no sniffing, no framing, no referrer, no caching, a strict CSP (handlers may set their own)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException, max_body: int) -> web.Response:
@@ -224,6 +232,7 @@ def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] =
                           client_max_size=settings.admin.max_body_bytes)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, admin.handler_for(op))
+    app.on_response_prepare.append(security_headers)
     app[ADMIN_KEY] = admin
     return app
 

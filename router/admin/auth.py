@@ -2,11 +2,22 @@
 
 A token is ``lra_`` followed by 43 URL-safe characters (256 random bits).  It is
 shown once, when ``leadrouter admin token create`` makes it; Redis keeps only
-its sha256 (hex) with the role, rep id, name and creation time
+its sha256 (hex) with the role, rep id, name, creation time, expiry and last use
 (:func:`router.storage.keys.admin_token`), plus the hash in the set
 :data:`router.storage.keys.ADMIN_TOKENS` so tokens can be listed and revoked.  A request
 is authenticated by hashing the presented token and reading that one key, so
 no comparison of secrets happens in Python and none needs to be constant-time.
+
+Expiry and rotation (issue 16.8).  Every token expires: ``token create --ttl-days``
+(default ``LEADROUTER_ADMIN_TOKEN_TTL_DAYS``, 90).  An expired token gets a 401
+``expired_token`` that says when it expired and how to rotate it.  A token stored
+before expiry existed (no ``expires`` field) expires that many days after it was
+created, and each admin process logs a warning the first time it sees one.
+``token rotate HASH_PREFIX`` makes a new token with the same role, rep and name
+and lets the old one work for a short overlap (``--overlap-minutes``, default 60;
+0 revokes it at once) so a deployment can swap without downtime.  The record of an
+expired token is kept 30 days (for the clear 401 and ``token list``), then Redis
+drops it.  ``last_used`` is written at most once a minute per token.
 
 Roles (what each may do is decided per endpoint in :mod:`router.admin.openapi`):
 
@@ -19,18 +30,25 @@ Roles (what each may do is decided per endpoint in :mod:`router.admin.openapi`):
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 
 from router.errors import RouterError
 from router.storage import keys
 
+log = logging.getLogger(__name__)
+
 TOKEN_PREFIX = "lra_"
+EXPIRED_KEPT_S = 30 * 86400  # an expired token's record stays this long (clear 401s, `token list`)
+LAST_USED_EVERY_S = 60.0  # last_used is rewritten at most this often per token
+DEFAULT_OVERLAP_S = 3600.0  # `token rotate`: the old token keeps working this long
 _TOKEN_RE = re.compile(r"^lra_[A-Za-z0-9_-]{32,128}$")
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 REALM = "leadrouter-admin"
@@ -79,10 +97,18 @@ class Principal:
     name: str
     rep_id: str = ""
     created: float = 0.0
+    expires: float | None = None  # None: stored before expiry existed (see :meth:`expires_at`)
+    last_used: float = 0.0
+    rotated_to: str = ""  # hash of the token that replaced this one (`token rotate`)
+
+    def expires_at(self, default_ttl_s: float) -> float:
+        """When the token stops working; a token stored without expiry: ``default_ttl_s`` after it was created."""
+        return self.expires if self.expires is not None else self.created + default_ttl_s
 
     def to_dict(self) -> dict[str, object]:
         return {"token_sha256": self.token_hash, "role": self.role.value, "name": self.name,
-                "rep_id": self.rep_id or None, "created": self.created}
+                "rep_id": self.rep_id or None, "created": self.created, "expires": self.expires,
+                "last_used": self.last_used or None}
 
 
 def new_token() -> str:
@@ -124,12 +150,15 @@ def _principal(token_hash: str, raw: Mapping[bytes | str, bytes | str]) -> Princ
     try:
         role = Role(data.get("role", ""))
         created = float(data.get("created") or 0.0)
+        expires = float(data["expires"]) if data.get("expires") else None
+        last_used = float(data.get("last_used") or 0.0)
     except ValueError:
         return None
     rep_id = data.get("rep_id", "")
     if role is Role.REP and not rep_id:
         return None
-    return Principal(token_hash=token_hash, role=role, name=data.get("name", ""), rep_id=rep_id, created=created)
+    return Principal(token_hash=token_hash, role=role, name=data.get("name", ""), rep_id=rep_id, created=created,
+                     expires=expires, last_used=last_used, rotated_to=data.get("rotated_to", ""))
 
 
 class TokenStore:
@@ -138,8 +167,9 @@ class TokenStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def create(self, role: Role, *, name: str, rep_id: str = "", now: float) -> tuple[str, Principal]:
-        """Make and store a new token; returns (the token, shown once, and its principal)."""
+    async def create(self, role: Role, *, name: str, rep_id: str = "", now: float,
+                     ttl_s: float = 90 * 86400.0) -> tuple[str, Principal]:
+        """Make and store a new token that works for ``ttl_s``; returns (the token, shown once, and its principal)."""
         rep_id = rep_id.strip()
         name = name.strip()
         if role is Role.REP and not rep_id:
@@ -151,18 +181,81 @@ class TokenStore:
         if not name:
             msg = "the token name is empty; give --name (it is recorded as the author of rules it publishes)"
             raise TokenSpecError(msg)
+        if not 60 <= ttl_s <= 3660 * 86400:
+            msg = f"a token's lifetime must be from 1 minute to 3660 days, not {ttl_s / 86400:g} days; give --ttl-days"
+            raise TokenSpecError(msg)
         token = new_token()
         token_hash = hash_token(token)
-        principal = Principal(token_hash=token_hash, role=role, name=name, rep_id=rep_id, created=now)
+        principal = Principal(token_hash=token_hash, role=role, name=name, rep_id=rep_id, created=now,
+                              expires=now + ttl_s)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.admin_token(token_hash),
-                  mapping={"role": role.value, "name": name, "rep_id": rep_id, "created": repr(now)})
-        pipe.sadd(keys.ADMIN_TOKENS, token_hash)
+        self._store(pipe, principal, now)
         await pipe.execute()
         return token, principal
 
+    @staticmethod
+    def _store(pipe: Any, p: Principal, now: float, extra: Mapping[str, str] | None = None) -> None:
+        assert p.expires is not None
+        key = keys.admin_token(p.token_hash)
+        pipe.hset(key, mapping={"role": p.role.value, "name": p.name, "rep_id": p.rep_id, "created": repr(p.created),
+                                "expires": repr(p.expires), **(extra or {})})
+        # Relative to the caller's clock (the admin app's may be driven in tests), not Redis's.
+        pipe.expire(key, max(1, int(p.expires + EXPIRED_KEPT_S - now)))
+        pipe.sadd(keys.ADMIN_TOKENS, p.token_hash)
+
+    async def touch(self, principal: Principal, now: float) -> None:
+        """Record the token's use (at most once a minute, so a busy client costs one write a minute)."""
+        if now - principal.last_used >= LAST_USED_EVERY_S:
+            await self.redis.hset(keys.admin_token(principal.token_hash), "last_used", repr(now))
+
+    async def find(self, prefix: str) -> Principal:
+        """The one token whose hash starts with ``prefix`` (at least 8 hex digits, from ``token list``)."""
+        prefix = prefix.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{8,64}", prefix):
+            msg = (f"{prefix!r} is not a token hash prefix; give at least 8 hex digits of the sha256 that "
+                   "`leadrouter admin token list` shows")
+            raise TokenSpecError(msg)
+        matches = [p for p in await self.tokens() if p.token_hash.startswith(prefix)]
+        if not matches:
+            msg = f"no admin token hash starts with {prefix!r}; see `leadrouter admin token list`"
+            raise TokenSpecError(msg)
+        if len(matches) > 1:
+            msg = f"{len(matches)} token hashes start with {prefix!r}; give more digits"
+            raise TokenSpecError(msg)
+        return matches[0]
+
+    async def rotate(self, prefix: str, *, now: float, ttl_s: float, overlap_s: float = DEFAULT_OVERLAP_S,
+                     default_ttl_s: float = 90 * 86400.0) -> tuple[str, Principal, Principal]:
+        """A new token with the old one's role, rep and name; the old one works ``overlap_s`` more (0: revoked now).
+
+        Returns (the new token, shown once, its principal, the old principal as it is now).
+        """
+        old = await self.find(prefix)
+        if not 0 <= overlap_s <= 7 * 86400:
+            msg = f"the overlap must be from 0 to 7 days, not {overlap_s / 60:g} minutes; give --overlap-minutes"
+            raise TokenSpecError(msg)
+        if not 60 <= ttl_s <= 3660 * 86400:
+            msg = f"a token's lifetime must be from 1 minute to 3660 days, not {ttl_s / 86400:g} days; give --ttl-days"
+            raise TokenSpecError(msg)
+        token = new_token()
+        new = Principal(token_hash=hash_token(token), role=old.role, name=old.name, rep_id=old.rep_id, created=now,
+                        expires=now + ttl_s)
+        pipe = self.redis.pipeline(transaction=True)
+        self._store(pipe, new, now, {"rotated_from": old.token_hash})
+        old_key = keys.admin_token(old.token_hash)
+        if overlap_s <= 0:
+            pipe.delete(old_key)
+            pipe.srem(keys.ADMIN_TOKENS, old.token_hash)
+            ended = now
+        else:
+            ended = min(old.expires_at(default_ttl_s), now + overlap_s)
+            pipe.hset(old_key, mapping={"expires": repr(ended), "rotated_to": new.token_hash})
+            pipe.expire(old_key, max(1, int(ended + EXPIRED_KEPT_S - now)))
+        await pipe.execute()
+        return token, new, replace(old, expires=ended, rotated_to=new.token_hash)
+
     async def lookup(self, token: str) -> Principal | None:
-        """The principal of a presented token; None when it is unknown (or revoked)."""
+        """The principal of a presented token; None when it is unknown (or revoked).  Expiry is the caller's."""
         token_hash = hash_token(token)
         raw = await self.redis.hgetall(keys.admin_token(token_hash))
         return _principal(token_hash, raw) if raw else None
@@ -176,24 +269,15 @@ class TokenStore:
         for h in hashes:
             pipe.hgetall(keys.admin_token(h))
         rows = await pipe.execute()
+        gone = [h for h, raw in zip(hashes, rows, strict=True) if not raw]
+        if gone:  # records Redis dropped 30 days after they expired
+            await self.redis.srem(keys.ADMIN_TOKENS, *gone)
         out = [p for h, raw in zip(hashes, rows, strict=True) if raw and (p := _principal(h, raw)) is not None]
         return sorted(out, key=lambda p: (p.created, p.token_hash))
 
     async def revoke(self, prefix: str) -> Principal:
         """Delete the one token whose hash starts with ``prefix`` (at least 8 hex digits, from ``token list``)."""
-        prefix = prefix.strip().lower()
-        if not re.fullmatch(r"[0-9a-f]{8,64}", prefix):
-            msg = (f"{prefix!r} is not a token hash prefix; give at least 8 hex digits of the sha256 that "
-                   "`leadrouter admin token list` shows")
-            raise TokenSpecError(msg)
-        matches = [p for p in await self.tokens() if p.token_hash.startswith(prefix)]
-        if not matches:
-            msg = f"no admin token hash starts with {prefix!r}; see `leadrouter admin token list`"
-            raise TokenSpecError(msg)
-        if len(matches) > 1:
-            msg = f"{len(matches)} token hashes start with {prefix!r}; give more digits"
-            raise TokenSpecError(msg)
-        victim = matches[0]
+        victim = await self.find(prefix)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.admin_token(victim.token_hash))
         pipe.srem(keys.ADMIN_TOKENS, victim.token_hash)

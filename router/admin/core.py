@@ -7,10 +7,12 @@ router/admin/app.py combines them into :class:`router.admin.app.Admin`.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
@@ -28,6 +30,12 @@ from rules import RoutingConfig
 from scoring import ScoringConfig
 
 LEAD_ID = re.compile(LEAD_ID_PATTERN)
+log = logging.getLogger(__name__)
+_LEGACY_WARNED: set[str] = set()  # tokens without a stored expiry already warned about by this process
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 # The authenticated caller of the request being handled (set around each guarded handler).
 PRINCIPAL: ContextVar[Principal] = ContextVar("leadrouter_admin_principal")
@@ -56,6 +64,20 @@ class AdminCore:
             msg = ("the bearer token is not known (revoked, mistyped, or made for another deployment); ask ops for "
                    "one: `leadrouter admin token create`")
             raise AuthError("unknown_token", msg, "invalid_token")
+        now = self.clock()
+        default_ttl_s = self.settings.admin.token_ttl_days * 86400
+        expires = principal.expires_at(default_ttl_s)
+        if principal.expires is None and principal.token_hash not in _LEGACY_WARNED:
+            _LEGACY_WARNED.add(principal.token_hash)
+            log.warning("admin token %s (%s, %r) has no stored expiry: it was made before tokens expired, so it "
+                        "expires %d days after it was created, at %s; rotate it with `leadrouter admin token rotate "
+                        "%s`", principal.token_hash[:12], principal.role.value, principal.name,
+                        self.settings.admin.token_ttl_days, _utc(expires), principal.token_hash[:12])
+        if now >= expires:
+            msg = (f"the bearer token expired at {_utc(expires)}; ask ops for its successor: `leadrouter admin token "
+                   f"rotate {principal.token_hash[:12]}` (or `token create`)")
+            raise AuthError("expired_token", msg, "invalid_token")
+        await self.tokens.touch(principal, now)
         return principal
 
     @staticmethod

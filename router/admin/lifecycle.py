@@ -10,8 +10,9 @@ from router import metrics
 from router.admin.auth import Role
 from router.admin.core import AdminCore
 from router.admin.http import ApiError, json_response
-from router.admin.openapi import MAX_NOTE, MAX_REP_ID, Operation
+from router.admin.openapi import MAX_NOTE, MAX_REP_ID, Operation, operation
 from router.worker import lifecycle
+from router.worker.reassign import UnknownRepError, reassign
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,28 @@ async def apply_action(admin: AdminCore, action: str, lead_id: str, rep_id: str,
 
 
 class LifecycleHandlers(AdminCore):
-    """Handler of the lead actions (POST /v1/leads/{id}/ACTION); a mixin of :class:`router.admin.app.Admin`."""
+    """Handlers of the lead actions (POST /v1/leads/{id}/ACTION and /reassign); a mixin of :class:`router.admin.app.Admin`."""
+
+    async def reassign(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/leads/{id}/reassign (ops): move an open lead to another rep, with a reason."""
+        self.query(request, ())
+        principal = self.principal(request)
+        lead_id, _ = await self.lead(request)
+        body = await self.body(request, operation("reassign"), ("to", "reason"))
+        to_rep = (body.text("to", max_len=MAX_REP_ID, required=True, min_len=1) or "").strip()
+        reason = (body.text("reason", max_len=MAX_NOTE, required=True, min_len=1) or "").strip()
+        try:
+            result = await reassign(self.store, await self.config(), lead_id, to_rep, reason=reason,
+                                    by=principal.name or "ops", now=self.clock())
+        except lifecycle.UnknownLeadError as exc:
+            raise ApiError(404, exc.code, str(exc)) from None
+        except UnknownRepError as exc:
+            raise ApiError(422, exc.code, str(exc)) from None
+        except lifecycle.LifecycleError as exc:  # out of office, same rep, stage, conflict
+            raise ApiError(409, exc.code, str(exc)) from None
+        log.info("lead %s reassigned %s -> %s by %s: %s", lead_id, result.from_rep, result.to_rep, principal.name,
+                 reason)
+        return json_response(result.to_dict())
 
     async def transition(self, request: web.Request, op: Operation, action: str) -> web.StreamResponse:
         self.query(request, ())

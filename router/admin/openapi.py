@@ -105,6 +105,7 @@ class Operation:
     body_required: bool = False
     errors: tuple[int, ...] = ()
     description: str = ""
+    html_errors: tuple[int, ...] = ()  # statuses that may also answer an HTML page (the alert link pages)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -338,6 +339,18 @@ def components(settings: Settings) -> dict[str, Schema]:
                                "rep_id": rep_id_body}, closed=True),
         "CloseRequest": obj({"reason": {"type": "string", "maxLength": MAX_NOTE}, "rep_id": rep_id_body},
                             closed=True),
+        "ReassignRequest": obj({
+            "to": {"type": "string", "minLength": 1, "maxLength": MAX_REP_ID,
+                   "description": "the new rep's id, as in routing.yaml (not out of office)"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE,
+                       "description": "why; kept in the lead's history with the token's name"},
+        }, ("to", "reason"), closed=True),
+        "ReassignResult": obj({
+            "lead_id": STR, "from_rep": STR, "to_rep": STR, "to_rep_name": STR, "team": STR, "from_stage": STR,
+            "assignment_id": STR, "previous_assignment_id": STR, "reason": STR, "by": STR, "ts": NUM,
+            "queued": BOOL, "sla_starts": nullable(NUM), "remind_at": nullable(NUM), "deadline_at": nullable(NUM),
+        }, ("lead_id", "from_rep", "to_rep", "to_rep_name", "team", "from_stage", "assignment_id",
+            "previous_assignment_id", "reason", "by", "ts", "queued", "sla_starts", "remind_at", "deadline_at")),
         "TransitionResult": obj({
             "lead_id": STR, "action": STR, "rep_id": STR, "from": STR, "to": STR, "ts": NUM, "assignment_id": STR,
             "team": STR, "reason": STR, "score_before": nullable(NUM), "score_after": nullable(NUM),
@@ -369,19 +382,28 @@ OPERATIONS: tuple[Operation, ...] = (
               ok={JSON: {"schema": ref("Health")}}, errors=(503,)),
     Operation("openapi", "GET", "/openapi.json", "This OpenAPI document", "service", None,
               ok={JSON: {"schema": {"type": "object"}}}),
-    Operation("metrics", "GET", "/metrics", "Prometheus metrics of this process (no token: bind to a private "
-              "address)", "service", None, ok={"text/plain": {"schema": STR}}),
-    Operation("action_page", "GET", "/a/{token}", "The page an alert's accept/reject link opens: the lead and "
-              "two buttons (no state change on GET, so link previews are harmless)", "lifecycle", None,
-              ok={"text/html": {"schema": STR}}, params=(P_ACTION_TOKEN,), errors=(400, 404),
-              description="The signed link names the rep and the lead; no bearer token is needed."),
-    Operation("action_submit", "POST", "/a/{token}", "Accept or reject the lead the signed link names, as its rep",
-              "lifecycle", None, ok={"text/html": {"schema": STR}}, params=(P_ACTION_TOKEN,),
+    Operation("metrics", "GET", "/metrics", "Prometheus metrics of this process (an ops or readonly token: "
+              "scrape with a readonly token)", "service", frozenset({Role.OPS, Role.READONLY}),
+              ok={"text/plain": {"schema": STR}}, errors=(401, 403)),
+    Operation("action_page", "GET", "/a/{token}", "The page an alert's accept/reject link opens: the lead's name, "
+              "company, score and stage, and two buttons (a GET never changes anything, so scanners and link "
+              "previews are harmless)", "lifecycle", None,
+              ok={"text/html": {"schema": STR}}, params=(P_ACTION_TOKEN,), errors=(400, 404, 409, 410),
+              html_errors=(400, 404, 409, 410),
+              description="The link is a one-time capability sent only to the assigned rep: it names the rep, the "
+                          "lead and the assignment, and expires after LEADROUTER_ALERT_LINK_TTL_S. 409: the lead "
+                          "was reassigned or already handled; 410: the link was used or has expired."),
+    Operation("action_submit", "POST", "/a/{token}", "Accept or reject the lead the link names, once, as its rep, "
+              "while the assignment it names stands", "lifecycle", None, ok={"text/html": {"schema": STR}},
+              params=(P_ACTION_TOKEN,),
               body={"application/x-www-form-urlencoded": {"schema": {
                   "type": "object", "required": ["action"],
                   "properties": {"action": {"type": "string", "enum": ["accept", "reject"]},
                                  "reason": {"type": "string", "maxLength": 100}}}}},
-              body_required=True, errors=(400, 404, 409, 422)),
+              body_required=True, errors=(400, 403, 404, 409, 410, 415, 422),
+              html_errors=(400, 403, 404, 409, 410),
+              description="Refused (403) when the browser says the form comes from another site (Origin or "
+                          "Sec-Fetch-Site). A second use of the same link is a 410 and changes nothing."),
     Operation("whoami", "GET", "/v1/me", "The calling token's role, rep and name", "service", READERS,
               ok=_json("Principal"), errors=(401,)),
     # roster
@@ -455,11 +477,18 @@ OPERATIONS: tuple[Operation, ...] = (
                 description="Rep tokens act on their own leads as themselves; ops tokens act as the lead's owner "
                             "(or as rep_id).")
       for action in LIFECYCLE_ACTIONS),
+    Operation("reassign", "POST", "/v1/leads/{lead_id}/reassign", "Move an open lead to another rep by hand, "
+              "with a reason (ops only)", "lifecycle", OPS, ok=_json("ReassignResult"), params=(P_LEAD,),
+              body=_json("ReassignRequest"), body_required=True, errors=_WRITE,
+              description="Recorded in the lead's history with the token's name, the time and the reason; the "
+                          "SLA restarts for the new rep, who is alerted, and the old rep's pending SLA steps are "
+                          "cancelled. A rep out of office is refused (409)."),
 )
 
 _STATUS_TEXT = {400: "Bad request: malformed JSON, a wrong type, an unknown key or parameter",
-                401: "Missing, malformed or unknown bearer token", 403: "The token's role may not do this",
+                401: "Missing, malformed, unknown or expired bearer token", 403: "The token's role may not do this",
                 404: "No such lead, rep or version", 409: "The state does not allow it (stage, owner, active version)",
+                410: "The alert link was used already or has expired",
                 413: "Body, rules text or lead list too large", 415: "Unsupported Content-Type",
                 422: "Well-formed but invalid: rules that do not compile or pass, an unknown reason or date",
                 503: "Redis is unavailable"}
@@ -498,7 +527,10 @@ def build_spec(settings: Settings, server_url: str | None = None) -> dict[str, A
             entry["requestBody"] = {"required": op.body_required,
                                     "content": {mt: {"schema": s["schema"]} for mt, s in op.body.items()}}
         for status in op.errors:
-            entry["responses"][str(status)] = {"description": _STATUS_TEXT[status], "content": _json("Error")}
+            content = _json("Error")
+            if status in op.html_errors:
+                content = {"text/html": {"schema": STR}, **content}
+            entry["responses"][str(status)] = {"description": _STATUS_TEXT[status], "content": content}
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     spec: dict[str, Any] = {
         "openapi": "3.1.0",

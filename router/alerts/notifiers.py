@@ -140,11 +140,12 @@ class SlackWebhookNotifier:
 
     async def send(self, alert: Alert) -> None:
         url, where = self._target(alert.assignment.decision.team)
-        await self._post(url, where, render_slack_blocks(alert), priority=alert.priority)
+        # The team channel's copy has no accept/reject links: they act for the assigned rep only.
+        await self._post(url, where, render_slack_blocks(alert, team_channel=True), priority=alert.priority)
 
     async def send_digest(self, digest: Digest) -> None:
         url, where = self._target(digest.team)
-        await self._post(url, where, render_digest_blocks(digest))
+        await self._post(url, where, render_digest_blocks(digest, team_channel=True))
 
     async def _post(self, url: str, where: str, payload: Mapping[str, Any], *, priority: bool = False) -> None:
         key = pace_key("webhook", url)

@@ -178,9 +178,88 @@ def alert_title(alert: Alert) -> str:
     return f"{name} ({one_line(company)})" if company else name
 
 
+def alert_kind(alert: Alert) -> str:
+    """``Re-engaged lead`` for a lead that crossed before, else ``Sales-ready lead`` (an escalation to a
+    manager: ``Escalation: not accepted in time``)."""
+    if alert.kind == "escalation":
+        return "Escalation: not accepted in time"
+    return "Re-engaged lead" if alert.reengagement is not None else "Sales-ready lead"
+
+
 def email_subject(alert: Alert) -> str:
-    """``Sales-ready lead: {name} ({company}) — score {score:.0f}``."""
-    return f"Sales-ready lead: {alert_title(alert)} — score {score_text(alert.lead.score)}"
+    """``Sales-ready lead: {name} ({company}) — score {score:.0f}`` (``Re-engaged lead: …`` for a re-engagement;
+    an escalation says who held it and how long it waited)."""
+    if alert.kind == "escalation":
+        return f"{alert_kind(alert)}: {alert_title(alert)} — {escalation_line(alert)}"
+    return f"{alert_kind(alert)}: {alert_title(alert)} — score {score_text(alert.lead.score)}"
+
+
+_OUTCOME_TEXT = {"lost": "closed-lost", "won": "closed-won (a customer: expansion signal)",
+                 "rejected": "rejected", "recycled": "recycled to nurture"}
+
+
+def _day(ts: float) -> str:
+    dt = _from_epoch(ts) if ts > 0 else None
+    return dt.strftime("%Y-%m-%d") if dt is not None else ""
+
+
+def reengagement_line(alert: Alert) -> str:
+    """The history of a re-engaged lead on one line (unescaped), '' for a first crossing.
+
+    e.g. ``closed-lost on 2026-07-03 (budget), owner Rosalina Dieter; back on /pricing 3 times this week,
+    filled form demo-request``.
+    """
+    re = alert.reengagement
+    if re is None:
+        return ""
+    bits: list[str] = []
+    who = one_line(re.owner_name or re.owner)
+    if re.last_outcome and re.last_outcome_ts > 0 and re.from_stage not in ("sal", "sql", "opportunity"):
+        text = f"{_OUTCOME_TEXT.get(re.last_outcome, one_line(re.last_outcome))} on {_day(re.last_outcome_ts)}"
+        if re.last_outcome_reason:
+            text += f" ({truncate(one_line(re.last_outcome_reason), 80)})"
+        if who:
+            text += f" by {who}" if re.last_outcome == "rejected" else f", owner {who}"
+        bits.append(text)
+    else:
+        text = f"{one_line(re.from_stage) or 'in progress'}"
+        if who:
+            text += f" with {who}"
+        if re.last_crossing_ts > 0:
+            text += f", last alerted {_day(re.last_crossing_ts)}"
+        bits.append(text)
+    line = "; ".join(bits)
+    if re.back:
+        line += "; " + ", ".join(truncate(one_line(b), 80) for b in re.back)
+    route = {"owner_notified": f"still with {who}: told, not routed again",
+             "owner": f"back to {who}",
+             "owner_away": f"{who} is out of office: routed by the rules"}.get(re.route, "")
+    if route and who:
+        line += f" — {route}"
+    return line
+
+
+def wait_text(seconds: float) -> str:
+    """``47 min``, ``3 h 05 min``, ``2 d 4 h``."""
+    minutes = max(0, round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def escalation_line(alert: Alert) -> str:
+    """``held by Rep B (b) for 47 min; SLA: accept within 15 min, ...`` (unescaped, one line)."""
+    e = alert.escalation
+    holder = one_line(e.get("holder_name") or "nobody")
+    if e.get("holder_id") and e.get("holder_id") != e.get("holder_name"):
+        holder += f" ({one_line(e.get('holder_id'))})"
+    waited = _finite(e.get("waited_s"))
+    return (f"held by {holder}, waiting {wait_text(waited or 0.0)}; "
+            f"team {one_line(e.get('team') or alert.assignment.decision.team)} SLA: {one_line(e.get('sla') or '-')}")
 
 
 def routing_line(alert: Alert) -> str:
@@ -396,6 +475,10 @@ def render_text(alert: Alert) -> str:
     lines = [
         email_subject(alert),
         f"Trigger: {one_line(alert.trigger)}",
+    ]
+    if alert.reengagement is not None:
+        lines.append(f"Re-engaged: {reengagement_line(alert)}")
+    lines += [
         "",
         f"Who:        {who_line(alert, with_email=False)}",
         f"Score:      {score_text(lead.score)} (threshold {score_text(alert.threshold)})",
@@ -406,9 +489,12 @@ def render_text(alert: Alert) -> str:
     lines.append(f"Stage:      {one_line(lead.stage)}")
     if lead.email:
         lines.append(f"Email:      {one_line(lead.email)}")
-    lines.append(
-        f"Routed to:  {one_line(rep.name)} <{one_line(rep.email)}>, team {one_line(asg.decision.team)}"
-    )
+    if alert.kind == "escalation":
+        lines.append(f"Escalation: {escalation_line(alert)}")
+    else:
+        lines.append(
+            f"Routed to:  {one_line(rep.name)} <{one_line(rep.email)}>, team {one_line(asg.decision.team)}"
+        )
     lines += ["", "Why now:"]
     reasons = top_reasons(lead.reasons)
     lines += [f"  {reason_line(r)}" for r in reasons] or ["  (no scoring reasons recorded)"]
@@ -480,8 +566,12 @@ def render_html(alert: Alert) -> str:
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"></head>',
         '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px">',
-        f"<h2>Sales-ready lead: {html_text(alert_title(alert))}</h2>",
+        f"<h2>{html_text(alert_kind(alert))}: {html_text(alert_title(alert))}</h2>",
         f"<p><strong>Trigger:</strong> {html_text(alert.trigger)}</p>",
+    ]
+    if alert.reengagement is not None:
+        parts.append(f"<p><strong>Re-engaged:</strong> {html_text(reengagement_line(alert))}</p>")
+    parts += [
         f"<table>{table}</table>",
     ]
     links = action_links(alert.links)

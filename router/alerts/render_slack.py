@@ -17,13 +17,16 @@ from router.alerts.render import (
     account_view,
     action_links,
     activity_line,
+    alert_kind,
     alert_title,
     email_subject,
+    escalation_line,
     field_change_lines,
     lead_grade,
     one_line,
     reason_line,
     recent_activity,
+    reengagement_line,
     routing_line,
     score_text,
     slack_escape,
@@ -49,6 +52,8 @@ _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 def render_slack_fallback(alert: Alert) -> str:
     """The notification text Slack shows where blocks cannot be (escaped mrkdwn)."""
     text = f"{email_subject(alert)} — {one_line(alert.trigger)}"
+    if alert.reengagement is not None:
+        text += f" — {reengagement_line(alert)}"
     return truncate(slack_escape(text), _FALLBACK_MAX)
 
 
@@ -88,13 +93,17 @@ def _slack_account(acct: AccountView) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": truncate("\n".join(lines), _SECTION_MAX)}}
 
 
-def render_slack_blocks(alert: Alert) -> dict[str, Any]:
+def render_slack_blocks(alert: Alert, *, team_channel: bool = False) -> dict[str, Any]:
     """``{"text": fallback, "blocks": [...]}`` ready for a webhook or chat.postMessage.
 
     Blocks: header; who + trigger; score (grade), threshold, stage, routed-to
     fields; why now; recent activity (UTC); the account and who else there is
     active; the routing path; accept / reject / open-lead buttons when the
     alert has links.
+
+    ``team_channel``: the copy for the team's channel, which everyone in it reads.
+    It carries no link at all: the alert links are one-time capabilities for the
+    assigned rep alone (their DM and email), so the channel only says who holds it.
     """
     lead, asg = alert.lead, alert.assignment
     rep = asg.rep
@@ -109,15 +118,18 @@ def render_slack_blocks(alert: Alert) -> dict[str, Any]:
     fields += [
         ("Threshold", score_text(alert.threshold)),
         ("Stage", e(one_line(lead.stage))),
-        ("Routed to", f"{rep_text}, team {e(one_line(asg.decision.team))}"),
+        ("Routed to", f"{rep_text}, team {e(one_line(asg.decision.team))}") if alert.kind != "escalation"
+        else ("Escalation", e(escalation_line(alert))),
     ]
     intro = f"*Who:* {e(who_line(alert))}\n*Trigger:* {e(one_line(alert.trigger))}"
+    if alert.reengagement is not None:
+        intro += f"\n*Re-engaged:* {e(reengagement_line(alert))}"
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": truncate(e(f"Sales-ready lead: {alert_title(alert)}"), _HEADER_MAX),
+                "text": truncate(e(f"{alert_kind(alert)}: {alert_title(alert)}"), _HEADER_MAX),
             },
         },
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(intro, _SECTION_MAX)}},
@@ -155,13 +167,16 @@ def render_slack_blocks(alert: Alert) -> dict[str, Any]:
         {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(routing, _CONTEXT_MAX)}]}
     )
     links = action_links(alert.links)
-    if links:
+    if links and team_channel:
+        note = f"{rep_text} accepts or rejects it from their direct message or email."
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(note, _CONTEXT_MAX)}]})
+    elif links:
         blocks.append(_slack_buttons(links, asg.assignment_id))
     return {"text": render_slack_fallback(alert), "blocks": blocks}
 
 
-def render_digest_blocks(digest: Digest, limit: int = 25) -> dict[str, Any]:
-    """One Slack message for the whole digest: a section per lead with its links."""
+def render_digest_blocks(digest: Digest, limit: int = 25, *, team_channel: bool = False) -> dict[str, Any]:
+    """One Slack message for the whole digest: a section per lead with its links (none in the team channel)."""
     e = slack_escape
     shown, hidden = digest_items(digest, min(limit, _BLOCKS_MAX - 4))
     blocks: list[dict[str, Any]] = [
@@ -173,7 +188,7 @@ def render_digest_blocks(digest: Digest, limit: int = 25) -> dict[str, Any]:
         acct = account_view(alert, limit=3)
         if acct is not None and acct.members:
             text += f"\n{e(acct.heading())}: {e('; '.join(m.name for m in acct.members))}"
-        links = action_links(alert.links)
+        links = [] if team_channel else action_links(alert.links)
         if links:
             text += "\n" + " · ".join(f"<{e(url)}|{e(label)}>" for _, label, url in links)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, _SECTION_MAX)}})

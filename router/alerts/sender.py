@@ -152,6 +152,9 @@ class AlertSender:
             await self.digest.enqueue(alert, self.clock())
             return AlertOutcome(aid, queued=True)
         wanted = [n for n in self.notifiers if channels is None or n.channel in channels]
+        if alert.kind == "escalation":  # to a manager directly: their Slack DM and inbox, not the team channel
+            wanted = [n for n in wanted if n.channel != "slack_webhook"
+                      and (n.channel != "email" or alert.assignment.rep.email)]
         missing = tuple(sorted(set(channels or ()) - {n.channel for n in self.notifiers}))
         already = tuple(n.channel for n in wanted if n.channel in done)
         for ch in already:

@@ -1,12 +1,16 @@
 """``leadrouter admin``: run the admin HTTP API, and manage its bearer tokens.
 
     leadrouter admin [--host H] [--port P]            serve (LEADROUTER_ADMIN_HOST/_PORT, default 127.0.0.1:8081)
-    leadrouter admin token create --role ops|rep|readonly [--rep REP_ID] [--name NAME]
+    leadrouter admin token create --role ops|rep|readonly [--rep REP_ID] [--name NAME] [--ttl-days D]
     leadrouter admin token list
+    leadrouter admin token rotate HASH_PREFIX [--ttl-days D] [--overlap-minutes M]
     leadrouter admin token revoke HASH_PREFIX
 
 ``token create`` prints the token once on stdout (Redis keeps only its sha256);
-the name is recorded as the author of rules the token publishes.  Enabled by
+the name is recorded as the author of rules the token publishes.  Every token
+expires (default ``LEADROUTER_ADMIN_TOKEN_TTL_DAYS``, 90 days); ``token rotate``
+prints its successor (same role, rep and name) and lets the old one work for
+``--overlap-minutes`` (default 60; 0 revokes it at once).  Enabled by
 listing ``"router.cli.admin"`` in ``router.cli.main.COMMAND_MODULES``.
 """
 
@@ -25,7 +29,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router.admin.auth import Role, TokenSpecError, TokenStore
+from router.admin.auth import DEFAULT_OVERLAP_S, Principal, Role, TokenSpecError, TokenStore
 from router.errors import RouterError
 from router.settings import Settings
 from router.storage.redis import create_redis
@@ -107,16 +111,37 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
             msg = f"give --name for the {role.value} token (who holds it; recorded as the author of rules it publishes)"
             raise AdminCommandError(msg)
         try:
-            token, principal = await TokenStore(redis).create(role, name=name, rep_id=rep_id, now=time.time())
+            token, principal = await TokenStore(redis).create(role, name=name, rep_id=rep_id, now=time.time(),
+                                                              ttl_s=_ttl_s(settings, args))
         except TokenSpecError as exc:
             raise AdminCommandError(str(exc)) from exc
         print(token)
         rep = f" for rep {principal.rep_id}" if principal.rep_id else ""
-        print(f"created {role.value} token{rep} named {principal.name!r} (sha256 {principal.token_hash[:12]}); it is "
-              "shown only this once, so store it now. Send it as 'Authorization: Bearer <token>'.", file=sys.stderr)
+        print(f"created {role.value} token{rep} named {principal.name!r} (sha256 {principal.token_hash[:12]}), valid "
+              f"until {_when(principal.expires)}; it is shown only this once, so store it now. Send it as "
+              "'Authorization: Bearer <token>'.", file=sys.stderr)
         return 0
 
     return _with_redis(settings, work)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def _ttl_s(settings: Settings, args: argparse.Namespace) -> float:
+    days = args.ttl_days if args.ttl_days is not None else settings.admin.token_ttl_days
+    if not 0 < days <= 3660:
+        msg = f"--ttl-days {days:g} must be more than 0 and at most 3660"
+        raise AdminCommandError(msg)
+    return float(days) * 86400
+
+
+def _expiry(p: Principal, settings: Settings, now: float) -> str:
+    """The expiry column: the date, '(default)' for a token stored without one, 'EXPIRED' once past."""
+    at = p.expires_at(settings.admin.token_ttl_days * 86400)
+    text = _when(at) + (" (default)" if p.expires is None else "")
+    return f"EXPIRED {text}" if at <= now else text
 
 
 def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,10 +150,13 @@ def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
         if not tokens:
             print("no admin tokens; make one with `leadrouter admin token create --role ops --name NAME`")
             return 0
-        print(f"{'sha256':<14}{'role':<10}{'rep':<24}{'created (UTC)':<21}name")
+        now = time.time()
+        print(f"{'sha256':<14}{'role':<10}{'rep':<24}{'created (UTC)':<18}{'expires (UTC)':<36}"
+              f"{'last used (UTC)':<18}name")
         for p in tokens:
-            when = datetime.fromtimestamp(p.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            print(f"{p.token_hash[:12]:<14}{p.role.value:<10}{p.rep_id or '-':<24}{when:<21}{p.name}")
+            rotated = f" (rotated to {p.rotated_to[:12]})" if p.rotated_to else ""
+            print(f"{p.token_hash[:12]:<14}{p.role.value:<10}{p.rep_id or '-':<24}{_when(p.created):<18}"
+                  f"{_expiry(p, settings, now):<36}{_when(p.last_used):<18}{p.name}{rotated}")
         return 0
 
     return _with_redis(settings, work)
@@ -146,6 +174,29 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return _with_redis(settings, work)
 
 
+def cmd_token_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    if not 0 <= args.overlap_minutes <= 7 * 24 * 60:
+        msg = f"--overlap-minutes {args.overlap_minutes:g} must be from 0 (revoke at once) to 10080 (7 days)"
+        raise AdminCommandError(msg)
+
+    async def work(redis: Redis) -> int:
+        try:
+            token, new, old = await TokenStore(redis).rotate(
+                args.hash_prefix, now=time.time(), ttl_s=_ttl_s(settings, args),
+                overlap_s=args.overlap_minutes * 60, default_ttl_s=settings.admin.token_ttl_days * 86400)
+        except TokenSpecError as exc:
+            raise AdminCommandError(str(exc)) from exc
+        print(token)
+        ends = ("was revoked at once" if args.overlap_minutes == 0 else
+                f"keeps working until {_when(old.expires)} UTC, then stops")
+        print(f"rotated {old.role.value} token {old.token_hash[:12]} named {old.name!r}: its successor "
+              f"{new.token_hash[:12]} is valid until {_when(new.expires)} UTC and shown only this once; the old one "
+              f"{ends}.", file=sys.stderr)
+        return 0
+
+    return _with_redis(settings, work)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``leadrouter admin`` (serve) and ``leadrouter admin token create|list|revoke``."""
     admin = sub.add_parser("admin", help="run the admin HTTP API (roster, rules, leads); manage its tokens")
@@ -157,7 +208,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--host", default=None, help="bind address (default LEADROUTER_ADMIN_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default LEADROUTER_ADMIN_PORT, 8081)")
     serve.set_defaults(fn=cmd_serve)
-    token = asub.add_parser("token", help="create, list or revoke admin API bearer tokens")
+    token = asub.add_parser("token", help="create, list, rotate or revoke admin API bearer tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="make a token and print it once")
     create.add_argument("--role", required=True, choices=[r.value for r in Role],
@@ -166,9 +217,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--rep", default=None, metavar="REP_ID", help="with --role rep: the rep's id in routing.yaml")
     create.add_argument("--name", default=None,
                         help="who holds it (default for rep tokens: the rep id); the author of rules it publishes")
+    create.add_argument("--ttl-days", type=float, default=None, metavar="D",
+                        help="days the token works (default LEADROUTER_ADMIN_TOKEN_TTL_DAYS, 90)")
     create.set_defaults(fn=cmd_token_create)
-    lst = tsub.add_parser("list", help="list tokens (hash prefix, role, rep, created, name); never the tokens")
+    lst = tsub.add_parser("list", help="list tokens (hash prefix, role, rep, created, expires, last used, name); "
+                                       "never the tokens")
     lst.set_defaults(fn=cmd_token_list)
+    rotate = tsub.add_parser("rotate", help="print a new token with the same role, rep and name; the old one "
+                                            "works a short overlap more")
+    rotate.add_argument("hash_prefix", help="at least 8 hex digits of the old token's sha256 (`token list`)")
+    rotate.add_argument("--ttl-days", type=float, default=None, metavar="D",
+                        help="days the new token works (default LEADROUTER_ADMIN_TOKEN_TTL_DAYS, 90)")
+    rotate.add_argument("--overlap-minutes", type=float, default=DEFAULT_OVERLAP_S / 60, metavar="M",
+                        help="minutes the old token keeps working (default 60; 0 revokes it at once)")
+    rotate.set_defaults(fn=cmd_token_rotate)
     revoke = tsub.add_parser("revoke", help="delete a token by the hash prefix `token list` shows")
     revoke.add_argument("hash_prefix", help="at least 8 hex digits of the token's sha256")
     revoke.set_defaults(fn=cmd_token_revoke)

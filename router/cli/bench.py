@@ -1,6 +1,6 @@
 """``leadrouter bench``: the full-path benchmark (``bench/full_path.py``).
 
-    leadrouter bench [--events 100000] [--phases worker,collector,latency] ...
+    leadrouter bench [--events 100000] [--phases worker,collector,latency,churn] ...
 
 The harness is the top-level ``bench`` package, installed with the project
 (``pip install -e ".[dev]"``, as ``scripts/bootstrap.sh`` does) and runnable as
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from router.settings import Settings
 
-PHASES = ("worker", "collector", "latency")
+PHASES = ("worker", "collector", "latency", "churn")
+DEFAULT_PHASES = ("worker", "collector", "latency")  # churn (bench/churn.py) runs when asked for
 
 
 def checkout_root() -> Path | None:
@@ -58,9 +59,11 @@ def _phases(text: str) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by ``leadrouter bench`` and ``python -m bench.full_path``)."""
     g = p.add_argument_group("what to run")
-    g.add_argument("--phases", type=_phases, default=list(PHASES), metavar="LIST",
+    g.add_argument("--phases", type=_phases, default=list(DEFAULT_PHASES), metavar="LIST",
                    help="comma-separated phases: worker (backlog: bare faust, 1 and 2 workers, raw Redis), "
-                        "collector (pixel req/s and latency), latency (event to alert); default all")
+                        "collector (pixel req/s and latency), latency (event to alert), churn (Redis memory "
+                        "over simulated weeks of anonymous visitors, with expiry and without; bench/churn.py); "
+                        "default worker,collector,latency")
     g.add_argument("--seed", type=int, default=1, help="traffic seed (default 1)")
     g.add_argument("--visitors", type=int, default=30_000, help="visitor population (default 30,000)")
     g.add_argument("--accounts", type=int, default=300, help="accounts, i.e. company domains (default 300)")
@@ -84,6 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="off (default): the workers do not pace Slack messages (LEADROUTER_SLACK_RATE_PER_S=0), "
                         "since the local receiver has no rate limit and pacing at 1 message/s per channel "
                         "would measure the queue in front of Slack; settings: pace as configured")
+    add_churn_arguments(p.add_argument_group("churn phase"), prefix="churn-")
     o = p.add_argument_group("output")
     root = output_root()
     o.add_argument("--markdown", type=Path, default=root / "BENCHMARKS.md",
@@ -95,6 +99,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--json", type=Path, default=None, help="also write the raw figures as JSON here")
     o.add_argument("--keep-workdir", action="store_true",
                    help="keep the temporary folder with every process's log (kept anyway when a phase fails)")
+
+
+def add_churn_arguments(p: argparse._ActionsContainer, prefix: str = "") -> None:
+    """The churn phase's options (``--churn-...`` here, unprefixed for ``python -m bench.churn``)."""
+    p.add_argument(f"--{prefix}days", type=int, default=84, help="simulated days (default 84: 12 weeks)")
+    p.add_argument(f"--{prefix}ttl-days", type=float, default=30.0,
+                   help="anonymous TTL in simulated days (default 30; the service's default is 90)")
+    p.add_argument(f"--{prefix}day-seconds", type=float, default=3.0,
+                   help="real seconds per simulated day, the scale of every TTL (default 3)")
+    p.add_argument(f"--{prefix}visitors-per-day", type=int, default=200,
+                   help="new anonymous visitors a day (default 200)")
+    p.add_argument(f"--{prefix}no-baseline", dest=f"{prefix.replace('-', '_')}baseline", action="store_false",
+                   help="skip the run with expiry off (same traffic into a second redis-server)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -6,6 +6,7 @@
     leadrouter leads won     EMAIL --rep REP_ID [--reason TEXT]
     leadrouter leads lost    EMAIL --rep REP_ID [--reason TEXT]
     leadrouter leads show    EMAIL [--limit N] [--json]
+    leadrouter leads reassign EMAIL --to REP_ID --reason TEXT --by NAME   (ops)
 
 Enabled by listing ``"router.cli.leads"`` in ``router.cli.main.COMMAND_MODULES``.
 Exit status: 0 done, 1 the transition is not allowed (the message says why).
@@ -52,6 +53,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            help="target stage (default: the next one)")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.set_defaults(fn=cmd_transition, leads_action=action)
+    move = lsub.add_parser("reassign", help="ops: move an open lead to another rep, with a reason (the SLA "
+                                            "restarts and the new rep is alerted)")
+    move.add_argument("email", help="the lead's email (or its lead id)")
+    move.add_argument("--to", required=True, dest="to_rep", help="the new rep's id, as in routing.yaml")
+    move.add_argument("--reason", required=True, help="why (kept in the lead's history)")
+    move.add_argument("--by", required=True, help="who is doing it (kept in the lead's history)")
+    move.add_argument("--json", action="store_true", help="print the result as JSON")
+    move.set_defaults(fn=cmd_reassign)
     show = lsub.add_parser("show", help="a lead's stage, owner, score and history")
     show.add_argument("email", help="the lead's email (or its lead id)")
     show.add_argument("--limit", type=int, default=50, help="history entries to show (newest last)")
@@ -85,6 +94,40 @@ def cmd_transition(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         finally:
             await redis.aclose()
+
+    return asyncio.run(main())
+
+
+def cmd_reassign(settings: Settings, args: argparse.Namespace) -> int:
+
+    from router.storage.live_config import RedisRulesSource
+    from router.storage.store import RedisStore
+    from router.worker import lifecycle
+    from router.worker.reassign import reassign
+
+    async def main() -> int:
+        redis = create_redis(settings.redis, role="cli")
+        try:
+            routing = RedisRulesSource(settings.files.rules_file, redis, label="routing")
+            await routing.poll()  # the published rules win over the file
+            try:
+                result = await reassign(RedisStore(redis), routing.current, args.email, args.to_rep,
+                                        reason=args.reason, by=args.by, now=datetime.now(UTC))
+            except lifecycle.LifecycleError as exc:
+                print(f"leadrouter leads reassign: {exc}", file=sys.stderr)
+                return 1
+        finally:
+            await redis.aclose()
+        if args.json:
+            print(orjson.dumps(result.to_dict()).decode())
+            return 0
+        text = (f"{args.email}: reassigned from {result.from_rep} to {result.to_rep_name} ({result.to_rep}) "
+                f"[{result.team}] by {result.by}: {result.reason}; assignment {result.assignment_id}")
+        if result.queued and result.sla_starts:
+            starts = datetime.fromtimestamp(result.sla_starts, UTC).strftime("%Y-%m-%d %H:%M")
+            text += f"; outside their hours: the SLA clock starts {starts}Z"
+        print(text + "; the new rep is alerted by the next worker tick")
+        return 0
 
     return asyncio.run(main())
 
@@ -154,7 +197,11 @@ def _history_line(e: dict[str, Any]) -> str:
         text += f"  {e['from']} -> {e['to']}"
     if e.get("from_rep"):
         text += f"  (from {e['from_rep']})"
-    if e.get("queued"):
+    if e.get("by"):
+        text += f"  by {e['by']}"
+    if e.get("manual"):
+        text += f"  reason: {e.get('reason') or '-'}" + ("  (outside their hours: queued)" if e.get("queued") else "")
+    elif e.get("queued"):
         text += f"  queued: {e.get('reason') or 'yes'}"
     elif e.get("reason"):
         text += f"  reason: {e['reason']}"

@@ -4,6 +4,11 @@ Used by ``leadrouter dev`` (and the benchmarks) to drive the collector over
 real HTTP.  Most visitors browse anonymously; some identify themselves with a
 content form; a few raise their hand on the demo form.  Opens come through
 signed email tokens, exactly as a mail client would fetch them.
+
+:class:`ReengageDemo` plays the reps' side for a few of those hand-raisers:
+through the admin API it accepts them, converts them and marks them lost, and
+later brings some back (pricing visits, then another demo request), so the
+console shows re-engagement alerts within a minute or so.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
+from router.storage.keys import lead_id_for_email
 from router.tokens import mint_token
 
 # Fictional companies with their domain, country and (for the US) state.
@@ -97,6 +103,7 @@ class DemoTraffic:
 
     def __init__(self, collector_url: str, token_secret: str, *, rate_per_s: float = 20.0, people: int = 120,
                  seed: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.raised: list[tuple[float, Person]] = []  # (monotonic time, person) of each accepted demo request
         self.url = collector_url.rstrip("/")
         self.secret = token_secret
         self.rate = rate_per_s
@@ -135,6 +142,19 @@ class DemoTraffic:
             self._count("form", resp.status == 202)
         p.known = True
         p.last_form = time.monotonic()
+        if form_id == HAND_RAISER_FORM and resp.status == 202:
+            self.raised.append((time.monotonic(), p))
+
+    async def demo_request(self, s: aiohttp.ClientSession, p: Person) -> None:
+        """``p`` fills the demo-request (hand-raiser) form."""
+        await self._form(s, p, HAND_RAISER_FORM)
+
+    async def visit(self, s: aiohttp.ClientSession, p: Person, path: str, title: str) -> None:
+        """One page view of ``path`` by ``p``."""
+        params = {"vid": p.visitor_id, "url": f"https://www.example-saas.com{path}", "title": title}
+        async with s.get(f"{self.url}/t/p.gif?{urlencode(params)}") as resp:
+            await resp.read()
+            self._count("page", resp.status == 200)
 
     async def _open(self, s: aiohttp.ClientSession, p: Person) -> None:
         token = mint_token(self.secret, email=p.email, campaign=self.rng.choice(CAMPAIGNS), ttl_s=86400,
@@ -157,6 +177,10 @@ class DemoTraffic:
         n = self._addresses()
         connector = aiohttp.TCPConnector(local_addr=(f"127.0.{i // 250}.{i % 250 + 2}", 0)) if n > 1 else None
         return aiohttp.ClientSession(connector=connector, headers=DEMO_HEADERS)
+
+    def browser(self, p: Person) -> aiohttp.ClientSession:
+        """A new browser-like session for ``p``, from the source address their traffic comes from."""
+        return self._session(self.people.index(p) % self._addresses())
 
     async def step(self, sessions: Sequence[aiohttp.ClientSession] | aiohttp.ClientSession) -> None:
         p = self._pick()
@@ -202,3 +226,98 @@ class DemoTraffic:
                     except TimeoutError:
                         pass
         return self.stats
+
+
+LOST_REASONS = ("budget", "timing", "went with a competitor")
+
+
+@dataclass
+class _Closed:
+    person: Person
+    lead_id: str
+    at: float
+    reason: str
+    back: bool = False
+
+
+class ReengageDemo:
+    """Marks a few alerted hand-raisers closed-lost through the admin API, then brings some back.
+
+    Every ``tick_s``: each hand-raiser whose request is ``lose_after_s`` old and
+    whose lead is assigned (mql, with an owner) is accepted, converted to an
+    opportunity and marked lost by its owner (an ops token acts as the owner),
+    up to ``lose`` leads; each lost lead ``back_after_s`` later, up to
+    ``bring_back`` of them, visits /pricing three times and asks for a demo
+    again, which the worker routes as a re-engagement.
+    """
+
+    def __init__(self, traffic: DemoTraffic, admin_url: str, token: str, say: Callable[[str], None], *,
+                 lose: int = 4, bring_back: int = 2, lose_after_s: float = 4.0, back_after_s: float = 6.0,
+                 tick_s: float = 2.0) -> None:
+        self.traffic = traffic
+        self.admin = admin_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.say = say
+        self.lose, self.bring_back = lose, bring_back
+        self.lose_after_s, self.back_after_s, self.tick_s = lose_after_s, back_after_s, tick_s
+        self.closed: list[_Closed] = []
+        self.tried: set[str] = set()
+
+    async def _lead(self, s: aiohttp.ClientSession, lead_id: str) -> dict[str, object] | None:
+        async with s.get(f"{self.admin}/v1/leads/{lead_id}", headers=self.headers) as resp:
+            return dict(await resp.json()) if resp.status == 200 else None
+
+    async def _act(self, s: aiohttp.ClientSession, lead_id: str, action: str, body: dict[str, str]) -> bool:
+        async with s.post(f"{self.admin}/v1/leads/{lead_id}/{action}", json=body, headers=self.headers) as resp:
+            await resp.read()
+            return resp.status == 200
+
+    async def _close_one(self, s: aiohttp.ClientSession, p: Person) -> None:
+        lead_id = lead_id_for_email(p.email)
+        self.tried.add(p.email)
+        lead = await self._lead(s, lead_id)
+        if not lead or lead.get("stage") != "mql" or not lead.get("owner"):
+            return  # not assigned (held, or routed elsewhere since): leave it
+        reason = LOST_REASONS[len(self.closed) % len(LOST_REASONS)]
+        steps: tuple[tuple[str, dict[str, str]], ...] = (
+            ("accept", {}), ("convert", {"to": "opportunity"}), ("lost", {"reason": reason}))
+        for action, body in steps:
+            if not await self._act(s, lead_id, action, body):
+                return
+        self.closed.append(_Closed(p, lead_id, time.monotonic(), reason))
+        self.say(f"demo     {p.first} {p.last} ({p.company[0]}) marked closed-lost ({reason}) by "
+                 f"{lead.get('owner_name') or lead.get('owner')}")
+
+    async def _bring_back(self, c: _Closed) -> None:
+        c.back = True
+        p = c.person
+        # From the person's own browser (user agent, Origin, address), as their first request came:
+        # an HTTP library's request would lower the form's trust and be held for review.
+        async with self.traffic.browser(p) as b:
+            for _ in range(3):
+                await self.traffic.visit(b, p, "/pricing", "Pricing")
+            await self.traffic.demo_request(b, p)
+        self.say(f"demo     {p.first} {p.last} ({p.company[0]}) is back: /pricing 3 times, then a demo request")
+
+    async def step(self, s: aiohttp.ClientSession) -> None:
+        now = time.monotonic()
+        if len(self.closed) < self.lose:
+            for at, p in list(self.traffic.raised):
+                if len(self.closed) >= self.lose:
+                    break
+                if now - at >= self.lose_after_s and p.email not in self.tried:
+                    await self._close_one(s, p)
+        for c in self.closed:
+            if sum(x.back for x in self.closed) >= self.bring_back:
+                break
+            if not c.back and now - c.at >= self.back_after_s:
+                await self._bring_back(c)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Play the reps' side until ``stop`` is set; a failed request is tried again next tick."""
+        async with aiohttp.ClientSession() as s:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError, ValueError):
+                    await self.step(s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.tick_s)

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TextIO
 
-from router.dev.demo import DemoTraffic
+from router.dev.demo import DemoTraffic, ReengageDemo
 from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
 from router.dev.servers import ManagedProcess, free_port, spawn, start_broker, start_redis, wait_for_port
 from router.settings import Settings
@@ -136,8 +136,11 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         console.say(f"slack    local Slack-format receiver on {slack.url}")
         console.say(f"smtp     local SMTP receiver on 127.0.0.1:{smtp.port}")
         collector_port = free_port() if "collector_port" not in settings.explicit else settings.ingest.collector_port
+        metrics_port = (settings.ingest.collector_metrics_port if "collector_metrics_port" in settings.explicit
+                        else free_port())
         settings = settings.with_(
             collector_port=collector_port,
+            collector_metrics_port=metrics_port,
             public_url=f"http://127.0.0.1:{collector_port}",
             worker_web_port=free_port(),
             token_secret=settings.tokens.secret or secrets.token_urlsafe(32),
@@ -155,7 +158,8 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         admin = spawn_service("admin", settings, workdir, port=admin_port)
         started.append(admin)
         await asyncio.to_thread(wait_for_port, collector_port, 30.0, collector.proc)
-        console.say(f"collector http://127.0.0.1:{collector_port}  (pixel /t/p.gif, form /t/form, open /t/o/<token>.gif)")
+        console.say(f"collector http://127.0.0.1:{collector_port}  (pixel /t/p.gif, form /t/form, open /t/o/<token>.gif)"
+                    + (f"; metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""))
         console.say(f"worker   faust app {settings.kafka.app_id!r}; logs in {workdir}")
         await asyncio.to_thread(wait_for_port, admin_port, 30.0, admin.proc)
         token = await _ops_token(settings)
@@ -166,6 +170,10 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
             console.say("demo     off (--rate 0): send your own traffic to the collector; Ctrl-C stops everything")
         demo = DemoTraffic(settings.ingest.public_url, settings.tokens.secret, rate_per_s=rate, seed=seed)
         demo_task = asyncio.create_task(demo.run(stop, duration_s))
+        reps_task: asyncio.Task[None] | None = None
+        if rate > 0:  # the reps' side: a few alerted leads lost, some of them back later (re-engagements)
+            reps = ReengageDemo(demo, settings.alerts.admin_url, token, console.say)
+            reps_task = asyncio.create_task(reps.run(stop))
         last = time.monotonic()
         while not stop.is_set() and not demo_task.done():
             with contextlib.suppress(TimeoutError):
@@ -183,6 +191,8 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
                             f"alerts {alerts['slack']} slack, {alerts['email']} email")
         stop.set()
         await demo_task
+        if reps_task is not None:
+            await reps_task
         return 0
     finally:
         console.say("stopping…")

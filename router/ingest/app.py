@@ -36,6 +36,9 @@ Abuse
       (0..1) with reasons (:func:`router.ingest.machine.form_trust`): HTTP-library or empty
       user agents, no or another site's Origin, disposable email domains, a rate-limited
       address.  The worker holds a suspicious hand-raiser for review instead of alerting a rep.
+    * ``/metrics`` is not on the public port (a 404 there): :class:`CollectorService` serves it
+      on its own listener, ``LEADROUTER_COLLECTOR_METRICS_HOST``/``_PORT`` (default
+      127.0.0.1:9108; port 0 serves none), for Prometheus on a private network.
 
 Privacy
     * ``DNT: 1`` or ``Sec-GPC: 1`` on the anonymous web pixel (``/t/p.gif``)
@@ -59,9 +62,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
 from router import metrics
+from router.errors import CollectorError
 from router.ingest.forwarder import KafkaForwarder
 from router.ingest.handlers import Collector
 from router.ingest.ratelimit import RateLimiter
@@ -189,7 +195,19 @@ def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] =
     app.router.add_post("/com.snowplowanalytics.snowplow/tp2", c.snowplow_post)
     app.router.add_route("OPTIONS", "/com.snowplowanalytics.snowplow/tp2", c.preflight)
     app.router.add_get("/healthz", c.health)
-    app.router.add_get("/metrics", c.metrics_page)
+    return app
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest(metrics.REGISTRY))
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+def create_metrics_app() -> web.Application:
+    """The private listener's app: ``GET /metrics`` only (never on the public collector port)."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_page)
     return app
 
 
@@ -210,6 +228,8 @@ class CollectorService:
         self._limiter: RateLimiter | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_port: int | None = None  # bound port of the metrics listener (None: not serving)
 
     async def start(self) -> None:
         self.spool.open()
@@ -229,6 +249,21 @@ class CollectorService:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         ingest = self.settings.ingest
+        # The private metrics listener first: once the public port answers, metrics do too.
+        if ingest.collector_metrics_port:
+            self._metrics_runner = web.AppRunner(create_metrics_app(), access_log=None)
+            await self._metrics_runner.setup()
+            site = web.TCPSite(self._metrics_runner, ingest.collector_metrics_host, ingest.collector_metrics_port)
+            try:
+                await site.start()
+            except OSError as exc:
+                msg = (f"cannot serve metrics on {ingest.collector_metrics_host}:{ingest.collector_metrics_port} "
+                       f"({exc.strerror or exc}); set LEADROUTER_COLLECTOR_METRICS_PORT to a free port, or 0 to "
+                       "serve no metrics")
+                raise CollectorError(msg) from exc
+            self.metrics_port = int(self._metrics_runner.addresses[0][1])
+            log.info("collector metrics on http://%s:%d/metrics (not on the public port)",
+                     ingest.collector_metrics_host, self.metrics_port)
         server = self._runner.server
         assert server is not None
         # Like web.TCPSite, but each connection's protocol is wrapped in a request-head deadline.
@@ -242,6 +277,10 @@ class CollectorService:
 
     async def stop(self) -> None:
         """Stop taking requests, give the forwarder a moment to drain, keep the rest spooled."""
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
+            self.metrics_port = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None

@@ -19,8 +19,6 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.streams import StreamReader
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from yarl import URL
 
 from models import Event, EventType
@@ -659,11 +657,6 @@ class Collector:
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
-
-    async def metrics_page(self, request: web.Request) -> web.Response:
-        resp = web.Response(body=generate_latest(metrics.REGISTRY))
-        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return resp
 
 
 def _ascii_url(url: str) -> str | None:

@@ -12,9 +12,26 @@ import hashlib
 
 PREFIX = "lr"
 
-# How long an event id is remembered for de-duplication.  Kafka redelivers
-# after a crash or rebalance within minutes; a week is a wide margin.
+# How long an event id is remembered for de-duplication (router.settings.DEDUPE_WINDOW_DAYS).
+# Kafka redelivers after a crash or rebalance within minutes, and a topic keeps a
+# message 7 days by default (retention.ms): a redelivery, or a replay of everything
+# the topic still holds, within a week of the first count is still a duplicate.
+# The ``seen`` sets are pruned to this window on each event and expire this long
+# after a lead's last event.
 SEEN_WINDOW_S = 7 * 24 * 3600
+
+# --- expiry (issue 11.5) ---------------------------------------------------------------------------
+# Known leads (``L`` ids, minted from an email) and their history never expire.
+# Anonymous profiles (``A`` from a visitor id, ``U`` from a user id: no email) do,
+# ANONYMOUS_TTL_S after their last event, refreshed atomically by the Lua call that
+# applies each event: the lead hash, reasons, recent and ids (``seen`` has its own,
+# shorter window), with the profile's identity links (visitor/user id -> lead, refreshed
+# by the batch that used them), its account tie (``lead_account``) and its entry in
+# its account's members/roles (trimmed by account_event.lua).  A link to a known lead
+# lives KNOWN_LINK_TTL_S after it was last used: as long as the collector's cookie.
+# Defaults; the worker takes LEADROUTER_ANONYMOUS_TTL_DAYS and _KNOWN_LINK_TTL_DAYS.
+ANONYMOUS_TTL_S = 90 * 24 * 3600
+KNOWN_LINK_TTL_S = 395 * 24 * 3600
 REASONS_KEPT = 100
 RECENT_KEPT = 20
 SENT_TTL_S = 30 * 24 * 3600
@@ -27,6 +44,11 @@ def normalise_email(email: str) -> str:
 def lead_id_for_email(email: str) -> str:
     digest = hashlib.sha256(normalise_email(email).encode()).hexdigest()[:24]
     return f"L{digest}"
+
+
+def is_email_lead(lead_id: str) -> bool:
+    """Whether a lead id was minted from an email (``L``): a known person, kept for good."""
+    return lead_id.startswith("L")
 
 
 def lead_id_for_visitor(visitor_id: str) -> str:
@@ -68,6 +90,12 @@ def lead_keys(lead_id: str) -> list[str]:
     return [lead(lead_id), seen(lead_id), reasons(lead_id), recent(lead_id)]
 
 
+def apply_keys(lead_id: str) -> list[str]:
+    """The keys apply_event.lua takes: :func:`lead_keys`, the history, :func:`lead_ids` and the
+    :func:`field_history` (KEYS[7]), all in the lead's slot."""
+    return [*lead_keys(lead_id), history(lead_id), lead_ids(lead_id), field_history(lead_id)]
+
+
 def visitor(visitor_id: str) -> str:
     """String: the lead a browser's visitor id belongs to once identified."""
     digest = hashlib.sha256(visitor_id.encode()).hexdigest()[:24]
@@ -97,7 +125,7 @@ def account_keys(key_id: str) -> list[str]:
 
 
 def lead_account(lead_id: str) -> str:
-    """String: the account key id a lead belongs to."""
+    """String: the account key id a lead belongs to (an anonymous profile's expires with it)."""
     return f"{PREFIX}:la:{lead_id}"
 
 
@@ -169,6 +197,7 @@ REJECTED_TTL_S = 365 * 24 * 3600  # a rep who rejected a lead is not sent it aga
 SLA_LEASE_S = 60  # a claimed SLA item comes due again after this if its ticker died mid-step
 SLA_STEPS = ("remind", "reassign", "escalate")
 HELD_STEP = "held"  # team_sla(team, HELD_STEP): leads nobody could take (all out of office), retried by the ticker
+NOTIFY_STEP = "notify"  # team_sla(team, NOTIFY_STEP): a rep to tell that a lead was reassigned to them by hand
 HELD_RETRY_S = 3600.0  # a held lead is looked at again at least this often (admin overrides end any time)
 OUTCOMES = f"{PREFIX}:outcomes"
 OUTCOMES_MAXLEN = 1_000_000
@@ -216,6 +245,11 @@ def rejected(lead_id: str) -> str:
 def holders(lead_id: str, crossing: int) -> str:
     """Set of rep ids who held one crossing of a lead: SLA reassignment skips them."""
     return f"{PREFIX}:{{L:{lead_id}}}:holders:{crossing}"
+
+
+def action_link_used(lead_id: str, jti: str) -> str:
+    """String (JSON ts, action), kept until the link's expiry: an alert action link's one-time id, once it acted."""
+    return f"{PREFIX}:{{L:{lead_id}}}:link:{jti}"
 
 
 # --- admin HTTP API (router/admin/app.py, router/admin/auth.py; issue 6 item 4) -----------------------
@@ -305,3 +339,31 @@ def field_history(lead_id: str) -> str:
 
 
 FIELD_HISTORY_KEPT = 100
+
+
+# --- Due times: the scheduler (router/worker/scheduler.py; issue 11.3) --------------------------------------
+# Added keys only.  Moments that must be acted on without waiting for a lead's next
+# event (recycling a lead whose engagement decayed) sit in sorted sets member -> due
+# time, sharded by the item's id into DUE_SHARDS sets ``{due:<n>}``: each claim is one
+# Lua call on one slot, and the shards spread over a Redis Cluster.  A tick claims
+# what is due in every shard (one pipelined round trip), so its cost is the number
+# of due items plus DUE_SHARDS, whatever the number of leads.  (SLA steps live in
+# their team's slot instead, scheduled atomically with the pick: team_sla above.)
+
+DUE_SHARDS = 16  # fixed: items already indexed stay in the shard their id hashes to
+DUE_LEASE_S = 60  # a claimed item comes due again after this if its ticker died mid-step
+DUE_KINDS = ("recycle",)
+
+
+def due_shard(item_id: str) -> int:
+    return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) % DUE_SHARDS
+
+
+def due(kind: str, shard: int) -> str:
+    """Sorted set item id -> due ts (``recycle``: lead id -> the moment its score decays to recycle_below)."""
+    return f"{PREFIX}:{{due:{shard}}}:{kind}"
+
+
+SLA_FIGURES = f"{PREFIX}:sla:figures"
+"""List of JSON records (accepts, manual reassignments) for the workers' SLA metrics; each is popped once."""
+SLA_FIGURES_MAX = 100_000

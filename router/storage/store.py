@@ -7,7 +7,7 @@ trips (resolve visitor ids, then apply), whatever its size.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
@@ -29,7 +29,7 @@ from models.pipeline import (
 )
 from router.storage import keys
 from router.storage.scripts import lua
-from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json
+from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json, reengage_json
 from scoring.account_intent import AccountIntentConfig
 
 
@@ -45,10 +45,12 @@ class LeadRules:
     clauses_json: str
     daily_cap: float | None = None
     recycle_below: float | None = None
+    reengage_json: str = ""  # the re-engagement rules (scoring.reengage_json); '' for the default
 
     @classmethod
     def from_config(cls, config: ScoringConfig) -> LeadRules:
-        return cls(config.half_life_s, ready_clauses_json(config), config.daily_cap, config.ready.recycle_below)
+        return cls(config.half_life_s, ready_clauses_json(config), config.daily_cap, config.ready.recycle_below,
+                   reengage_json(config))
 
     @classmethod
     def threshold_only(cls, threshold: float, half_life_s: float) -> LeadRules:
@@ -58,9 +60,21 @@ class LeadRules:
 class RedisStore:
     """The only code that talks to Redis about leads, teams and alerts."""
 
-    def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S) -> None:
+    def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S,
+                 anonymous_ttl_s: int = keys.ANONYMOUS_TTL_S, known_link_ttl_s: int = keys.KNOWN_LINK_TTL_S,
+                 member_horizon_s: float | None = None, merged_ttl_s: int = keys.MERGED_TTL_S) -> None:
+        """``anonymous_ttl_s``: anonymous profiles, their links and account ties expire this long after
+        their last event (0: never); it should not be shorter than ``seen_window_s``, or a redelivered
+        event of an expired profile counts again.  ``known_link_ttl_s``: a visitor or user id linked to
+        a known lead, after its last use (0: never).  ``member_horizon_s``: account members inactive
+        this long in event time leave the account (default ``anonymous_ttl_s``; 0: never).
+        ``merged_ttl_s``: how long a merged profile's forwarding stub is kept."""
         self.redis = redis
         self.seen_window_s = seen_window_s
+        self.anonymous_ttl_s = max(0, int(anonymous_ttl_s))
+        self.known_link_ttl_s = max(0, int(known_link_ttl_s))
+        self.member_horizon_s = float(self.anonymous_ttl_s if member_horizon_s is None else member_horizon_s)
+        self.merged_ttl_s = max(1, int(merged_ttl_s))
         self._apply: AsyncScript = redis.register_script(_lua("apply_event.lua"))
         self._commit: AsyncScript = redis.register_script(_lua("commit_assignment.lua"))
         self._freeze: AsyncScript = redis.register_script(_lua("merge_freeze.lua"))
@@ -82,13 +96,34 @@ class RedisStore:
         users = {k: _s(x) for k, x in pairs[len(vids):] if x}
         return visitors, users
 
-    async def write_links(self, links: Mapping[tuple[Kind, str], str]) -> None:
-        if not links:
+    def link_ttl(self, lead_id: str) -> int | None:
+        """Seconds an identity link to ``lead_id`` lives after its last use (None: for good)."""
+        ttl = self.known_link_ttl_s if keys.is_email_lead(lead_id) else self.anonymous_ttl_s
+        return ttl or None
+
+    async def write_links(self, links: Mapping[tuple[Kind, str], str],
+                          used: Mapping[tuple[Kind, str], str] | None = None) -> None:
+        """Write new identity links, and refresh the TTL of the links a batch ``used`` (identifier -> lead).
+
+        One pipelined round trip; a link's TTL follows its lead (:meth:`link_ttl`).
+        """
+        refresh = {k: v for k, v in (used or {}).items() if k not in links}
+        if not links and not refresh:
             return
         pipe = self.redis.pipeline(transaction=False)
         for (kind, value), lead_id in links.items():
-            pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id)
+            ttl = self.link_ttl(lead_id)
+            pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id, ex=ttl)
             pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
+            if ttl is not None and not keys.is_email_lead(lead_id):
+                pipe.expire(keys.lead_ids(lead_id), ttl)
+        for (kind, value), lead_id in refresh.items():
+            ttl = self.link_ttl(lead_id)
+            key = keys.visitor(value) if kind == "v" else keys.user(value)
+            if ttl is None:
+                pipe.persist(key)
+            else:
+                pipe.expire(key, ttl)
         await pipe.execute()
 
     async def merge(self, m: Merge, *, half_life_s: float, now: float) -> MergeStatus:
@@ -108,20 +143,21 @@ class RedisStore:
         for wave in _waves(merges):
             pipe = self.redis.pipeline(transaction=False)
             for m in wave:
-                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S], client=pipe)
+                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s], client=pipe)
             frozen = [orjson.loads(r) for r in await pipe.execute()]
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
                 if f["status"] == "frozen":
-                    await self._absorb(keys=keys.lead_keys(m.target), args=_absorb_args(m, f, half_life_s, now,
-                                                                                       self.seen_window_s),
+                    ttl = 0 if keys.is_email_lead(m.target) else self.anonymous_ttl_s
+                    await self._absorb(keys=keys.lead_keys(m.target),
+                                       args=[*_absorb_args(m, f, half_life_s, now, self.seen_window_s), ttl],
                                        client=pipe)
             await pipe.execute()
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
                 status = _status(f["status"], _MERGE_STATUSES)
                 if status == "frozen":
-                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, keys.MERGED_TTL_S],
+                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s],
                                         client=pipe)
                 kind = "merge" if status in ("frozen", "done") else f"merge_{status}"
                 pipe.xadd(keys.IDENTITY_LOG, {"kind": kind, "source": m.source, "target": m.target,
@@ -148,8 +184,11 @@ class RedisStore:
 
     def _lead_cfg(self, rules: LeadRules, now: float) -> bytes:
         cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
-                               "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT,
-                               "rc": orjson.Fragment(rules.clauses_json), "fk": keys.FIELD_HISTORY_KEPT}
+                               "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT, "at": self.anonymous_ttl_s,
+                               "rc": orjson.Fragment(rules.clauses_json), "hk": keys.HISTORY_KEPT,
+                               "fk": keys.FIELD_HISTORY_KEPT}
+        if rules.reengage_json:
+            cfg["re"] = orjson.Fragment(rules.reengage_json)
         if rules.daily_cap is not None:
             cfg["dc"] = rules.daily_cap
         if rules.recycle_below is not None:
@@ -183,11 +222,11 @@ class RedisStore:
             if plan.grade is not None:
                 payload["g"] = plan.grade.letter
                 payload["gp"] = plan.grade.points
-            await self._apply(keys=[*keys.lead_keys(plan.lead_id), keys.field_history(plan.lead_id)],
-                              args=[orjson.dumps(payload), lead_cfg], client=pipe)
+            await self._apply(keys=keys.apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
+                              client=pipe)
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
                                  "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
-                                 "ep": keys.DECAY_EPOCH})
+                                 "ep": keys.DECAY_EPOCH, "mh": self.member_horizon_s})
         for a in accounts:
             item = {"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
                     "d": a.domain, "k": a.known}
@@ -195,7 +234,85 @@ class RedisStore:
         raw = await pipe.execute()
         leads = [_parse_apply(r) for r in raw[: len(plans)]]
         accts = [_parse_account(a.key_id, a.event_id, r) for a, r in zip(accounts, raw[len(plans):], strict=True)]
+        await self.index_recycles(zip((p.lead_id for p in plans), leads, strict=True))
         return leads, accts
+
+    async def index_recycles(self, results: Iterable[tuple[str, ApplyResult]]) -> None:
+        """Put each armed lead's exact recycle moment in its due shard (one round trip; none when nothing is armed).
+
+        The moment was computed in the lead's own Lua step; this index only tells the
+        scheduler when to look (router/worker/scheduler.py recomputes it on the lead).
+        A crash in between is repaired by the redelivered event, which returns it again.
+        """
+        due = {lead_id: r.recycle_at for lead_id, r in results if r.recycle_at is not None}
+        if not due:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for lead_id, at in due.items():
+            pipe.zadd(keys.due("recycle", keys.due_shard(lead_id)), {lead_id: at})
+        await pipe.execute()
+
+    async def due_claim(self, kind: str, now: float, lease_s: float, limit: int) -> list[tuple[int, str, str]]:
+        """Lease up to ``limit`` items due by ``now`` in every shard of ``kind``: [(shard, item, lease)], one round trip."""
+        lease = repr(now + lease_s)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(keys.DUE_SHARDS):
+            await self._script("sla_claim.lua")(keys=[keys.due(kind, shard)], args=[repr(now), lease, limit],
+                                                client=pipe)
+        raw = await pipe.execute()
+        return [(shard, _s(m), lease) for shard, items in enumerate(raw) for m in items]
+
+    async def due_settle(self, kind: str, settled: Sequence[tuple[int, str, str, float | None]]) -> None:
+        """Remove (next None) or re-arm each claimed (shard, item, lease, next) unless re-armed meanwhile."""
+        if not settled:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for shard, item, lease, nxt in settled:
+            await self._script("due_settle.lua")(keys=[keys.due(kind, shard)],
+                                                 args=[item, lease, "" if nxt is None else repr(nxt)], client=pipe)
+        await pipe.execute()
+
+    async def due_pending(self, kind: str) -> dict[str, float]:
+        """Every item of ``kind`` with its due time (tests and ``leads show``; reads every shard)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(keys.DUE_SHARDS):
+            pipe.zrange(keys.due(kind, shard), 0, -1, withscores=True)
+        out: dict[str, float] = {}
+        for items in await pipe.execute():
+            out.update({_s(m): float(t) for m, t in items})
+        return out
+
+    async def push_figure(self, record: Mapping[str, Any]) -> None:
+        """Hand one SLA figure (an accept, a manual reassignment) to the workers' metrics (capped list)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(keys.SLA_FIGURES, orjson.dumps(dict(record)))
+        pipe.ltrim(keys.SLA_FIGURES, -keys.SLA_FIGURES_MAX, -1)
+        await pipe.execute()
+
+    async def pop_figures(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` SLA figures, oldest first; each is popped by exactly one worker."""
+        raw: Any = await self.redis.lpop(keys.SLA_FIGURES, limit)
+        out: list[dict[str, Any]] = []
+        for item in raw or ():
+            try:
+                rec = orjson.loads(item)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    async def recycle_leads(self, lead_ids: Sequence[str], now: float, half_life_s: float,
+                            recycle_below: float) -> list[dict[str, Any]]:
+        """The lead-side step of each due recycle (router/storage/lua/lead_recycle.lua), pipelined."""
+        if not lead_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for lead_id in lead_ids:
+            await self._script("lead_recycle.lua")(
+                keys=[keys.lead(lead_id), keys.history(lead_id)],
+                args=[repr(now), repr(half_life_s), repr(recycle_below), keys.HISTORY_KEPT], client=pipe)
+        return [orjson.loads(r) for r in await pipe.execute()]
 
     async def set_probabilities(self, probs: Mapping[str, float], rules: LeadRules, now: float,
                                 batch_id: str) -> dict[str, ApplyResult]:
@@ -206,9 +323,11 @@ class RedisStore:
         cfg = self._lead_cfg(rules, now)
         for lead_id, p in probs.items():
             payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
-            await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
+            await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
         raw = await pipe.execute()
-        return {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
+        out = {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
+        await self.index_recycles(out.items())
+        return out
 
     async def lead_hashes(self, lead_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """Several leads' hashes in one round trip."""
@@ -244,7 +363,9 @@ class RedisStore:
             return
         pipe = self.redis.pipeline(transaction=False)
         for lead_id, key_id in mapping.items():
-            pipe.set(keys.lead_account(lead_id), key_id)
+            # An anonymous profile's tie expires with it (re-written, so refreshed, by each of its events).
+            ttl = None if keys.is_email_lead(lead_id) else self.anonymous_ttl_s or None
+            pipe.set(keys.lead_account(lead_id), key_id, ex=ttl)
         await pipe.execute()
 
     async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
@@ -252,8 +373,8 @@ class RedisStore:
         """Make a lead sales-ready for another reason than its own score (its account's intent), once."""
         payload = {"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
                    "reason": orjson.dumps(reason.to_dict()).decode()}
-        cfg = orjson.dumps({"now": now, "rc": []})
-        return _parse_apply(await self._apply(keys=keys.lead_keys(lead_id), args=[orjson.dumps(payload), cfg]))
+        cfg = orjson.dumps({"now": now, "rc": [], "hk": keys.HISTORY_KEPT})
+        return _parse_apply(await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg]))
 
     async def account_done(self, key_id: str, event_id: str) -> None:
         """Close an account crossing once its lead has been routed."""
@@ -278,6 +399,15 @@ class RedisStore:
             args=[crossing, assignment_id, rep_id, rep_name, team, rule, rules_version, repr(ts)],
         )
         await self.redis.zadd(keys.rep_leads(rep_id), {lead_id: ts})
+        return bool(done)
+
+    async def reengage_notified(self, lead_id: str, crossing: int, alert_id: str, rep_id: str, rep_name: str,
+                                ts: float) -> bool:
+        """Close a re-engagement its owner was told about (router/storage/lua/reengage_notify.lua); once."""
+        done = await self._script("reengage_notify.lua")(
+            keys=[keys.lead(lead_id), keys.history(lead_id)],
+            args=[crossing, alert_id, rep_id, rep_name, repr(ts), keys.HISTORY_KEPT],
+        )
         return bool(done)
 
     async def sent_channels(self, assignment_id: str) -> set[str]:
@@ -540,4 +670,5 @@ def _parse_apply(raw: Any) -> ApplyResult:
         lead={str(k): str(v) for k, v in lead.items()},
         reasons=tuple(Reason.from_dict(orjson.loads(r)) for r in data.get("reasons") or ()),
         recent=tuple(orjson.loads(r) for r in data.get("recent") or ()),
+        recycle_at=float(data["ra"]) if isinstance(data.get("ra"), (int, float)) else None,
     )

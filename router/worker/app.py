@@ -40,7 +40,7 @@ from router.storage.model_registry import ActiveModelWatcher
 from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
-from router.worker.sla import sla_tick
+from router.worker.scheduler import scheduler_timer
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ class Runtime:
                          if files.accounts_file.exists() else None)
         self.icp = LiveFile.open(files.icp_file, load_icp_file, "icp")
         self.model = ActiveModelWatcher(files.model_registry_dir)
-        self.store = RedisStore(self.redis)
+        self.store = RedisStore(self.redis, anonymous_ttl_s=settings.worker.anonymous_ttl_s,
+                                known_link_ttl_s=settings.worker.known_link_ttl_s)
         self._http: aiohttp.ClientSession | None = None
         self._sender: AlertSender | None = None
 
@@ -141,7 +142,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
                         link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers,
-                        review_below=settings.worker.review_trust_below)
+                        review_below=settings.worker.review_trust_below, link_ttl_s=settings.alerts.link_ttl_s)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
@@ -181,10 +182,10 @@ def create_app(settings: Settings) -> LeadRouterApp:
     async def consumer_lag() -> None:
         sample_consumer_lag(app.consumer, (kafka.topic_events, kafka.topic_assignments))
 
-    @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
-    async def sla_timer() -> None:
-        # Any number of workers run this; each SLA step is claimed once.
-        await sla_tick(rt.store, rt.routing, pipeline.sla_alert)
+    # Due recycles and SLA steps (router/worker/scheduler.py): any number of workers
+    # run it; each step is claimed once and a missed tick catches up.
+    app.timer(interval=settings.worker.scheduler_tick_s, name="scheduler")(
+        scheduler_timer(rt.store, rt.scoring, rt.routing, pipeline.sla_alert))
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def review_timer() -> None:

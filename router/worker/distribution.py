@@ -366,3 +366,32 @@ async def assign_owner(store: RedisStore, team: Team, rep: Rep, assignment_id: s
                                 "strategy": "account_owner", "outcome": pick.outcome,
                                 "available_at": pick.available_at})
     return pick
+
+
+async def assign_reengaged_owner(store: RedisStore, team: Team, rep: Rep, assignment_id: str, lead_id: str,
+                                 crossing: int, now: datetime) -> Pick | None:
+    """Give a re-engaged lead back to the rep who had it, unless that rep is out of office.
+
+    Unlike :func:`assign_owner` the clock only says no when the rep is away: a
+    lead that comes back at night or on a weekend waits for its own rep
+    (queued, the SLA clock starting at their next working moment).  None: the
+    rep is out of office (roster or admin API) or rejected the lead; route by
+    the rules instead.  Idempotent per assignment id, like every pick.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    if rep.rep_id in await store.rejected_reps(lead_id):
+        return None
+    solo = replace(team, reps=(rep,), strategy=Strategy.WEIGHTED)
+    slots = await _with_overrides(store, solo, rep_slots(solo, now), now)
+    if any(s.unavailable == Unavailable.OUT_OF_OFFICE.value for s in slots):
+        return None
+    pick = await pick_rep(store, solo, assignment_id, lead_id, now, allow_excluded=False)
+    if pick is None:
+        return None
+    await store.lead_sla("assigned", lead_id, assignment_id, crossing, now.timestamp(), rep_id=rep.rep_id,
+                         rep_name=rep.name, team=team.name,
+                         extra={"queued": pick.queued, "reason": pick.reason or "reengaged_owner",
+                                "strategy": "reengaged_owner", "outcome": pick.outcome,
+                                "available_at": pick.available_at})
+    return pick

@@ -29,8 +29,8 @@ def default_profile(kind: Kind, value: str) -> str:
 
 
 def is_known_person(lead_id: str) -> bool:
-    """Lead ids minted from an email belong to a known, unique person."""
-    return lead_id.startswith("L")
+    """Lead ids minted from an email belong to a known, unique person (kept for good; others expire)."""
+    return keys.is_email_lead(lead_id)
 
 
 UNIQUE_IDENTIFIERS = frozenset({"email", "user_id"})
@@ -124,6 +124,13 @@ class IdentityResolver:
         self.result.links[(kind, value)] = target
         if kind == "u":
             self._owners.setdefault(target, set()).add(value)
+
+
+def used_links(visitors: dict[str, str], users: dict[str, str]) -> dict[tuple[Kind, str], str]:
+    """The identity links a batch read (identifier -> lead), whose TTL the batch refreshes."""
+    used: dict[tuple[Kind, str], str] = {("v", v): lead for v, lead in visitors.items()}
+    used.update({("u", u): lead for u, lead in users.items()})
+    return used
 
 
 def resolve_batch(events: list[Event], visitors: dict[str, str], users: dict[str, str],

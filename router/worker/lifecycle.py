@@ -19,6 +19,12 @@ won        opportunity -> won               training row on the ``lr:outcomes`` 
 lost       sql | opportunity -> lost        training row on the ``lr:outcomes`` stream
 =========  ==============================  ==========================================
 
+reject, won and lost also record the lead's last outcome (``last_outcome``:
+rejected | won | lost, ``last_outcome_ts``, ``last_outcome_reason``,
+``last_outcome_rep``): the re-engagement rules (``sales_ready.reengage``) count
+time from it, and a re-engagement alert shows it.  A lead that comes back
+crosses again from any stage those rules list (router/worker/reengage.py).
+
 Only the lead's owner (the rep it is assigned to) may act on it.  Every
 transition is one Lua call on the lead's hash slot (router/storage/lua/lead_transition.lua)
 and appends one entry to the lead's history list.  Releasing the lead from the
@@ -187,8 +193,15 @@ async def _transition(store: RedisStore, action: str, lead: str, rep_id: str, no
 
 async def accept(store: RedisStore, lead: str, rep_id: str, *, now: datetime | float | None = None
                  ) -> TransitionResult:
-    """The owner takes the lead (mql -> sal); pending SLA reminders and reassignments lapse."""
-    result, _ = await _transition(store, "accept", lead, rep_id, now)
+    """The owner takes the lead (mql -> sal); pending SLA reminders and reassignments lapse.
+
+    How long it waited (from becoming sales-ready) goes to the workers' time-to-accept metric.
+    """
+    result, snapshot = await _transition(store, "accept", lead, rep_id, now)
+    became_ready = _num(snapshot.get("mql_ts", "0"))
+    if became_ready > 0:
+        await store.push_figure({"kind": "accept", "team": result.team, "waited_s": max(0.0, result.ts - became_ready),
+                                 "ts": result.ts})
     return result
 
 
@@ -260,8 +273,8 @@ def outcome_row(lead_id: str, outcome: str, lead: dict[str, str], ts: float, rea
     ``features`` has the lead's firmographic fields (``f:*``, the email domain,
     never the address), activity counters (``events``, ``n:<type>``), the stored
     score as of its ``asof`` (decay it with the scoring half-life), routing
-    (team, rule, rules version, owner), lifecycle counts (crossings, rejections,
-    SLA reassignments, escalation) and the stage timestamps with the durations
+    (team, rule, rules version, owner), lifecycle counts (crossings, re-engagements,
+    rejections, SLA reassignments, escalation) and the stage timestamps with the durations
     between them in hours.
     """
     features: dict[str, Any] = {}
@@ -273,7 +286,7 @@ def outcome_row(lead_id: str, outcome: str, lead: dict[str, str], ts: float, rea
     email = lead.get("email") or ""
     if "@" in email:
         features["email_domain"] = email.rsplit("@", 1)[1].lower()
-    for key in ("events", "crossing", "rejections", "sla_reassigns", "merges"):
+    for key in ("events", "crossing", "reengagements", "rejections", "sla_reassigns", "merges"):
         features[key] = _num(lead.get(key, "0"))
     features["score"] = _num(lead.get("score", "0"))
     features["score_asof"] = _num(lead.get("asof", "0"))

@@ -29,6 +29,7 @@ from models import (
     InvalidEventError,
     LeadView,
     Reason,
+    Reengagement,
     Rep,
     RoutingDecision,
     lead_view_from_hash,
@@ -38,14 +39,17 @@ from router.storage.live_config import LiveFile
 from router.storage.store import LeadRules, RedisStore
 from router.tokens import mint_action_token
 from router.worker.accounts import account_for
-from router.worker.distribution import Held, Pick, assign_owner, assign_rep
-from router.worker.identity import is_known_person, resolve_batch
+from router.worker.distribution import Held, Pick, assign_owner, assign_reengaged_owner, assign_rep
+from router.worker.identity import is_known_person, resolve_batch, used_links
+from router.worker.reengage import comeback, out_of_office, reengagement_of
 from router.worker.review import crossing_trust, gated, review_info
 from router.worker.review import hold as hold_for_review
 from router.worker.review import route_released as route_released_leads
+from router.worker.sla import escalation_facts, escalation_text
 from rules import RoutingConfig, facts_from_lead
 from rules.accounts import AccountBook, match_account, owner_first
 from scoring import (
+    HELD_STAGES,
     IcpConfig,
     ScoringConfig,
     classify_title,
@@ -62,7 +66,8 @@ from scoring.model import LeadModel
 log = logging.getLogger(__name__)
 
 PublishAlert = Callable[[str, bytes], Awaitable[None]]
-LINK_TTL_S = 14 * 86400  # an alert's accept/reject links work for two weeks
+LINK_TTL_S = 72 * 3600  # default life of an alert's one-time accept/reject link (LEADROUTER_ALERT_LINK_TTL_S)
+REENGAGE_RULE = "reengaged-owner"  # the decision's rule name when a re-engagement goes back to its owner
 ROUTE_CONCURRENCY = 32  # crossings of one batch routed at once
 
 
@@ -206,6 +211,8 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
             links[lead_id] = key_id
         else:
             key_id, name, domain = links.get(lead_id) or existing.get(lead_id) or "", "", ""
+            if key_id and not is_known_person(lead_id):
+                links[lead_id] = key_id  # re-written: an anonymous profile's tie expires with it
         if key_id:
             ev = plan.event
             out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
@@ -234,7 +241,7 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
         await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
                                  event_id=c.event_id, ts=c.ts)
         log.info("kept two people apart: %s was %s, now %s", c.identifier, c.previous, c.current)
-    await store.write_links(resolution.links)
+    await store.write_links(resolution.links, used_links(visitors, users))
     stored: dict[str, dict[str, str]] = {}
     if icp is not None:
         grading = [lid for ev, lid in zip(events, resolution.lead_ids, strict=True)
@@ -290,9 +297,11 @@ class Pipeline:
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
                  admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
                  model: Callable[[], LeadModel | None] | None = None, link_secret: str = "",
-                 unique: frozenset[str] = frozenset({"email"}), review_below: float = 0.5) -> None:
+                 unique: frozenset[str] = frozenset({"email"}), review_below: float = 0.5,
+                 link_ttl_s: int = LINK_TTL_S) -> None:
         self.store = store
         self.review_below = review_below
+        self.link_ttl_s = link_ttl_s
         self.unique = unique
         self.link_secret = link_secret
         self.icp = icp
@@ -429,23 +438,65 @@ class Pipeline:
                  "escalate": f"escalated to the team: {data.get('owner_name', 'the rep')} has not accepted it"}
         # Each step is its own alert (its own sent-flags), so a reminder is never
         # swallowed as a duplicate of the original alert.
-        alert_id = assignment_id if kind in ("reassign", "assigned") else f"{assignment_id}:{kind}"
+        alert_id = assignment_id if kind in ("reassign", "assigned", "manual_reassign") else f"{assignment_id}:{kind}"
+        trigger, escalation = texts.get(kind, kind), {}
+        links = self._links(lead_id, rep.rep_id, assignment_id, crossing)
+        if kind == "escalation":  # to a manager (one alert each), not to the rep: no rep action links
+            alert_id = f"{assignment_id}:escalation:{rep.rep_id}"
+            team = self.routing.current.teams.get(data.get("team", ""))
+            escalation = escalation_facts(data, team.sla if team else None, self.clock())
+            trigger, links = escalation_text(escalation), {}
+        elif kind == "manual_reassign":  # by hand (ops), with their reason
+            trigger = (f"reassigned to you by {data['reassigned_by']}: "
+                       f"{data.get('reassign_reason') or 'no reason given'}")
         assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
                                 decision=decision, ts=self.clock())
+        reengaged = await self._reengagement(lead_id, ApplyResult(status="scored", crossing=crossing, lead=data))
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
-                      trigger=texts.get(kind, kind), recent=tuple(await self.store.lead_recent(lead_id, 10)),
-                      account=await self._account_context(lead_id),
-                      links=self._links(lead_id, rep.rep_id, alert_id))
+                      trigger=trigger, recent=tuple(await self.store.lead_recent(lead_id, 10)),
+                      account=await self._account_context(lead_id), links=links, reengagement=reengaged,
+                      kind="escalation" if escalation else "lead", escalation=escalation)
         await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
 
-    def _links(self, lead_id: str, rep_id: str = "", assignment_id: str = "") -> dict[str, str]:
-        """Signed links the rep opens from the alert (the admin app serves them)."""
-        if not self.admin_url or not self.link_secret or not rep_id:
+    def _links(self, lead_id: str, rep_id: str, assignment_id: str, crossing: int) -> dict[str, str]:
+        """One-time links for the rep the alert goes to, bound to the lead's current assignment (router/admin/links.py)."""
+        if not self.admin_url or not self.link_secret or not rep_id or not assignment_id:
             return {}
         token = mint_action_token(self.link_secret, lead_id=lead_id, rep_id=rep_id, assignment_id=assignment_id,
-                                  ttl_s=LINK_TTL_S, now=self.clock())
+                                  crossing=crossing, ttl_s=self.link_ttl_s, now=self.clock())
         page = f"{self.admin_url.rstrip('/')}/a/{token}"
         return {"lead": page, "accept": f"{page}?do=accept", "reject": f"{page}?do=reject"}
+
+    async def _reengagement(self, lead_id: str, result: ApplyResult) -> Reengagement | None:
+        """The re-engagement this crossing is, with what brought the lead back; None for a first crossing."""
+        reengaged = reengagement_of(result.lead, result.crossing)
+        if reengaged is None:
+            return None
+        recent = await self.store.lead_recent(lead_id)
+        since = max(reengaged.last_outcome_ts, reengaged.last_crossing_ts)
+        return replace(reengaged, back=comeback(recent, self.clock(), since))
+
+    async def _notify_owner(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig, lead: LeadView,
+                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float) -> Assignment:
+        """The owner still holds the lead (sal, sql, opportunity): tell them; nothing is routed again."""
+        routing = self.routing.current
+        now = self.clock()
+        decision = RoutingDecision(team=result.lead.get("team") or rep.team, rule=REENGAGE_RULE,
+                                   rules_version=routing.version, path=(f"{REENGAGE_RULE}:holds-lead",))
+        assignment = Assignment(assignment_id=alert_id, lead_id=plan.lead_id, crossing=result.crossing, rep=rep,
+                                decision=decision, ts=now)
+        links: dict[str, str] = {}  # already accepted: one-time links act only on unaccepted assignments
+        alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
+                      trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
+                      event_ts=plan.event.ts, account=await self._account_context(plan.lead_id), links=links,
+                      reengagement=reengaged)
+        await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
+        await self.store.reengage_notified(plan.lead_id, result.crossing, alert_id, rep.rep_id, rep.name, now)
+        metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
+        metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
+        log.info("lead %s (%s) re-engaged in %s: told its owner %s", lead.display_name, lead.email,
+                 reengaged.from_stage, rep.name)
+        return assignment
 
     async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment | None:
         """Route one crossing to a rep and publish its alert; safe to repeat.
@@ -466,10 +517,34 @@ class Pipeline:
         })
         assignment_id = f"{plan.lead_id}:{result.crossing}"
         at = datetime.fromtimestamp(self.clock(), UTC)
+        owner_pick: Pick | None = None
+        decision: RoutingDecision | None = None
+        # A re-engagement goes to the rep who has the lead when that rep is not out
+        # of office: told, not routed again, when they still hold it (sal, sql,
+        # opportunity); given it back otherwise.  An away owner: the rules route it.
+        reengaged = await self._reengagement(plan.lead_id, result)
+        if reengaged is not None and reengaged.current_owner:
+            rep0 = next((r for r in routing.reps if r.rep_id == reengaged.owner), None)
+            if rep0 is None or await out_of_office(self.store, routing.team(rep0.team), rep0.rep_id, at):
+                reengaged = replace(reengaged, route="owner_away")
+            elif reengaged.from_stage in HELD_STAGES:
+                return await self._notify_owner(plan, result, config, lead, replace(reengaged, route="owner_notified"),
+                                                rep0, assignment_id, started)
+            else:
+                owner_pick = await assign_reengaged_owner(self.store, routing.team(rep0.team), rep0, assignment_id,
+                                                          plan.lead_id, result.crossing, at)
+                if owner_pick is not None:
+                    decision = RoutingDecision(team=rep0.team, rule=REENGAGE_RULE, rules_version=routing.version,
+                                               path=(f"{REENGAGE_RULE}:yes",))
+                    reengaged = replace(reengaged, route="owner")
+                else:
+                    reengaged = replace(reengaged, route="owner_away")
         # An account with an available owner goes to that owner first; otherwise
         # the rules pick the team and the team's strategy picks the rep (skipping
         # reps who rejected the lead, are away or at capacity; never dropping it).
-        owner_pick, decision = await self._owner_pick(lead, facts, assignment_id, plan.lead_id, result.crossing, at)
+        if owner_pick is None:
+            owner_pick, decision = await self._owner_pick(lead, facts, assignment_id, plan.lead_id, result.crossing,
+                                                          at)
         pick: Pick | Held
         if owner_pick is None:
             decision = routing.decide(facts)
@@ -496,8 +571,8 @@ class Pipeline:
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
-                      links=self._links(plan.lead_id, rep.rep_id, assignment_id),
-                      field_changes=await self._field_changes(plan.lead_id),
+                      links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing),
+                      reengagement=reengaged, field_changes=await self._field_changes(plan.lead_id),
                       priority=result.trigger == "hand_raiser")
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
@@ -505,6 +580,11 @@ class Pipeline:
         await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
         await self.store.commit_assignment(plan.lead_id, result.crossing, assignment_id, rep.rep_id, rep.name,
                                            team.name, decision.rule, decision.rules_version, now)
+        if reengaged is not None:
+            metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
+            old_team = result.lead.get("team", "")
+            if reengaged.current_owner and reengaged.owner != rep.rep_id and old_team:
+                await self.store.release_open(old_team, reengaged.owner, plan.lead_id)
         metrics.ASSIGNMENTS.labels(team.name, rep.rep_id).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
         log.info("lead %s (%s) -> %s [%s] via rule %s: %s", lead.display_name, lead.email, rep.name, team.name,

@@ -23,7 +23,10 @@ this one dies mid-step the item comes back after the lease), and for each:
   ``escalate``.  With nobody left to take it, it escalates at once
   (or, with ``escalate_to_manager: false``, records ``sla_expired``);
 * ``escalate``: marks the lead escalated, ``notify("escalate", lead,
-  assignment, holder)``; :attr:`SlaAction.managers` names who to tell.
+  assignment, holder)``, and ``notify("escalation", lead, assignment, manager)``
+  for each manager row of the team with an email or a Slack id (a direct
+  message and an email saying the lead, who held it, how long it waited and
+  the SLA; :func:`manager_rep`).
 * ``held`` (a lead nobody could take: every rep out of office): routed again
   by the team's policy once its crossing is still open; when a rep takes it,
   the crossing is committed and ``notify("assigned", lead, assignment, rep)``;
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -49,14 +52,14 @@ from router.storage import keys
 from router.storage.live_config import LiveFile
 from router.storage.store import RedisStore
 from router.worker.distribution import Held, assign_rep, held_retry_at, pick_rep
-from rules import RoutingConfig, Team
+from rules import Manager, RoutingConfig, SlaPolicy, Team
 
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str, str, str, Rep], Awaitable[None]]
 RETRY_S = 30.0  # a lead whose routing has not committed yet is looked at again after this
 
-SlaKind = Literal["remind", "reassign", "escalate", "expired", "assigned"]
+SlaKind = Literal["remind", "reassign", "escalate", "expired", "assigned", "manual"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class SlaAction:
     queued: bool = False  # reassign: the new rep is not available right now either
     managers: tuple[str, ...] = ()  # escalate: the team's managers
     notified: bool = False
+    managers_reached: tuple[str, ...] = ()  # escalate: managers whose escalation alert was handed on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +85,7 @@ class SlaAction:
             "rep_id": self.rep.rep_id if self.rep else None, "ts": self.ts,
             "previous_rep_id": self.previous_rep.rep_id if self.previous_rep else None,
             "new_assignment_id": self.new_assignment_id, "queued": self.queued, "managers": list(self.managers),
-            "notified": self.notified,
+            "notified": self.notified, "managers_reached": list(self.managers_reached),
         }
 
 
@@ -96,24 +100,35 @@ class _Item:
     assignment_id: str
     crossing: int
     reassigns: int
+    base: str = ""  # the assignment id without its trailing ``:r<n>``
 
 
 def parse_member(member: str) -> _Item | None:
-    """``"<lead> <lead>:<crossing>[:r<n>]"`` -> its parts; None when malformed."""
+    """``"<lead> <lead>:<crossing>[:m<k>][:r<n>]"`` -> its parts; None when malformed.
+
+    ``:m<k>``: the k-th reassignment by hand (ops); ``:r<n>``: the n-th SLA reassignment since.
+    """
     lead_id, _, aid = member.partition(" ")
     parts = aid.split(":")
+    reassigns = 0
     try:
         crossing = int(parts[1])
-        reassigns = int(parts[2][1:]) if len(parts) > 2 and parts[2].startswith("r") else 0
+        rest = parts[2:]
+        if rest and rest[-1].startswith("r"):
+            reassigns = int(rest[-1][1:])
+            rest = rest[:-1]
+        if any(not (p.startswith("m") and p[1:].isdigit()) for p in rest):
+            return None
     except (IndexError, ValueError):
         return None
     if not lead_id or parts[0] != lead_id:
         return None
-    return _Item(lead_id, aid, crossing, reassigns)
+    base = ":".join(parts[:2] + rest)
+    return _Item(lead_id, aid, crossing, reassigns, base)
 
 
 def reassigned_id(item: _Item) -> str:
-    return f"{item.lead_id}:{item.crossing}:r{item.reassigns + 1}"
+    return f"{item.base or f'{item.lead_id}:{item.crossing}'}:r{item.reassigns + 1}"
 
 
 def _rep(team: Team, rep_id: str, name: str = "") -> Rep:
@@ -173,7 +188,37 @@ async def run_due(store: RedisStore, routing: RoutingConfig, now: datetime, noti
                 await store.sla_retry(team.name, keys.HELD_STEP, member, again_at)
             if action is not None:
                 actions.append(action)
+        for member in await store.sla_claim(team.name, keys.NOTIFY_STEP, ts, lease_s, limit):
+            action = await _notify_new_holder(store, team, member, ts, notify)
+            if action is not None:
+                actions.append(action)
     return actions
+
+
+async def _notify_new_holder(store: RedisStore, team: Team, member: str, ts: float,
+                             notify: Notify) -> SlaAction | None:
+    """Tell the rep a lead was reassigned to them by hand, if it is still theirs and unaccepted."""
+    item = parse_member(member)
+    if item is None:
+        log.error("dropped a malformed notify item %r of team %s", member, team.name)
+        await store.sla_done(team.name, keys.NOTIFY_STEP, member)
+        return None
+    try:
+        check = await store.lead_sla("check", item.lead_id, item.assignment_id, item.crossing, ts, team=team.name)
+        if check.get("status") == "retry":
+            await store.sla_retry(team.name, keys.NOTIFY_STEP, member, ts + RETRY_S)
+            return None
+        action = None
+        if check.get("status") == "ok":
+            rep = _rep(team, str(check.get("owner") or ""))
+            notified = await _notify(notify, "manual_reassign", item.lead_id, item.assignment_id, rep)
+            action = SlaAction(kind="manual", team=team.name, lead_id=item.lead_id,
+                               assignment_id=item.assignment_id, rep=rep, ts=ts, notified=notified)
+    except Exception:  # leave it leased: it comes back after the lease
+        log.exception("telling the new holder of lead %s failed; it will be retried", item.lead_id)
+        return None
+    await store.sla_done(team.name, keys.NOTIFY_STEP, member)
+    return action
 
 
 async def _route_held(store: RedisStore, routing: RoutingConfig, team: Team, item: _Item, now: datetime,
@@ -227,11 +272,68 @@ async def _after_mark(team: Team, step: str, item: _Item, res: dict[str, Any], t
     if kind != "expired":
         notified = await _notify(notify, kind, item.lead_id, item.assignment_id, holder)
     managers = tuple(team.managers or (team.manager,)) if kind == "escalate" else ()
+    reached: tuple[str, ...] = ()
     if kind == "escalate":
         log.warning("lead %s not accepted in time by %s [%s]: escalated to %s", item.lead_id, holder.name,
                     team.name, ", ".join(managers))
+        reached = await _tell_managers(team, item, notify)
     return True, SlaAction(kind=kind, team=team.name, lead_id=item.lead_id, assignment_id=item.assignment_id,
-                           rep=holder, ts=ts, managers=managers, notified=notified)
+                           rep=holder, ts=ts, managers=managers, notified=notified, managers_reached=reached)
+
+
+def duration_text(seconds: float) -> str:
+    """``47 min``, ``3 h 05 min``, ``2 d 4 h``: a wait as a person reads it."""
+    minutes = max(0, round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def sla_text(sla: SlaPolicy | None) -> str:
+    if sla is None:
+        return "no SLA"
+    text = f"accept within {sla.accept_within_minutes:g} min"
+    if sla.remind_after_minutes is not None:
+        text += f", reminder at {sla.remind_after_minutes:g} min"
+    return text + f", up to {sla.max_reassignments} reassignment(s), then the managers"
+
+
+def escalation_facts(lead: Mapping[str, str], sla: SlaPolicy | None, now: float) -> dict[str, Any]:
+    """What an escalation tells a manager: who holds the lead, since when it waits, the SLA."""
+    since = float(lead.get("mql_ts") or lead.get("assigned_ts") or now)
+    return {"holder_id": lead.get("owner", ""), "holder_name": lead.get("owner_name") or lead.get("owner", ""),
+            "team": lead.get("team", ""), "waiting_since": since, "waited_s": max(0.0, now - since),
+            "sla": sla_text(sla), "reassignments": int(float(lead.get("sla_reassigns") or 0))}
+
+
+def escalation_text(facts: Mapping[str, Any]) -> str:
+    """The escalation's one-line trigger: who, how long, which SLA."""
+    return (f"escalated to you: {facts['holder_name'] or 'nobody'} has not accepted this lead; it has waited "
+            f"{duration_text(float(facts['waited_s']))} since it became sales-ready "
+            f"(team {facts['team']} SLA: {facts['sla']})")
+
+
+def manager_rep(team: Team, manager: Manager) -> Rep:
+    """A manager as the addressee of an alert (a Slack DM and an email; never the team channel)."""
+    return Rep(rep_id=manager.manager_id, name=manager.name, email=manager.email or "", team=team.name,
+               slack_user_id=manager.slack_user_id)
+
+
+async def _tell_managers(team: Team, item: _Item, notify: Notify) -> tuple[str, ...]:
+    """The escalation alert to each manager row with a contact; the names of those it was handed to."""
+    reached: list[str] = []
+    for manager in team.manager_rows:
+        if not manager.reachable:
+            log.warning("team %s manager %s has no email or slack_user_id in the routing file; the escalation of "
+                        "lead %s cannot reach them directly", team.name, manager.name, item.lead_id)
+            continue
+        if await _notify(notify, "escalation", item.lead_id, item.assignment_id, manager_rep(team, manager)):
+            reached.append(manager.name)
+    return tuple(reached)
 
 
 async def _reassign(store: RedisStore, team: Team, item: _Item, now: datetime,
@@ -279,19 +381,13 @@ def _strs(value: object) -> list[str]:
 
 async def sla_tick(store: RedisStore, routing: LiveFile[RoutingConfig] | RoutingConfig, notify: Notify = log_notify,
                    *, clock: Callable[[], float] = time.time, limit: int = 100) -> list[SlaAction]:
-    """One SLA pass at ``clock()`` over the routing config in force: what the worker's timer calls.
+    """One SLA pass at ``clock()`` over the routing config in force.
 
-    In router/worker/app.py ``create_app`` (any number of workers may run it; each
-    step is taken once)::
-
-        from router.worker.sla import sla_tick
-
-        @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
-        async def sla_timer() -> None:
-            await sla_tick(rt.store, rt.routing, notify)
-
-    with ``notify(kind, lead_id, assignment_id, rep)`` an async callable (kind is
-    remind, reassign or escalate); :func:`log_notify` only logs.
+    The worker runs it inside the scheduler's tick (router/worker/scheduler.py ``tick``,
+    wired in router/worker/app.py), with recycles and the SLA figures; any number of
+    workers may run it and each step is taken once.  ``notify(kind, lead_id,
+    assignment_id, rep)`` is an async callable (kind: remind, reassign, escalate,
+    escalation, assigned, manual_reassign); :func:`log_notify` only logs.
     """
     config = routing.current if isinstance(routing, LiveFile) else routing
     now = datetime.fromtimestamp(clock(), UTC)

@@ -92,6 +92,7 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) 
         collector_port=port,
         public_url=f"http://127.0.0.1:{port}",
         worker_web_port=free_port(),
+        collector_metrics_port=0,
         token_secret=SECRET,
         slack_webhook_url=slack.webhook_url("sales"),
         slack_api_url=slack.api_url,

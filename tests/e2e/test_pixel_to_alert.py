@@ -73,6 +73,7 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) 
         collector_port=port,
         public_url=f"http://127.0.0.1:{port}",
         worker_web_port=free_port(),
+        collector_metrics_port=free_port(),
         token_secret=SECRET,
         slack_webhook_url=slack.webhook_url("sales"),
         slack_api_url=slack.api_url,
@@ -275,6 +276,8 @@ async def test_bad_input_is_answered_clearly_and_the_pixel_never_breaks(stack: S
         async with s.get(f"{stack.url}/t/o/not-a-token.gif") as r:
             assert r.status == 200 and len(await r.read()) == 43
         async with s.get(f"{stack.url}/metrics") as r:
+            assert r.status == 404  # issue 16.8: not on the public port
+        async with s.get(f"http://127.0.0.1:{stack.settings.ingest.collector_metrics_port}/metrics") as r:
             text = await r.text()
     assert re.search(r'leadrouter_collector_invalid_total\{endpoint="form",field="email"\} 1\.0', text)
     assert re.search(r'leadrouter_collector_invalid_total\{endpoint="email_open",field="token"\} 1\.0', text)

@@ -99,6 +99,11 @@ class Stack:
         return f"http://127.0.0.1:{self.settings.ingest.collector_port}"
 
     @property
+    def metrics_url(self) -> str:
+        """The collector's private metrics listener."""
+        return f"http://127.0.0.1:{self.settings.ingest.collector_metrics_port}/metrics"
+
+    @property
     def worker(self) -> ManagedProcess:
         return self.workers[-1]
 
@@ -138,6 +143,7 @@ async def start_stack(tmp_path: Path, *, redis_appendonly: bool = False, worker:
         "collector_port": port,
         "public_url": f"http://127.0.0.1:{port}",
         "worker_web_port": free_port(),
+        "collector_metrics_port": free_port(),  # /metrics is never on the public collector port
         "token_secret": SECRET,
         "scoring_file": scoring_file,
         "slack_webhook_url": slack.webhook_url("sales"),

@@ -38,7 +38,7 @@ async def test_broker_unreachable_for_30s_loses_nothing(stack_of: Callable[..., 
                 outage.update(start=time.monotonic(), sent=work.sent)
             elif "start" in outage and "mid" not in outage and time.monotonic() - outage["start"] >= OUTAGE_S / 2:
                 # Half-way: the collector holds what it accepted in its spool.
-                m = await fetch_metrics(f"{st.url}/metrics")
+                m = await fetch_metrics(st.metrics_url)
                 outage["mid"] = metric_family(m, "leadrouter_spool_pending_events")[()]
             elif "start" in outage and "end" not in outage and time.monotonic() - outage["start"] >= OUTAGE_S:
                 st.broker.signal(signal.SIGCONT)
@@ -54,7 +54,7 @@ async def test_broker_unreachable_for_30s_loses_nothing(stack_of: Callable[..., 
     await work.wait_processed(st, timeout=90)
     await work.check_exactly_once(st.redis)
     await work.check_alerts(st)
-    m = await fetch_metrics(f"{st.url}/metrics")
+    m = await fetch_metrics(st.metrics_url)
     requests = metric_family(m, "leadrouter_collector_requests_total", "endpoint", "outcome")
     # Every pixel hit and form post was stored (a pixel answers its GIF whatever happens, so its
     # outcome is the only sign): none refused, unavailable or failed.

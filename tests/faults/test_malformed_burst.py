@@ -288,7 +288,7 @@ def parse_response(data: bytes) -> tuple[int, bytes]:
 async def test_malformed_burst_is_answered_counted_and_survived(stack_of: Callable[..., Any]) -> None:
     st: Stack = await stack_of(worker=False, segment_write_keys=WRITE_KEY)
     port = st.settings.ingest.collector_port
-    metrics_url = f"{st.url}/metrics"
+    metrics_url = st.metrics_url
     before = metric_family(await fetch_metrics(metrics_url), "leadrouter_collector_invalid_total", "endpoint", "field")
     burst = cases()
     expected: Counter[tuple[str, str]] = Counter()
@@ -345,7 +345,7 @@ async def test_malformed_burst_is_answered_counted_and_survived(stack_of: Callab
 
 async def test_undecodable_form_bodies_are_counted_as_invalid(stack_of: Callable[..., Any]) -> None:
     st: Stack = await stack_of(worker=False)
-    metrics_url = f"{st.url}/metrics"
+    metrics_url = st.metrics_url
     before = metric_family(await fetch_metrics(metrics_url), "leadrouter_collector_invalid_total", "endpoint", "field")
     bad = [
         req("POST", "/t/form", {"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"not gzip at all"),

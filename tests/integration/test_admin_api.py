@@ -128,15 +128,22 @@ async def two_leads(api: Api) -> tuple[str, str, str, str]:
 # --- no token, bad tokens ------------------------------------------------------------------------
 
 
-async def test_health_openapi_and_metrics_need_no_token(api: Api) -> None:
+async def test_health_and_openapi_need_no_token_and_metrics_need_ops_or_readonly(api: Api) -> None:
     status, body = await api.call("GET", "/healthz", who=None)
     assert (status, body) == (200, {"ok": True, "redis": "ok"})
     status, spec = await api.call("GET", "/openapi.json", who=None)
     assert status == 200 and spec["openapi"] == "3.1.0" and "/v1/leads/{lead_id}/explain" in spec["paths"]
     await api.call("GET", "/v1/teams")
-    status, text = await api.call("GET", "/metrics", who=None)
-    assert status == 200
-    assert 'leadrouter_admin_requests_total{method="GET",route="/v1/teams",status="200"}' in text
+    # Issue 16.8: the admin port is where reps' links open, so its metrics need a token.
+    status, body = await api.call("GET", "/metrics", who=None)
+    assert status == 401 and body["error"] == "missing_token"
+    _, rep_id = await route_lead(api, "jane@acme.com")
+    await api.token("rep", Role.REP, rep_id)
+    assert (await api.call("GET", "/metrics", who="rep"))[0] == 403
+    for who in ("ops", "viewer"):
+        status, text = await api.call("GET", "/metrics", who=who)
+        assert status == 200
+        assert 'leadrouter_admin_requests_total{method="GET",route="/v1/teams",status="200"}' in text
 
 
 @pytest.mark.parametrize(("header", "code", "bearer_error"), [

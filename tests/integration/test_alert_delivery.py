@@ -644,8 +644,11 @@ async def test_block_kit_on_the_wire_has_account_links_and_routing(
         assert "• *Bob Stone* — CFO · last active 2026-11-22 17:41:14 UTC" in rendered
         assert "Routing: team enterprise · rule big-companies (rules v7)" in rendered
         actions = msg.blocks[-1]
-        assert actions["type"] == "actions"
-        assert [b["url"] for b in actions["elements"]] == [RICH_LINKS[k] for k in ("accept", "reject", "lead")]
+        if endpoint == "webhook":  # the team channel: no action links, they act for the assigned rep only
+            assert actions["type"] == "context" and not any(url in rendered for url in RICH_LINKS.values())
+        else:
+            assert actions["type"] == "actions"
+            assert [b["url"] for b in actions["elements"]] == [RICH_LINKS[k] for k in ("accept", "reject", "lead")]
 
 
 # ------------------------------------------------------------------ dead letters and replay (real broker)
@@ -860,9 +863,13 @@ async def test_digest_batches_low_priority_alerts_into_one_message_per_rep_per_i
     await _until(lambda: len(smtp.messages) == 2)
     digests = [m for m in slack.messages if "Lead digest" in (m.text or "")]
     assert sorted(m.endpoint for m in digests) == ["chat.postMessage", "webhook"]
-    rendered = json.dumps(digests[0].blocks, ensure_ascii=False)
-    for n in range(4):
-        assert f"Lead {n} (Acme)" in rendered and f"https://admin.example.test/v1/leads/l{n}" in rendered
+    for msg in digests:
+        rendered = json.dumps(msg.blocks, ensure_ascii=False)
+        for n in range(4):
+            assert f"Lead {n} (Acme)" in rendered
+            # Action links go to the rep's DM only, never to the team channel (issue 16.1).
+            link_shown = f"https://admin.example.test/v1/leads/l{n}" in rendered
+            assert link_shown == (msg.endpoint == "chat.postMessage"), (msg.endpoint, n)
     mail = smtp.messages[-1]
     assert mail["Subject"] == "Lead digest for Rita Rep: 4 sales-ready leads"
     assert mail["X-Leadrouter-Digest"] == "digest:r1:1"

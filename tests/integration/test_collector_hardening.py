@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from router.dev.servers import ManagedProcess, free_port
+from router.errors import CollectorError
 from router.ingest.app import CollectorService
 from router.settings import Settings
 
@@ -47,7 +48,7 @@ async def service(broker_server: ManagedProcess, redis_url: str, redis: Redis,
         token_secret=SECRET, segment_write_keys="WK_HARD", spool_dir=tmp_path / "spool",
         machine_networks="127.0.0.0/8", cors_origins=SITE,
         collector_header_timeout_s=HEADER_TIMEOUT, collector_body_timeout_s=BODY_TIMEOUT,
-        collector_idle_timeout_s=IDLE_TIMEOUT,
+        collector_idle_timeout_s=IDLE_TIMEOUT, collector_metrics_port=free_port(),
     )
     svc = CollectorService(settings)
     await svc.start()
@@ -237,3 +238,34 @@ async def read_topic(settings: Settings, expected: int, timeout: float = 20.0) -
         return out
     finally:
         await consumer.stop()
+
+
+async def test_metrics_are_only_on_the_private_listener(service: CollectorService) -> None:
+    """Issue 16.8: the public port has no /metrics in any spelling; the private listener (loopback) has it."""
+    ingest = service.settings.ingest
+    assert service.metrics_port == ingest.collector_metrics_port and ingest.collector_metrics_host == "127.0.0.1"
+    public = f"http://127.0.0.1:{port_of(service)}"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{public}/t/p.gif", params={"url": "notaurl"}) as r:  # counted in the metrics
+            assert r.status == 200
+        for path in ("/metrics", "/metrics/", "/METRICS", "/metrics?name[]=x", "//metrics", "/%6detrics",
+                     "/./metrics", "/t/../metrics"):
+            for method in ("GET", "HEAD", "POST"):
+                async with s.request(method, public + path) as r:
+                    body = await r.read()
+                    assert r.status in (404, 405), (method, path, r.status)
+                    assert b"leadrouter_" not in body and b"# HELP" not in body, (method, path)
+        async with s.get(f"http://127.0.0.1:{service.metrics_port}/metrics") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            text = await r.text()
+    assert 'leadrouter_collector_invalid_total{endpoint="pixel",field="url"}' in text
+    # The private listener serves nothing else (no collector routes there).
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{service.metrics_port}/t/p.gif") as r:
+        assert r.status == 404
+
+
+async def test_a_taken_metrics_port_fails_the_start_with_the_fix(service: CollectorService, tmp_path: Path) -> None:
+    taken = service.settings.with_(collector_port=free_port(), spool_dir=tmp_path / "spool2")
+    second = CollectorService(taken)
+    with pytest.raises(CollectorError, match=r"cannot serve metrics on 127\.0\.0\.1:\d+ .*_METRICS_PORT"):
+        await second.start()

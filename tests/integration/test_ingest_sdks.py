@@ -57,7 +57,7 @@ def make_settings(broker: ManagedProcess, redis_url: str, spool_dir: Path, **ext
         kafka_url=f"kafka://127.0.0.1:{broker.port}", redis_url=redis_url,
         topic_events=f"test.events.{suffix}", topic_assignments=f"test.assign.{suffix}",
         topic_dead_letter=f"test.dlq.{suffix}", collector_port=port, public_url=f"http://127.0.0.1:{port}",
-        token_secret=SECRET, segment_write_keys=WRITE_KEYS, spool_dir=spool_dir, **extra,
+        token_secret=SECRET, segment_write_keys=WRITE_KEYS, spool_dir=spool_dir, collector_metrics_port=0, **extra,
     )
 
 

@@ -13,7 +13,8 @@
 -- ARGV[1] JSON: e event_id, t ts, p points, i lead_id, r role, n name,
 --         d domain, k known (true when the lead has an email)
 -- ARGV[2] JSON: now, sw seen_window_s, hl half_life_s, w window_s,
---         th threshold, pp per_person, pr per_role, ep epoch
+--         th threshold, pp per_person, pr per_role, ep epoch, mh member
+--         horizon s (event time; 0 or absent: members are never trimmed)
 local acct, seen, members, engaged, roles, role_ts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local ev, cfg = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
 local eid, ts, pts = ev.e, ev.t, ev.p
@@ -30,6 +31,7 @@ if redis.call('ZSCORE', seen, eid) then
 end
 redis.call('ZADD', seen, now, eid)
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
+redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
 if ev.n and ev.n ~= '' then redis.call('HSETNX', acct, 'name', ev.n) end
 if ev.d and ev.d ~= '' then redis.call('HSETNX', acct, 'domain', ev.d) end
 
@@ -55,6 +57,21 @@ if r ~= '' and ts > tonumber(redis.call('HGET', role_ts, r) or '0') then
 end
 if ev.k and pts ~= 0 then
   redis.call('ZINCRBY', engaged, pts * math.pow(2, (ts - cfg.ep) / h), lead)
+end
+
+-- Expiry (keys.py): members inactive longer than the horizon (never shorter
+-- than the window, so no active member is lost) leave the members set, and an
+-- anonymous one its remembered role; at most 100 per event, so the work stays
+-- O(1) per event and a backlog is worked off by the events that follow.
+local mh = cfg.mh or 0
+if mh > 0 then
+  local gone = redis.call('ZRANGEBYSCORE', members, '-inf', '(' .. fmt(at - math.max(mh, window)), 'LIMIT', 0, 100)
+  if #gone > 0 then
+    redis.call('ZREM', members, unpack(gone))
+    for _, m in ipairs(gone) do
+      if string.sub(m, 1, 1) ~= 'L' then redis.call('HDEL', roles, m) end
+    end
+  end
 end
 
 local people = redis.call('ZCOUNT', members, at - window, '+inf')

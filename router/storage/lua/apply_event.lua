@@ -6,7 +6,17 @@
 -- acts on it.  Every key is in the lead's hash slot.  (Merging an anonymous
 -- profile into a lead is done beforehand by the merge_* scripts.)
 --
--- KEYS[1..4]  lead hash, seen zset, reasons list, recent list; KEYS[5] (optional) field history
+-- A lead that crossed before crosses again only under the re-engagement rules
+-- (cfg.re, from scoring.ready.Reengage): from the stages listed, a
+-- hand-raiser at any time, any other clause only when it crosses (it did not
+-- hold just before) and the stage's seconds after the last crossing or outcome; never
+-- within `cd` seconds of the last crossing unless an outcome came since; never
+-- from mql.  The re-engagement is recorded with the crossing (re_* fields and a
+-- 'reengaged' history entry), in this same atomic step.
+--
+-- KEYS[1..6]  lead hash, seen zset, reasons list, recent list, history list, ids set
+--             (KEYS[6] may be absent: then it is not expired with the profile);
+--             KEYS[7] (optional) the field history list (field provenance)
 -- ARGV[1]     the event, JSON: e event_id, t ts, y type, s summary (JSON
 --             text), h hand_raiser, f fields {name: value}, m email,
 --             i lead_id, u user_id, d UTC day, fv fields verified, fs fields' source,
@@ -19,12 +29,15 @@
 -- ARGV[2]     the batch's settings, JSON: hl half_life_s, now, sw
 --             seen_window_s, rk reasons_kept, ck recent_kept, dc daily cap,
 --             rc sales-ready clauses [{min_score?, grades?, min_p?,
---             hand_raiser?, label}], rb recycle_below, fk field history kept
+--             hand_raiser?, label}], rb recycle_below, re {hs {stage: true},
+--             ss {stage: seconds}, cd seconds} re-engagement rules, hk history kept,
+--             at anonymous_ttl_s (0 or absent: anonymous profiles never expire),
+--             fk field history kept
 -- (One JSON argument per event keeps the client's per-argument cost out of
 -- the hot path; cjson decodes it in C.)
 local ev = cjson.decode(ARGV[1])
 local cfg = cjson.decode(ARGV[2])
-local lead, seen, reasons, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local lead, seen, reasons, recent, hist = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local eid = ev.e
 local ts = ev.t
 local h = cfg.hl
@@ -45,9 +58,37 @@ local function add(v, asof, p, at)
   return v + p * math.pow(2, -(asof - at) / h), asof
 end
 
+-- The recycle schedule (router/worker/scheduler.py): while a lead is sales-ready
+-- and unaccepted, `recycle_at` is the exact moment its stored score decays to
+-- recycle_below, asof + h * log2(score / rb), recomputed here on every change.
+-- It is armed once the score has been above the level (a lead that became
+-- sales-ready below it -- a hand-raiser, the model, its account -- is never
+-- recycled by decay: its SLA looks after it).  Returned as `ra` so the caller
+-- indexes it in its due shard; a redelivered event returns it again.
+local function rearm_recycle()
+  if not cfg.rb then return nil end
+  if cfg.rb <= 0 or redis.call('HGET', lead, 'ready') ~= '1' or redis.call('HGET', lead, 'stage') ~= 'mql' then
+    redis.call('HDEL', lead, 'recycle_at')
+    return nil
+  end
+  local v = tonumber(redis.call('HGET', lead, 'score') or '0')
+  local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
+  local t
+  if a > 0 and v > cfg.rb then
+    t = a + h * math.log(v / cfg.rb) / math.log(2)
+  elseif redis.call('HEXISTS', lead, 'recycle_at') == 1 then
+    t = a  -- armed and already at or below the level (negative points): due now
+  else
+    return nil
+  end
+  redis.call('HSET', lead, 'recycle_at', fmt(t))
+  return t
+end
+
 local function snapshot(status, extra)
   local out = extra or {}
   out['status'] = status
+  out['ra'] = rearm_recycle()
   local flat = redis.call('HGETALL', lead)
   local fields = {}
   for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
@@ -67,10 +108,13 @@ local function resume()
 end
 
 -- The sales-ready rule: any clause holds when all its conditions hold.
-local function ready_clause(score, grade, p, hr)
+-- `only_hr`: only clauses that need a hand-raiser; `no_hr`: only those that do not.
+local function ready_clause(score, grade, p, hr, only_hr, no_hr)
   for _, c in ipairs(cfg.rc) do
     local ok = true
-    if c.min_score and not (score >= c.min_score) then ok = false end
+    if only_hr and not c.hand_raiser then ok = false end
+    if no_hr and c.hand_raiser then ok = false end
+    if ok and c.min_score and not (score >= c.min_score) then ok = false end
     if ok and c.grades then
       local found = false
       if grade and grade ~= '?' then
@@ -85,19 +129,83 @@ local function ready_clause(score, grade, p, hr)
   return nil
 end
 
--- Fire a crossing once: only a known lead (it has an email) that is not
--- already sales-ready; recorded here, before anything acts on it.
-local function maybe_fire(score, hr, extra)
-  if redis.call('HEXISTS', lead, 'email') == 0 or redis.call('HGET', lead, 'ready') == '1' then return nil end
+-- The default re-engagement rules (a file without `reengage`): only nurture re-fires.
+local re = cfg.re or {hs = {nurture = true}, ss = {nurture = 0}, cd = 0}
+local held = {sal = true, sql = true, opportunity = true}
+
+-- Record a crossing: a first one makes the lead mql; a re-engagement keeps a
+-- lead a rep holds (sal, sql, opportunity) where it is and routes the others
+-- again, remembering who had it and how it ended.
+local function record_crossing(trigger, score)
+  local prev = tonumber(redis.call('HGET', lead, 'crossing') or '0')
+  local n = redis.call('HINCRBY', lead, 'crossing', 1)
+  local stage = redis.call('HGET', lead, 'stage') or ''
+  if prev > 0 then
+    local owner = redis.call('HGET', lead, 'owner') or ''
+    local entry = {action = 'reengaged', from = stage, crossing = n, trigger = trigger, ts = now,
+                   score = score, rep = owner,
+                   last_outcome = redis.call('HGET', lead, 'last_outcome') or '',
+                   last_outcome_ts = tonumber(redis.call('HGET', lead, 'last_outcome_ts') or '0'),
+                   last_outcome_reason = redis.call('HGET', lead, 'last_outcome_reason') or '',
+                   last_crossing_ts = tonumber(redis.call('HGET', lead, 'crossing_ts')
+                                               or redis.call('HGET', lead, 'mql_ts') or '0')}
+    redis.call('HSET', lead, 're_crossing', n, 're_from', stage, 're_ts', fmt(now), 're_owner', owner,
+      're_owner_name', redis.call('HGET', lead, 'owner_name') or '',
+      're_prev_crossing_ts', fmt(entry.last_crossing_ts))
+    redis.call('HINCRBY', lead, 'reengagements', 1)
+    redis.call('RPUSH', hist, cjson.encode(entry))
+    redis.call('LTRIM', hist, -(cfg.hk or 500), -1)
+    if not held[stage] then
+      redis.call('HSET', lead, 'stage', 'mql', 'mql_ts', fmt(now))
+      redis.call('HDEL', lead, 'owner', 'owner_name', 'assignment_id', 'accepted_by')
+    end
+  else
+    redis.call('HSET', lead, 'stage', 'mql', 'mql_ts', fmt(now))
+  end
+  redis.call('HSET', lead, 'ready', '1', 'pending_event', eid, 'pending_crossing', n, 'last_trigger', trigger,
+    'crossing_ts', fmt(now))
+  return n
+end
+
+-- Whether a lead that crossed before may cross again now (see the header).
+local function reengage_clause(stage, score, grade, p, hr, was)
+  if stage == 'mql' or stage == '' then return nil end
+  local last_cross = tonumber(redis.call('HGET', lead, 'crossing_ts') or redis.call('HGET', lead, 'mql_ts') or '0')
+  local last_out = tonumber(redis.call('HGET', lead, 'last_outcome_ts') or '0')
+  if last_out <= last_cross and now - last_cross < (re.cd or 0) then return nil end
+  if hr and re.hs[stage] then
+    local c = ready_clause(score, grade, p, hr, true, false)
+    if c then return c end
+  end
+  local after = re.ss[stage]
+  if after and now - math.max(last_cross, last_out) >= after then
+    if was and ready_clause(was.score, was.grade, was.p, false, false, true) then return nil end
+    return ready_clause(score, grade, p, false, false, true)
+  end
+  return nil
+end
+
+-- Fire a crossing once: only a known lead (it has an email) without an
+-- unfinished crossing; a first crossing when the lead is not yet sales-ready,
+-- a re-engagement under cfg.re otherwise.  Recorded here, before anything acts
+-- on it.  `was`: the lead just before this event {score, grade, p}.
+local function maybe_fire(score, hr, extra, was)
+  if redis.call('HEXISTS', lead, 'email') == 0 or redis.call('HEXISTS', lead, 'pending_event') == 1 then
+    return nil
+  end
   local grade = redis.call('HGET', lead, 'grade')
   local p = tonumber(redis.call('HGET', lead, 'p') or '')
-  local c = ready_clause(score, grade, p, hr)
+  local c
+  local first = redis.call('HGET', lead, 'ready') ~= '1' and tonumber(redis.call('HGET', lead, 'crossing') or '0') == 0
+  if first then
+    c = ready_clause(score, grade, p, hr, false, false)
+  else
+    c = reengage_clause(redis.call('HGET', lead, 'stage') or '', score, grade, p, hr, was)
+  end
   if not c then return nil end
   local trigger = c.label
   if c.hand_raiser then trigger = 'hand_raiser' end
-  local n = redis.call('HINCRBY', lead, 'crossing', 1)
-  redis.call('HSET', lead, 'ready', '1', 'stage', 'mql', 'pending_event', eid,
-    'pending_crossing', n, 'last_trigger', trigger, 'mql_ts', fmt(now))
+  local n = record_crossing(trigger, score)
   extra.crossing = n
   extra.trigger = trigger
   return snapshot('fired', extra)
@@ -120,26 +228,26 @@ if ev.mode == 'f' then
     return cjson.encode({status = 'scored'})
   end
   redis.call('LPUSH', reasons, ev.reason)
-  local n = redis.call('HINCRBY', lead, 'crossing', 1)
-  redis.call('HSET', lead, 'ready', '1', 'stage', 'mql', 'pending_event', eid,
-    'pending_crossing', n, 'last_trigger', ev.trigger, 'mql_ts', fmt(now))
+  local n = record_crossing(ev.trigger, 0)
   return snapshot('fired', {crossing = n, trigger = ev.trigger})
 end
 
 if ev.mode == 'p' then
   -- A new model probability for the lead: store it and re-check the rule.
+  local was_p = tonumber(redis.call('HGET', lead, 'p') or '')
   redis.call('HSET', lead, 'p', fmt(ev.pr))
   local v = tonumber(redis.call('HGET', lead, 'score') or '0')
   local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
   local score = decayed(v, a, now)
-  local fired = maybe_fire(score, false, {before = score, after = score})
+  local fired = maybe_fire(score, false, {before = score, after = score},
+    {score = score, grade = redis.call('HGET', lead, 'grade'), p = was_p})
   if fired then return fired end
-  return cjson.encode({status = 'scored', before = score, after = score})
+  return cjson.encode({status = 'scored', before = score, after = score, ra = rearm_recycle()})
 end
 
 if redis.call('ZSCORE', seen, eid) then
   if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
-  return cjson.encode({status = 'duplicate'})
+  return cjson.encode({status = 'duplicate', ra = tonumber(redis.call('HGET', lead, 'recycle_at') or '')})
 end
 
 redis.call('ZADD', seen, now, eid)
@@ -213,12 +321,12 @@ redis.call('HSET', lead, 'last_type', ev.y)
 local email = ev.m or ''
 if email ~= '' then redis.call('HSET', lead, 'email', email) end
 if ev.u and ev.u ~= '' then redis.call('HSET', lead, 'user_id', ev.u) end
--- Field provenance (KEYS[5], the field history, when given): a field the lead has no value
+-- Field provenance (KEYS[7], the field history, when given): a field the lead has no value
 -- for is set; a different value replaces the current one only from a verified source (ev.fv:
 -- an SDK call with a write key, or a form from the lead's own browser); an unverified one
 -- (a stranger's form) is kept as a proposal beside it.  Either way the history keeps both
 -- values with their source and time; nothing is replaced silently.
-local fhist = KEYS[5]
+local fhist = KEYS[7]
 for k, fv in pairs(ev.f or {}) do
   local cur = redis.call('HGET', lead, 'f:' .. k)
   if not fhist then
@@ -248,21 +356,53 @@ if #granted_reasons > 0 then
   redis.call('LPUSH', reasons, unpack(granted_reasons))
   redis.call('LTRIM', reasons, 0, cfg.rk - 1)
 end
+local was = {score = before, grade = redis.call('HGET', lead, 'grade'), p = tonumber(redis.call('HGET', lead, 'p') or '')}
 if ev.g then redis.call('HSET', lead, 'grade', ev.g, 'fit', fmt(ev.gp or 0)) end
 redis.call('LPUSH', recent, ev.s)
 redis.call('LTRIM', recent, 0, cfg.ck - 1)
 
+-- Expiry (keys.py): an anonymous profile (no email; not an email's L id) lives
+-- cfg.at seconds after its last event, refreshed here; a known lead never
+-- expires (a TTL left from before it was known is removed).  Counted event ids
+-- expire with their window.  O(1) per event.
+local ids = KEYS[6]
+if string.sub(ev.i or '', 1, 1) ~= 'L' and redis.call('HEXISTS', lead, 'email') == 0
+    and (cfg.at or 0) > 0 then
+  local ttl = math.ceil(cfg.at)
+  redis.call('EXPIRE', lead, ttl)
+  redis.call('EXPIRE', reasons, ttl)
+  redis.call('EXPIRE', recent, ttl)
+  redis.call('EXPIRE', hist, ttl)
+  if ids then redis.call('EXPIRE', ids, ttl) end
+  if fhist then redis.call('EXPIRE', fhist, ttl) end
+elseif redis.call('PERSIST', lead) == 1 then
+  redis.call('PERSIST', reasons)
+  redis.call('PERSIST', recent)
+  redis.call('PERSIST', hist)
+  if ids then redis.call('PERSIST', ids) end
+  if fhist then redis.call('PERSIST', fhist) end
+end
+redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
+
 -- A sales-ready lead that was never accepted and whose engagement has
 -- decayed below the recycle level goes back to nurture; the rule re-arms.
+-- (The scheduler's tick recycles it at the exact moment; an event that comes
+-- first does it here, with the same moment.)
 local recycled = false
-if cfg.rb and redis.call('HGET', lead, 'ready') == '1' and redis.call('HGET', lead, 'stage') == 'mql'
+local armed = redis.call('HGET', lead, 'recycle_at')
+if cfg.rb and armed and redis.call('HGET', lead, 'ready') == '1' and redis.call('HGET', lead, 'stage') == 'mql'
     and redis.call('HEXISTS', lead, 'pending_event') == 0 and before < cfg.rb then
-  redis.call('HSET', lead, 'ready', '0', 'stage', 'nurture', 'recycled_ts', fmt(at))
+  redis.call('HSET', lead, 'ready', '0', 'stage', 'nurture', 'recycled_ts', armed, 'last_outcome', 'recycled',
+    'last_outcome_ts', armed, 'last_outcome_reason', 'engagement fell below ' .. fmt(cfg.rb),
+    'last_outcome_rep', redis.call('HGET', lead, 'owner') or '',
+    'last_outcome_rep_name', redis.call('HGET', lead, 'owner_name') or '')
+  redis.call('HDEL', lead, 'recycle_at')
   redis.call('HINCRBY', lead, 'recycles', 1)
   recycled = true
 end
 
-local fired = maybe_fire(after, ev.h, {before = before, after = after, points = pts, recycled = recycled})
+local fired = maybe_fire(after, ev.h, {before = before, after = after, points = pts, recycled = recycled}, was)
 if fired then return fired end
 if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
-return cjson.encode({status = 'scored', before = before, after = after, points = pts, recycled = recycled})
+return cjson.encode({status = 'scored', before = before, after = after, points = pts, recycled = recycled,
+                     ra = rearm_recycle()})

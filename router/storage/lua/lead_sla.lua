@@ -11,6 +11,8 @@
 --                who held this crossing and those who rejected the lead.
 -- op 'reassign'  compare-and-set: move the lead from the assignment to a new one
 --                (new owner), only if it is still current and unaccepted.
+-- op 'manual'    ops reassign by hand (extra: by, reason): compare-and-set from the current
+--                assignment while mql or sal; the lead is mql again for the new rep.
 -- Returns JSON {status = ok | dup | stale | retry | gone, ...}; 'retry' means the
 -- assignment is picked but its routing has not committed yet (try again later).
 --
@@ -49,6 +51,28 @@ if op == 'held' then
   redis.call('HSET', lead, 'hist_held', aid)
   push({action = 'held', assignment_id = aid, team = ARGV[11]})
   return cjson.encode({status = 'ok'})
+end
+
+if op == 'manual' then
+  -- Ops move the lead by hand (router/worker/reassign.py): only from its current assignment,
+  -- while it is open (mql, or sal: back to mql, the new rep accepts); the SLA restarts.
+  local cur = redis.call('HGET', lead, 'assignment_id') or ''
+  local st = redis.call('HGET', lead, 'stage') or ''
+  if cur ~= aid then return cjson.encode({status = 'stale', current = cur, stage = st}) end
+  if st ~= 'mql' and st ~= 'sal' then return cjson.encode({status = 'stale', current = cur, stage = st}) end
+  if redis.call('HEXISTS', lead, 'pending_event') == 1 then return cjson.encode({status = 'retry'}) end
+  local prev = redis.call('HGET', lead, 'owner') or ''
+  local extra = cjson.decode(ARGV[10])
+  redis.call('HSET', lead, 'owner', ARGV[7], 'owner_name', ARGV[8], 'assignment_id', ARGV[9], 'team', ARGV[11],
+    'stage', 'mql', 'stage_ts', fmt(now), 'assigned_ts', fmt(now), 'hist_assigned', ARGV[9],
+    'reassigned_by', extra['by'] or '', 'reassign_reason', extra['reason'] or '', 'reassigned_ts', fmt(now))
+  redis.call('HDEL', lead, 'accepted_by')
+  redis.call('HINCRBY', lead, 'manual_reassigns', 1)
+  redis.call('SADD', holders, ARGV[7])
+  redis.call('EXPIRE', holders, tonumber(ARGV[5]))
+  push({action = 'reassign', manual = true, from_rep = prev, rep = ARGV[7], rep_name = ARGV[8],
+        assignment_id = ARGV[9], previous_assignment_id = aid, team = ARGV[11], from = st, to = 'mql'})
+  return cjson.encode({status = 'ok', owner = prev, stage = st})
 end
 
 local current = redis.call('HGET', lead, 'assignment_id')

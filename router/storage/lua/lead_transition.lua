@@ -11,6 +11,9 @@
 -- lost     sql | opportunity -> lost     (owner only)
 -- won/lost leave `outcome_pending` set until the caller has written the
 -- training row; repeating the same call then replays the row instead of failing.
+-- reject/won/lost also set last_outcome (rejected | won | lost), last_outcome_ts,
+-- last_outcome_reason, last_outcome_rep(_name) and last_outcome_from: what a
+-- re-engagement is measured from and shows.
 -- Every change appends one JSON entry to the lead's history list.
 --
 -- KEYS[1] lead hash  KEYS[2] history list  KEYS[3] rejected set
@@ -79,6 +82,15 @@ local entry = {ts = now, action = action, rep = rep, from = stage, to = target,
 if ARGV[5] ~= '' then entry['reason'] = ARGV[5] end
 
 redis.call('HSET', lead, 'stage', target, 'stage_ts', fmt(now), target .. '_ts', fmt(now))
+if action == 'reject' or action == 'won' or action == 'lost' then
+  -- The last outcome, whatever it was: the re-engagement rules count time from it
+  -- (apply_event.lua) and a re-engagement alert shows it.
+  local outcome = action
+  if action == 'reject' then outcome = 'rejected' end
+  redis.call('HSET', lead, 'last_outcome', outcome, 'last_outcome_ts', fmt(now), 'last_outcome_reason', ARGV[5],
+    'last_outcome_rep', rep, 'last_outcome_rep_name', redis.call('HGET', lead, 'owner_name') or '',
+    'last_outcome_from', stage)
+end
 local out = {ok = true, from = stage, to = target}
 if action == 'accept' then
   redis.call('HSET', lead, 'accepted_by', rep)

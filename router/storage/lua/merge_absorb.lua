@@ -8,6 +8,8 @@
 --      10 now  11 seen json [id, score, id, score…]  12 reasons json  13 recent json
 --      14 fields json {name: value}  15 counts json {type: n}
 --      16 caps json {capday, cd, c: {rule: used}, o: [rule]}: the day's cap usage
+--      17 the target's TTL in seconds when it is anonymous (no email), refreshed
+--         here; 0: the target is known (or nothing expires): its keys never expire
 if redis.call('HGET', KEYS[1], 'forgotten') == '1' then return 0 end
 local marker = 'absorbed:' .. ARGV[1]
 if redis.call('HEXISTS', KEYS[1], marker) == 1 then return 0 end
@@ -62,4 +64,17 @@ if ARGV[9] ~= '' then
 end
 redis.call('HSET', KEYS[1], marker, ARGV[10])
 redis.call('HINCRBY', KEYS[1], 'merges', 1)
+-- Expiry (keys.py): what a known lead absorbs is kept for good; an anonymous
+-- target (an alias into a user's profile) lives its TTL from now.
+local ttl = tonumber(ARGV[17] or '0')
+if ttl > 0 and redis.call('HEXISTS', KEYS[1], 'email') == 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[3])
+  redis.call('PERSIST', KEYS[4])
+end
+redis.call('EXPIRE', KEYS[2], math.max(1, math.ceil(tonumber(ARGV[5]))))
 return 1

@@ -286,9 +286,10 @@ def test_dockerfile_env_ports_and_volume_agree_with_settings() -> None:
     assert not env_problems(env, "Dockerfile ENV")
     s = load_settings(docker_settings_env())
     assert s.ingest.collector_host == "0.0.0.0", "inside a container the collector must listen on every interface"
+    assert s.ingest.collector_metrics_host == "0.0.0.0", "Prometheus must reach the metrics listener in a container"
     instr = dockerfile()
     exposed = {int(p.split("/")[0]) for word, rest in instr if word == "EXPOSE" for p in rest.split()}
-    assert exposed == {s.ingest.collector_port, s.worker.web_port}
+    assert exposed == {s.ingest.collector_port, s.ingest.collector_metrics_port, s.worker.web_port}
     volumes = [json.loads(rest) for word, rest in instr if word == "VOLUME"]
     assert [str(s.spool.dir)] in volumes
     run = " ".join(rest for word, rest in instr if word == "RUN")
@@ -437,7 +438,9 @@ def compose_listen_port(compose: Mapping[str, Any], name: str) -> set[int]:
     svc = compose["services"][name]
     if str(svc.get("image", "")).startswith("leadrouter"):
         s = load_settings(compose_service_env(svc))
-        return {s.ingest.collector_port} if role(svc) == "collector" else {s.worker.web_port}
+        if role(svc) == "collector":
+            return {s.ingest.collector_port, s.ingest.collector_metrics_port}
+        return {s.worker.web_port}
     image = str(svc.get("image", ""))
     if image.startswith("prom/prometheus"):
         for arg in svc.get("command") or []:
@@ -701,7 +704,9 @@ def test_prometheus_scrapes_every_collector_and_worker(compose: dict[str, Any]) 
     for host, ports in scraped.items():
         assert ports <= compose_listen_port(compose, host), f"{host} is scraped on {ports}"
     assert set(leadrouter_services(compose)) <= set(scraped), "every collector and worker is scraped"
-    assert scraped["collector-1"] == {DEFAULTS.ingest.collector_port}
+    # Issue 16.8: collectors are scraped on their private metrics listener, never the public port.
+    assert scraped["collector-1"] == {DEFAULTS.ingest.collector_metrics_port}
+    assert DEFAULTS.ingest.collector_port not in scraped["collector-1"]
     assert scraped["worker"] == {DEFAULTS.worker.web_port}
 
 
@@ -964,19 +969,24 @@ def test_k8s_ports_probes_and_annotations_match_settings(k8s: list[dict[str, Any
         command = c["args"][0]
         seen.add(command)
         port = s.ingest.collector_port if command == "collector" else s.worker.web_port
-        assert [p["containerPort"] for p in c["ports"]] == [port], d["metadata"]["name"]
+        metrics_port = s.ingest.collector_metrics_port if command == "collector" else s.worker.web_port
+        assert [p["containerPort"] for p in c["ports"]] == sorted({port, metrics_port}), d["metadata"]["name"]
         for kind in ("readinessProbe", "livenessProbe"):
             probe = c[kind]
             assert probe["httpGet"]["path"] == "/healthz"
             assert probe_port(c, probe) == port, f"{d['metadata']['name']} {kind}"
         ann = d["spec"]["template"]["metadata"]["annotations"]
-        assert ann["prometheus.io/port"] == str(port) and ann["prometheus.io/path"] == "/metrics"
+        assert ann["prometheus.io/port"] == str(metrics_port) and ann["prometheus.io/path"] == "/metrics"
         assert c["resources"]["requests"] and c["resources"]["limits"]
         if command == "collector":
-            assert s.ingest.collector_host == "0.0.0.0"
+            assert s.ingest.collector_host == "0.0.0.0" and s.ingest.collector_metrics_host == "0.0.0.0"
+            assert metrics_port != port, "collector metrics must not be on the public port"
     assert seen == set(ROLES)
     collector = named(k8s, "Deployment", "leadrouter-collector")
     assert collector["spec"]["replicas"] == 2
+    public = named(k8s, "Service", "leadrouter-collector")
+    assert [p.get("targetPort", p["port"]) for p in public["spec"]["ports"]] == ["http"], \
+        "the public collector Service must not expose the metrics port"
 
 
 def test_k8s_pods_run_as_the_image_user(k8s: list[dict[str, Any]]) -> None:

@@ -511,3 +511,38 @@ def test_redis_timeouts_come_from_the_settings() -> None:
                              "LEADROUTER_REDIS_COLLECTOR_TIMEOUT_S": "0.2"}).redis
     assert timeouts(section, "worker") == (3.0, 1.0)
     assert timeouts(section, "collector") == (0.2, 0.2)
+
+
+# --------------------------------------------------------------------------- expiry (issue 11.5)
+
+
+def test_expiry_defaults_and_flat_names() -> None:
+    from router.settings import DEDUPE_WINDOW_DAYS
+    from router.storage import keys
+
+    w = Settings().worker
+    assert (w.anonymous_ttl_days, w.known_link_ttl_days) == (90.0, 395.0)
+    assert (w.anonymous_ttl_s, w.known_link_ttl_s) == (keys.ANONYMOUS_TTL_S, keys.KNOWN_LINK_TTL_S)
+    assert DEDUPE_WINDOW_DAYS * 86400 == keys.SEEN_WINDOW_S
+    assert FIELDS["anonymous_ttl_days"] == ("worker", "anonymous_ttl_days")
+    s = load_settings({"LEADROUTER_ANONYMOUS_TTL_DAYS": "30.5", "LEADROUTER_KNOWN_LINK_TTL_DAYS": "0"})
+    assert s.worker.anonymous_ttl_s == round(30.5 * 86400) and s.worker.known_link_ttl_s == 0
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("LEADROUTER_ANONYMOUS_TTL_DAYS", "6.9"),
+    ("LEADROUTER_ANONYMOUS_TTL_DAYS", "0.5"),
+    ("LEADROUTER_KNOWN_LINK_TTL_DAYS", "1"),
+    ("LEADROUTER_ANONYMOUS_TTL_DAYS", "1e9"),
+])
+def test_expiry_shorter_than_the_dedupe_window_is_refused(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        load_settings({name: raw})
+    assert name in str(exc.value) and "de-duplication window" in str(exc.value)
+
+
+def test_expiry_typed_values_are_checked_too() -> None:
+    with pytest.raises(SettingsError, match="LEADROUTER_ANONYMOUS_TTL_DAYS"):
+        Settings.of(anonymous_ttl_days=float("nan"))
+    assert Settings.of(anonymous_ttl_days=7).worker.anonymous_ttl_s == 7 * 86400
+    assert Settings.of(anonymous_ttl_days=0).worker.anonymous_ttl_s == 0

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 
 import pytest
 
 from router.errors import TokenError
-from router.tokens import TokenClaims, mint_token, verify_token
+from router.tokens import (
+    ActionLinkError,
+    TokenClaims,
+    mint_action_token,
+    mint_token,
+    verify_action_token,
+    verify_token,
+)
 
 SECRET = "token-secret-0123456789abcdef"
 NOW = 1_800_000_000.0
@@ -175,3 +184,28 @@ def test_unknown_kind_is_refused() -> None:
 def test_email_must_be_an_address() -> None:
     with pytest.raises(TokenError, match=r"'jane\.acme\.com' is not an email address"):
         mint(email="jane.acme.com")
+
+
+# ------------------------------------------------------------------ alert action links (issue 16.1)
+
+
+def test_action_links_carry_the_assignment_crossing_and_a_fresh_one_time_id() -> None:
+    a = mint_action_token(SECRET, lead_id="L1", rep_id="r1", assignment_id="L1:3", crossing=3, ttl_s=TTL, now=NOW)
+    b = mint_action_token(SECRET, lead_id="L1", rep_id="r1", assignment_id="L1:3", crossing=3, ttl_s=TTL, now=NOW)
+    ca, cb = verify_action_token(SECRET, a, now=NOW), verify_action_token(SECRET, b, now=NOW)
+    assert (ca.lead_id, ca.rep_id, ca.assignment_id, ca.crossing, ca.issued, ca.expires) == \
+        ("L1", "r1", "L1:3", 3, int(NOW), int(NOW) + TTL)
+    assert ca.jti and cb.jti and ca.jti != cb.jti  # two alerts, two one-time ids
+    with pytest.raises(ActionLinkError) as exc:
+        verify_action_token(SECRET, a, now=NOW + TTL + 1)
+    assert exc.value.problem == "expired"
+    with pytest.raises(ActionLinkError) as exc:
+        verify_action_token("another-secret-0123456789", a, now=NOW)
+    assert exc.value.problem == "forged"
+    body = b64(json.dumps({"v": 1, "k": "act", "l": "L1", "r": "r1", "a": "L1:3", "x": int(NOW) + TTL}).encode())
+    old = f"{body}.{b64(hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).digest())}"
+    with pytest.raises(ActionLinkError) as exc:
+        verify_action_token(SECRET, old, now=NOW)
+    assert exc.value.problem == "old_format"
+    with pytest.raises(TokenError):
+        mint_action_token(SECRET, lead_id="L1", rep_id="", assignment_id="L1:3", ttl_s=TTL, now=NOW)

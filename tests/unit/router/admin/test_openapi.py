@@ -83,7 +83,8 @@ def test_every_path_parameter_is_declared_and_security_matches_the_roles() -> No
 def test_roles_per_endpoint_are_as_documented() -> None:
     roles = {(op.method, op.path): op.roles for op in OPERATIONS}
     everyone = frozenset(Role)
-    assert roles[("GET", "/healthz")] is None and roles[("GET", "/metrics")] is None
+    assert roles[("GET", "/healthz")] is None
+    assert roles[("GET", "/metrics")] == frozenset({Role.OPS, Role.READONLY})  # issue 16.8
     assert roles[("GET", "/openapi.json")] is None
     for path in ("/v1/teams", "/v1/reps", "/v1/reps/{rep_id}", "/v1/rules/history", "/v1/rules/active",
                  "/v1/leads", "/v1/leads/{lead_id}", "/v1/leads/{lead_id}/explain", "/v1/leads/{lead_id}/timeline"):

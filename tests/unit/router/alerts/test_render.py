@@ -461,3 +461,18 @@ def test_digest_renders_every_lead_best_first_with_links() -> None:
     assert msg["Message-ID"].startswith("<leadrouter.alert.digest_r1_3.")
     assert msg["Subject"] == digest_subject(digest)
     assert Digest.from_dict(json.loads(json.dumps(digest.to_dict()))) == digest
+
+
+def test_the_team_channel_copy_carries_no_action_link() -> None:
+    """Issue 16.1: accept/reject links act for the assigned rep only, so the channel copy has none."""
+    alert = rich_alert()
+    assert alert.links
+    dm = json.dumps(render_slack_blocks(alert))
+    assert LINKS["accept"] in dm and LINKS["reject"] in dm and '"type": "actions"' in dm
+    channel = render_slack_blocks(alert, team_channel=True)
+    text = json.dumps(channel)
+    assert not any(url in text for url in LINKS.values()) and '"type": "actions"' not in text
+    assert "accepts or rejects it from their direct message or email" in text
+    digest = Digest("digest:r1:4", alert.assignment.rep, (alert,), TS - 3600, TS)
+    assert LINKS["accept"] in json.dumps(render_digest_blocks(digest))
+    assert not any(url in json.dumps(render_digest_blocks(digest, team_channel=True)) for url in LINKS.values())
