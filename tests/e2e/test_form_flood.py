@@ -73,6 +73,7 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) 
         token_secret=SECRET, slack_webhook_url=slack.webhook_url("sales"), slack_api_url=slack.api_url,
         slack_bot_token="xoxb-e2e", smtp_host=smtp.host, smtp_port=smtp.port, alert_backoff_s=0.05,
         trusted_proxies="127.0.0.1/32", cors_origins=SITE, rate_limit_form_per_ip=FORM_LIMIT_PER_IP,
+        collector_metrics_port=0,  # no /metrics listener: 9108 may be taken by another stack
     )
     collector = spawn_service("collector", settings, tmp_path, port=port)
     worker = spawn_service("worker", settings, tmp_path)
