@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Container health check for the leadrouter image.
 
-    leadrouter-healthcheck [collector|worker|any]      (default: any)
+    leadrouter-healthcheck [collector|worker|admin|any]      (default: any)
 
 Asks ``GET /healthz`` of the collector (``LEADROUTER_COLLECTOR_PORT``, default
-8080) and/or the worker's web server (``LEADROUTER_WORKER_WEB_PORT``, default
-6066) on this container's loopback, and exits 0 when one asked answers 200
+8080), the worker's web server (``LEADROUTER_WORKER_WEB_PORT``, default
+6066) and/or the admin service (``LEADROUTER_ADMIN_PORT``, default 8081) on
+this container's loopback, and exits 0 when one asked answers 200
 with ``{"ok": true}``; 1 otherwise.  The ports are read with the service's own
 settings loader (:func:`router.settings.load_settings`), so the check and the
 service can never disagree about them.
@@ -23,27 +24,30 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 
-ROLES = ("collector", "worker", "any")
+ROLES = ("collector", "worker", "admin", "any")
 # Used when the settings cannot be loaded (a bad setting also stops the service,
 # which then fails the check by not answering).
-DEFAULT_PORTS = {"collector": 8080, "worker": 6066}
+DEFAULT_PORTS = {"collector": 8080, "worker": 6066, "admin": 8081}
 _WILDCARD = {"", "0.0.0.0", "::", "[::]"}
 
 
 def targets(role: str, environ: Mapping[str, str] | None = None) -> list[str]:
     """The /healthz URLs to ask for ``role``."""
-    collector_host, ports = "127.0.0.1", dict(DEFAULT_PORTS)
+    collector_host, admin_host, ports = "127.0.0.1", "127.0.0.1", dict(DEFAULT_PORTS)
     try:
         from router.settings import load_settings
 
         s = load_settings(environ)
-        ports = {"collector": s.ingest.collector_port, "worker": s.worker.web_port}
+        ports = {"collector": s.ingest.collector_port, "worker": s.worker.web_port, "admin": s.admin.port}
         if s.collector_host not in _WILDCARD:
             collector_host = s.collector_host
+        if s.admin.host not in _WILDCARD:
+            admin_host = s.admin.host
     except Exception as exc:  # the check must answer, not crash
         print(f"leadrouter-healthcheck: settings not loaded ({exc}); using default ports", file=sys.stderr)
-    hosts = {"collector": collector_host, "worker": "127.0.0.1"}  # faust binds the worker web to 0.0.0.0
-    roles = ("collector", "worker") if role == "any" else (role,)
+    # faust binds the worker web to 0.0.0.0
+    hosts = {"collector": collector_host, "worker": "127.0.0.1", "admin": admin_host}
+    roles = ("collector", "worker", "admin") if role == "any" else (role,)
     return [f"http://{hosts[r]}:{ports[r]}/healthz" for r in roles]
 
 

@@ -44,6 +44,13 @@ FORM_FIELDS: tuple[str, ...] = (
 )
 
 
+# The fields of an event that say who the person is or what they did where: sealed under the
+# person's data key when the event names an email (router/storage/pii.py).
+PERSONAL_FIELDS: tuple[str, ...] = (
+    "email", "url", "referrer", "title", "utm", "fields", "traits", "user_agent", "ip",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A normalised tracking event.
@@ -84,6 +91,12 @@ class Event:
     # worker's review level goes to the review queue instead of a rep (router/worker/review.py).
     trust: float = 1.0
     trust_reasons: str | None = None
+    # Personal data at rest (issue 16.7): the collector moves an identified event's personal
+    # fields (PERSONAL_FIELDS) into ``sealed``, AES-GCM under the person's own data key, and
+    # ``subject`` names that key (a keyed hash of the email).  Forgetting the person deletes the
+    # key, so every copy in the spool and in Kafka becomes unreadable.  The worker opens it.
+    subject: str | None = None
+    sealed: str | None = None
     v: int = SCHEMA_VERSION
 
     def partition_key(self) -> str:
@@ -96,6 +109,8 @@ class Event:
             return f"v:{self.visitor_id}"
         if self.user_id:
             return f"u:{self.user_id}"
+        if self.subject:
+            return f"s:{self.subject}"
         if self.email:
             return f"e:{self.email}"
         return f"x:{self.event_id}"
@@ -156,6 +171,8 @@ class Event:
             machine_reason=_str(data, "machine_reason"),
             trust=_fraction(data, "trust", 1.0),
             trust_reasons=_str(data, "trust_reasons"),
+            subject=_str(data, "subject"),
+            sealed=_str(data, "sealed"),
             v=version,
         )
 

@@ -64,6 +64,10 @@ ALERT_SENDS = Counter(
     "leadrouter_alert_sends_total", "Alert deliveries by channel and outcome (sent, failed, skipped).",
     ["channel", "outcome"], registry=REGISTRY,
 )
+ARCHIVED = Counter(
+    "leadrouter_archived_events_total", "Events the workers archived (written) or could not archive (failed).",
+    ["outcome"], registry=REGISTRY,
+)
 CONFIG_RELOADS = Counter(
     "leadrouter_config_reloads_total", "Config file reloads by file and outcome (loaded, rejected).",
     ["file", "outcome"], registry=REGISTRY,
@@ -88,6 +92,17 @@ MACHINE_FLAGGED = Counter(
     "leadrouter_collector_machine_flagged_total",
     "Events flagged as (probably) a machine's by event type and first reason.",
     ["type", "reason"], registry=REGISTRY,
+)
+FORGOTTEN_DROPPED = Counter(
+    "leadrouter_forgotten_dropped_total",
+    "Events of a forgotten person dropped before they were stored, by where (collector endpoint, worker, alerts).",
+    ["where"], registry=REGISTRY,
+)
+PII_ESCROWED = Counter(
+    "leadrouter_pii_escrowed_total",
+    "Events with personal data sealed under the escrow key because the data-key store (Redis) did not "
+    "answer (not shreddable by forget), by endpoint.",
+    ["endpoint"], registry=REGISTRY,
 )
 PRIVACY_SKIPPED = Counter(
     "leadrouter_collector_privacy_total",

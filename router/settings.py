@@ -97,6 +97,8 @@ class WorkerSettings:
     # A hand-raiser whose trust (scoring/trust.py) is below this goes to the review queue, not a rep
     # (0 turns review off).
     review_trust_below: float = 0.5
+    # Archive every accepted event to files.archive_dir (LEADROUTER_WORKER_ARCHIVE).
+    archive: bool = True
     # Anonymous profiles (no email: ``A``/``U`` leads), their identity links, account ties
     # and account-member entries expire this long after their last event (each event
     # refreshes it); 0 keeps them forever.  At least the de-duplication window (7 days).
@@ -203,12 +205,34 @@ class FilesSettings:
     icp_file: Path = DEFAULT_ICP
     accounts_file: Path = DEFAULT_ACCOUNTS
     model_registry_dir: Path = Path("var/models")
+    # Accepted events, archived by the workers as day-partitioned gzip JSON lines for backtests and
+    # model training (router/storage/archive.py); LEADROUTER_WORKER_ARCHIVE=0 turns it off.
+    archive_dir: Path = Path("var/archive")
+    # Day folders older than this are deleted by the workers (0: keep everything).
+    archive_retention_days: int = 400
+
+
+# Used when LEADROUTER_PII_KEY is unset (tests, `leadrouter dev` without one): erasure then
+# protects nothing against anyone who has read this file.
+DEV_PII_KEY = "leadrouter-development-pii-key-not-for-production"
 
 
 @dataclass(frozen=True, slots=True)
 class TokenSettings:
     secret: str = ""
     ttl_s: int = 60 * 60 * 24 * 90
+    # The master key for personal data (LEADROUTER_PII_KEY): keyed hashes of emails (person
+    # subjects, tombstones), pseudonymous visitor and user ids, and the wrapping of the per-person
+    # data keys that seal personal fields in the spool and Kafka.  Required in production (16+
+    # characters); empty uses a built-in development key, with a warning.  Never change it on a
+    # running system: every pseudonym and wrapped key depends on it.
+    pii_key: str = ""
+
+    def pii_master(self) -> tuple[str, bool]:
+        """(the personal-data master key, whether it is the built-in development key)."""
+        if self.pii_key:
+            return self.pii_key, False
+        return DEV_PII_KEY, True
 
     def require_secret(self) -> str:
         if len(self.secret) < 16:
@@ -278,6 +302,9 @@ class AdminSettings:
     # Days a new admin bearer token works (`token create --ttl-days` overrides); a token stored
     # without an expiry (made before expiry existed) expires this long after it was created.
     token_ttl_days: float = 90.0
+    # How long an ops console sign-in lasts (seconds of inactivity are not counted: it is
+    # an absolute lifetime); the session is also ended when its admin token is revoked.
+    console_session_ttl_s: float = 12 * 3600.0
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -313,7 +340,7 @@ FIELDS: Mapping[str, tuple[str, str]] = {
     **_section_fields("ingest"),
     **_section_fields("spool", prefix="spool_"),
     **_section_fields("files"),
-    **_section_fields("tokens", prefix="token_"),
+    **_section_fields("tokens", {"pii_key": "pii_key"}, prefix="token_"),
     **_section_fields("alerts", {"alert_max_attempts": "max_attempts", "alert_backoff_s": "backoff_s",
                                  "alert_backoff_max_s": "backoff_max_s", "alert_timeout_s": "timeout_s",
                                  "alert_link_ttl_s": "link_ttl_s"}),
@@ -660,6 +687,9 @@ def _check(s: Settings) -> list[tuple[str, str]]:
     if s.spool.max_bytes < 1024 or s.spool.segment_bytes < 1024:
         out.append(("spool_max_bytes", "settings LEADROUTER_SPOOL_MAX_BYTES and LEADROUTER_SPOOL_SEGMENT_BYTES "
                                        "must be at least 1024"))
+    if s.tokens.pii_key and len(s.tokens.pii_key) < 16:
+        out.append(("pii_key", "setting LEADROUTER_PII_KEY is shorter than 16 characters; set it to a long random "
+                               "value, e.g. `python -c 'import secrets;print(secrets.token_urlsafe(32))'`"))
     if not 0 <= s.admin.port <= 65535:
         out.append(("admin_port", f"setting LEADROUTER_ADMIN_PORT={s.admin.port} is not a TCP port; "
                                   "use 1-65535, e.g. 8081"))

@@ -1,8 +1,15 @@
-"""HMAC-signed tokens for email open pixels and click redirects, and alert action links.
+"""Opaque tokens for email open pixels and click redirects; signed alert-link tokens.
 
-A token is ``<base64url(json claims)>.<base64url(hmac-sha256)>``.  It names the
-recipient, the campaign and an expiry; clicks also carry the one URL the
-redirect may go to, so the collector is never an open redirect.
+An email token is ``2.<base64url(nonce + AES-GCM(claims))>``: the claims (recipient,
+campaign, expiry, send time; clicks also the one URL the redirect may go to, so the
+collector is never an open redirect) are encrypted and authenticated under a key
+derived from ``LEADROUTER_TOKEN_SECRET``, so nothing in the URL (an open pixel in a
+forwarded email, a proxy's log) is readable.
+
+Tokens minted before version 2 (``<base64url(json claims)>.<hmac>``, the email readable)
+are still accepted until they expire (``LEADROUTER_TOKEN_TTL_S`` after they were sent):
+they are already in people's inboxes, and refusing them would not take the address back.
+The collector never logs a token or its claims.
 """
 
 from __future__ import annotations
@@ -10,12 +17,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from router.errors import TokenError
 
@@ -47,6 +57,14 @@ def _sign(secret: str, body: str) -> str:
     return _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
 
 
+_OPAQUE = "2."
+_OPAQUE_AAD = b"leadrouter email token v2"
+
+
+def _token_key(secret: str) -> AESGCM:
+    return AESGCM(hmac.new(secret.encode(), b"leadrouter/email-token/v2", hashlib.sha256).digest())
+
+
 def mint_token(secret: str, *, email: str, campaign: str, ttl_s: int, kind: str = "open",
                url: str | None = None, now: float | None = None) -> str:
     if kind not in ("open", "click"):
@@ -63,12 +81,36 @@ def mint_token(secret: str, *, email: str, campaign: str, ttl_s: int, kind: str 
                                  "x": issued + int(ttl_s), "k": kind, "s": issued}
     if url:
         claims["u"] = url
-    body = _b64(orjson.dumps(claims))
-    return f"{body}.{_sign(secret, body)}"
+    nonce = os.urandom(12)
+    return _OPAQUE + _b64(nonce + _token_key(secret).encrypt(nonce, orjson.dumps(claims), _OPAQUE_AAD))
 
 
 def verify_token(secret: str, token: str, *, now: float | None = None) -> TokenClaims:
     """Return the claims of a genuine, unexpired token or raise TokenError."""
+    if token.startswith(_OPAQUE):
+        return _verify_opaque(secret, token, now)
+    return _verify_signed(secret, token, now)
+
+
+def _verify_opaque(secret: str, token: str, now: float | None) -> TokenClaims:
+    body = token[len(_OPAQUE):]
+    if not body or len(token) > 4096 or not token.isascii():
+        msg = "token is malformed: expected 2.<sealed claims> of at most 4096 ASCII characters"
+        raise TokenError(msg)
+    try:
+        raw = _unb64(body)
+        claims = orjson.loads(_token_key(secret).decrypt(raw[:12], raw[12:], _OPAQUE_AAD))
+    except InvalidTag:
+        msg = "token does not open: forged, truncated or sealed with another secret"
+        raise TokenError(msg) from None
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        msg = f"token is malformed ({type(exc).__name__}); mint a new token"
+        raise TokenError(msg) from None
+    return _claims(claims, now)
+
+
+def _verify_signed(secret: str, token: str, now: float | None) -> TokenClaims:
+    """A version-1 token (claims readable, HMAC-signed): accepted until it expires."""
     body, dot, sig = token.partition(".")
     if not dot or not body or not sig or len(token) > 4096:
         msg = "token is malformed: expected <claims>.<signature>"
@@ -81,10 +123,20 @@ def verify_token(secret: str, token: str, *, now: float | None = None) -> TokenC
         raise TokenError(msg)
     try:
         claims = orjson.loads(_unb64(body))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        msg = f"token claims are unreadable ({type(exc).__name__}); mint a new token"
+        raise TokenError(msg) from None
+    return _claims(claims, now)
+
+
+def _claims(claims: object, now: float | None) -> TokenClaims:
+    try:
+        if not isinstance(claims, dict):
+            raise TypeError("claims are not an object")
         email, campaign, expires = str(claims["e"]), str(claims["c"]), int(claims["x"])
         kind = _KINDS[str(claims.get("k", "open"))]
-    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
-        msg = f"token claims are unreadable ({exc}); mint a new token"
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"token claims are unreadable ({type(exc).__name__}); mint a new token"
         raise TokenError(msg) from None
     current = time.time() if now is None else now
     if current > expires:

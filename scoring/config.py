@@ -53,14 +53,24 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from models.events import EventType
+from scoring.account_intent import AccountIntentConfig
 from scoring.errors import ScoringConfigError
+from scoring.match import PropertyCondition, Value, value_of
 from scoring.ready import GRADE_LETTERS, REENGAGE_STAGES, ReadyClause, Reengage, SalesReady, fmt_number
 from scoring.yamlread import Entry, YamlReader, did_you_mean, kind, line_of, node_kind
 
 DEFAULT_HALF_LIFE_DAYS = 30.0
 SECONDS_PER_DAY = 86_400.0
 
-TOP_KEYS: tuple[str, ...] = ("threshold", "half_life_days", "daily_cap", "sales_ready", "rules")
+TOP_KEYS: tuple[str, ...] = (
+    "threshold",
+    "half_life_days",
+    "daily_cap",
+    "identify_window_hours",
+    "account_intent",
+    "sales_ready",
+    "rules",
+)
 RULE_KEYS: tuple[str, ...] = (
     "name",
     "description",
@@ -68,6 +78,13 @@ RULE_KEYS: tuple[str, ...] = (
     "url",
     "form",
     "campaign",
+    "event_name",
+    "event_name_regex",
+    "properties",
+    "category",
+    "action",
+    "label",
+    "schema",
     "points",
     "hand_raiser",
     "cap_per_day",
@@ -81,6 +98,22 @@ _STAGE_NOTES: dict[str, str] = {
     "known": "a known lead that never crossed is sales-ready by the clauses above, not re-engaged",
     "anonymous": "an anonymous lead is never routed",
 }
+ACCOUNT_INTENT_KEYS: tuple[str, ...] = ("threshold", "window_days", "per_person", "per_role")
+PROPERTY_CONDITION_KEYS: tuple[str, ...] = ("regex", "at_least", "at_most", "exists")
+DEFAULT_IDENTIFY_WINDOW_HOURS = 72.0
+# Which event types each matching key applies to (a key on another type could never match).
+NAMED_EVENTS: frozenset[EventType] = frozenset({EventType.TRACK, EventType.PAGE_VIEW, EventType.FORM_FILL})
+KEY_EVENTS: Mapping[str, frozenset[EventType]] = MappingProxyType({
+    "form": frozenset({EventType.FORM_FILL}),
+    "event_name": NAMED_EVENTS,
+    "event_name_regex": NAMED_EVENTS,
+    "properties": NAMED_EVENTS,
+    "category": frozenset({EventType.TRACK, EventType.PAGE_VIEW}),
+    "action": frozenset({EventType.TRACK}),
+    "label": frozenset({EventType.TRACK}),
+    "schema": frozenset({EventType.TRACK, EventType.FORM_FILL}),
+    "hand_raiser": NAMED_EVENTS,
+})
 CLAUSE_KEYS: tuple[str, ...] = ("engagement_at_least", "grade_in", "probability_at_least", "hand_raiser")
 _REQUIRED_TOP: tuple[str, ...] = ("threshold", "rules")
 _REQUIRED_RULE: tuple[str, ...] = ("name", "description", "event", "points")
@@ -111,6 +144,13 @@ class ScoringRule:
     url: re.Pattern[str] | None = None
     forms: tuple[str, ...] = ()
     campaign: str | None = None
+    event_names: tuple[str, ...] = ()
+    event_name_regex: re.Pattern[str] | None = None
+    properties: tuple[PropertyCondition, ...] = ()
+    categories: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    schemas: tuple[str, ...] = ()
     points: float
     hand_raiser: bool = False
     cap_per_day: float | None = None
@@ -143,9 +183,12 @@ class ScoringConfig:
     threshold: float
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
     daily_cap: float | None = None
+    identify_window_hours: float | None = None
+    account_intent: AccountIntentConfig | None = None
     sales_ready: SalesReady | None = None
     rules: tuple[ScoringRule, ...]
     version: str = field(init=False)
+    intent: AccountIntentConfig = field(init=False, repr=False, compare=False)
     ready: SalesReady = field(init=False, repr=False, compare=False)
     _by_type: Mapping[EventType, tuple[ScoringRule, ...]] = field(init=False, repr=False, compare=False)
 
@@ -159,7 +202,16 @@ class ScoringConfig:
         if self.daily_cap is not None and not _positive_finite(self.daily_cap):
             msg = f"ScoringConfig daily_cap must be a finite number > 0, got {self.daily_cap!r}"
             raise ScoringConfigError(msg)
+        if self.identify_window_hours is not None and not (
+            math.isfinite(self.identify_window_hours) and self.identify_window_hours >= 0
+        ):
+            msg = (
+                "ScoringConfig identify_window_hours must be a finite number >= 0, "
+                f"got {self.identify_window_hours!r}"
+            )
+            raise ScoringConfigError(msg)
         object.__setattr__(self, "version", _content_hash(self))
+        object.__setattr__(self, "intent", self.account_intent or AccountIntentConfig())
         ready = self.sales_ready if self.sales_ready is not None else SalesReady.default(self.threshold)
         object.__setattr__(self, "ready", ready)
         by_type = MappingProxyType({t: tuple(r for r in self.rules if r.event is t) for t in EventType})
@@ -169,6 +221,12 @@ class ScoringConfig:
     def half_life_s(self) -> float:
         """The half-life in seconds, the unit the decay math works in."""
         return self.half_life_days * SECONDS_PER_DAY
+
+    @property
+    def identify_window_s(self) -> float:
+        """How long an anonymous hand-raise waits for the person to be identified (seconds; 0: never)."""
+        hours = DEFAULT_IDENTIFY_WINDOW_HOURS if self.identify_window_hours is None else self.identify_window_hours
+        return hours * 3600.0
 
     def rules_for(self, event_type: EventType) -> tuple[ScoringRule, ...]:
         """The rules that can match an event of this type, in file order."""
@@ -207,6 +265,18 @@ def _content_hash(config: ScoringConfig) -> str:
             rule["cap_per_day"] = float(r.cap_per_day)
         if r.once_per_lead:
             rule["once_per_lead"] = True
+        # The matching keys for named events are hashed only when used, so older files keep their version.
+        for key, value in (
+            ("event_names", list(r.event_names)),
+            ("event_name_regex", r.event_name_regex.pattern if r.event_name_regex is not None else None),
+            ("properties", [c.canonical() for c in r.properties]),
+            ("categories", list(r.categories)),
+            ("actions", list(r.actions)),
+            ("labels", list(r.labels)),
+            ("schemas", list(r.schemas)),
+        ):
+            if value:
+                rule[key] = value
         rules.append(rule)
     payload: dict[str, Any] = {
         "threshold": float(config.threshold),
@@ -215,6 +285,16 @@ def _content_hash(config: ScoringConfig) -> str:
     }
     if config.daily_cap is not None:
         payload["daily_cap"] = float(config.daily_cap)
+    if config.identify_window_hours is not None:
+        payload["identify_window_hours"] = float(config.identify_window_hours)
+    if config.account_intent is not None:
+        ai = config.account_intent
+        payload["account_intent"] = {
+            "threshold": float(ai.threshold),
+            "window_days": float(ai.window_days),
+            "per_person": float(ai.per_person),
+            "per_role": float(ai.per_role),
+        }
     if config.sales_ready is not None:
         payload["sales_ready"] = {
             "any": [
@@ -257,6 +337,13 @@ class _Loader(YamlReader):
         daily_cap: float | None = None
         if "daily_cap" in top:
             daily_cap = self.number(top["daily_cap"], "top level", "daily_cap", positive=True)
+        identify_window: float | None = None
+        if "identify_window_hours" in top:
+            identify_window = self.number(top["identify_window_hours"], "top level", "identify_window_hours",
+                                          at_least=0.0)
+        account_intent: AccountIntentConfig | None = None
+        if "account_intent" in top:
+            account_intent = self.account_intent(top["account_intent"])
 
         rules_node = top["rules"].node
         if not isinstance(rules_node, SequenceNode) or not rules_node.value:
@@ -288,9 +375,25 @@ class _Loader(YamlReader):
             threshold=threshold,
             half_life_days=half_life_days,
             daily_cap=daily_cap,
+            identify_window_hours=identify_window,
+            account_intent=account_intent,
             sales_ready=sales_ready,
             rules=tuple(rules),
         )
+
+    def account_intent(self, entry: Entry) -> AccountIntentConfig:
+        where = "account_intent"
+        entries = self.mapping(entry.node, where, ACCOUNT_INTENT_KEYS, what="'account_intent'")
+        defaults = AccountIntentConfig()
+        values: dict[str, float] = {}
+        for key in ACCOUNT_INTENT_KEYS:
+            if key in entries:
+                positive = key in ("threshold", "window_days")
+                values[key] = self.number(entries[key], where, key, positive=positive, at_least=None if positive
+                                          else 0.0)
+            else:
+                values[key] = float(getattr(defaults, key))
+        return AccountIntentConfig(**values)
 
     # ------------------------------------------------------------------ rules
 
@@ -335,32 +438,51 @@ class _Loader(YamlReader):
                     "escape special characters with a backslash (e.g. \\? \\. \\+) or fix the brackets",
                 )
 
+        for key in KEY_EVENTS:
+            if key in entries and event not in KEY_EVENTS[key]:
+                if key == "hand_raiser" and not self.boolean(entries[key], where, key):
+                    continue
+                shown = key if key != "hand_raiser" else "hand_raiser: true"
+                names = sorted(t.value for t in KEY_EVENTS[key])
+                fits = f"event {names[0]!r}" if len(names) == 1 else f"events {', '.join(names)}"
+                self.fail(
+                    entries[key].key_line,
+                    where,
+                    f"'{shown}' only applies to {fits}, but this rule's event is {event.value!r}",
+                    f"set 'event:' to {' or '.join(names)}, or remove '{key}'",
+                )
+
         forms: tuple[str, ...] = ()
         if "form" in entries:
-            if event is not EventType.FORM_FILL:
-                self.fail(
-                    entries["form"].key_line,
-                    where,
-                    f"'form' only applies to event 'form_fill', but this rule's event is {event.value!r}",
-                    "set 'event: form_fill' or remove 'form'",
-                )
             forms = self.forms(entries["form"], where)
 
         campaign: str | None = None
         if "campaign" in entries:
             campaign = self.text(entries["campaign"], where, "campaign")
 
+        event_names = self.texts(entries, "event_name", where, "event_name: Whitepaper Downloaded")
+        name_regex: re.Pattern[str] | None = None
+        if "event_name_regex" in entries:
+            name_regex = self.regex(entries["event_name_regex"], where, "event_name_regex")
+        conditions: tuple[PropertyCondition, ...] = ()
+        if "properties" in entries:
+            conditions = self.properties(entries["properties"], where)
+        categories = self.texts(entries, "category", where, "category: email")
+        actions = self.texts(entries, "action", where, "action: open")
+        labels = self.texts(entries, "label", where, "label: newsletter")
+        schemas = self.texts(entries, "schema", where, "schema: iglu:com.acme/trial_started")
+        for schema in schemas:
+            if not schema.startswith("iglu:") or "/" not in schema:
+                self.fail(
+                    line_of(entries["schema"].node),
+                    where,
+                    f"'schema' {schema!r} is not an iglu URI",
+                    "write it as iglu:<vendor>/<name>[/jsonschema[/1-0-0]], e.g. iglu:com.acme/trial_started",
+                )
+
         hand_raiser = False
         if "hand_raiser" in entries:
-            value = self.boolean(entries["hand_raiser"], where, "hand_raiser")
-            if value and event is not EventType.FORM_FILL:
-                self.fail(
-                    entries["hand_raiser"].key_line,
-                    where,
-                    f"'hand_raiser: true' only applies to event 'form_fill', but this rule's event is {event.value!r}",
-                    "set 'event: form_fill' with the hand-raiser form ids, or remove 'hand_raiser'",
-                )
-            hand_raiser = value
+            hand_raiser = self.boolean(entries["hand_raiser"], where, "hand_raiser")
 
         cap_per_day, once = self.limits(entries, where, points)
         return ScoringRule(
@@ -370,12 +492,115 @@ class _Loader(YamlReader):
             url=url,
             forms=forms,
             campaign=campaign,
+            event_names=event_names,
+            event_name_regex=name_regex,
+            properties=conditions,
+            categories=categories,
+            actions=actions,
+            labels=labels,
+            schemas=schemas,
             points=points,
             hand_raiser=hand_raiser,
             cap_per_day=cap_per_day,
             once_per_lead=once,
             line=line,
         )
+
+    def regex(self, entry: Entry, where: str, key: str) -> re.Pattern[str]:
+        pattern = self.text(entry, where, key)
+        try:
+            return re.compile(pattern)
+        except re.error as exc:
+            self.fail(
+                line_of(entry.node),
+                where,
+                f"{key!r} is not a valid regular expression {pattern!r}: {exc}",
+                "escape special characters with a backslash (e.g. \\? \\. \\+) or fix the brackets",
+            )
+
+    def texts(self, entries: dict[str, Entry], key: str, where: str, example: str) -> tuple[str, ...]:
+        """One text or a list of texts (any one matches); () when the key is absent."""
+        if key not in entries:
+            return ()
+        out: list[str] = []
+        for item in self.items(entries[key], where, key, example):
+            value = self.scalar(item, where, key)
+            if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+                self.fail(line_of(item), where, f"{key!r} entries must be text, got {kind(value)}",
+                          f'quote it: {key}: "..."')
+            text = str(value).strip()
+            if not text:
+                self.fail(line_of(item), where, f"{key!r} has an empty entry", f"write {example}")
+            if text not in out:
+                out.append(text)
+        return tuple(out)
+
+    def properties(self, entry: Entry, where: str) -> tuple[PropertyCondition, ...]:
+        node = entry.node
+        if not isinstance(node, MappingNode) or not node.value:
+            self.fail(
+                line_of(node),
+                where,
+                f"'properties' must be a non-empty mapping of property: condition, got {node_kind(node)}",
+                "write e.g. properties: {format: pdf, pages: {at_least: 10}, plan: [pro, enterprise]}",
+            )
+        out: list[PropertyCondition] = []
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node, where, "properties key")
+            if not isinstance(key, (str, int)) or isinstance(key, bool) or not str(key).strip():
+                self.fail(line_of(key_node), where, f"a property name must be text, got {kind(key)}",
+                          "write the property's name as it is sent, e.g. format or plan.tier for nested ones")
+            name = str(key).strip()
+            if name.startswith("$"):
+                self.fail(line_of(key_node), where, f"property {name!r} starts with '$', which is the collector's own",
+                          "use 'schema:' or 'category:' for what the collector records, or the property's real name")
+            if name in seen:
+                self.fail(line_of(key_node), where, f"property {name!r} appears twice", "delete one of them")
+            seen.add(name)
+            out.append(self.condition(name, value_node, f"{where} property {name!r}"))
+        return tuple(out)
+
+    def condition(self, key: str, node: Node, where: str) -> PropertyCondition:
+        if isinstance(node, SequenceNode):
+            if not node.value:
+                self.fail(line_of(node), where, "is an empty list", "list at least one value, e.g. [pro, enterprise]")
+            return PropertyCondition(key=key, kind="in", values=tuple(self.prop_value(i, where) for i in node.value))
+        if isinstance(node, ScalarNode):
+            return PropertyCondition(key=key, kind="equals", values=(self.prop_value(node, where),))
+        entries = self.mapping(node, where, PROPERTY_CONDITION_KEYS, what="a condition")
+        if not entries:
+            self.fail(line_of(node), where, "is an empty condition",
+                      f"give one of: {', '.join(PROPERTY_CONDITION_KEYS)}")
+        if "exists" in entries:
+            if len(entries) > 1:
+                self.fail(entries["exists"].key_line, where, "'exists' cannot be combined with other conditions",
+                          "keep 'exists' alone")
+            return PropertyCondition(key=key, kind="exists", exists=self.boolean(entries["exists"], where, "exists"))
+        if "regex" in entries:
+            if len(entries) > 1:
+                self.fail(entries["regex"].key_line, where, "'regex' cannot be combined with at_least/at_most",
+                          "use either a regex or a number range")
+            return PropertyCondition(key=key, kind="regex", regex=self.regex(entries["regex"], where, "regex"))
+        lo = self.number(entries["at_least"], where, "at_least") if "at_least" in entries else None
+        hi = self.number(entries["at_most"], where, "at_most") if "at_most" in entries else None
+        if lo is not None and hi is not None and lo > hi:
+            self.fail(entries["at_most"].key_line, where, f"'at_most' {fmt_number(hi)} is below 'at_least' "
+                      f"{fmt_number(lo)}", "swap them")
+        return PropertyCondition(key=key, kind="range", at_least=lo, at_most=hi)
+
+    def prop_value(self, node: Node, where: str) -> Value:
+        if not isinstance(node, ScalarNode):
+            self.fail(line_of(node), where, f"a value must be a single value, got {node_kind(node)}",
+                      "write plain values, or a mapping with regex / at_least / at_most / exists")
+        raw = self.scalar(node, where, "value")
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            self.fail(line_of(node), where, "a value is empty", "use {exists: true} to match any value")
+        if isinstance(raw, float) and not math.isfinite(raw):
+            self.fail(line_of(node), where, f"value {raw!r} is not finite", "write a plain number")
+        if not isinstance(raw, (str, int, float, bool)):
+            self.fail(line_of(node), where, f"cannot match {kind(raw)}", 'quote it: "..."')
+        return value_of(raw)
 
     def limits(self, entries: dict[str, Entry], where: str, points: float) -> tuple[float | None, bool]:
         """``cap_per_day`` and ``once_per_lead`` (with ``repeatable``), checked against each other."""

@@ -1,58 +1,55 @@
-"""Map the live lead state kept in Redis onto the X-Education-style training features.
+"""The feature catalogue: every live feature declared once, computed by one function.
 
-The model is trained on a CRM export (one row per lead, columns like
-``TotalVisits`` and ``Last Activity``); the worker only has the lead hash that
-``router/storage/lua/apply_event.lua`` maintains:
+A model is trained and served on the *same* vector: :func:`features_from_lead`
+turns the lead state the worker keeps in Redis (the lead hash that
+``router/storage/lua/apply_event.lua`` maintains) into ``{feature: value}``,
+and training rows from a CRM export go through the very same
+:func:`canonical` step of each feature after a mapping file
+(:func:`parse_mapping`, e.g. ``scoring/x_education_mapping.yaml``) has named
+which export column feeds which feature.  A column without a live source is
+listed and left out, never silently used.
 
-* ``f:<field>`` form fields (``country``, ``company``, ``job_title``, ``consent`` ...),
+The lead hash holds:
+
+* ``f:<field>`` form fields (``country``, ``job_title``, ``consent``, any answer) ...,
 * ``n:<event_type>`` how many events of each type (``page_view``, ``email_open``,
   ``email_click``, ``form_fill``, ``track`` ...),
 * ``events``, ``first_seen``, ``last_seen``, ``last_type``, ``email``, ``merges``.
 
-:func:`features_from_lead` translates one into the other.  Anything the hash
-cannot tell is ``None`` (missing, imputed by the model the way it learned to),
-never a made-up zero.  The mapping (also in :data:`FEATURE_SOURCES`):
+The catalogue (:data:`CATALOGUE`; ``form:<field>`` stands for any form answer):
 
-=============================================  ==================================================
-training feature                               live source
-=============================================  ==================================================
-Lead Origin                                    "Landing Page Submission" once a form was filled
-                                               (``n:form_fill`` > 0), else "API"
-TotalVisits                                    ``n:page_view`` (page views stand in for visits:
-                                               sessions are not tracked).  0 only when the hash
-                                               has events, none a page view, and no anonymous
-                                               history was merged in; otherwise missing
-Last Activity, Last Notable Activity           ``last_type``: email_open -> "Email Opened",
-                                               page_view -> "Page Visited on Website",
-                                               form_fill -> "Form Submitted on Website",
-                                               email_click -> "Email Link Clicked"; other types
-                                               missing
-Country                                        ``f:country``: ISO 3166 alpha-2/alpha-3 code ->
-                                               the data set's English name ("IN" -> "India");
-                                               a longer value is taken as a name; unknown codes
-                                               missing
-What is your current occupation                ``f:job_title``: "Student" when the title says
-                                               student, else "Working Professional"; missing
-                                               without a job title
-Do Not Email                                   ``f:consent``: yes/true/1 -> "No", no/false/0 ->
-                                               "Yes"; missing otherwise
-Total Time Spent on Website,                   missing: dwell time and sessions are not tracked
-Page Views Per Visit
-Lead Source                                    missing: the lead hash keeps no UTM/referrer
-Specialization, City, How did you hear about   missing: no such form fields
-X Education, What matters most to you in
-choosing a course, Search, Newspaper Article,
-X Education Forums, Newspaper, Digital
-Advertisement, Through Recommendations,
-A free copy of Mastering The Interview,
-Do Not Call
-=============================================  ==================================================
+================  ===========  =======================================================================
+feature           kind         live source
+================  ===========  =======================================================================
+lead_origin       categorical  ``form`` once a form was filled (``n:form_fill`` > 0), else ``tracking``
+page_views        numeric      ``n:page_view``; 0 only when the hash has events, none a page view, and
+                               no anonymous history was merged in; otherwise missing
+last_activity     categorical  ``last_type``: email_open, email_click, page_view, form_fill, else ``other``
+country           categorical  ``f:country``: ISO 3166 code -> English name ("IN" -> "india"); a longer
+                               value is taken as a name; unknown codes missing
+occupation        categorical  ``f:occupation`` as answered, else from ``f:job_title``: ``student`` when
+                               the title says student, else ``working professional``
+email_opt_out     boolean      ``f:consent`` inverted: yes/true/1 -> 0, no/false/0 -> 1; else missing
+form:<field>      categorical  the answer ``f:<field>`` (whitespace collapsed, case-folded)
+================  ===========  =======================================================================
+
+Anything the hash cannot tell is missing (``None``), never a made-up zero.
+Not in the catalogue yet, because the lead hash does not keep them: sessions,
+time on site (page pings), pages per session, first/last-touch UTM source and
+referrer.  A mapping that names them is refused.
 """
+
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+import difflib
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from scoring.errors import ScoringError
 
 LAST_ACTIVITY: Final[Mapping[str, str]] = {
     "email_open": "Email Opened",
@@ -106,31 +103,6 @@ COUNTRY_NAMES: Final[Mapping[str, str]] = {
     "BR": "Brazil", "BRA": "Brazil",
     "PK": "Pakistan", "PAK": "Pakistan",
     "NP": "Nepal", "NPL": "Nepal",
-}
-
-FEATURE_SOURCES: Final[Mapping[str, str]] = {
-    "Lead Origin": "'Landing Page Submission' if n:form_fill > 0 else 'API'",
-    "TotalVisits": "n:page_view (0 only when known to be none)",
-    "Last Activity": "last_type via LAST_ACTIVITY",
-    "Last Notable Activity": "last_type via LAST_ACTIVITY",
-    "Country": "f:country, ISO code -> name via COUNTRY_NAMES",
-    "What is your current occupation": "f:job_title present -> 'Working Professional' (or 'Student')",
-    "Do Not Email": "f:consent, inverted",
-    "Total Time Spent on Website": "not tracked",
-    "Page Views Per Visit": "not tracked (no sessions)",
-    "Lead Source": "not kept in the lead hash",
-    "Specialization": "no such field",
-    "City": "no such field",
-    "How did you hear about X Education": "no such field",
-    "What matters most to you in choosing a course": "no such field",
-    "Search": "no such field",
-    "Newspaper Article": "no such field",
-    "X Education Forums": "no such field",
-    "Newspaper": "no such field",
-    "Digital Advertisement": "no such field",
-    "Through Recommendations": "no such field",
-    "A free copy of Mastering The Interview": "no such field",
-    "Do Not Call": "no such field",
 }
 
 _YES: Final = frozenset({"yes", "y", "true", "1", "on", "granted", "opt-in", "opted in"})
@@ -199,18 +171,265 @@ def total_visits(lead: Mapping[str, str]) -> int | None:
     return None
 
 
-def features_from_lead(lead: Mapping[str, str]) -> dict[str, object]:
-    """The training-feature row for one live lead hash (``HGETALL`` of the lead key, decoded)."""
-    last = LAST_ACTIVITY.get(lead.get("last_type", ""))
-    forms = _count(lead, "n:form_fill") or 0
-    out: dict[str, object] = dict.fromkeys(FEATURE_SOURCES)
-    out.update({
-        "Lead Origin": "Landing Page Submission" if forms > 0 else "API",
-        "TotalVisits": total_visits(lead),
-        "Last Activity": last,
-        "Last Notable Activity": last,
-        "Country": country_name(_field(lead, "country")),
-        "What is your current occupation": occupation(_field(lead, "job_title")),
-        "Do Not Email": do_not_email(_field(lead, "consent")),
-    })
+
+
+# ---------------------------------------------------------------- the catalogue
+
+FeatureKind = Literal["numeric", "boolean", "categorical"]
+LeadState = Mapping[str, str]
+Value = str | float | None
+
+FORM_PREFIX: Final = "form:"
+_FORM_FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+ACTIVITY_TYPES: Final = frozenset(LAST_ACTIVITY)
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    text = " ".join(str(value).split())
+    return text.casefold() if text else None
+
+
+def _number(value: object) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+    except ValueError:
+        return None
+    return f if math.isfinite(f) and f >= 0 else None
+
+
+def _yes_no(value: object) -> float | None:
+    key = _text(value)
+    if key in _YES:
+        return 1.0
+    if key in _NO:
+        return 0.0
+    return None
+
+
+def _canon_activity(value: object) -> Value:
+    key = _text(value)
+    if key is None:
+        return None
+    return key if key in ACTIVITY_TYPES else "other"
+
+
+def _canon_country(value: object) -> Value:
+    name = country_name(None if value is None else str(value))
+    return None if name is None else name.casefold()
+
+
+def _live_occupation(lead: LeadState) -> object:
+    answered = _field(lead, "occupation")
+    return answered if answered is not None else occupation(_field(lead, "job_title"))
+
+
+def _live_opt_out(lead: LeadState) -> object:
+    allowed = do_not_email(_field(lead, "consent"))  # "Yes" = do not email
+    return None if allowed is None else allowed
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueFeature:
+    """One live feature: its kind, where it comes from, how it is read from the lead, its canonical value."""
+
+    name: str
+    kind: FeatureKind
+    source: str
+    live: Callable[[LeadState], object]
+    canonical: Callable[[object], Value]
+
+    def from_lead(self, lead: LeadState) -> Value:
+        return self.canonical(self.live(lead))
+
+
+def _canon_categorical(value: object) -> Value:
+    return _text(value)
+
+
+CATALOGUE: Final[tuple[CatalogueFeature, ...]] = (
+    CatalogueFeature("lead_origin", "categorical", "'form' if n:form_fill > 0 else 'tracking'",
+                     lambda lead: "form" if (_count(lead, "n:form_fill") or 0) > 0 else "tracking",
+                     _canon_categorical),
+    CatalogueFeature("page_views", "numeric", "n:page_view (0 only when known to be none)",
+                     total_visits, _number),
+    CatalogueFeature("last_activity", "categorical",
+                     "last_type: email_open, email_click, page_view, form_fill, else 'other'",
+                     lambda lead: lead.get("last_type"), _canon_activity),
+    CatalogueFeature("country", "categorical", "f:country, ISO code -> English name",
+                     lambda lead: _field(lead, "country"), _canon_country),
+    CatalogueFeature("occupation", "categorical",
+                     "f:occupation, else f:job_title -> 'student' / 'working professional'",
+                     _live_occupation, _canon_categorical),
+    CatalogueFeature("email_opt_out", "boolean", "f:consent inverted (no -> 1, yes -> 0)",
+                     _live_opt_out, _yes_no),
+)
+_BY_NAME: Final[Mapping[str, CatalogueFeature]] = {f.name: f for f in CATALOGUE}
+
+
+def form_feature(name: str) -> CatalogueFeature:
+    """``form:<field>``: the lead's answer to form field ``<field>`` (a category)."""
+    field_name = name.removeprefix(FORM_PREFIX)
+    return CatalogueFeature(name, "categorical", f"f:{field_name} as answered",
+                            lambda lead: _field(lead, field_name), _canon_categorical)
+
+
+def catalogue_feature(name: str) -> CatalogueFeature | None:
+    """The catalogue entry called ``name`` (``form:<field>`` for any form answer), else ``None``."""
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    if name.startswith(FORM_PREFIX) and _FORM_FIELD.match(name.removeprefix(FORM_PREFIX)):
+        return form_feature(name)
+    return None
+
+
+def features_from_lead(lead: LeadState, names: Sequence[str] | None = None) -> dict[str, Value]:
+    """The feature vector of one live lead (``HGETALL`` of the lead key, decoded).
+
+    ``names`` are the features to compute (a model's features); by default the
+    fixed catalogue.  A name outside the catalogue is missing (``None``).
+    """
+    out: dict[str, Value] = {}
+    for name in (names if names is not None else _BY_NAME):
+        feature = catalogue_feature(name)
+        out[name] = feature.from_lead(lead) if feature is not None else None
     return out
+
+
+# ---------------------------------------------------------------- mapping a CRM export
+
+
+class FeatureMappingError(ScoringError, ValueError):
+    """A mapping file is malformed or names something outside the catalogue; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMapping:
+    """How one catalogue feature is read from an export row."""
+
+    feature: str
+    column: str
+    values: Mapping[str, str] | None = None  # case-folded export value -> live value; unlisted -> default
+    default: str | None = None
+    times: str | None = None  # numeric: multiply by this column (e.g. visits x pages per visit)
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.column, self.times) if self.times else (self.column,)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureMapping:
+    target: str | None
+    features: tuple[ColumnMapping, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.feature for m in self.features)
+
+    def used_columns(self) -> frozenset[str]:
+        return frozenset(c for m in self.features for c in m.columns())
+
+    def kinds(self) -> tuple[tuple[str, FeatureKind], ...]:
+        out: list[tuple[str, FeatureKind]] = []
+        for m in self.features:
+            feature = catalogue_feature(m.feature)
+            assert feature is not None  # checked by parse_mapping
+            out.append((m.feature, feature.kind))
+        return tuple(out)
+
+    def to_json(self) -> dict[str, object]:
+        return {"target": self.target, "features": {
+            m.feature: {k: v for k, v in (("column", m.column), ("values", dict(m.values) if m.values else None),
+                                          ("default", m.default), ("times", m.times)) if v is not None}
+            for m in self.features}}
+
+
+def _need_str(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        msg = f"{where} must be a non-empty text, got {value!r}"
+        raise FeatureMappingError(msg)
+    return value.strip()
+
+
+def parse_mapping(data: object, source: str = "mapping") -> FeatureMapping:
+    """A mapping document (``yaml.safe_load`` of the file, or :meth:`FeatureMapping.to_json`) -> mapping.
+
+    Shape: ``{target: COLUMN, features: {FEATURE: {column: COL, values: {EXPORT: LIVE}, default: LIVE,
+    times: COL}}}``.  Every feature must be in the catalogue.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("features"), Mapping) or not data["features"]:
+        msg = f"{source}: expected a 'features:' section mapping catalogue features to export columns"
+        raise FeatureMappingError(msg)
+    unknown_top = set(data) - {"target", "features", "description", "file"}
+    if unknown_top:
+        msg = f"{source}: unknown key(s) {sorted(map(str, unknown_top))}; the keys are target, features, description"
+        raise FeatureMappingError(msg)
+    target = _need_str(data["target"], f"{source}: target") if data.get("target") is not None else None
+    out: list[ColumnMapping] = []
+    known = [*_BY_NAME, f"{FORM_PREFIX}<field>"]
+    for name, spec in data["features"].items():
+        where = f"{source}: features.{name}"
+        feature = catalogue_feature(str(name))
+        if feature is None:
+            close = difflib.get_close_matches(str(name), list(_BY_NAME), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            msg = (f"{where}: {name!r} is not a live feature.{hint} The catalogue is: {', '.join(known)}; "
+                   "an export column without a live source must stay unmapped")
+            raise FeatureMappingError(msg)
+        if isinstance(spec, str):
+            spec = {"column": spec}
+        if not isinstance(spec, Mapping):
+            msg = f"{where}: expected a column name or {{column: ..., values: ...}}, got {spec!r}"
+            raise FeatureMappingError(msg)
+        extra = set(spec) - {"column", "values", "default", "times"}
+        if extra:
+            msg = f"{where}: unknown key(s) {sorted(map(str, extra))}; use column, values, default, times"
+            raise FeatureMappingError(msg)
+        values = spec.get("values")
+        if values is not None and not isinstance(values, Mapping):
+            msg = f"{where}.values: expected export value: live value pairs, got {values!r}"
+            raise FeatureMappingError(msg)
+        times = spec.get("times")
+        if times is not None and feature.kind != "numeric":
+            msg = f"{where}.times: only a numeric feature can be a product of two columns ({name} is {feature.kind})"
+            raise FeatureMappingError(msg)
+        out.append(ColumnMapping(
+            feature.name, _need_str(spec.get("column"), f"{where}.column"),
+            None if values is None else {str(k).casefold().strip(): str(v) for k, v in values.items()},
+            None if spec.get("default") is None else str(spec["default"]),
+            None if times is None else _need_str(times, f"{where}.times")))
+    return FeatureMapping(target, tuple(out))
+
+
+def mapped_value(m: ColumnMapping, row: Mapping[str, str]) -> Value:
+    """The canonical value of ``m.feature`` for one export row (the same :meth:`canonical` serving uses)."""
+    feature = catalogue_feature(m.feature)
+    assert feature is not None
+    raw: object = row.get(m.column)
+    if _text(raw) in (None, "select", "nan", "null", "n/a", "na", "-", "unknown"):
+        return None
+    if m.values is not None:
+        raw = m.values.get(str(raw).strip().casefold(), m.default)
+    if m.times is not None:
+        a, b = _number(raw), _number(row.get(m.times))
+        raw = None if a is None or b is None else round(a * b)
+    return feature.canonical(raw)
+
+
+def training_row(mapping: FeatureMapping, row: Mapping[str, str]) -> dict[str, Value]:
+    """One export row as the feature vector a model trains on."""
+    return {m.feature: mapped_value(m, row) for m in mapping.features}
+
+
+def cell_text(value: Value) -> str:
+    """A canonical value as a CSV cell (``""`` for missing) for the mapped training table."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return value

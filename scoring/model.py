@@ -251,7 +251,7 @@ class Exclusion:
     """A column left out of the model, and why (``reason`` is a short code)."""
 
     column: str
-    reason: Literal["target", "user", "leaky", "identifier", "empty", "constant"]
+    reason: Literal["target", "user", "leaky", "identifier", "empty", "constant", "unmapped"]
     detail: str
 
 
@@ -803,3 +803,123 @@ def schema_from_json(data: Mapping[str, Any]) -> Schema:
         return Schema(str(data["target"]), tuple(features), excluded)
     except (KeyError, TypeError) as exc:
         raise LeadModelError(f"the model metadata has no valid 'features'/'target' ({exc!r}); retrain the model") from exc
+
+
+# ---------------------------------------------------------------- explanations
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One feature's signed share of a lead's log-odds (its value as the model saw it after cleaning)."""
+
+    feature: str
+    value: object
+    log_odds: float
+
+    def describe(self) -> str:
+        """``+0.21 page_views = 12`` (log-odds, feature, the value the model saw)."""
+        value = "missing" if self.value is None else (
+            _format_number(self.value) if isinstance(self.value, float) else str(self.value))
+        return f"{self.log_odds:+.2f} {self.feature} = {value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """``base_log_odds + sum(c.log_odds)`` is exactly the calibrated model's log-odds for this lead."""
+
+    probability: float
+    base_log_odds: float
+    contributions: tuple[Contribution, ...]  # largest |log_odds| first; features with no share left out
+
+    def top(self, n: int = 3) -> tuple[Contribution, ...]:
+        return self.contributions[:n]
+
+
+def _expected_values(nodes: Any) -> FloatArray:
+    """Per node, the training-count-weighted mean of the leaf values below it."""
+    exp = np.zeros(len(nodes), dtype=np.float64)
+    for i in range(len(nodes) - 1, -1, -1):  # children always come after their parent
+        node = nodes[i]
+        if node["is_leaf"]:
+            exp[i] = node["value"]
+        else:
+            left, right = int(node["left"]), int(node["right"])
+            nl, nr = float(nodes[left]["count"]), float(nodes[right]["count"])
+            exp[i] = (exp[left] * nl + exp[right] * nr) / (nl + nr) if nl + nr > 0 else 0.0
+    return exp
+
+
+def _goes_left(node: Any, x: float, bitsets: Any) -> bool:
+    if math.isnan(x) or (node["is_categorical"] and x < 0):
+        return bool(node["missing_go_to_left"])
+    if node["is_categorical"]:
+        v = int(x)
+        words = bitsets[int(node["bitset_idx"])]
+        return v < 32 * len(words) and bool((int(words[v // 32]) >> (v % 32)) & 1)
+    return x <= float(node["num_threshold"])
+
+
+def explain(estimator: Any, schema: Schema, row: Mapping[str, object]) -> Explanation:
+    """Exact signed contributions, in log-odds, of each feature to one lead's calibrated probability.
+
+    For the model :func:`build_calibrated` fits with sigmoid calibration: each
+    tree's prediction is split along the lead's decision path (every split
+    moves the expected value of the subtree, counted over the training rows, and
+    that move is credited to the split's feature), so the tree's output is the
+    sum of its parts exactly; the sigmoid calibration is affine in the trees'
+    log-odds, so scaling by it keeps the sum exact.  Isotonic calibration is not
+    affine and is refused.  A numeric feature's was-missing indicator is
+    credited to that feature.
+    """
+    calibrated = estimator.calibrated_classifiers_[0]
+    calibrator = calibrated.calibrators[0]
+    if not hasattr(calibrator, "a_"):
+        msg = ("exact explanations need a sigmoid-calibrated model; this one is isotonic. Retrain with "
+               "'leadrouter model train ... --calibration sigmoid'")
+        raise LeadModelError(msg)
+    pipe = calibrated.estimator
+    X = feature_matrix([row], schema.names)
+    cleaned = pipe.named_steps["clean"].transform(X)
+    encoded = np.asarray(pipe.named_steps["encode"].transform(cleaned), dtype=np.float64)[0]
+    # Which input feature each encoded column comes from (categorical first, then numeric, then indicators).
+    cat_idx = [i for i, f in enumerate(schema.features) if f.kind == "categorical"]
+    num_idx = [i for i, f in enumerate(schema.features) if f.kind != "categorical"]
+    source = list(cat_idx) + list(num_idx)
+    encode = pipe.named_steps["encode"]
+    if num_idx:
+        imputer = encode.named_transformers_["numeric"]
+        if imputer.indicator_ is not None:
+            source += [num_idx[int(j)] for j in imputer.indicator_.features_]
+    if len(source) != encoded.size:
+        msg = f"cannot attribute {encoded.size} encoded columns to {len(schema.features)} features; retrain the model"
+        raise LeadModelError(msg)
+    trees = pipe.named_steps["model"]
+    shares = np.zeros(len(schema.features), dtype=np.float64)
+    raw = float(np.ravel(trees._baseline_prediction)[0])
+    base_raw = raw
+    for (predictor,) in trees._predictors:
+        nodes = predictor.nodes
+        exp = _expected_values(nodes)
+        base_raw += exp[0]
+        i = 0
+        while not nodes[i]["is_leaf"]:
+            node = nodes[i]
+            col = int(node["feature_idx"])
+            nxt = int(node["left"] if _goes_left(node, float(encoded[col]), predictor.raw_left_cat_bitsets)
+                      else node["right"])
+            shares[source[col]] += exp[nxt] - exp[i]
+            i = nxt
+        raw += float(nodes[i]["value"])
+    a, b = float(calibrator.a_), float(calibrator.b_)
+    # Calibrated P = 1 / (1 + exp(a * raw + b)): log-odds = -(a * raw + b).
+    base = -(a * base_raw + b)
+    logit = -(a * raw + b)
+    contributions = sorted(
+        (Contribution(f.name, _shown(cleaned[0, j]), float(-a * shares[j]))
+         for j, f in enumerate(schema.features) if shares[j] != 0.0),
+        key=lambda c: -abs(c.log_odds))
+    return Explanation(float(1.0 / (1.0 + math.exp(-logit))), base, tuple(contributions))
+
+
+def _shown(value: object) -> object:
+    return None if isinstance(value, float) and math.isnan(value) else value

@@ -17,6 +17,7 @@ from models.events import Event, EventType
 from models.lead import Reason
 from models.score import RuleHit
 from scoring.config import ScoringConfig, ScoringRule
+from scoring.match import category_of, properties, schema_matches, schema_of
 
 HAND_RAISER_MAX_MACHINE = 0.5
 """A hit whose ``machine`` confidence is at or above this never raises a hand: a bot
@@ -125,7 +126,24 @@ def rule_matches(rule: ScoringRule, event: Event, target: str | None) -> bool:
         return False
     if rule.forms and event.form_id not in rule.forms:
         return False
-    return rule.campaign is None or rule.campaign == event.campaign
+    if rule.campaign is not None and rule.campaign != event.campaign:
+        return False
+    if rule.event_names and event.name not in rule.event_names:
+        return False
+    if rule.event_name_regex is not None and (event.name is None or rule.event_name_regex.search(event.name) is None):
+        return False
+    if rule.categories and category_of(event) not in rule.categories:
+        return False
+    if rule.actions and event.traits.get("action") not in rule.actions:
+        return False
+    if rule.labels and event.traits.get("label") not in rule.labels:
+        return False
+    if rule.schemas and not any(schema_matches(s, schema_of(event)) for s in rule.schemas):
+        return False
+    if rule.properties:
+        props = properties(event)
+        return all(c.matches(props) for c in rule.properties)
+    return True
 
 
 def url_target(url: str | None) -> str | None:
@@ -159,6 +177,9 @@ def describe_event(event: Event) -> str:
     path = _url_path(event.url)
     campaign = f" campaign {event.campaign}" if event.campaign else ""
     if event.type is EventType.PAGE_VIEW:
+        if not path and event.name:
+            screen = "screen" if event.traits.get("$call") == "screen" else "page"
+            return f"viewed {screen} {event.name!r}"
         return f"viewed {path}" if path else "viewed a page"
     if event.type is EventType.EMAIL_OPEN:
         return f"opened email{campaign}" if campaign else "opened an email"
@@ -167,4 +188,6 @@ def describe_event(event: Event) -> str:
         return f"{link} in email{campaign}" if campaign else f"{link} in an email"
     if event.type is EventType.FORM_FILL:
         return f"filled form {event.form_id}" if event.form_id else "filled a form"
+    if event.type is EventType.TRACK and event.name:
+        return f"did {event.name!r}"
     return event.type.value

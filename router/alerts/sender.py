@@ -14,8 +14,10 @@ replay`` (:mod:`router.cli.alerts`) share:
 * A channel that still fails (permanently, or after the last attempt) is logged,
   counted (``leadrouter_alert_sends_total{outcome="failed"}`` and
   ``leadrouter_alert_dead_letters_total``) and sent to the dead-letter topic as
-  ``{"alert" | "digest", "channel", "error", "attempts", "permanent", "kind", "ts"}``;
-  the lead keeps its assignment.
+  ``{"alert_sealed" | "digest", "channel", "error", "attempts", "permanent", "kind", "ts"}``;
+  the lead keeps its assignment.  Alerts are sealed under the lead's data key on the assignments
+  and dead-letter topics (:mod:`router.storage.pii`); a digest's alerts each under their own
+  (``alerts_sealed``).  An alert whose lead was forgotten is dropped, never sent.
 * With a :class:`~router.alerts.digest.DigestQueue`, low-priority alerts (the
   configured triggers; never hand-raisers) are queued for the rep's digest instead;
   :func:`flush_due` sends each rep's digest when it is due.
@@ -44,6 +46,7 @@ from router.alerts.pacing import Sleep, pacer_from_settings
 from router.alerts.render import Digest
 from router.settings import AlertSettings
 from router.storage.live_config import LiveFile
+from router.storage.pii import SealError, Vault, is_sealed_alert
 from router.storage.store import RedisStore
 from rules import RoutingConfig
 
@@ -83,6 +86,7 @@ class AlertOutcome:
     not_configured: tuple[str, ...] = ()  # channels asked for that this sender does not have
     queued: bool = False  # held for the rep's digest instead
     invalid: str | None = None  # the record did not decode (dead-lettered as such)
+    forgotten: bool = False  # the lead was forgotten: dropped, nothing sent
 
     @property
     def ok(self) -> bool:
@@ -98,8 +102,10 @@ class AlertSender:
     def __init__(self, store: RedisStore, notifiers: Sequence[Notifier], dead_letter: DeadLetter, *,
                  max_attempts: int, backoff_s: float, backoff_max_s: float | None = None,
                  clock: Callable[[], float] = time.time, digest: DigestQueue | None = None,
-                 rng: random.Random | None = None, sleep: Sleep = asyncio.sleep) -> None:
+                 rng: random.Random | None = None, sleep: Sleep = asyncio.sleep, vault: Vault | None = None) -> None:
         self.store = store
+        # Opens sealed alert records and seals what goes to the dead-letter topic (None: plain records only).
+        self.vault = vault
         self.notifiers = list(notifiers)
         self.dead_letter = dead_letter
         self.max_attempts = max_attempts
@@ -122,11 +128,20 @@ class AlertSender:
                          digest: bool = True) -> AlertOutcome:
         """Decode and deliver one alert record; an undecodable record is dead-lettered, never raised."""
         try:
-            alert = Alert.from_dict(orjson.loads(raw))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            data = orjson.loads(raw)
+            if isinstance(data, dict) and is_sealed_alert(data):
+                if self.vault is None:
+                    raise ValueError("a sealed alert, and this sender has no data-key store")
+                opened = await self.vault.open_alert(data)
+                if opened is None:  # the lead was forgotten after the alert was published
+                    metrics.FORGOTTEN_DROPPED.labels("alerts").inc()
+                    return AlertOutcome("", forgotten=True)
+                data = opened
+            alert = Alert.from_dict(data)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, SealError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-            log.error("an alert record did not decode (%s); sent to the dead-letter topic: %r", error,
-                      bytes(raw)[:200])
+            log.error("an alert record (%d bytes) did not decode (%s); sent to the dead-letter topic",
+                      len(bytes(raw)), error)
             metrics.ALERT_DEAD_LETTERS.labels("none", "invalid").inc()
             await self._dead_letter("invalid", {"raw": bytes(raw).decode(errors="replace"), "channel": "",
                                                 "error": error, "attempts": 0, "permanent": True,
@@ -206,9 +221,19 @@ class AlertSender:
             if alert.event_ts:
                 metrics.EVENT_TO_ALERT_SECONDS.labels(notifier.channel).observe(max(0.0, now - alert.event_ts))
             return result
-        await self._failed(f"alert {aid} to {alert.assignment.rep.name}", aid, result,
-                           {"alert": alert.to_dict()})
+        body = await self.sealed_alert_body(alert)
+        # The record's key: the sealed alert's subject (a keyed hash), not the assignment id (a plain digest).
+        sealed = (body or {}).get("alert_sealed")
+        key = str(sealed["subject"]) if isinstance(sealed, dict) else aid
+        await self._failed(f"alert {aid} to {alert.assignment.rep.name}", key, result, body)
         return result
+
+    async def sealed_alert_body(self, alert: Alert) -> dict[str, object] | None:
+        """The alert as a dead-letter record carries it (sealed); None when its lead was forgotten."""
+        if self.vault is None:
+            return {"alert": alert.to_dict()}
+        sealed = await self.vault.seal_alert(alert.to_dict())
+        return None if sealed is None else {"alert_sealed": sealed}
 
     async def _keep_claim(self, aid: str, channel: str, holder: str) -> None:
         while True:
@@ -226,11 +251,29 @@ class AlertSender:
             await self.store.mark_sent(did, notifier.channel, self.clock())
             metrics.ALERT_SENDS.labels(notifier.channel, "sent").inc()
             return result
-        await self._failed(f"digest {did} ({len(digest.alerts)} alerts) to {digest.rep.name}", did, result,
-                           {"digest": digest.to_dict()})
+        body: dict[str, object] = {"digest": digest.to_dict()}
+        if self.vault is not None:
+            sealed = [await self.vault.seal_alert(a.to_dict()) for a in digest.alerts]
+            body = {"digest": {**digest.to_dict(), "alerts": []}, "alerts_sealed": [a for a in sealed if a]}
+        await self._failed(f"digest {did} ({len(digest.alerts)} alerts) to {digest.rep.name}", did, result, body)
         return result
 
-    async def _failed(self, what: str, key: str, result: DeliveryResult, body: dict[str, object]) -> None:
+    async def open_digest_record(self, record: Mapping[str, object]) -> Digest:
+        """A dead-lettered digest with its sealed alerts opened (forgotten leads' alerts left out)."""
+        raw = record.get("digest")
+        if not isinstance(raw, Mapping):
+            raise ValueError("the record's 'digest' is not an object")
+        alerts: list[dict[str, object]] = []
+        for item in record.get("alerts_sealed") or []:  # type: ignore[attr-defined]
+            if self.vault is None:
+                raise ValueError("a sealed digest, and this sender has no data-key store")
+            opened = await self.vault.open_alert(item)
+            if opened is not None:
+                alerts.append(opened)
+        return Digest.from_dict({**raw, "alerts": [*list(raw.get("alerts") or []), *alerts]})
+
+    async def _failed(self, what: str, key: str, result: DeliveryResult,
+                      body: dict[str, object] | None) -> None:
         kind = "permanent" if result.permanent else "exhausted"
         metrics.ALERT_SENDS.labels(result.channel, "failed").inc()
         metrics.ALERT_DEAD_LETTERS.labels(result.channel, kind).inc()
@@ -238,6 +281,9 @@ class AlertSender:
                else f"failed after {result.attempts} attempt(s)")
         log.error("%s on %s %s: %s; sent to the dead-letter topic (the lead keeps its assignment; "
                   "`leadrouter alerts replay` resends it)", what, result.channel, how, result.error)
+        if body is None:  # the lead was forgotten meanwhile: nothing to keep
+            metrics.FORGOTTEN_DROPPED.labels("alerts").inc()
+            return
         await self._dead_letter(key, {**body, "channel": result.channel, "error": result.error,
                                       "attempts": result.attempts, "permanent": result.permanent, "kind": kind,
                                       "ts": self.clock()})
@@ -250,14 +296,15 @@ class AlertSender:
                 return
             except Exception as exc:
                 if attempt == _DLQ_ATTEMPTS:
-                    log.critical("could not write to the dead-letter topic (%r); the record is only in this "
-                                 "log: %s", exc, value.decode(errors="replace"))
+                    log.critical("could not write to the dead-letter topic (%r); the record (sealed) is only in "
+                                 "this log: %s", exc, value.decode(errors="replace"))
                     return
                 await self.sleep(1.0)
 
 
 def build_sender(alerts: AlertSettings, store: RedisStore, session: aiohttp.ClientSession,
-                 dead_letter: DeadLetter, *, team_webhooks: Mapping[str, str] | None = None) -> AlertSender:
+                 dead_letter: DeadLetter, *, team_webhooks: Mapping[str, str] | None = None,
+                 vault: Vault | None = None) -> AlertSender:
     """The sender the alerts settings describe: notifiers (Slack paced per channel), retries and digests."""
     pacer = pacer_from_settings(alerts, store.redis)
     notifiers = notifiers_from_settings(alerts, session, team_webhooks, pacer=pacer)
@@ -267,7 +314,7 @@ def build_sender(alerts: AlertSettings, store: RedisStore, session: aiohttp.Clie
     digest = DigestQueue.from_settings(alerts, store)
     return AlertSender(store, notifiers, dead_letter, max_attempts=alerts.max_attempts,
                        backoff_s=alerts.backoff_s, backoff_max_s=alerts.backoff_max_s,
-                       digest=digest)
+                       digest=digest, vault=vault)
 
 
 @dataclass(frozen=True, slots=True)

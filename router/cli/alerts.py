@@ -42,11 +42,11 @@ from redis.exceptions import RedisError
 from models import Alert
 from router import metrics
 from router.alerts.digest import DIGEST_CHANNEL
-from router.alerts.render import Digest
 from router.alerts.sender import AlertOutcome, AlertSender, TeamWebhooks, build_sender
 from router.errors import RouterError
 from router.settings import Settings
 from router.storage.live_config import RedisRulesSource
+from router.storage.pii import SealError, Vault
 from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 
@@ -103,16 +103,24 @@ async def _replay_one(sender: AlertSender, msg: ConsumerRecord[bytes, bytes], re
     """Resend one record (or, with ``dry_run``, say what would happen)."""
     where = (msg.partition, msg.offset)
     channel = str((record or {}).get("channel") or "")
-    if record is None or ("alert" not in record and "digest" not in record):
+    if record is None or not {"alert", "alert_sealed", "digest"} & set(record):
         return ReplayLine(*where, "", channel, "invalid record", "not an alert or digest; nothing to resend")
     try:
-        if "alert" in record:
+        if "alert_sealed" in record:
+            if sender.vault is None:
+                raise ValueError("a sealed alert, and no data-key store")
+            opened = await sender.vault.open_alert(record["alert_sealed"])
+            if opened is None:
+                return ReplayLine(*where, "", channel, "skipped: lead forgotten", "its data key is deleted")
+            alert = Alert.from_dict(opened)
+            key, what = alert.assignment.assignment_id, "alert"
+        elif "alert" in record:
             alert = Alert.from_dict(record["alert"])
             key, what = alert.assignment.assignment_id, "alert"
         else:
-            digest = Digest.from_dict(record["digest"])
+            digest = await sender.open_digest_record(record)
             key, what = digest.digest_id, "digest"
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, SealError) as exc:
         return ReplayLine(*where, "", channel, "invalid record", f"{type(exc).__name__}: {exc}")
     if channel not in sender.channels:
         return ReplayLine(*where, key, channel, "not configured",
@@ -243,7 +251,7 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
         routing = RedisRulesSource(settings.files.rules_file, redis)
         await routing.poll()  # the published rules' team webhooks, as the workers use
         sender = build_sender(settings.alerts, RedisStore(redis), session, dead_letter,
-                              team_webhooks=TeamWebhooks(routing))
+                              team_webhooks=TeamWebhooks(routing), vault=Vault.from_settings(redis, settings.tokens))
 
         def show(line: ReplayLine) -> None:
             print(line.format(), file=stream, flush=True)

@@ -92,7 +92,54 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
             print(f"FAIL {label}: {exc}", file=sys.stderr)
         else:
             print(f"ok   {label}: {path} (version {getattr(cfg, 'version', '?')})")
+    ok = _check_cases(settings, args) and ok
     return 0 if ok else 1
+
+
+def _check_cases(settings: Settings, args: argparse.Namespace) -> bool:
+    """The scoring and ICP test cases beside their files, when there are any."""
+    from typing import Any
+
+    from router.storage.config_store import ICP, SCORING, ConfigSpec, check_files
+    from router.storage.rules_store import cases_path_for
+
+    ok = True
+    specs: tuple[tuple[ConfigSpec[Any], Path], ...] = (
+        (SCORING, args.scoring or settings.files.scoring_file), (ICP, settings.files.icp_file))
+    for spec, path in specs:
+        cases = cases_path_for(path)
+        if not cases.exists():
+            continue
+        try:
+            check = check_files(spec, path, cases)
+        except RouterError as exc:
+            print(f"FAIL {spec.kind} cases: {exc}", file=sys.stderr)
+            ok = False
+            continue
+        for failure in check.failures:
+            print(f"FAIL {spec.kind} cases: {cases}: {failure.message}", file=sys.stderr)
+        ok = ok and not check.failures
+        print(f"{'ok  ' if not check.failures else 'FAIL'} {spec.kind} cases: {cases} "
+              f"({len(check.results) - len(check.failures)} of {len(check.results)} passed)")
+    return ok
+
+
+def _print_model_explanation(settings: Settings, lead: dict[str, str]) -> None:
+    """The active model's probability for the lead's state now, with its top signed contributions."""
+    from router.storage.model_registry import explain_lead, load_active
+    from scoring.model import LeadModelError
+
+    try:
+        loaded = load_active(settings.files.model_registry_dir)
+        if loaded is None:
+            return
+        ex = explain_lead(loaded, lead)
+    except (RouterError, LeadModelError) as exc:
+        print(f"model: cannot explain ({exc})")
+        return
+    top = ", ".join(c.describe() for c in ex.top(5)) or "no feature moved it"
+    print(f"model {loaded.version} now: probability {ex.probability:.2f} = base {ex.base_log_odds:+.2f} log-odds "
+          f"{top}" + (" ..." if len(ex.contributions) > 5 else ""))
 
 
 def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
@@ -123,6 +170,7 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
             fit = f" (fit {float(data['fit']):.0f}/100)" if data.get("fit") else ""
             prob = f"{float(data['p']):.2f}" if data.get("p") else "no model score"
             print(f"parts: engagement {view.score:.1f}; fit grade {grade}{fit}; conversion probability {prob}")
+            _print_model_explanation(settings, data)
             labels = ", ".join(c.label for c in config.ready.clauses)
             print(f"sales-ready when any of: {labels}")
             if data.get("last_trigger"):
@@ -157,29 +205,39 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
 # ``register(sub: argparse._SubParsersAction) -> None`` and sets ``fn`` on its
 # parsers as ``fn(settings, args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "router.cli.rules", "router.cli.leads", "router.cli.model", "router.cli.admin", "router.cli.alerts",
+    "router.cli.rules", "router.cli.scoring", "router.cli.leads", "router.cli.model", "router.cli.admin",
+    "router.cli.alerts", "router.cli.backtest",
     "router.cli.bench", "router.cli.review",
 )
 
 
 def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
 
-    from router.storage.live_config import load_rules_file
+    from router.storage.live_config import RedisRulesSource
+    from router.storage.pii import Vault
     from router.storage.store import RedisStore
     from router.worker.privacy import forget
 
-    routing = load_rules_file(settings.files.rules_file)
+    if settings.tokens.pii_master()[1]:
+        print("warning: LEADROUTER_PII_KEY is not set; using the development key (give the CLI the same "
+              "LEADROUTER_PII_KEY as the collector and the worker)", file=sys.stderr)
 
     async def main() -> int:
         redis = create_redis(settings.redis, role="cli")
         try:
-            report = await forget(RedisStore(redis), routing, args.email)
+            routing = RedisRulesSource(settings.files.rules_file, redis)
+            await routing.poll()  # the published rules' teams and reps, as the workers use
+            report = await forget(RedisStore(redis), routing.current, args.email,
+                                  vault=Vault.from_settings(redis, settings.tokens))
         finally:
             await redis.aclose()
-        what = "erased" if report.existed else "no stored lead; tombstone set"
-        print(f"{args.email}: {what} (lead {report.lead_id}, {report.keys_deleted} keys, "
-              f"{len(report.identifiers)} identifiers{', left its account' if report.account else ''}); "
-              "events that still arrive for this email are dropped")
+        what = "erased" if report.existed else "no stored lead"
+        print(f"forgotten: {what} (lead {report.lead_id}, {report.keys_deleted} keys, "
+              f"{len(report.identifiers)} identifiers{', left its account' if report.account else ''}, "
+              f"{report.outcomes_deleted} outcome rows, {report.identity_log_deleted} identity-log entries, "
+              f"{report.digest_entries} digest entries); data key "
+              f"{'shredded' if report.key_shredded else 'absent'}: sealed copies in the spool and Kafka are "
+              "unreadable, and later events for this email are dropped")
         return 0
 
     return asyncio.run(main())

@@ -2,11 +2,19 @@
 
 ::
 
-    leadrouter model train --data leads.csv --target Converted [--registry DIR] [--exclude COL ...]
+    leadrouter model train --data leads.csv --target Converted [--map MAPPING.yaml] [--registry DIR] [--exclude COL ...]
                            [--keep COL ...] [--folds 5] [--calibration sigmoid|isotonic] [--activate]
     leadrouter model evaluate --data leads.csv [--registry DIR] [--version V] [--holdout 0.2] [--out DIR]
     leadrouter model list [--registry DIR]
     leadrouter model activate VERSION [--registry DIR]
+
+``--map`` (e.g. ``scoring/x_education_mapping.yaml``) maps the export's
+columns onto the live feature catalogue (:mod:`scoring.features`): the model
+is trained on exactly the vector the worker computes from a live lead, the
+columns without a live source are listed and left out, and the mapping is
+saved with the model so ``evaluate`` applies it too.  Without ``--map`` the
+raw columns are used: such a model is for experiments, the worker cannot
+fill its features.
 
 Progress goes to stderr as ``[ elapsed] stage`` lines; results go to stdout.
 
@@ -52,12 +60,16 @@ from router.storage.model_registry import (
     read_fingerprints,
     save_model,
 )
+from scoring.features import FeatureMapping, FeatureMappingError, cell_text, parse_mapping, training_row
 from scoring.model import (
     DEFAULT_LEAKY_COLUMNS,
     Evaluation,
+    Exclusion,
+    Feature,
     LeadModelError,
     ModelParams,
     RawTable,
+    Schema,
     TrainResult,
     build_calibrated,
     expected_calibration_error,
@@ -144,6 +156,60 @@ def _matrix(table: RawTable, names: Sequence[str]) -> npt.NDArray[np.object_]:
     return out
 
 
+def read_mapping(path: Path) -> FeatureMapping:
+    """The ``--map`` file, parsed and checked against the feature catalogue."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelDataFileError(f"cannot read mapping file {path}: {exc}; pass --map with a YAML path") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ModelDataFileError(f"{path} is not valid YAML: {exc}; fix the file") from exc
+    try:
+        return parse_mapping(data, str(path))
+    except FeatureMappingError as exc:
+        raise ModelDataFileError(str(exc)) from exc
+
+
+def map_table(table: RawTable, mapping: FeatureMapping, target: str, source: Path) -> RawTable:
+    """The export as catalogue features (+ the target column): the table the model is trained on."""
+    for m in mapping.features:
+        for col in m.columns():
+            try:
+                resolved = resolve_column(table.columns, col, role=f"mapped ({m.feature})")
+            except LeadModelError as exc:
+                raise ModelDataFileError(f"{source}: {exc}") from exc
+            if resolved != col:
+                msg = (f"{source}: the mapping names column {col!r} for {m.feature}, the data has {resolved!r}; "
+                       "spell it as in the header")
+                raise ModelDataFileError(msg)
+    target_idx = table.index(target)
+    rows = []
+    for raw in table.rows:
+        row = dict(zip(table.columns, raw, strict=True))
+        vec = training_row(mapping, row)
+        rows.append((*(cell_text(vec[n]) for n in mapping.names), raw[target_idx]))
+    return RawTable((*mapping.names, target), tuple(rows))
+
+
+def mapped_schema(table: RawTable, mapping: FeatureMapping, target: str) -> Schema:
+    """Catalogue features in mapping order; every other export column excluded as 'unmapped' (or 'leaky')."""
+    used = mapping.used_columns()
+    leaky = {k.casefold(): v for k, v in DEFAULT_LEAKY_COLUMNS.items()}
+    excluded = [Exclusion(target, "target", "the column the model predicts")]
+    for col in table.columns:
+        if col == target or col in used:
+            continue
+        if col.casefold() in leaky:
+            excluded.append(Exclusion(col, "leaky", leaky[col.casefold()]))
+        else:
+            excluded.append(Exclusion(col, "unmapped", "no live source: not in the mapping, left out"))
+    return Schema(target, tuple(Feature(n, k) for n, k in mapping.kinds()), tuple(excluded))
+
+
 def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -198,7 +264,7 @@ def _check_threads(threads: int) -> None:
         raise ModelCommandError(f"--threads must be at least 1, got {threads}; the default is 1")
 
 
-def _wrap(path: Path, exc: LeadModelError) -> ModelDataFileError:
+def _wrap(path: Path, exc: LeadModelError | FeatureMappingError) -> ModelDataFileError:
     return ModelDataFileError(f"{path}: {exc}")
 
 
@@ -213,12 +279,27 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     data_path: Path = args.data
     table, sha = read_csv_table(data_path)
     clock(f"read {data_path}: {len(table.rows)} rows, {len(table.columns)} columns, sha256 {sha[:12]}")
+    mapping = read_mapping(args.map) if args.map is not None else None
+    columns = len(table.columns)
     try:
-        schema = infer_schema(table, args.target, exclude=args.exclude, keep=args.keep)
+        if mapping is not None:
+            if args.exclude or args.keep:
+                raise ModelCommandError("--exclude/--keep do not apply with --map: the mapping names the columns used")
+            target = resolve_column(table.columns, args.target, role="target")
+            schema = mapped_schema(table, mapping, target)
+            table = map_table(table, mapping, target, data_path)
+            clock(f"mapped onto {len(mapping.features)} live catalogue features with {args.map}")
+        else:
+            schema = infer_schema(table, args.target, exclude=args.exclude, keep=args.keep)
         y_all, keep = target_vector(table.column(schema.target), schema.target)
     except LeadModelError as exc:
         raise _wrap(data_path, exc) from exc
+    unmapped = [e.column for e in schema.excluded if e.reason == "unmapped"]
+    if unmapped:
+        clock(f"left out {len(unmapped)} column(s) without a live source: {', '.join(unmapped)}")
     for ex in schema.excluded:
+        if ex.reason == "unmapped":
+            continue
         if ex.reason != "target":
             clock(f"excluded {ex.column!r}: {ex.reason} ({ex.detail})")
     leaky = [e.column for e in schema.excluded if e.reason == "leaky"]
@@ -239,8 +320,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         raise _wrap(data_path, exc) from exc
     seconds = time.perf_counter() - clock.t0
     y = y_all[keep]
-    meta = build_metadata(result, data_path=data_path, data_sha256=sha, columns=len(table.columns),
+    meta = build_metadata(result, data_path=data_path, data_sha256=sha, columns=columns,
                           folds=args.folds, created=created, seconds=seconds, y=y)
+    if mapping is not None:
+        meta["mapping"] = {"file": str(args.map), **mapping.to_json()}
     fingerprints = row_fingerprints(table, [*schema.names, schema.target])[keep]
     version, path = save_model(args.registry, new_version(sha, created), result.model, meta, fingerprints)
     clock(f"saved {path}")
@@ -286,6 +369,14 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     table, sha = read_csv_table(data_path)
     clock(f"read {data_path}: {len(table.rows)} rows, sha256 {sha[:12]}")
     schema = loaded.schema
+    if loaded.metadata.get("mapping"):
+        try:
+            mapping = parse_mapping(loaded.metadata["mapping"], f"{version} metadata.json mapping")
+            target = resolve_column(table.columns, schema.target, role="target")
+        except (FeatureMappingError, LeadModelError) as exc:
+            raise _wrap(data_path, exc) from exc
+        table = map_table(table, mapping, target, data_path)
+        clock(f"mapped onto {len(mapping.features)} live catalogue features (the mapping saved with {version})")
     try:
         target = resolve_column(table.columns, schema.target, role="target")
         y_all, keep = target_vector(table.column(target), target)
@@ -504,6 +595,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = msub.add_parser("train", help="cross-validate, fit a calibrated model and save a new version")
     t.add_argument("--data", type=Path, required=True, help="training CSV (header row, comma-separated)")
     t.add_argument("--target", required=True, help="the 0/1 (or yes/no) column to predict, e.g. Converted")
+    t.add_argument("--map", type=Path, default=None, metavar="MAPPING.yaml",
+                   help="map the export's columns onto the live feature catalogue (e.g. "
+                        "scoring/x_education_mapping.yaml); unmapped columns are listed and left out")
     registry_arg(t)
     t.add_argument("--exclude", nargs="+", action="extend", default=[], metavar="COL",
                    help="columns to leave out (quote names with spaces)")

@@ -148,6 +148,8 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
             slack_api_url=slack.url + "/api",
             slack_bot_token=settings.alerts.slack_bot_token or "xoxb-leadrouter-dev",
             smtp_host="127.0.0.1", smtp_port=smtp.port,
+            # The worker runs in the temporary folder; the archive stays where `leadrouter backtest` looks.
+            archive_dir=settings.files.archive_dir.resolve(),
         )
         admin_port = free_port()
         settings = settings.with_(admin_port=admin_port, admin_url=f"http://127.0.0.1:{admin_port}")
@@ -161,9 +163,13 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         console.say(f"collector http://127.0.0.1:{collector_port}  (pixel /t/p.gif, form /t/form, open /t/o/<token>.gif)"
                     + (f"; metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""))
         console.say(f"worker   faust app {settings.kafka.app_id!r}; logs in {workdir}")
+        if settings.worker.archive:
+            console.say(f"archive  accepted events to {settings.files.archive_dir}/events (for leadrouter backtest)")
         await asyncio.to_thread(wait_for_port, admin_port, 30.0, admin.proc)
         token = await _ops_token(settings)
         console.say(f"admin    {settings.alerts.admin_url}/openapi.json  (ops token: {token}); alert links open here")
+        console.say(f"console  {settings.alerts.admin_url}/console/  sign in as ops (one click): "
+                    f"{settings.alerts.admin_url}/console/sign-in?token={token}")
         if rate > 0:
             console.say(f"demo     sending ~{rate:.0f} hits/s of visits, opens and form fills; Ctrl-C stops everything")
         else:

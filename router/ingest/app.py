@@ -79,6 +79,7 @@ from router.ingest.segment import (
 from router.ingest.spool import Spool, SpoolSink
 from router.settings import Settings
 from router.storage.kafka import EventSink
+from router.storage.pii import Vault
 from router.storage.redis import create_redis
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,12 @@ async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time, *,
-               dedupe: Deduper | None = None, limiter: RateLimiter | None = None) -> web.Application:
+               dedupe: Deduper | None = None, limiter: RateLimiter | None = None,
+               vault: Vault | None = None) -> web.Application:
+    """The collector's routes.  ``vault`` protects personal data before ``sink`` sees it; the
+    service (:class:`CollectorService`) always passes one, only request-parsing tests leave it out."""
     c = Collector(settings.ingest, settings.tokens, settings.spool, sink, clock, dedupe,
-                  topic=settings.kafka.topic_events, limiter=limiter)
+                  topic=settings.kafka.topic_events, limiter=limiter, vault=vault)
     # The server never decompresses a body itself: handlers that read one decode it, bounded, in
     # read_limited; a bomb sent to any other route costs nothing.  keepalive_timeout: the idle timeout.
     app = web.Application(middlewares=[header_deadline, timing], client_max_size=MAX_FORM_BYTES * 2,
@@ -245,7 +249,11 @@ class CollectorService:
         self._redis = create_redis(self.settings.redis, role="collector")
         dedupe = MessageDeduper(self._redis, self.settings.ingest.message_dedupe_ttl_s)
         self._limiter = RateLimiter.from_settings(self.settings.ingest, self._redis)
-        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe, limiter=self._limiter)
+        if self.settings.tokens.pii_master()[1]:
+            log.warning("LEADROUTER_PII_KEY is not set: personal data is sealed with the built-in development "
+                        "key; set a long random LEADROUTER_PII_KEY in production")
+        vault = Vault.from_settings(self._redis, self.settings.tokens)
+        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe, limiter=self._limiter, vault=vault)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         ingest = self.settings.ingest

@@ -68,6 +68,7 @@ from router.ingest.snowplow import map_event as map_snowplow_event
 from router.ingest.spool import SpoolFull
 from router.settings import IngestSettings, SpoolSettings, TokenSettings
 from router.storage.kafka import EventSink, ProduceError
+from router.storage.pii import PiiKeysUnavailable, SealError, Vault
 from router.tokens import verify_token
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,11 @@ log = logging.getLogger(__name__)
 class Collector:
     def __init__(self, ingest: IngestSettings, tokens: TokenSettings, spool: SpoolSettings, sink: EventSink,
                  clock: Callable[[], float] = time.time, dedupe: Deduper | None = None, *,
-                 topic: str, limiter: RateLimiter | None = None) -> None:
+                 topic: str, limiter: RateLimiter | None = None, vault: Vault | None = None) -> None:
         self.ingest = ingest
+        # Pseudonymises ids, truncates IPs and seals identified events before the sink sees them;
+        # drops forgotten people's events.  None only in tests of request parsing.
+        self.vault = vault
         self.tokens = tokens
         self.spool_retry_after_s = spool.retry_after_s
         self.topic = topic  # the events topic, for the produce-failure metric
@@ -120,7 +124,7 @@ class Collector:
             return vid, True
         if vid:
             metrics.COLLECTOR_INVALID.labels(endpoint, "vid").inc()
-            log.info("ignored invalid vid %r", vid[:80])
+            log.info("ignored an invalid vid (%d characters)", len(vid))
         return new_visitor_id(), True
 
     def _client_ip(self, request: web.Request) -> str | None:
@@ -154,6 +158,22 @@ class Collector:
         """
         if not events:
             return "accepted"
+        if self.vault is not None:
+            try:
+                events, dropped = await self.vault.protect(events)
+            except PiiKeysUnavailable as exc:  # a Redis restart: accepted, sealed under the escrow key
+                escrowed = sum(1 for e in events if e.email)
+                events, dropped = self.vault.protect_in_escrow(events), []
+                metrics.PII_ESCROWED.labels(endpoint).inc(escrowed)
+                log.warning("%s: %d events with personal data sealed under the escrow key: %s", endpoint,
+                            escrowed, exc)
+            except SealError as exc:  # a data key that does not unwrap: another LEADROUTER_PII_KEY
+                log.error("%s: refused %d events with personal data: %s", endpoint, len(events), exc)
+                return "unavailable"
+            if dropped:  # a forgotten person: counted, never stored; the client is not told
+                metrics.FORGOTTEN_DROPPED.labels(endpoint).inc(len(dropped))
+            if not events:
+                return "accepted"
         try:
             send_many = getattr(self.sink, "send_many", None)
             if send_many is not None and beacon:
@@ -217,7 +237,7 @@ class Collector:
             url, ok = clean_url(raw_url)
             if not ok:
                 metrics.COLLECTOR_INVALID.labels(endpoint, "url").inc()
-                log.info("pixel: ignored invalid url %r", (raw_url or "")[:120])
+                log.info("pixel: ignored an invalid url (%d characters)", len(raw_url or ""))
             referrer, ok_ref = clean_url(q.get("ref") or q.get("r"))
             if not ok_ref:
                 metrics.COLLECTOR_INVALID.labels(endpoint, "referrer").inc()

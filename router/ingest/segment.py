@@ -26,17 +26,21 @@ Mapping (documented decisions)
       a retried message gets the same id, so the worker counts it once even
       after the collector's own 24 h+ de-duplication window.
     * ``page`` / ``screen`` -> ``page_view``: url, title, referrer from
-      ``properties`` then ``context.page``; ``name`` is the page/screen name;
-      a screen has no url and gets ``traits["$call"] = "screen"``.
+      ``properties`` then ``context.page``; ``name`` is the page/screen name,
+      its ``category`` goes to ``traits["$category"]``; the other properties
+      are flattened into ``traits``; a screen has no url and gets
+      ``traits["$call"] = "screen"``.
     * ``track`` -> ``track`` with ``name`` = the event; its ``properties``
       (flattened to strings) go to ``traits``.  A track whose name is one of
       ``segment_form_events`` (default "Form Submitted", "Signed Up", "Demo
-      Requested"; compared ignoring case, spaces, ``_`` and ``-``) *and* that
-      carries an email (``properties.email`` or ``context.traits.email``)
-      becomes a ``form_fill``: ``form_id`` from ``properties.form_id`` /
+      Requested"; compared ignoring case, spaces, ``_`` and ``-``) becomes a
+      ``form_fill``: ``email`` from ``properties.email`` or
+      ``context.traits.email``, ``form_id`` from ``properties.form_id`` /
       ``formId`` / ``form`` / ``form_name`` or else the slug of the event name,
       ``fields`` from the known profile fields, ``consent`` included.  Without
-      an email it stays a ``track`` (the worker may resolve ``user_id``).
+      an email it is an anonymous form fill: its points stay on the visitor's
+      profile, and a hand-raiser counts when the person identifies later
+      (within the scoring file's ``identify_window_hours``).
     * ``identify`` -> ``identify``: ``email`` from ``traits.email``, all traits
       flattened to strings in ``traits`` (``company``, ``title``, ``address.city``
       ...), and the known profile fields normalised into ``fields``
@@ -523,6 +527,9 @@ def map_message(msg: Mapping[str, Any], ctx: IngestContext) -> Mapped:
         traits = flatten({k: v for k, v in props.items() if k not in ("url", "referrer", "title")})
         if mtype == "screen":
             traits["$call"] = "screen"
+        category = text(msg.get("category"), MAX_FIELD)
+        if category:
+            traits["$category"] = category
         email, bad = email_from(ctx_traits.get("email"))
         event = Event(type=EventType.PAGE_VIEW, url=url, referrer=referrer, title=title, name=name,
                       utm=_utm(context, url), email=email, **base)
@@ -533,7 +540,9 @@ def map_message(msg: Mapping[str, Any], ctx: IngestContext) -> Mapped:
         email, bad = email_from(props.get("email"), ctx_traits.get("email"))
         traits = flatten(props)
         url, _ = clean_url(page_ctx.get("url") if isinstance(page_ctx.get("url"), str) else None)
-        if email and normalise_event_name(name) in ctx.form_events:
+        if normalise_event_name(name) in ctx.form_events:
+            # A form event counts as a form fill whether or not it says who sent it: an
+            # anonymous one stays on the visitor's profile and counts when they identify.
             form_id = next((t for t in (text(props.get(k), 64) for k in _FORM_ID_KEYS)
                             if t and FORM_ID_RE.match(t)), None) or slug(name)
             event = Event(type=EventType.FORM_FILL, name=name, email=email, form_id=form_id,

@@ -183,6 +183,31 @@ def rules_history() -> str:
     return f"{PREFIX}:{{rules}}:history"
 
 
+# --- Published scoring and ICP files (router/storage/config_store.py: scoring|icp publish / rollback / history) --
+# The same four keys per kind, each kind on its own hash tag; config_*("rules") are the routing keys above.
+CONFIG_KINDS = ("scoring", "icp")
+
+
+def config_active(kind: str) -> str:
+    """String: the number of the published version of ``kind`` in force; absent means the file is used."""
+    return f"{PREFIX}:{{{kind}}}:active"
+
+
+def config_seq(kind: str) -> str:
+    """Counter: the last version number of ``kind`` handed out."""
+    return f"{PREFIX}:{{{kind}}}:seq"
+
+
+def config_versions(kind: str) -> str:
+    """Hash version number -> JSON document (content, source, author, ts, note, hashes, test cases)."""
+    return f"{PREFIX}:{{{kind}}}:versions"
+
+
+def config_history(kind: str) -> str:
+    """List of JSON entries, oldest first: each publish and rollback of ``kind``."""
+    return f"{PREFIX}:{{{kind}}}:history"
+
+
 # --- distribution, lead lifecycle and SLA (issue 5 items 4-6) --------------------------------------
 # Added keys only; everything above is unchanged.  Team keys share ``{T:<team>}`` so one
 # distribution call (pick + capacity count + SLA schedule) is one Lua script on one slot;
@@ -367,3 +392,27 @@ def due(kind: str, shard: int) -> str:
 SLA_FIGURES = f"{PREFIX}:sla:figures"
 """List of JSON records (accepts, manual reassignments) for the workers' SLA metrics; each is popped once."""
 SLA_FIGURES_MAX = 100_000
+
+
+def console_session(session_hash: str) -> str:
+    """Hash token_hash, role, name, rep_id, csrf, created: one signed-in ops console session (router/admin/console),
+    keyed by the sha256 hex of the session cookie's value (never the value itself); expires with the session."""
+    return f"{PREFIX}:admin:session:{session_hash}"
+
+
+# --- Personal data: per-person data keys and tombstones (router/storage/pii.py; issue 16.7) -----------
+# Added keys only.  ``subject`` is a keyed hash (HMAC with LEADROUTER_PII_KEY) of the person's email,
+# never the email or a plain digest of it.  Both keys of a person share ``{P:<subject>}``, so reading,
+# creating and shredding a key is one call on one slot.
+
+FORGET_GRACE_S = 3600  # a forgotten lead's marker outlives events that were already being processed
+
+
+def pii_key(subject: str) -> str:
+    """String: the person's data key (random 256 bits, wrapped with the master key); deleted on forget."""
+    return f"{PREFIX}:{{P:{subject}}}:dk"
+
+
+def pii_gone(subject: str) -> str:
+    """String (forget time): the tombstone; the collector and the worker drop the person's events."""
+    return f"{PREFIX}:{{P:{subject}}}:gone"

@@ -34,12 +34,15 @@ import numpy as np
 import numpy.typing as npt
 
 from router.errors import RouterError
+from scoring.features import catalogue_feature, features_from_lead
 from scoring.model import (
+    Explanation,
     LeadModel,
     LeadModelError,
     ModelParams,
     PipelineLeadModel,
     Schema,
+    explain,
     schema_from_json,
 )
 
@@ -225,9 +228,36 @@ def active_version(registry: Path) -> str | None:
     return text or None
 
 
+def explain_lead(loaded: LoadedModel, lead: Mapping[str, str]) -> Explanation:
+    """The model's probability for a live lead hash, with each feature's exact signed log-odds contribution."""
+    return explain(loaded.estimator, loaded.schema, features_from_lead(lead, loaded.schema.names))
+
+
+def load_active(registry: Path) -> LoadedModel | None:
+    """The active model, or ``None`` when none is active."""
+    version = active_version(registry)
+    return None if version is None else load_model(registry, version)
+
+
+def unservable_features(loaded: LoadedModel) -> list[str]:
+    """The model's features the worker cannot compute from a live lead (not in :mod:`scoring.features`)."""
+    return [name for name in loaded.schema.names if catalogue_feature(name) is None]
+
+
+def check_servable(loaded: LoadedModel) -> None:
+    """Raise unless every feature of the model is a live catalogue feature (trained with ``--map``)."""
+    missing = unservable_features(loaded)
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:6]) + (" ..." if len(missing) > 6 else "")
+        msg = (f"model {loaded.version} was trained on {len(missing)} column(s) the worker cannot compute from a "
+               f"live lead ({shown}); retrain it with 'leadrouter model train --data CSV --map MAPPING.yaml "
+               "--target COLUMN' (e.g. scoring/x_education_mapping.yaml) and activate that version")
+        raise ModelRegistryError(msg)
+
+
 def activate(registry: Path, version: str) -> None:
-    """Make ``version`` the served one (after checking it loads): ``ACTIVE`` is replaced atomically."""
-    load_model(registry, version)
+    """Make ``version`` the served one (after checking it loads and is servable): ``ACTIVE`` is replaced atomically."""
+    check_servable(load_model(registry, version))
     target = registry / ACTIVE_FILE
     fd, tmp = tempfile.mkstemp(prefix=".ACTIVE-", dir=registry)
     try:
@@ -322,6 +352,7 @@ class ActiveModelWatcher:
             return False
         try:
             loaded = self._loader(self.registry_dir, version)
+            check_servable(loaded)
         except ModelRegistryError as exc:
             self.last_error = str(exc)
             log.error("kept model %s; the newly activated %s did not load: %s", self._name(), version, exc)

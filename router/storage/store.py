@@ -45,12 +45,14 @@ class LeadRules:
     clauses_json: str
     daily_cap: float | None = None
     recycle_below: float | None = None
+    identify_window_s: float = 0.0
+    versions: str = ""  # e.g. "scoring=v3:0381…;icp=5a2…": recorded on the lead and its crossings
     reengage_json: str = ""  # the re-engagement rules (scoring.reengage_json); '' for the default
 
     @classmethod
-    def from_config(cls, config: ScoringConfig) -> LeadRules:
+    def from_config(cls, config: ScoringConfig, versions: str = "") -> LeadRules:
         return cls(config.half_life_s, ready_clauses_json(config), config.daily_cap, config.ready.recycle_below,
-                   reengage_json(config))
+                   config.identify_window_s, versions, reengage_json(config))
 
     @classmethod
     def threshold_only(cls, threshold: float, half_life_s: float) -> LeadRules:
@@ -193,6 +195,10 @@ class RedisStore:
             cfg["dc"] = rules.daily_cap
         if rules.recycle_below is not None:
             cfg["rb"] = rules.recycle_below
+        if rules.identify_window_s > 0:
+            cfg["iw"] = rules.identify_window_s
+        if rules.versions:
+            cfg["vs"] = rules.versions
         return orjson.dumps(cfg)
 
     async def apply_with_accounts(self, plans: Sequence[EventPlan], accounts: Sequence[AccountPlan], *,
@@ -641,6 +647,7 @@ def _absorb_args(m: Merge, frozen: Mapping[str, Any], half_life_s: float, now: f
         keys.REASONS_KEPT, keys.RECENT_KEPT, h.get("events", "0"), h.get("first_seen", ""), repr(now),
         orjson.dumps(frozen.get("seen") or []), orjson.dumps(frozen.get("reasons") or []),
         orjson.dumps(frozen.get("recent") or []), orjson.dumps(fields), orjson.dumps(counts), orjson.dumps(caps),
+        h.get("hr_ts", ""), h.get("hr_event", ""),
     ]
 
 

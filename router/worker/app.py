@@ -28,15 +28,17 @@ from router import metrics
 from router.alerts import digest
 from router.alerts.sender import AlertSender, TeamWebhooks, build_sender, digest_timer
 from router.settings import Settings
+from router.storage.archive import ArchiveWriter
+from router.storage.config_store import ICP, SCORING
 from router.storage.kafka import ensure_topics
 from router.storage.live_config import (
     LiveFile,
+    RedisConfigSource,
     RedisRulesSource,
     load_accounts_file,
-    load_icp_file,
-    load_scoring_file,
 )
 from router.storage.model_registry import ActiveModelWatcher
+from router.storage.pii import PiiKeysUnavailable, Vault
 from router.storage.redis import create_redis
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
@@ -76,15 +78,18 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         files = settings.files
-        self.scoring = LiveFile.open(files.scoring_file, load_scoring_file, "scoring")
         self.redis = create_redis(settings.redis, role="worker")
+        # Published scoring and ICP versions (leadrouter scoring|icp publish) win over the files, as for the rules.
+        self.scoring = RedisConfigSource(SCORING, files.scoring_file, self.redis, startup=settings.redis)
         # Published rules (leadrouter rules publish) win over the file; the
         # file is used, and reloaded on change, until something is published.
         self.routing = RedisRulesSource(files.rules_file, self.redis, startup=settings.redis)
         self.accounts = (LiveFile.open(files.accounts_file, load_accounts_file, "accounts")
                          if files.accounts_file.exists() else None)
-        self.icp = LiveFile.open(files.icp_file, load_icp_file, "icp")
+        self.icp = RedisConfigSource(ICP, files.icp_file, self.redis, startup=settings.redis)
         self.model = ActiveModelWatcher(files.model_registry_dir)
+        self.archive = (ArchiveWriter(files.archive_dir, retention_days=files.archive_retention_days)
+                        if settings.worker.archive else None)
         self.store = RedisStore(self.redis, anonymous_ttl_s=settings.worker.anonymous_ttl_s,
                                 known_link_ttl_s=settings.worker.known_link_ttl_s)
         self._http: aiohttp.ClientSession | None = None
@@ -139,9 +144,13 @@ def create_app(settings: Settings) -> LeadRouterApp:
         fut = await dlq_topic.send(key=key.encode(), value=value)
         await fut
 
+    if settings.tokens.pii_master()[1]:
+        log.warning("LEADROUTER_PII_KEY is not set: personal data is sealed with the built-in development key; "
+                    "set a long random LEADROUTER_PII_KEY in production (the same for collector, worker and CLI)")
+    vault = Vault.from_settings(rt.store.redis, settings.tokens)
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
-                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers,
+                        link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers, vault=vault,
                         review_below=settings.worker.review_trust_below, link_ttl_s=settings.alerts.link_ttl_s)
 
     @app.agent(events_topic)
@@ -150,6 +159,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
             with metrics.BATCH_SECONDS.time():
                 await until_done(f"batch of {len(batch)} events", partial(pipeline.process, batch))
             metrics.BATCH_SIZE.observe(len(batch))
+            if rt.archive is not None:
+                await archive_batch(rt.archive, batch)
 
     @app.agent(alerts_topic, concurrency=4)
     async def send_alerts(stream: faust.StreamT[bytes]) -> None:
@@ -160,7 +171,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
         if rt._sender is None:
             rt._http = aiohttp.ClientSession()
             rt._sender = build_sender(settings.alerts, rt.store, rt._http, dead_letter,
-                                      team_webhooks=TeamWebhooks(rt.routing))
+                                      team_webhooks=TeamWebhooks(rt.routing), vault=vault)
         sender = rt._sender
         async for raw in stream:
             await until_done("alert delivery", partial(sender.handle, raw))
@@ -171,8 +182,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def reload_config() -> None:
-        rt.scoring.maybe_reload()
-        rt.icp.maybe_reload()
+        await rt.scoring.poll()
+        await rt.icp.poll()
         await rt.routing.poll()
         if rt.accounts is not None:
             rt.accounts.maybe_reload()
@@ -199,7 +210,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
     @app.page("/healthz")
     async def health(self: View, request: Request) -> Response:
-        return self.json({"ok": True, "scoring": rt.scoring.current.version,
+        return self.json({"ok": True, "scoring": rt.scoring.tag, "icp": rt.icp.tag,
                           "rules": rt.routing.current.version})
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -210,6 +221,17 @@ def create_app(settings: Settings) -> LeadRouterApp:
 
 
 BACKOFF_MAX_S = 5.0
+
+
+async def archive_batch(archive: ArchiveWriter, batch: list[bytes]) -> None:
+    """Archive a processed batch for backtests; a full or broken disk never stops scoring (logged, counted)."""
+    try:
+        written = await asyncio.to_thread(archive.append, batch)
+    except OSError as exc:
+        metrics.ARCHIVED.labels("failed").inc(len(batch))
+        log.error("could not archive a batch of %d events to %s: %r", len(batch), archive.root, exc)
+        return
+    metrics.ARCHIVED.labels("written").inc(written)
 
 
 async def until_done(what: str, step: Callable[[], Awaitable[object]],
@@ -227,7 +249,9 @@ async def until_done(what: str, step: Callable[[], Awaitable[object]],
         try:
             await step()
             return
-        except (RedisError, KafkaError, OSError, TimeoutError) as exc:
+        # PiiKeysUnavailable: the data-key store (Redis) did not answer while opening or sealing
+        # personal data; it wraps the RedisError, so it must be retried like one.
+        except (RedisError, PiiKeysUnavailable, KafkaError, OSError, TimeoutError) as exc:
             metrics.BATCH_RETRIES.labels(type(exc).__name__).inc()
             log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
             await sleep(delay)

@@ -267,11 +267,15 @@ async def _close(store: RedisStore, action: str, lead: str, rep_id: str, reason:
 _TIMES = ("first_seen", "last_seen", "mql_ts", "sal_ts", "sql_ts", "opportunity_ts", "closed_ts")
 
 
+# Lead fields that name or reach the person: never in a training row (it outlives the lead).
+DIRECT_IDENTIFIERS = frozenset({"first_name", "last_name", "name", "phone", "email"})
+
+
 def outcome_row(lead_id: str, outcome: str, lead: dict[str, str], ts: float, reason: str = "") -> dict[str, Any]:
     """One training example: what we knew about the lead, and how it ended.
 
-    ``features`` has the lead's firmographic fields (``f:*``, the email domain,
-    never the address), activity counters (``events``, ``n:<type>``), the stored
+    ``features`` has the lead's firmographic fields (``f:*`` but never a name or a
+    phone number, the email domain, never the address), activity counters (``events``, ``n:<type>``), the stored
     score as of its ``asof`` (decay it with the scoring half-life), routing
     (team, rule, rules version, owner), lifecycle counts (crossings, re-engagements,
     rejections, SLA reassignments, escalation) and the stage timestamps with the durations
@@ -279,7 +283,7 @@ def outcome_row(lead_id: str, outcome: str, lead: dict[str, str], ts: float, rea
     """
     features: dict[str, Any] = {}
     for key, value in lead.items():
-        if key.startswith("f:"):
+        if key.startswith("f:") and key[2:] not in DIRECT_IDENTIFIERS:
             features[key[2:]] = value
         elif key.startswith("n:"):
             features[f"count_{key[2:]}"] = _num(value)

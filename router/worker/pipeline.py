@@ -35,7 +35,9 @@ from models import (
     lead_view_from_hash,
 )
 from router import metrics
+from router.settings import TokenSettings
 from router.storage.live_config import LiveFile
+from router.storage.pii import Vault
 from router.storage.store import LeadRules, RedisStore
 from router.tokens import mint_action_token
 from router.worker.accounts import account_for
@@ -164,10 +166,15 @@ def identify(events: Sequence[Event]) -> tuple[list[str], list[str]]:
     return vids, uids
 
 
-def trigger_text(result: ApplyResult, event: Event, threshold: float) -> str:
+def trigger_text(result: ApplyResult, event: Event, threshold: float, *, late: bool = False) -> str:
+    """Why the lead is sales-ready now; ``late``: a hand raised before the person was known."""
     if result.trigger == "account_intent":
         return "account intent: the buying committee is active"
+    if result.trigger == "hand_raiser" and late:
+        return "hand-raiser: asked anonymously, identified now"
     if result.trigger == "hand_raiser":
+        if event.type is EventType.TRACK and event.name:
+            return f"hand-raiser: {event.name}"
         return f"hand-raiser: filled form {event.form_id}" if event.form_id else "hand-raiser"
     if result.trigger and result.trigger != "threshold":
         return f"sales-ready: {result.trigger} (score {result.after:.0f})"
@@ -224,15 +231,17 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
 
 async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float,
                       intent: AccountIntentConfig | None = None, icp: IcpConfig | None = None,
-                      model: LeadModel | None = None, unique: frozenset[str] = frozenset({"email"})
-                      ) -> BatchOutcome:
+                      model: LeadModel | None = None, unique: frozenset[str] = frozenset({"email"}),
+                      versions: str = "") -> BatchOutcome:
     """Resolve identities, merge and link, then score leads and accounts in one round trip.
 
     Round trips per batch: identities; stored fields of leads whose fit grade
     changes (only when some event brings such fields); account links; the
     scoring pipeline itself; and, with an active model, the touched leads'
-    state and their new probabilities.
+    state and their new probabilities.  ``versions`` (the scoring and ICP
+    versions in force) is recorded on every lead scored and on each crossing.
     """
+    intent = intent or config.intent
     visitors, users = await store.resolve_identities(*identify(events))
     resolution = resolve_batch(list(events), visitors, users, unique)
     if resolution.merges:  # once per identification; pipelined in dependency waves
@@ -240,7 +249,8 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     for c in resolution.conflicts:
         await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
                                  event_id=c.event_id, ts=c.ts)
-        log.info("kept two people apart: %s was %s, now %s", c.identifier, c.previous, c.current)
+        log.info("kept two people apart: a %s identifier of lead %s now names lead %s",
+                 c.identifier.partition(":")[0] or "shared", c.previous, c.current)
     await store.write_links(resolution.links, used_links(visitors, users))
     stored: dict[str, dict[str, str]] = {}
     if icp is not None:
@@ -252,7 +262,7 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     verified = [fields_verified(ev, lid, visitors) for ev, lid in zip(events, resolution.lead_ids, strict=True)]
     plans = plan_batch(events, resolution.lead_ids, config, icp, stored, verified)
     account_plans = await plan_accounts(store, plans)
-    rules = LeadRules.from_config(config)
+    rules = LeadRules.from_config(config, versions)
     results, accounts = await store.apply_with_accounts(
         plans, account_plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now, intent=intent,
         rules=rules)
@@ -285,7 +295,8 @@ async def _score_with_model(store: RedisStore, model: LeadModel, plans: Sequence
         return []
     hashes = await store.lead_hashes(list(last))
     lead_ids = [lid for lid in last if hashes.get(lid)]
-    probs = await asyncio.to_thread(model.predict_proba, [features_from_lead(hashes[lid]) for lid in lead_ids])
+    rows = [features_from_lead(hashes[lid], model.features) for lid in lead_ids]
+    probs = await asyncio.to_thread(model.predict_proba, rows)
     batch_id = plans[-1].event.event_id
     updated = await store.set_probabilities(dict(zip(lead_ids, probs, strict=True)), rules, now, batch_id)
     return [(last[lid], r) for lid, r in updated.items() if r.needs_routing]
@@ -297,16 +308,18 @@ class Pipeline:
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
                  admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
                  model: Callable[[], LeadModel | None] | None = None, link_secret: str = "",
-                 unique: frozenset[str] = frozenset({"email"}), review_below: float = 0.5,
-                 link_ttl_s: int = LINK_TTL_S) -> None:
+                 unique: frozenset[str] = frozenset({"email"}), vault: Vault | None = None,
+                 review_below: float = 0.5, link_ttl_s: int = LINK_TTL_S) -> None:
         self.store = store
         self.review_below = review_below
+        # Opens sealed events, drops forgotten people's, seals the alerts it publishes.
+        self.vault = vault or Vault.from_settings(store.redis, TokenSettings())
         self.link_ttl_s = link_ttl_s
         self.unique = unique
         self.link_secret = link_secret
         self.icp = icp
         self.model = model
-        self.intent = intent or AccountIntentConfig()
+        self.intent_override = intent  # None: the scoring file's account_intent section
         self.accounts = accounts
         self.admin_url = admin_url
         self.scoring = scoring
@@ -323,13 +336,20 @@ class Pipeline:
             except (InvalidEventError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
                 report.invalid += 1
                 metrics.EVENTS.labels("unknown", "invalid").inc()
-                log.error("skipped an invalid event: %s: %r", exc, bytes(raw)[:200])
+                log.error("skipped an invalid event (%d bytes): %s", len(bytes(raw)), type(exc).__name__)
+        if not events:
+            return report
+        events, dropped = await self.vault.open(events)
+        for ev in dropped:  # a forgotten person's (or unreadable) sealed event: counted, never stored
+            metrics.EVENTS.labels(ev.type.value, "forgotten").inc()
+        if dropped:
+            metrics.FORGOTTEN_DROPPED.labels("worker").inc(len(dropped))
         if not events:
             return report
         config = self.scoring.current
-        outcome = await apply_batch(self.store, config, events, self.clock(), self.intent,
+        outcome = await apply_batch(self.store, config, events, self.clock(), self.intent_override,
                                     self.icp.current if self.icp else None, self.model() if self.model else None,
-                                    self.unique)
+                                    self.unique, self.versions())
         plans, results = outcome.plans, outcome.results
         routed: set[tuple[str, int]] = set()
         crossings = [(plans[i], r) for i, r in outcome.by_model]
@@ -372,13 +392,21 @@ class Pipeline:
                     report.routed += 1
         return report
 
+    def versions(self) -> str:
+        """The scoring and fit versions in force, as recorded on leads: ``scoring=v3:0381…;icp=5a2…``."""
+        parts = [f"scoring={self.scoring.tag}"]
+        if self.icp is not None:
+            parts.append(f"icp={self.icp.tag}")
+        return ";".join(parts)
+
     async def route_account(self, acct: AccountResult, plan: EventPlan, config: ScoringConfig) -> bool:
         """An account crossed its threshold: its most engaged lead becomes sales-ready."""
         ev = plan.event
         if acct.status == "fired":
             metrics.CROSSINGS.labels("account_intent").inc()
-        detail = (f"account intent {acct.intent:.0f} reached {self.intent.threshold:.0f}: "
-                  f"{acct.people} people and {acct.roles} roles active in {self.intent.window_days:g} days")
+        intent = self.intent_override or config.intent
+        detail = (f"account intent {acct.intent:.0f} reached {intent.threshold:.0f}: "
+                  f"{acct.people} people and {acct.roles} roles active in {intent.window_days:g} days")
         reason = Reason(rule="account_intent", points=0.0, event_id=ev.event_id, event_type=ev.type.value,
                         ts=ev.ts, detail=detail)
         result = await self.store.force_ready(acct.top, f"acct:{acct.key_id}:{ev.event_id}", "account_intent",
@@ -456,7 +484,18 @@ class Pipeline:
                       trigger=trigger, recent=tuple(await self.store.lead_recent(lead_id, 10)),
                       account=await self._account_context(lead_id), links=links, reengagement=reengaged,
                       kind="escalation" if escalation else "lead", escalation=escalation)
-        await self.publish_alert(lead_id, orjson.dumps(alert.to_dict()))
+        await self._publish(lead_id, alert)
+
+    async def _publish(self, lead_id: str, alert: Alert) -> bool:
+        """Publish the alert sealed under the lead's data key; False when the lead was forgotten meanwhile."""
+        record = await self.vault.seal_alert(alert.to_dict())
+        if record is None:
+            metrics.FORGOTTEN_DROPPED.labels("alerts").inc()
+            return False
+        # Keyed by the subject (a keyed hash, one per person like the lead id, so still in order per
+        # lead), not by the lead id: that is a plain digest of the email and outlives an erasure in Kafka.
+        await self.publish_alert(str(record["subject"]), orjson.dumps(record))
+        return True
 
     def _links(self, lead_id: str, rep_id: str, assignment_id: str, crossing: int) -> dict[str, str]:
         """One-time links for the rep the alert goes to, bound to the lead's current assignment (router/admin/links.py)."""
@@ -477,7 +516,7 @@ class Pipeline:
         return replace(reengaged, back=comeback(recent, self.clock(), since))
 
     async def _notify_owner(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig, lead: LeadView,
-                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float) -> Assignment:
+                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float) -> Assignment | None:
         """The owner still holds the lead (sal, sql, opportunity): tell them; nothing is routed again."""
         routing = self.routing.current
         now = self.clock()
@@ -490,12 +529,12 @@ class Pipeline:
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id), links=links,
                       reengagement=reengaged)
-        await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
+        if not await self._publish(plan.lead_id, alert):
+            return None  # forgotten meanwhile: nothing is sent or recorded
         await self.store.reengage_notified(plan.lead_id, result.crossing, alert_id, rep.rep_id, rep.name, now)
         metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
-        log.info("lead %s (%s) re-engaged in %s: told its owner %s", lead.display_name, lead.email,
-                 reengaged.from_stage, rep.name)
+        log.info("lead %s re-engaged in %s: told its owner %s", plan.lead_id, reengaged.from_stage, rep.rep_id)
         return assignment
 
     async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment | None:
@@ -557,8 +596,8 @@ class Pipeline:
         assert decision is not None
         if isinstance(pick, Held):
             metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
-            log.warning("lead %s (%s) held [%s] via rule %s: %s; routed when a rep is back",
-                        lead.display_name, lead.email, pick.team, decision.rule, pick.reason)
+            log.warning("lead %s held [%s] via rule %s: %s; routed when a rep is back",
+                        plan.lead_id, pick.team, decision.rule, pick.reason)
             return None
         if pick.team != decision.team:  # the after-hours policy sent it to another team
             decision = replace(decision, team=pick.team, path=(*decision.path, f"after_hours:{pick.outcome}"))
@@ -569,7 +608,9 @@ class Pipeline:
                                 rep=rep, decision=decision, ts=now, available_at=pick.available_at,
                                 placement=pick.outcome)
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
-                      trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
+                      trigger=trigger_text(result, plan.event, config.threshold,
+                                           late=result.trigger == "hand_raiser" and not plan.hand_raiser),
+                      recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
                       links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing),
                       reengagement=reengaged, field_changes=await self._field_changes(plan.lead_id),
@@ -577,7 +618,8 @@ class Pipeline:
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.
-        await self.publish_alert(plan.lead_id, orjson.dumps(alert.to_dict()))
+        if not await self._publish(plan.lead_id, alert):
+            return None  # forgotten while it was being routed: nothing is sent or recorded
         await self.store.commit_assignment(plan.lead_id, result.crossing, assignment_id, rep.rep_id, rep.name,
                                            team.name, decision.rule, decision.rules_version, now)
         if reengaged is not None:
@@ -587,8 +629,8 @@ class Pipeline:
                 await self.store.release_open(old_team, reengaged.owner, plan.lead_id)
         metrics.ASSIGNMENTS.labels(team.name, rep.rep_id).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
-        log.info("lead %s (%s) -> %s [%s] via rule %s: %s", lead.display_name, lead.email, rep.name, team.name,
-                 decision.rule, alert.trigger)
+        log.info("lead %s -> %s [%s] via rule %s (crossing %d, %s)", plan.lead_id, rep.rep_id, team.name,
+                 decision.rule, result.crossing, result.trigger or "threshold")
         return assignment
 
     # --- review queue and field provenance (issue 16.2, 16.3) -----------------------------------
@@ -611,8 +653,8 @@ class Pipeline:
                                       review_info(plan.event, value, reasons, result.trigger), self.clock())
         if state == "released":
             return False
-        log.warning("lead %s (%s) held for review, not routed: trust %.2f (%s)", plan.lead_id,
-                    lead.get("email", ""), value, ", ".join(reasons))
+        log.warning("lead %s held for review, not routed: trust %.2f (%s)", plan.lead_id,
+                    value, ", ".join(reasons))
         return True
 
     async def _field_changes(self, lead_id: str, limit: int = 5) -> tuple[dict[str, object], ...]:

@@ -35,9 +35,11 @@ from redis.asyncio import Redis
 from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
 from router.dev.run import spawn_service
 from router.dev.servers import ManagedProcess, free_port, wait_for_port
-from router.settings import Settings
+from router.settings import DEV_PII_KEY, Settings
 from router.storage import keys
+from router.storage.pii import Vault
 from router.storage.store import RedisStore
+from tests.support import pid
 
 pytestmark = pytest.mark.e2e
 
@@ -135,7 +137,7 @@ async def _until(st: Stack, condition: Callable[[], object], what: str, timeout:
 
 async def _wait_until_consuming(st: Stack, vid: str) -> None:
     """A pixel hit the (new) worker must score: it has joined the group and is consuming."""
-    lead_key = keys.lead(keys.lead_id_for_visitor(vid))
+    lead_key = keys.lead(keys.lead_id_for_visitor(pid(vid)))
     async with aiohttp.ClientSession() as s, \
             s.get(f"{st.url}/t/p.gif", params={"vid": vid, "url": "https://example.com/"}) as r:
         assert r.status == 200
@@ -191,8 +193,11 @@ async def _metric(st: Stack, name: str, **labels: str) -> float:
     return total
 
 
-async def _produce_alert_again(settings: Settings, lead_id: str) -> int:
-    """Read the lead's alert record(s) off the assignments topic and produce them again."""
+async def _produce_alert_again(settings: Settings, email: str) -> int:
+    """Read the lead's alert record(s) off the assignments topic and produce them again.
+
+    Records are keyed by the person's subject (a keyed hash of the email, issue 16.7)."""
+    subject = Vault(Redis(), DEV_PII_KEY).subject(email)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all",
@@ -212,7 +217,7 @@ async def _produce_alert_again(settings: Settings, lead_id: str) -> int:
 
         while time.monotonic() < deadline and await behind():
             batch = await consumer.getmany(timeout_ms=300)
-            found += [m for records in batch.values() for m in records if m.key == lead_id.encode()]
+            found += [m for records in batch.values() for m in records if m.key == subject.encode()]
         for m in found:
             await producer.send_and_wait(settings.kafka.topic_assignments, m.value, key=m.key, partition=m.partition)
         return len(found)
@@ -280,7 +285,7 @@ async def test_alert_arrives_once_per_channel_when_the_worker_dies_mid_send(stac
     await _kill(st.worker)
     st.start_worker()
     await _wait_until_consuming(st, "warmup0000000002")
-    assert await _produce_alert_again(st.settings, lead_id) >= 1
+    assert await _produce_alert_again(st.settings, EMAIL) >= 1
 
     async def skipped() -> bool:
         return await _metric(st, "leadrouter_alert_sends_total", outcome="already_sent") >= len(CHANNELS)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,8 @@ PORT_LINES = {
     "slack": re.compile(r"\bslack\s+local Slack-format receiver on http://127\.0\.0\.1:(\d+)"),
     "smtp": re.compile(r"\bsmtp\s+local SMTP receiver on 127\.0\.0\.1:(\d+)"),
 }
+CONSOLE_LINE = re.compile(r"^\s*[\d.]+s\s+console\s+(http://127\.0\.0\.1:\d+/console/)\s.*one click\): "
+                          r"(http://127\.0\.0\.1:\d+/console/sign-in\?token=(lra_[\w-]+))$")
 WORKDIR_LINE = re.compile(r"logs in (/\S*leadrouter-dev-\S+)")
 
 
@@ -327,6 +330,14 @@ def test_dev_with_rate_zero_runs_everything_but_the_demo(tmp_path: Path) -> None
             tracked.update(descendants(proc.pid))
         assert collector_port is not None, run.output()
         assert any("demo     off (--rate 0)" in line for line in run.lines), run.output()
+        # The console's one-click ops sign-in link: the sign-in form with the ops token filled in.
+        console = [m for line in run.lines if (m := CONSOLE_LINE.search(line))]
+        assert console, run.output()
+        sign_in = console[0].group(2)
+        with urllib.request.urlopen(sign_in, timeout=10) as resp:  # loopback http only
+            page = resp.read().decode()
+            assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+        assert f'value="{console[0].group(3)}"' in page and 'action="/console/sign-in"' in page
         # The user's own traffic: one page view through the collector dev started.
         with socket.create_connection(("127.0.0.1", collector_port), timeout=5) as s:
             s.sendall(b"GET /t/p.gif?uid=own-traffic&url=https%3A%2F%2Fexample.com%2F HTTP/1.1\r\n"

@@ -31,6 +31,7 @@ from router.tokens import mint_token
 from rules import Strategy, facts_from_lead, load_routing
 from rules.availability import plan
 from scoring import load_scoring_config, score_event, total_points
+from tests.support import pid
 
 pytestmark = pytest.mark.e2e
 
@@ -102,7 +103,7 @@ async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) 
 async def _wait_until_consuming(st: Stack, timeout: float = 60.0) -> None:
     """Send a warm-up hit until the worker has joined its group and processed it."""
     vid = "warmup0000000001"
-    lead_key = keys.lead(keys.lead_id_for_visitor(vid))
+    lead_key = keys.lead(keys.lead_id_for_visitor(pid(vid)))
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{st.url}/t/p.gif", params={"vid": vid, "url": "https://example.com/"}) as r:

@@ -21,6 +21,7 @@ from router.settings import Settings
 from router.storage import keys
 from router.storage.store import RedisStore
 from router.worker.accounts import AccountRef
+from tests.support import pid
 
 pytestmark = pytest.mark.e2e
 
@@ -111,11 +112,11 @@ async def test_segment_browsing_then_identify_and_group_become_one_lead_and_acco
     lead = await eventually(lead_done)
     assert lead, f"lead never reached 5 events: {await store.lead_hash(lead_id)}"
     # The anonymous pages count toward the identified lead, once.
-    assert lead["n:page_view"] == "2" and lead["user_id"] == "user-1042"
+    assert lead["n:page_view"] == "2" and lead["user_id"] == pid("user-1042")
     assert lead["f:first_name"] == "Lena" and lead["f:company"] == "Nordlicht Bank"
     # The anonymous browser's profile now forwards to the lead (its pages were
     # merged in, or, when they shared a batch with identify, followed it there).
-    anon = await store.lead_hash(keys.lead_id_for_visitor("anon-seg-7f3a"))
+    anon = await store.lead_hash(keys.lead_id_for_visitor(pid("anon-seg-7f3a")))
     assert anon.get("merged_into") == lead_id and lead["events"] == "5"
     reasons = {r.rule for r in await store.lead_reasons(lead_id)}
     assert "pricing-page" in reasons or any("pricing" in r for r in reasons)
@@ -169,7 +170,7 @@ async def test_rudderstack_and_snowplow_land_on_the_same_worker_path(stack: tupl
 
     assert await eventually(both), (await store.lead_hash(rs_lead), await store.lead_hash(sp_lead))
     rs = await store.lead_hash(rs_lead)
-    assert rs["user_id"] == "rs-9" and rs["f:company"] == "Tidewater Shipping"
+    assert rs["user_id"] == pid("rs-9") and rs["f:company"] == "Tidewater Shipping"
     sp = await store.lead_hash(sp_lead)
     # The Snowplow visitor's pricing view joined the person who filled the demo form,
     # and the hand-raiser made them sales-ready.

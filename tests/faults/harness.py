@@ -41,6 +41,7 @@ from router.dev.servers import ManagedProcess, free_port, start_broker, start_re
 from router.settings import Settings
 from router.storage import keys
 from scoring import ScoringConfig, load_scoring_config, score_event, total_points
+from tests.support import pid
 
 SECRET = "faults-secret-0123456789abcdef"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -201,7 +202,7 @@ async def stop_stack(st: Stack) -> None:
 async def wait_until_consuming(st: Stack, timeout: float = 60.0) -> None:
     """Send a warm-up hit until the worker has joined its group and processed it."""
     vid = "warmup" + uuid.uuid4().hex[:12]
-    lead_key = keys.lead(keys.lead_id_for_visitor(vid))
+    lead_key = keys.lead(keys.lead_id_for_visitor(pid(vid)))
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession(headers={"User-Agent": BROWSER_UA}) as s:
         async with s.get(f"{st.url}/t/p.gif", params={"vid": vid, "url": "https://warm.example/"}) as r:
@@ -419,7 +420,7 @@ class Workload:
             score = float(h.get("score", 0))
             if abs(score - lead.points) > 1e-6 * max(1.0, lead.points):
                 problems.append(f"{lead.email}: score {score!r} != {lead.points!r} expected")
-            anon = keys.lead(keys.lead_id_for_visitor(lead.vid))
+            anon = keys.lead(keys.lead_id_for_visitor(pid(lead.vid)))
             if await redis.exists(anon) and not (await redis.hget(anon, "merged_into")):
                 problems.append(f"{lead.email}: events left on the anonymous profile of {lead.vid}")
         assert not problems, "\n".join(problems)

@@ -21,6 +21,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from router.settings import DEV_PII_KEY
+from router.storage.pii import Vault
 from tests.faults.harness import BROWSER_UA, Stack, Workload
 
 pytestmark = pytest.mark.e2e
@@ -63,11 +65,13 @@ async def test_concurrent_copies_of_an_assignment_alert_once(stack_of: Callable[
     producer = AIOKafkaProducer(bootstrap_servers=st.settings.kafka.bootstrap, acks="all",
                                 enable_idempotence=False)
     await producer.start()
+    vault = Vault(st.redis, DEV_PII_KEY)  # the record is sealed under the lead's key (issue 16.7)
     try:
         for i in range(ASSIGNMENTS):
-            alert = orjson.loads(original.value)
+            alert = await vault.open_alert(orjson.loads(original.value))
+            assert alert is not None
             alert["assignment"]["assignment_id"] = f"{alert['assignment']['assignment_id']}:redelivery{i}"
-            value = orjson.dumps(alert)
+            value = orjson.dumps(await vault.seal_alert(alert))
             batch = producer.create_batch()
             for _ in range(COPIES):
                 batch.append(key=original.key, value=value, timestamp=None)

@@ -31,6 +31,7 @@ from router.storage.store import RedisStore
 from router.tokens import mint_action_token
 from router.worker.pipeline import Pipeline
 from tests.integration.test_admin_api import NOW, RULES, Api, make_api, route_lead
+from tests.support import open_alert
 
 pytestmark = pytest.mark.integration
 
@@ -236,7 +237,7 @@ async def test_pipeline_links_reach_only_the_rep_and_act_on_the_current_assignme
     published: list[dict[str, Any]] = []
 
     async def publish(key: str, value: bytes) -> None:
-        published.append(orjson.loads(value))
+        published.append(await open_alert(redis, value))
 
     pipeline = Pipeline(store, scoring, routing, publish, clock=lambda: NOW.timestamp(), admin_url=admin_url,
                         link_secret=SECRET, link_ttl_s=72 * 3600)

@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -27,6 +26,7 @@ from router.worker.pipeline import Pipeline
 from router.worker.sla import run_due
 from rules import DateRange, RepProfile, RoutingConfig, SlaPolicy, Strategy, Team, WorkingHours
 from rules.availability import DEFAULT_AFTER_HOURS, AfterHours, Policy
+from tests.support import open_alert
 
 pytestmark = pytest.mark.integration
 
@@ -289,7 +289,7 @@ async def test_shipped_roster_night_leads_skip_the_rep_on_parental_leave(redis: 
     alerts: list[dict[str, object]] = []
 
     async def publish(key: str, value: bytes) -> None:
-        alerts.append(orjson.loads(value))
+        alerts.append(await open_alert(redis, value))
 
     pipeline = Pipeline(store, scoring, routing, publish, clock=saturday_3_berlin.timestamp)
     owners: list[tuple[str, str, str]] = []

@@ -23,6 +23,7 @@ from router.dev.servers import ManagedProcess
 from router.settings import Settings
 from router.storage.kafka import ensure_topics
 from router.storage.live_config import LiveFile, load_scoring_file
+from router.storage.pii import Vault
 from router.storage.store import RedisStore
 from router.worker.distribution import Pick, assign_rep
 from router.worker.pipeline import Pipeline, apply_batch
@@ -146,7 +147,8 @@ async def flow(settings: Settings, redis: Redis) -> AsyncIterator[Flow]:
         raise AssertionError(f"nothing should be dead-lettered: {value[:300]!r}")
 
     async with aiohttp.ClientSession() as session:
-        sender = build_sender(settings.alerts, RedisStore(redis), session, no_dlq, team_webhooks={})
+        sender = build_sender(settings.alerts, RedisStore(redis), session, no_dlq, team_webhooks={},
+                              vault=Vault.from_settings(redis, settings.tokens))
         try:
             yield Flow(settings, producer, sender)
         finally:

@@ -6,7 +6,9 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventType
+from router.settings import DEV_PII_KEY
 from router.storage import keys
+from router.storage.pii import Vault
 from router.storage.store import RedisStore
 from router.worker.accounts import AccountRef
 from router.worker.pipeline import apply_batch
@@ -57,11 +59,15 @@ async def test_forget_erases_the_person_and_later_events_are_dropped(redis: Redi
     kid = AccountRef("d:globex.io", "", "", "").key_id
     assert await redis.zscore(keys.account_keys(kid)[2], lead_id) is not None
 
-    report = await forget(store, ROUTING, email, now=T0 + 10)
+    vault = Vault(redis, DEV_PII_KEY)
+    report = await forget(store, ROUTING, email, now=T0 + 10, vault=vault)
     assert report.existed and report.account == kid and sorted(report.identifiers) == ["u", "v"]
-    assert await store.lead_hash(lead_id) == {"forgotten": "1", "forgotten_at": repr(T0 + 10)}
+    # A short-lived marker (no personal data) stops batches in flight; the lasting tombstone is keyed.
+    assert await store.lead_hash(lead_id) == {"forgotten": "1"}
+    assert 0 < await redis.ttl(keys.lead(lead_id)) <= keys.FORGET_GRACE_S
+    assert await redis.exists(keys.pii_gone(vault.subject(email)))
     gone = [*keys.lead_keys(lead_id)[1:], keys.visitor("vid-forget-001"), keys.user("u-77"),
-            keys.lead_account(lead_id), keys.lead_ids(lead_id)]
+            keys.lead_account(lead_id), keys.lead_ids(lead_id), *keys.lead_keys(keys.lead_id_for_visitor("vid-forget-001"))]
     for key in gone:
         assert not await redis.exists(key), key
     assert await redis.zscore(keys.account_keys(kid)[2], lead_id) is None
@@ -72,4 +78,8 @@ async def test_forget_erases_the_person_and_later_events_are_dropped(redis: Redi
                    form_id="demo-request", fields={"first_name": "Erin"})]
     out = await apply_batch(store, CONFIG, again, T0 + 20)
     assert out.results[0].status == "forgotten"
-    assert await store.lead_hash(lead_id) == {"forgotten": "1", "forgotten_at": repr(T0 + 10)}
+    assert await store.lead_hash(lead_id) == {"forgotten": "1"}
+    # After the marker expires, the worker still drops them: the tombstone is checked before anything is stored.
+    await redis.delete(keys.lead(lead_id))
+    kept, dropped = await vault.open(again)
+    assert kept == [] and [e.event_id for e in dropped] == ["f3"]

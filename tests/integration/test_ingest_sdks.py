@@ -33,6 +33,7 @@ from router.ingest.request import GIF
 from router.ingest.segment import derive_event_id
 from router.settings import Settings
 from tests.conftest import datasets_or_skip
+from tests.support import open_events, pid
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,7 @@ async def read_topic(settings: Settings, expected: int, timeout: float = 20.0,
                 quiet_until = quiet_until or time.monotonic() + settle
                 if time.monotonic() >= quiet_until:
                     break
-        return out
+        return await open_events(settings.redis.url, out)  # as the worker sees them (issue 16.7)
     finally:
         await consumer.stop()
 
@@ -165,19 +166,19 @@ async def test_segment_sdk_every_call_lands_mapped(collector: Running) -> None:
     assert {e["source"] for e in events} == {"segment"}
 
     [page] = [e for e in by_type(events, "page_view") if e["name"] == "Pricing"]
-    assert page["visitor_id"] == "anon-seg-0001" and page["user_id"] is None
+    assert page["visitor_id"] == pid("anon-seg-0001") and page["user_id"] is None
     assert page["url"] == "https://www.example.test/pricing?utm_source=google"
     assert page["title"] == "Pricing | Ex" and page["referrer"] == "https://www.google.com/"
     assert page["utm"] == {"utm_source": "google"}
-    assert page["ip"] == "203.0.113.9" and page["user_agent"].startswith("Mozilla/5.0 (X11")
+    assert page["ip"] == "203.0.113.0" and page["user_agent"].startswith("Mozilla/5.0 (X11")
     assert page["machine"] == 0.0
     assert page["traits"]["$library"].startswith("analytics-python/")
     assert page["traits"]["$timestamp"] and page["traits"]["$sent_at"] and float(page["traits"]["$event_ts"]) > 0
     assert page["event_id"] == derive_event_id("segment", "WK_TEST", page["message_id"])
-    assert page["_key"] == b"v:anon-seg-0001"
+    assert page["_key"] == f"v:{pid('anon-seg-0001')}".encode()
 
     [ident] = by_type(events, "identify")
-    assert (ident["user_id"], ident["visitor_id"], ident["email"]) == ("u-seg-1", "anon-seg-0001", "jane@example.test")
+    assert (ident["user_id"], ident["visitor_id"], ident["email"]) == (pid("u-seg-1"), pid("anon-seg-0001"), "jane@example.test")
     assert ident["traits"]["company"] == "Acme" and ident["traits"]["title"] == "VP Sales"
     assert ident["traits"]["address.city"] == "Hamburg"
     assert ident["fields"] == {"first_name": "Jane", "company": "Acme", "job_title": "VP Sales", "country": "DE"}
@@ -188,17 +189,17 @@ async def test_segment_sdk_every_call_lands_mapped(collector: Running) -> None:
     assert form["traits"]["plan"] == "enterprise"
 
     [track] = by_type(events, "track")
-    assert track["name"] == "Trial Started" and track["user_id"] == "u-seg-1"
+    assert track["name"] == "Trial Started" and track["user_id"] == pid("u-seg-1")
     assert track["traits"]["plan"] == "pro" and track["traits"]["seats"] == "5"
-    assert track["_key"] == b"u:u-seg-1"
+    assert track["_key"] == f"u:{pid('u-seg-1')}".encode()
 
     [group] = by_type(events, "group")
-    assert group["group_id"] == "acme-inc" and group["user_id"] == "u-seg-1"
+    assert group["group_id"] == "acme-inc" and group["user_id"] == pid("u-seg-1")
     assert group["traits"]["name"] == "Acme Inc" and group["traits"]["employees"] == "250"
     assert group["traits"]["website"] == "https://acme.example" and group["traits"]["industry"] == "Retail"
 
     [alias] = by_type(events, "alias")
-    assert (alias["user_id"], alias["previous_id"]) == ("u-seg-1", "anon-seg-0001")
+    assert (alias["user_id"], alias["previous_id"]) == (pid("u-seg-1"), pid("anon-seg-0001"))
     [screen] = [e for e in by_type(events, "page_view") if e["name"] == "Dashboard"]
     assert screen["url"] is None and screen["title"] == "Dashboard" and screen["traits"]["$call"] == "screen"
 
@@ -310,13 +311,13 @@ async def test_snowplow_tracker_post_and_get_land_mapped(collector: Running) -> 
     pages = {e["url"]: e for e in by_type(events, "page_view")}
     pricing = pages["https://www.example.test/pricing"]
     assert pricing["title"] == "Pricing" and pricing["referrer"] == "https://www.google.com/"
-    assert pricing["visitor_id"] == "duid-sp-0001" and pricing["user_id"] == "u-sp-1"
+    assert pricing["visitor_id"] == pid("duid-sp-0001") and pricing["user_id"] == pid("u-sp-1")
     assert pricing["traits"]["$session_id"] == "sess-1" and pricing["traits"]["$app_id"] == "site"
     assert pricing["traits"]["$library"].startswith("py-")
     # python-requests is the tracker's HTTP client, not the visitor: not flagged.
     assert pricing["machine"] == 0.0
     assert pricing["event_id"] == derive_event_id("snowplow", "site", pricing["message_id"])
-    assert pages["https://www.example.test/blog"]["visitor_id"] == "duid-sp-0002"
+    assert pages["https://www.example.test/blog"]["visitor_id"] == pid("duid-sp-0002")
     tracks = {e["name"]: e for e in by_type(events, "track")}
     assert tracks["video/play"]["traits"]["label"] == "demo-video"
     assert tracks["email/open"]["traits"]["label"] == "q3-nurture"
@@ -364,21 +365,24 @@ async def test_every_wire_capture_replays_with_the_expected_result(collector: Ru
     assert (len(seg), len(rs), len(sp)) == (4, 1, 3)
 
     [ident] = by_type(seg, "identify")
-    assert (ident["user_id"], ident["email"], ident["traits"]["company"]) == ("u1", "jane@example.test", "Acme")
-    assert ident["ip"] == "203.0.113.5"
+    assert (ident["user_id"], ident["email"], ident["traits"]["company"]) == (pid("u1"), "jane@example.test", "Acme")
+    assert ident["ip"] == "203.0.113.0"
     assert ident["event_id"] == derive_event_id("segment", "WK_TEST", "614167e8-ad04-43fc-b08d-4c0a5287ae56")
     tracks = {e["name"]: e for e in by_type(seg, "track")}
-    # "Form Submitted" without an email stays a track (the identify before it carried the email).
-    assert tracks["Form Submitted"]["user_id"] == "u1" and tracks["Form Submitted"]["traits"]["form_id"] == "demo-request"
-    assert tracks["Email Opened"]["visitor_id"] == "anon-123"
+    # "Form Submitted" without an email is a form fill all the same; the worker finds the person
+    # from the user id (the identify before it carried the email).
+    [form] = by_type(seg, "form_fill")
+    assert (form["name"], form["user_id"], form["email"], form["form_id"]) == (
+        "Form Submitted", pid("u1"), None, "demo-request")
+    assert tracks["Email Opened"]["visitor_id"] == pid("anon-123")
     assert tracks["Email Opened"]["traits"]["campaign"] == "q3-nurture"
     [page] = by_type(seg, "page_view")
-    assert page["visitor_id"] == "anon-123" and page["name"] == "Pricing"
+    assert page["visitor_id"] == pid("anon-123") and page["name"] == "Pricing"
     assert page["url"] == "https://www.example.test/pricing" and page["referrer"] == "https://www.google.com/"
     assert page["traits"]["$sent_at"] == "2026-11-22T18:41:13.961913+00:00"
 
     [rs_track] = rs
-    assert rs_track["type"] == "track" and rs_track["name"] == "Form Submitted" and rs_track["user_id"] == "u1"
+    assert rs_track["type"] == "form_fill" and rs_track["name"] == "Form Submitted" and rs_track["user_id"] == pid("u1")
 
     [sp_page] = by_type(sp, "page_view")
     assert sp_page["url"] == "https://www.example.test/pricing" and sp_page["title"] == "Pricing"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from router.cli import main as cli
-from router.storage.model_registry import ACTIVE_FILE, ActiveModelWatcher, load_model, save_model
+from router.storage.model_registry import (
+    ACTIVE_FILE,
+    ActiveModelWatcher,
+    explain_lead,
+    load_model,
+    save_model,
+)
 from scoring.features import features_from_lead
 from scoring.model import DEFAULT_LEAKY_COLUMNS
 
@@ -27,10 +34,12 @@ pytestmark = pytest.mark.integration
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 LEADS = DATASETS / "x_education_leads.csv"
+MAPPING = Path(__file__).resolve().parents[2] / "scoring" / "x_education_mapping.yaml"
 
 LIVE_LEADS: list[dict[str, str]] = [
     {"email": "a@example.com", "events": "12", "n:page_view": "9", "n:form_fill": "1", "n:email_open": "2",
-     "last_type": "form_fill", "f:country": "IN", "f:job_title": "Engineering Manager"},
+     "last_type": "form_fill", "f:country": "IN", "f:job_title": "Engineering Manager",
+     "f:specialization": "Finance Management", "f:what_matters_most": "Better Career Prospects"},
     {"email": "b@example.com", "events": "1", "n:email_open": "1", "last_type": "email_open", "f:country": "US"},
     {"events": "3", "n:page_view": "3", "last_type": "page_view"},
     {},
@@ -79,6 +88,51 @@ def trained(leads_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Traine
     assert code == 0, err
     (version,) = [p.name for p in reg.iterdir() if p.is_dir()]
     return Trained(leads_csv, reg, version, out, err)
+
+
+@pytest.fixture(scope="module")
+def mapped(leads_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """A training run through the X Education mapping onto the live feature catalogue."""
+    reg = tmp_path_factory.mktemp("registry") / "models"
+    code, out, err = run("model", "train", "--data", str(leads_csv), "--map", str(MAPPING), "--target", "Converted",
+                         "--registry", str(reg), "--folds", "3")
+    assert code == 0, err
+    (version,) = [p.name for p in reg.iterdir() if p.is_dir()]
+    return Trained(leads_csv, reg, version, out, err)
+
+
+def test_train_with_a_mapping_lists_and_leaves_out_columns_without_a_live_source(mapped: Trained) -> None:
+    assert "mapped onto 11 live catalogue features" in mapped.err
+    line = re.search(r"left out 17 column\(s\) without a live source: (.*)$", mapped.err, re.M)
+    assert line is not None, mapped.err
+    for col in ("Lead Source", "Total Time Spent on Website", "Last Notable Activity", "Prospect ID"):
+        assert col in line.group(1)
+    assert "left out 7 leaky column(s)" in mapped.err
+    meta = json.loads((mapped.registry / mapped.version / "metadata.json").read_text())
+    names = [f["name"] for f in meta["features"]]
+    assert names == ["lead_origin", "page_views", "last_activity", "country", "occupation", "email_opt_out",
+                     "form:specialization", "form:city", "form:how_did_you_hear", "form:what_matters_most",
+                     "form:free_copy_of_mastering_the_interview"]
+    assert meta["mapping"]["features"]["page_views"] == {"column": "TotalVisits", "times": "Page Views Per Visit"}
+    # Only live features: well below the raw-CSV model (see README, "Predictive score"), far above chance.
+    assert 0.75 <= meta["cv"]["auc_mean"] < 0.90, meta["cv"]
+
+
+def test_holdout_evaluation_of_a_mapped_model_applies_its_mapping(mapped: Trained) -> None:
+    code, out, err = run("model", "evaluate", "--data", str(mapped.csv), "--registry", str(mapped.registry),
+                         "--version", mapped.version, "--holdout", "0.2")
+    assert code == 0, err
+    assert f"(the mapping saved with {mapped.version})" in err
+    assert "WARNING" not in err  # every feature column is present after mapping
+    auc = float(re.search(r"^AUC\s+(\d\.\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    assert 0.75 <= auc < 0.90
+
+
+def test_a_model_on_raw_export_columns_cannot_be_activated(trained: Trained) -> None:
+    code, _, err = run("model", "activate", trained.version, "--registry", str(trained.registry))
+    assert code == 2
+    assert "the worker cannot compute from a live lead" in err and "--map MAPPING.yaml" in err
+    assert not (trained.registry / ACTIVE_FILE).exists()
 
 
 def test_train_reports_progress_and_leaves_out_leaky_columns(trained: Trained) -> None:
@@ -138,8 +192,8 @@ def test_holdout_evaluation_uses_unseen_rows(trained: Trained, tmp_path: Path) -
     assert (out_dir / "calibration.png").is_file() and (out_dir / "lift.png").is_file()
 
 
-def test_activate_and_hot_swap(trained: Trained) -> None:
-    reg, version = trained.registry, trained.version
+def test_activate_and_hot_swap(mapped: Trained) -> None:
+    reg, version = mapped.registry, mapped.version
     code, out, _ = run("model", "list", "--registry", str(reg))
     assert code == 0 and "no version is active" in out
 
@@ -152,10 +206,20 @@ def test_activate_and_hot_swap(trained: Trained) -> None:
     assert watcher.current is not None and watcher.current.version == version
     assert watcher.maybe_reload() is False  # unchanged
 
-    rows = [features_from_lead(lead) for lead in LIVE_LEADS]
+    rows = [features_from_lead(lead, watcher.current.features) for lead in LIVE_LEADS]
+    assert rows[0]["form:specialization"] == "finance management" and rows[3]["lead_origin"] == "tracking"
     probs = watcher.current.predict_proba(rows)
     assert len(probs) == len(LIVE_LEADS)
     assert all(0.0 <= p <= 1.0 for p in probs), probs
+    # Exact explanations of the served probability: base + contributions = its log-odds.
+    assert watcher.loaded is not None
+    for lead, p in zip(LIVE_LEADS, probs, strict=True):
+        ex = explain_lead(watcher.loaded, lead)
+        assert ex.probability == pytest.approx(p, abs=1e-12)
+        total = ex.base_log_odds + sum(c.log_odds for c in ex.contributions)
+        assert total == pytest.approx(math.log(p / (1 - p)), abs=1e-9)
+    first = {c.feature: c for c in explain_lead(watcher.loaded, LIVE_LEADS[0]).contributions}
+    assert first["form:specialization"].value == "finance management"
 
     code, out, _ = run("model", "list", "--registry", str(reg))
     assert re.search(rf"^\* {version}\s", out, re.M), out

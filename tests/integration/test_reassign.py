@@ -26,6 +26,7 @@ from router.worker import lifecycle
 from router.worker.pipeline import Pipeline
 from router.worker.scheduler import tick
 from tests.integration.test_admin_api import NOW, Api, make_api, route_lead
+from tests.support import open_alert
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,7 @@ async def test_reassign_through_the_api_restarts_the_sla_and_alerts_the_new_rep(
     published: list[Alert] = []
 
     async def publish(key: str, value: bytes) -> None:
-        published.append(Alert.from_dict(orjson.loads(value)))
+        published.append(Alert.from_dict(await open_alert(api.store.redis, value)))
 
     routing = live(api.config, "routing")
     pipeline = Pipeline(api.store, live(SCORING, "scoring"), routing, publish, clock=api.clock)

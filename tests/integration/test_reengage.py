@@ -27,6 +27,7 @@ from router.storage.live_config import LiveFile, load_rules_file, load_scoring_f
 from router.storage.store import RedisStore
 from router.worker import lifecycle
 from router.worker.pipeline import Pipeline, apply_batch
+from tests.support import open_alert
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +115,7 @@ def world_factory(redis: Redis, tmp_path: Path) -> Any:
         world: World
 
         async def publish(key: str, value: bytes) -> None:
-            world.alerts.append(Alert.from_dict(orjson.loads(value)))
+            world.alerts.append(Alert.from_dict(await open_alert(redis, value)))
 
         world = World(store, Pipeline(store, scoring, routing, publish, clock=clock), clock)
         return world

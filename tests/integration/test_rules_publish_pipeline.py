@@ -15,6 +15,7 @@ from router.storage.rules_store import RulesStore, check_files
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
 from scoring import ScoringConfig, load_scoring_config
+from tests.support import open_alert
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ async def test_decisions_record_the_published_version(redis: Redis, tmp_path: Pa
     alerts: list[dict[str, object]] = []
 
     async def publish_alert(key: str, value: bytes) -> None:
-        alerts.append(orjson.loads(value))
+        alerts.append(await open_alert(redis, value))
 
     pipeline = Pipeline(RedisStore(redis), scoring, routing, publish_alert, clock=lambda: 1_790_000_001.0)
     await pipeline.process([demo_request("e1", "a@hottechi.kr", "JP")])

@@ -32,7 +32,10 @@
 --             hand_raiser?, label}], rb recycle_below, re {hs {stage: true},
 --             ss {stage: seconds}, cd seconds} re-engagement rules, hk history kept,
 --             at anonymous_ttl_s (0 or absent: anonymous profiles never expire),
---             fk field history kept
+--             fk field history kept,
+--             iw identify window (seconds an anonymous hand-raise waits for the
+--             person to be identified; absent or 0: never), vs the versions
+--             scoring with (recorded on the lead, and on a crossing as mql_versions)
 -- (One JSON argument per event keeps the client's per-argument cost out of
 -- the hot path; cjson decodes it in C.)
 local ev = cjson.decode(ARGV[1])
@@ -206,6 +209,7 @@ local function maybe_fire(score, hr, extra, was)
   local trigger = c.label
   if c.hand_raiser then trigger = 'hand_raiser' end
   local n = record_crossing(trigger, score)
+  if cfg.vs then redis.call('HSET', lead, 'mql_versions', cfg.vs) end
   extra.crossing = n
   extra.trigger = trigger
   return snapshot('fired', extra)
@@ -401,7 +405,23 @@ if cfg.rb and armed and redis.call('HGET', lead, 'ready') == '1' and redis.call(
   recycled = true
 end
 
-local fired = maybe_fire(after, ev.h, {before = before, after = after, points = pts, recycled = recycled}, was)
+if cfg.vs then redis.call('HSET', lead, 'versions', cfg.vs) end
+
+-- A hand raised anonymously waits on the profile (hr_ts); once the person is
+-- known (merged into their lead) it counts if they identified within the
+-- window, once: the wait ends here either way.
+local hr = ev.h
+if redis.call('HEXISTS', lead, 'email') == 0 then
+  if hr then redis.call('HSET', lead, 'hr_ts', fmt(ts), 'hr_event', eid) end
+else
+  local waiting = tonumber(redis.call('HGET', lead, 'hr_ts') or '')
+  if waiting then
+    redis.call('HDEL', lead, 'hr_ts', 'hr_event')
+    if cfg.iw and cfg.iw > 0 and math.abs(ts - waiting) <= cfg.iw then hr = true end
+  end
+end
+
+local fired = maybe_fire(after, hr, {before = before, after = after, points = pts, recycled = recycled}, was)
 if fired then return fired end
 if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
 return cjson.encode({status = 'scored', before = before, after = after, points = pts, recycled = recycled,

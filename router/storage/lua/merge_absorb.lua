@@ -8,7 +8,8 @@
 --      10 now  11 seen json [id, score, id, score…]  12 reasons json  13 recent json
 --      14 fields json {name: value}  15 counts json {type: n}
 --      16 caps json {capday, cd, c: {rule: used}, o: [rule]}: the day's cap usage
---      17 the target's TTL in seconds when it is anonymous (no email), refreshed
+--      17 the source's pending anonymous hand-raise: its ts ('' for none)  18 its event id
+--      19 the target's TTL in seconds when it is anonymous (no email), refreshed
 --         here; 0: the target is known (or nothing expires): its keys never expire
 if redis.call('HGET', KEYS[1], 'forgotten') == '1' then return 0 end
 local marker = 'absorbed:' .. ARGV[1]
@@ -62,11 +63,19 @@ if ARGV[9] ~= '' then
   local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen') or '0')
   if first == 0 or tonumber(ARGV[9]) < first then redis.call('HSET', KEYS[1], 'first_seen', ARGV[9]) end
 end
+-- A hand raised before the person was known waits on the lead they turn out to be;
+-- the next event applied to it decides (apply_event.lua: within the identify window, once).
+if ARGV[17] and ARGV[17] ~= '' then
+  local mine = tonumber(redis.call('HGET', KEYS[1], 'hr_ts') or '')
+  if not mine or tonumber(ARGV[17]) > mine then
+    redis.call('HSET', KEYS[1], 'hr_ts', ARGV[17], 'hr_event', ARGV[18])
+  end
+end
 redis.call('HSET', KEYS[1], marker, ARGV[10])
 redis.call('HINCRBY', KEYS[1], 'merges', 1)
 -- Expiry (keys.py): what a known lead absorbs is kept for good; an anonymous
 -- target (an alias into a user's profile) lives its TTL from now.
-local ttl = tonumber(ARGV[17] or '0')
+local ttl = tonumber(ARGV[19] or '0')
 if ttl > 0 and redis.call('HEXISTS', KEYS[1], 'email') == 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)

@@ -55,7 +55,7 @@ NOT_IN_IMAGE = frozenset({"bench"})
 DEFAULTS = Settings()
 
 SETTING_ENV_NAMES = frozenset({env_name(flat) for flat in FIELDS} | set(_ALIASES))
-ROLES = ("collector", "worker")
+ROLES = ("collector", "worker", "admin")
 # The ops-edited files (LEADROUTER_SCORING_FILE, _RULES_FILE, ...): every Path setting
 # named *_file, each validated by router.storage.live_config.load_<setting>.
 FILE_SETTINGS = tuple(flat for flat in FIELDS
@@ -289,7 +289,8 @@ def test_dockerfile_env_ports_and_volume_agree_with_settings() -> None:
     assert s.ingest.collector_metrics_host == "0.0.0.0", "Prometheus must reach the metrics listener in a container"
     instr = dockerfile()
     exposed = {int(p.split("/")[0]) for word, rest in instr if word == "EXPOSE" for p in rest.split()}
-    assert exposed == {s.ingest.collector_port, s.ingest.collector_metrics_port, s.worker.web_port}
+    assert exposed == {s.ingest.collector_port, s.ingest.collector_metrics_port, s.worker.web_port, s.admin.port}
+    assert s.admin.host == "0.0.0.0", "inside a container the admin service must listen on every interface"
     volumes = [json.loads(rest) for word, rest in instr if word == "VOLUME"]
     assert [str(s.spool.dir)] in volumes
     run = " ".join(rest for word, rest in instr if word == "RUN")
@@ -363,6 +364,11 @@ def test_healthcheck_script_answers_for_the_role_asked(healthcheck: ModuleType, 
     env = {"LEADROUTER_WORKER_WEB_PORT": str(up.port), "LEADROUTER_COLLECTOR_PORT": "1"}
     assert healthcheck.main(["worker"], env, timeout_s=2) == 0
     assert healthcheck.main(["collector"], env, timeout_s=2) == 1
+    assert healthcheck.main(["admin"], env, timeout_s=2) == 1
+    env = {"LEADROUTER_ADMIN_PORT": str(up.port), "LEADROUTER_COLLECTOR_PORT": "1", "LEADROUTER_WORKER_WEB_PORT": "1"}
+    assert healthcheck.main(["admin"], env, timeout_s=2) == 0
+    assert healthcheck.main([], env, timeout_s=2) == 0  # any
+    assert healthcheck.main(["worker"], env, timeout_s=2) == 1
     assert healthcheck.main(["nonsense"], env) == 2
 
 
@@ -373,7 +379,8 @@ def test_healthcheck_script_wants_ok_true(healthcheck: ModuleType, health_server
         assert healthcheck.main(["collector"], {"LEADROUTER_COLLECTOR_PORT": str(server.port)}, timeout_s=2) == 1
     # Default ports when nothing is set: the Settings defaults.
     assert healthcheck.targets("any", {}) == [
-        f"http://127.0.0.1:{DEFAULTS.ingest.collector_port}/healthz", f"http://127.0.0.1:{DEFAULTS.worker.web_port}/healthz"]
+        f"http://127.0.0.1:{DEFAULTS.ingest.collector_port}/healthz", f"http://127.0.0.1:{DEFAULTS.worker.web_port}/healthz",
+        f"http://127.0.0.1:{DEFAULTS.admin.port}/healthz"]
 
 
 # --------------------------------------------------------------------------- compose
@@ -440,6 +447,8 @@ def compose_listen_port(compose: Mapping[str, Any], name: str) -> set[int]:
         s = load_settings(compose_service_env(svc))
         if role(svc) == "collector":
             return {s.ingest.collector_port, s.ingest.collector_metrics_port}
+        if role(svc) == "admin":
+            return {s.admin.port}
         return {s.worker.web_port}
     image = str(svc.get("image", ""))
     if image.startswith("prom/prometheus"):
@@ -461,7 +470,7 @@ def compose_listen_port(compose: Mapping[str, Any], name: str) -> set[int]:
 
 def test_compose_uses_one_image_built_from_the_dockerfile(compose: dict[str, Any]) -> None:
     lr = leadrouter_services(compose)
-    assert set(lr) >= {"collector-1", "collector-2", "worker"}
+    assert set(lr) >= {"collector-1", "collector-2", "worker", "admin"}
     for name, svc in lr.items():
         assert svc["image"] == IMAGE, name
         build = svc["build"]
@@ -484,6 +493,7 @@ def test_compose_commands_are_real_subcommands(compose: dict[str, Any]) -> None:
         roles[name] = args.command
     assert sorted(roles.values()).count("collector") == 2, roles
     assert "worker" in roles.values()
+    assert list(roles.values()).count("admin") == 1, roles
 
 
 def test_compose_env_names_are_settings_and_load(compose: dict[str, Any]) -> None:
@@ -498,7 +508,7 @@ def test_compose_env_names_are_settings_and_load(compose: dict[str, Any]) -> Non
                 names |= set(parse_env_file(path, commented=True))
         problems += env_problems(names, f"compose service {name}")
         s = load_settings(compose_service_env(svc))  # raises on a bad name or value
-        if role(svc) == "collector":
+        if role(svc) in {"collector", "admin"}:
             require_token_secret(s)
     for name, value in compose.items():
         if name.startswith("x-") and isinstance(value, dict) and all(isinstance(k, str) for k in value):
@@ -532,6 +542,28 @@ def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
     for name, svc in leadrouter_services(compose).items():
         test = svc["healthcheck"]["test"]
         assert "/usr/local/bin/leadrouter-healthcheck" in test and test[-1] == role(svc), name
+
+
+def test_compose_admin_service_serves_the_alert_links_the_workers_sign(compose: dict[str, Any]) -> None:
+    """Alert links lead somewhere: the admin service is published at LEADROUTER_ADMIN_URL and shares the link key."""
+    services = leadrouter_services(compose)
+    (admin_name,) = [n for n, svc in services.items() if role(svc) == "admin"]
+    admin = services[admin_name]
+    seen = {name: load_settings(compose_service_env(svc)) for name, svc in services.items()}
+    urls = {s.alerts.admin_url for s in seen.values()}
+    assert len(urls) == 1 and "" not in urls, f"every service needs the same LEADROUTER_ADMIN_URL: {urls}"
+    (url,) = urls
+    m = re.fullmatch(r"http://localhost:(\d+)", url)
+    assert m, f"LEADROUTER_ADMIN_URL {url!r}: the compose stack serves the admin service on localhost"
+    mine = seen[admin_name]
+    assert (int(m.group(1)), mine.admin.port) in port_mappings(admin), \
+        f"LEADROUTER_ADMIN_URL {url} is not where {admin_name} (port {mine.admin.port}) is published"
+    assert mine.admin.host == "0.0.0.0"
+    secrets = {require_token_secret(s) for s in seen.values()}
+    assert len(secrets) == 1, "the workers sign alert links with the key the admin service verifies them with"
+    # The admin service needs Redis only; it must not wait on Kafka's topics.
+    assert set(admin["depends_on"]) == {"redis"}
+    assert admin["healthcheck"]["test"][-1] == "admin"
 
 
 def test_compose_kafka_is_kraft_and_matches_kafka_url(compose: dict[str, Any]) -> None:
@@ -603,6 +635,9 @@ def test_compose_topic_job_matches_ensure_topics(compose: dict[str, Any]) -> Non
     assert found == {"leadrouter.events": 4, "leadrouter.assignments": 4, "leadrouter.alerts.dlq": 1}
     assert "--bootstrap-server kafka:9092" in text
     for name, s in leadrouter_services(compose).items():
+        if role(s) == "admin":  # Redis only: it neither produces nor consumes
+            assert "topics" not in s["depends_on"] and "kafka" not in s["depends_on"], name
+            continue
         assert s["depends_on"]["topics"]["condition"] == "service_completed_successfully", name
 
 
@@ -703,7 +738,7 @@ def test_prometheus_scrapes_every_collector_and_worker(compose: dict[str, Any]) 
                 scraped.setdefault(host, set()).add(int(sd["port"]))
     for host, ports in scraped.items():
         assert ports <= compose_listen_port(compose, host), f"{host} is scraped on {ports}"
-    assert set(leadrouter_services(compose)) <= set(scraped), "every collector and worker is scraped"
+    assert set(leadrouter_services(compose)) <= set(scraped), "every collector, worker and admin service is scraped"
     # Issue 16.8: collectors are scraped on their private metrics listener, never the public port.
     assert scraped["collector-1"] == {DEFAULTS.ingest.collector_metrics_port}
     assert DEFAULTS.ingest.collector_port not in scraped["collector-1"]
@@ -900,7 +935,7 @@ def test_k8s_objects_have_identity_and_namespace(k8s: list[dict[str, Any]]) -> N
         else:
             assert d["metadata"].get("namespace") == NAMESPACE, key
     deployments = {d["metadata"]["name"] for d in of_kind(k8s, "Deployment")}
-    assert deployments == {"leadrouter-collector", "leadrouter-worker"}
+    assert deployments == {"leadrouter-collector", "leadrouter-worker", "leadrouter-admin"}
 
 
 def test_k8s_selectors_match_pod_labels(k8s: list[dict[str, Any]]) -> None:
@@ -923,7 +958,7 @@ def pods_selected(k8s: list[dict[str, Any]], selector: Mapping[str, str]) -> lis
 
 def test_k8s_services_select_pods_and_target_container_ports(k8s: list[dict[str, Any]]) -> None:
     services = of_kind(k8s, "Service")
-    assert {s["metadata"]["name"] for s in services} == {"leadrouter-collector", "leadrouter-worker"}
+    assert {s["metadata"]["name"] for s in services} == {"leadrouter-collector", "leadrouter-worker", "leadrouter-admin"}
     for svc in services:
         targets = pods_selected(k8s, svc["spec"]["selector"])
         assert len(targets) == 1, f"Service {svc['metadata']['name']} selects {len(targets)} Deployments"
@@ -948,10 +983,32 @@ def test_k8s_env_names_are_settings_and_load(k8s: list[dict[str, Any]]) -> None:
         s = load_settings({**docker_settings_env(), **env})
         args = build_parser().parse_args(c["args"])
         assert args.command in ROLES
-        if args.command == "collector":
+        if args.command in {"collector", "admin"}:
             require_token_secret(s)
     assert not problems, "\n".join(problems)
     assert {"KAFKA_URL", "REDIS_URL"} <= set(cm["data"]), "Kafka and Redis are external: set their URLs"
+
+
+def test_k8s_admin_service_serves_the_alert_links_the_workers_sign(k8s: list[dict[str, Any]]) -> None:
+    """Alert links lead somewhere: leadrouter-admin runs, is behind a Service, and verifies with the workers' key."""
+    seen = {}
+    for d, c in leadrouter_containers(k8s):
+        env = container_env(k8s, c)
+        seen[d["metadata"]["name"]] = (env, load_settings({**docker_settings_env(), **env}))
+    env, admin = seen["leadrouter-admin"]
+    urls = {s.alerts.admin_url for _, s in seen.values()}
+    assert len(urls) == 1, f"every pod needs the same LEADROUTER_ADMIN_URL: {urls}"
+    assert admin.alerts.admin_url.startswith("https://"), "the public admin URL (alert links, sign-in) must be https"
+    secret = named(k8s, "Secret", "leadrouter-secrets")["stringData"]
+    assert "LEADROUTER_TOKEN_SECRET" in secret
+    assert "LEADROUTER_TOKEN_SECRET" not in named(k8s, "ConfigMap", "leadrouter-settings")["data"], \
+        "the link key belongs in the Secret"
+    assert env["LEADROUTER_TOKEN_SECRET"] == secret["LEADROUTER_TOKEN_SECRET"]
+    assert {require_token_secret(s) for _, s in seen.values()} == {secret["LEADROUTER_TOKEN_SECRET"]}
+    svc = named(k8s, "Service", "leadrouter-admin")
+    (target,) = pods_selected(k8s, svc["spec"]["selector"])
+    assert target["metadata"]["name"] == "leadrouter-admin"
+    assert named(k8s, "Deployment", "leadrouter-admin")["spec"]["replicas"] >= 2
 
 
 def probe_port(container: Mapping[str, Any], probe: Mapping[str, Any]) -> int:
@@ -968,8 +1025,8 @@ def test_k8s_ports_probes_and_annotations_match_settings(k8s: list[dict[str, Any
         s = load_settings({**docker_settings_env(), **container_env(k8s, c)})
         command = c["args"][0]
         seen.add(command)
-        port = s.ingest.collector_port if command == "collector" else s.worker.web_port
-        metrics_port = s.ingest.collector_metrics_port if command == "collector" else s.worker.web_port
+        port = {"collector": s.ingest.collector_port, "admin": s.admin.port}.get(command, s.worker.web_port)
+        metrics_port = s.ingest.collector_metrics_port if command == "collector" else port
         assert [p["containerPort"] for p in c["ports"]] == sorted({port, metrics_port}), d["metadata"]["name"]
         for kind in ("readinessProbe", "livenessProbe"):
             probe = c[kind]
@@ -981,6 +1038,8 @@ def test_k8s_ports_probes_and_annotations_match_settings(k8s: list[dict[str, Any
         if command == "collector":
             assert s.ingest.collector_host == "0.0.0.0" and s.ingest.collector_metrics_host == "0.0.0.0"
             assert metrics_port != port, "collector metrics must not be on the public port"
+        if command == "admin":
+            assert s.admin.host == "0.0.0.0"
     assert seen == set(ROLES)
     collector = named(k8s, "Deployment", "leadrouter-collector")
     assert collector["spec"]["replicas"] == 2
@@ -1056,7 +1115,7 @@ def test_k8s_autoscaler_and_disruption_budgets_target_real_pods(k8s: list[dict[s
     assert ref["kind"] == "Deployment" and ref["name"] == "leadrouter-collector" and ref["name"] in deployments
     assert 1 <= hpa["spec"]["minReplicas"] <= deployments[ref["name"]]["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
     pdbs = of_kind(k8s, "PodDisruptionBudget")
-    assert len(pdbs) == 2
+    assert len(pdbs) == 3
     for pdb in pdbs:
         assert len(pods_selected(k8s, pdb["spec"]["selector"]["matchLabels"])) == 1, pdb["metadata"]["name"]
         assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
@@ -1112,7 +1171,7 @@ def test_every_deploy_file_parses() -> None:
         "compose.yaml", "prometheus.yml", "grafana/provisioning/datasources/prometheus.yaml",
         "grafana/provisioning/dashboards/dashboards.yaml", "grafana/dashboards/leadrouter.json",
         "k8s/namespace.yaml", "k8s/configmap.yaml", "k8s/files-configmap.yaml", "k8s/secret.example.yaml",
-        "k8s/collector.yaml", "k8s/worker.yaml", "k8s/topics-job.yaml", "k8s/kustomization.yaml",
+        "k8s/collector.yaml", "k8s/worker.yaml", "k8s/admin.yaml", "k8s/topics-job.yaml", "k8s/kustomization.yaml",
     }
     found = set()
     for path in sorted(DEPLOY.rglob("*")):

@@ -1,4 +1,4 @@
-"""Signed email tokens: what verifies, and every way a token must be refused."""
+"""Opaque email tokens (and version-1 signed ones): what verifies, and every way a token must be refused."""
 
 from __future__ import annotations
 
@@ -58,13 +58,23 @@ def test_click_token_carries_its_url() -> None:
     assert claims.url == url
 
 
-def test_token_is_url_safe_two_parts() -> None:
+def test_token_is_url_safe_and_versioned() -> None:
     token = mint(campaign="a/b+c?d=é")
-    body, dot, sig = token.partition(".")
-    assert dot and body and sig
+    assert token.startswith("2.")
     allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
     assert set(token) <= allowed
     assert verify_token(SECRET, token, now=NOW).campaign == "a/b+c?d=é"
+
+
+def test_token_is_opaque_nothing_of_the_claims_is_readable() -> None:
+    """Issue 16.7: the email (nor the campaign, nor the click URL) can be read from the URL, in any encoding."""
+    email, url = "jane.doe@acme.com", "https://acme.io/pricing"
+    token = mint(email=email, campaign="nov-webinar", kind="click", url=url)
+    bodies = [unb64(token[2 + k:][:len(token[2 + k:]) // 4 * 4]) for k in range(4)]  # every base64 alignment
+    for secret_text in (email, "jane.doe", "acme.com", "nov-webinar", "pricing"):
+        assert secret_text not in token
+        assert all(secret_text.encode() not in body for body in bodies)
+    assert mint(email=email) != mint(email=email)  # random nonce: two sends are not linkable
 
 
 def test_verify_uses_the_clock_when_now_is_not_given() -> None:
@@ -100,21 +110,76 @@ def test_zero_ttl_expires_immediately_after_minting() -> None:
 
 
 def test_another_secret_is_refused() -> None:
-    with pytest.raises(TokenError, match="signature does not match"):
+    with pytest.raises(TokenError, match="does not open"):
         verify_token("another-secret-0123456789", mint(), now=NOW)
 
 
+@pytest.mark.parametrize("at", [3, 10, 20, -1])
+def test_a_flipped_character_is_refused(at: int) -> None:
+    token = mint()
+    flipped = token[:at] + ("A" if token[at] != "A" else "B") + (token[at + 1:] if at != -1 else "")
+    with pytest.raises(TokenError, match=r"does not open|malformed"):
+        verify_token(SECRET, flipped, now=NOW)
+
+
+def test_truncated_token_is_refused() -> None:
+    token = mint()
+    for cut in (1, 3, 16):
+        with pytest.raises(TokenError, match=r"does not open|malformed"):
+            verify_token(SECRET, token[:-cut], now=NOW)
+
+
+def test_claims_sealed_with_the_secret_but_unreadable_are_refused() -> None:
+    import hashlib
+    import hmac
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = AESGCM(hmac.new(SECRET.encode(), b"leadrouter/email-token/v2", hashlib.sha256).digest())
+    for payload in (b"not json", b"[1, 2]", b'{"c": "x", "x": 1}', b'{"e": "a@b.co", "c": "x", "x": "soon"}'):
+        nonce = os.urandom(12)
+        token = "2." + b64(nonce + key.encrypt(nonce, payload, b"leadrouter email token v2"))
+        with pytest.raises(TokenError, match=r"unreadable|malformed"):
+            verify_token(SECRET, token, now=NOW)
+
+
+# --------------------------------------------------------------------------- version 1 (readable claims)
+# Tokens minted before issue 16.7 are in emails already sent: accepted until they expire, forgeries refused.
+
+
+def legacy(**kw: object) -> str:
+    import hashlib
+    import hmac
+
+    claims: dict[str, object] = {"v": 1, "e": "jane@acme.com", "c": "nov-webinar", "x": int(NOW) + TTL, "k": "open",
+                                 "s": int(NOW)}
+    claims.update(kw)
+    body = b64(json.dumps(claims).encode())
+    return f"{body}.{b64(hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).digest())}"
+
+
+def test_a_version_1_token_is_accepted_until_it_expires() -> None:
+    assert verify_token(SECRET, legacy(), now=NOW + 10).email == "jane@acme.com"
+    with pytest.raises(TokenError, match="expired"):
+        verify_token(SECRET, legacy(), now=NOW + TTL + 1)
+
+
+def test_a_version_1_token_under_another_secret_is_refused() -> None:
+    with pytest.raises(TokenError, match="signature does not match"):
+        verify_token("another-secret-0123456789", legacy(), now=NOW)
+
+
 def test_forged_signature_is_refused() -> None:
-    body, _, sig = mint().partition(".")
+    body, _, sig = legacy().partition(".")
     flipped = ("A" if sig[0] != "A" else "B") + sig[1:]
     with pytest.raises(TokenError, match="signature does not match"):
         verify_token(SECRET, f"{body}.{flipped}", now=NOW)
 
 
 def test_truncated_signature_is_refused() -> None:
-    token = mint()
     with pytest.raises(TokenError, match="signature does not match"):
-        verify_token(SECRET, token[:-3], now=NOW)
+        verify_token(SECRET, legacy()[:-3], now=NOW)
 
 
 @pytest.mark.parametrize(("claim", "value"), [
@@ -124,7 +189,7 @@ def test_truncated_signature_is_refused() -> None:
     ("c", "other-campaign"),
 ])
 def test_tampered_claims_keep_the_old_signature_and_are_refused(claim: str, value: object) -> None:
-    body, _, sig = mint().partition(".")
+    body, _, sig = legacy().partition(".")
     claims = json.loads(unb64(body))
     claims[claim] = value
     forged = f"{b64(json.dumps(claims).encode())}.{sig}"
@@ -161,7 +226,7 @@ def test_oversized_token_is_refused_even_if_signed() -> None:
 
 
 def test_non_ascii_signature_is_a_token_error() -> None:
-    body, _, _ = mint().partition(".")
+    body, _, _ = legacy().partition(".")
     with pytest.raises(TokenError):
         verify_token(SECRET, f"{body}.sïg", now=NOW)
 

@@ -159,8 +159,8 @@ def test_unknown_rule_key_suggests_closest() -> None:
     assert msg.startswith("bad.yaml:7: rule 'pricing': unknown key 'poinst'")
     assert "did you mean 'points'?" in msg
     assert (
-        "valid keys: name, description, event, url, form, campaign, points, hand_raiser, "
-        "cap_per_day, once_per_lead, repeatable" in msg
+        "valid keys: name, description, event, url, form, campaign, event_name, event_name_regex, properties, "
+        "category, action, label, schema, points, hand_raiser, cap_per_day, once_per_lead, repeatable" in msg
     )
 
 
@@ -270,9 +270,10 @@ def test_form_only_on_form_fill() -> None:
     assert "'page_view'" in msg
 
 
-def test_hand_raiser_only_on_form_fill() -> None:
-    msg = error(rule_yaml("hand_raiser: true\n"))
-    assert msg.startswith("bad.yaml:7: rule 'pricing': 'hand_raiser: true' only applies to event 'form_fill'")
+def test_hand_raiser_only_on_named_events() -> None:
+    msg = error(rule_yaml("hand_raiser: true\n", event="email_open"))
+    assert msg.startswith("bad.yaml:7: rule 'pricing': 'hand_raiser: true' only applies to events form_fill, "
+                          "page_view, track, but this rule's event is 'email_open'")
 
 
 def test_hand_raiser_must_be_boolean() -> None:

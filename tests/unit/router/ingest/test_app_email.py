@@ -137,13 +137,21 @@ async def test_forged_or_garbage_tokens_get_a_plain_400(client: Client, sink: Me
 
 
 async def test_a_tampered_destination_is_refused(client: Client, sink: MemorySink) -> None:
-    genuine = click_token()
-    body, sig = genuine.split(".")
-    claims = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    genuine = click_token()  # opaque: the URL cannot even be found, so a flipped byte stands for tampering
+    flipped = genuine[:10] + ("A" if genuine[10] != "A" else "B") + genuine[11:]
+    await assert_refused(await get(client, f"/t/c/{flipped}"))
+    # A version-1 token (readable claims, still accepted until it expires) with its URL swapped.
+    claims = {"v": 1, "e": "jane@acme.test", "c": "nov", "x": int(NOW) + 3600, "k": "click", "s": int(NOW) - 60,
+              "u": DEST}
+    body = base64.urlsafe_b64encode(orjson.dumps(claims)).rstrip(b"=").decode()
+    sig = _sign(SECRET, body)
     claims["u"] = "https://evil.test/"
     tampered = base64.urlsafe_b64encode(orjson.dumps(claims)).rstrip(b"=").decode()
     await assert_refused(await get(client, f"/t/c/{tampered}.{sig}"))
     assert sink.events == []
+    resp = await get(client, f"/t/c/{body}.{sig}")  # the genuine version-1 token still redirects
+    assert resp.status == 302
+    assert resp.headers["Location"].startswith("https://www.acme.test/pricing")
 
 
 async def test_expired_and_open_tokens_are_refused(client: Client, sink: MemorySink) -> None:

@@ -433,6 +433,16 @@ def test_page_mapping() -> None:
     assert e.partition_key() == "v:anon-0003"
 
 
+def test_page_and_screen_category_is_collector_metadata() -> None:
+    page = mapped({"type": "page", "anonymousId": "anon-0007", "name": "Pricing", "category": "Docs",
+                   "properties": {"$category": "spoofed", "category": "mine"}})
+    assert page.traits["$category"] == "Docs" and page.traits["category"] == "mine"
+    screen = mapped({"type": "screen", "userId": "u9", "name": "Plans", "category": "Billing"})
+    assert (screen.type, screen.name, screen.traits["$category"], screen.traits["$call"]) == (
+        EventType.PAGE_VIEW, "Plans", "Billing", "screen")
+    assert "$category" not in mapped({"type": "page", "anonymousId": "anon-0008", "name": "Home"}).traits
+
+
 def test_page_campaign_and_bad_url() -> None:
     m = map_message({"type": "page", "anonymousId": "anon-0004",
                      "properties": {"url": "javascript:alert(1)", "referrer": "ftp://x"},
@@ -465,11 +475,15 @@ def test_form_like_track_fallbacks() -> None:
                 "context": {"traits": {"email": "sam@ex.test", "title": "CTO"}}, "properties": {"form_id": "bad id!"}})
     assert e.type is EventType.FORM_FILL and e.form_id == "demo-requested" and e.email == "sam@ex.test"
     assert e.fields == {"job_title": "CTO"}
-    assert mapped({"type": "track", "userId": "u1", "event": "Form Submitted"}).type is EventType.TRACK
+    # A form event without an email is an anonymous form fill: it counts when the person identifies.
+    anon = mapped({"type": "track", "anonymousId": "anon-0006", "event": "Demo Requested",
+                   "properties": {"form_id": "demo-request"}})
+    assert (anon.type, anon.email, anon.form_id, anon.visitor_id) == (
+        EventType.FORM_FILL, None, "demo-request", "anon-0006")
     assert mapped({"type": "track", "userId": "u1", "event": "Clicked", "properties": {"email": "a@ex.test"}}
                   ).type is EventType.TRACK
     bad = map_message({"type": "track", "userId": "u1", "event": "Signed Up", "properties": {"email": "nope"}}, CTX)
-    assert bad.event.type is EventType.TRACK and bad.event.email is None and bad.dropped == ["email"]
+    assert bad.event.type is EventType.FORM_FILL and bad.event.email is None and bad.dropped == ["email"]
     custom = CTX.__class__(**{**CTX.__dict__, "form_events": parse_name_list("Webinar Registered")}) \
         if hasattr(CTX, "__dict__") else IngestContext(write_key="WK_TEST", source="segment", received_at=NOW,
                                                        form_events=parse_name_list("Webinar Registered"))

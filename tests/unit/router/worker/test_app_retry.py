@@ -3,6 +3,7 @@
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from router.storage.pii import PiiKeysUnavailable
 from router.worker.app import until_done
 
 
@@ -32,3 +33,22 @@ async def test_a_programming_error_is_not_swallowed() -> None:
 
     with pytest.raises(KeyError):
         await until_done("batch", step, sleep=sleep)
+
+
+async def test_an_unreachable_data_key_store_is_retried_not_dropped() -> None:
+    """Opening a sealed event or alert while Redis restarts raises PiiKeysUnavailable (wrapping the
+    RedisError): the step is retried, else faust restarts the agent and its records are lost."""
+    calls: list[int] = []
+    waits: list[float] = []
+
+    async def step() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise PiiKeysUnavailable("the data-key store (Redis) did not answer")
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+
+    await until_done("alert delivery", step, sleep=sleep)
+    assert len(calls) == 3
+    assert waits == [0.1, 0.2]
