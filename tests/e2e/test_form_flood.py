@@ -31,6 +31,7 @@ from router.dev.servers import ManagedProcess, free_port, wait_for_port
 from router.settings import Settings
 from router.storage import keys
 from router.worker import review
+from tests.support import pid
 
 pytestmark = pytest.mark.e2e
 
@@ -102,7 +103,7 @@ def _consuming(st: Stack) -> Callable[[], Awaitable[bool]]:
             async with aiohttp.ClientSession() as s, s.get(f"{st.url}/t/p.gif", params={"vid": vid}) as r:
                 assert r.status == 200
             sent = True
-        return bool(await st.redis.exists(keys.lead(keys.lead_id_for_visitor(vid))))
+        return bool(await st.redis.exists(keys.lead(keys.lead_id_for_visitor(pid(vid)))))  # ids are pseudonymised
 
     return check
 

@@ -28,6 +28,7 @@ from router.storage.live_config import LiveFile, load_rules_file, load_scoring_f
 from router.storage.store import RedisStore
 from router.worker import review
 from router.worker.pipeline import Pipeline
+from tests.support import open_alert
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ class World:
         self.scoring = LiveFile.open(REPO / "scoring" / "scoring.yaml", load_scoring_file, "scoring")
 
         async def publish(key: str, value: bytes) -> None:
-            self.published.append(orjson.loads(value))
+            self.published.append(await open_alert(redis, value))
 
         self.pipeline = Pipeline(self.store, self.scoring, routing, publish, clock=lambda: self.now)
 
