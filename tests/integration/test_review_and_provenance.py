@@ -22,13 +22,14 @@ from router.admin.auth import Role, TokenStore
 from router.alerts.render import render_html, render_text
 from router.alerts.render_slack import render_slack_blocks
 from router.ingest.machine import form_trust
-from router.settings import Settings
+from router.settings import DEV_PII_KEY, Settings
 from router.storage import keys
 from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
+from router.storage.pii import Vault
 from router.storage.store import RedisStore
 from router.worker import review
 from router.worker.pipeline import Pipeline
-from tests.support import open_alert
+from tests.support import open_alert, pid
 
 pytestmark = pytest.mark.integration
 
@@ -227,3 +228,28 @@ async def test_the_admin_api_shows_field_history_and_runs_the_review_queue(world
     assert await world.pipeline.review_tick() == 1
     [alert] = world.alerts_for(email)
     assert "<!channel>" not in orjson.dumps(render_slack_blocks(alert)).decode()
+
+
+async def test_provenance_holds_for_events_as_the_collector_stores_them(world: World, redis: Redis) -> None:
+    """Past the collector, visitor ids are pseudonyms and personal fields are sealed (issue 16.7): a form
+    from the lead's own browser (its pseudonym already linked) is still verified, a stranger's is not."""
+    vault = Vault(redis, DEV_PII_KEY)
+    email = "jonas.berg@fjord-freight.no"
+    lead_id = keys.lead_id_for_email(email)
+
+    async def sealed(*raw: bytes) -> list[bytes]:
+        kept, dropped = await vault.protect([Event.from_dict(orjson.loads(r)) for r in raw])
+        assert dropped == []
+        return [orjson.dumps(e.to_dict()) for e in kept]
+
+    own, stranger = "jonasbrowser001", "strangerbrows01"
+    first = await sealed(world.page(own), world.form(email, own, "newsletter", job_title="Head of Ops"))
+    assert orjson.loads(first[1])["sealed"] and orjson.loads(first[1])["visitor_id"] == pid(own)
+    await world.pipeline.process(first)
+    await world.pipeline.process(await sealed(world.form(email, own, "newsletter", job_title="COO")))
+    await world.pipeline.process(await sealed(world.form(email, stranger, "newsletter", job_title="Intern")))
+    lead = await world.store.lead_hash(lead_id)
+    assert lead["f:job_title"] == "COO" and lead["fp:job_title"] == "Intern"
+    by_new = {h["new"]: h for h in await world.store.field_history(lead_id) if h["field"] == "job_title"}
+    assert by_new["COO"]["verified"] is True and by_new["COO"]["applied"] is True
+    assert by_new["Intern"]["verified"] is False and by_new["Intern"]["applied"] is False
