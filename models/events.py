@@ -86,6 +86,11 @@ class Event:
     # crawler), 0..1, and why.  Scoring discounts points by it; nothing is dropped.
     machine: float = 0.0
     machine_reason: str | None = None
+    # How far the collector trusts that a person sent this (0..1, 1 = nothing suspicious) and
+    # why not (comma-separated, e.g. "http_library,disposable_email").  A hand-raiser below the
+    # worker's review level goes to the review queue instead of a rep (router/worker/review.py).
+    trust: float = 1.0
+    trust_reasons: str | None = None
     # Personal data at rest (issue 16.7): the collector moves an identified event's personal
     # fields (PERSONAL_FIELDS) into ``sealed``, AES-GCM under the person's own data key, and
     # ``subject`` names that key (a keyed hash of the email).  Forgetting the person deletes the
@@ -164,6 +169,8 @@ class Event:
             message_id=_str(data, "message_id"),
             machine=_fraction(data, "machine"),
             machine_reason=_str(data, "machine_reason"),
+            trust=_fraction(data, "trust", 1.0),
+            trust_reasons=_str(data, "trust_reasons"),
             subject=_str(data, "subject"),
             sealed=_str(data, "sealed"),
             v=version,
@@ -193,8 +200,8 @@ def _str_map(data: Mapping[str, Any], key: str) -> dict[str, str]:
     return dict(value)
 
 
-def _fraction(data: Mapping[str, Any], key: str) -> float:
-    value = data.get(key, 0.0)
+def _fraction(data: Mapping[str, Any], key: str, default: float = 0.0) -> float:
+    value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         msg = f"event field {key!r} must be a number from 0 to 1, got {value!r}"
         raise InvalidEventError(msg)

@@ -282,6 +282,11 @@ class Alert:
     account: Mapping[str, Any] = field(default_factory=dict)
     # Where the rep acts: {"accept": url, "reject": url, "lead": url}.
     links: Mapping[str, str] = field(default_factory=dict)
+    # Recent changes to the lead's fields, newest first (the lead's field history): field, old, new,
+    # source, verified, applied (False: an unverified value kept beside the lead's own), ts.
+    field_changes: tuple[Mapping[str, Any], ...] = ()
+    # A trusted hand-raiser: its Slack messages take the priority lane of the channel's pacing.
+    priority: bool = False
     # Set when the lead crossed before: this alert is a re-engagement.
     reengagement: Reengagement | None = None
     # "lead": a lead for the rep (the default); "escalation": the last SLA step, to a manager
@@ -300,6 +305,8 @@ class Alert:
             "event_ts": self.event_ts,
             "account": dict(self.account),
             "links": dict(self.links),
+            "field_changes": [dict(c) for c in self.field_changes],
+            "priority": self.priority,
         }
         if self.reengagement is not None:
             out["reengagement"] = self.reengagement.to_dict()
@@ -319,6 +326,8 @@ class Alert:
             event_ts=float(d.get("event_ts", 0.0)),
             account=dict(d.get("account") or {}),
             links={str(k): str(v) for k, v in (d.get("links") or {}).items()},
+            field_changes=tuple(c for c in d.get("field_changes") or () if isinstance(c, Mapping)),
+            priority=bool(d.get("priority", False)),
             reengagement=Reengagement.from_dict(d["reengagement"]) if d.get("reengagement") else None,
             kind=str(d.get("kind") or "lead"),
             escalation=dict(d.get("escalation") or {}),

@@ -41,6 +41,11 @@ class EventPlan:
     hits: tuple[RuleHit, ...] = ()
     # The fit grade when this event changed what it is based on.
     grade: FitGrade | None = None
+    # Whether the fields come from a verified source (an SDK call with a write key, a form from the
+    # lead's own browser): only then may they replace what the lead said before.  ``field_source``
+    # labels them in the lead's field history, e.g. "form (unverified)".
+    verified: bool = True
+    field_source: str = ""
 
     def hit_objects(self) -> list[dict[str, Any]]:
         hits = self.hits or tuple(RuleHit(reason=r) for r in self.reasons)

@@ -205,6 +205,36 @@ BATCH_RETRIES = Counter(
     ["error"], registry=REGISTRY,
 )
 
+# Abuse: rate limits, trust and review, field provenance (issue 16.2, 16.3)
+RATE_LIMITED = Counter(
+    "leadrouter_collector_rate_limited_total",
+    "Requests refused (forms, SDK: 429) or dropped (pixels: the GIF still answered) by the rate limit that "
+    "was over, e.g. form:ip, pixel:visitor.",
+    ["scope"], registry=REGISTRY,
+)
+RATE_LIMIT_FALLBACKS = Counter(
+    "leadrouter_collector_rate_limit_fallbacks_total",
+    "Times Redis failed and the collector counted rate limits alone (for a few seconds each).",
+    registry=REGISTRY,
+)
+FORM_SUSPICIOUS = Counter(
+    "leadrouter_collector_form_suspicious_total",
+    "Form fills accepted with a lowered trust, by reason (honeypot, http_library, disposable_email, ...).",
+    ["reason"], registry=REGISTRY,
+)
+REVIEW = Counter(
+    "leadrouter_review_total",
+    "Hand-raisers held for review instead of going to a rep, and what ops did with them "
+    "(held, released, dismissed, routed).",
+    ["outcome"], registry=REGISTRY,
+)
+FIELD_CHANGES = Counter(
+    "leadrouter_lead_field_changes_total",
+    "Lead fields a later event changed (applied: a verified source) or only proposed (kept: an unverified "
+    "source's value differs from what the lead said before).",
+    ["outcome"], registry=REGISTRY,
+)
+
 # SLA and the scheduler (router/worker/scheduler.py, router/worker/sla.py; issue 11.6).  Counted by the
 # worker whose tick took the step; accepts and manual reassignments made by the admin API or the CLI
 # reach the workers through Redis (keys.SLA_FIGURES), so each is counted once, in one place.

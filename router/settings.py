@@ -95,6 +95,9 @@ class WorkerSettings:
     scheduler_tick_s: float = 5.0
     # Identifiers two different people never share: email, and optionally user_id.
     unique_identifiers: frozenset[UniqueIdentifier] = frozenset({"email"})
+    # A hand-raiser whose trust (scoring/trust.py) is below this goes to the review queue, not a rep
+    # (0 turns review off).
+    review_trust_below: float = 0.5
     # Archive every accepted event to files.archive_dir (LEADROUTER_WORKER_ARCHIVE).
     archive: bool = True
     # Anonymous profiles (no email: ``A``/``U`` leads), their identity links, account ties
@@ -154,6 +157,20 @@ class IngestSettings:
     collector_body_timeout_s: float = 10.0
     # Seconds an idle keep-alive connection stays open between requests.
     collector_idle_timeout_s: float = 75.0
+    # Rate limits (router/ingest/ratelimit.py): requests per client address and per visitor id in each
+    # fixed window of rate_limit_window_s, counted in Redis so every collector shares them; 0 turns one off.
+    rate_limit_window_s: int = 60
+    rate_limit_form_per_ip: int = 20
+    rate_limit_form_per_visitor: int = 5
+    rate_limit_pixel_per_ip: int = 3000
+    rate_limit_pixel_per_visitor: int = 300
+    rate_limit_sdk_per_ip: int = 6000
+    # Hidden form fields no person fills (honeypots): a form with one filled is accepted (202) but
+    # flagged as spam (trust 0, machine 1.0), earns no points and never raises a hand.
+    form_honeypot_fields: tuple[str, ...] = ("company_website",)
+    # One domain a line: disposable email domains that lower a form's trust ("" = the shipped list,
+    # router/ingest/disposable_domains.txt).
+    disposable_domains_file: str = ""
     # /metrics is served on its own listener, never on the public collector port (issue 16.8):
     # loopback by default; a container sets the host to 0.0.0.0 on its private network.  Port 0: none.
     collector_metrics_host: str = "127.0.0.1"
@@ -534,6 +551,7 @@ def _parse(flat: str, raw: str) -> Any:
         "segment_write_keys": parse_write_keys,
         "segment_form_events": _parse_text_list,
         "snowplow_app_ids": _parse_text_list,
+        "form_honeypot_fields": _parse_text_list,
         "machine_networks": parse_networks,
         "trusted_proxies": lambda r: parse_networks(r, "LEADROUTER_TRUSTED_PROXIES"),
         "cors_origins": parse_origins,

@@ -13,6 +13,7 @@ from router.admin.core import LEAD_ID, AdminCore
 from router.admin.http import ApiError, as_str, json_response, num, opt_num
 from router.admin.openapi import MAX_EMAIL, MAX_REP_ID
 from router.storage import keys
+from router.worker import review
 from scoring import ScoringConfig, score_at
 
 
@@ -38,6 +39,8 @@ class LeadHandlers(AdminCore):
             "fields": {k[2:]: v for k, v in data.items() if k.startswith("f:")},
             "events": int(num(data.get("events"))), "first_seen": opt_num(data.get("first_seen")),
             "last_seen": opt_num(data.get("last_seen")), "escalated": data.get("escalated") == "1",
+            "proposed_fields": {k[3:]: v for k, v in data.items() if k.startswith("fp:")},
+            "review": data.get("review") or None,
         }
 
     async def lead_states(self, lead_ids: Sequence[str], owner: str | None = None) -> list[dict[str, Any]]:
@@ -126,6 +129,7 @@ class LeadHandlers(AdminCore):
             "ready": data.get("ready") == "1",
             "parts": sorted(parts.values(), key=lambda p: (-abs(p["points_now"]), p["rule"])),
             "explained": explained, "residual": score_now - explained, "reasons": items[:limit],
+            "field_history": await self.store.field_history(lead_id),
         })
 
     async def lead_timeline(self, request: web.Request) -> web.StreamResponse:
@@ -137,3 +141,29 @@ class LeadHandlers(AdminCore):
         entries += [{**h, "kind": "history", "ts": num(h.get("ts"))} for h in history]
         entries.sort(key=lambda e: -e["ts"])
         return json_response({"lead_id": lead_id, "entries": entries[:limit]})
+
+    # --- review queue (router/worker/review.py) -------------------------------------------------------
+
+    async def list_review(self, request: web.Request) -> web.StreamResponse:
+        limit = self.limit(self.query(request, ("limit",)), 100)
+        return json_response({"leads": await review.list_held(self.store, limit)})
+
+    async def _review_act(self, request: web.Request, op: str) -> web.StreamResponse:
+        self.query(request, ())
+        lead_id, _ = await self.lead(request)
+        principal = self.principal(request)
+        who = f"admin:{principal.name or principal.role.value}"
+        try:
+            if op == "release":
+                entry = await review.release(self.store, lead_id, who, self.clock())
+            else:
+                entry = await review.dismiss(self.store, lead_id, who, self.clock())
+        except review.ReviewError as exc:
+            raise ApiError(409, "not_held", str(exc)) from None
+        return json_response(entry)
+
+    async def release_review(self, request: web.Request) -> web.StreamResponse:
+        return await self._review_act(request, "release")
+
+    async def dismiss_review(self, request: web.Request) -> web.StreamResponse:
+        return await self._review_act(request, "dismiss")

@@ -280,10 +280,31 @@ def components(settings: Settings) -> dict[str, Schema]:
             "team": nullable(STR), "assignment": nullable(ref("Assignment")), "rejected_by": STR_LIST,
             "fields": {"type": "object", "additionalProperties": STR}, "events": INT,
             "first_seen": nullable(NUM), "last_seen": nullable(NUM), "escalated": BOOL,
+            "proposed_fields": {"type": "object", "additionalProperties": STR,
+                                "description": "values an unverified source (a form from a new browser) "
+                                               "gave that differ from the lead's own: not applied"},
+            "review": nullable({"type": "string", "enum": ["held", "released", "dismissed"],
+                                "description": "the review state of the lead's latest held crossing"}),
         }, ("lead_id", "email", "stage", "score_now", "score", "score_asof", "threshold", "ready", "owner",
             "owner_name", "team", "assignment", "rejected_by", "fields", "events", "first_seen", "last_seen",
             "escalated")),
         "LeadList": obj({"leads": {"type": "array", "items": ref("LeadState")}}, ("leads",)),
+        "FieldChange": obj({
+            "field": STR, "old": STR, "new": STR, "source": STR, "ts": NUM, "event_id": STR,
+            "verified": {"type": "boolean", "description": "an SDK call with a write key, or a form from the "
+                                                           "lead's own browser"},
+            "applied": {"type": "boolean", "description": "false: kept beside the lead's own value, not applied"},
+        }, ("field", "new", "source", "ts", "verified", "applied"),
+            description="old is absent when the lead had no value for the field"),
+        "ReviewEntry": obj({
+            "lead_id": STR, "email": nullable(STR), "name": nullable(STR), "company": nullable(STR),
+            "state": nullable({"type": "string", "enum": ["held", "released", "dismissed"]}), "crossing": INT,
+            "held_ts": NUM, "trust": nullable(NUM), "reasons": STR_LIST, "why": STR, "trigger": STR,
+            "event": {"type": "object", "description": "the event the crossing was held on: event_id, type, "
+                                                       "source, form_id, ts, ip, url, user_agent"},
+        }, ("lead_id", "email", "name", "company", "state", "crossing", "held_ts", "trust", "reasons", "why",
+            "trigger", "event")),
+        "ReviewList": obj({"leads": {"type": "array", "items": ref("ReviewEntry")}}, ("leads",)),
         "Explain": obj({
             "lead_id": STR, "now": NUM, "score_now": NUM, "score": NUM, "score_asof": NUM, "threshold": NUM,
             "half_life_days": NUM, "ready": BOOL,
@@ -297,6 +318,9 @@ def components(settings: Settings) -> dict[str, Schema]:
                 "rule": STR, "detail": STR, "event_type": STR, "event_id": STR, "ts": NUM, "points": NUM,
                 "points_now": NUM, "hand_raiser": BOOL,
             }, ("rule", "detail", "event_type", "event_id", "ts", "points", "points_now", "hand_raiser"))},
+            "field_history": {"type": "array", "items": ref("FieldChange"),
+                              "description": "every change to the lead's fields and every value an unverified "
+                                             "source proposed, newest first"},
         }, ("lead_id", "now", "score_now", "score", "score_asof", "threshold", "half_life_days", "ready", "parts",
             "explained", "residual", "reasons")),
         "Timeline": obj({
@@ -437,6 +461,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("lead_timeline", "GET", "/v1/leads/{lead_id}/timeline", "Recent events and lifecycle history, "
               "newest first", "leads", READERS, ok=_json("Timeline"), params=(P_LEAD, p_limit(100, "entries")),
               errors=_READ),
+    # review queue (router/worker/review.py)
+    Operation("list_review", "GET", "/v1/review", "Hand-raisers held for review instead of a rep, oldest first, "
+              "with the trust and its reasons", "review", OPS, ok=_json("ReviewList"),
+              params=(p_limit(100, "leads"),), errors=_READ),
+    Operation("release_review", "POST", "/v1/review/{lead_id}/release", "Release a held lead: a worker routes it "
+              "normally within seconds (rules, team strategy, alert)", "review", OPS, ok=_json("ReviewEntry"),
+              params=(P_LEAD,), errors=_WRITE),
+    Operation("dismiss_review", "POST", "/v1/review/{lead_id}/dismiss", "Dismiss a held lead as spam: its "
+              "crossing is closed (nurture, not ready) and nobody is alerted", "review", OPS,
+              ok=_json("ReviewEntry"), params=(P_LEAD,), errors=_WRITE),
     *(Operation(f"{action}_lead", "POST", f"/v1/leads/{{lead_id}}/{action}", _TRANSITION_SUMMARY[action],
                 "lifecycle", OPS_REP, ok=_json("TransitionResult"), params=(P_LEAD,),
                 body=_json(_TRANSITION_BODY[action]), body_required=action == "reject", errors=_WRITE,

@@ -87,10 +87,10 @@ def _short(body: str, limit: int = 200) -> str:
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
-async def _pace(pacer: Pacer | None, key: str, channel: str) -> None:
+async def _pace(pacer: Pacer | None, key: str, channel: str, *, priority: bool = False) -> None:
     if pacer is None:
         return
-    waited = await pacer.acquire(key)
+    waited = await pacer.acquire(key, priority=priority)
     metrics.ALERT_PACING_SECONDS.labels(channel).observe(waited)
 
 
@@ -141,15 +141,15 @@ class SlackWebhookNotifier:
     async def send(self, alert: Alert) -> None:
         url, where = self._target(alert.assignment.decision.team)
         # The team channel's copy has no accept/reject links: they act for the assigned rep only.
-        await self._post(url, where, render_slack_blocks(alert, team_channel=True))
+        await self._post(url, where, render_slack_blocks(alert, team_channel=True), priority=alert.priority)
 
     async def send_digest(self, digest: Digest) -> None:
         url, where = self._target(digest.team)
         await self._post(url, where, render_digest_blocks(digest, team_channel=True))
 
-    async def _post(self, url: str, where: str, payload: Mapping[str, Any]) -> None:
+    async def _post(self, url: str, where: str, payload: Mapping[str, Any], *, priority: bool = False) -> None:
         key = pace_key("webhook", url)
-        await _pace(self._pacer, key, self.channel)
+        await _pace(self._pacer, key, self.channel, priority=priority)
         data = json.dumps(payload).encode()
         try:
             async with self._session.post(
@@ -226,19 +226,19 @@ class SlackBotNotifier:
         self._pacer = pacer
 
     async def send(self, alert: Alert) -> None:
-        await self._to_rep(alert.assignment.rep, render_slack_blocks(alert))
+        await self._to_rep(alert.assignment.rep, render_slack_blocks(alert), priority=alert.priority)
 
     async def send_digest(self, digest: Digest) -> None:
         await self._to_rep(digest.rep, render_digest_blocks(digest))
 
-    async def _to_rep(self, rep: Rep, message: Mapping[str, Any]) -> None:
+    async def _to_rep(self, rep: Rep, message: Mapping[str, Any], *, priority: bool = False) -> None:
         if not rep.slack_user_id:
             log.debug("slack_bot: rep %s has no slack_user_id; skipped", rep.rep_id)
             return
         if not self._token:
             raise PermanentSendError("no Slack bot token: set LEADROUTER_SLACK_BOT_TOKEN")
         key = pace_key("dm", rep.slack_user_id)
-        await _pace(self._pacer, key, self.channel)
+        await _pace(self._pacer, key, self.channel, priority=priority)
         payload = {"channel": rep.slack_user_id, **message}
         headers = {**_JSON_HEADERS, "Authorization": f"Bearer {self._token}"}
         try:

@@ -6,6 +6,14 @@ The Slack notifiers ask a :class:`Pacer` for a slot before every attempt:
 per message) so every worker shares the budget.  A 429 holds the channel's
 bucket for the ``Retry-After`` it names, so the other sends to that channel
 wait too.
+
+Priority lane: a trusted hand-raiser's alert (``Alert.priority``) never queues behind the
+channel's other messages (a burst of score crossings, or whatever else is waiting).  It takes
+its slot from the channel's own priority bucket (``<key>#p``, the same rate) and pushes the
+normal lane back by one slot (``debit``), so over time the channel still gets about ``rate``
+messages a second; at the moment a priority message jumps the queue the channel may see two
+messages within one interval.  Suspicious hand-raisers never reach a rep's channel at all: they
+are held for review (router/worker/review.py).
 """
 
 from __future__ import annotations
@@ -35,8 +43,8 @@ Sleep = Callable[[float], Awaitable[object]]
 class Pacer(Protocol):
     """Hands out send slots per channel so Slack's per-channel pace is kept."""
 
-    async def acquire(self, key: str) -> float:
-        """Wait for the channel's next slot; returns the seconds waited."""
+    async def acquire(self, key: str, *, priority: bool = False) -> float:
+        """Wait for the channel's next slot (``priority``: the priority lane's); returns the seconds waited."""
         ...
 
     async def hold(self, key: str, seconds: float) -> None:
@@ -54,15 +62,20 @@ def pace_key(kind: str, target: str) -> str:
     return f"{kind}:{target}"
 
 
+PRIORITY_SUFFIX = "#p"
+
+
 def bucket_step(tokens: float | None, ts: float | None, now: float, rate: float, burst: float,
-                hold_s: float | None = None) -> tuple[float, float, float]:
+                hold_s: float | None = None, *, debit: bool = False) -> tuple[float, float, float]:
     """One token-bucket step: ``(tokens, ts, wait)`` after taking a slot (or holding for ``hold_s``).
 
     The bucket refills ``rate`` tokens a second up to ``burst``.  Taking a slot
     spends a token; tokens may go below zero, which queues the caller behind the
     slots already promised (``wait = -tokens / rate``), so concurrent senders are
     spaced ``1 / rate`` apart in the order they asked.  A hold caps the tokens so
-    the next slot is ``hold_s`` away.  ``_PACE_LUA`` is this function in Lua.
+    the next slot is ``hold_s`` away.  ``debit`` spends a token without waiting for it (a
+    priority message went first: later callers queue one slot further back).
+    ``router/storage/lua/pace.lua`` is this function in Lua.
     """
     lag = 0.0
     if tokens is None or ts is None:
@@ -74,6 +87,8 @@ def bucket_step(tokens: float | None, ts: float | None, now: float, rate: float,
     if hold_s is not None:
         return min(tokens, 1.0 - hold_s * rate), ts, 0.0
     tokens -= 1.0
+    if debit:
+        return tokens, ts, 0.0
     return tokens, ts, lag + (-tokens / rate if tokens < 0 else 0.0)
 
 
@@ -96,23 +111,32 @@ class LocalPacer:
         self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def reserve(self, key: str) -> float:
-        """Take the channel's next slot now; returns how long until it comes."""
+    def reserve(self, key: str, *, priority: bool = False) -> float:
+        """Take the channel's next slot now (``priority``: from its priority lane); how long until it comes."""
         now = self._clock()
-        tokens, ts = self._buckets.get(key, (None, None))
+        lane = key + PRIORITY_SUFFIX if priority else key
+        tokens, ts = self._buckets.get(lane, (None, None))
         tokens, ts, wait = bucket_step(tokens, ts, now, self.rate, self.burst)
-        self._buckets[key] = (tokens, ts)
+        self._buckets[lane] = (tokens, ts)
+        if priority:
+            self.debit(key)
         if len(self._buckets) > self._PRUNE_AT:
             self._prune(now)
         return wait
+
+    def debit(self, key: str) -> None:
+        """The normal lane gives up its next slot (a priority message went first)."""
+        tokens, ts = self._buckets.get(key, (None, None))
+        tokens, ts, _ = bucket_step(tokens, ts, self._clock(), self.rate, self.burst, debit=True)
+        self._buckets[key] = (tokens, ts)
 
     def _prune(self, now: float) -> None:
         full = [k for k, (t, ts) in self._buckets.items() if t + (now - ts) * self.rate >= self.burst]
         for k in full:
             del self._buckets[k]
 
-    async def acquire(self, key: str) -> float:
-        wait = self.reserve(key)
+    async def acquire(self, key: str, *, priority: bool = False) -> float:
+        wait = self.reserve(key, priority=priority)
         if wait > 0:
             await self._sleep(wait)
         return wait
@@ -161,20 +185,24 @@ class RedisPacer:
             log.warning("Slack pacing: Redis failed (%r); pacing this process alone until it answers", exc)
         self._failing = True
 
-    async def reserve(self, key: str) -> float:
-        """Take the channel's next slot; the seconds until it comes."""
+    async def reserve(self, key: str, *, priority: bool = False) -> float:
+        """Take the channel's next slot (``priority``: from its priority lane); the seconds until it comes."""
         try:
-            wait = await self._call(key, "take", 0.0)
+            if priority:
+                wait = await self._call(key + PRIORITY_SUFFIX, "take", 0.0)
+                await self._call(key, "debit", 0.0)
+            else:
+                wait = await self._call(key, "take", 0.0)
         except RedisError as exc:
             self._redis_failed(exc)
-            return self._fallback.reserve(key)
+            return self._fallback.reserve(key, priority=priority)
         if self._failing:
             log.info("Slack pacing: Redis answers again; pacing is shared by every worker again")
             self._failing = False
         return wait
 
-    async def acquire(self, key: str) -> float:
-        wait = await self.reserve(key)
+    async def acquire(self, key: str, *, priority: bool = False) -> float:
+        wait = await self.reserve(key, priority=priority)
         if wait > 0:
             await self._sleep(wait)
         return wait

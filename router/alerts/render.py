@@ -436,6 +436,35 @@ def action_links(links: Mapping[str, str]) -> list[tuple[str, str, str]]:
     return out
 
 
+_FIELD_LABELS = {"job_title": "job title", "first_name": "first name", "last_name": "last name"}
+MAX_FIELD_SHOWN = 80
+
+
+def _quoted(value: object) -> str:
+    return f"'{truncate(one_line(value), MAX_FIELD_SHOWN)}'"
+
+
+def field_change_lines(alert: Alert) -> list[str]:
+    """The lead's recent field changes as plain text (escape per medium), e.g.
+    "job title changed from 'CFO' to 'Intern' via form demo-request (verified) on 2026-11-23 14:02 UTC", or
+    for an unverified value kept beside the lead's own: "job title: 'Intern' from form demo-request
+    (unverified) on … was not applied; the lead said 'CFO'"."""
+    out: list[str] = []
+    for c in alert.field_changes:
+        name = str(c.get("field", ""))
+        label = _FIELD_LABELS.get(name, name.replace("_", " "))
+        ts = c.get("ts")
+        when = (f" on {datetime.fromtimestamp(float(ts), UTC):%Y-%m-%d %H:%M} UTC"
+                if isinstance(ts, (int, float)) and math.isfinite(ts) and ts > 0 else "")
+        source = one_line(c.get("source", "")) or "an unknown source"
+        old, new = c.get("old", ""), c.get("new", "")
+        if c.get("applied", True):
+            out.append(f"{label} changed from {_quoted(old)} to {_quoted(new)} via {source}{when}")
+        else:
+            out.append(f"{label}: {_quoted(new)} from {source}{when} was not applied; the lead said {_quoted(old)}")
+    return out
+
+
 # --------------------------------------------------------------------------- renderers
 
 
@@ -469,6 +498,10 @@ def render_text(alert: Alert) -> str:
     lines += ["", "Why now:"]
     reasons = top_reasons(lead.reasons)
     lines += [f"  {reason_line(r)}" for r in reasons] or ["  (no scoring reasons recorded)"]
+    changes = field_change_lines(alert)
+    if changes:
+        lines += ["", "Field changes:"]
+        lines += [f"  {c}" for c in changes]
     activity = recent_activity(alert)
     if activity:
         lines += ["", "Recent activity (UTC):"]
@@ -545,6 +578,9 @@ def render_html(alert: Alert) -> str:
     if links:
         parts.append(f'<p style="margin:14px 0">{html_buttons(links)}</p>')
     parts += ["<h3>Why now</h3>", f"<ul>{why}</ul>"]
+    changes = field_change_lines(alert)
+    if changes:
+        parts += ["<h3>Field changes</h3>", f"<ul>{''.join(f'<li>{html_text(c)}</li>' for c in changes)}</ul>"]
     activity = recent_activity(alert)
     if activity:
         items = []

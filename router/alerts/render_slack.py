@@ -21,6 +21,7 @@ from router.alerts.render import (
     alert_title,
     email_subject,
     escalation_line,
+    field_change_lines,
     lead_grade,
     one_line,
     reason_line,
@@ -142,6 +143,11 @@ def render_slack_blocks(alert: Alert, *, team_channel: bool = False) -> dict[str
     blocks.append(
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(f"*Why now*\n{why}", _SECTION_MAX)}}
     )
+    changes = field_change_lines(alert)
+    if changes:
+        text = "\n".join(f"• {e(c)}" for c in changes)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": truncate(f"*Field changes*\n{text}", _SECTION_MAX)}})
     activity = recent_activity(alert)
     if activity:
         lines = "\n".join(e(activity_line(a)) for a in activity)

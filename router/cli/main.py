@@ -178,6 +178,17 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
             if data.get("owner_name"):
                 print(f"owner {data['owner_name']} [{data.get('team')}] via rule {data.get('rule')} "
                       f"(rules {data.get('rules_version')})")
+            if data.get("review"):
+                print(f"review: crossing #{data.get('review_crossing')} {data['review']} "
+                      "(leadrouter review list | release | dismiss)")
+            changes = await store.field_history(lead_id, args.limit)
+            if changes:
+                print("field history (newest first; unverified values are kept beside the lead's own):")
+            for c in changes:
+                when = datetime.fromtimestamp(float(c.get("ts", 0)), UTC).strftime("%Y-%m-%d %H:%M:%S")
+                what = (f"{c.get('old')!r} -> {c.get('new')!r}" if "old" in c else f"set {c.get('new')!r}")
+                status = "applied" if c.get("applied") else "NOT applied (unverified), kept " + repr(c.get("old"))
+                print(f"  {when}Z  {c.get('field')}: {what}  via {c.get('source')}  [{status}]")
             print("reasons (newest first; points as earned, then as worth now):")
             for r in reasons[: args.limit]:
                 worth = r.points * 2 ** (-(now - r.ts) / config.half_life_s)
@@ -196,7 +207,7 @@ def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
 COMMAND_MODULES: tuple[str, ...] = (
     "router.cli.rules", "router.cli.scoring", "router.cli.leads", "router.cli.model", "router.cli.admin",
     "router.cli.alerts", "router.cli.backtest",
-    "router.cli.bench",
+    "router.cli.bench", "router.cli.review",
 )
 
 

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
@@ -67,6 +67,13 @@ PAGES: tuple[tuple[str, str, float], ...] = (
 )
 CONTENT_FORMS = ("whitepaper-download", "webinar-registration", "newsletter")
 HAND_RAISER_FORM = "demo-request"
+# The demo's people browse from this many loopback addresses (rate limits are per address), with a
+# browser's user agent and the site's Origin, as real visitors do (scripted-looking form fills are held
+# for review instead of alerting a rep).
+DEMO_ADDRESSES = 32
+FORM_GAP_S = 20.0  # a person's forms are at least this far apart
+DEMO_HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0 (leadrouter demo)",
+                "Origin": "https://www.example-saas.com"}
 CAMPAIGNS = ("nov-product-update", "webinar-invite", "pricing-change")
 
 
@@ -79,6 +86,7 @@ class Person:
     title: str
     known: bool = False
     engaged: float = 1.0  # how keen: scales their activity
+    last_form: float = float("-inf")  # monotonic time of their last form: people do not post one every second
 
     @property
     def email(self) -> str:
@@ -133,6 +141,7 @@ class DemoTraffic:
             await resp.read()
             self._count("form", resp.status == 202)
         p.known = True
+        p.last_form = time.monotonic()
         if form_id == HAND_RAISER_FORM and resp.status == 202:
             self.raised.append((time.monotonic(), p))
 
@@ -157,11 +166,33 @@ class DemoTraffic:
     def _count(self, kind: str, ok: bool) -> None:
         self.stats.sent[kind if ok else "error"] += 1
 
-    async def step(self, s: aiohttp.ClientSession) -> None:
+    def _addresses(self) -> int:
+        """Browsers on a loopback collector come from DEMO_ADDRESSES addresses of 127.0.0.0/8 (one each
+        for a share of the people), as real visitors come from many: the per-address rate limits hold."""
+        host = urlsplit(self.url).hostname or ""
+        return DEMO_ADDRESSES if host.startswith("127.") else 1
+
+    def _session(self, i: int) -> aiohttp.ClientSession:
+        """A browser-like client (user agent, Origin), from the i-th demo source address."""
+        n = self._addresses()
+        connector = aiohttp.TCPConnector(local_addr=(f"127.0.{i // 250}.{i % 250 + 2}", 0)) if n > 1 else None
+        return aiohttp.ClientSession(connector=connector, headers=DEMO_HEADERS)
+
+    def browser(self, p: Person) -> aiohttp.ClientSession:
+        """A new browser-like session for ``p``, from the source address their traffic comes from."""
+        return self._session(self.people.index(p) % self._addresses())
+
+    async def step(self, sessions: Sequence[aiohttp.ClientSession] | aiohttp.ClientSession) -> None:
         p = self._pick()
+        if isinstance(sessions, aiohttp.ClientSession):
+            s = sessions
+        else:
+            s = sessions[self.people.index(p) % len(sessions)]
         roll = self.rng.random()
         if p.known and roll < 0.25:
             await self._open(s, p)
+        elif time.monotonic() - p.last_form < FORM_GAP_S:
+            await self._page(s, p)  # within the per-visitor form limit (LEADROUTER_RATE_LIMIT_FORM_PER_VISITOR)
         elif roll < 0.04 * p.engaged:
             await self._form(s, p, HAND_RAISER_FORM)
         elif not p.known and roll < 0.12:
@@ -179,11 +210,12 @@ class DemoTraffic:
             return self.stats
         interval = 1.0 / self.rate
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        async with aiohttp.ClientSession() as s:
+        async with contextlib.AsyncExitStack() as exits:
+            sessions = [await exits.enter_async_context(self._session(i)) for i in range(self._addresses())]
             next_at = time.monotonic()
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 try:
-                    await self.step(s)
+                    await self.step(sessions)
                 except (TimeoutError, aiohttp.ClientError):
                     self.stats.sent["error"] += 1
                 next_at += interval
@@ -256,12 +288,15 @@ class ReengageDemo:
         self.say(f"demo     {p.first} {p.last} ({p.company[0]}) marked closed-lost ({reason}) by "
                  f"{lead.get('owner_name') or lead.get('owner')}")
 
-    async def _bring_back(self, s: aiohttp.ClientSession, c: _Closed) -> None:
+    async def _bring_back(self, c: _Closed) -> None:
         c.back = True
         p = c.person
-        for _ in range(3):
-            await self.traffic.visit(s, p, "/pricing", "Pricing")
-        await self.traffic.demo_request(s, p)
+        # From the person's own browser (user agent, Origin, address), as their first request came:
+        # an HTTP library's request would lower the form's trust and be held for review.
+        async with self.traffic.browser(p) as b:
+            for _ in range(3):
+                await self.traffic.visit(b, p, "/pricing", "Pricing")
+            await self.traffic.demo_request(b, p)
         self.say(f"demo     {p.first} {p.last} ({p.company[0]}) is back: /pricing 3 times, then a demo request")
 
     async def step(self, s: aiohttp.ClientSession) -> None:
@@ -276,7 +311,7 @@ class ReengageDemo:
             if sum(x.back for x in self.closed) >= self.bring_back:
                 break
             if not c.back and now - c.at >= self.back_after_s:
-                await self._bring_back(s, c)
+                await self._bring_back(c)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Play the reps' side until ``stop`` is set; a failed request is tried again next tick."""

@@ -28,6 +28,14 @@ Abuse
     * Request heads, bodies and idle connections have timeouts (``LEADROUTER_COLLECTOR_*_TIMEOUT_S``,
       :class:`HeaderDeadline`); JSON deeper than 32 levels is a 400 naming the field.
     * CORS: credentials only for ``LEADROUTER_CORS_ORIGINS``; other origins get ``*``.
+    * Rate limits per client address and visitor id, shared through Redis
+      (:mod:`router.ingest.ratelimit`): forms and SDK calls get 429 with ``Retry-After``,
+      pixels over the limit are dropped (the GIF still answered).
+    * Form spam: a filled honeypot field (``LEADROUTER_FORM_HONEYPOT_FIELDS``) is accepted
+      with 202 but flagged (trust 0, machine 1.0); every form fill carries a ``trust``
+      (0..1) with reasons (:func:`router.ingest.machine.form_trust`): HTTP-library or empty
+      user agents, no or another site's Origin, disposable email domains, a rate-limited
+      address.  The worker holds a suspicious hand-raiser for review instead of alerting a rep.
     * ``/metrics`` is not on the public port (a 404 there): :class:`CollectorService` serves it
       on its own listener, ``LEADROUTER_COLLECTOR_METRICS_HOST``/``_PORT`` (default
       127.0.0.1:9108; port 0 serves none), for Prometheus on a private network.
@@ -62,6 +70,7 @@ from router import metrics
 from router.errors import CollectorError
 from router.ingest.forwarder import KafkaForwarder
 from router.ingest.handlers import Collector
+from router.ingest.ratelimit import RateLimiter
 from router.ingest.request import MAX_FORM_BYTES
 from router.ingest.segment import (
     Deduper,
@@ -167,11 +176,12 @@ async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time, *,
-               dedupe: Deduper | None = None, vault: Vault | None = None) -> web.Application:
+               dedupe: Deduper | None = None, limiter: RateLimiter | None = None,
+               vault: Vault | None = None) -> web.Application:
     """The collector's routes.  ``vault`` protects personal data before ``sink`` sees it; the
     service (:class:`CollectorService`) always passes one, only request-parsing tests leave it out."""
     c = Collector(settings.ingest, settings.tokens, settings.spool, sink, clock, dedupe,
-                  topic=settings.kafka.topic_events, vault=vault)
+                  topic=settings.kafka.topic_events, limiter=limiter, vault=vault)
     # The server never decompresses a body itself: handlers that read one decode it, bounded, in
     # read_limited; a bomb sent to any other route costs nothing.  keepalive_timeout: the idle timeout.
     app = web.Application(middlewares=[header_deadline, timing], client_max_size=MAX_FORM_BYTES * 2,
@@ -219,6 +229,7 @@ class CollectorService:
         self._forward_stop = asyncio.Event()
         self._forward_task: asyncio.Task[None] | None = None
         self._redis: Redis | None = None
+        self._limiter: RateLimiter | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._metrics_runner: web.AppRunner | None = None
@@ -237,11 +248,12 @@ class CollectorService:
         self._forward_task = asyncio.create_task(self.forwarder.run(self._forward_stop), name="spool-forwarder")
         self._redis = create_redis(self.settings.redis, role="collector")
         dedupe = MessageDeduper(self._redis, self.settings.ingest.message_dedupe_ttl_s)
+        self._limiter = RateLimiter.from_settings(self.settings.ingest, self._redis)
         if self.settings.tokens.pii_master()[1]:
             log.warning("LEADROUTER_PII_KEY is not set: personal data is sealed with the built-in development "
                         "key; set a long random LEADROUTER_PII_KEY in production")
         vault = Vault.from_settings(self._redis, self.settings.tokens)
-        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe, vault=vault)
+        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe, limiter=self._limiter, vault=vault)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         ingest = self.settings.ingest
@@ -296,6 +308,9 @@ class CollectorService:
                     await self._forward_task
             self._forward_task = None
         await self.spool.close()
+        if self._limiter is not None:
+            await self._limiter.close()
+            self._limiter = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

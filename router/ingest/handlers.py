@@ -24,7 +24,8 @@ from yarl import URL
 from models import Event, EventType
 from router import metrics
 from router.errors import TokenError
-from router.ingest.machine import Verdict, classify_email_hit, classify_web_hit
+from router.ingest.machine import Verdict, classify_email_hit, classify_web_hit, form_trust
+from router.ingest.ratelimit import ALLOW, Decision, RateLimiter, checks_for
 from router.ingest.request import (
     GIF,
     GIF_HEADERS,
@@ -34,6 +35,8 @@ from router.ingest.request import (
     VISITOR_RE,
     body_timeout_error,
     client_ip,
+    honeypot_filled,
+    load_disposable_domains,
     new_visitor_id,
     parse_form,
     privacy_signal,
@@ -73,7 +76,7 @@ log = logging.getLogger(__name__)
 class Collector:
     def __init__(self, ingest: IngestSettings, tokens: TokenSettings, spool: SpoolSettings, sink: EventSink,
                  clock: Callable[[], float] = time.time, dedupe: Deduper | None = None, *,
-                 topic: str, vault: Vault | None = None) -> None:
+                 topic: str, limiter: RateLimiter | None = None, vault: Vault | None = None) -> None:
         self.ingest = ingest
         # Pseudonymises ids, truncates IPs and seals identified events before the sink sees them;
         # drops forgotten people's events.  None only in tests of request parsing.
@@ -91,6 +94,9 @@ class Collector:
         self.write_keys = dict(ingest.segment_write_keys)
         self.form_events = frozenset(normalise_event_name(n) for n in ingest.segment_form_events)
         self.snowplow_app_ids = frozenset(ingest.snowplow_app_ids)
+        self.limiter = limiter if limiter is not None else RateLimiter(None, ingest.rate_limit_window_s, clock=clock)
+        self.honeypots = tuple(ingest.form_honeypot_fields)
+        self.disposable = load_disposable_domains(ingest.disposable_domains_file)
 
     # --- helpers ---------------------------------------------------------
     def _gif(self, visitor_id: str | None = None, set_cookie: bool = False) -> web.Response:
@@ -197,6 +203,22 @@ class Collector:
         payload = dict(body) if body is not None else {"error": "unavailable", "detail": detail}
         return self._json(request, 503, payload, headers={"Retry-After": retry})
 
+    async def _limit(self, kind: str, ip: str | None, visitor_id: str | None = None) -> Decision:
+        """Count a request of endpoint class ``kind`` against its rate limits (router/ingest/ratelimit.py)."""
+        checks = checks_for(self.ingest, kind, ip, visitor_id)
+        if not checks:
+            return ALLOW
+        # Forms are counted in Redis before the answer; pixels and SDK calls never wait for it.
+        return await self.limiter.hit(checks, ip=ip, batched=kind != "form")
+
+    def _too_many(self, request: web.Request, endpoint: str, decision: Decision,
+                  body: Mapping[str, Any] | None = None) -> web.Response:
+        metrics.COLLECTOR_REQUESTS.labels(endpoint, "rate_limited").inc()
+        payload = dict(body) if body is not None else {
+            "error": "rate_limited",
+            "detail": f"too many requests from this client; retry after {decision.retry_after_s} s"}
+        return self._json(request, 429, payload, headers={"Retry-After": str(decision.retry_after_s)})
+
     def _user_agent(self, request: web.Request) -> str | None:
         return (request.headers.get("User-Agent") or "")[:MAX_TEXT] or None
 
@@ -221,6 +243,11 @@ class Collector:
                 metrics.COLLECTOR_INVALID.labels(endpoint, "referrer").inc()
             title = (q.get("title") or q.get("t") or "")[:MAX_TEXT] or None
             ua, ip = self._user_agent(request), self._client_ip(request)
+            counted = vid if not minted or q.get("vid") == vid else None  # not an id minted just now
+            if not (await self._limit("pixel", ip, counted)).allowed:
+                # Dropped, not flagged: a flood must not reach the spool, Kafka or the worker.
+                metrics.COLLECTOR_REQUESTS.labels(endpoint, "rate_limited").inc()
+                return self._gif()
             event = Event(
                 event_id=uuid.uuid4().hex, type=EventType.PAGE_VIEW, ts=self.clock(), source="pixel",
                 visitor_id=vid, url=url, referrer=referrer, title=title, utm=utm_from(q, url),
@@ -310,6 +337,11 @@ class Collector:
 
     async def form(self, request: web.Request) -> web.Response:
         endpoint = "form"
+        ip = self._client_ip(request)
+        cookie = request.cookies.get(self.ingest.cookie_name)
+        limited = await self._limit(endpoint, ip, cookie if cookie and VISITOR_RE.match(cookie) else None)
+        if not limited.allowed:
+            return self._too_many(request, endpoint, limited)
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             metrics.COLLECTOR_REQUESTS.labels(endpoint, "too_large").inc()
             return self._json(request, 413, {"error": "payload_too_large",
@@ -352,14 +384,28 @@ class Collector:
                                 request.headers.get("Referer"))
         form_id = fields.pop("form_id")
         email = fields.pop("email")
-        ua, ip = self._user_agent(request), self._client_ip(request)
+        ua = self._user_agent(request)
+        if vid is not None and vid != cookie and vid in (request.query.get("vid"), data.get("vid")):
+            # A visitor id sent in the query or body (not the cookie counted above) counts too.
+            limited = await self._limit(endpoint, None, vid)
+            if not limited.allowed:
+                return self._too_many(request, endpoint, limited)
+        honeypot = honeypot_filled(data, self.honeypots)
+        trust, why = form_trust(ua, request.headers.get("Origin"), email, cors_origins=self.cors_origins,
+                                disposable=self.disposable, honeypot=honeypot,
+                                hot_ip=limited.hot_ip or self.limiter.is_hot(ip))
+        for reason in why:
+            metrics.FORM_SUSPICIOUS.labels(reason).inc()
         event = Event(
             event_id=uuid.uuid4().hex, type=EventType.FORM_FILL, ts=self.clock(), source="form",
             visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url,
             utm=utm_from({k: v for k, v in data.items() if isinstance(v, str)}, page_url),
-            user_agent=ua, ip=ip,
+            user_agent=ua, ip=ip, trust=trust, trust_reasons=",".join(why) or None,
         )
         event = self._flag(event, classify_web_hit(ua, ip, self.networks, browser_expected=False))
+        if honeypot:  # spam: recorded, worth nothing, never a hand-raiser; the bot is not told
+            event = replace(event, machine=1.0, machine_reason=",".join(
+                ("honeypot", *(r for r in (event.machine_reason or "").split(",") if r))))
         outcome = await self._produce(event, endpoint)
         metrics.COLLECTOR_REQUESTS.labels(endpoint, outcome).inc()
         if outcome != "accepted":
@@ -487,6 +533,11 @@ class Collector:
         header_key = basic_auth_user(request.headers.get("Authorization"))
         if header_key is not None and header_key not in self.write_keys:
             return self._sdk_error(request, endpoint, _bad_key(), "unauthorized")
+        limited = await self._limit("sdk", self._client_ip(request))
+        if not limited.allowed:
+            return self._too_many(request, endpoint, limited, {
+                "success": False, "code": "rate_limited",
+                "message": f"too many requests from this address; retry after {limited.retry_after_s} s"})
         limit = MAX_BATCH_BYTES if call == "batch" else MAX_MESSAGE_BYTES
         what = "a batch request" if call == "batch" else "a message"
         try:
@@ -566,6 +617,11 @@ class Collector:
                 metrics.COLLECTOR_REQUESTS.labels(endpoint, "disabled").inc()
                 return self._gif()
             params = {k: request.query.get(k) for k in request.query}
+            duid = params.get("duid")
+            if not (await self._limit("pixel", self._client_ip(request),
+                                      duid if isinstance(duid, str) and duid else None)).allowed:
+                metrics.COLLECTOR_REQUESTS.labels(endpoint, "rate_limited").inc()
+                return self._gif()
             signal = privacy_signal(request)
             if signal is not None and not params.get("uid"):
                 metrics.PRIVACY_SKIPPED.labels(endpoint, signal).inc()
@@ -584,6 +640,9 @@ class Collector:
         if not self.ingest.snowplow_enabled:
             return self._sdk_error(request, endpoint, IngestError(
                 404, "api_disabled", "the Snowplow endpoint is off: set LEADROUTER_SNOWPLOW_ENABLED=1"), "disabled")
+        limited = await self._limit("sdk", self._client_ip(request))
+        if not limited.allowed:
+            return self._too_many(request, endpoint, limited)
         try:
             body = await read_limited(request, SNOWPLOW_MAX_BODY, "a Snowplow payload", self.body_timeout_s)
             items = payload_events(parse_object(body))

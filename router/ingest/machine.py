@@ -48,6 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from router.settings import parse_networks as parse_networks  # the setting's parser, for callers here
+from scoring import trust
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -201,3 +202,30 @@ def classify_email_hit(kind: str, user_agent: str | None, ip: str | None, *, sen
     else:
         signals.extend(user_agent_signals(ua, browser_expected=browser_expected))
     return combine(signals)
+
+
+def form_trust(user_agent: str | None, origin: str | None, email: str, *, cors_origins: frozenset[str],
+               disposable: frozenset[str], honeypot: bool, hot_ip: bool) -> tuple[float, tuple[str, ...]]:
+    """How far a form fill looks like a person's (0..1) and why not (scoring/trust.py).
+
+    A form is meant to be posted by a browser, so HTTP libraries and a missing user agent count
+    (whatever ``machine_flag_http_clients`` says: that setting only flags pixels).  ``Origin``: with
+    ``LEADROUTER_CORS_ORIGINS`` set, another site's origin is ``foreign_origin``; a post without one
+    is ``no_origin`` (browsers send it on every cross-site and fetch POST; scripts often do not).
+    """
+    reasons: list[str] = []
+    if honeypot:
+        reasons.append(trust.HONEYPOT)
+    for _, reason in user_agent_signals(user_agent, browser_expected=True):
+        kind = reason.split(":", 1)[0]
+        if kind in (trust.CRAWLER, trust.HTTP_LIBRARY, trust.NO_USER_AGENT):
+            reasons.append(kind)
+    if not origin or origin == "null":
+        reasons.append(trust.NO_ORIGIN)
+    elif cors_origins and origin not in cors_origins:
+        reasons.append(trust.FOREIGN_ORIGIN)
+    if trust.is_disposable(email, disposable):
+        reasons.append(trust.DISPOSABLE_EMAIL)
+    if hot_ip:
+        reasons.append(trust.RATE_LIMITED_IP)
+    return trust.combine(reasons)

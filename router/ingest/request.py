@@ -15,11 +15,14 @@ import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from router.errors import SettingsError
 from router.ingest.machine import network_of, parse_ip
 from router.ingest.segment import (
     FORM_ID_RE,
@@ -29,6 +32,7 @@ from router.ingest.segment import (
     valid_email,
 )
 from router.settings import Network
+from scoring.trust import parse_domain_list
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,27 @@ def _echo(value: Any) -> Any:
     if isinstance(value, str):
         return value[:40] + "…"
     return f"(a {type(value).__name__} of {size} bytes, not shown)"
+
+
+def load_disposable_domains(path: str) -> frozenset[str]:
+    """The disposable email domains of LEADROUTER_DISPOSABLE_DOMAINS_FILE ("" = the shipped list)."""
+    if not path:
+        return parse_domain_list(resources.files("router.ingest").joinpath("disposable_domains.txt").read_text())
+    try:
+        return parse_domain_list(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = (f"setting LEADROUTER_DISPOSABLE_DOMAINS_FILE={path!r} cannot be read ({exc}); point it at a text "
+               "file with one domain a line, or unset it to use the shipped list")
+        raise SettingsError(msg) from None
+
+
+def honeypot_filled(data: Mapping[str, Any], names: Sequence[str]) -> bool:
+    """A hidden honeypot field (LEADROUTER_FORM_HONEYPOT_FIELDS) came back with a value."""
+    for name in names:
+        value = data.get(name)
+        if value is not None and value != "" and not (isinstance(value, str) and not value.strip()):
+            return True
+    return False
 
 
 def new_visitor_id() -> str:

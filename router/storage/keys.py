@@ -91,8 +91,9 @@ def lead_keys(lead_id: str) -> list[str]:
 
 
 def apply_keys(lead_id: str) -> list[str]:
-    """The keys apply_event.lua takes: :func:`lead_keys`, the history and :func:`lead_ids` (one slot)."""
-    return [*lead_keys(lead_id), history(lead_id), lead_ids(lead_id)]
+    """The keys apply_event.lua takes: :func:`lead_keys`, the history, :func:`lead_ids` and the
+    :func:`field_history` (KEYS[7]), all in the lead's slot."""
+    return [*lead_keys(lead_id), history(lead_id), lead_ids(lead_id), field_history(lead_id)]
 
 
 def visitor(visitor_id: str) -> str:
@@ -334,6 +335,35 @@ def digest_keys(rep_id: str) -> list[str]:
 
 DIGEST_DUE = f"{PREFIX}:{{digest}}:due"
 """Sorted set rep_id -> ts: when each rep's digest is due."""
+
+
+# --- Abuse: collector rate limits, the review queue, field provenance (issue 16.2, 16.3) --------------
+
+
+def rate_limit(scope: str, identifier: str, window: int) -> str:
+    """Counter with a TTL: requests of one client address or visitor id in one fixed window.
+
+    ``scope`` is ``<endpoint class>:<ip|visitor>``; the identifier is hashed, so client input never
+    shapes a key.  One single-key Lua call per request (router/storage/lua/rate_limit.lua).
+    """
+    digest = hashlib.sha256(identifier.encode()).hexdigest()[:20]
+    return f"{PREFIX}:rl:{scope}:{digest}:{window}"
+
+
+REVIEW_QUEUE = f"{PREFIX}:review:queue"
+"""Sorted set lead_id -> ts held: hand-raisers held for review instead of going to a rep (one per lead)."""
+REVIEW_RELEASED = f"{PREFIX}:review:released"
+"""Sorted set lead_id -> ts released: leads ops released, routed normally by the next worker tick."""
+REVIEW_KEPT = 10_000  # the queue keeps this many leads, oldest dropped from the index (the lead keeps its state)
+
+
+def field_history(lead_id: str) -> str:
+    """List of JSON entries, newest first: every change to a lead field (and every proposal an
+    unverified source made), with the old and new value, source and time."""
+    return f"{PREFIX}:{{L:{lead_id}}}:fields"
+
+
+FIELD_HISTORY_KEPT = 100
 
 
 # --- Due times: the scheduler (router/worker/scheduler.py; issue 11.3) --------------------------------------

@@ -187,7 +187,8 @@ class RedisStore:
     def _lead_cfg(self, rules: LeadRules, now: float) -> bytes:
         cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
                                "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT, "at": self.anonymous_ttl_s,
-                               "rc": orjson.Fragment(rules.clauses_json), "hk": keys.HISTORY_KEPT}
+                               "rc": orjson.Fragment(rules.clauses_json), "hk": keys.HISTORY_KEPT,
+                               "fk": keys.FIELD_HISTORY_KEPT}
         if rules.reengage_json:
             cfg["re"] = orjson.Fragment(rules.reengage_json)
         if rules.daily_cap is not None:
@@ -217,7 +218,8 @@ class RedisStore:
             payload: dict[str, Any] = {
                 "e": ev.event_id, "t": ev.ts, "y": ev.type.value, "d": day_bucket(ev.ts),
                 "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
-                "i": plan.lead_id, "r": plan.hit_objects(),
+                "i": plan.lead_id, "r": plan.hit_objects(), "fv": plan.verified,
+                "fs": plan.field_source or ev.source,
             }
             if ev.email:
                 payload["m"] = keys.normalise_email(ev.email)
@@ -548,6 +550,51 @@ class RedisStore:
                                          approximate=True)
         await self.redis.hdel(keys.lead(lead_id), "outcome_pending")
         return _s(entry_id)
+
+    # --- abuse: the review queue and field provenance (issue 16.2, 16.3; appended) -------------------
+
+    async def review_step(self, op: str, lead_id: str, now: float, *, crossing: int | None = None,
+                          info: Mapping[str, Any] | None = None, who: str = "") -> dict[str, Any]:
+        """hold / release / dismiss one lead's crossing (router/storage/lua/review.lua), then the queue indexes.
+
+        Two slots, so two steps: the lead-side step is atomic and decides; the queue indexes
+        (``keys.REVIEW_QUEUE``, ``keys.REVIEW_RELEASED``) follow it and are safe to repeat.
+        """
+        raw = await self._script("review.lua")(
+            keys=[keys.lead(lead_id), keys.history(lead_id)],
+            args=[op, "" if crossing is None else str(crossing), repr(now), orjson.dumps(dict(info or {})),
+                  keys.HISTORY_KEPT, who])
+        out: dict[str, Any] = orjson.loads(raw)
+        status = out.get("status")
+        pipe = self.redis.pipeline(transaction=False)
+        if status in ("held", "already_held") and out.get("state") == "held":
+            pipe.zadd(keys.REVIEW_QUEUE, {lead_id: now}, nx=True)
+            pipe.zremrangebyrank(keys.REVIEW_QUEUE, 0, -keys.REVIEW_KEPT - 1)
+        elif status == "released":
+            pipe.zadd(keys.REVIEW_RELEASED, {lead_id: now})
+            pipe.zrem(keys.REVIEW_QUEUE, lead_id)
+        elif status in ("dismissed", "not_held", "stale"):
+            pipe.zrem(keys.REVIEW_QUEUE, lead_id)
+        await pipe.execute()
+        return out
+
+    async def review_queue(self, limit: int = 100) -> list[str]:
+        """Lead ids held for review, oldest first."""
+        raw = await self.redis.zrange(keys.REVIEW_QUEUE, 0, limit - 1)
+        return [_s(x) for x in raw]
+
+    async def review_released(self, limit: int = 100) -> list[str]:
+        """Lead ids ops released and not routed yet, oldest first."""
+        raw = await self.redis.zrange(keys.REVIEW_RELEASED, 0, limit - 1)
+        return [_s(x) for x in raw]
+
+    async def review_routed(self, lead_id: str) -> None:
+        await self.redis.zrem(keys.REVIEW_RELEASED, lead_id)
+
+    async def field_history(self, lead_id: str, limit: int = keys.FIELD_HISTORY_KEPT) -> list[dict[str, Any]]:
+        """The lead's field changes and proposals, newest first."""
+        raw = await self.redis.lrange(keys.field_history(lead_id), 0, limit - 1)
+        return [orjson.loads(r) for r in raw]
 
 
 def _s(x: Any) -> str:

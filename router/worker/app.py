@@ -151,7 +151,7 @@ def create_app(settings: Settings) -> LeadRouterApp:
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
                         link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers, vault=vault,
-                        link_ttl_s=settings.alerts.link_ttl_s)
+                        review_below=settings.worker.review_trust_below, link_ttl_s=settings.alerts.link_ttl_s)
 
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
@@ -197,6 +197,11 @@ def create_app(settings: Settings) -> LeadRouterApp:
     # run it; each step is claimed once and a missed tick catches up.
     app.timer(interval=settings.worker.scheduler_tick_s, name="scheduler")(
         scheduler_timer(rt.store, rt.scoring, rt.routing, pipeline.sla_alert))
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def review_timer() -> None:
+        # Leads ops released from the review queue are routed normally (router/worker/review.py).
+        await pipeline.review_tick()
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:

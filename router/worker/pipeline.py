@@ -44,6 +44,9 @@ from router.worker.accounts import account_for
 from router.worker.distribution import Held, Pick, assign_owner, assign_reengaged_owner, assign_rep
 from router.worker.identity import is_known_person, resolve_batch, used_links
 from router.worker.reengage import comeback, out_of_office, reengagement_of
+from router.worker.review import crossing_trust, gated, review_info
+from router.worker.review import hold as hold_for_review
+from router.worker.review import route_released as route_released_leads
 from router.worker.sla import escalation_facts, escalation_text
 from rules import RoutingConfig, facts_from_lead
 from rules.accounts import AccountBook, match_account, owner_first
@@ -54,6 +57,7 @@ from scoring import (
     classify_title,
     fit_grade,
     is_hand_raiser,
+    score_at,
     score_event_hits,
     total_points,
 )
@@ -88,28 +92,59 @@ def event_fields(ev: Event) -> dict[str, str]:
 
 
 def plan_batch(events: Sequence[Event], lead_ids: Sequence[str], config: ScoringConfig,
-               icp: IcpConfig | None = None, stored: Mapping[str, Mapping[str, str]] | None = None
-               ) -> list[EventPlan]:
+               icp: IcpConfig | None = None, stored: Mapping[str, Mapping[str, str]] | None = None,
+               verified: Sequence[bool] | None = None) -> list[EventPlan]:
     """What each event is worth and to which lead (from the identity resolution).
 
     When an event brings fields the fit grade is based on, the grade is
     recomputed from the lead's stored fields (``stored``: lead id -> fields)
-    overlaid with everything the batch has said so far.
+    overlaid with everything the batch has said so far; an unverified event
+    (``verified``, see :func:`fields_verified`) only adds fields the lead does not
+    have, as apply_event.lua does.
     """
     plans: list[EventPlan] = []
     known: dict[str, dict[str, str]] = {k: dict(v) for k, v in (stored or {}).items()}
-    for ev, lead_id in zip(events, lead_ids, strict=True):
+    trusted = list(verified) if verified is not None else [True] * len(events)
+    for ev, lead_id, ok in zip(events, lead_ids, trusted, strict=True):
         hits = score_event_hits(ev, config)
         reasons = tuple(h.reason for h in hits)
         fields = event_fields(ev)
         grade = None
         if icp is not None and FIT_FIELDS.intersection(fields):
             merged = known.setdefault(lead_id, {})
-            merged.update(fields)
+            merged.update(fields if ok else {k: v for k, v in fields.items() if k not in merged})
             grade = fit_grade(merged, icp)
         plans.append(EventPlan(event=ev, lead_id=lead_id, reasons=reasons, points=total_points(reasons),
-                               hand_raiser=is_hand_raiser(reasons), fields=fields, hits=hits, grade=grade))
+                               hand_raiser=is_hand_raiser(reasons), fields=fields, hits=hits, grade=grade,
+                               verified=ok, field_source=field_source(ev, ok)))
     return plans
+
+
+# Sources anyone on the internet can send as (no secret): their fields are a proposal for a lead
+# that already has a value, unless they come from the lead's own browser.
+UNVERIFIED_SOURCES: frozenset[str] = frozenset({"form", "snowplow", "pixel", "email"})
+
+
+def fields_verified(event: Event, lead_id: str, visitors: Mapping[str, str]) -> bool:
+    """May this event's fields replace what the lead said before?
+
+    The verification model: an SDK call made with a write key (Segment, RudderStack:
+    any source but the public ones in :data:`UNVERIFIED_SOURCES`) is the customer's own
+    system speaking, so yes.  A form post (or Snowplow event) is verified only when it
+    comes from the lead's own browser: its visitor id was already linked to this lead
+    before this batch (``visitors``: visitor id -> lead id as stored).  A form from a new
+    browser or a stranger with the lead's email is a proposal: kept beside the lead's
+    value, with its source and time, and shown (lead explain, the admin API, the alert).
+    """
+    if event.source not in UNVERIFIED_SOURCES:
+        return True
+    return bool(event.visitor_id) and visitors.get(event.visitor_id or "") == lead_id
+
+
+def field_source(event: Event, verified: bool) -> str:
+    """How the field history names where a value came from, e.g. "form demo-request (unverified)"."""
+    what = f"{event.source} {event.form_id}" if event.form_id else f"{event.source} {event.type.value}"
+    return f"{what} ({'verified' if verified else 'unverified'})"
 
 
 # Lead fields the fit grade (scoring/icp.yaml) is computed from.
@@ -224,7 +259,8 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
         if grading:
             hashes = await store.lead_hashes(grading)
             stored = {lid: {k[2:]: v for k, v in h.items() if k.startswith("f:")} for lid, h in hashes.items()}
-    plans = plan_batch(events, resolution.lead_ids, config, icp, stored)
+    verified = [fields_verified(ev, lid, visitors) for ev, lid in zip(events, resolution.lead_ids, strict=True)]
+    plans = plan_batch(events, resolution.lead_ids, config, icp, stored, verified)
     account_plans = await plan_accounts(store, plans)
     rules = LeadRules.from_config(config, versions)
     results, accounts = await store.apply_with_accounts(
@@ -273,8 +309,9 @@ class Pipeline:
                  admin_url: str = "", icp: LiveFile[IcpConfig] | None = None,
                  model: Callable[[], LeadModel | None] | None = None, link_secret: str = "",
                  unique: frozenset[str] = frozenset({"email"}), vault: Vault | None = None,
-                 link_ttl_s: int = LINK_TTL_S) -> None:
+                 review_below: float = 0.5, link_ttl_s: int = LINK_TTL_S) -> None:
         self.store = store
+        self.review_below = review_below
         # Opens sealed events, drops forgotten people's, seals the alerts it publishes.
         self.vault = vault or Vault.from_settings(store.redis, TokenSettings())
         self.link_ttl_s = link_ttl_s
@@ -508,6 +545,8 @@ class Pipeline:
         once a rep is back.
         """
         started = time.perf_counter()
+        if await self._held_for_review(plan, result):
+            return None
         routing = self.routing.current
         lead = lead_view_from_hash(result.lead, result.reasons)
         facts = facts_from_lead(lead, {
@@ -573,7 +612,9 @@ class Pipeline:
                                            late=result.trigger == "hand_raiser" and not plan.hand_raiser),
                       recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
-                      links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing), reengagement=reengaged)
+                      links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing),
+                      reengagement=reengaged, field_changes=await self._field_changes(plan.lead_id),
+                      priority=result.trigger == "hand_raiser")
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.
@@ -592,3 +633,67 @@ class Pipeline:
                  decision.rule, result.crossing, result.trigger or "threshold")
         return assignment
 
+    # --- review queue and field provenance (issue 16.2, 16.3) -----------------------------------
+
+    async def _held_for_review(self, plan: EventPlan, result: ApplyResult) -> bool:
+        """True when this crossing is held for review (now, or since earlier): no rep, no alert.
+
+        A crossing ops released is routed; one never held is checked here once
+        (router/worker/review.py): a suspicious form crossing is held with its reasons.
+        """
+        lead = result.lead
+        if lead.get("review") and lead.get("review_crossing") == str(result.crossing):
+            return lead["review"] != "released"
+        if self.review_below <= 0 or not gated(plan.event, result.trigger):
+            return False
+        value, reasons = crossing_trust(plan.event, lead)
+        if value >= self.review_below:
+            return False
+        state = await hold_for_review(self.store, plan.lead_id, result.crossing,
+                                      review_info(plan.event, value, reasons, result.trigger), self.clock())
+        if state == "released":
+            return False
+        log.warning("lead %s held for review, not routed: trust %.2f (%s)", plan.lead_id,
+                    value, ", ".join(reasons))
+        return True
+
+    async def _field_changes(self, lead_id: str, limit: int = 5) -> tuple[dict[str, object], ...]:
+        """The lead's latest field changes and proposals (not first values), for the alert."""
+        entries = await self.store.field_history(lead_id, 20)
+        return tuple(e for e in entries if "old" in e)[:limit]
+
+    async def route_released(self, lead_id: str) -> bool:
+        """Route a lead ops released from review, normally; safe to repeat (True when routed now)."""
+        data = await self.store.lead_hash(lead_id)
+        crossing = data.get("pending_crossing", "")
+        if not data or data.get("review") != "released" or not crossing.isdigit() \
+                or data.get("review_crossing") != crossing:
+            await self.store.review_routed(lead_id)  # routed, dismissed, forgotten or merged since
+            return False
+        config = self.scoring.current
+        try:
+            info = orjson.loads(data.get("review_info") or "{}")
+        except orjson.JSONDecodeError:
+            info = {}
+        ev = info.get("event") if isinstance(info.get("event"), dict) else {}
+        now = self.clock()
+        form_id = ev.get("form_id") if isinstance(ev.get("form_id"), str) else None
+        event = Event(event_id=data.get("pending_event") or f"review:{lead_id}",
+                      type=EventType.FORM_FILL if form_id else EventType.TRACK,
+                      ts=float(ev.get("ts") or now), source=str(ev.get("source") or "form"),
+                      email=data.get("email"), form_id=form_id)
+        stored, asof = float(data.get("score", 0) or 0), float(data.get("asof", 0) or 0)
+        score = score_at(stored, asof, now, config.half_life_s) if asof > 0 else stored
+        trigger = data.get("last_trigger", "")
+        result = ApplyResult(status="resume", crossing=int(crossing), trigger=trigger, before=score, after=score,
+                             lead=data, reasons=tuple(await self.store.lead_reasons(lead_id, limit=20)),
+                             recent=tuple(await self.store.lead_recent(lead_id, 10)))
+        plan = EventPlan(event=event, lead_id=lead_id, reasons=(), points=0.0, hand_raiser=trigger == "hand_raiser")
+        await self.route(plan, result, config)
+        await self.store.review_routed(lead_id)
+        metrics.REVIEW.labels("routed").inc()
+        return True
+
+    async def review_tick(self) -> int:
+        """Route the leads ops released (the worker's review timer); never raises."""
+        return await route_released_leads(self.store, self.route_released)

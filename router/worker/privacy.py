@@ -70,7 +70,7 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
             report.keys_deleted += await redis.delete(key)
         source = keys.lead_id_for_visitor(value) if kind == "v" else keys.lead_id_for_user(value)
         related.add(source)
-        doomed += [*keys.lead_keys(source), keys.lead_ids(source), keys.history(source)]
+        doomed += [*keys.lead_keys(source), keys.lead_ids(source), keys.history(source), keys.field_history(source)]
         report.identifiers.append(kind)
     # Account membership.
     account = await redis.get(keys.lead_account(lead_id))
@@ -86,12 +86,15 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     # Assignments, SLA steps, picks, sent-marks and lifecycle records.
     owner, team = lead.get("owner"), lead.get("team")
     crossings = range(1, int(lead.get("crossing", 0) or 0) + 1)
-    doomed += [keys.lead_account(lead_id), keys.history(lead_id), keys.rejected(lead_id), keys.lead_ids(lead_id)]
+    doomed += [keys.lead_account(lead_id), keys.history(lead_id), keys.rejected(lead_id), keys.lead_ids(lead_id),
+              keys.field_history(lead_id)]
     doomed += [keys.holders(lead_id, n) for n in crossings]
     for n in crossings:
         aid = f"{lead_id}:{n}"
         doomed += [keys.alert_sent(aid), *(keys.alert_sent(f"{aid}:{k}") for k in keys.SLA_STEPS)]
         doomed += [keys.team_pick(name, aid) for name in routing.teams]
+    await redis.zrem(keys.REVIEW_QUEUE, lead_id)
+    await redis.zrem(keys.REVIEW_RELEASED, lead_id)
     if owner:
         await redis.zrem(keys.rep_leads(owner), lead_id)
         if team:

@@ -158,6 +158,10 @@ async def start_stack(tmp_path: Path, *, redis_appendonly: bool = False, worker:
         # Slack pacing (1 message/s per channel by default) is not under test here, except where a test
         # sets it back; the hand-raisers of a test share one webhook channel.
         "slack_rate_per_s": 20.0,
+        # The traffic of these tests comes from one loopback address at load-test rates, from scripted
+        # clients: rate limits and the review queue (tests/e2e/test_form_flood.py) are not under test here.
+        "rate_limit_form_per_ip": 0, "rate_limit_form_per_visitor": 0, "rate_limit_pixel_per_ip": 0,
+        "worker_review_trust_below": 0.0,
         "spool_send_timeout_s": 2.0,
         "spool_recheck_delay_s": 0.5,
         "log_level": "INFO",

@@ -172,3 +172,26 @@ async def test_pacing_survives_a_redis_outage_with_the_local_pacer() -> None:
 def _metric(name: str) -> float:
     value = metrics.REGISTRY.get_sample_value(name)
     return value or 0.0
+
+
+async def test_a_hand_raiser_jumps_the_channels_queue_and_the_queue_moves_back_one_slot(redis: Redis) -> None:
+    """Issue 16.2: a real lead's alert must not queue behind a burst on the same channel (priority lane)."""
+    clock = FakeClock()
+    a = RedisPacer(redis, 1.0, 1, clock=clock, sleep=clock.sleep)
+    b = RedisPacer(redis, 1.0, 1, clock=clock, sleep=clock.sleep)
+    key = pace_key("webhook", "https://hooks.slack.test/services/T/B/PRIO")
+    queued = [await a.acquire(key) for _ in range(30)]  # thirty other messages already waiting
+    assert queued[-1] == pytest.approx(29.0)
+    assert await b.acquire(key, priority=True) == 0.0  # the hand-raiser goes out now
+    assert await b.acquire(key, priority=True) == pytest.approx(1.0)  # priority messages are paced too
+    assert await a.acquire(key) == pytest.approx(32.0)  # the normal lane gave up two slots
+    clock.now += 40.0
+    assert await a.acquire(key) == 0.0 and await b.acquire(key, priority=True) == 0.0
+
+
+async def test_local_pacer_priority_lane() -> None:
+    clock = FakeClock()
+    pacer = LocalPacer(1.0, 1, clock=clock, sleep=clock.sleep)
+    assert [pacer.reserve("dm:U2") for _ in range(3)] == pytest.approx([0.0, 1.0, 2.0])
+    assert pacer.reserve("dm:U2", priority=True) == 0.0
+    assert pacer.reserve("dm:U2") == pytest.approx(4.0)

@@ -23,4 +23,8 @@ async def test_a_script_spanning_two_slots_is_caught(redis: Redis, scripts_use_o
 async def test_one_leads_keys_share_a_slot(redis: Redis, scripts_use_one_hash_slot: list[str]) -> None:
     for lead_id in ("Labc", "A123", "U9"):
         assert len({key_slot(k.encode()) for k in keys.lead_keys(lead_id)}) == 1
+        # apply_event.lua's seven keys: the lead's, its history, ids and field history (KEYS[7])
+        applied = keys.apply_keys(lead_id)
+        assert len(applied) == 7 and applied[6] == keys.field_history(lead_id)
+        assert len({key_slot(k.encode()) for k in applied}) == 1
     assert len({key_slot(k.encode()) for k in keys.account_keys("c0ffee")}) == 1

@@ -15,10 +15,12 @@
 -- 'reengaged' history entry), in this same atomic step.
 --
 -- KEYS[1..6]  lead hash, seen zset, reasons list, recent list, history list, ids set
---             (KEYS[6] may be absent: then it is not expired with the profile)
+--             (KEYS[6] may be absent: then it is not expired with the profile);
+--             KEYS[7] (optional) the field history list (field provenance)
 -- ARGV[1]     the event, JSON: e event_id, t ts, y type, s summary (JSON
 --             text), h hand_raiser, f fields {name: value}, m email,
---             i lead_id, u user_id, d UTC day, g fit grade and gp fit points
+--             i lead_id, u user_id, d UTC day, fv fields verified, fs fields' source,
+--             g fit grade and gp fit points
 --             (when this event changed what the grade is based on),
 --             r hits [{rule, points, cap?, once?, reason {...}}]
 --             or, with mode 'p', only i, e and pr: a new model probability;
@@ -30,6 +32,7 @@
 --             hand_raiser?, label}], rb recycle_below, re {hs {stage: true},
 --             ss {stage: seconds}, cd seconds} re-engagement rules, hk history kept,
 --             at anonymous_ttl_s (0 or absent: anonymous profiles never expire),
+--             fk field history kept,
 --             iw identify window (seconds an anonymous hand-raise waits for the
 --             person to be identified; absent or 0: never), vs the versions
 --             scoring with (recorded on the lead, and on a crossing as mql_versions)
@@ -322,7 +325,31 @@ redis.call('HSET', lead, 'last_type', ev.y)
 local email = ev.m or ''
 if email ~= '' then redis.call('HSET', lead, 'email', email) end
 if ev.u and ev.u ~= '' then redis.call('HSET', lead, 'user_id', ev.u) end
-for k, fv in pairs(ev.f or {}) do redis.call('HSET', lead, 'f:' .. k, fv) end
+-- Field provenance (KEYS[7], the field history, when given): a field the lead has no value
+-- for is set; a different value replaces the current one only from a verified source (ev.fv:
+-- an SDK call with a write key, or a form from the lead's own browser); an unverified one
+-- (a stranger's form) is kept as a proposal beside it.  Either way the history keeps both
+-- values with their source and time; nothing is replaced silently.
+local fhist = KEYS[7]
+for k, fv in pairs(ev.f or {}) do
+  local cur = redis.call('HGET', lead, 'f:' .. k)
+  if not fhist then
+    redis.call('HSET', lead, 'f:' .. k, fv)
+  elseif cur ~= fv then
+    local applied = (not cur) or ev.fv == true or k == 'consent'
+    if applied then
+      redis.call('HSET', lead, 'f:' .. k, fv)
+      redis.call('HDEL', lead, 'fp:' .. k)
+    else
+      redis.call('HSET', lead, 'fp:' .. k, fv)
+    end
+    local entry = {field = k, new = fv, source = ev.fs or '', verified = ev.fv == true, applied = applied,
+                   ts = ts, event_id = eid}
+    if cur then entry.old = cur end
+    redis.call('LPUSH', fhist, cjson.encode(entry))
+    redis.call('LTRIM', fhist, 0, (cfg.fk or 100) - 1)
+  end
+end
 local stage = redis.call('HGET', lead, 'stage')
 if not stage or (stage == 'anonymous' and email ~= '') then
   if redis.call('HEXISTS', lead, 'email') == 1 then stage = 'known' else stage = 'anonymous' end
@@ -351,11 +378,13 @@ if string.sub(ev.i or '', 1, 1) ~= 'L' and redis.call('HEXISTS', lead, 'email') 
   redis.call('EXPIRE', recent, ttl)
   redis.call('EXPIRE', hist, ttl)
   if ids then redis.call('EXPIRE', ids, ttl) end
+  if fhist then redis.call('EXPIRE', fhist, ttl) end
 elseif redis.call('PERSIST', lead) == 1 then
   redis.call('PERSIST', reasons)
   redis.call('PERSIST', recent)
   redis.call('PERSIST', hist)
   if ids then redis.call('PERSIST', ids) end
+  if fhist then redis.call('PERSIST', fhist) end
 end
 redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
 

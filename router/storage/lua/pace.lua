@@ -1,6 +1,6 @@
 -- The token bucket of bucket_step(), atomically in Redis: one call per message.
 -- KEYS[1] the channel's bucket (hash: tokens, ts)
--- ARGV[1] rate (tokens/s), ARGV[2] burst, ARGV[3] 'take' | 'hold', ARGV[4] hold seconds,
+-- ARGV[1] rate (tokens/s), ARGV[2] burst, ARGV[3] 'take' | 'hold' | 'debit', ARGV[4] hold seconds,
 -- ARGV[5] now in epoch seconds ('' = the Redis server's clock, shared by every worker),
 -- ARGV[6] ttl ms.  Returns the seconds the caller waits for its slot (text: Lua
 -- numbers would be truncated to integers on the way out).
@@ -29,6 +29,9 @@ local wait = 0
 if ARGV[3] == 'hold' then
   local floor = 1 - tonumber(ARGV[4]) * rate
   if tokens > floor then tokens = floor end
+elseif ARGV[3] == 'debit' then
+  -- a priority message went first: later callers queue one slot further back
+  tokens = tokens - 1
 else
   tokens = tokens - 1
   wait = lag
