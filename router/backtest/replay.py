@@ -109,6 +109,9 @@ class _RecordingPipeline(Pipeline):
     """The worker's pipeline, recording every crossing it routes (or holds) instead of alerting."""
 
     sink: list[Crossing]
+    # One by one, in event order: concurrent routes make the turn order of a team vary between
+    # replays, which would show as leads "moved" between reps when nothing changed.
+    route_concurrency = 1
 
     async def route(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> Assignment | None:
         # Routed at the time of the event that made the crossing (each route runs in its own task,

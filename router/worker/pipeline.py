@@ -303,6 +303,9 @@ async def _score_with_model(store: RedisStore, model: LeadModel, plans: Sequence
 
 
 class Pipeline:
+    # Crossings of one batch routed at once; 1 routes them one by one, in event order (replays).
+    route_concurrency: int = ROUTE_CONCURRENCY
+
     def __init__(self, store: RedisStore, scoring: LiveFile[ScoringConfig], routing: LiveFile[RoutingConfig],
                  publish_alert: PublishAlert, clock: Callable[[], float] = time.time,
                  intent: AccountIntentConfig | None = None, accounts: LiveFile[AccountBook] | None = None,
@@ -377,7 +380,7 @@ class Pipeline:
             todo.append((plan, result))
         # Different leads' crossings are independent (each pick is one atomic
         # Redis step), so they are routed concurrently, a bounded number at once.
-        gate = asyncio.Semaphore(ROUTE_CONCURRENCY)
+        gate = asyncio.Semaphore(self.route_concurrency)
 
         async def route_one(plan: EventPlan, result: ApplyResult) -> None:
             async with gate:

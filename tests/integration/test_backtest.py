@@ -130,6 +130,17 @@ async def test_a_strategy_change_moves_leads_between_reps(redis: Redis, archived
     assert f"moved leads: {len(moved)} MQL under both go to another rep (0 to another team)" in report
 
 
+async def test_the_same_files_twice_move_no_lead(redis: Redis, archived: list[Event]) -> None:
+    """A replay is deterministic: crossings are routed one by one in event order, so comparing a side
+    with itself shows no moved lead (concurrent routing used to swap reps between runs)."""
+    a = await replay_side(redis, side("current"), archived)
+    b = await replay_side(redis, side("new"), archived)
+    cmp = Comparison(a, b, datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC))
+    moved, only_a, only_b = cmp.moves()
+    assert (moved, only_a, only_b) == ([], 0, 0)
+    assert [(c.lead_id, c.rep_id) for c in a.crossings] == [(c.lead_id, c.rep_id) for c in b.crossings]
+
+
 def test_outcomes_file_keeps_the_furthest_outcome(tmp_path: Path) -> None:
     path = tmp_path / "outcomes.csv"
     path.write_text("email,outcome\nA@x.test,accepted\na@x.test,won\nb@x.test,lost\n", encoding="utf-8")
