@@ -409,9 +409,10 @@ def health_samples() -> str:
     return f"{PREFIX}:admin:health:samples"
 
 
-def health_tick() -> str:
-    """String with a TTL: taken by the one admin process that records the next health sample (SET NX)."""
-    return f"{PREFIX}:admin:health:tick"
+def health_tick(bucket: int) -> str:
+    """String with a TTL: taken (SET NX) by the one admin process that records the health sample of one
+    interval (``bucket`` is the sample time divided by LEADROUTER_ADMIN_HEALTH_SAMPLE_S)."""
+    return f"{PREFIX}:admin:health:tick:{bucket}"
 
 
 # --- Personal data: per-person data keys and tombstones (router/storage/pii.py; issue 16.7) -----------

@@ -13,8 +13,8 @@ out of the sums.
 
 History for the sparklines is kept in Redis (:func:`router.storage.keys.health_samples`,
 newest first, trimmed), so every admin process shows the same history and a
-restart keeps it: each admin process samples every ``LEADROUTER_ADMIN_HEALTH_SAMPLE_S``,
-and a ``SET NX`` tick lets only one of them record each sample.
+restart keeps it: each admin process samples every ``LEADROUTER_ADMIN_HEALTH_SAMPLE_S``
+(and on each view), and a ``SET NX`` tick per interval lets only one record per interval.
 """
 
 from __future__ import annotations
@@ -162,9 +162,10 @@ class HealthPage:
         self.clock = clock
 
     async def record(self, sample: Sample) -> bool:
-        """Keep a sample unless another admin process kept one within the interval; True when kept."""
-        ttl_ms = max(1, int(self.every_s * 900))  # 90% of the interval: a late tick never skips a round
-        if not await self.redis.set(keys.health_tick(), repr(sample.ts), nx=True, px=ttl_ms):
+        """Keep a sample unless one was kept in its interval (by any admin process); True when kept."""
+        bucket = int(sample.ts // self.every_s)
+        if not await self.redis.set(keys.health_tick(bucket), repr(sample.ts), nx=True,
+                                    ex=max(1, int(self.every_s * 2))):
             return False
         pipe = self.redis.pipeline(transaction=False)  # one key (the tick is separate, and only a throttle)
         pipe.lpush(keys.health_samples(), sample.to_json())
