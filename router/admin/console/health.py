@@ -219,15 +219,16 @@ class HealthPage:
         throughput = rates(window, "events")
         sent_rate, failed_rate, dead_rate = (rates(window, a) for a in ("sent", "failed", "dead"))
         per_min = (throughput[-1] * 60) if throughput else None
+        per_process = "since the processes started; the line is per minute"
         tiles = [
             self.tile("Events per minute", "throughput", f"{per_min:,.0f}" if per_min is not None else "-",
-                      [r * 60 for r in throughput], f"{now.events:,.0f} since the processes started"),
+                      [r * 60 for r in throughput], f"{now.events:,.0f} events since the processes started"),
             self.tile("Consumer lag (messages)", "lag", f"{now.lag:,.0f}", [s.lag for s in window]),
             self.tile("Spool depth (events)", "spool", f"{now.spool_events:,.0f}", [s.spool_events for s in window],
                       f"{now.spool_bytes / 1024:,.0f} KiB on disk"),
-            self.tile("Alerts sent", "sent", f"{now.sent:,.0f}", [r * 60 for r in sent_rate], "per minute line"),
-            self.tile("Alerts failed", "failed", f"{now.failed:,.0f}", [r * 60 for r in failed_rate]),
-            self.tile("Dead-lettered alerts", "dead", f"{now.dead:,.0f}", [r * 60 for r in dead_rate]),
+            self.tile("Alerts sent", "sent", f"{now.sent:,.0f}", [r * 60 for r in sent_rate], per_process),
+            self.tile("Alerts failed", "failed", f"{now.failed:,.0f}", [r * 60 for r in failed_rate], per_process),
+            self.tile("Dead-lettered alerts", "dead", f"{now.dead:,.0f}", [r * 60 for r in dead_rate], per_process),
         ]
         rows = "".join(f'<tr data-ok="{"yes" if s.ok else "no"}"><td><code>{h(s.url)}</code></td>'
                        f'<td>{"up" if s.ok else "down"}</td><td class="opt">{h(s.error)}</td></tr>'

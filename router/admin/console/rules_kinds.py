@@ -203,9 +203,9 @@ class RulesKind:
                     return rules_store.check_rules(text, source, cases, self.cases_source)
                 return config_store.check_config(self._spec, text, source, cases, self.cases_source)
             except RulesRejectedError as exc:
-                raise RulesEditError(str(exc).splitlines()[0], exc.failures) from None
+                raise RulesEditError(str(exc).splitlines()[0].rstrip(":"), exc.failures) from None
             except ConfigRejectedError as exc:
-                raise RulesEditError(str(exc).splitlines()[0],
+                raise RulesEditError(str(exc).splitlines()[0].rstrip(":"),
                                      [ln for f in exc.failures for ln in str(f).splitlines() if ln.strip()]) from None
 
         checked = await asyncio.to_thread(check)

@@ -81,14 +81,15 @@ class TeamPage:
         if session.principal.role is Role.OPS:
             override = rep.get("override") or {}
             checked = " checked" if override.get("out_of_office") else ""
-            form = (f'<form method="post" class="inline ooo" action="/console/team/{h(rep["id"])}/availability">'
+            form = (f'<details class="ooo" id="edit-{h(rep["id"])}"><summary>Edit</summary>'
+                    f'<form method="post" class="inline ooo" action="/console/team/{h(rep["id"])}/availability">'
                     f'{csrf_field(session.csrf)}<label><input type="checkbox" name="out_of_office" value="1"'
                     f'{checked} id="ooo-{h(rep["id"])}"> out</label>'
                     f'<input type="date" name="until" value="{h(override.get("until") or "")}" '
                     f'id="until-{h(rep["id"])}" aria-label="until">'
                     f'<input name="note" maxlength="{MAX_NOTE}" placeholder="note" value="{h(override.get("note", ""))}"'
                     f' id="note-{h(rep["id"])}" size="10">'
-                    f'<button type="submit" id="save-{h(rep["id"])}">Save</button></form>')
+                    f'<button type="submit" id="save-{h(rep["id"])}">Save</button></form></details>')
         return (f'<tr data-rep="{h(rep["id"])}" data-available="{"yes" if free else "no"}">'
                 f'<td><b>{h(rep["name"])}</b><br><span class="muted">{h(rep["id"])}</span></td><td>{h(rep["team"])}</td>'
                 f'<td class="opt">{h(hours)}</td><td class="opt">{h(rep["tz"])}</td>'
