@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from router.admin.core import AdminCore
+from router.errors import RouterError
 from router.admin.http import ApiError
 from router.admin.rules import printable_problem, yaml_guard
 from router.storage import config_store, rules_store
@@ -36,7 +37,7 @@ KINDS: tuple[KindName, ...] = ("routing", "scoring", "icp")
 TITLES: dict[KindName, str] = {"routing": "Routing rules", "scoring": "Scoring", "icp": "Fit (ICP)"}
 
 
-class RulesEditError(Exception):
+class RulesEditError(RouterError):
     """A console rules action refused: ``problems`` are validator lines (``source:line: message; fix``)."""
 
     def __init__(self, msg: str, problems: Sequence[str] = ()) -> None:
