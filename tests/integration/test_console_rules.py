@@ -228,3 +228,20 @@ async def test_scoring_is_validated_at_the_line_and_published_with_its_cases(api
     assert doc is not None and doc.author == "ops" and doc.note == "tuned nothing"
     status, html, _ = await get(api, "/console/rules/icp")
     assert status == 200 and 'id="text"' in html and "Simulate" not in html
+
+
+async def test_readonly_never_sees_slack_webhook_urls(api: Api) -> None:
+    hook = "https://hooks.slack.com/services/T000/B000/secretsecret"
+    text = RULES.read_text().replace('slack_webhook: ""', f'slack_webhook: "{hook}"', 1)
+    assert hook in text
+    csrf = await sign_in(api, "ops")
+    status, _, _ = await post(api, "/console/rules/routing", form(csrf, "publish", note="hook"))
+    assert status == 303
+    status, _, _ = await post(api, "/console/rules/routing", form(csrf, "publish", text, note="hook"))
+    assert status == 303
+    status, html, _ = await get(api, "/console/rules/routing")
+    assert hook in html  # ops edit it
+    await sign_in(api, "viewer")
+    for path in ("/console/rules/routing", "/console/rules/routing/history?a=1&b=2"):
+        status, html, _ = await get(api, path)
+        assert status == 200 and "secretsecret" not in html and "&lt;redacted&gt;" in html, path

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from router.admin.core import AdminCore
-from router.errors import RouterError
 from router.admin.http import ApiError
 from router.admin.rules import printable_problem, yaml_guard
+from router.errors import RouterError
 from router.storage import config_store, rules_store
 from router.storage.config_store import ConfigRejectedError, ConfigStore, ConfigVersionError
 from router.storage.rules_store import (

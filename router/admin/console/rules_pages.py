@@ -31,6 +31,7 @@ from router.admin.console.views import Problem, delta_bars, diff_table, listing,
 from router.admin.core import AdminCore
 from router.admin.http import ApiError
 from router.admin.openapi import MAX_NOTE
+from router.admin.rules import redact_webhooks
 from router.backtest.simulate import DATASETS, DEFAULT_DATASETS, LeadFileError, dataset_leads
 from rules import RulesError, load_routing
 from rules.simulation import SimLead, SimulationReport, simulate
@@ -106,6 +107,8 @@ class RulesPages:
     async def render(self, session: Session, kind: RulesKind, draft: Draft | None = None, *, results: str = "",
                      message: str = "", ok: bool = True, status: int = 200) -> web.Response:
         current: Current = await kind.current()
+        if session.principal.role is not Role.OPS:  # Slack webhook URLs are credentials: ops only (as the API)
+            current = Current(redact_webhooks(current.text), current.cases, current.number, current.label)
         in_force = ""
         if kind.name == "routing":
             in_force = f' · in force: <b id="in-force">{h((await self.admin.config()).version)}</b>'
@@ -289,8 +292,11 @@ class RulesPages:
             if not (a.isdigit() and b.isdigit() and int(a) in by_number and int(b) in by_number):
                 raise ApiError(404, "unknown_version", "Pick two published versions to compare.")
             va, vb = by_number[int(a)], by_number[int(b)]
+            old, new = va.content, vb.content
+            if not ops:
+                old, new = redact_webhooks(old), redact_webhooks(new)
             diff_html = (f"<h2>Diff v{va.number} → v{vb.number}</h2>"
-                         + diff_table(va.content, vb.content, f"v{va.number}", f"v{vb.number}"))
+                         + diff_table(old, new, f"v{va.number}", f"v{vb.number}"))
         done = '<p class="msg ok" id="message">Rolled back.</p>' if request.query.get("done") == "rolled-back" else ""
         body = (f"<h1>{h(kind.title)}: history</h1>{self.tabs(kind.name, '/history')}{done}"
                 f'<p><a href="/console/rules/{kind.name}">Edit</a></p>{diff_html}{table}{log_table}')
