@@ -187,6 +187,7 @@ async def test_history_diffs_versions_and_rolls_back_with_who_and_when(api: Api)
     status, html, _ = await get(api, "/console/rules/routing/history?a=1&b=2")
     assert status == 200
     assert '<tr class="add"><td><code>+' in html and "&lt;b&gt;edited&lt;/b&gt;" in html and "<b>edited" not in html
+    assert '<form method="get" class="inline" id="compare">' in html
     assert '<tr class="del">' in html and 'id="rollback-1"' in html and 'id="rollback-2"' not in html
     status, _, _ = await post(api, "/console/rules/routing/rollback", {"csrf": csrf, "version": "1", "note": ""})
     assert status == 422

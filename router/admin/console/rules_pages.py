@@ -297,6 +297,15 @@ class RulesPages:
                 old, new = redact_webhooks(old), redact_webhooks(new)
             diff_html = (f"<h2>Diff v{va.number} → v{vb.number}</h2>"
                          + diff_table(old, new, f"v{va.number}", f"v{vb.number}"))
+        if len(versions) > 1:
+            def pick(name: str, chosen: int) -> str:
+                opts = "".join(f'<option value="{v.number}"{" selected" if v.number == chosen else ""}>v{v.number}'
+                               "</option>" for v in versions)
+                return f'<select name="{name}" id="diff-{name}">{opts}</select>'
+
+            newest = versions[-1].number
+            diff_html = (f'<form method="get" class="inline" id="compare">Compare {pick("a", newest - 1)} with '
+                         f'{pick("b", newest)}<button type="submit">Diff</button></form>' + diff_html)
         done = '<p class="msg ok" id="message">Rolled back.</p>' if request.query.get("done") == "rolled-back" else ""
         body = (f"<h1>{h(kind.title)}: history</h1>{self.tabs(kind.name, '/history')}{done}"
                 f'<p><a href="/console/rules/{kind.name}">Edit</a></p>{diff_html}{table}{log_table}')
