@@ -74,7 +74,8 @@ from router.admin.roster import RosterHandlers
 from router.admin.rules import RulesHandlers
 from router.errors import ConfigFileError, SettingsError
 from router.settings import Settings
-from router.storage.live_config import LiveFile, RedisRulesSource, load_scoring_file
+from router.storage.config_store import SCORING
+from router.storage.live_config import LiveFile, RedisConfigSource, RedisRulesSource
 from router.storage.redis import create_redis
 from scoring import ScoringConfig
 
@@ -223,12 +224,14 @@ ADMIN_KEY = web.AppKey("admin", Admin)
 def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] = time.time,
                routing: RedisRulesSource | None = None, scoring: LiveFile[ScoringConfig] | None = None,
                ) -> web.Application:
-    """The admin app over ``redis``; loads the rules and scoring files unless sources are given.
+    """The admin app over ``redis``; follows the published routing and scoring unless sources are given.
 
-    A rules or scoring file that does not load is fatal here (:class:`ConfigFileError`), as in the worker.
+    Like the worker, it uses the active published versions in Redis (``leadrouter rules|scoring publish`` or the
+    console) and the files only while nothing is published.  A rules or scoring file that does not load is fatal
+    here (:class:`ConfigFileError`), as in the worker.
     """
     routing = routing or RedisRulesSource(settings.files.rules_file, redis, label="routing")
-    scoring = scoring or LiveFile.open(settings.files.scoring_file, load_scoring_file, "scoring")
+    scoring = scoring or RedisConfigSource(SCORING, settings.files.scoring_file, redis, "scoring")
     admin = Admin(settings, redis, routing=routing, scoring=scoring, clock=clock)
     app = web.Application(middlewares=[observe, error_middleware(settings.admin.max_body_bytes)],
                           client_max_size=settings.admin.max_body_bytes)

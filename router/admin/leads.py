@@ -52,8 +52,7 @@ class LeadHandlers(AdminCore):
             pipe.hgetall(keys.lead(lid))
             pipe.smembers(keys.rejected(lid))
         raw = await pipe.execute()
-        self.scoring.maybe_reload()
-        scoring, now = self.scoring.current, self.clock()
+        scoring, now = await self.scoring_now(), self.clock()
         out: list[dict[str, Any]] = []
         for i, lid in enumerate(lead_ids):
             data = {as_str(k): as_str(v) for k, v in raw[2 * i].items()}
@@ -106,8 +105,8 @@ class LeadHandlers(AdminCore):
         limit = self.limit(self.query(request, ("limit",)), 10)
         lead_id, data = await self.lead(request)
         reasons = await self.store.lead_reasons(lead_id)
-        self.scoring.maybe_reload()
-        scoring, now = self.scoring.current, self.clock()
+        scoring, now = await self.scoring_now(), self.clock()
+        points = {rule.name: rule.points for rule in scoring.rules}
         hl = scoring.half_life_s
         stored, asof = num(data.get("score")), num(data.get("asof"))
         score_now = score_at(stored, asof, now, hl) if asof > 0 else stored
@@ -115,7 +114,8 @@ class LeadHandlers(AdminCore):
         items: list[dict[str, Any]] = []
         for r in reasons:
             worth = score_at(r.points, r.ts, now, hl) if r.ts > 0 else r.points
-            part = parts.setdefault(r.rule, {"rule": r.rule, "events": 0, "points_earned": 0.0, "points_now": 0.0})
+            part = parts.setdefault(r.rule, {"rule": r.rule, "events": 0, "points_earned": 0.0, "points_now": 0.0,
+                                             "rule_points": points.get(r.rule)})
             part["events"] += 1
             part["points_earned"] += r.points
             part["points_now"] += worth
@@ -126,7 +126,7 @@ class LeadHandlers(AdminCore):
         return json_response({
             "lead_id": lead_id, "now": now, "score_now": score_now, "score": stored, "score_asof": asof,
             "threshold": scoring.threshold, "half_life_days": scoring.half_life_days,
-            "ready": data.get("ready") == "1",
+            "scoring_version": self.scoring.tag, "ready": data.get("ready") == "1",
             "parts": sorted(parts.values(), key=lambda p: (-abs(p["points_now"]), p["rule"])),
             "explained": explained, "residual": score_now - explained, "reasons": items[:limit],
             "field_history": await self.store.field_history(lead_id),

@@ -308,8 +308,10 @@ def components(settings: Settings) -> dict[str, Schema]:
         "Explain": obj({
             "lead_id": STR, "now": NUM, "score_now": NUM, "score": NUM, "score_asof": NUM, "threshold": NUM,
             "half_life_days": NUM, "ready": BOOL,
+            "scoring_version": {"type": "string", "description": "the scoring in force that decays the score: "
+                                                                 "v<n>:<hash> when published, else the file's hash"},
             "parts": {"type": "array", "items": obj({"rule": STR, "events": INT, "points_earned": NUM,
-                                                     "points_now": NUM},
+                                                     "points_now": NUM, "rule_points": nullable(NUM)},
                                                     ("rule", "events", "points_earned", "points_now"))},
             "explained": {"type": "number", "description": "sum of parts: the kept reasons, decayed to now"},
             "residual": {"type": "number", "description": "score_now - explained: reasons no longer kept, merged "
