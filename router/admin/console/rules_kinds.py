@@ -172,6 +172,10 @@ class RulesKind:
             return [line for f in exc.failures for line in str(f).splitlines() if line.strip()]
         return []
 
+    def compile(self, text: str) -> Any:
+        """A scoring or fit text compiled (:class:`ConfigRejectedError` if not); CPU-bound."""
+        return self._spec.compile(text, self.source)
+
     def run_cases(self, text: str, cases: str) -> tuple[list[str], list[CaseOutcome]]:
         """(problems that stop the cases from running, each case's outcome); CPU-bound."""
         guarded = _guard(text, cases, self.source, self.cases_source)
