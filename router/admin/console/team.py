@@ -112,9 +112,13 @@ class TeamPage:
             return (f'<span class="field-err" id="err-{rid}-{key}" role="alert">{h(errors[key])}</span>'
                     if key in errors else "")
 
+        first_bad = next((k for k in EDIT_FIELDS if k in errors), None)
+
         def field(key: str, size: int, hint: str) -> str:
-            placeholder = f"team default: {effective[key]}" if effective[key] else "team default"
+            placeholder = f"default {effective[key]}" if effective[key] else "team default"
             invalid = ' aria-invalid="true"' if key in errors else ""
+            if key == first_bad:  # brings the refused field into view (the page runs no script)
+                invalid += " autofocus"
             return (f'<label>{h(LABELS[key].capitalize())} <input name="{key}" id="{key}-{rid}" size="{size}" '
                     f'value="{h(values.get(key, ""))}" placeholder="{h(placeholder)}" title="{h(hint)}"'
                     f'{invalid}></label>{err(key)}')
@@ -240,8 +244,8 @@ class TeamPage:
 
         async def refuse(errors: dict[str, str], message: str) -> web.StreamResponse:
             log.info("console: team profile of %s by %s refused: %s", rep_id, session.principal.name, errors)
-            return await self.page(request, session, ProfileEdit(rep_id, raw, errors, f"{message} {running} keeps "
-                                                                                   "routing."))
+            return await self.page(request, session, ProfileEdit(rep_id, raw, errors, f"{message} The running "
+                                                                                   f"{running} keeps routing."))
 
         try:
             entries = rep_entries(current.text)
