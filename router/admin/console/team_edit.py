@@ -218,6 +218,15 @@ def _find(root: MappingNode, rep_id: str) -> tuple[str, SequenceNode, int, Mappi
     raise TeamEditError(msg)
 
 
+def _content_end(node: Node) -> int:
+    """Where a node's own text ends: a block collection's end mark is the next token, so descend to its last
+    scalar or flow collection, whose end is exact."""
+    while isinstance(node, (MappingNode, SequenceNode)) and not node.flow_style and node.value:
+        last = node.value[-1]
+        node = last[1] if isinstance(node, MappingNode) else last
+    return int(node.end_mark.index)
+
+
 def _line_start(text: str, index: int) -> int:
     return text.rfind("\n", 0, index) + 1
 
@@ -249,18 +258,16 @@ def _set_fields(text: str, rep_id: str, values: Mapping[str, str]) -> str:
                     msg = f"rep {rep_id!r}: {key} shares a line with another key; clear it on the Rules page"
                     raise TeamEditError(msg)
                 edits.append((_line_start(text, k_node.start_mark.index),
-                               _line_end(text, max(v_node.end_mark.index - 1, v_node.start_mark.index)), ""))
+                               _line_end(text, max(_content_end(v_node) - 1, v_node.start_mark.index)), ""))
         elif value:
             last = pairs[-1][1].end_mark.index
             if item.flow_style:
                 edits.append((last, last, f", {key}: {_yaml_value(key, value)}"))
-            else:
+            else:  # a new line after the mapping's last line (its comment stays on it)
                 indent = " " * pairs[0][0].start_mark.column
-                line = f"{indent}{key}: {_yaml_value(key, value)}"
-                if text[last - 1:last] == "\n":
-                    edits.append((last, last, line + "\n"))
-                else:
-                    edits.append((last, last, "\n" + line))
+                end = _line_end(text, _content_end(item) - 1)
+                line = f"{indent}{key}: {_yaml_value(key, value)}\n"
+                edits.append((end, end, line if text[end - 1:end] == "\n" else "\n" + line))
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     return text
@@ -276,7 +283,7 @@ def _item_lines(text: str, reps: SequenceNode, item: Node, rep_id: str) -> tuple
     if lead.strip() != "-":
         msg = f"rep {rep_id!r}: the list item does not start its own line; move the rep on the Rules page"
         raise TeamEditError(msg)
-    end_index = item.end_mark.index
+    end_index = _content_end(item)
     end = _line_end(text, max(end_index - 1, item.start_mark.index))
     tail = text[end_index:end].strip()
     if tail and not tail.startswith("#"):
