@@ -76,6 +76,7 @@ from router.ingest.segment import (
     Deduper,
     MessageDeduper,
 )
+from router.ingest.snippet import snippet
 from router.ingest.spool import Spool, SpoolSink
 from router.settings import Settings
 from router.storage.kafka import EventSink
@@ -188,6 +189,7 @@ def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] =
                           handler_args={"auto_decompress": False,
                                         "keepalive_timeout": settings.ingest.collector_idle_timeout_s})
     app.router.add_get("/t/p.gif", c.pixel)
+    app.router.add_get("/t/p.js", snippet)
     app.router.add_get("/t/o/{token}.gif", c.email_open)
     app.router.add_get("/t/c/{token}", c.email_click)
     app.router.add_post("/t/form", c.form)

@@ -248,8 +248,11 @@ class Collector:
                 # Dropped, not flagged: a flood must not reach the spool, Kafka or the worker.
                 metrics.COLLECTOR_REQUESTS.labels(endpoint, "rate_limited").inc()
                 return self._gif()
+            # ``ping=1``: the snippet's heartbeat while the page is visible (time on site; the worker
+            # bounds it by receive times, so a fast or endless pinger adds no more than real time, capped).
+            kind = EventType.PAGE_PING if q.get("ping") == "1" else EventType.PAGE_VIEW
             event = Event(
-                event_id=uuid.uuid4().hex, type=EventType.PAGE_VIEW, ts=self.clock(), source="pixel",
+                event_id=uuid.uuid4().hex, type=kind, ts=self.clock(), source="pixel",
                 visitor_id=vid, url=url, referrer=referrer, title=title, utm=utm_from(q, url),
                 user_agent=ua, ip=ip,
             )

@@ -220,7 +220,7 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
             key_id, name, domain = links.get(lead_id) or existing.get(lead_id) or "", "", ""
             if key_id and not is_known_person(lead_id):
                 links[lead_id] = key_id  # re-written: an anonymous profile's tie expires with it
-        if key_id:
+        if key_id and plan.event.type is not EventType.PAGE_PING:  # a heartbeat is no account activity
             ev = plan.event
             out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
                                    lead_id=lead_id, role=role_of(ev), known=is_known_person(lead_id),
