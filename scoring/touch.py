@@ -176,14 +176,14 @@ _TOUCHES: Final = frozenset({EventType.FORM_FILL, EventType.EMAIL_CLICK})
 def visit_step(event: Event) -> dict[str, str] | None:
     """The ``w`` part of apply_event.lua's event: page view (``pv``), ping (``pp``) or a touch (``t``).
 
-    ``None`` for events that are no visit (an email open, an SDK track or identify).
+    ``None`` for events that are no visit (an email open, an identify, a server-side track without a page).
     """
     if event.type is EventType.PAGE_VIEW:
         kind = "pv"
     elif event.type is EventType.PAGE_PING:
         return {"k": "pp"}
-    elif event.type in _TOUCHES:
-        kind = "t"
+    elif event.type in _TOUCHES or (event.type is EventType.TRACK and (event.url or event.utm)):
+        kind = "t"  # a form, an e-mail click, an event on a page (a chat widget's conversation)
     else:
         return None
     utm = dict(event.utm)

@@ -385,6 +385,7 @@ class Collector:
                 may_set_cookie = False
         page_url, _ = clean_url(data.get("url") if isinstance(data.get("url"), str) else
                                 request.headers.get("Referer"))
+        referrer, _ = clean_url(data.get("ref") if isinstance(data.get("ref"), str) else None)
         form_id = fields.pop("form_id")
         email = fields.pop("email")
         ua = self._user_agent(request)
@@ -401,7 +402,7 @@ class Collector:
             metrics.FORM_SUSPICIOUS.labels(reason).inc()
         event = Event(
             event_id=uuid.uuid4().hex, type=EventType.FORM_FILL, ts=self.clock(), source="form",
-            visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url,
+            visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url, referrer=referrer,
             utm=utm_from({k: v for k, v in data.items() if isinstance(v, str)}, page_url),
             user_agent=ua, ip=ip, trust=trust, trust_reasons=",".join(why) or None,
         )

@@ -61,5 +61,8 @@ def test_visit_step() -> None:
     assert visit_step(form) == {"k": "t", "s": "reference", "c": "|reference|"}
     assert visit_step(_ev(EventType.EMAIL_CLICK, url="https://ex.test/")) == {"k": "t", "s": "email", "c": ""}
     assert visit_step(_ev(EventType.EMAIL_OPEN)) is None
-    assert visit_step(_ev(EventType.TRACK, name="Trial Started")) is None
+    assert visit_step(_ev(EventType.TRACK, name="Trial Started")) is None  # server-side: no page
+    chat = _ev(EventType.TRACK, name="chat/conversation", url="https://ex.test/?utm_source=olark&utm_medium=chat",
+               utm={"utm_source": "olark", "utm_medium": "chat"})
+    assert visit_step(chat) == {"k": "t", "s": "chat", "c": "olark|chat|"}
     assert visit_cfg() == {"wg": 1800.0, "wp": 30.0, "wx": 7200.0}
