@@ -140,9 +140,9 @@ class RedisStore:
         sources (later events to them are 'moved'), let the targets absorb them
         (once, by marker), clean the sources and log every merge.  Merges that
         depend on each other (a source that is another merge's target) run in
-        later waves, in order.
+        later waves, in order.  The statuses come in the order of ``merges``.
         """
-        statuses: list[MergeStatus] = []
+        by_merge: dict[int, MergeStatus] = {}
         for wave in _waves(merges):
             pipe = self.redis.pipeline(transaction=False)
             for m in wave:
@@ -167,9 +167,9 @@ class RedisStore:
                 pipe.xadd(keys.IDENTITY_LOG, {"kind": kind, "source": m.source, "target": m.target,
                                               "identifier": m.identifier, "event_id": m.event_id, "ts": str(m.ts)},
                           maxlen=keys.IDENTITY_LOG_MAXLEN, approximate=True)
-                statuses.append(status)
+                by_merge[id(m)] = status
             await pipe.execute()
-        return statuses
+        return [by_merge[id(m)] for m in merges]
 
     async def log_identity(self, kind: str, **fields: object) -> None:
         entry: dict[Any, Any] = {"kind": kind, **{k: str(v) for k, v in fields.items()}}

@@ -385,12 +385,17 @@ if a > at then at = a end
 local before = decayed(v, a, at)
 local nv, na = add(v, a, pts, ts)
 local after = decayed(nv, na, at)
+local prev_seen = tonumber(redis.call('HGET', lead, 'last_seen') or '')
 redis.call('HSET', lead, 'score', fmt(nv), 'asof', fmt(na), 'lead_id', ev.i, 'last_seen', fmt(at))
 redis.call('HSETNX', lead, 'first_seen', fmt(ts))
 redis.call('HINCRBY', lead, 'events', 1)
 redis.call('HINCRBY', lead, 'n:' .. ev.y, 1)
-redis.call('HSET', lead, 'last_type', ev.y)
-if ev.n and ev.n ~= '' then redis.call('HSET', lead, 'last_name', ev.n) else redis.call('HDEL', lead, 'last_name') end
+-- The last activity is the latest in event time: an older event applied late (redelivered, or
+-- re-applied after its profile was merged in the same batch) does not replace it.
+if not prev_seen or ts >= prev_seen then
+  redis.call('HSET', lead, 'last_type', ev.y)
+  if ev.n and ev.n ~= '' then redis.call('HSET', lead, 'last_name', ev.n) else redis.call('HDEL', lead, 'last_name') end
+end
 web_step(ev.w, ts)
 -- Engagement and its recent change: the score right after the lead's last event (w:es) and
 -- as it stood before the first event of the lead's latest active UTC day (w:es0).
