@@ -79,10 +79,25 @@ def producible(row: Mapping[str, str], m: FeatureMapping) -> bool:
 
 
 def sample(n: int, seed: int = 12) -> list[tuple[int, dict[str, str]]]:
-    """``n`` producible rows (index, row), drawn with a fixed seed."""
+    """``n`` producible rows (index, row), drawn with a fixed seed: first one of every last activity,
+    lead source and visit count up to 3 the producible rows have, then at random."""
     m = mapping()
     pool = [(i, r) for i, r in enumerate(rows()) if producible(r, m)]
-    return random.Random(seed).sample(pool, n)
+    rng = random.Random(seed)
+    rng.shuffle(pool)
+    picked: dict[int, dict[str, str]] = {}
+    for feature in ("last_activity", "lead_source", "sessions"):
+        covered: set[object] = set()
+        for i, r in pool:
+            value = training_row(m, r)[feature]
+            if value not in covered and (feature != "sessions" or float(str(value)) <= 3):
+                covered.add(value)
+                picked.setdefault(i, r)
+    for i, r in pool:
+        if len(picked) >= n:
+            break
+        picked.setdefault(i, r)
+    return list(picked.items())[:n]
 
 
 @dataclass(frozen=True)
