@@ -195,3 +195,38 @@ async def test_forgotten_leads_keep_no_visits(redis: Redis) -> None:
 
 
 DAY = 86400.0
+
+
+async def test_identified_in_the_same_batch_or_later_the_visits_are_the_same(redis: Redis) -> None:
+    store = RedisStore(redis)
+
+    def stream(vid: str, email: str) -> list[Event]:
+        out = [pv(T0, vid=vid, referrer="https://www.google.com/"), ping(T0 + 15, vid), pv(T0 + 20, vid),
+               pv(T0 + 3600, vid=vid), ping(T0 + 3610, vid)]
+        out.append(Event(event_id=_eid(), type=EventType.FORM_FILL, ts=T0 + 3610, source="form", visitor_id=vid,
+                         email=email, form_id="apply", url="https://ex.test/apply"))
+        return out
+
+    await run_batch(store, CONFIG, stream("vid-one-batch-1", "one@ex.test"))  # the worker's batch holds it all
+    split = stream("vid-two-batch-1", "two@ex.test")
+    await run_batch(store, CONFIG, split[:3])
+    await run_batch(store, CONFIG, split[3:])
+    web = ("w:ss", "w:time", "w:ft", "w:lt", "n:page_view", "last_type", "first_seen")
+    one = await store.lead_hash(keys.lead_id_for_email("one@ex.test"))
+    two = await store.lead_hash(keys.lead_id_for_email("two@ex.test"))
+    assert {k: one.get(k) for k in web} == {k: two.get(k) for k in web}
+    assert (one["w:ss"], float(one["w:time"]), one["w:ft"], one["last_type"]) == ("2", 30.0, "organic_search",
+                                                                                   "form_fill")
+
+
+async def test_an_older_event_applied_late_is_not_the_last_activity(redis: Redis) -> None:
+    store = RedisStore(redis)
+    await run_batch(store, CONFIG, [pv(T0 + 100)])
+    late = Event(event_id=_eid(), type=EventType.TRACK, ts=T0, source="segment", visitor_id=VID, name="chat started")
+    await run_batch(store, CONFIG, [late])
+    h = await lead(store)
+    assert h["last_type"] == "page_view" and "last_name" not in h and h["events"] == "2"
+    newer = Event(event_id=_eid(), type=EventType.TRACK, ts=T0 + 200, source="segment", visitor_id=VID,
+                  name="Olark chat started")
+    await run_batch(store, CONFIG, [newer])
+    assert features_from_lead(await lead(store))["last_activity"] == "chat"
