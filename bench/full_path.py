@@ -11,7 +11,9 @@ hundred accounts (company domains), page views, email opens and clicks, content
 form fills and hand-raisers (demo requests).  Phases:
 
 worker
-    N events are produced straight into a fresh events topic with aiokafka;
+    N events, pseudonymised and sealed as the collector hands them on (the
+    backlog's data keys survive the flush before each run), are produced
+    straight into a fresh events topic with aiokafka;
     then, each as a new consumer group on that same backlog: the bare faust
     agent (``bench.baselines``), one worker, two workers.  Timed from the first
     processed event to the last (the worker's ``leadrouter_events_total``),
@@ -674,6 +676,7 @@ class Bench:
         self.redis_url = ""
         self.failed = False
         self.population = Population(opts.seed, opts.visitors, opts.accounts)
+        self.data_keys: dict[str, bytes] = {}  # the backlog's sealed events' data keys (DUMP payloads)
 
     # --- plumbing ---------------------------------------------------------------------
     def settings_for(self, tag: str, **changes: Any) -> Settings:
@@ -743,9 +746,32 @@ class Bench:
         return None
 
     async def flush_redis(self) -> int:
+        """Empty Redis but for the backlog's data keys (its sealed events must open in every run)."""
         assert self.redis is not None
         await self.redis.flushall()
+        if self.data_keys:
+            pipe = self.redis.pipeline(transaction=False)
+            for name, dumped in self.data_keys.items():
+                pipe.restore(name, 0, dumped, replace=True)
+            await pipe.execute()
         return int((await self.redis.info("memory"))["used_memory"])
+
+    async def protect_backlog(self, events: list[Event]) -> list[Event]:
+        """The events as the collector hands them on: pseudonymised ids, personal fields sealed with each
+        person's data key (issue 16.7), so the worker pays for opening them as in production.  The data keys
+        are kept (``self.data_keys``) and restored after every flush."""
+        assert self.redis is not None
+        vault = Vault.from_settings(self.redis, self.base.tokens)
+        kept, _ = await vault.protect(events)
+        subjects = {e.subject for e in kept if e.subject}
+        names = [keys.pii_key(sub) for sub in subjects if keys.pii_key(sub) not in self.data_keys]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.dump(name)
+        for name, dumped in zip(names, await pipe.execute(), strict=True):
+            if dumped is not None:
+                self.data_keys[name] = dumped
+        return kept
 
     # --- run ------------------------------------------------------------------------
     async def run(self) -> Results:
@@ -866,12 +892,17 @@ class Bench:
         try:
             base_ts = time.time() - o.events / 1000.0
             pending: list[asyncio.Future[Any]] = []
+            chunk: list[Event] = []
             for i in range(o.events):
                 kind, ev = traffic.event(base_ts + i / 1000.0)
-                key, value = encode_event(ev)
-                pending.append(await producer.send(s.kafka.topic_events, value, key=key))
-                ids.append(ev.event_id)
+                chunk.append(ev)
                 kinds.append(kind)
+                if len(chunk) >= 1000 or i == o.events - 1:
+                    for sealed in await self.protect_backlog(chunk):
+                        key, value = encode_event(sealed)
+                        pending.append(await producer.send(s.kafka.topic_events, value, key=key))
+                        ids.append(sealed.event_id)
+                    chunk.clear()
                 if len(pending) >= 5000:
                     await asyncio.gather(*pending)
                     pending.clear()
