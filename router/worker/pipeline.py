@@ -220,7 +220,7 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
             key_id, name, domain = links.get(lead_id) or existing.get(lead_id) or "", "", ""
             if key_id and not is_known_person(lead_id):
                 links[lead_id] = key_id  # re-written: an anonymous profile's tie expires with it
-        if key_id:
+        if key_id and plan.event.type is not EventType.PAGE_PING:  # a heartbeat is no account activity
             ev = plan.event
             out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
                                    lead_id=lead_id, role=role_of(ev), known=is_known_person(lead_id),
@@ -244,8 +244,20 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     intent = intent or config.intent
     visitors, users = await store.resolve_identities(*identify(events))
     resolution = resolve_batch(list(events), visitors, users, unique)
+    lead_ids = list(resolution.lead_ids)
     if resolution.merges:  # once per identification; pipelined in dependency waves
-        await store.merge_many(resolution.merges, half_life_s=config.half_life_s, now=now)
+        statuses = await store.merge_many(resolution.merges, half_life_s=config.half_life_s, now=now)
+        # This batch's events of a profile merged just now go straight to the lead it joined, in
+        # event order (re-applied after the rest as 'moved', a visit's page views would come after
+        # its later events, and sessions and the last activity depend on order).
+        into = {m.source: m.target for m, st in zip(resolution.merges, statuses, strict=True)
+                if st in ("frozen", "done", "empty")}
+        for i, lid in enumerate(lead_ids):
+            seen: set[str] = set()
+            while lid in into and lid not in seen:
+                seen.add(lid)
+                lid = into[lid]
+            lead_ids[i] = lid
     for c in resolution.conflicts:
         await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
                                  event_id=c.event_id, ts=c.ts)
@@ -261,6 +273,7 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
             stored = {lid: {k[2:]: v for k, v in h.items() if k.startswith("f:")} for lid, h in hashes.items()}
     verified = [fields_verified(ev, lid, visitors) for ev, lid in zip(events, resolution.lead_ids, strict=True)]
     plans = plan_batch(events, resolution.lead_ids, config, icp, stored, verified)
+    plans = [p if p.lead_id == lid else replace(p, lead_id=lid) for p, lid in zip(plans, lead_ids, strict=True)]
     account_plans = await plan_accounts(store, plans)
     rules = LeadRules.from_config(config, versions)
     results, accounts = await store.apply_with_accounts(
