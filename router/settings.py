@@ -306,6 +306,9 @@ class AdminSettings:
     # How long an ops console sign-in lasts (seconds of inactivity are not counted: it is
     # an absolute lifetime); the session is also ended when its admin token is revoked.
     console_session_ttl_s: float = 12 * 3600.0
+    # The console's Live page (Server-Sent Events): a comment line this often keeps proxies from closing
+    # an idle stream and finds browsers that went away, so their stream is closed and freed.
+    console_live_heartbeat_s: float = 15.0
 
 
 _SECTIONS: dict[str, type[Any]] = {

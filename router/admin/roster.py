@@ -11,6 +11,7 @@ from aiohttp import web
 
 from models import Rep
 from router import metrics
+from router.admin.audit import audit
 from router.admin.auth import Role
 from router.admin.core import AdminCore
 from router.admin.http import ApiError, as_str, json_response, kind, num, suggest
@@ -123,13 +124,13 @@ class RosterHandlers(AdminCore):
         note = body.text("note", max_len=MAX_NOTE) or ""
         until_raw = body.data.get("until")
         key = keys.rep_availability(rep.rep_id)
+        until = ""
         if not out_of_office:
             if until_raw is not None:
                 raise ApiError(400, "bad_value", "'until' only goes with out_of_office: true; drop it to clear the "
                                                  "override")
             await self.redis.delete(key)
         else:
-            until = ""
             if until_raw is not None:
                 if not isinstance(until_raw, str):
                     raise ApiError(400, "bad_type", f"'until' must be a date string YYYY-MM-DD or null, got "
@@ -148,5 +149,8 @@ class RosterHandlers(AdminCore):
                 until = day.isoformat()
             await self.redis.hset(key, mapping={"out_of_office": "1", "until": until, "note": note,
                                                 "set_by": principal.name, "set_at": repr(self.clock())})
+        await audit(self, "rep.availability", via="api", target=rep.rep_id,
+                    detail=(f"out of office until {until or 'further notice'}" if out_of_office else "back")
+                    + (f": {note}" if note else ""))
         [out] = await self._reps_out([(team, rep)])
         return json_response(out)
