@@ -285,9 +285,11 @@ class LivePages:
         queue = await self.hub.subscribe()
         self.streams += 1
         try:
+            # Where this stream starts is fixed before the browser hears back: whatever is written
+            # once it has the answer's headers is after it, so it is sent.
+            last = start or await self.feed.last_id()
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n")
-            last = start or await self.feed.last_id()
             last = await self._backfill(resp, principal, last)
             while True:
                 transport = request.transport
