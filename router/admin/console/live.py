@@ -47,6 +47,7 @@ from router.storage.pii import SealError, Vault
 log = logging.getLogger(__name__)
 
 CHANNELS = (("slack_bot", "Slack DM"), ("slack_webhook", "Team channel"), ("email", "Email"))
+LABELS = {"slack_bot": "Slack DM", "slack_webhook": "team channel", "email": "email", "digest": "digest"}
 SHOWN = 50
 QUEUE_MAX = 256
 BACKFILL_MAX = 1000
@@ -185,9 +186,10 @@ class LivePages:
 
     @staticmethod
     def row(item: Item) -> str:
+        label = LABELS.get(item.get("channel", ""), item.get("channel", ""))
         what = {"crossing": "crossed, routed", "held": "crossed, held", "alert": f"alert: {item.get('step', '')}",
-                "delivery": f"{item.get('channel', '')} {item.get('status', '')}",
-                "replay": f"replay {item.get('channel', '')}: {item.get('status', '')}"}.get(item.get("kind", ""), "")
+                "delivery": f"{label} {item.get('status', '')}",
+                "replay": f"replay {label}: {item.get('status', '')}"}.get(item.get("kind", ""), "")
         lead = item.get("lead", "")
         name = h(item.get("name") or lead[:9])
         link = f'<a href="/console/leads/{h(lead)}">{name}</a>' if lead else "-"
@@ -410,12 +412,14 @@ LIVE_JS = """(function () {
     if (e.lead) { var a = document.createElement("a"); a.href = "/console/leads/" + encodeURIComponent(e.lead); a.textContent = e.name || e.lead.slice(0, 9); td.appendChild(a); } else { td.textContent = "-"; }
     tr.appendChild(td);
   }
+  var labels = {slack_bot: "Slack DM", slack_webhook: "team channel", email: "email", digest: "digest"};
   function what(e) {
+    var ch = labels[e.channel] || e.channel || "";
     if (e.kind === "crossing") { return "crossed, routed"; }
     if (e.kind === "held") { return "crossed, held"; }
     if (e.kind === "alert") { return "alert: " + (e.step || ""); }
-    if (e.kind === "replay") { return "replay " + (e.channel || "") + ": " + (e.status || ""); }
-    return (e.channel || "") + " " + (e.status || "");
+    if (e.kind === "replay") { return "replay " + ch + ": " + (e.status || ""); }
+    return ch + " " + (e.status || "");
   }
   function delivery(e) {
     var table = document.getElementById("deliveries");
