@@ -7,6 +7,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +16,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from models import Event, EventPlan, EventType
 from router.admin.console.pages import LIVE_KEY
 from router.admin.console.session import COOKIE
 from router.alerts.sender import build_sender
@@ -21,7 +24,10 @@ from router.dev.receivers import SlackReceiver
 from router.settings import Settings
 from router.storage import audit, keys
 from router.storage.live import LiveFeed
+from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
 from router.storage.pii import Vault
+from router.storage.store import RedisStore
+from router.worker.pipeline import Pipeline
 from router.worker.privacy import forget
 from tests.integration.test_admin_api import Api, make_api, two_leads
 from tests.integration.test_alert_delivery import make_alert
@@ -257,3 +263,31 @@ async def test_the_live_page_escapes_what_it_shows(api: Api) -> None:
     async with api.client.get("/console/live", headers=ops) as resp:
         html = await resp.text()
     assert "<img src=x" not in html and "&lt;img src=x" in html
+
+
+async def test_the_worker_puts_each_routed_crossing_on_the_feed_once_per_route(redis: Redis) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    at = datetime(2026, 11, 24, 15, 0, tzinfo=UTC).timestamp()
+    store = RedisStore(redis)
+    routing = LiveFile.open(repo / "rules" / "routing.yaml", load_rules_file, "routing")
+    scoring = LiveFile.open(repo / "scoring" / "scoring.yaml", load_scoring_file, "scoring")
+
+    async def publish(key: str, value: bytes) -> None:
+        return None
+
+    pipeline = Pipeline(store, scoring, routing, publish, clock=lambda: at)
+    email = "buyer@elbe-mb.de"
+    lead_id = keys.lead_id_for_email(email)
+    ev = Event(event_id="e1", type=EventType.FORM_FILL, ts=at, source="form", email=email, form_id="demo-request",
+               fields={"country": "DE", "company": "Elbe", "first_name": "Berta"})
+    plan = EventPlan(event=ev, lead_id=lead_id, reasons=(), points=60.0, hand_raiser=True, fields=dict(ev.fields))
+    [result] = await store.apply([plan], threshold=scoring.current.threshold,
+                                 half_life_s=scoring.current.half_life_s, now=at)
+    assignment = await pipeline.route(plan, result, scoring.current)
+    assert assignment is not None
+    [(_, entry)] = await LiveFeed(redis).tail(10)
+    assert entry == {"kind": "crossing", "ts": repr(at), "lead": lead_id, "rep": assignment.rep.rep_id,
+                     "aid": f"{lead_id}:1", "team": "east", "trigger": "hand_raiser", "score": "60.0",
+                     "rule": assignment.decision.rule}
+    raw = b"".join(v for _, f in await redis.xrange(keys.LIVE) for v in f.values())
+    assert b"Berta" not in raw and b"elbe-mb" not in raw  # ids only, never a name or an email
