@@ -172,9 +172,17 @@ async def test_a_closed_browser_frees_its_stream_and_the_reader_stops(api: Api) 
         resp.close()
 
 
-async def test_the_stream_needs_a_session(api: Api) -> None:
+async def test_the_stream_needs_a_session_and_ends_with_it(api: Api) -> None:
     async with api.client.get("/console/live/events", allow_redirects=False) as resp:
         assert resp.status == 303 and resp.headers["Location"] == "/console/sign-in"
+    ops = await cookie_for(api, "ops")
+    resp, stream = await open_stream(api, ops)
+    try:
+        await api.redis.delete(*[k async for k in api.redis.scan_iter(match=keys.console_session("*"))])
+        with pytest.raises(EOFError):  # the server closes it at the next heartbeat
+            await stream.next(timeout=5.0)
+    finally:
+        resp.close()
 
 
 async def test_delivery_per_channel_and_dead_letters_replayed_by_ops_only(api: Api, slack: SlackReceiver) -> None:

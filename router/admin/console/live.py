@@ -11,7 +11,8 @@
   (:class:`LiveHub`) blocks on the stream and fans entries out to bounded per-browser queues; a
   browser that falls behind is resynced from the stream.  A comment line every
   ``LEADROUTER_ADMIN_CONSOLE_LIVE_HEARTBEAT_S`` finds browsers that went away: their handler ends,
-  unsubscribes, and the reader stops when nobody listens.
+  unsubscribes, and the reader stops when nobody listens.  The session is checked then too: a stream
+  ends when its session does (sign-out, expiry, a revoked token).
 * Reps see only entries for themselves (the rep the lead was routed or the alert sent to);
   readonly sees everything but cannot replay; ops replay a dead letter (``POST
   /console/live/dead/{id}/replay``, CSRF-checked), through the same sender the worker uses, on the
@@ -36,7 +37,7 @@ from models import Alert
 from router.admin.audit import audit
 from router.admin.auth import Principal, Role
 from router.admin.console.html import csrf_field, h, page, when
-from router.admin.console.session import Session
+from router.admin.console.session import Session, SessionStore
 from router.admin.http import ApiError
 from router.admin.leads import LeadHandlers
 from router.alerts.sender import AlertSender, TeamWebhooks, build_sender
@@ -134,8 +135,9 @@ class LivePages:
     """The Live page, its event stream and the dead-letter Replay."""
 
     def __init__(self, admin: LeadHandlers, html_response: Callable[[str], web.Response],
-                 see_other: Callable[[str], web.Response]) -> None:
+                 see_other: Callable[[str], web.Response], sessions: SessionStore) -> None:
         self.admin = admin
+        self.sessions = sessions  # an open stream ends when its session does (sign-out, revoked token)
         self.html_response = html_response  # pages.py's answers (its security headers)
         self.see_other = see_other
         self.feed = LiveFeed(admin.redis)
@@ -300,6 +302,8 @@ class LivePages:
                 try:
                     item = await asyncio.wait_for(queue.get(), self.heartbeat_s)
                 except TimeoutError:
+                    if await self.sessions.get(session.session_id) is None:
+                        break  # signed out, expired or revoked meanwhile: the browser goes to sign-in
                     await resp.write(b": keepalive\n\n")
                     continue
                 if item is None:

@@ -390,7 +390,7 @@ def add_console_routes(app: web.Application, admin: LeadHandlers) -> Console:
         r.add_post(f"/console/leads/{{lead_id}}/{action}", console.page(console.act(action), roles=acting))
     r.add_post("/console/leads/{lead_id}/reassign", console.page(console.reassign, roles=frozenset({Role.OPS})))
     # Live feed, dead letters and audit (live.py, audit.py).
-    live = LivePages(admin, html_response, see_other)
+    live = LivePages(admin, html_response, see_other, console.sessions)
     r.add_get("/console/static/live.js", live_js)
     r.add_get("/console/live", console.page(live.page))
     r.add_get("/console/live/events", console.page(live.events))
