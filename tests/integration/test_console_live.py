@@ -299,3 +299,14 @@ async def test_the_worker_puts_each_routed_crossing_on_the_feed_once_per_route(r
                      "rule": assignment.decision.rule}
     raw = b"".join(v for _, f in await redis.xrange(keys.LIVE) for v in f.values())
     assert b"Berta" not in raw and b"elbe-mb" not in raw  # ids only, never a name or an email
+
+
+async def test_stopping_the_app_ends_open_streams_at_once(api: Api) -> None:
+    live = api.client.app[LIVE_KEY]
+    resp, stream = await open_stream(api, await cookie_for(api, "ops"))
+    try:
+        live.hub.shutdown()  # what the app's on_shutdown does
+        with pytest.raises(EOFError):
+            await stream.next(timeout=2.0)
+    finally:
+        resp.close()

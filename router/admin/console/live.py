@@ -56,6 +56,7 @@ LIVE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; script-src 's
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 Item = dict[str, Any]
+CLOSE: Item = {"close": True}  # put on every stream's queue when the app shuts down
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -112,7 +113,11 @@ class LiveHub:
                 continue
             for entry_id, fields in rows:
                 last = entry_id
-                item = await self.enrich(entry_id, fields)
+                try:
+                    item = await self.enrich(entry_id, fields)
+                except RedisError as exc:  # the name could not be looked up: send the entry without it
+                    log.warning("live feed: no name for entry %s (%r)", entry_id, exc)
+                    item = LivePages.item(entry_id, fields, {})
                 for q in list(self.subscribers):
                     try:
                         q.put_nowait(item)
@@ -120,6 +125,13 @@ class LiveHub:
                         while not q.empty():
                             q.get_nowait()
                         q.put_nowait(None)
+
+    def shutdown(self) -> None:
+        """Tell every open stream to end now (the app is stopping)."""
+        for q in list(self.subscribers):
+            while not q.empty():
+                q.get_nowait()
+            q.put_nowait(CLOSE)
 
     async def close(self) -> None:
         self.subscribers.clear()
@@ -306,6 +318,8 @@ class LivePages:
                         break  # signed out, expired or revoked meanwhile: the browser goes to sign-in
                     await resp.write(b": keepalive\n\n")
                     continue
+                if item is CLOSE:
+                    break
                 if item is None:
                     last = await self._backfill(resp, principal, last)
                     continue
@@ -314,7 +328,7 @@ class LivePages:
                 last = item["id"]
                 if visible(principal, item):
                     await resp.write(self.sse(item))
-        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+        except ConnectionError:  # the browser went away mid-write
             pass
         finally:
             self.hub.unsubscribe(queue)

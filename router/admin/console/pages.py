@@ -398,8 +398,12 @@ def add_console_routes(app: web.Application, admin: LeadHandlers) -> Console:
     r.add_get("/console/audit", console.page(AuditPage(admin, html_response).page, roles=frozenset({Role.OPS})))
     app[LIVE_KEY] = live
 
+    async def end_streams(_: web.Application) -> None:
+        live.hub.shutdown()
+
     async def close_live(_: web.Application) -> None:
         await live.close()
 
+    app.on_shutdown.append(end_streams)
     app.on_cleanup.append(close_live)
     return console
