@@ -8,6 +8,7 @@ Each page visited is saved as a screenshot in test-artifacts/browser/pages/.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -16,7 +17,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from models import Event, EventPlan, EventType, Reason
+from router.settings import Settings
 from router.storage.live import LiveFeed
+from router.storage.live_config import load_scoring_file
+from router.storage.store import RedisStore
 from tests.browser.conftest import Console, shot
 from tests.browser.test_console_browser import fact, sign_in
 
@@ -84,18 +89,47 @@ def test_a_rep_sees_only_their_own_entries_live(browser: Any, console: Console) 
     shot(browser, "live-rep")
 
 
+def earlier_visits(console: Console, lead_id: str) -> float:
+    """Two visits days before the form fill (a pricing page, then the careers page), scored as the worker does;
+    the lead's stored score afterwards."""
+
+    async def apply() -> float:
+        client = Redis.from_url(console.redis_url)
+        try:
+            store = RedisStore(client)
+            scoring = load_scoring_file(Settings.of(redis_url=console.redis_url).files.scoring_file)
+            now = time.time()
+            for n, (days, rule, points) in enumerate([(5, "pricing-page", 15.0), (3, "careers-page", -10.0)]):
+                ts = now - days * 86400
+                ev = Event(event_id=f"visit{n}", type=EventType.PAGE_VIEW, ts=ts, source="web",
+                           email="jane@acme.com", url=f"https://example.test/{rule}")
+                reason = Reason(rule=rule, points=points, event_id=ev.event_id, event_type="page_view", ts=ts,
+                                detail=rule)
+                await store.apply([EventPlan(event=ev, lead_id=lead_id, reasons=(reason,), points=points,
+                                             hand_raiser=False, fields={})],
+                                  threshold=scoring.threshold, half_life_s=scoring.half_life_s, now=now)
+            return float((await store.lead_hash(lead_id))["score"])
+        finally:
+            await client.aclose()
+
+    return asyncio.run(apply())
+
+
 def test_the_lead_page_shows_the_score_chart_and_the_rep_accepts(browser: Any, console: Console) -> None:
     s = console.seeded
+    stored = earlier_visits(console, s.lead_a)
     sign_in(browser, console, "rep_a")
     shot(browser, "queue-rep")
     browser.find_element(By.LINK_TEXT, "Jane").click()
     WebDriverWait(browser, 10).until(ec.url_contains(f"/console/leads/{s.lead_a}"))
     chart = browser.find_element(By.ID, "score-chart")
     marks = chart.find_elements(By.CSS_SELECTOR, "circle.score-mark")
-    assert len(marks) == 1
-    assert float(marks[0].get_attribute("data-score")) == pytest.approx(75.0)
-    title = marks[0].find_element(By.TAG_NAME, "title").get_attribute("textContent")
-    assert "form_fill +75.0 points (demo-request, pricing-page)" in title
+    titles = [m.find_element(By.TAG_NAME, "title").get_attribute("textContent") for m in marks]
+    assert len(marks) == 3 and "page_view +15.0 points (pricing-page)" in titles[0]
+    assert "page_view -10.0 points (careers-page)" in titles[1]
+    assert "form_fill +75.0 points (demo-request, pricing-page)" in titles[2]
+    # The last point is the score the store holds (the early visits, decayed, plus the form fill).
+    assert float(marks[2].get_attribute("data-score")) == pytest.approx(stored, rel=1e-9) and stored > 75.0
     assert browser.find_element(By.ID, "score-curve").get_attribute("points").count(",") > 10
     assert float(chart.get_attribute("data-now-score")) == pytest.approx(float(fact(browser, "Score now")), abs=0.05)
     assert browser.find_element(By.ID, "fit-grade").text
