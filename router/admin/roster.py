@@ -17,6 +17,7 @@ from router.admin.core import AdminCore
 from router.admin.http import ApiError, as_str, json_response, kind, num, suggest
 from router.admin.openapi import MAX_NOTE
 from router.storage import keys
+from router.storage.audit import Via
 from rules import RoutingConfig, Team
 
 
@@ -122,7 +123,14 @@ class RosterHandlers(AdminCore):
         body = await self.body(request, self._ops["set_availability"], ("out_of_office", "until", "note"))
         out_of_office = body.flag("out_of_office", required=True)
         note = body.text("note", max_len=MAX_NOTE) or ""
-        until_raw = body.data.get("until")
+        await self.apply_availability(team, rep, bool(out_of_office), body.data.get("until"), note, principal.name)
+        [out] = await self._reps_out([(team, rep)])
+        return json_response(out)
+
+    async def apply_availability(self, team: Team, rep: Rep, out_of_office: bool, until_raw: object, note: str,
+                                 by: str, *, via: Via = "api") -> None:
+        """Set or clear a rep's out-of-office override (who and when recorded, and audited as
+        ``rep.availability``); the API and the console share it."""
         key = keys.rep_availability(rep.rep_id)
         until = ""
         if not out_of_office:
@@ -148,9 +156,7 @@ class RosterHandlers(AdminCore):
                                                         "or out_of_office: false to clear")
                 until = day.isoformat()
             await self.redis.hset(key, mapping={"out_of_office": "1", "until": until, "note": note,
-                                                "set_by": principal.name, "set_at": repr(self.clock())})
-        await audit(self, "rep.availability", via="api", target=rep.rep_id,
+                                                "set_by": by, "set_at": repr(self.clock())})
+        await audit(self, "rep.availability", via=via, target=rep.rep_id, who=by,
                     detail=(f"out of office until {until or 'further notice'}" if out_of_office else "back")
                     + (f": {note}" if note else ""))
-        [out] = await self._reps_out([(team, rep)])
-        return json_response(out)

@@ -185,3 +185,18 @@ def test_token_changes_and_scoring_publishes_through_the_cli_are_audited(
                    ("token.revoke", "cli:olive", "cli", new), ("scoring.publish", "sofia", "cli", "v1")]
     assert b"token named 'ana'" in rows[0][1][b"detail"] and made.encode() not in b"".join(
         v for _, f in rows for v in f.values())  # the token itself is never recorded
+
+
+async def test_the_ops_pages_changes_are_audited_as_made_through_the_console(api: Api) -> None:
+    rep = api.config.team("central").reps[0].rep_id
+    for note in ("first", "second"):
+        assert (await api.call("POST", "/v1/rules/publish", json={"note": note}))[0] == 201
+    csrf = await sign_in(api, "ops")
+    status, _, _ = await post(api, f"/console/team/{rep}/availability",
+                              {"csrf": csrf, "out_of_office": "1", "until": "2026-12-31", "note": "holiday"})
+    assert status == 303
+    status, _, _ = await post(api, "/console/rules/routing/rollback", {"csrf": csrf, "version": "v1", "note": "undo"})
+    assert status == 303
+    got = [(e.action, e.who, e.via, e.target, e.detail) for e in reversed(await audit.recent(api.redis, 10))]
+    assert got[2:] == [("rep.availability", "ops", "console", rep, "out of office until 2026-12-31: holiday"),
+                       ("rules.rollback", "ops", "console", "v1", "undo")]
