@@ -166,14 +166,17 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
 
 
-def shot(driver: Any, name: str) -> Path:
-    """Save what the browser shows now as ``test-artifacts/browser/pages/<name>.png`` (whole page height)."""
+def shot(driver: Any, name: str, *, phone: bool = False) -> Path:
+    """Save what the browser shows now as ``test-artifacts/browser/pages/<name>.png`` (whole page height);
+    with ``phone`` also ``<name>-phone.png`` at a phone's width."""
     folder = ARTIFACTS / "pages"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    height = int(driver.execute_script("return document.documentElement.scrollHeight") or 900)
-    driver.set_window_size(1280, max(900, min(height + 40, 4000)))
-    driver.save_screenshot(str(path))
+    for width, file in [(1280, path), *([(390, folder / f"{name}-phone.png")] if phone else [])]:
+        driver.set_window_size(width, 900)
+        height = int(driver.execute_script("return document.documentElement.scrollHeight") or 900)
+        driver.set_window_size(width, max(900, min(height + 40, 4000)))
+        driver.save_screenshot(str(file))
     driver.set_window_size(1280, 900)
     return path
 

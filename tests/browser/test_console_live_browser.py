@@ -67,7 +67,7 @@ def test_the_live_page_shows_a_crossing_and_its_delivery_without_a_reload(browse
     assert browser.find_element(By.CSS_SELECTOR, cell % "slack_webhook").text == "-"
     assert browser.execute_script("return window.__sameDocument") == "yes", "the page was reloaded"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#live-feed tr")) == 4
-    shot(browser, "live-crossing-pushed")
+    shot(browser, "live-crossing-pushed", phone=True)
     # A reload renders the same entries from the stream.
     browser.refresh()
     WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "live-status"), "live"))
@@ -134,7 +134,7 @@ def test_the_lead_page_shows_the_score_chart_and_the_rep_accepts(browser: Any, c
     assert float(chart.get_attribute("data-now-score")) == pytest.approx(float(fact(browser, "Score now")), abs=0.05)
     assert browser.find_element(By.ID, "fit-grade").text
     assert "SLA: waiting for accept" in browser.find_element(By.ID, "sla").text
-    shot(browser, "lead-chart")
+    shot(browser, "lead-chart", phone=True)
     browser.find_element(By.ID, "accept").click()
     WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.ID, "done")))
     assert "Accepted" in browser.find_element(By.ID, "done").text and fact(browser, "Stage") == "sal"
