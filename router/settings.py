@@ -313,6 +313,9 @@ class AdminSettings:
     # How long an ops console sign-in lasts (seconds of inactivity are not counted: it is
     # an absolute lifetime); the session is also ended when its admin token is revoked.
     console_session_ttl_s: float = 12 * 3600.0
+    # The console's Live page (Server-Sent Events): a comment line this often keeps proxies from closing
+    # an idle stream and finds browsers that went away, so their stream is closed and freed.
+    console_live_heartbeat_s: float = 15.0
     # The Prometheus endpoints of the collectors and workers (comma-separated URLs such as
     # http://10.0.0.5:9108/metrics,http://10.0.0.6:6066/metrics) the console's Health page reads and sums.
     metrics_urls: tuple[str, ...] = ()

@@ -36,6 +36,7 @@ from models import (
 )
 from router import metrics
 from router.settings import TokenSettings
+from router.storage.live import LiveFeed
 from router.storage.live_config import LiveFile
 from router.storage.pii import Vault
 from router.storage.store import LeadRules, RedisStore
@@ -500,7 +501,16 @@ class Pipeline:
                       trigger=trigger, recent=tuple(await self.store.lead_recent(lead_id, 10)),
                       account=await self._account_context(lead_id), links=links, reengagement=reengaged,
                       kind="escalation" if escalation else "lead", escalation=escalation)
-        await self._publish(lead_id, alert)
+        if await self._publish(lead_id, alert):
+            await self._live().note("alert", lead=lead_id, rep=rep.rep_id, aid=alert_id, step=kind,
+                                    team=rep.team, now=self.clock())
+
+    def _live(self) -> LiveFeed:
+        """The console's live feed (router/storage/live.py), over the store's Redis."""
+        feed = self.__dict__.get("_live_feed")
+        if feed is None:
+            feed = self.__dict__["_live_feed"] = LiveFeed(self.store.redis)
+        return feed
 
     async def _publish(self, lead_id: str, alert: Alert) -> bool:
         """Publish the alert sealed under the lead's data key; False when the lead was forgotten meanwhile."""
@@ -611,6 +621,9 @@ class Pipeline:
             pick = owner_pick
         assert decision is not None
         if isinstance(pick, Held):
+            await self._live().note("held", lead=plan.lead_id, aid=assignment_id, team=pick.team,
+                                    trigger=result.trigger, score=f"{result.after:.1f}", reason=pick.reason,
+                                    now=self.clock())
             metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
             log.warning("lead %s held [%s] via rule %s: %s; routed when a rep is back",
                         plan.lead_id, pick.team, decision.rule, pick.reason)
@@ -638,6 +651,8 @@ class Pipeline:
             return None  # forgotten while it was being routed: nothing is sent or recorded
         await self.store.commit_assignment(plan.lead_id, result.crossing, assignment_id, rep.rep_id, rep.name,
                                            team.name, decision.rule, decision.rules_version, now)
+        await self._live().note("crossing", lead=plan.lead_id, rep=rep.rep_id, aid=assignment_id, team=team.name,
+                                trigger=result.trigger, score=f"{result.after:.1f}", rule=decision.rule, now=now)
         if reengaged is not None:
             metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
             old_team = result.lead.get("team", "")
