@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from router.admin.auth import Role
 from router.settings import Settings
+from router.storage import audit
 from router.storage.live_config import RedisRulesSource
 from router.storage.rules_store import RulesStore
 from tests.integration.test_admin_api import Api, make_api
@@ -69,6 +70,8 @@ async def test_ops_change_capacity_publishes_a_new_routing_version_the_worker_fo
     changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
     assert changed == [("         capacity_day: 12, capacity_30d: 200}", "         capacity_day: 15, capacity_30d: 200}")]
     assert v1.cases  # published with the test cases it passed
+    (entry,) = [e for e in await audit.recent(api.redis) if e.action == "rules.publish"]  # the audit trail too
+    assert (entry.who, entry.via, entry.target, entry.detail) == ("ops", "console", "v1", v1.note)
     # The worker-facing source takes the new version on its next poll; the admin's own source already did.
     assert await worker.poll() is True and worker.published == 1
     assert worker.current.version.startswith("v1:")
