@@ -40,6 +40,9 @@ async def test_explain_and_lead_page_follow_the_published_scoring_without_restar
     api.clock.now = (NOW + timedelta(days=15)).timestamp()
     file_scoring = load_scoring_file(api.settings.files.scoring_file)
     # Nothing published: the file's points, threshold and half-life.
+    csrf = await sign_in(api, "ops")
+    status, page, _ = await get(api, f"/console/leads/{lead_id}")
+    assert status == 200 and "Half-life 30 days" in page
     status, ex = await api.call("GET", f"/v1/leads/{lead_id}/explain")
     assert status == 200 and ex["scoring_version"] == file_scoring.version
     assert ex["threshold"] == 100 and ex["half_life_days"] == 30
@@ -47,7 +50,6 @@ async def test_explain_and_lead_page_follow_the_published_scoring_without_restar
     assert pricing["rule_points"] == 10
     assert ex["score_now"] == pytest.approx(score_at(75.0, NOW.timestamp(), api.clock(), 30 * 86400.0))
     # Ops publish v1 on the console: pricing worth 12, threshold 90, a 10-day half-life (cases updated to match).
-    csrf = await sign_in(api, "ops")
     text = (api.settings.files.scoring_file.read_text(encoding="utf-8")
             .replace(PRICING.format(10), PRICING.format(12)).replace("half_life_days: 30", "half_life_days: 10")
             .replace("threshold: 100        #", "threshold: 90         #"))
@@ -71,6 +73,7 @@ async def test_explain_and_lead_page_follow_the_published_scoring_without_restar
     assert state["threshold"] == 90 and state["score_now"] == pytest.approx(v1_now)
     status, page, _ = await get(api, f"/console/leads/{lead_id}")
     assert status == 200 and fact(page, "Threshold") == "90" and fact(page, "Score now") == f"{v1_now:.1f}"
+    assert "Half-life 10 days" in page  # the score chart decays with v1 too
     # Roll back to the file? Not possible (nothing older is published); a v2 back to 10 points takes over too.
     status, _, _ = await post(api, "/console/rules/scoring", {
         "csrf": csrf, "text": text.replace(PRICING.format(12), PRICING.format(10)),

@@ -41,8 +41,7 @@ class LeadSections:
 
     async def chart(self, lead_id: str, data: dict[str, str]) -> str:
         a = self.admin
-        a.scoring.maybe_reload()
-        scoring = a.scoring.current
+        scoring = await a.scoring_now()  # the published version in force, else the file
         curve = score_curve(await a.store.lead_reasons(lead_id), await a.store.lead_history(lead_id),
                             stored=num(data.get("score")), asof=num(data.get("asof")), now=a.clock(),
                             half_life_s=scoring.half_life_s, threshold=scoring.threshold)
