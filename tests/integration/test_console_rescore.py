@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from models import Event, EventType
 from router.settings import Settings
+from router.storage import keys
 from router.storage.archive import write_events
 from tests.integration.test_admin_api import Api, make_api
 from tests.integration.test_console import post, sign_in
@@ -62,7 +63,7 @@ def number(page: str, element_id: str) -> int:
 
 def rows(page: str, table_id: str) -> list[str]:
     m = re.search(rf'<table id="{table_id}">(.*?)</table>', page, re.DOTALL)
-    return re.findall(r"<tr><td>([^<]*)</td>", m.group(1)) if m else []
+    return [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<tr><td>(.*?)</td>", m.group(1))] if m else []
 
 
 async def test_a_scoring_edit_is_simulated_on_the_archive_without_touching_redis(api: Api) -> None:
@@ -79,6 +80,7 @@ async def test_a_scoring_edit_is_simulated_on_the_archive_without_touching_redis
     assert (number(page, "mql-running"), number(page, "mql-edited")) == (2, 3)
     assert (number(page, "newly"), number(page, "no-longer")) == (1, 0)
     assert rows(page, "newly-crossing") == ["p@tiny.io (Tiny, US)"]
+    assert f'<a href="/console/leads/{keys.lead_id_for_email("p@tiny.io")}">' in page
     assert 'id="chart-teams"' in page and 'id="chart-reps"' in page
     assert "MQLs per team: running vs edited" in page
     assert sorted(await api.redis.keys("*")) == keys_before  # nothing written (sessions were made before)

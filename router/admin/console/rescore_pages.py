@@ -26,6 +26,7 @@ from router.admin.console.views import delta_bars
 from router.admin.core import AdminCore
 from router.admin.http import ApiError
 from router.backtest.rescore import MAX_EVENTS, Changed, RescoreReport, compare, day_text
+from router.storage import keys
 from router.storage.archive import ReadStats, read_archive
 from router.storage.config_store import ConfigRejectedError
 from router.storage.pii import PiiKeysUnavailable, SealError, Vault
@@ -114,7 +115,12 @@ async def simulate_scoring(admin: AdminCore, kinds: Mapping[KindName, RulesKind]
 def _examples(title: str, element_id: str, rows: tuple[Changed, ...], total: int) -> str:
     if not rows:
         return ""
-    body = "".join(f"<tr><td>{h(c.label)}</td><td>{h(day_text(c.crossing.ts))}</td>"
+    def lead(c: Changed) -> str:
+        if "@" not in c.crossing.lead:
+            return h(c.label)
+        return f'<a href="/console/leads/{h(keys.lead_id_for_email(c.crossing.lead))}">{h(c.label)}</a>'
+
+    body = "".join(f"<tr><td>{lead(c)}</td><td>{h(day_text(c.crossing.ts))}</td>"
                    f"<td>{c.crossing.score:.1f}</td><td>{h(c.crossing.grade or '-')}</td>"
                    f"<td class=\"opt\">{h(c.crossing.clause)}</td><td>{h(c.team)} / {h(c.rep_id)}</td></tr>"
                    for c in rows)
