@@ -6,10 +6,6 @@ Screenshots go to ``test-artifacts/browser/pages/`` (gitignored), as in test_con
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,10 +17,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from router.dev.servers import free_port, wait_for_port
 from router.settings import Settings
 from router.storage.archive import write_events
-from tests.browser.conftest import Console, _browser_or_skip, _seed
+from tests.browser.conftest import Console, running_admin
 from tests.browser.test_console_ops_browser import set_text, shoot, sign_in
 from tests.integration.test_console_rescore import GOOD, POOR, browse
 
@@ -36,32 +31,14 @@ SCORING = Path(Settings().files.scoring_file)
 @pytest.fixture
 def archive_console(redis_url: str, tmp_path: Path) -> Iterator[Console]:
     """`leadrouter admin` as a real process whose archive holds three days of two leads' browsing, a week ago."""
-    _browser_or_skip()
-    seeded = asyncio.run(_seed(redis_url))
     shift = time.time() - 7 * 86400 - 1_795_000_000.0
     events = []
     for day in range(3):
         events += browse("g@acme.com", "vg", day, GOOD if day == 0 else None)
         events += browse("p@tiny.io", "vp", day, POOR if day == 0 else None)
     write_events(tmp_path / "archive", [replace(e, ts=e.ts + shift) for e in events], writer_id="w1")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADROUTER_") and k not in ("REDIS_URL",)}
-    env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", LEADROUTER_TOKEN_SECRET="browser-tests-secret-0123456789",
-               LEADROUTER_ARCHIVE_DIR=str(tmp_path / "archive"))
-    log = (tmp_path / "admin.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "admin", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path, env=env)
-    try:
-        wait_for_port(port, 30.0, proc)
-        yield Console(f"http://127.0.0.1:{port}", seeded, redis_url)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+    with running_admin(redis_url, tmp_path, LEADROUTER_ARCHIVE_DIR=str(tmp_path / "archive")) as c:
+        yield c
 
 
 def test_ops_simulate_a_scoring_edit_on_the_archive(browser: Any, archive_console: Console) -> None:
