@@ -234,7 +234,8 @@ def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
         what = "erased" if report.existed else "no stored lead"
         print(f"forgotten: {what} (lead {report.lead_id}, {report.keys_deleted} keys, "
               f"{len(report.identifiers)} identifiers{', left its account' if report.account else ''}, "
-              f"{report.outcomes_deleted} outcome rows, {report.identity_log_deleted} identity-log entries, "
+              f"{report.outcomes_deleted} outcome rows, {report.decisions_deleted} logged decisions, "
+              f"{report.identity_log_deleted} identity-log entries, "
               f"{report.digest_entries} digest entries); data key "
               f"{'shredded' if report.key_shredded else 'absent'}: sealed copies in the spool and Kafka are "
               "unreadable, and later events for this email are dropped")

@@ -416,3 +416,16 @@ def pii_key(subject: str) -> str:
 def pii_gone(subject: str) -> str:
     """String (forget time): the tombstone; the collector and the worker drop the person's events."""
     return f"{PREFIX}:{{P:{subject}}}:gone"
+
+
+# --- Learning from outcomes: the decision log and the CRM webhook (issue 12.2) -----------------------
+
+VECTORS = f"{PREFIX}:vectors"
+"""Stream of JSON records (field ``json``): the feature vector, score, model version and probability the worker
+used at each crossing and each routing decision (router/worker/learning.py).  Capped; forget XDELs a person's."""
+VECTORS_MAXLEN = 500_000
+
+
+def webhook_seen(digest: str) -> str:
+    """String: a CRM webhook delivery already applied (sha256 of its signature), kept for the replay window."""
+    return f"{PREFIX}:webhook:seen:{digest}"

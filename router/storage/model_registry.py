@@ -205,7 +205,7 @@ def load_model(registry: Path, version: str) -> LoadedModel:
     except Exception as exc:
         raise ModelLoadError(f"cannot load {path / MODEL_FILE}: {type(exc).__name__}: {exc}; "
                              "retrain the model with the installed scikit-learn") from exc
-    model = PipelineLeadModel(version, schema.names, estimator)
+    model = PipelineLeadModel(version, schema.names, estimator, schema)
     try:
         (p,) = model.predict_proba([{}])
     except Exception as exc:

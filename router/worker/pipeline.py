@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -36,6 +37,7 @@ from models import (
 )
 from router import metrics
 from router.settings import TokenSettings
+from router.storage.decisions import log_decision
 from router.storage.live_config import LiveFile
 from router.storage.pii import Vault
 from router.storage.store import LeadRules, RedisStore
@@ -43,6 +45,7 @@ from router.tokens import mint_action_token
 from router.worker.accounts import account_for
 from router.worker.distribution import Held, Pick, assign_owner, assign_reengaged_owner, assign_rep
 from router.worker.identity import is_known_person, resolve_batch, used_links
+from router.worker.learning import crossing_record, explain_at_crossing, route_record
 from router.worker.reengage import comeback, out_of_office, reengagement_of
 from router.worker.review import crossing_trust, gated, review_info
 from router.worker.review import hold as hold_for_review
@@ -548,6 +551,7 @@ class Pipeline:
         once a rep is back.
         """
         started = time.perf_counter()
+        crossing = await self._log_crossing(plan, result, config)
         if await self._held_for_review(plan, result):
             return None
         routing = self.routing.current
@@ -617,7 +621,7 @@ class Pipeline:
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
                       links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing),
                       reengagement=reengaged, field_changes=await self._field_changes(plan.lead_id),
-                      priority=result.trigger == "hand_raiser")
+                      priority=result.trigger == "hand_raiser", model=crossing.get("explanation") or {})
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.
@@ -630,11 +634,24 @@ class Pipeline:
             old_team = result.lead.get("team", "")
             if reengaged.current_owner and reengaged.owner != rep.rep_id and old_team:
                 await self.store.release_open(old_team, reengaged.owner, plan.lead_id)
+        await log_decision(self.store.redis, route_record(crossing, ts=now, team=team.name, rule=decision.rule,
+                                                          rules_version=decision.rules_version, rep_id=rep.rep_id))
         metrics.ASSIGNMENTS.labels(team.name, rep.rep_id).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
         log.info("lead %s -> %s [%s] via rule %s (crossing %d, %s)", plan.lead_id, rep.rep_id, team.name,
                  decision.rule, result.crossing, result.trigger or "threshold")
         return assignment
+
+    async def _log_crossing(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> dict[str, Any]:
+        """Record what the worker knew at this crossing (router/worker/learning.py); returns the record."""
+        model = self.model() if self.model else None
+        explanation = await asyncio.to_thread(explain_at_crossing, model, result.lead)
+        record = crossing_record(plan.lead_id, result.crossing, result.lead, ts=self.clock(), score=result.after,
+                                 threshold=config.threshold, trigger=result.trigger or "threshold",
+                                 versions=self.versions(), reasons=result.reasons, half_life_s=config.half_life_s,
+                                 model=model, explanation=explanation)
+        await log_decision(self.store.redis, record)
+        return record
 
     # --- review queue and field provenance (issue 16.2, 16.3) -----------------------------------
 
