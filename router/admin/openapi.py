@@ -321,6 +321,15 @@ def components(settings: Settings) -> dict[str, Schema]:
             "field_history": {"type": "array", "items": ref("FieldChange"),
                               "description": "every change to the lead's fields and every value an unverified "
                                              "source proposed, newest first"},
+            "model": nullable(obj({
+                "version": STR, "probability": NUM, "base_log_odds": NUM, "log_odds": NUM, "more": INT,
+                "contributions": {"type": "array", "items": obj({
+                    "feature": STR, "label": STR, "value": STR, "log_odds": NUM, "text": STR,
+                }, ("feature", "label", "value", "log_odds", "text"))},
+            }, ("version", "probability", "base_log_odds", "log_odds", "contributions", "more"),
+                description="the active model's probability for the lead now, with its top exact signed "
+                            "contributions in log-odds (base_log_odds + all contributions = log_odds); null "
+                            "without an active model")),
         }, ("lead_id", "now", "score_now", "score", "score_asof", "threshold", "half_life_days", "ready", "parts",
             "explained", "residual", "reasons")),
         "Timeline": obj({

@@ -127,6 +127,7 @@ def _check_cases(settings: Settings, args: argparse.Namespace) -> bool:
 def _print_model_explanation(settings: Settings, lead: dict[str, str]) -> None:
     """The active model's probability for the lead's state now, with its top signed contributions."""
     from router.storage.model_registry import explain_lead, load_active
+    from scoring.explain_text import contribution_text
     from scoring.model import LeadModelError
 
     try:
@@ -137,9 +138,10 @@ def _print_model_explanation(settings: Settings, lead: dict[str, str]) -> None:
     except (RouterError, LeadModelError) as exc:
         print(f"model: cannot explain ({exc})")
         return
-    top = ", ".join(c.describe() for c in ex.top(5)) or "no feature moved it"
+    top = ", ".join(contribution_text(c) for c in ex.top(5)) or "no feature moved it"
     print(f"model {loaded.version} now: probability {ex.probability:.2f} = base {ex.base_log_odds:+.2f} log-odds "
-          f"{top}" + (" ..." if len(ex.contributions) > 5 else ""))
+          f"{top}" + (" ..." if len(ex.contributions) > 5 else "")
+          + " (exact Shapley values in calibrated log-odds)")
 
 
 def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:

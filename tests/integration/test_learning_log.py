@@ -148,3 +148,38 @@ async def test_without_a_model_the_crossing_is_logged_and_the_alert_has_no_model
     assert crossing["features"]["country"] == "germany"
     alert = Alert.from_dict(published[0])
     assert alert.model == {} and "Model:" not in render_text(alert)
+
+
+async def test_the_admin_explain_endpoint_and_lead_explain_show_the_models_contributions(
+        redis: Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from router.cli import main as cli
+    from router.settings import Settings
+    from router.storage.model_registry import activate, save_model
+    from scoring.model import schema_to_json
+    from tests.integration.test_admin_api import make_api, route_lead
+
+    model = small_model()
+    assert model.schema is not None
+    meta = {**schema_to_json(model.schema), "model": {"params": ModelParams(calibration="sigmoid").to_dict()}}
+    version, _ = save_model(tmp_path, "20261124T150000Z-test", model.estimator, meta)
+    activate(tmp_path, version)
+    settings = Settings.of(redis_url=redis_url, model_registry_dir=tmp_path)
+    api, client = await make_api(redis, settings)
+    try:
+        lead_id, _ = await route_lead(api, "jane@acme.com")
+        status, body = await api.call("GET", f"/v1/leads/{lead_id}/explain")
+        assert status == 200, body
+        m = body["model"]
+        assert m["version"] == version and 0 < m["probability"] < 1
+        [p] = model.predict_proba([features_from_lead(await api.store.lead_hash(lead_id), model.features)])
+        assert m["probability"] == pytest.approx(p, abs=1e-12)
+        assert m["log_odds"] == pytest.approx(math.log(p / (1 - p)), abs=1e-6)
+        assert m["contributions"] and {c["label"] for c in m["contributions"]} <= {
+            "lead origin", "page views", "country", "occupation", "opted out of email"}
+    finally:
+        await client.close()
+    # The model line of 'leadrouter lead explain'.
+    cli._print_model_explanation(settings, await api.store.lead_hash(lead_id))
+    out = capsys.readouterr().out
+    assert f"model {version} now: probability {p:.2f}" in out
+    assert "exact Shapley values in calibrated log-odds" in out and ("lead origin: form" in out or "country:" in out)
