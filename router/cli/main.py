@@ -52,7 +52,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     require_local_extra("dev")
     from router.dev.run import run_dev  # dev-only code: imported only when `leadrouter dev` runs
 
-    return asyncio.run(run_dev(settings, rate=args.rate, duration_s=args.duration, seed=args.seed))
+    return asyncio.run(run_dev(settings, rate=args.rate, duration_s=args.duration, seed=args.seed,
+                               outcome_delay_s=args.outcome_delay))
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -267,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demo hits per second (default 20; 0: no demo traffic, only your own)")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--seed", type=int, default=None, help="seed the demo traffic")
+    d.add_argument("--outcome-delay", type=_non_negative, default=20.0,
+                   help="seconds after routing before the demo CRM marks an alerted lead won or lost (default 20)")
     d.set_defaults(fn=cmd_dev)
     sub.add_parser("collector", help="run the HTTP collector").set_defaults(fn=cmd_collector)
     sub.add_parser("worker", help="run a stream-processing worker").set_defaults(fn=cmd_worker)
