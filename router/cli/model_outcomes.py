@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from threadpoolctl import threadpool_limits
 
 from router.cli.model_report import Clock, ModelCommandError, _library_versions, print_evaluation, write_plots
@@ -61,6 +62,10 @@ async def load_examples(settings: Settings, clock: Clock) -> tuple[list[Example]
         rows = await read_outcomes(redis)
         events = await lifecycle_events(redis, [str(c.get("lead_id", "")) for c in crossings], rows)
         clock(f"read {len(rows)} won/lost rows and {len(events)} lifecycle steps of the crossed leads")
+    except RedisError as exc:
+        msg = (f"Redis at {settings.redis.url} failed ({type(exc).__name__}: {exc}); check REDIS_URL and that "
+               "redis-server is running")
+        raise ModelCommandError(msg) from exc
     finally:
         await redis.aclose()
     return join_outcomes(crossings, events)

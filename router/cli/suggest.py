@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from router.errors import RouterError
 from router.settings import Settings
 from router.storage.config_store import SCORING, ConfigRejectedError, run_checks
@@ -49,6 +51,10 @@ async def logged_crossings(settings: Settings) -> list[LoggedCrossing]:
         routes = {(r["lead_id"], int(r.get("crossing", 0) or 0)): r for r in first_records(records, "route")}
         events = await lifecycle_events(redis, [str(c.get("lead_id", "")) for c in crossings],
                                         await read_outcomes(redis))
+    except RedisError as exc:
+        msg = (f"Redis at {settings.redis.url} failed ({type(exc).__name__}: {exc}); check REDIS_URL and that "
+               "redis-server is running")
+        raise SuggestError(msg) from exc
     finally:
         await redis.aclose()
     by_lead: dict[str, list[tuple[float, str]]] = {}

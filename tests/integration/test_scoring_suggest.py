@@ -130,3 +130,16 @@ async def test_without_logged_crossings_suggest_says_what_to_do(redis: Redis, tm
     code, _, err = await asyncio.to_thread(_run, "scoring", "suggest", "--file", str(SCORING), "--out",
                                            str(tmp_path / "c.yaml"))
     assert code == 2 and "no logged crossings" in err and not (tmp_path / "c.yaml").exists()
+
+
+async def test_redis_down_is_a_clear_error_for_suggest_and_training(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    from router.dev.servers import free_port
+
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("REDIS_URL", down)
+    monkeypatch.setenv("LEADROUTER_REDIS_URL", down)
+    for argv in (("scoring", "suggest", "--file", str(SCORING), "--out", str(tmp_path / "c.yaml")),
+                 ("model", "train", "--from-outcomes", "--registry", str(tmp_path / "reg"))):
+        code, _, err = await asyncio.to_thread(_run, *argv)
+        assert code == 2 and f"Redis at {down} failed" in err and "REDIS_URL" in err, err
