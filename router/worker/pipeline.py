@@ -522,7 +522,8 @@ class Pipeline:
         return replace(reengaged, back=comeback(recent, self.clock(), since))
 
     async def _notify_owner(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig, lead: LeadView,
-                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float) -> Assignment | None:
+                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float,
+                            crossing: Mapping[str, Any]) -> Assignment | None:
         """The owner still holds the lead (sal, sql, opportunity): tell them; nothing is routed again."""
         routing = self.routing.current
         now = self.clock()
@@ -534,10 +535,12 @@ class Pipeline:
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id), links=links,
-                      reengagement=reengaged)
+                      reengagement=reengaged, model=crossing.get("explanation") or {})
         if not await self._publish(plan.lead_id, alert):
             return None  # forgotten meanwhile: nothing is sent or recorded
         await self.store.reengage_notified(plan.lead_id, result.crossing, alert_id, rep.rep_id, rep.name, now)
+        await log_decision(self.store.redis, route_record(crossing, ts=now, team=decision.team, rule=decision.rule,
+                                                          rules_version=decision.rules_version, rep_id=rep.rep_id))
         metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
         log.info("lead %s re-engaged in %s: told its owner %s", plan.lead_id, reengaged.from_stage, rep.rep_id)
@@ -575,7 +578,7 @@ class Pipeline:
                 reengaged = replace(reengaged, route="owner_away")
             elif reengaged.from_stage in HELD_STAGES:
                 return await self._notify_owner(plan, result, config, lead, replace(reengaged, route="owner_notified"),
-                                                rep0, assignment_id, started)
+                                                rep0, assignment_id, started, crossing)
             else:
                 owner_pick = await assign_reengaged_owner(self.store, routing.team(rep0.team), rep0, assignment_id,
                                                           plan.lead_id, result.crossing, at)
