@@ -256,8 +256,17 @@ def check_servable(loaded: LoadedModel) -> None:
 
 
 def activate(registry: Path, version: str) -> None:
-    """Make ``version`` the served one (after checking it loads and is servable): ``ACTIVE`` is replaced atomically."""
-    check_servable(load_model(registry, version))
+    """Make ``version`` the served one (after checking it loads and is servable): ``ACTIVE`` is replaced atomically.
+
+    A model trained on logged outcomes below the activation minimum (``metadata.activation.allowed`` false,
+    router/cli/model_outcomes.py) is refused, with the counts.
+    """
+    loaded = load_model(registry, version)
+    gate = loaded.metadata.get("activation") or {}
+    if isinstance(gate, dict) and gate.get("allowed") is False:
+        msg = (f"model {version} is not activated: {str(gate.get('detail', '')).removeprefix('not activated: ')}")
+        raise ModelRegistryError(msg)
+    check_servable(loaded)
     target = registry / ACTIVE_FILE
     fd, tmp = tempfile.mkstemp(prefix=".ACTIVE-", dir=registry)
     try:

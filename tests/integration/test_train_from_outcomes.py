@@ -105,6 +105,11 @@ async def test_too_few_outcomes_are_refused_with_the_counts_and_the_flag(redis: 
     assert f"--min-leads {leads} --min-conversions {won}" in refusal
     assert not (tmp_path / ACTIVE_FILE).exists()
     assert "AUC" in out  # trained and evaluated, only not activated
+    # Nor can it be activated by hand afterwards.
+    small = re.search(r"^version\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+    code, _, err = await run("model", "activate", small, "--registry", str(tmp_path))
+    assert code == 2 and f"model {small} is not activated: {leads} labelled leads" in err and "--min-leads" in err
+    assert not (tmp_path / ACTIVE_FILE).exists()
     # The demo override: the bar named in the refusal.
     code, out, err = await run("model", "train", "--from-outcomes", "--registry", str(tmp_path), "--activate",
                          "--min-leads", str(leads), "--min-conversions", str(won))
