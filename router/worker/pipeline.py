@@ -486,11 +486,23 @@ class Pipeline:
         assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
                                 decision=decision, ts=self.clock())
         reengaged = await self._reengagement(lead_id, ApplyResult(status="scored", crossing=crossing, lead=data))
+        record: dict[str, Any] = {}
+        if kind in ("reassign", "assigned", "manual_reassign"):  # a routing decision: logged, and explained
+            model = self.model() if self.model else None
+            explanation = await asyncio.to_thread(explain_at_crossing, model, data)
+            record = crossing_record(lead_id, crossing, data, ts=self.clock(), score=lead.score,
+                                     threshold=config.threshold, trigger=data.get("last_trigger", ""),
+                                     versions=self.versions(), reasons=reasons, half_life_s=config.half_life_s,
+                                     model=model, explanation=explanation)
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger, recent=tuple(await self.store.lead_recent(lead_id, 10)),
                       account=await self._account_context(lead_id), links=links, reengagement=reengaged,
-                      kind="escalation" if escalation else "lead", escalation=escalation)
-        await self._publish(lead_id, alert)
+                      kind="escalation" if escalation else "lead", escalation=escalation,
+                      model=record.get("explanation") or {})
+        if await self._publish(lead_id, alert) and record:
+            await log_decision(self.store.redis, route_record(record, ts=self.clock(), team=rep.team,
+                                                              rule=f"sla:{kind}", rules_version=decision.rules_version,
+                                                              rep_id=rep.rep_id))
 
     async def _publish(self, lead_id: str, alert: Alert) -> bool:
         """Publish the alert sealed under the lead's data key; False when the lead was forgotten meanwhile."""
