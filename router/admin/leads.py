@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from router import metrics
+from router.admin.audit import audit
 from router.admin.auth import Role
 from router.admin.core import LEAD_ID, AdminCore
 from router.admin.http import ApiError, as_str, json_response, num, opt_num
@@ -173,6 +174,7 @@ class LeadHandlers(AdminCore):
                 entry = await review.dismiss(self.store, lead_id, who, self.clock())
         except review.ReviewError as exc:
             raise ApiError(409, "not_held", str(exc)) from None
+        await audit(self, f"review.{op}", via="api", lead_id=lead_id)
         return json_response(entry)
 
     async def release_review(self, request: web.Request) -> web.StreamResponse:

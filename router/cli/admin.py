@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import getpass
 import signal
 import sys
 import time
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError
 from router.admin.auth import DEFAULT_OVERLAP_S, Principal, Role, TokenSpecError, TokenStore
 from router.errors import RouterError
 from router.settings import Settings
+from router.storage import audit
 from router.storage.redis import create_redis
 from router.storage.rules_store import RulesStore, load_rules_path
 from rules import RoutingConfig, RulesError
@@ -115,6 +117,8 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
                                                               ttl_s=_ttl_s(settings, args))
         except TokenSpecError as exc:
             raise AdminCommandError(str(exc)) from exc
+        await _audit(redis, "token.create", principal.token_hash[:12],
+                     f"{role.value} token named {principal.name!r}" + (f" for rep {rep_id}" if rep_id else ""))
         print(token)
         rep = f" for rep {principal.rep_id}" if principal.rep_id else ""
         print(f"created {role.value} token{rep} named {principal.name!r} (sha256 {principal.token_hash[:12]}), valid "
@@ -123,6 +127,15 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _with_redis(settings, work)
+
+
+async def _audit(redis: Redis, action: str, target: str, detail: str) -> None:
+    """Token changes go on the audit trail (router/storage/audit.py) as made by this machine's user."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    await audit.record(redis, who=f"cli:{user}", role="", action=action, via="cli", target=target, detail=detail)
 
 
 def _when(ts: float | None) -> str:
@@ -168,6 +181,7 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
             gone = await TokenStore(redis).revoke(args.hash_prefix)
         except TokenSpecError as exc:
             raise AdminCommandError(str(exc)) from exc
+        await _audit(redis, "token.revoke", gone.token_hash[:12], f"{gone.role.value} token named {gone.name!r}")
         print(f"revoked {gone.role.value} token {gone.token_hash[:12]} named {gone.name!r}; it stops working at once")
         return 0
 
@@ -186,6 +200,9 @@ def cmd_token_rotate(settings: Settings, args: argparse.Namespace) -> int:
                 overlap_s=args.overlap_minutes * 60, default_ttl_s=settings.admin.token_ttl_days * 86400)
         except TokenSpecError as exc:
             raise AdminCommandError(str(exc)) from exc
+        await _audit(redis, "token.rotate", old.token_hash[:12],
+                     f"{old.role.value} token named {old.name!r} -> {new.token_hash[:12]}, overlap "
+                     f"{args.overlap_minutes:g} min")
         print(token)
         ends = ("was revoked at once" if args.overlap_minutes == 0 else
                 f"keeps working until {_when(old.expires)} UTC, then stops")

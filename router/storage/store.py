@@ -31,6 +31,7 @@ from router.storage import keys
 from router.storage.scripts import lua
 from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json, reengage_json
 from scoring.account_intent import AccountIntentConfig
+from scoring.touch import MAX_NAME, visit_cfg, visit_step
 
 
 def _lua(name: str) -> str:
@@ -139,9 +140,9 @@ class RedisStore:
         sources (later events to them are 'moved'), let the targets absorb them
         (once, by marker), clean the sources and log every merge.  Merges that
         depend on each other (a source that is another merge's target) run in
-        later waves, in order.
+        later waves, in order.  The statuses come in the order of ``merges``.
         """
-        statuses: list[MergeStatus] = []
+        by_merge: dict[int, MergeStatus] = {}
         for wave in _waves(merges):
             pipe = self.redis.pipeline(transaction=False)
             for m in wave:
@@ -152,7 +153,8 @@ class RedisStore:
                 if f["status"] == "frozen":
                     ttl = 0 if keys.is_email_lead(m.target) else self.anonymous_ttl_s
                     await self._absorb(keys=keys.lead_keys(m.target),
-                                       args=[*_absorb_args(m, f, half_life_s, now, self.seen_window_s), ttl],
+                                       args=[*_absorb_args(m, f, half_life_s, now, self.seen_window_s), ttl,
+                                             orjson.dumps(web_state(f.get("hash") or {}))],
                                        client=pipe)
             await pipe.execute()
             pipe = self.redis.pipeline(transaction=False)
@@ -165,9 +167,9 @@ class RedisStore:
                 pipe.xadd(keys.IDENTITY_LOG, {"kind": kind, "source": m.source, "target": m.target,
                                               "identifier": m.identifier, "event_id": m.event_id, "ts": str(m.ts)},
                           maxlen=keys.IDENTITY_LOG_MAXLEN, approximate=True)
-                statuses.append(status)
+                by_merge[id(m)] = status
             await pipe.execute()
-        return statuses
+        return [by_merge[id(m)] for m in merges]
 
     async def log_identity(self, kind: str, **fields: object) -> None:
         entry: dict[Any, Any] = {"kind": kind, **{k: str(v) for k, v in fields.items()}}
@@ -188,7 +190,7 @@ class RedisStore:
         cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
                                "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT, "at": self.anonymous_ttl_s,
                                "rc": orjson.Fragment(rules.clauses_json), "hk": keys.HISTORY_KEPT,
-                               "fk": keys.FIELD_HISTORY_KEPT}
+                               "fk": keys.FIELD_HISTORY_KEPT, **visit_cfg()}
         if rules.reengage_json:
             cfg["re"] = orjson.Fragment(rules.reengage_json)
         if rules.daily_cap is not None:
@@ -228,6 +230,11 @@ class RedisStore:
             if plan.grade is not None:
                 payload["g"] = plan.grade.letter
                 payload["gp"] = plan.grade.points
+            if ev.name:
+                payload["n"] = ev.name[:MAX_NAME]
+            visit = visit_step(ev)
+            if visit is not None:
+                payload["w"] = visit
             await self._apply(keys=keys.apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
                               client=pipe)
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
@@ -649,6 +656,15 @@ def _absorb_args(m: Merge, frozen: Mapping[str, Any], half_life_s: float, now: f
         orjson.dumps(frozen.get("recent") or []), orjson.dumps(fields), orjson.dumps(counts), orjson.dumps(caps),
         h.get("hr_ts", ""), h.get("hr_event", ""),
     ]
+
+
+def web_state(h: Mapping[str, str]) -> dict[str, str]:
+    """A frozen profile's visits (apply_event.lua's ``w:*`` fields) for merge_absorb.lua's ARGV[20]."""
+    return {k[2:]: v for k, v in h.items() if k.startswith("w:") and k[2:] in _WEB_KEYS}
+
+
+_WEB_KEYS: frozenset[str] = frozenset({"ss", "time", "st", "last", "camp", "ft", "ft_ts", "lt", "lt_ts", "es", "es0",
+                                       "esd"})
 
 
 def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:

@@ -38,6 +38,7 @@ from models import (
 from router import metrics
 from router.settings import TokenSettings
 from router.storage.decisions import log_decision
+from router.storage.live import LiveFeed
 from router.storage.live_config import LiveFile
 from router.storage.pii import Vault
 from router.storage.store import LeadRules, RedisStore
@@ -223,7 +224,7 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
             key_id, name, domain = links.get(lead_id) or existing.get(lead_id) or "", "", ""
             if key_id and not is_known_person(lead_id):
                 links[lead_id] = key_id  # re-written: an anonymous profile's tie expires with it
-        if key_id:
+        if key_id and plan.event.type is not EventType.PAGE_PING:  # a heartbeat is no account activity
             ev = plan.event
             out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
                                    lead_id=lead_id, role=role_of(ev), known=is_known_person(lead_id),
@@ -247,8 +248,20 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     intent = intent or config.intent
     visitors, users = await store.resolve_identities(*identify(events))
     resolution = resolve_batch(list(events), visitors, users, unique)
+    lead_ids = list(resolution.lead_ids)
     if resolution.merges:  # once per identification; pipelined in dependency waves
-        await store.merge_many(resolution.merges, half_life_s=config.half_life_s, now=now)
+        statuses = await store.merge_many(resolution.merges, half_life_s=config.half_life_s, now=now)
+        # This batch's events of a profile merged just now go straight to the lead it joined, in
+        # event order (re-applied after the rest as 'moved', a visit's page views would come after
+        # its later events, and sessions and the last activity depend on order).
+        into = {m.source: m.target for m, st in zip(resolution.merges, statuses, strict=True)
+                if st in ("frozen", "done", "empty")}
+        for i, lid in enumerate(lead_ids):
+            seen: set[str] = set()
+            while lid in into and lid not in seen:
+                seen.add(lid)
+                lid = into[lid]
+            lead_ids[i] = lid
     for c in resolution.conflicts:
         await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
                                  event_id=c.event_id, ts=c.ts)
@@ -264,6 +277,7 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
             stored = {lid: {k[2:]: v for k, v in h.items() if k.startswith("f:")} for lid, h in hashes.items()}
     verified = [fields_verified(ev, lid, visitors) for ev, lid in zip(events, resolution.lead_ids, strict=True)]
     plans = plan_batch(events, resolution.lead_ids, config, icp, stored, verified)
+    plans = [p if p.lead_id == lid else replace(p, lead_id=lid) for p, lid in zip(plans, lead_ids, strict=True)]
     account_plans = await plan_accounts(store, plans)
     rules = LeadRules.from_config(config, versions)
     results, accounts = await store.apply_with_accounts(
@@ -499,10 +513,20 @@ class Pipeline:
                       account=await self._account_context(lead_id), links=links, reengagement=reengaged,
                       kind="escalation" if escalation else "lead", escalation=escalation,
                       model=record.get("explanation") or {})
-        if await self._publish(lead_id, alert) and record:
-            await log_decision(self.store.redis, route_record(record, ts=self.clock(), team=rep.team,
-                                                              rule=f"sla:{kind}", rules_version=decision.rules_version,
-                                                              rep_id=rep.rep_id))
+        if await self._publish(lead_id, alert):
+            await self._live().note("alert", lead=lead_id, rep=rep.rep_id, aid=alert_id, step=kind,
+                                    team=rep.team, now=self.clock())
+            if record:
+                await log_decision(self.store.redis, route_record(
+                    record, ts=self.clock(), team=rep.team, rule=f"sla:{kind}", rules_version=decision.rules_version,
+                    rep_id=rep.rep_id))
+
+    def _live(self) -> LiveFeed:
+        """The console's live feed (router/storage/live.py), over the store's Redis."""
+        feed = self.__dict__.get("_live_feed")
+        if feed is None:
+            feed = self.__dict__["_live_feed"] = LiveFeed(self.store.redis)
+        return feed
 
     async def _publish(self, lead_id: str, alert: Alert) -> bool:
         """Publish the alert sealed under the lead's data key; False when the lead was forgotten meanwhile."""
@@ -617,6 +641,9 @@ class Pipeline:
             pick = owner_pick
         assert decision is not None
         if isinstance(pick, Held):
+            await self._live().note("held", lead=plan.lead_id, aid=assignment_id, team=pick.team,
+                                    trigger=result.trigger, score=f"{result.after:.1f}", reason=pick.reason,
+                                    now=self.clock())
             metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
             log.warning("lead %s held [%s] via rule %s: %s; routed when a rep is back",
                         plan.lead_id, pick.team, decision.rule, pick.reason)
@@ -644,6 +671,8 @@ class Pipeline:
             return None  # forgotten while it was being routed: nothing is sent or recorded
         await self.store.commit_assignment(plan.lead_id, result.crossing, assignment_id, rep.rep_id, rep.name,
                                            team.name, decision.rule, decision.rules_version, now)
+        await self._live().note("crossing", lead=plan.lead_id, rep=rep.rep_id, aid=assignment_id, team=team.name,
+                                trigger=result.trigger, score=f"{result.after:.1f}", rule=decision.rule, now=now)
         if reengaged is not None:
             metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
             old_team = result.lead.get("team", "")

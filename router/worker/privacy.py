@@ -14,8 +14,9 @@ Redis is edited in place; everything kept outside it is made unreadable:
   counts (replaced by an anonymous entry, so the counts stay), its alerts waiting in rep
   digests (and its entry in other leads' queued alerts as an account colleague), its
   training rows on ``lr:outcomes``, its logged crossings and routing decisions on
-  ``lr:vectors`` (feature vectors, scores, explanations) and every ``lr:identity:log``
-  entry about it.
+  ``lr:vectors`` (feature vectors, scores, explanations), every ``lr:identity:log`` entry
+  about it, and the ops console's live-feed, dead-letter and audit entries naming it
+  (router/storage/live.py, audit.py).
 * A marker on the lead (``forgotten``, expiring after ``keys.FORGET_GRACE_S``) stops
   events that were already being processed from writing the lead again.
 """
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from router.storage import keys
+from router.storage import audit, keys, live
 from router.storage.pii import Vault
 from router.storage.store import RedisStore
 from rules import RoutingConfig
@@ -51,6 +52,7 @@ class ForgetReport:
     decisions_deleted: int = 0
     identity_log_deleted: int = 0
     digest_entries: int = 0
+    console_entries_deleted: int = 0
 
 
 async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: float | None = None, *,
@@ -136,6 +138,8 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     ids = {m for m in members} | {m.partition(":")[2] for m in members}
     report.identity_log_deleted = await _scrub_stream(
         redis, keys.IDENTITY_LOG, lambda f: bool((related | ids) & set(f.values())))
+    # The console's live feed, dead letters and audit trail name the lead by id: gone too.
+    report.console_entries_deleted = await live.forget_lead(redis, lead_id) + await audit.forget_lead(redis, lead_id)
     # Shred: every sealed copy outside Redis becomes unreadable; later events are dropped.
     subject = vault.subject(email)
     report.key_shredded = await vault.shred(subject, now)

@@ -4,7 +4,8 @@ Chromium and its WebDriver are Debian's ``chromium`` and ``chromium-driver`` pac
 which scripts/bootstrap.sh installs when missing (as it does redis-server).  Without
 them these tests are skipped on a developer's machine but fail under CI (``CI`` set),
 so CI can never pass by skipping them.  A failing test leaves a screenshot and the
-page's HTML in ``test-artifacts/browser/`` (or ``$TEST_ARTIFACTS_DIR/browser``).
+page's HTML in ``test-artifacts/browser/`` (or ``$TEST_ARTIFACTS_DIR/browser``); :func:`shot` saves
+a screenshot of each page a test visits in ``test-artifacts/browser/pages/`` (gitignored, for review).
 """
 
 from __future__ import annotations
@@ -163,6 +164,21 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def shot(driver: Any, name: str, *, phone: bool = False) -> Path:
+    """Save what the browser shows now as ``test-artifacts/browser/pages/<name>.png`` (whole page height);
+    with ``phone`` also ``<name>-phone.png`` at a phone's width."""
+    folder = ARTIFACTS / "pages"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    for width, file in [(1280, path), *([(390, folder / f"{name}-phone.png")] if phone else [])]:
+        driver.set_window_size(width, 900)
+        height = int(driver.execute_script("return document.documentElement.scrollHeight") or 900)
+        driver.set_window_size(width, max(900, min(height + 40, 4000)))
+        driver.save_screenshot(str(file))
+    driver.set_window_size(1280, 900)
+    return path
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -212,12 +212,12 @@ class RulesKind:
         checked = await asyncio.to_thread(check)
         now = self.admin.clock()
         if self._rules is not None:
-            doc = await self._rules.publish(checked, author=author, note=note, now=now)
+            doc = await self._rules.publish(checked, author=author, note=note, now=now, via="console")
             await self.admin.routing.poll()
             number = doc.number
         else:
             assert self._config is not None
-            number = (await self._config.publish(checked, author=author, note=note, now=now)).number
+            number = (await self._config.publish(checked, author=author, note=note, now=now, via="console")).number
         version = await self.get(number)
         assert version is not None
         return version
@@ -231,10 +231,10 @@ class RulesKind:
             raise RulesEditError(f"v{number} is already the active {self.name} version; nothing changed")
         try:
             if self._rules is not None:
-                entry = await self._rules.rollback(number, author=author, note=note, now=now)
+                entry = await self._rules.rollback(number, author=author, note=note, now=now, via="console")
                 await self.admin.routing.poll()
                 return entry
             assert self._config is not None
-            return await self._config.rollback(number, author=author, note=note, now=now)
+            return await self._config.rollback(number, author=author, note=note, now=now, via="console")
         except (RulesVersionError, ConfigVersionError) as exc:
             raise RulesEditError(str(exc).splitlines()[0], str(exc).splitlines()) from None

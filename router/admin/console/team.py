@@ -136,7 +136,7 @@ class TeamPage:
         config = await self.admin.config()
         team, rep = self.admin.find_rep(config, rep_id)
         await self.admin.apply_availability(team, rep, out, (until or None) if out else None, note if out else "",
-                                            session.principal.name or "ops")
+                                            session.principal.name or "ops", via="console")
         log.info("console: %s out of office %s (until %s) by %s", rep.rep_id, out, until or "-",
                  session.principal.name)
         return see_other("/console/team?done=saved")
