@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -144,7 +145,7 @@ class LeadHandlers(AdminCore):
             watcher = ActiveModelWatcher(self.settings.files.model_registry_dir)
             self._model_watcher = watcher
         await asyncio.to_thread(watcher.maybe_reload)
-        return await asyncio.to_thread(explain_at_crossing, watcher.current, data)
+        return await asyncio.to_thread(partial(explain_at_crossing, watcher.current, data, now=self.clock()))
 
     async def lead_timeline(self, request: web.Request) -> web.StreamResponse:
         limit = self.limit(self.query(request, ("limit",)), 100)

@@ -135,7 +135,7 @@ def _print_model_explanation(settings: Settings, lead: dict[str, str]) -> None:
         loaded = load_active(settings.files.model_registry_dir)
         if loaded is None:
             return
-        ex = explain_lead(loaded, lead)
+        ex = explain_lead(loaded, lead, now=time.time())
     except (RouterError, LeadModelError) as exc:
         print(f"model: cannot explain ({exc})")
         return

@@ -228,9 +228,9 @@ def active_version(registry: Path) -> str | None:
     return text or None
 
 
-def explain_lead(loaded: LoadedModel, lead: Mapping[str, str]) -> Explanation:
-    """The model's probability for a live lead hash, with each feature's exact signed log-odds contribution."""
-    return explain(loaded.estimator, loaded.schema, features_from_lead(lead, loaded.schema.names))
+def explain_lead(loaded: LoadedModel, lead: Mapping[str, str], *, now: float | None = None) -> Explanation:
+    """The model's probability for a live lead hash (as of ``now``), with each feature's exact log-odds share."""
+    return explain(loaded.estimator, loaded.schema, features_from_lead(lead, loaded.schema.names, now=now))
 
 
 def load_active(registry: Path) -> LoadedModel | None:

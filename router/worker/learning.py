@@ -36,12 +36,13 @@ def feature_names(model: LeadModel | None) -> list[str] | None:
     return base + [n for n in model.features if n not in base]
 
 
-def explain_at_crossing(model: LeadModel | None, lead: Mapping[str, str], top: int = 5) -> dict[str, Any] | None:
-    """The active model's probability and top contributions for the lead as it is; None without a model."""
+def explain_at_crossing(model: LeadModel | None, lead: Mapping[str, str], top: int = 5, *,
+                        now: float | None = None) -> dict[str, Any] | None:
+    """The active model's probability and top contributions for the lead as it is at ``now``; None without a model."""
     if model is None or not isinstance(model, ExplainableModel):
         return None
     try:
-        ex = model.explain(features_from_lead(lead, model.features))
+        ex = model.explain(features_from_lead(lead, model.features, now=now))
     except (LeadModelError, ValueError) as exc:
         log.warning("model %s could not explain a crossing: %s", model.version, exc)
         return None
@@ -68,7 +69,7 @@ def crossing_record(lead_id: str, crossing: int, lead: Mapping[str, str], *, ts:
         "rules": reason_points(reasons, ts, half_life_s),
         "model_version": model.version if model is not None else "",
         "probability": explanation["probability"] if explanation else None,
-        "features": features_from_lead(lead, feature_names(model)),
+        "features": features_from_lead(lead, feature_names(model), now=ts),
         "explanation": dict(explanation) if explanation else None,
     }
 

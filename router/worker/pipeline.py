@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -312,7 +313,7 @@ async def _score_with_model(store: RedisStore, model: LeadModel, plans: Sequence
         return []
     hashes = await store.lead_hashes(list(last))
     lead_ids = [lid for lid in last if hashes.get(lid)]
-    rows = [features_from_lead(hashes[lid], model.features) for lid in lead_ids]
+    rows = [features_from_lead(hashes[lid], model.features, now=now) for lid in lead_ids]  # recency as of now
     probs = await asyncio.to_thread(model.predict_proba, rows)
     batch_id = plans[-1].event.event_id
     updated = await store.set_probabilities(dict(zip(lead_ids, probs, strict=True)), rules, now, batch_id)
@@ -503,8 +504,9 @@ class Pipeline:
         record: dict[str, Any] = {}
         if kind in ("reassign", "assigned", "manual_reassign"):  # a routing decision: logged, and explained
             model = self.model() if self.model else None
-            explanation = await asyncio.to_thread(explain_at_crossing, model, data)
-            record = crossing_record(lead_id, crossing, data, ts=self.clock(), score=lead.score,
+            at = self.clock()
+            explanation = await asyncio.to_thread(partial(explain_at_crossing, model, data, now=at))
+            record = crossing_record(lead_id, crossing, data, ts=at, score=lead.score,
                                      threshold=config.threshold, trigger=data.get("last_trigger", ""),
                                      versions=self.versions(), reasons=reasons, half_life_s=config.half_life_s,
                                      model=model, explanation=explanation)
@@ -689,8 +691,9 @@ class Pipeline:
     async def _log_crossing(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> dict[str, Any]:
         """Record what the worker knew at this crossing (router/worker/learning.py); returns the record."""
         model = self.model() if self.model else None
-        explanation = await asyncio.to_thread(explain_at_crossing, model, result.lead)
-        record = crossing_record(plan.lead_id, result.crossing, result.lead, ts=self.clock(), score=result.after,
+        at = self.clock()
+        explanation = await asyncio.to_thread(partial(explain_at_crossing, model, result.lead, now=at))
+        record = crossing_record(plan.lead_id, result.crossing, result.lead, ts=at, score=result.after,
                                  threshold=config.threshold, trigger=result.trigger or "threshold",
                                  versions=self.versions(), reasons=result.reasons, half_life_s=config.half_life_s,
                                  model=model, explanation=explanation)

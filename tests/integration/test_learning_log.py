@@ -82,8 +82,8 @@ async def test_a_crossing_logs_its_vector_and_the_alert_explains_the_probability
     records = await read_decisions(redis)
     assert [r["kind"] for r in records] == ["crossing", "route"]
     crossing, route = records
-    want = features_from_lead(at_crossing, [*features_from_lead({}), *model.features])
-    assert crossing["features"] == want
+    want = features_from_lead(at_crossing, [*features_from_lead({}), *model.features], now=now)
+    assert crossing["features"] == want and crossing["features"]["recency_days"] == 0.0  # as of the crossing
     assert crossing["features"]["country"] == "germany" and crossing["features"]["lead_origin"] == "form"
     assert crossing["features"]["occupation"] == "working professional"
     assert (crossing["lead_id"], crossing["crossing"], crossing["model_version"]) == (lead_id, 1, "test-model-1")
