@@ -145,3 +145,15 @@ def test_a_fold_averaged_model_is_refused() -> None:
                                    ensemble=True).fit(feature_matrix(rows, SCHEMA.names), y)
     with pytest.raises(LeadModelError, match="ensemble=False"):
         explain(model, SCHEMA, rows[0])
+
+
+def test_every_catalogue_feature_has_a_human_label() -> None:
+    from scoring.explain_text import LABELS, contribution_text, feature_label
+    from scoring.features import features_from_lead
+    from scoring.model import Contribution
+
+    assert set(features_from_lead({})) <= set(LABELS)
+    assert feature_label("form:what_matters_most") == "form answer what matters most"
+    assert contribution_text(Contribution("page_views", 12.0, 0.2149)) == "+0.21 page views: 12"
+    assert contribution_text(Contribution("recency_days", 40.0, -0.08)) == "\N{MINUS SIGN}0.08 days since last activity: 40"
+    assert contribution_text(Contribution("country", None, 0.0)) == "+0.00 country: missing"
