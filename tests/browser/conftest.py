@@ -11,6 +11,7 @@ a screenshot of each page a test visits in ``test-artifacts/browser/pages/`` (gi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import load_rules_file, load_scoring_file
 from router.storage.store import RedisStore
-from router.worker.distribution import assign_rep
+from router.worker.distribution import Pick, assign_rep
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -97,6 +98,7 @@ async def _route(store: RedisStore, settings: Settings, email: str, first_name: 
     assert res.status == "fired"
     aid = f"{lead_id}:{res.crossing}"
     pick = await assign_rep(store, config.team("central"), aid, lead_id, res.crossing, PICK_AT)
+    assert isinstance(pick, Pick), f"the seeded team held the lead instead of routing it: {pick}"
     await store.commit_assignment(lead_id, res.crossing, aid, pick.rep.rep_id, pick.rep.name, "central",
                                   "default", config.version, ts)
     return lead_id, pick.rep.rep_id
@@ -120,14 +122,15 @@ async def _seed(redis_url: str) -> Seeded:
         await client.aclose()
 
 
-@pytest.fixture
-def console(redis_url: str, tmp_path: Path) -> Iterator[Console]:
-    """`leadrouter admin` as a real process over the test Redis, with two routed leads and three tokens."""
+@contextlib.contextmanager
+def running_admin(redis_url: str, tmp_path: Path, **env_extra: str) -> Iterator[Console]:
+    """`leadrouter admin` as a real process over the test Redis (seeded: two routed leads, three tokens)."""
     _browser_or_skip()
     seeded = asyncio.run(_seed(redis_url))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADROUTER_") and k not in ("REDIS_URL",)}
-    env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", LEADROUTER_TOKEN_SECRET="browser-tests-secret-0123456789")
+    env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", LEADROUTER_TOKEN_SECRET="browser-tests-secret-0123456789",
+               **env_extra)
     log = (tmp_path / "admin.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "admin", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path, env=env)
@@ -142,6 +145,13 @@ def console(redis_url: str, tmp_path: Path) -> Iterator[Console]:
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+@pytest.fixture
+def console(redis_url: str, tmp_path: Path) -> Iterator[Console]:
+    """`leadrouter admin` as a real process over the test Redis, with two routed leads and three tokens."""
+    with running_admin(redis_url, tmp_path) as c:
+        yield c
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import load_rules_file, load_scoring_file
 from router.storage.store import RedisStore
-from router.worker.distribution import assign_rep
+from router.worker.distribution import Pick, assign_rep
 from rules import RoutingConfig
 from scoring import score_at
 
@@ -110,6 +110,7 @@ async def route_lead(api: Api, email: str, *, team: str = "central", event_id: s
     aid = f"{lead_id}:{res.crossing}"
     config_team = api.config.team(team)
     pick = await assign_rep(api.store, config_team, aid, lead_id, res.crossing, at)
+    assert isinstance(pick, Pick), f"team {team} held the lead instead of routing it: {pick}"
     await api.store.commit_assignment(lead_id, res.crossing, aid, pick.rep.rep_id, pick.rep.name, team, "default",
                                       api.config.version, ts)
     return lead_id, pick.rep.rep_id
