@@ -313,6 +313,12 @@ class AdminSettings:
     # How long an ops console sign-in lasts (seconds of inactivity are not counted: it is
     # an absolute lifetime); the session is also ended when its admin token is revoked.
     console_session_ttl_s: float = 12 * 3600.0
+    # The CRM outcome webhook (POST /v1/webhooks/crm, router/admin/webhook.py): the shared HMAC-SHA256
+    # secret (empty: the endpoint refuses every call), how far a delivery's timestamp may be from now
+    # (and how long a delivery is remembered against replays), and the largest body it reads.
+    crm_webhook_secret: str = field(default="", repr=False)
+    crm_webhook_window_s: float = 300.0
+    crm_webhook_max_bytes: int = 16 * 1024
     # The console's Live page (Server-Sent Events): a comment line this often keeps proxies from closing
     # an idle stream and finds browsers that went away, so their stream is closed and freed.
     console_live_heartbeat_s: float = 15.0

@@ -24,6 +24,7 @@ POST /v1/rules/publish, rollback/{version}      yes   no          no
 GET /v1/rules/history, /v1/rules/active         yes   yes [1]     yes [1]
 GET /v1/leads, /v1/leads/{id}[/explain|/timeline] yes own leads   yes
 POST /v1/leads/{id}/accept|reject|convert|...   yes   own leads   no
+POST /v1/webhooks/crm                           signed by the CRM (HMAC-SHA256; router/admin/webhook.py)
 =============================================  ====  ==========  ========
 
 [1] Slack webhook URLs in the rules text are blanked for every role but ops.
@@ -72,6 +73,7 @@ from router.admin.links import SECURITY_HEADERS, LinkHandlers
 from router.admin.openapi import OPERATIONS, Operation
 from router.admin.roster import RosterHandlers
 from router.admin.rules import RulesHandlers
+from router.admin.webhook import WebhookHandlers
 from router.errors import ConfigFileError, SettingsError
 from router.settings import Settings
 from router.storage.config_store import SCORING
@@ -154,7 +156,7 @@ def error_middleware(max_body: int) -> Middleware:
     return errors
 
 
-class Admin(RosterHandlers, RulesHandlers, LeadHandlers, LifecycleHandlers, LinkHandlers):
+class Admin(RosterHandlers, RulesHandlers, LeadHandlers, LifecycleHandlers, LinkHandlers, WebhookHandlers):
     """The request handlers, over one Redis connection pool and the config sources.
 
     Each area's handlers live in their own module (a mixin over :class:`router.admin.core.AdminCore`);

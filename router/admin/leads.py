@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +16,9 @@ from router.admin.core import LEAD_ID, AdminCore
 from router.admin.http import ApiError, as_str, json_response, num, opt_num
 from router.admin.openapi import MAX_EMAIL, MAX_REP_ID
 from router.storage import keys
+from router.storage.model_registry import ActiveModelWatcher
 from router.worker import review
+from router.worker.learning import explain_at_crossing
 from scoring import ScoringConfig, score_at
 
 
@@ -131,7 +135,17 @@ class LeadHandlers(AdminCore):
             "parts": sorted(parts.values(), key=lambda p: (-abs(p["points_now"]), p["rule"])),
             "explained": explained, "residual": score_now - explained, "reasons": items[:limit],
             "field_history": await self.store.field_history(lead_id),
+            "model": await self._model_now(data),
         })
+
+    async def _model_now(self, data: Mapping[str, str]) -> dict[str, Any] | None:
+        """The active model's exact explanation of the lead as it is now (None without an active model)."""
+        watcher: ActiveModelWatcher | None = getattr(self, "_model_watcher", None)
+        if watcher is None:
+            watcher = ActiveModelWatcher(self.settings.files.model_registry_dir)
+            self._model_watcher = watcher
+        await asyncio.to_thread(watcher.maybe_reload)
+        return await asyncio.to_thread(partial(explain_at_crossing, watcher.current, data, now=self.clock()))
 
     async def lead_timeline(self, request: web.Request) -> web.StreamResponse:
         limit = self.limit(self.query(request, ("limit",)), 100)

@@ -433,6 +433,19 @@ def pii_gone(subject: str) -> str:
     return f"{PREFIX}:{{P:{subject}}}:gone"
 
 
+# --- Learning from outcomes: the decision log and the CRM webhook (issue 12.2) -----------------------
+
+VECTORS = f"{PREFIX}:vectors"
+"""Stream of JSON records (field ``json``): the feature vector, score, model version and probability the worker
+used at each crossing and each routing decision (router/worker/learning.py).  Capped; forget XDELs a person's."""
+VECTORS_MAXLEN = 500_000
+
+
+def webhook_seen(digest: str) -> str:
+    """String: a CRM webhook delivery already applied (sha256 of its signature), kept for the replay window."""
+    return f"{PREFIX}:webhook:seen:{digest}"
+
+
 # --- The ops console's live feed, dead letters and audit trail (issue 14; appended) -----------------
 # Streams hold ids (lead, rep, assignment), statuses and times, never a person's name or email:
 # the console looks names up when it shows an entry, so a forgotten person's entry shows no name.

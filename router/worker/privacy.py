@@ -13,8 +13,10 @@ Redis is edited in place; everything kept outside it is made unreadable:
   items, the routing picks and sent-marks of its alerts, its id in reps' capacity
   counts (replaced by an anonymous entry, so the counts stay), its alerts waiting in rep
   digests (and its entry in other leads' queued alerts as an account colleague), its
-  training rows on ``lr:outcomes``, every ``lr:identity:log`` entry about it, and the ops console's
-  live-feed, dead-letter and audit entries naming it (router/storage/live.py, audit.py).
+  training rows on ``lr:outcomes``, its logged crossings and routing decisions on
+  ``lr:vectors`` (feature vectors, scores, explanations), every ``lr:identity:log`` entry
+  about it, and the ops console's live-feed, dead-letter and audit entries naming it
+  (router/storage/live.py, audit.py).
 * A marker on the lead (``forgotten``, expiring after ``keys.FORGET_GRACE_S``) stops
   events that were already being processed from writing the lead again.
 """
@@ -47,6 +49,7 @@ class ForgetReport:
     account: str | None = None
     key_shredded: bool = False
     outcomes_deleted: int = 0
+    decisions_deleted: int = 0
     identity_log_deleted: int = 0
     digest_entries: int = 0
     console_entries_deleted: int = 0
@@ -129,6 +132,9 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     # Streams: training rows and identity audit entries about the person.
     report.outcomes_deleted = await _scrub_stream(
         redis, keys.OUTCOMES, lambda f: _outcome_lead(f) in related)
+    # The decision log: the feature vectors, scores and explanations logged at its crossings.
+    report.decisions_deleted = await _scrub_stream(
+        redis, keys.VECTORS, lambda f: _outcome_lead(f) in related)
     ids = {m for m in members} | {m.partition(":")[2] for m in members}
     report.identity_log_deleted = await _scrub_stream(
         redis, keys.IDENTITY_LOG, lambda f: bool((related | ids) & set(f.values())))

@@ -123,6 +123,12 @@ async def test_reassign_through_the_api_restarts_the_sla_and_alerts_the_new_rep(
     [alert] = published
     assert alert.assignment.rep.rep_id == target and alert.assignment.assignment_id == new_aid
     assert alert.trigger == "reassigned to you by ops: Jane asked for a German speaker"
+    # A routing decision: logged with the lead's vector as of now.
+    from router.storage.decisions import read_decisions
+
+    [moved] = [r for r in await read_decisions(api.redis) if r.get("rule") == "sla:manual_reassign"]
+    assert (moved["kind"], moved["lead_id"], moved["rep_id"]) == ("route", lead_id, target)
+    assert moved["features"]["lead_origin"] == "form" and moved["ts"] == api.clock()
     assert sample("leadrouter_sla_reassignments_total", team="central", how="manual") == manual + 1
     assert (await tick(api.store, SCORING, routing, pipeline.sla_alert, clock=api.clock)).sla == []
 
