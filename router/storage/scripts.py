@@ -48,7 +48,9 @@ async def queue(pipe: AnyPipeline, script: AsyncScript, keys: Sequence[Any], arg
         return
     _CLUSTER_SCRIPTS.setdefault(script.sha, script.script.decode() if isinstance(script.script, bytes)
                                 else str(script.script))
-    pipe.evalsha(script.sha, len(keys), *keys, *args)
+    # redis-py blocks the evalsha method on cluster pipelines (it cannot load scripts there); execute()
+    # loads them first, and the command is routed by its keys like any other.
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 async def execute(pipe: AnyPipeline) -> list[Any]:

@@ -22,6 +22,7 @@ from router.dev.servers import free_port
 from router.ingest.app import create_app
 from router.ingest.ratelimit import RateLimiter
 from router.settings import Settings
+from router.storage.redis import redis_from_url
 from scoring import is_hand_raiser, load_scoring_config, score_event
 
 pytestmark = pytest.mark.integration
@@ -63,7 +64,7 @@ async def collectors(redis: Redis, redis_url: str) -> AsyncIterator[Start]:
     async def start(clock: Clock, redis_client: Redis | None = None, **overrides: object) -> tuple[str, Capture]:
         settings = Settings.of(redis_url=redis_url, token_secret="spam-secret-0123456789abcdef",
                                trusted_proxies="127.0.0.1/32", cors_origins=SITE, **overrides)
-        client = redis_client or Redis.from_url(redis_url)
+        client = redis_client or redis_from_url(redis_url)
         clients.append(client)
         capture = Capture()
         limiter = RateLimiter(client, 60, clock=clock)
