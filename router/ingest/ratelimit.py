@@ -93,6 +93,9 @@ class RateLimiter:
         self._hot: dict[str, float] = {}  # client address -> until when it counts as a rate-limited neighbour
         self._broken_until = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        # One flush at a time: a flush called while the background one is in flight waits for its totals,
+        # so whatever was counted before the call is shared (and the totals learned) when it returns.
+        self._flushing = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, ingest: IngestSettings, redis: AnyRedis | None) -> RateLimiter:
@@ -180,6 +183,10 @@ class RateLimiter:
 
     async def flush(self) -> None:
         """Share the requests counted here since the last flush, and learn every collector's totals."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
