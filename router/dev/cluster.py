@@ -159,8 +159,7 @@ def start_redis_cluster(primaries: int = 3, *, replicas: bool = False, node_time
                 c.execute_command("CLUSTER", "MEET", "127.0.0.1", n.port)
         _wait_all_known(cluster, startup_timeout)
         for i, n in enumerate(cluster.replicas):
-            with cluster.client(n) as c:
-                c.execute_command("CLUSTER", "REPLICATE", ids[i])
+            _replicate(cluster, n, ids[i], startup_timeout)
         cluster.wait_ok(startup_timeout)
     except BaseException:
         cluster.stop()
@@ -182,3 +181,18 @@ def _wait_all_known(cluster: ManagedCluster, timeout: float) -> None:
         time.sleep(0.05)
     msg = f"the Redis Cluster's {want} nodes did not all meet within {timeout:.0f}s"
     raise ServerStartError(msg)
+
+
+def _replicate(cluster: ManagedCluster, node: ManagedProcess, primary_id: str, timeout: float) -> None:
+    """CLUSTER REPLICATE, retried until ``node`` has learnt the primary's id through the bus."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with cluster.client(node) as c:
+                c.execute_command("CLUSTER", "REPLICATE", primary_id)
+            return
+        except RedisError as exc:
+            if "Unknown node" not in str(exc) or time.monotonic() > deadline:
+                msg = f"the node on port {node.port} could not replicate {primary_id}: {exc}"
+                raise ServerStartError(msg) from None
+        time.sleep(0.05)
