@@ -30,6 +30,7 @@ minutes and no Redis coverage.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def datasets_or_skip() -> Path:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = Path(metafunc.definition.path).resolve().relative_to(REPO).as_posix()
     uses_redis = "redis_url" in metafunc.fixturenames or "stack_of" in metafunc.fixturenames
-    if module in CLUSTER_MODULES and uses_redis:
+    # LEADROUTER_TEST_CLUSTER_ALL=1: every module that uses Redis in both modes (a survey, not CI).
+    if uses_redis and (module in CLUSTER_MODULES or os.environ.get("LEADROUTER_TEST_CLUSTER_ALL") == "1"):
         metafunc.parametrize("redis_mode", REDIS_MODES, indirect=True, scope="function")
 
 
