@@ -193,17 +193,18 @@ class TokenStore:
 
     # The token's record and the set listing every token hash are two hash slots (no transaction spans
     # them on a Redis Cluster), so the steps are ordered to be safe if a crash stops them half way: a
-    # hash is listed before its record is written (``tokens()`` drops a listed hash without a record),
-    # and a record is deleted before its hash is unlisted (an unlisted record is never looked up by
-    # ``find``, yet a presented token finds no record: it no longer works).
+    # record is written before its hash is listed (a token is shown only once both are done, so an
+    # unlisted record is one nobody holds, and ``tokens()``, which drops listed hashes without a record,
+    # never races a token being made), and a record is deleted before its hash is unlisted (the token
+    # stops working first; a listed hash left without a record is dropped by the next ``tokens()``).
 
     async def _store(self, p: Principal, now: float, extra: Mapping[str, str] | None = None) -> None:
         assert p.expires is not None
-        await self.redis.sadd(keys.ADMIN_TOKENS, p.token_hash)
         # Relative to the caller's clock (the admin app's may be driven in tests), not Redis's.
         await self._set_record(p.token_hash, max(1, int(p.expires + EXPIRED_KEPT_S - now)),
                                {"role": p.role.value, "name": p.name, "rep_id": p.rep_id,
                                 "created": repr(p.created), "expires": repr(p.expires), **(extra or {})})
+        await self.redis.sadd(keys.ADMIN_TOKENS, p.token_hash)
 
     async def _set_record(self, token_hash: str, ttl_s: int, fields: Mapping[str, str]) -> None:
         """Fields of a token's record and its time to live, in one step."""
