@@ -19,13 +19,16 @@ Which modules, and why: the ones whose tests write and read Redis state
 through the multi-key steps a cluster can refuse (Lua scripts, pipelines,
 MGET, scans, FLUSHDB): the lead store and merges (store, identity), scoring
 and its published rules (scoring_rules, rules_publish), accounts, the
-distribution and lifecycle/SLA scripts (distribution, lifecycle, reengage,
-scheduler), erasure (erasure, forget: deletes across many slots), expiry,
+distribution and lifecycle/SLA scripts (distribution, lifecycle, lifecycle_sla:
+racing tickers, reassign, reengage, scheduler), erasure (erasure, forget: deletes across many slots), expiry,
 the admin API and its tokens (admin_api, admin_tokens: the token set and
 records are two slots), form spam (rate-limit counters pipelined with
 scripts) and the review queue.  Tests that only exercise HTTP edges, alert
-rendering, or the browser stay single-server: a second run of them would add
-minutes and no Redis coverage.
+rendering, the data-set simulations or the browser stay single-server: a
+second run of them would add minutes and no Redis coverage.  Every other
+module passes on the cluster too (``LEADROUTER_TEST_CLUSTER_ALL=1 pytest -k
+cluster tests/integration`` surveys them; their own clients are made with
+``router.storage.redis.redis_from_url``, so they follow the mode).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ CLUSTER_MODULES = frozenset({
     "tests/integration/test_lifecycle.py",
     "tests/integration/test_reengage.py",
     "tests/integration/test_scheduler.py",
+    "tests/integration/test_lifecycle_sla.py",
+    "tests/integration/test_reassign.py",
     "tests/integration/test_erasure.py",
     "tests/integration/test_forget.py",
     "tests/integration/test_expiry.py",
