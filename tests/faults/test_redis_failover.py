@@ -75,7 +75,7 @@ def _fail_over(cluster: ManagedCluster, replica: ManagedProcess, timeout: float 
     return time.monotonic() - started
 
 
-async def test_primary_failover_mid_stream_loses_and_doubles_nothing(stack_of: Callable[..., Any]) -> None:
+async def test_cluster_primary_failover_mid_stream_loses_and_doubles_nothing(stack_of: Callable[..., Any]) -> None:
     st: Stack = await stack_of(redis_mode="cluster", cluster_replicas=True)
     assert st.cluster is not None
     cluster = st.cluster
