@@ -11,7 +11,9 @@ hundred accounts (company domains), page views, email opens and clicks, content
 form fills and hand-raisers (demo requests).  Phases:
 
 worker
-    N events are produced straight into a fresh events topic with aiokafka;
+    N events, pseudonymised and sealed as the collector hands them on (the
+    backlog's data keys survive the flush before each run), are produced
+    straight into a fresh events topic with aiokafka;
     then, each as a new consumer group on that same backlog: the bare faust
     agent (``bench.baselines``), one worker, two workers.  Timed from the first
     processed event to the last (the worker's ``leadrouter_events_total``),
@@ -59,7 +61,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -93,6 +95,8 @@ from bench.report import (
     render_section,
     write_section,
 )
+from bench.taobao import DATASET as TAOBAO_DATASET
+from bench.taobao import phase_taobao
 from models import Event, EventType
 from router.cli.bench import add_arguments
 from router.dev.demo import CAMPAIGNS, COMPANIES, CONTENT_FORMS, FIRST, HAND_RAISER_FORM, LAST, PAGES, TITLES
@@ -111,6 +115,7 @@ from router.ingest.segment import utm_from
 from router.settings import FIELDS, RedisSettings, Settings, load_settings
 from router.storage import keys
 from router.storage.kafka import encode_event, ensure_topics
+from router.storage.pii import Vault, pseudonym
 from router.storage.redis import AnyRedis, Redis, create_redis
 from router.tokens import mint_token
 
@@ -474,8 +479,10 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 status = 0
             t1 = time.monotonic()
-            if (sched or t0) < measure_from:
-                continue  # warm-up (rate mode: scheduled in the warm-up, even if sent late)
+            if t0 < measure_from:
+                # Warm-up: sent before the window.  (Not "scheduled before it": a server that cannot keep up
+                # leaves every client so far behind that no request would ever count.)
+                continue
             kinds[kind] = kinds.get(kind, 0) + 1
             statuses[str(status)] = statuses.get(str(status), 0) + 1
             if status != EXPECTED_STATUS[kind]:
@@ -617,6 +624,9 @@ class Options:
     latency_workers: int
     slack_pacing: str
     keep_workdir: bool
+    taobao_path: Path = TAOBAO_DATASET
+    taobao_speeds: tuple[float, ...] = (10.0, 100.0)
+    taobao_data_seconds: float = 0.0  # 0: bench.taobao's default per speed
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Options:
@@ -624,7 +634,9 @@ class Options:
                    concurrency=a.concurrency, collector_seconds=a.collector_seconds,
                    collector_rate=a.collector_rate, latency_seconds=a.latency_seconds,
                    latency_rate=a.latency_rate, latency_warmup=a.latency_warmup,
-                   latency_workers=a.latency_workers, slack_pacing=a.slack_pacing, keep_workdir=a.keep_workdir)
+                   latency_workers=a.latency_workers, slack_pacing=a.slack_pacing, keep_workdir=a.keep_workdir,
+                   taobao_path=a.taobao_path, taobao_speeds=tuple(a.taobao_speeds),
+                   taobao_data_seconds=a.taobao_data_seconds)
 
 
 @dataclass
@@ -663,6 +675,7 @@ class Bench:
         self.redis_url = ""
         self.failed = False
         self.population = Population(opts.seed, opts.visitors, opts.accounts)
+        self.data_keys: dict[str, bytes] = {}  # the backlog's sealed events' data keys (DUMP payloads)
 
     # --- plumbing ---------------------------------------------------------------------
     def settings_for(self, tag: str, **changes: Any) -> Settings:
@@ -732,9 +745,32 @@ class Bench:
         return None
 
     async def flush_redis(self) -> int:
+        """Empty Redis but for the backlog's data keys (its sealed events must open in every run)."""
         assert self.redis is not None
         await self.redis.flushall()
+        if self.data_keys:
+            pipe = self.redis.pipeline(transaction=False)
+            for name, dumped in self.data_keys.items():
+                pipe.restore(name, 0, dumped, replace=True)
+            await pipe.execute()
         return int((await self.redis.info("memory"))["used_memory"])
+
+    async def protect_backlog(self, events: list[Event]) -> list[Event]:
+        """The events as the collector hands them on: pseudonymised ids, personal fields sealed with each
+        person's data key (issue 16.7), so the worker pays for opening them as in production.  The data keys
+        are kept (``self.data_keys``) and restored after every flush."""
+        assert self.redis is not None
+        vault = Vault.from_settings(self.redis, self.base.tokens)
+        kept, _ = await vault.protect(events)
+        subjects = {e.subject for e in kept if e.subject}
+        names = [keys.pii_key(sub) for sub in subjects if keys.pii_key(sub) not in self.data_keys]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.dump(name)
+        for name, dumped in zip(names, await pipe.execute(), strict=True):
+            if dumped is not None:
+                self.data_keys[name] = dumped
+        return kept
 
     # --- run ------------------------------------------------------------------------
     async def run(self) -> Results:
@@ -777,7 +813,8 @@ class Bench:
                                       f"127.0.0.1:{redis_proc.port}, Slack/SMTP receivers; {r.machine['nproc']} "
                                       f"CPUs, load {r.machine['load']}; logs in {self.workdir}")
             phases: dict[str, Callable[[Results], Awaitable[None]]] = {
-                "worker": self.phase_worker, "collector": self.phase_collector, "latency": self.phase_latency}
+                "worker": self.phase_worker, "collector": self.phase_collector, "latency": self.phase_latency,
+                "taobao": self.phase_taobao}
             for name in self.opts.phases:
                 try:
                     await phases[name](r)
@@ -854,12 +891,17 @@ class Bench:
         try:
             base_ts = time.time() - o.events / 1000.0
             pending: list[asyncio.Future[Any]] = []
+            chunk: list[Event] = []
             for i in range(o.events):
                 kind, ev = traffic.event(base_ts + i / 1000.0)
-                key, value = encode_event(ev)
-                pending.append(await producer.send(s.kafka.topic_events, value, key=key))
-                ids.append(ev.event_id)
+                chunk.append(ev)
                 kinds.append(kind)
+                if len(chunk) >= 1000 or i == o.events - 1:
+                    for sealed in await self.protect_backlog(chunk):
+                        key, value = encode_event(sealed)
+                        pending.append(await producer.send(s.kafka.topic_events, value, key=key))
+                        ids.append(sealed.event_id)
+                    chunk.clear()
                 if len(pending) >= 5000:
                     await asyncio.gather(*pending)
                     pending.clear()
@@ -1055,6 +1097,10 @@ class Bench:
         finally:
             await self.stop(collector)
 
+    # --- taobao phase: the real clickstream at 10x and 100x (bench/taobao.py) -------------------
+    async def phase_taobao(self, r: Results) -> None:
+        await phase_taobao(self, r)
+
     # --- latency phase ---------------------------------------------------------------------
     async def phase_latency(self, r: Results) -> None:
         o = self.opts
@@ -1063,12 +1109,62 @@ class Bench:
         port = free_port()
         s = self.settings_for("latency", collector_port=port, public_url=f"http://127.0.0.1:{port}")
         await ensure_topics(s.kafka)
-        observed: dict[str, tuple[float, float]] = {}  # assignment id -> (event_ts, seen on the topic)
+        procs: list[ManagedProcess] = []
+        async with self.observe_assignments(s) as observed:
+            try:
+                collector = self._spawn_service("collector", s, "latency", port)
+                procs.append(collector)
+                workers: list[ManagedProcess] = []
+                worker_ports: list[int] = []
+                for i in range(o.latency_workers):
+                    wport = free_port()
+                    w = self._spawn_service("worker", s.with_(worker_web_port=wport), f"latency-{i}", wport)
+                    workers.append(w)
+                    worker_ports.append(wport)
+                    procs.append(w)
+                spawned = time.monotonic()
+                self.console.say("latency", f"collector and {len(workers)} worker(s) starting; waiting for the "
+                                            "worker to consume a warm-up hit")
+                await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
+                await self.wait_consuming(s, procs)
+                self.console.say("latency", f"worker consuming after {time.monotonic() - spawned:.1f} s; sending "
+                                            f"{o.latency_rate:,.0f} events/s for {o.latency_seconds:g} s")
+                first_msg = len(self.slack.messages)
+                spec = LoadSpec(host="127.0.0.1", port=port, mode="rate", mix="mixed", concurrency=32,
+                                duration_s=o.latency_seconds, warmup_s=o.latency_warmup, rate=o.latency_rate,
+                                seed=o.seed + 3, visitors=o.visitors, accounts=o.accounts, token_secret=self.secret)
+                out, cpu = await self.load("latency", spec, procs)
+                await self.wait_slack_quiet()
+                r.alert = self.alert_figures(out, self.slack.messages[first_msg:], observed, offered_rate=spec.rate,
+                                             warmup_s=spec.warmup_s, workers=len(workers))
+                texts = [await self.get(wp, "/metrics") for wp in worker_ports]
+                r.alert.worker_hist = worker_histogram([t for t in texts if t])
+                window = out["seconds"]
+                if collector.pid in cpu and window > 0:
+                    r.alert.collector_cores = cpu[collector.pid] / window
+                worker_cpu = [cpu[w.pid] for w in workers if w.pid in cpu]
+                if worker_cpu and window > 0:
+                    r.alert.worker_cores = sum(worker_cpu) / window
+                lat = r.alert.latency
+                hist = r.alert.worker_hist.get("all")
+                self.console.say("latency", f"{r.alert.alerts:,} alerts, {lat.n:,} Slack deliveries: event→alert "
+                                            f"p50 {lat.p50:,.1f} ms, p99 {lat.p99:,.1f} ms (worker histogram p50 "
+                                            f"{hist.p50_ms if hist else math.nan:,.0f} ms, p99 "
+                                            f"{hist.p99_ms if hist else math.nan:,.0f} ms); achieved "
+                                            f"{r.alert.achieved_rate:,.0f} events/s")
+            finally:
+                await self.stop(*procs)
+
+    @contextlib.asynccontextmanager
+    async def observe_assignments(self, s: Settings) -> AsyncIterator[dict[str, tuple[float, float]]]:
+        """Read the assignments topic while the block runs: assignment id -> (event_ts, seen on the topic)."""
+        observed: dict[str, tuple[float, float]] = {}
+        assert self.redis is not None
+        vault = Vault.from_settings(self.redis, s.tokens)
         observer = AIOKafkaConsumer(bootstrap_servers=s.kafka.bootstrap, enable_auto_commit=False,
                                     auto_offset_reset="earliest", fetch_max_wait_ms=50)
         await observer.start()
         observe_task: asyncio.Task[None] | None = None
-        procs: list[ManagedProcess] = []
         try:
             observer.assign([TopicPartition(s.kafka.topic_assignments, p) for p in range(s.kafka.topic_partitions)])
             await observer.seek_to_beginning()
@@ -1080,68 +1176,37 @@ class Bench:
                         for m in msgs:
                             with contextlib.suppress(ValueError, KeyError, TypeError):
                                 d = orjson.loads(m.value or b"{}")
+                                if "sealed" in d:  # alerts on Kafka are sealed with the lead's key (issue 16.7)
+                                    d = await vault.open_alert(d) or {}
                                 aid = d["assignment"]["assignment_id"]
                                 if aid not in observed:
                                     observed[aid] = (float(d.get("event_ts") or 0.0), time.time())
 
             observe_task = asyncio.create_task(observe())
-            collector = self._spawn_service("collector", s, "latency", port)
-            procs.append(collector)
-            workers: list[ManagedProcess] = []
-            worker_ports: list[int] = []
-            for i in range(o.latency_workers):
-                wport = free_port()
-                w = self._spawn_service("worker", s.with_(worker_web_port=wport), f"latency-{i}", wport)
-                workers.append(w)
-                worker_ports.append(wport)
-                procs.append(w)
-            spawned = time.monotonic()
-            self.console.say("latency", f"collector and {len(workers)} worker(s) starting; waiting for the "
-                                        "worker to consume a warm-up hit")
-            await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
-            await self.wait_consuming(s, procs)
-            self.console.say("latency", f"worker consuming after {time.monotonic() - spawned:.1f} s; sending "
-                                        f"{o.latency_rate:,.0f} events/s for {o.latency_seconds:g} s")
-            first_msg = len(self.slack.messages)
-            spec = LoadSpec(host="127.0.0.1", port=port, mode="rate", mix="mixed", concurrency=32,
-                            duration_s=o.latency_seconds, warmup_s=o.latency_warmup, rate=o.latency_rate,
-                            seed=o.seed + 3, visitors=o.visitors, accounts=o.accounts, token_secret=self.secret)
-            out, cpu = await self.load("latency", spec, procs)
-            # Let the last alerts arrive: until Slack has been quiet for 3 s (at most 30 s).
-            quiet_since, seen, limit = time.monotonic(), len(self.slack.messages), time.monotonic() + 30
-            while time.monotonic() - quiet_since < 3.0 and time.monotonic() < limit:
-                await asyncio.sleep(0.25)
-                if len(self.slack.messages) != seen:
-                    seen, quiet_since = len(self.slack.messages), time.monotonic()
-            r.alert = self.alert_run(out, self.slack.messages[first_msg:], observed, spec, len(workers))
-            texts = [await self.get(wp, "/metrics") for wp in worker_ports]
-            r.alert.worker_hist = worker_histogram([t for t in texts if t])
-            window = out["seconds"]
-            if collector.pid in cpu and window > 0:
-                r.alert.collector_cores = cpu[collector.pid] / window
-            worker_cpu = [cpu[w.pid] for w in workers if w.pid in cpu]
-            if worker_cpu and window > 0:
-                r.alert.worker_cores = sum(worker_cpu) / window
-            lat = r.alert.latency
-            hist = r.alert.worker_hist.get("all")
-            self.console.say("latency", f"{r.alert.alerts:,} alerts, {lat.n:,} Slack deliveries: event→alert "
-                                        f"p50 {lat.p50:,.1f} ms, p99 {lat.p99:,.1f} ms (worker histogram p50 "
-                                        f"{hist.p50_ms if hist else math.nan:,.0f} ms, p99 "
-                                        f"{hist.p99_ms if hist else math.nan:,.0f} ms); achieved "
-                                        f"{r.alert.achieved_rate:,.0f} events/s")
+            yield observed
         finally:
             if observe_task is not None:
                 observe_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await observe_task
             await observer.stop()
-            await self.stop(*procs)
+
+    async def wait_slack_quiet(self) -> None:
+        """Let the last alerts arrive: until Slack has been quiet for 3 s (at most 30 s)."""
+        quiet_since, seen, limit = time.monotonic(), len(self.slack.messages), time.monotonic() + 30
+        while time.monotonic() - quiet_since < 3.0 and time.monotonic() < limit:
+            await asyncio.sleep(0.25)
+            if len(self.slack.messages) != seen:
+                seen, quiet_since = len(self.slack.messages), time.monotonic()
+
+    cpu_of = staticmethod(lambda pid: cpu_seconds(pid))
 
     async def wait_consuming(self, s: Settings, procs: Sequence[ManagedProcess]) -> None:
         """Send a warm-up pixel hit until the worker has joined its group and stored it."""
         assert self.redis is not None and self.http is not None
         vid = "benchwarmup000000001"
-        lead_key = keys.lead(keys.lead_id_for_visitor(vid))
+        # The collector pseudonymises visitor ids with the PII key (issue 16.7) before the worker sees them.
+        lead_key = keys.lead(keys.lead_id_for_visitor(pseudonym(s.tokens.pii_master()[0], vid)))
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         last_hit = 0.0
         while time.monotonic() < deadline:
@@ -1159,8 +1224,9 @@ class Bench:
         msg = f"the worker did not consume within {JOIN_TIMEOUT_S:.0f} s; logs in {self.workdir}"
         raise PhaseError(msg)
 
-    def alert_run(self, out: dict[str, Any], messages: Sequence[SlackRequest],
-                  observed: dict[str, tuple[float, float]], spec: LoadSpec, workers: int) -> AlertRun:
+    def alert_figures(self, out: dict[str, Any], messages: Sequence[SlackRequest],
+                      observed: dict[str, tuple[float, float]], *, offered_rate: float, warmup_s: float,
+                      workers: int) -> AlertRun:
         window_start = out["wall_start"]
         latencies: list[float] = []
         published: dict[str, float] = {}
@@ -1175,11 +1241,11 @@ class Bench:
                 continue  # triggered during the warm-up
             published[aid] = (seen - ts) * 1000.0
             latencies.append((msg.received_at - ts) * 1000.0)
-        return AlertRun(offered_rate=spec.rate, seconds=out["seconds"], requests=out["requests"],
+        return AlertRun(offered_rate=offered_rate, seconds=out["seconds"], requests=out["requests"],
                         errors=out["errors"], kinds=dict(out["kinds"]), latency=LatencySummary.of(latencies),
                         to_topic=LatencySummary.of(list(published.values())),
                         alerts=len(published), deliveries=len(latencies), unmatched=unmatched,
-                        warmup_s=spec.warmup_s, workers=workers)
+                        warmup_s=warmup_s, workers=workers)
 
 
 def worker_histogram(texts: Sequence[str]) -> dict[str, HistogramFigure]:

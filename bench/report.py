@@ -295,6 +295,20 @@ class AlertRun:
 
 
 @dataclass(slots=True)
+class TaobaoRun:
+    """The real Taobao clickstream's densest stretch replayed at ``speed`` times real time (bench/taobao.py)."""
+
+    speed: float
+    data_seconds: float  # how much of the data's own time was replayed
+    users: int
+    dropped_rows: int  # rows outside the data set's documented span
+    peak_rate: int  # most events sent in one second of the replay
+    alert: AlertRun
+    lag: float  # worst delay (ms) of a send behind its schedule: the replay kept time when small
+    unexpected: dict[str, int] = field(default_factory=dict)  # "form 429" -> count: the non-2xx answers
+
+
+@dataclass(slots=True)
 class RedisMemory:
     leads: int
     known: int
@@ -330,6 +344,7 @@ class Results:
     collector_fixed: HttpRun | None = None
     collector_memory: tuple[float, float] | None = None  # (RSS, peak) MiB
     alert: AlertRun | None = None
+    taobao: list[TaobaoRun] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -577,6 +592,9 @@ def render_section(r: Results) -> str:
             out.append(f"| worker histogram `leadrouter_event_to_alert_seconds` ({label}, bucket-interpolated) | "
                        f"{h.count:,} | {_ms(h.p50_ms)} | | {_ms(h.p99_ms)} | |")
 
+    if r.taobao:
+        out += taobao_section(r.taobao)
+
     if r.collector_memory or r.worker1 or r.worker2 or r.redis_memory or (r.alert is not None):
         out += ["", "### Memory", "", "| process | RSS MiB | peak RSS MiB |", "|---|---|---|"]
         if r.collector_memory:
@@ -593,6 +611,37 @@ def render_section(r: Results) -> str:
                     f"identity links, reasons, timelines and de-duplication sets: "
                     f"**{rm.per_100k_bytes / 1e6:,.0f} MB per 100,000 leads** (one worker's backlog run)."]
     return "\n".join(out)
+
+
+def _why(unexpected: Mapping[str, int]) -> str:
+    return f" ({', '.join(f'{n} {k}' for k, n in sorted(unexpected.items()))})" if unexpected else ""
+
+
+def taobao_section(runs: Sequence[TaobaoRun]) -> list[str]:
+    """Markdown lines: event to alert on the real Taobao clickstream, one row per speed-up."""
+    first = runs[0]
+    out = [
+        "",
+        "### Event to alert on the real Taobao clickstream (`--phases taobao`)",
+        "",
+        f"The densest stretch of the Taobao UserBehavior slice (`../shared/datasets/`, {first.dropped_rows} rows "
+        "outside the data's span dropped), with its real inter-arrival times divided by the speed-up: views as "
+        "product-page pixels, favourites and carts as pricing pages, a shopper's first buy as a demo request "
+        "(later buys: content forms). One collector, one worker. Latency as above: event `ts` → Slack "
+        "`received_at`.",
+        "",
+        "| speed | data replayed | shoppers | events | mean / peak events/s | alerts | p50 ms | p90 ms | p99 ms | "
+        "max ms | collector / worker cores | errors | worst send lag ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in runs:
+        a = t.alert
+        out.append(f"| {t.speed:g}x | {t.data_seconds / 3600:g} h in {a.seconds:,.0f} s | {t.users:,} | "
+                   f"{a.requests:,} | {_n(a.achieved_rate, 1)} / {t.peak_rate:,} | {a.alerts:,} | "
+                   f"{_ms(a.latency.p50)} | {_ms(a.latency.p90)} | {_ms(a.latency.p99)} | {_ms(a.latency.max)} | "
+                   f"{_n(a.collector_cores, 3)} / {_n(a.worker_cores, 3)} | {a.errors:,}{_why(t.unexpected)} | "
+                   f"{_ms(t.lag)} |")
+    return out
 
 
 def write_section(path: Path, text: str, section: str = SECTION) -> None:

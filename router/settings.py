@@ -308,6 +308,11 @@ class AdminSettings:
     # How long an ops console sign-in lasts (seconds of inactivity are not counted: it is
     # an absolute lifetime); the session is also ended when its admin token is revoked.
     console_session_ttl_s: float = 12 * 3600.0
+    # The Prometheus endpoints of the collectors and workers (comma-separated URLs such as
+    # http://10.0.0.5:9108/metrics,http://10.0.0.6:6066/metrics) the console's Health page reads and sums.
+    metrics_urls: tuple[str, ...] = ()
+    # Seconds between the health samples kept in Redis for the Health page's sparklines.
+    health_sample_s: float = 30.0
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -554,6 +559,7 @@ def _parse(flat: str, raw: str) -> Any:
         "segment_form_events": _parse_text_list,
         "snowplow_app_ids": _parse_text_list,
         "form_honeypot_fields": _parse_text_list,
+        "admin_metrics_urls": _parse_text_list,
         "machine_networks": parse_networks,
         "trusted_proxies": lambda r: parse_networks(r, "LEADROUTER_TRUSTED_PROXIES"),
         "cors_origins": parse_origins,
@@ -673,6 +679,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def _check(s: Settings) -> list[tuple[str, str]]:
     """Values that parse but cannot work: (flat name, problem)."""
     out: list[tuple[str, str]] = []
+    for url in s.admin.metrics_urls:
+        if not url.startswith(("http://", "https://")) or len(url) > 500:
+            out.append(("admin_metrics_urls", f"setting LEADROUTER_ADMIN_METRICS_URLS has {url[:80]!r}, which is "
+                                              "not an http(s) URL; list the collectors' and workers' metrics "
+                                              "endpoints, e.g. http://10.0.0.5:9108/metrics"))
+    if not s.admin.health_sample_s >= 1:
+        out.append(("admin_health_sample_s", f"setting LEADROUTER_ADMIN_HEALTH_SAMPLE_S={s.admin.health_sample_s} "
+                                             "must be at least 1 (seconds), e.g. 30"))
     if not s.kafka.url.startswith(("kafka://", "aiokafka://")):
         out.append(("kafka_url", f"setting KAFKA_URL={s.kafka.url!r} must start with kafka://, "
                                  "e.g. kafka://127.0.0.1:9092"))

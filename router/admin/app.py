@@ -62,6 +62,7 @@ from redis.exceptions import RedisError
 from router import metrics
 from router.admin.auth import AuthError, Role
 from router.admin.console import add_console_routes
+from router.admin.console.ops import add_ops_routes
 from router.admin.core import PRINCIPAL
 from router.admin.http import ApiError, Handler, error_response, json_response
 from router.admin.leads import LeadHandlers
@@ -233,7 +234,7 @@ def create_app(settings: Settings, redis: AnyRedis, *, clock: Callable[[], float
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, admin.handler_for(op))
     app.on_response_prepare.append(security_headers)
-    add_console_routes(app, admin)
+    add_ops_routes(app, add_console_routes(app, admin), admin)
     app[ADMIN_KEY] = admin
     return app
 

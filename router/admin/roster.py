@@ -121,7 +121,13 @@ class RosterHandlers(AdminCore):
         body = await self.body(request, self._ops["set_availability"], ("out_of_office", "until", "note"))
         out_of_office = body.flag("out_of_office", required=True)
         note = body.text("note", max_len=MAX_NOTE) or ""
-        until_raw = body.data.get("until")
+        await self.apply_availability(team, rep, bool(out_of_office), body.data.get("until"), note, principal.name)
+        [out] = await self._reps_out([(team, rep)])
+        return json_response(out)
+
+    async def apply_availability(self, team: Team, rep: Rep, out_of_office: bool, until_raw: object, note: str,
+                                 by: str) -> None:
+        """Set or clear a rep's out-of-office override (who and when recorded); the API and the console share it."""
         key = keys.rep_availability(rep.rep_id)
         if not out_of_office:
             if until_raw is not None:
@@ -147,6 +153,4 @@ class RosterHandlers(AdminCore):
                                                         "or out_of_office: false to clear")
                 until = day.isoformat()
             await self.redis.hset(key, mapping={"out_of_office": "1", "until": until, "note": note,
-                                                "set_by": principal.name, "set_at": repr(self.clock())})
-        [out] = await self._reps_out([(team, rep)])
-        return json_response(out)
+                                                "set_by": by, "set_at": repr(self.clock())})

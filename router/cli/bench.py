@@ -24,8 +24,8 @@ from pathlib import Path
 
 from router.settings import Settings
 
-PHASES = ("worker", "collector", "latency", "churn")
-DEFAULT_PHASES = ("worker", "collector", "latency")  # churn (bench/churn.py) runs when asked for
+PHASES = ("worker", "collector", "latency", "taobao", "churn")
+DEFAULT_PHASES = ("worker", "collector", "latency", "taobao")  # churn (bench/churn.py) runs when asked for
 
 
 def checkout_root() -> Path | None:
@@ -56,14 +56,30 @@ def _phases(text: str) -> list[str]:
     return [p for p in PHASES if p in wanted]
 
 
+def _speeds(text: str) -> list[float]:
+    try:
+        speeds = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        speeds = []
+    if not speeds or any(x <= 0 for x in speeds):
+        msg = f"--taobao-speeds {text!r}: give speed-ups above 0, comma-separated, e.g. 10,100"
+        raise argparse.ArgumentTypeError(msg)
+    return speeds
+
+
+def _taobao_default() -> Path:
+    return (checkout_root() or Path.cwd()).parent / "shared" / "datasets" / "taobao_userbehavior_events.csv"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by ``leadrouter bench`` and ``python -m bench.full_path``)."""
     g = p.add_argument_group("what to run")
     g.add_argument("--phases", type=_phases, default=list(DEFAULT_PHASES), metavar="LIST",
                    help="comma-separated phases: worker (backlog: bare faust, 1 and 2 workers, raw Redis), "
-                        "collector (pixel req/s and latency), latency (event to alert), churn (Redis memory "
+                        "collector (pixel req/s and latency), latency (event to alert), taobao (event to alert on "
+                        "the real Taobao clickstream at 10x and 100x; bench/taobao.py), churn (Redis memory "
                         "over simulated weeks of anonymous visitors, with expiry and without; bench/churn.py); "
-                        "default worker,collector,latency")
+                        "default worker,collector,latency,taobao")
     g.add_argument("--seed", type=int, default=1, help="traffic seed (default 1)")
     g.add_argument("--visitors", type=int, default=30_000, help="visitor population (default 30,000)")
     g.add_argument("--accounts", type=int, default=300, help="accounts, i.e. company domains (default 300)")
@@ -83,6 +99,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lat.add_argument("--latency-warmup", type=float, default=3.0,
                      help="seconds at the start whose alerts are not counted (default 3)")
     lat.add_argument("--latency-workers", type=int, default=1, help="worker processes (default 1)")
+    tb = p.add_argument_group("taobao phase (the real Taobao UserBehavior clickstream, replayed sped up)")
+    tb.add_argument("--taobao-path", type=Path, default=_taobao_default(),
+                    help="the clickstream CSV (default ../shared/datasets/taobao_userbehavior_events.csv)")
+    tb.add_argument("--taobao-speeds", type=_speeds, default=[10.0, 100.0], metavar="LIST",
+                    help="comma-separated speed-ups over real time (default 10,100)")
+    tb.add_argument("--taobao-data-seconds", type=float, default=0.0,
+                    help="seconds of data to replay, the densest stretch (default: 1 h at 10x, 8 h at 100x)")
     g.add_argument("--slack-pacing", choices=("off", "settings"), default="off",
                    help="off (default): the workers do not pace Slack messages (LEADROUTER_SLACK_RATE_PER_S=0), "
                         "since the local receiver has no rate limit and pacing at 1 message/s per channel "

@@ -153,6 +153,10 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         )
         admin_port = free_port()
         settings = settings.with_(admin_port=admin_port, admin_url=f"http://127.0.0.1:{admin_port}")
+        if "admin_metrics_urls" not in settings.explicit:  # the console's Health page reads both processes
+            settings = settings.with_(admin_metrics_urls=[
+                *([f"http://127.0.0.1:{metrics_port}/metrics"] if metrics_port else []),
+                f"http://127.0.0.1:{settings.worker.web_port}/metrics"])
         collector = spawn_service("collector", settings, workdir, port=collector_port)
         started.append(collector)
         worker = spawn_service("worker", settings, workdir)

@@ -400,6 +400,21 @@ def console_session(session_hash: str) -> str:
     return f"{PREFIX}:admin:session:{session_hash}"
 
 
+HEALTH_SAMPLES_MAX = 240
+
+
+def health_samples() -> str:
+    """List (newest first) of JSON samples of the fleet's metrics for the console's Health page sparklines
+    (router/admin/console/health.py); trimmed to HEALTH_SAMPLES_MAX."""
+    return f"{PREFIX}:admin:health:samples"
+
+
+def health_tick(bucket: int) -> str:
+    """String with a TTL: taken (SET NX) by the one admin process that records the health sample of one
+    interval (``bucket`` is the sample time divided by LEADROUTER_ADMIN_HEALTH_SAMPLE_S)."""
+    return f"{PREFIX}:admin:health:tick:{bucket}"
+
+
 # --- Personal data: per-person data keys and tombstones (router/storage/pii.py; issue 16.7) -----------
 # Added keys only.  ``subject`` is a keyed hash (HMAC with LEADROUTER_PII_KEY) of the person's email,
 # never the email or a plain digest of it.  Both keys of a person share ``{P:<subject>}``, so reading,

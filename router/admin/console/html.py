@@ -10,6 +10,7 @@ import time
 from html import escape
 
 from router.admin.auth import Principal, Role
+from router.admin.console.ops_frame import OPS_CSS, OPS_LINKS
 
 CSS = """
 *{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,sans-serif;color:#1d2433;background:#f6f7f9}
@@ -41,6 +42,9 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
+CSS += OPS_CSS  # the ops pages' styles (ops_frame.py)
+
+
 def csrf_field(csrf: str) -> str:
     return f'<input type="hidden" name="csrf" value="{h(csrf)}">'
 
@@ -51,6 +55,8 @@ def page(title: str, body: str, *, principal: Principal | None = None, csrf: str
         links = ['<a href="/console/leads">Leads</a>']
         if principal.role is Role.REP:
             links.insert(0, '<a href="/console/queue">My queue</a>')
+        if principal.role in (Role.OPS, Role.READONLY):
+            links += OPS_LINKS
         who = f"{h(principal.name)} ({h(principal.role.value)}{', ' + h(principal.rep_id) if principal.rep_id else ''})"
         nav = (" ".join(links) + f'<span class="who">{who}</span>'
                f'<form method="post" action="/console/sign-out">{csrf_field(csrf)}'
