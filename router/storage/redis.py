@@ -32,6 +32,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.cluster import ClusterNode as SyncClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
 
+from router.errors import RouterError
 from router.settings import RedisSettings
 
 __all__ = [
@@ -66,7 +67,7 @@ AnySyncRedis: TypeAlias = SyncRedis | SyncRedisCluster
 CLUSTER_SCHEME = "redis+cluster"
 
 
-class ClusterUrlError(ValueError):
+class ClusterUrlError(RouterError):
     """A ``redis+cluster://`` URL that names no usable node."""
 
 
