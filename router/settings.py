@@ -79,6 +79,8 @@ class KafkaSettings:
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
+    # redis://host:port/db for one server; redis+cluster://host:port[,host:port...] for a Redis Cluster
+    # (its nodes as seeds, database 0; router/storage/redis.py makes the cluster client).
     url: str = "redis://127.0.0.1:6379/0"
     # Socket and connect timeouts of the worker's, the CLI's and the dev stack's
     # clients; 0 waits as long as it takes.
@@ -710,9 +712,9 @@ def _check(s: Settings) -> list[tuple[str, str]]:
     if not s.kafka.url.startswith(("kafka://", "aiokafka://")):
         out.append(("kafka_url", f"setting KAFKA_URL={s.kafka.url!r} must start with kafka://, "
                                  "e.g. kafka://127.0.0.1:9092"))
-    if not s.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        out.append(("redis_url", f"setting REDIS_URL={s.redis.url!r} must start with redis://, "
-                                 "e.g. redis://127.0.0.1:6379/0"))
+    if not s.redis.url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+        out.append(("redis_url", f"setting REDIS_URL={s.redis.url!r} must start with redis:// (or redis+cluster:// "
+                                 "for a Redis Cluster), e.g. redis://127.0.0.1:6379/0"))
     for flat, value in (("topic_partitions", s.kafka.topic_partitions),
                         ("alert_max_attempts", s.alerts.max_attempts),
                         ("slack_burst", s.alerts.slack_burst)):

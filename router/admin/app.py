@@ -58,7 +58,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
@@ -78,7 +77,7 @@ from router.errors import ConfigFileError, SettingsError
 from router.settings import Settings
 from router.storage.config_store import SCORING
 from router.storage.live_config import LiveFile, RedisConfigSource, RedisRulesSource
-from router.storage.redis import create_redis
+from router.storage.redis import AnyRedis, create_redis
 from scoring import ScoringConfig
 
 log = logging.getLogger(__name__)
@@ -223,7 +222,7 @@ class Admin(RosterHandlers, RulesHandlers, LeadHandlers, LifecycleHandlers, Link
 ADMIN_KEY = web.AppKey("admin", Admin)
 
 
-def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] = time.time,
+def create_app(settings: Settings, redis: AnyRedis, *, clock: Callable[[], float] = time.time,
                routing: RedisRulesSource | None = None, scoring: LiveFile[ScoringConfig] | None = None,
                ) -> web.Application:
     """The admin app over ``redis``; follows the published routing and scoring unless sources are given.
@@ -265,7 +264,7 @@ class AdminService:
         check_settings(settings)
         self.settings = settings
         self.clock = clock
-        self._redis: Redis | None = None
+        self._redis: AnyRedis | None = None
         self._runner: web.AppRunner | None = None
         self.port = settings.admin.port
 

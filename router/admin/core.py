@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
-from redis.asyncio import Redis
 
 from router import metrics
 from router.admin.auth import AuthError, Principal, Role, TokenStore, bearer_token
@@ -24,6 +23,7 @@ from router.admin.http import JSON_TYPES, ApiError, Body, kind, suggest
 from router.admin.openapi import LEAD_ID_PATTERN, MAX_LIMIT, OPERATIONS, Operation, build_spec
 from router.settings import Settings
 from router.storage.live_config import LiveFile, PublishedSource, RedisRulesSource
+from router.storage.redis import AnyRedis
 from router.storage.rules_store import RulesStore
 from router.storage.store import RedisStore
 from rules import RoutingConfig
@@ -44,7 +44,7 @@ PRINCIPAL: ContextVar[Principal] = ContextVar("leadrouter_admin_principal")
 class AdminCore:
     """What every handler uses, over one Redis connection pool and the config sources."""
 
-    def __init__(self, settings: Settings, redis: Redis, *, routing: RedisRulesSource,
+    def __init__(self, settings: Settings, redis: AnyRedis, *, routing: RedisRulesSource,
                  scoring: LiveFile[ScoringConfig], clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.redis = redis

@@ -38,7 +38,6 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from models import Alert
@@ -51,7 +50,7 @@ from router.storage import audit
 from router.storage.live import lead_of_alert_id
 from router.storage.live_config import RedisRulesSource
 from router.storage.pii import SealError, Vault
-from router.storage.redis import create_redis
+from router.storage.redis import AnyRedis, create_redis
 from router.storage.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -278,7 +277,7 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
         await redis.aclose()
 
 
-async def _audit(redis: Redis, summary: ReplaySummary) -> None:
+async def _audit(redis: AnyRedis, summary: ReplaySummary) -> None:
     """Each record resent (or tried) goes on the audit trail (router/storage/audit.py) as ``alert.replay``."""
     try:
         user = getpass.getuser()

@@ -64,7 +64,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from redis.asyncio import Redis
 
 from router import metrics
 from router.errors import CollectorError
@@ -81,7 +80,7 @@ from router.ingest.spool import Spool, SpoolSink
 from router.settings import Settings
 from router.storage.kafka import EventSink
 from router.storage.pii import Vault
-from router.storage.redis import create_redis
+from router.storage.redis import AnyRedis, create_redis
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +232,7 @@ class CollectorService:
         self.forwarder = KafkaForwarder(settings.kafka, settings.spool, self.spool)
         self._forward_stop = asyncio.Event()
         self._forward_task: asyncio.Task[None] | None = None
-        self._redis: Redis | None = None
+        self._redis: AnyRedis | None = None
         self._limiter: RateLimiter | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None

@@ -41,13 +41,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
 from router.settings import IngestSettings
 from router.storage import keys
-from router.storage.scripts import register
+from router.storage.redis import AnyRedis
+from router.storage.scripts import execute, queue, register
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ ALLOW = Decision()
 class RateLimiter:
     """Fixed-window counters in Redis (shared) with per-process counts and a cache of keys already over."""
 
-    def __init__(self, redis: Redis | None, window_s: int = 60, *, clock: Callable[[], float] = time.time,
+    def __init__(self, redis: AnyRedis | None, window_s: int = 60, *, clock: Callable[[], float] = time.time,
                  breaker_s: float = 5.0, flush_s: float = 0.25) -> None:
         self.redis = redis
         self.window_s = max(1, int(window_s))
@@ -93,9 +93,12 @@ class RateLimiter:
         self._hot: dict[str, float] = {}  # client address -> until when it counts as a rate-limited neighbour
         self._broken_until = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        # One flush at a time: a flush called while the background one is in flight waits for its totals,
+        # so whatever was counted before the call is shared (and the totals learned) when it returns.
+        self._flushing = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, ingest: IngestSettings, redis: Redis | None) -> RateLimiter:
+    def from_settings(cls, ingest: IngestSettings, redis: AnyRedis | None) -> RateLimiter:
         return cls(redis, ingest.rate_limit_window_s)
 
     def is_hot(self, ip: str | None) -> bool:
@@ -158,8 +161,8 @@ class RateLimiter:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for k, n in increments.items():
-                await self._script(keys=[k], args=[ttl_ms, n], client=pipe)
-            totals = await pipe.execute()
+                await queue(pipe, self._script, keys=[k], args=[ttl_ms, n])
+            totals = await execute(pipe)
         except (RedisError, OSError, TimeoutError) as exc:
             self._broken_until = self.clock() + self.breaker_s
             metrics.RATE_LIMIT_FALLBACKS.inc()
@@ -180,6 +183,10 @@ class RateLimiter:
 
     async def flush(self) -> None:
         """Share the requests counted here since the last flush, and learn every collector's totals."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}

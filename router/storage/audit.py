@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from redis.asyncio import Redis
 
 from router.errors import RouterError
 from router.storage import keys
+from router.storage.redis import AnyRedis
 
 Via = Literal["console", "api", "cli", "link"]
 VIAS: tuple[Via, ...] = ("console", "api", "cli", "link")
@@ -85,7 +85,7 @@ class AuditError(RouterError):
     """An entry that cannot be recorded (no action, no author, an unknown channel)."""
 
 
-async def record(redis: Redis, *, who: str, role: str, action: str, via: Via, lead_id: str = "",
+async def record(redis: AnyRedis, *, who: str, role: str, action: str, via: Via, lead_id: str = "",
                  target: str = "", detail: str = "", now: float | None = None) -> AuditEntry:
     """Record one change: on the audit stream, and on the lead's own list when it is about a lead."""
     if not action.strip():
@@ -106,7 +106,7 @@ async def record(redis: Redis, *, who: str, role: str, action: str, via: Via, le
                       entry.target, entry.detail)
 
 
-async def recent(redis: Redis, limit: int = 100, *, before: str | None = None,
+async def recent(redis: AnyRedis, limit: int = 100, *, before: str | None = None,
                  action: str = "") -> list[AuditEntry]:
     """The newest entries (older than stream id ``before`` when given), newest first; ``action`` filters by
     prefix ("lead." for every lead action).  Reads at most ``limit * 5`` entries to fill ``limit``."""
@@ -118,7 +118,7 @@ async def recent(redis: Redis, limit: int = 100, *, before: str | None = None,
     return out[:limit]
 
 
-async def for_lead(redis: Redis, lead_id: str, limit: int = keys.LEAD_AUDIT_KEPT) -> list[AuditEntry]:
+async def for_lead(redis: AnyRedis, lead_id: str, limit: int = keys.LEAD_AUDIT_KEPT) -> list[AuditEntry]:
     """The entries about one lead, newest first."""
     raw = await redis.lrange(keys.lead_audit(lead_id), 0, limit - 1)
     out: list[AuditEntry] = []
@@ -130,7 +130,7 @@ async def for_lead(redis: Redis, lead_id: str, limit: int = keys.LEAD_AUDIT_KEPT
     return out
 
 
-async def forget_lead(redis: Redis, lead_id: str, page: int = 1000) -> int:
+async def forget_lead(redis: AnyRedis, lead_id: str, page: int = 1000) -> int:
     """Erasure: delete the lead's list and every stream entry naming it; returns how many stream entries went."""
     await redis.delete(keys.lead_audit(lead_id))
     deleted, start = 0, "-"

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import orjson
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from router.errors import ConfigFileError, RouterError
 from router.storage import audit, keys
 from router.storage.audit import Via
+from router.storage.redis import AnyRedis
 from router.storage.rules_store import HistoryEntry, cases_path_for, read_text
 from router.storage.scripts import register
 from scoring import IcpConfig, ScoringConfig, ScoringError, load_icp_config, load_scoring_config
@@ -210,7 +210,7 @@ def _s(x: bytes | str) -> str:
 class ConfigStore(Generic[T]):
     """The only code that reads and writes published scoring or ICP files in Redis."""
 
-    def __init__(self, redis: Redis, spec: ConfigSpec[T]) -> None:
+    def __init__(self, redis: AnyRedis, spec: ConfigSpec[T]) -> None:
         self.redis = redis
         self.spec = spec
         self.kind = spec.kind

@@ -14,21 +14,21 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from router.storage import keys
+from router.storage.redis import AnyRedis
 
 PAGE = 2000
 
 
-async def log_decision(redis: Redis, record: Mapping[str, Any]) -> str:
+async def log_decision(redis: AnyRedis, record: Mapping[str, Any]) -> str:
     """Append one decision record; returns its stream id."""
     entry: Any = await redis.xadd(keys.VECTORS, {"json": orjson.dumps(dict(record))},
                                   maxlen=keys.VECTORS_MAXLEN, approximate=True)
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 
-async def _read(redis: Redis, stream: str, progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
+async def _read(redis: AnyRedis, stream: str, progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     start = "-"
     while True:
@@ -50,12 +50,12 @@ async def _read(redis: Redis, stream: str, progress: Callable[[int], None] | Non
         start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
 
 
-async def read_decisions(redis: Redis, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+async def read_decisions(redis: AnyRedis, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Every logged crossing and routing decision, oldest first."""
     return await _read(redis, keys.VECTORS, progress)
 
 
-async def read_outcomes(redis: Redis, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+async def read_outcomes(redis: AnyRedis, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Every lifecycle outcome row (won, lost, accept, reject, convert), oldest first."""
     return await _read(redis, keys.OUTCOMES, progress)
 
@@ -63,7 +63,7 @@ async def read_outcomes(redis: Redis, progress: Callable[[int], None] | None = N
 _HISTORY_NAMES = {"accept": "accepted", "reject": "rejected", "convert": "converted", "won": "won", "lost": "lost"}
 
 
-async def lifecycle_events(redis: Redis, lead_ids: Sequence[str], outcome_rows: Sequence[Mapping[str, Any]] = (),
+async def lifecycle_events(redis: AnyRedis, lead_ids: Sequence[str], outcome_rows: Sequence[Mapping[str, Any]] = (),
                            ) -> list[tuple[str, float, str]]:
     """``(lead_id, ts, what)`` for the leads' lifecycle steps: accepted, rejected, converted, won, lost.
 

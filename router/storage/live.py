@@ -24,10 +24,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router.storage import keys
+from router.storage.redis import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def lead_of_alert_id(aid: str) -> str:
 class LiveFeed:
     """Writes and reads the live stream and the dead-letter stream."""
 
-    def __init__(self, redis: Redis, *, maxlen: int = keys.LIVE_MAXLEN,
+    def __init__(self, redis: AnyRedis, *, maxlen: int = keys.LIVE_MAXLEN,
                  dead_maxlen: int = keys.DEAD_LETTERS_MAXLEN) -> None:
         self.redis = redis
         self.maxlen = maxlen
@@ -140,7 +140,7 @@ class LiveFeed:
         return int(await self.redis.xdel(keys.DEAD_LETTERS, entry_id))
 
 
-async def forget_lead(redis: Redis, lead_id: str, page: int = 1000) -> int:
+async def forget_lead(redis: AnyRedis, lead_id: str, page: int = 1000) -> int:
     """Erasure: XDEL every live and dead-letter entry that names the lead; how many went."""
     deleted = 0
     for stream in (keys.LIVE, keys.DEAD_LETTERS):

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from router.errors import ConfigFileError, RouterError
 from router.storage import audit, keys
 from router.storage.audit import Via
+from router.storage.redis import AnyRedis
 from router.storage.scripts import register
 from rules import RoutingConfig, RulesError, RuleTestResult, load_routing, load_rule_tests, run_rule_tests
 
@@ -231,7 +231,7 @@ def _author(author: str) -> str:
 class RulesStore:
     """The only code that reads and writes published rules in Redis."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self.redis = redis
         self._publish: AsyncScript = register(redis, "rules_publish.lua")
         self._rollback: AsyncScript = register(redis, "rules_rollback.lua")

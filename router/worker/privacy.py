@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from router.storage import audit, keys, live
 from router.storage.pii import Vault
+from router.storage.redis import AnyRedis
+from router.storage.scripts import register
 from router.storage.store import RedisStore
 from rules import RoutingConfig
 
@@ -58,7 +59,7 @@ class ForgetReport:
 async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: float | None = None, *,
                  vault: Vault) -> ForgetReport:
     now = time.time() if now is None else now
-    redis: Redis = store.redis
+    redis: AnyRedis = store.redis
     lead_id = keys.lead_id_for_email(email)
     normal = keys.normalise_email(email)
     lead = await store.lead_hash(lead_id)
@@ -82,11 +83,7 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     if account is not None:
         kid = _text(account)
         acct = keys.account_keys(kid)
-        pipe = redis.pipeline(transaction=True)
-        pipe.zrem(acct[2], lead_id)
-        pipe.zrem(acct[3], lead_id)
-        pipe.hdel(acct[4], lead_id)
-        await pipe.execute()
+        await register(redis, "account_forget.lua")(keys=[acct[2], acct[3], acct[4]], args=[lead_id])
         report.account = kid
     # Assignments, SLA steps, picks, sent-marks and lifecycle records.
     owner, team = lead.get("owner"), lead.get("team")
@@ -117,18 +114,13 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     for name, team_cfg in routing.teams.items():
         for rep in team_cfg.reps:
             zkey = keys.team_assigned(name, rep.rep_id)
-            async for member, score in redis.zscan_iter(zkey, match=f"{lead_id}:*"):
-                pipe = redis.pipeline(transaction=True)
-                pipe.zrem(zkey, member)
-                pipe.zadd(zkey, {f"forgotten:{uuid.uuid4().hex}": score})
-                await pipe.execute()
+            rename = register(redis, "zset_rename.lua")
+            async for member, _ in redis.zscan_iter(zkey, match=f"{lead_id}:*"):
+                await rename(keys=[zkey], args=[member, f"forgotten:{uuid.uuid4().hex}"])
     report.digest_entries = await _scrub_digests(redis, routing, lead_id, normal)
     report.keys_deleted += await redis.delete(*doomed, *keys.lead_keys(lead_id))
     # What a batch already in flight might still write is refused for a while (the marker expires).
-    pipe = redis.pipeline(transaction=True)
-    pipe.hset(keys.lead(lead_id), mapping={"forgotten": "1"})
-    pipe.expire(keys.lead(lead_id), keys.FORGET_GRACE_S)
-    await pipe.execute()
+    await register(redis, "hset_expire.lua")(keys=[keys.lead(lead_id)], args=[keys.FORGET_GRACE_S, "forgotten", "1"])
     # Streams: training rows and identity audit entries about the person.
     report.outcomes_deleted = await _scrub_stream(
         redis, keys.OUTCOMES, lambda f: _outcome_lead(f) in related)
@@ -147,7 +139,7 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     return report
 
 
-async def _scrub_digests(redis: Redis, routing: RoutingConfig, lead_id: str, email: str) -> int:
+async def _scrub_digests(redis: AnyRedis, routing: RoutingConfig, lead_id: str, email: str) -> int:
     """Drop the lead's queued digest alerts, and the person from colleagues' queued alerts."""
     changed = 0
     for rep in routing.reps:
@@ -169,7 +161,7 @@ async def _scrub_digests(redis: Redis, routing: RoutingConfig, lead_id: str, ema
     return changed
 
 
-async def _scrub_stream(redis: Redis, stream: str, doomed: Callable[[dict[str, str]], bool]) -> int:
+async def _scrub_stream(redis: AnyRedis, stream: str, doomed: Callable[[dict[str, str]], bool]) -> int:
     """XDEL every entry of ``stream`` that ``doomed`` picks; read in pages (forget is rare)."""
     deleted = 0
     start = "-"

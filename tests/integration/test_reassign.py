@@ -21,6 +21,7 @@ from router.admin.auth import Role
 from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
+from router.storage.redis import flush, redis_from_url
 from router.storage.store import RedisStore
 from router.worker import lifecycle
 from router.worker.pipeline import Pipeline
@@ -180,9 +181,9 @@ def test_reassign_from_the_cli(redis_url: str, capsys: pytest.CaptureFixture[str
     email = "greta@elbe-mb.de"
 
     async def setup() -> tuple[str, str, str, str]:
-        client = Redis.from_url(redis_url)
+        client = redis_from_url(redis_url)
         try:
-            await client.flushdb()
+            await flush(client)
             api: Any = type("A", (), {"store": RedisStore(client), "config": config,
                                       "settings": Settings.of(redis_url=redis_url)})()
             lead_id, owner = await route_lead(api, email, at=datetime.now(NOW.tzinfo))
@@ -202,7 +203,7 @@ def test_reassign_from_the_cli(redis_url: str, capsys: pytest.CaptureFixture[str
                                                                           "territory change")
 
     async def check() -> None:
-        client = Redis.from_url(redis_url)
+        client = redis_from_url(redis_url)
         try:
             store = RedisStore(client)
             lead = await store.lead_hash(lead_id)
