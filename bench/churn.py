@@ -3,7 +3,7 @@
     python -m bench.churn [--days 84] [--ttl-days 30] [--day-seconds 3] [--visitors-per-day 200]
     leadrouter bench --phases churn [same options, prefixed --churn-]
 
-Drives the worker's scoring step (``router.worker.pipeline.apply_batch``: identity
+Drives the worker's scoring step (``router.worker.batch.apply_batch``: identity
 resolution, merges, account roll-up, lead Lua) with simulated weeks of traffic
 into two private redis-servers at once, one with expiry in force
 (``LEADROUTER_ANONYMOUS_TTL_DAYS``) and one with it off (``=0``), and samples
@@ -55,7 +55,7 @@ from router.settings import DEFAULT_SCORING
 from router.storage import keys
 from router.storage.live_config import load_scoring_file
 from router.storage.store import RedisStore
-from router.worker.pipeline import apply_batch
+from router.worker.batch import apply_batch
 from scoring.account_intent import AccountIntentConfig
 
 SECTION = "churn"

@@ -1,6 +1,6 @@
 """Benchmark: the worker's scoring step with a real Redis in the loop.
 
-Measures events/s of ``router.worker.pipeline.apply_batch`` (identity resolution,
+Measures events/s of ``router.worker.batch.apply_batch`` (identity resolution,
 merges, points, lead and account Lua updates: everything a batch does except
 Kafka and alert delivery) over realistic traffic, next to two baselines that
 bound it: the pure-Python scoring alone, and the bare Redis round trip of one
@@ -30,7 +30,7 @@ from router.dev.servers import start_redis
 from router.settings import DEFAULT_SCORING
 from router.storage.live_config import load_scoring_file
 from router.storage.store import RedisStore
-from router.worker.pipeline import apply_batch
+from router.worker.batch import apply_batch
 from scoring import score_event
 from scoring.account_intent import AccountIntentConfig
 

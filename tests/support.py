@@ -12,7 +12,7 @@ from router.settings import DEV_PII_KEY
 from router.storage.pii import Vault, pseudonym
 from router.storage.redis import AnyRedis, AnySyncRedis, RedisCluster, SyncRedisCluster, redis_from_url
 from router.storage.store import RedisStore
-from router.worker.pipeline import apply_batch
+from router.worker.batch import apply_batch
 from scoring import ScoringConfig
 
 T0 = 1_790_000_000.0

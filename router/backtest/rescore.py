@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from models import Event
-from router.worker.pipeline import FIT_FIELDS, event_fields
+from router.worker.batch import FIT_FIELDS, event_fields
 from rules import RoutingConfig
 from rules.simulation import SimLead, lead_facts, simulate
 from scoring import (

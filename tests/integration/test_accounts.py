@@ -9,7 +9,7 @@ from models import Event, EventType
 from router.storage import keys
 from router.storage.store import RedisStore
 from router.worker.accounts import AccountRef, account_for
-from router.worker.pipeline import apply_batch
+from router.worker.batch import apply_batch
 from scoring import add_points, load_scoring_config, score_at
 from scoring.account_intent import AccountIntentConfig
 from tests.support import T0

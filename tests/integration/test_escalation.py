@@ -25,8 +25,9 @@ from router.storage.kafka import ensure_topics
 from router.storage.live_config import LiveFile, load_scoring_file
 from router.storage.pii import Vault
 from router.storage.store import RedisStore
+from router.worker.batch import apply_batch
 from router.worker.distribution import Pick, assign_rep
-from router.worker.pipeline import Pipeline, apply_batch
+from router.worker.pipeline import Pipeline
 from router.worker.scheduler import tick
 from rules import Manager, RepProfile, RoutingConfig, SlaPolicy, Strategy, Team
 

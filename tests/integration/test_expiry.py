@@ -21,7 +21,7 @@ from models import Event, EventType
 from router.storage import keys
 from router.storage.store import RedisStore
 from router.worker.accounts import AccountRef
-from router.worker.pipeline import apply_batch
+from router.worker.batch import apply_batch
 from scoring import load_scoring_config
 from scoring.account_intent import AccountIntentConfig
 from tests.integration.test_lifecycle import make_team, route

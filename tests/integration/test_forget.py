@@ -11,7 +11,7 @@ from router.storage import keys
 from router.storage.pii import Vault
 from router.storage.store import RedisStore
 from router.worker.accounts import AccountRef
-from router.worker.pipeline import apply_batch
+from router.worker.batch import apply_batch
 from router.worker.privacy import forget
 from rules import load_routing
 from scoring import load_scoring_config

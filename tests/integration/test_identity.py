@@ -134,7 +134,7 @@ async def test_a_merge_interrupted_half_way_completes_once_on_redelivery(redis: 
 
 
 async def test_user_id_as_a_unique_identifier_keeps_two_logins_on_one_browser_apart(redis: Redis) -> None:
-    from router.worker.pipeline import apply_batch
+    from router.worker.batch import apply_batch
 
     store = RedisStore(redis)
     both = frozenset({"email", "user_id"})
@@ -156,7 +156,7 @@ async def test_user_id_as_a_unique_identifier_keeps_two_logins_on_one_browser_ap
 
 
 async def test_by_default_only_email_is_unique_so_user_ids_on_one_browser_join(redis: Redis) -> None:
-    from router.worker.pipeline import apply_batch
+    from router.worker.batch import apply_batch
 
     store = RedisStore(redis)
     kiosk = "kiosk-browser-08"

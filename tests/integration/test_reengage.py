@@ -26,7 +26,8 @@ from router.storage import keys
 from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
 from router.storage.store import RedisStore
 from router.worker import lifecycle
-from router.worker.pipeline import Pipeline, apply_batch
+from router.worker.batch import apply_batch
+from router.worker.pipeline import Pipeline
 from tests.support import open_alert
 
 pytestmark = pytest.mark.integration

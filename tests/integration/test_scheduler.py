@@ -21,8 +21,8 @@ from router.storage.live_config import load_scoring_file
 from router.storage.redis import redis_from_url
 from router.storage.store import RedisStore
 from router.worker import lifecycle
+from router.worker.batch import apply_batch
 from router.worker.distribution import assign_rep
-from router.worker.pipeline import apply_batch
 from router.worker.scheduler import recycle_due, tick
 from rules import RepProfile, RoutingConfig, SlaPolicy, Strategy, Team, WorkingHours
 from scoring import ScoringConfig

@@ -18,7 +18,7 @@ from models import Event, EventType
 from router.storage import keys
 from router.storage.redis import flush
 from router.storage.store import RedisStore
-from router.worker.pipeline import apply_batch
+from router.worker.batch import apply_batch
 from scoring import apply_caps_detailed, load_icp_config, load_scoring_config, score_event_hits
 from tests.support import T0
 

@@ -7,8 +7,9 @@ import pytest
 
 from models import ApplyResult, Event, EventPlan, EventType, InvalidEventError, Resolution
 from router.storage import keys
+from router.worker.batch import decode, plan_batch
 from router.worker.identity import resolve_batch
-from router.worker.pipeline import decode, plan_batch, trigger_text
+from router.worker.pipeline import trigger_text
 from scoring import ScoringConfig, load_scoring_config
 
 SCORING = load_scoring_config("""
