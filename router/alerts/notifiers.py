@@ -29,9 +29,10 @@ import aiohttp
 from models.lead import Alert, Rep
 from router import metrics
 from router.alerts.pacing import Pacer, pace_key
-from router.alerts.render import Digest, one_line, render_email, truncate
+from router.alerts.render import Digest, render_email
 from router.alerts.render_digest import render_digest_email
 from router.alerts.render_slack import render_digest_blocks, render_slack_blocks
+from router.alerts.views import one_line, truncate
 from router.errors import PermanentSendError, SendError, TransientSendError
 from router.settings import AlertSettings
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 from email.message import EmailMessage
 
 from models.lead import Alert
-from router.alerts.render import (
-    Digest,
+from router.alerts.render import Digest, html_buttons, message_id, new_email
+from router.alerts.views import (
     account_view,
     action_links,
     alert_title,
-    html_buttons,
     html_text,
     lead_grade,
     lead_job_title,
-    message_id,
-    new_email,
     one_line,
     score_text,
     utc_time,

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.lead import Alert
-from router.alerts.render import (
+from router.alerts.render import Digest
+from router.alerts.render_digest import digest_detail, digest_items, digest_period, digest_subject
+from router.alerts.views import (
     AccountView,
-    Digest,
     account_view,
     action_links,
     activity_line,
@@ -36,7 +37,6 @@ from router.alerts.render import (
     truncate,
     who_line,
 )
-from router.alerts.render_digest import digest_detail, digest_items, digest_period, digest_subject
 
 # Block Kit limits (characters).
 _HEADER_MAX = 150

@@ -12,20 +12,10 @@ from typing import Any
 import pytest
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
-from router.alerts.render import (
-    MAX_REASONS,
-    Digest,
-    email_subject,
-    message_id,
-    render_email,
-    render_html,
-    render_text,
-    slack_escape,
-    top_reasons,
-    utc_time,
-)
+from router.alerts.render import Digest, message_id, render_email, render_html, render_text
 from router.alerts.render_digest import digest_subject, render_digest_email, render_digest_text
 from router.alerts.render_slack import render_digest_blocks, render_slack_blocks
+from router.alerts.views import MAX_REASONS, email_subject, slack_escape, top_reasons, utc_time
 
 TS = 1795372874.0  # 2026-11-22 18:41:14 UTC
 TS_TEXT = "2026-11-22 18:41:14 UTC"

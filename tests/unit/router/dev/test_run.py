@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from router.alerts.render import slack_escape
+from router.alerts.views import slack_escape
 from router.dev.run import DevConsole, slack_plain
 
 

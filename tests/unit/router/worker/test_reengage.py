@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from models import Alert, Assignment, LeadView, Reengagement, Rep, RoutingDecision, Stage
-from router.alerts.render import email_subject, reengagement_line, render_html, render_text
+from router.alerts.render import render_html, render_text
 from router.alerts.render_slack import render_slack_blocks, render_slack_fallback
+from router.alerts.views import email_subject, reengagement_line
 from router.worker.reengage import comeback, reengagement_of
 
 NOW = datetime(2026, 10, 1, 12, 0, tzinfo=UTC).timestamp()
