@@ -20,10 +20,17 @@ Files
     collector off the same directory.
 
 fsync policy (``spool_fsync``)
-    ``always`` (default): a request is answered only after its line is fsynced;
-    concurrent requests share one fsync (group commit).  ``interval``: fsync
-    every ``spool_fsync_interval_s``; a crash of the machine (not of the
-    process) can lose that window.  ``never``: the OS decides.
+    ``always`` (default): a form or API request is answered only after its
+    line is fsynced; concurrent requests share one fsync (group commit).  A
+    beacon (pixel, email open or click, Snowplow GET) is answered once its
+    line is written to the segment file (in the OS page cache: it survives the
+    collector process dying, not the machine crashing); its fsync follows in
+    the next group commit, at most ``spool_fsync_interval_s`` later (sooner
+    when a form's fsync comes first).  So a pixel's 200 promises "written, and
+    durable within the interval"; a form's 202 promises "durable".
+    ``interval``: fsync every ``spool_fsync_interval_s`` for everything; a
+    crash of the machine (not of the process) can lose that window.
+    ``never``: the OS decides.
 
 Bound
     Appends that would take the segment files past ``spool_max_bytes`` raise
@@ -150,6 +157,7 @@ class Spool:
         self._retired: list[int] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._sync_task: asyncio.Task[None] | None = None
+        self._lazy: asyncio.TimerHandle | None = None  # the pending beacon fsync (policy ``always``)
         self._closing = asyncio.Event()
         self._closed = False
 
@@ -207,6 +215,9 @@ class Spool:
         if self._closed:
             return
         self._closed = True
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
         if self._sync_task is not None:
             # Let a running fsync finish: its thread holds our file descriptors.
             self._closing.set()
@@ -278,12 +289,18 @@ class Spool:
         data = b"".join(encode_line(e) for e in events)
         self.append_bytes_nowait(data, len(events))
         if self.fsync == "always" and not wait_durable:
-            self._dirty.set()
+            self._sync_soon()
         elif self.fsync == "always":
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             self._dirty.set()
             await waiter
+
+    def _sync_soon(self) -> None:
+        """A beacon's line is written: have it fsynced within ``fsync_interval_s``, in the next group
+        commit (sooner when a durable append asks for one); one timer per window, not a wake-up per line."""
+        if self._lazy is None and not self._closed:
+            self._lazy = asyncio.get_running_loop().call_later(self.fsync_interval_s, self._dirty.set)
 
     def append_bytes_nowait(self, data: bytes, count: int) -> None:
         if self._closed or self._wfd is None:
@@ -333,6 +350,9 @@ class Spool:
             else:
                 await self._dirty.wait()
             self._dirty.clear()
+            if self._lazy is not None:  # this round covers the beacons' lines too
+                self._lazy.cancel()
+                self._lazy = None
             fds = list(self._dirty_fds)
             self._dirty_fds.clear()
             waiters, self._waiters = self._waiters, []

@@ -284,3 +284,32 @@ async def test_a_beacon_does_not_wait_for_the_fsync_but_a_form_does(make: Make,
     release.set()
     await asyncio.wait_for(form, 5.0)
     assert ids(spool.read(10)) == [ev(1).event_id, ev(2).event_id]
+
+
+async def test_beacons_share_one_fsync_within_the_interval(make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Policy ``always``: beacons' lines are fsynced together, within fsync_interval_s of the first one,
+    not one wake-up per line; a form's fsync in between covers them at once."""
+    spool = make(fsync="always", fsync_interval_s=0.3, segment_bytes=1_000_000)
+    synced: list[list[int]] = []
+    real = Spool._fsync
+
+    def counting(self: Spool, fds: list[int], dir_too: bool) -> None:
+        synced.append(fds)
+        real(self, fds, dir_too)
+
+    monkeypatch.setattr(Spool, "_fsync", counting)
+    await spool.start()
+    await asyncio.sleep(0.05)
+    synced.clear()  # the new segment's directory entry
+    for n in range(20):
+        await spool.append([ev(n)], wait_durable=False)
+    await asyncio.sleep(0.1)
+    assert synced == []  # written (readable), not yet fsynced: inside the window
+    assert len(spool.read(100)) == 20
+    await asyncio.sleep(0.4)
+    assert len(synced) == 1 and synced[0]  # one group fsync for all 20, within the interval
+    await spool.append([ev(100)], wait_durable=False)
+    await asyncio.wait_for(spool.append([ev(101)]), 1.0)  # a form: durable now, the beacon with it
+    assert len(synced) == 2
+    await asyncio.sleep(0.4)
+    assert len(synced) == 2  # nothing left for the beacon's timer to sync
