@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 LIMIT_CLASSES = ("form", "pixel", "sdk")
 MAX_LOCAL_KEYS = 50_000  # per-process counters kept before the oldest are dropped
+KEY_CACHE_SIZE = 8192  # Redis key names remembered (oldest out first)
 TTL_MARGIN_S = 5.0  # a window's counters outlive it by this much
 
 
@@ -92,6 +93,7 @@ class RateLimiter:
         self._blocked: dict[str, float] = {}  # Redis key -> end of the window it is over its limit in
         self._hot: dict[str, float] = {}  # client address -> until when it counts as a rate-limited neighbour
         self._broken_until = 0.0
+        self._names: dict[tuple[str, str, int], str] = {}  # (scope, identifier, window) -> Redis key
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -114,7 +116,7 @@ class RateLimiter:
         window = int(now // self.window_s)
         end = (window + 1) * self.window_s
         retry = max(1, math.ceil(end - now))
-        names = [keys.rate_limit(c.scope, c.identifier, window) for c in active]
+        names = [self._key(c.scope, c.identifier, window) for c in active]
         over = tuple(c.scope for c, k in zip(active, names, strict=True) if self._blocked.get(k, 0.0) > now)
         if over:  # answered from memory: a flood costs Redis nothing more this window
             return self._deny(over, ip, end, retry)
@@ -141,6 +143,17 @@ class RateLimiter:
         if over:
             return self._deny(over, ip, end, retry)
         return Decision(hot_ip=self.is_hot(ip))
+
+    def _key(self, scope: str, identifier: str, window: int) -> str:
+        """:func:`keys.rate_limit`, remembered (it hashes the identifier; a visitor hits many times a window)."""
+        names = self._names
+        name = names.get((scope, identifier, window))
+        if name is None:
+            name = keys.rate_limit(scope, identifier, window)
+            if len(names) >= KEY_CACHE_SIZE:
+                del names[next(iter(names))]
+            names[(scope, identifier, window)] = name
+        return name
 
     def _deny(self, over: Sequence[str], ip: str | None, end: float, retry: int) -> Decision:
         if ip:

@@ -33,6 +33,7 @@ identified on that browser is forgotten nothing links the pseudonym to them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -82,6 +83,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# Per-process caches of pure answers (a visitor's address and id repeat on every hit); bounded, so a
+# flood of distinct values only evicts.
+CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def truncate_ip(ip: str | None) -> str | None:
     """IPv4 to its /24, IPv6 to its /48; anything else is dropped."""
     if not ip:
@@ -126,6 +133,7 @@ class Vault:
         self._wrap = AESGCM(_derive(raw, b"leadrouter/pii/wrap/v1"))
         self._escrow = _derive(raw, b"leadrouter/pii/escrow/v1")
         self._script = register(redis, "pii_key.lua")
+        self._pseudonyms: dict[str, str] = {}  # identifier -> pseudonym, at most CACHE_SIZE (oldest out)
 
     @classmethod
     def from_settings(cls, redis: Redis, tokens: TokenSettings) -> Vault:
@@ -144,7 +152,14 @@ class Vault:
 
     def pseudonym(self, identifier: str) -> str:
         """A visitor, user or alias id as the rest of the service sees it (stable, keyed, one-way)."""
-        return _pseudonym(self._pseudonym_key, identifier)
+        cache = self._pseudonyms
+        out = cache.get(identifier)
+        if out is None:
+            out = _pseudonym(self._pseudonym_key, identifier)
+            if len(cache) >= CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[identifier] = out
+        return out
 
     # --- the key store ----------------------------------------------------------
     async def data_keys(self, subjects: Iterable[str], *, create: bool) -> dict[str, DataKey]:
