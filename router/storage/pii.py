@@ -85,7 +85,7 @@ def _unb64(text: str) -> bytes:
 
 # Per-process caches of pure answers (a visitor's address and id repeat on every hit); bounded, so a
 # flood of distinct values only evicts.
-CACHE_SIZE = 4096
+CACHE_SIZE = 16_384
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -99,8 +99,9 @@ def truncate_ip(ip: str | None) -> str | None:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+    if isinstance(addr, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Address(int(addr) & ~0xFF))  # its /24
+    return str(ipaddress.IPv6Address(int(addr) & ~((1 << 80) - 1)))  # its /48
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +116,11 @@ def pseudonym(master: str, identifier: str) -> str:
     return _pseudonym(_derive(master.encode(), _PSEUDONYM_LABEL), identifier)
 
 
-def _pseudonym(key: bytes, identifier: str) -> str:
-    return PSEUDONYM_PREFIX + hmac.new(key, identifier.encode(), hashlib.sha256).hexdigest()[:32]
+def _pseudonym(key: bytes | hmac.HMAC, identifier: str) -> str:
+    """``key``: the pseudonym key, or an HMAC already keyed with it (copied: cheaper than keying anew)."""
+    mac = key.copy() if isinstance(key, hmac.HMAC) else hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(identifier.encode())
+    return PSEUDONYM_PREFIX + mac.hexdigest()[:32]
 
 
 _PSEUDONYM_LABEL = b"leadrouter/pii/pseudonym/v1"
@@ -133,6 +137,7 @@ class Vault:
         self._wrap = AESGCM(_derive(raw, b"leadrouter/pii/wrap/v1"))
         self._escrow = _derive(raw, b"leadrouter/pii/escrow/v1")
         self._script = register(redis, "pii_key.lua")
+        self._pseudonym_mac = hmac.new(self._pseudonym_key, digestmod=hashlib.sha256)
         self._pseudonyms: dict[str, str] = {}  # identifier -> pseudonym, at most CACHE_SIZE (oldest out)
 
     @classmethod
@@ -155,7 +160,7 @@ class Vault:
         cache = self._pseudonyms
         out = cache.get(identifier)
         if out is None:
-            out = _pseudonym(self._pseudonym_key, identifier)
+            out = _pseudonym(self._pseudonym_mac, identifier)
             if len(cache) >= CACHE_SIZE:
                 del cache[next(iter(cache))]
             cache[identifier] = out
