@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 LIMIT_CLASSES = ("form", "pixel", "sdk")
 MAX_LOCAL_KEYS = 50_000  # per-process counters kept before the oldest are dropped
-KEY_CACHE_SIZE = 8192  # Redis key names remembered (oldest out first)
+KEY_CACHE_SIZE = 32_768  # Redis key names remembered (oldest out first)
 TTL_MARGIN_S = 5.0  # a window's counters outlive it by this much
 
 
@@ -168,10 +168,14 @@ class RateLimiter:
         if self.redis is None or self._script is None or self.clock() < self._broken_until or not increments:
             return None
         ttl_ms = int((max(0.0, left_s) + TTL_MARGIN_S) * 1000)
+        script = self._script
         try:
             pipe = self.redis.pipeline(transaction=False)
+            # What AsyncScript(client=pipe) does per call, once: the pipeline loads the script if Redis
+            # lacks it, then one EVALSHA per key (queued, not awaited: a flush may carry thousands).
+            pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py annotates Script; it loads either
             for k, n in increments.items():
-                await self._script(keys=[k], args=[ttl_ms, n], client=pipe)
+                pipe.evalsha(script.sha, 1, k, ttl_ms, n)
             totals = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self._broken_until = self.clock() + self.breaker_s
