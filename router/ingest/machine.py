@@ -122,7 +122,7 @@ def combine(signals: Iterable[tuple[float, str]]) -> Verdict:
 
 # Bounded per-process caches of pure answers: a visitor's address and user agent repeat on every
 # hit; a flood of distinct values only evicts entries.
-CACHE_SIZE = 4096
+CACHE_SIZE = 16_384
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)

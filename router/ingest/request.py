@@ -130,7 +130,7 @@ def privacy_signal(request: web.Request) -> str | None:
 # Parsed addresses and proxy verdicts, per process: a visitor's address repeats on every hit, and
 # parsing one with ``ipaddress`` costs more than the rest of its client_ip lookup.  Bounded LRUs, so
 # a flood of distinct (or junk) values only evicts; the answers are pure functions of their input.
-IP_CACHE_SIZE = 4096
+IP_CACHE_SIZE = 16_384
 
 
 @functools.lru_cache(maxsize=IP_CACHE_SIZE)
