@@ -35,6 +35,7 @@ from router.ingest.request import (
     VISITOR_RE,
     body_timeout_error,
     client_ip,
+    cookie_value,
     honeypot_filled,
     load_disposable_domains,
     new_event_id,
@@ -139,7 +140,7 @@ class Collector:
 
     def _visitor(self, request: web.Request, endpoint: str) -> tuple[str, bool]:
         """(visitor id, minted): the cookie wins, then a ``vid`` parameter."""
-        cookie = request.cookies.get(self.ingest.cookie_name)
+        cookie = cookie_value(request, self.ingest.cookie_name)
         if cookie and VISITOR_RE.match(cookie):
             return cookie, False
         if cookie:
@@ -363,7 +364,7 @@ class Collector:
     async def form(self, request: web.Request) -> web.Response:
         endpoint = "form"
         ip = self._client_ip(request)
-        cookie = request.cookies.get(self.ingest.cookie_name)
+        cookie = cookie_value(request, self.ingest.cookie_name)
         limited = await self._limit(endpoint, ip, cookie if cookie and VISITOR_RE.match(cookie) else None)
         if not limited.allowed:
             return self._too_many(request, endpoint, limited)

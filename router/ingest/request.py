@@ -118,6 +118,23 @@ def new_event_id() -> str:
     return os.urandom(16).hex()
 
 
+def cookie_value(request: web.Request, name: str) -> str | None:
+    """``request.cookies.get(name)`` without parsing every cookie into a Morsel: a header with no
+    quoted value is split here (the same answer: the last ``name=`` wins, spaces stripped); any
+    other goes to aiohttp's RFC 6265 parser."""
+    header = request.headers.get("Cookie")
+    if not header or name not in header:
+        return None
+    if '"' in header:
+        return request.cookies.get(name)
+    found = None
+    for part in header.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip() == name:  # a bare "name" is an empty value, as aiohttp reads it
+            found = value.strip()
+    return found
+
+
 def privacy_signal(request: web.Request) -> str | None:
     """``dnt`` or ``gpc`` when the browser asks not to be tracked."""
     if request.headers.get("DNT", "").strip() == "1":
