@@ -40,7 +40,7 @@ def test_client_ip_caches_do_not_change_answers() -> None:
 
     def ask(peer: str, xff: str) -> str | None:
         request = make_mocked_request("GET", "/", headers=CIMultiDict({"X-Forwarded-For": xff}))
-        request._transport_peername = (peer, 1234)  # type: ignore[attr-defined]
+        request._transport_peername = (peer, 1234)
         return client_ip(request, trusted)
 
     for _ in range(2):  # the second round is answered from the caches
