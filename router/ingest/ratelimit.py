@@ -15,14 +15,16 @@ Email opens and clicks are not limited: their tokens are signed, and mail proxie
 fetch them for many readers from a few addresses.
 
 Cost.  A request whose key is already over its limit in this window is answered from this
-process's memory.  Forms are counted in Redis as they arrive (``sync``: one pipelined round trip
-of one single-key Lua call per key, router/storage/lua/rate_limit.lua; forms are few and already
-wait for their fsync).  Pixels and SDK calls never wait for Redis (``batched``): they are counted
-in memory at once, and every :attr:`RateLimiter.flush_s` (0.25 s) one pipelined round trip adds
-each key's new requests to its shared counter and reads back the total of every collector; a key
-over its limit is then refused locally until its window ends.  So a pixel costs Redis at most one
-Lua call per distinct key per flush (O(1) per request, none once its address is over), and a
-client spread over several collectors may get up to one flush interval of requests past its limit.
+process's memory.  Every key carries one of ``keys.RATE_LIMIT_TAGS`` (64) hash tags, picked by the
+hash of its identifier, and one Lua call (router/storage/lua/rate_limit.lua) adds to every key of
+one tag.  Forms are counted in Redis as they arrive (``sync``: one pipelined round trip; forms are
+few and already wait for their fsync).  Pixels and SDK calls never wait for Redis (``batched``):
+they are counted in memory at once, and every :attr:`RateLimiter.flush_s` (0.25 s) one pipelined
+round trip adds each key's new requests to its shared counter and reads back the total of every
+collector; a key over its limit is then refused locally until its window ends.  So a flush costs at
+most 64 Lua calls however many keys it carries (Redis still does one INCRBY per distinct key: O(1)
+per request, none once its address is over), and a client spread over several collectors may get
+up to one flush interval of requests past its limit.
 A visitor id the collector has just minted is not counted (it is new).
 
 When Redis fails, the limiter *fails open* to this process's own counters for
@@ -168,22 +170,25 @@ class RateLimiter:
         if self.redis is None or self._script is None or self.clock() < self._broken_until or not increments:
             return None
         ttl_ms = int((max(0.0, left_s) + TTL_MARGIN_S) * 1000)
-        script = self._script
+        # One Lua call per hash tag (at most keys.RATE_LIMIT_TAGS however many keys a flush carries).
+        by_tag: dict[str, list[str]] = {}
+        for k in increments:
+            by_tag.setdefault(keys.rate_limit_tag(k), []).append(k)
         try:
             pipe = self.redis.pipeline(transaction=False)
-            # What AsyncScript(client=pipe) does per call, once: the pipeline loads the script if Redis
-            # lacks it, then one EVALSHA per key (queued, not awaited: a flush may carry thousands).
-            pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py annotates Script; it loads either
-            for k, n in increments.items():
-                pipe.evalsha(script.sha, 1, k, ttl_ms, n)
-            totals = await pipe.execute()
+            for names in by_tag.values():
+                await self._script(keys=names, args=[ttl_ms, *(increments[k] for k in names)], client=pipe)
+            replies = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self._broken_until = self.clock() + self.breaker_s
             metrics.RATE_LIMIT_FALLBACKS.inc()
             log.warning("rate limits: Redis failed (%r); counting in this collector alone for %g s",
                         exc, self.breaker_s)
             return None
-        return {k: int(n) for k, n in zip(increments, totals, strict=True)}
+        totals: dict[str, int] = {}
+        for names, counts in zip(by_tag.values(), replies, strict=True):
+            totals.update(zip(names, (int(n) for n in counts), strict=True))
+        return totals
 
     def _start_flusher(self) -> None:
         if self.redis is None or (self._flusher is not None and not self._flusher.done()):
