@@ -15,7 +15,9 @@ Files
     ``spool_segment_bytes``, one JSON line per event
     ``{"k": <partition key>, "v": <event>}``.  ``checkpoint.json`` records how
     far Kafka has acknowledged (segment, byte offset) and the partition offsets
-    that follows from; it is replaced atomically (write + rename).  Segments
+    that follows from; it is replaced atomically (write + rename), at most every
+    ``CHECKPOINT_EVERY_S`` (0.5 s), before a segment it covers is deleted and on
+    close (after a crash, a stale one only means re-checking more of Kafka).  Segments
     wholly before the checkpoint are deleted.  ``LOCK`` (flock) keeps a second
     collector off the same directory.
 
@@ -85,6 +87,7 @@ LOCK = "LOCK"
 # start a new one so the old one can be deleted.
 ROLL_ON_DRAIN_BYTES = 1024 * 1024
 _READ_CHUNK = 256 * 1024
+CHECKPOINT_EVERY_S = 0.5  # acks are written to checkpoint.json at most this often (see Spool.ack)
 
 
 class SpoolError(ProduceError):
@@ -158,6 +161,8 @@ class Spool:
         self._waiters: list[asyncio.Future[None]] = []
         self._sync_task: asyncio.Task[None] | None = None
         self._lazy: asyncio.TimerHandle | None = None  # the pending beacon fsync (policy ``always``)
+        self._checkpointed_at = 0.0  # time.monotonic() of the last checkpoint write
+        self._checkpoint_stale = False  # acks since then are not in the file yet
         self._closing = asyncio.Event()
         self._closed = False
 
@@ -226,6 +231,9 @@ class Spool:
                 await asyncio.wait_for(asyncio.shield(self._sync_task), 30.0)
             if not self._sync_task.done():
                 self._sync_task.cancel()
+        if self._checkpoint_stale and self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                self._write_checkpoint()
         fds = [fd for fd in (*self._retired, self._wfd) if fd is not None]
         if self.fsync != "never":
             for fd in fds:
@@ -465,8 +473,16 @@ class Spool:
                 and self._sizes.get(self._active, 0) >= ROLL_ON_DRAIN_BYTES and self._ack[1] == self._sizes[self._active]:
             self._new_segment(self._active + 1)
             self._ack = self._read = (self._active, 0)
-        self._write_checkpoint()
-        for n in [n for n in self._sizes if n < self._ack[0]]:
+        done = [n for n in self._sizes if n < self._ack[0]]
+        # A checkpoint per ack costs a file write and rename per forwarder round; a stale one only means
+        # re-checking (never re-sending) what Kafka has, so it is written at most every
+        # CHECKPOINT_EVERY_S, and always before a segment it covers is deleted, and on close.
+        now = time.monotonic()
+        if done or now - self._checkpointed_at >= CHECKPOINT_EVERY_S:
+            self._write_checkpoint()
+        else:
+            self._checkpoint_stale = True
+        for n in done:
             if self._rfd is not None and self._rfd[0] == n:
                 os.close(self._rfd[1])
                 self._rfd = None
@@ -478,6 +494,8 @@ class Spool:
         self._write_checkpoint()
 
     def _write_checkpoint(self) -> None:
+        self._checkpointed_at = time.monotonic()
+        self._checkpoint_stale = False
         body = orjson.dumps({"segment": self._ack[0], "offset": self._ack[1],
                              "known_end": {str(p): o for p, o in sorted(self.known_end.items())}})
         tmp = self.dir / (CHECKPOINT + ".tmp")

@@ -16,6 +16,7 @@ import pytest
 
 from models import Event, EventType
 from router.errors import SettingsError
+from router.ingest import spool as spool_module
 from router.ingest.spool import (
     CHECKPOINT,
     Spool,
@@ -93,9 +94,33 @@ async def test_append_read_ack_in_order(make: Make) -> None:
     assert spool.pending == 1
     spool.ack(rest[-1], 1)
     assert spool.pending == 0
+    assert sample("leadrouter_spool_pending_events") == 0
+    await spool.close()  # writes the checkpoint if an ack since the last write is not in it
     ck = orjson.loads((spool.dir / CHECKPOINT).read_bytes())
     assert (ck["segment"], ck["offset"]) == (rest[-1].segment, rest[-1].end)
-    assert sample("leadrouter_spool_pending_events") == 0
+
+
+async def test_the_checkpoint_is_written_at_most_every_interval_and_on_close(
+        make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "CHECKPOINT_EVERY_S", 3600.0)
+    spool = make()
+    await spool.start()
+    await spool.append([ev(1), ev(2)])
+
+    def on_disk() -> tuple[int, int]:
+        ck = orjson.loads((spool.dir / CHECKPOINT).read_bytes())
+        return ck["segment"], ck["offset"]
+
+    start = on_disk()  # written by open()
+    first, second = spool.read(max_records=1), spool.read(max_records=1)
+    spool.ack(first[-1], 1)
+    spool.ack(second[-1], 1)
+    assert on_disk() == start  # within the interval: not rewritten per ack
+    await spool.close()
+    assert on_disk() == (second[-1].segment, second[-1].end)
+    # Reopened: nothing pending, nothing replayed.
+    again = make(spool.dir)
+    assert again.pending == 0 and again.restored_pending == 0
 
 
 async def test_segments_rotate_and_are_deleted_once_acknowledged(make: Make) -> None:
