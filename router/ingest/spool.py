@@ -338,8 +338,7 @@ class Spool:
         self._dirty_fds.add(fd)
         if self.fsync != "always":
             self._dirty.set()
-        self._appended.set()
-        self._gauges()
+        self._appended.set()  # the gauges follow in the sync round, within fsync_interval_s
 
     def _new_segment(self, n: int) -> None:
         if self._wfd is not None:
@@ -374,6 +373,7 @@ class Spool:
                     error = exc
                     log.error("spool fsync failed: %s", exc)
                 metrics.SPOOL_FSYNC_SECONDS.observe(time.perf_counter() - started)
+            self._gauges()
             for w in waiters:
                 if w.done():
                     continue
