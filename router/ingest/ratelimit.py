@@ -243,10 +243,15 @@ class RateLimiter:
 
 def checks_for(ingest: IngestSettings, kind: str, ip: str | None, visitor_id: str | None) -> list[Check]:
     """The checks of one request of endpoint class ``kind`` (form, pixel, sdk)."""
-    per_ip = {"form": ingest.rate_limit_form_per_ip, "pixel": ingest.rate_limit_pixel_per_ip,
-              "sdk": ingest.rate_limit_sdk_per_ip}[kind]
-    per_visitor = {"form": ingest.rate_limit_form_per_visitor,
-                   "pixel": ingest.rate_limit_pixel_per_visitor}.get(kind, 0)
+    if kind == "pixel":
+        per_ip, per_visitor = ingest.rate_limit_pixel_per_ip, ingest.rate_limit_pixel_per_visitor
+    elif kind == "form":
+        per_ip, per_visitor = ingest.rate_limit_form_per_ip, ingest.rate_limit_form_per_visitor
+    elif kind == "sdk":
+        per_ip, per_visitor = ingest.rate_limit_sdk_per_ip, 0
+    else:
+        msg = f"rate-limit class {kind!r} is unknown; use one of {', '.join(LIMIT_CLASSES)}"
+        raise ValueError(msg)
     out = []
     if ip:
         out.append(Check(f"{kind}:ip", ip, per_ip))
