@@ -102,6 +102,10 @@ class HeaderDeadline(asyncio.Protocol):
         self.timeout_s = timeout_s
         self.loop = loop
         self._busy = 0
+        # The running head's deadline (loop time; None: no head is being waited for), and the one timer
+        # that checks it.  A timer outlives the request it was armed for: the next head moves the
+        # deadline, not the timer, so a kept-alive connection costs a timer per timeout, not per request.
+        self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,7 +113,7 @@ class HeaderDeadline(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if data and not self._busy and self._timer is None:
+        if data and not self._busy and self._deadline is None:
             self._arm()
         self.inner.data_received(data)
 
@@ -117,7 +121,10 @@ class HeaderDeadline(asyncio.Protocol):
         self.inner.eof_received()  # None: the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel()
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -128,24 +135,26 @@ class HeaderDeadline(asyncio.Protocol):
 
     def request_started(self) -> None:
         self._busy += 1
-        self._cancel()
+        self._deadline = None
 
     def request_done(self) -> None:
         self._busy -= 1
 
     def _arm(self) -> None:
         if self.timeout_s > 0:
-            self._timer = self.loop.call_later(self.timeout_s, self._expire)
-
-    def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            self._deadline = self.loop.time() + self.timeout_s
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._deadline, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
-        if self._busy:
+        deadline = self._deadline
+        if self._busy or deadline is None:
             return
+        if deadline > self.loop.time():  # a later head than the one this timer was armed for
+            self._timer = self.loop.call_at(deadline, self._expire)
+            return
+        self._deadline = None
         metrics.COLLECTOR_INVALID.labels("connection", "header_timeout").inc()
         log.info("closed a connection that sent no complete request head within %g s (peer %s)",
                  self.timeout_s, self.inner.peername)
