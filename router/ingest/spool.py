@@ -64,7 +64,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +114,18 @@ def segment_name(n: int) -> str:
 
 
 def encode_line(event: Event) -> bytes:
-    return orjson.dumps({"k": event.partition_key(), "v": event.to_dict()}) + b"\n"
+    """``{"k": <partition key>, "v": <event.to_dict()>}`` and a newline.  orjson writes the dataclass
+    itself (its fields in order, the type's value), without building the dict first; ``_plain`` turns
+    any other Mapping (utm, fields, traits) into a dict as ``to_dict`` does."""
+    return orjson.dumps({"k": event.partition_key(), "v": event}, default=_plain,
+                        option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _plain(value: object) -> dict[str, object]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    msg = f"cannot write a {type(value).__name__} to the spool"
+    raise TypeError(msg)
 
 
 def decode_line(segment: int, end: int, line: bytes) -> SpoolRecord | None:

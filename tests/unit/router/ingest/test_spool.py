@@ -338,3 +338,14 @@ async def test_beacons_share_one_fsync_within_the_interval(make: Make, monkeypat
     assert len(synced) == 2
     await asyncio.sleep(0.4)
     assert len(synced) == 2  # nothing left for the beacon's timer to sync
+
+
+def test_a_line_is_the_event_dict_as_json() -> None:
+    """encode_line lets orjson write the dataclass: byte for byte what ``to_dict`` gives, any Mapping included."""
+    from types import MappingProxyType
+
+    events = [ev(1), Event(event_id="f1", type=EventType.FORM_FILL, ts=T0, source="form", email="a@b.test",
+                           fields=MappingProxyType({"form_id": "demo"}), traits={"plan": "pro"},
+                           utm={"utm_source": "x"}, machine=0.9, machine_reason="crawler:bot")]
+    for e in events:
+        assert encode_line(e) == orjson.dumps({"k": e.partition_key(), "v": e.to_dict()}) + b"\n"
