@@ -77,6 +77,7 @@ class Decision:
 
 
 ALLOW = Decision()
+_HOT = Decision(hot_ip=True)  # allowed, from an address over a limit lately
 
 
 class RateLimiter:
@@ -103,7 +104,10 @@ class RateLimiter:
         return cls(redis, ingest.rate_limit_window_s)
 
     def is_hot(self, ip: str | None) -> bool:
-        return bool(ip) and self._hot.get(ip or "", 0.0) > self.clock()
+        return self._is_hot(ip, self.clock())
+
+    def _is_hot(self, ip: str | None, now: float) -> bool:
+        return bool(ip) and self._hot.get(ip or "", 0.0) > now
 
     async def hit(self, checks: Sequence[Check], *, ip: str | None = None, batched: bool = False) -> Decision:
         """Count one request against every check; denied when any is over its limit.
@@ -117,34 +121,37 @@ class RateLimiter:
         now = self.clock()
         window = int(now // self.window_s)
         end = (window + 1) * self.window_s
-        retry = max(1, math.ceil(end - now))
         names = [self._key(c.scope, c.identifier, window) for c in active]
-        over = tuple(c.scope for c, k in zip(active, names, strict=True) if self._blocked.get(k, 0.0) > now)
-        if over:  # answered from memory: a flood costs Redis nothing more this window
-            return self._deny(over, ip, end, retry)
+        blocked = self._blocked
+        if blocked:
+            over = tuple(c.scope for c, k in zip(active, names, strict=True) if blocked.get(k, 0.0) > now)
+            if over:  # answered from memory: a flood costs Redis nothing more this window
+                return self._deny(over, ip, end, now)
         self._prune(window)
+        count = self._count
         counts = []
         for k in names:
-            self._count[k] = self._count.get(k, 0) + 1
-            counts.append(self._count[k])
-        shared = None
+            n = count[k] = count.get(k, 0) + 1
+            counts.append(n)
         if batched and self.redis is not None:
+            pending = self._pending
             for k in names:
-                self._pending[k] = self._pending.get(k, 0) + 1
+                pending[k] = pending.get(k, 0) + 1
             self._start_flusher()
         else:
             shared = await self._add(dict.fromkeys(names, 1), end - now)
             if shared is not None:
                 counts = [shared[k] for k in names]
                 for k in names:
-                    self._count[k] = shared[k]
-        over = tuple(c.scope for c, n in zip(active, counts, strict=True) if n > c.limit)
+                    count[k] = shared[k]
+        over = ()
         for c, k, n in zip(active, names, counts, strict=True):
             if n > c.limit:
-                self._blocked[k] = end
+                blocked[k] = end
+                over = (*over, c.scope)
         if over:
-            return self._deny(over, ip, end, retry)
-        return Decision(hot_ip=self.is_hot(ip))
+            return self._deny(over, ip, end, now)
+        return _HOT if self._hot and self._is_hot(ip, now) else ALLOW
 
     def _key(self, scope: str, identifier: str, window: int) -> str:
         """:func:`keys.rate_limit`, remembered (it hashes the identifier; a visitor hits many times a window)."""
@@ -157,7 +164,8 @@ class RateLimiter:
             names[(scope, identifier, window)] = name
         return name
 
-    def _deny(self, over: Sequence[str], ip: str | None, end: float, retry: int) -> Decision:
+    def _deny(self, over: Sequence[str], ip: str | None, end: float, now: float) -> Decision:
+        retry = max(1, math.ceil(end - now))  # seconds to the window's end
         if ip:
             self._hot[ip] = end + self.window_s  # this window and the next
         for scope in over:
