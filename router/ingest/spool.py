@@ -138,7 +138,12 @@ def decode_line(segment: int, end: int, line: bytes) -> SpoolRecord | None:
         event_id = str(value.get("event_id") or "")
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
-    return SpoolRecord(segment=segment, end=end, key=key.encode(), value=orjson.dumps(value), event_id=event_id)
+    # A line encode_line wrote is {"k":<key>,"v":<event>} with no spaces: the event's bytes are a slice
+    # of it (what orjson.dumps(value) would give again).  Any other layout is re-encoded.
+    head = b'{"k":' + orjson.dumps(key) + b',"v":'
+    exact = len(data) == 2 and line.startswith(head) and line.endswith(b"}")
+    raw = line[len(head):-1] if exact else orjson.dumps(value)
+    return SpoolRecord(segment=segment, end=end, key=key.encode(), value=raw, event_id=event_id)
 
 
 class Spool:

@@ -349,3 +349,17 @@ def test_a_line_is_the_event_dict_as_json() -> None:
                            utm={"utm_source": "x"}, machine=0.9, machine_reason="crawler:bot")]
     for e in events:
         assert encode_line(e) == orjson.dumps({"k": e.partition_key(), "v": e.to_dict()}) + b"\n"
+
+
+@pytest.mark.parametrize("line", [
+    encode_line(ev(1))[:-1],
+    encode_line(Event(event_id="q1", type=EventType.PAGE_VIEW, ts=T0, source="pixel",
+                      visitor_id='a"b\\c,"v":{', url="https://a.test/}"))[:-1],
+    b'{"v": {"event_id": "x", "a": 1}, "k": "kk"}',  # another layout: re-encoded
+    b'{"k":"kk","v":{"event_id":"x"},"z":1}',  # an extra member: re-encoded, never sliced
+])
+def test_a_decoded_value_is_the_events_json(line: bytes) -> None:
+    record = decode_line(1, len(line) + 1, line)
+    assert record is not None
+    assert record.value == orjson.dumps(orjson.loads(line)["v"])
+    assert record.key == orjson.loads(line)["k"].encode()
