@@ -11,7 +11,9 @@ hundred accounts (company domains), page views, email opens and clicks, content
 form fills and hand-raisers (demo requests).  Phases:
 
 worker
-    N events are produced straight into a fresh events topic with aiokafka;
+    N events, pseudonymised and sealed as the collector hands them on (the
+    backlog's data keys survive the flush before each run), are produced
+    straight into a fresh events topic with aiokafka;
     then, each as a new consumer group on that same backlog: the bare faust
     agent (``bench.baselines``), one worker, two workers.  Timed from the first
     processed event to the last (the worker's ``leadrouter_events_total``),
@@ -69,7 +71,6 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from redis.asyncio import Redis
 
 from bench.baselines import raw_redis_step
 from bench.report import (
@@ -79,6 +80,7 @@ from bench.report import (
     HistogramFigure,
     HttpRun,
     LatencySummary,
+    LightRun,
     RedisMemory,
     Results,
     count_by,
@@ -115,7 +117,7 @@ from router.settings import FIELDS, RedisSettings, Settings, load_settings
 from router.storage import keys
 from router.storage.kafka import encode_event, ensure_topics
 from router.storage.pii import Vault, pseudonym
-from router.storage.redis import create_redis
+from router.storage.redis import AnyRedis, Redis, create_redis
 from router.tokens import mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -626,6 +628,8 @@ class Options:
     taobao_path: Path = TAOBAO_DATASET
     taobao_speeds: tuple[float, ...] = (10.0, 100.0)
     taobao_data_seconds: float = 0.0  # 0: bench.taobao's default per speed
+    light_rate: float = 100.0
+    light_idle_seconds: float = 30.0
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Options:
@@ -635,7 +639,8 @@ class Options:
                    latency_rate=a.latency_rate, latency_warmup=a.latency_warmup,
                    latency_workers=a.latency_workers, slack_pacing=a.slack_pacing, keep_workdir=a.keep_workdir,
                    taobao_path=a.taobao_path, taobao_speeds=tuple(a.taobao_speeds),
-                   taobao_data_seconds=a.taobao_data_seconds)
+                   taobao_data_seconds=a.taobao_data_seconds, light_rate=a.light_rate,
+                   light_idle_seconds=a.light_idle_seconds)
 
 
 @dataclass
@@ -668,12 +673,13 @@ class Bench:
         self.secret = base.tokens.secret if len(base.tokens.secret) >= 16 else secrets.token_urlsafe(32)
         self.slack = SlackReceiver()
         self.smtp = SmtpReceiver()
-        self.redis: Redis | None = None
+        self.redis: AnyRedis | None = None
         self.http: aiohttp.ClientSession | None = None
         self.kafka_url = ""
         self.redis_url = ""
         self.failed = False
         self.population = Population(opts.seed, opts.visitors, opts.accounts)
+        self.data_keys: dict[str, bytes] = {}  # the backlog's sealed events' data keys (DUMP payloads)
 
     # --- plumbing ---------------------------------------------------------------------
     def settings_for(self, tag: str, **changes: Any) -> Settings:
@@ -743,9 +749,32 @@ class Bench:
         return None
 
     async def flush_redis(self) -> int:
+        """Empty Redis but for the backlog's data keys (its sealed events must open in every run)."""
         assert self.redis is not None
         await self.redis.flushall()
+        if self.data_keys:
+            pipe = self.redis.pipeline(transaction=False)
+            for name, dumped in self.data_keys.items():
+                pipe.restore(name, 0, dumped, replace=True)
+            await pipe.execute()
         return int((await self.redis.info("memory"))["used_memory"])
+
+    async def protect_backlog(self, events: list[Event]) -> list[Event]:
+        """The events as the collector hands them on: pseudonymised ids, personal fields sealed with each
+        person's data key (issue 16.7), so the worker pays for opening them as in production.  The data keys
+        are kept (``self.data_keys``) and restored after every flush."""
+        assert self.redis is not None
+        vault = Vault.from_settings(self.redis, self.base.tokens)
+        kept, _ = await vault.protect(events)
+        subjects = {e.subject for e in kept if e.subject}
+        names = [keys.pii_key(sub) for sub in subjects if keys.pii_key(sub) not in self.data_keys]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.dump(name)
+        for name, dumped in zip(names, await pipe.execute(), strict=True):
+            if dumped is not None:
+                self.data_keys[name] = dumped
+        return kept
 
     # --- run ------------------------------------------------------------------------
     async def run(self) -> Results:
@@ -789,7 +818,7 @@ class Bench:
                                       f"CPUs, load {r.machine['load']}; logs in {self.workdir}")
             phases: dict[str, Callable[[Results], Awaitable[None]]] = {
                 "worker": self.phase_worker, "collector": self.phase_collector, "latency": self.phase_latency,
-                "taobao": self.phase_taobao}
+                "taobao": self.phase_taobao, "light": self.phase_light}
             for name in self.opts.phases:
                 try:
                     await phases[name](r)
@@ -866,12 +895,17 @@ class Bench:
         try:
             base_ts = time.time() - o.events / 1000.0
             pending: list[asyncio.Future[Any]] = []
+            chunk: list[Event] = []
             for i in range(o.events):
                 kind, ev = traffic.event(base_ts + i / 1000.0)
-                key, value = encode_event(ev)
-                pending.append(await producer.send(s.kafka.topic_events, value, key=key))
-                ids.append(ev.event_id)
+                chunk.append(ev)
                 kinds.append(kind)
+                if len(chunk) >= 1000 or i == o.events - 1:
+                    for sealed in await self.protect_backlog(chunk):
+                        key, value = encode_event(sealed)
+                        pending.append(await producer.send(s.kafka.topic_events, value, key=key))
+                        ids.append(sealed.event_id)
+                    chunk.clear()
                 if len(pending) >= 5000:
                     await asyncio.gather(*pending)
                     pending.clear()
@@ -883,7 +917,7 @@ class Bench:
         r.backlog_produce_rate = o.events / produce_s
         self.console.say("backlog", f"{o.events:,} events ({kinds_note(count_by(kinds))}) produced to "
                                     f"{s.kafka.topic_events} in {produce_s:.1f} s ({r.backlog_produce_rate:,.0f}/s)")
-        assert self.redis is not None
+        assert isinstance(self.redis, Redis), "the benchmark runs on one redis-server"
         await self.flush_redis()
         r.redis_step_rate = await raw_redis_step(self.redis, ids, s.worker.batch_size)
         self.console.say("redis", f"raw Redis step (one no-op Lua per event, pipelined per "
@@ -1074,54 +1108,79 @@ class Bench:
     # --- latency phase ---------------------------------------------------------------------
     async def phase_latency(self, r: Results) -> None:
         o = self.opts
+        r.alert, _ = await self.alert_load("latency", o.latency_rate, o.latency_seconds, o.latency_workers)
+
+    async def phase_light(self, r: Results) -> None:
+        """Issue 15.4: a collector and a worker idle (no traffic at all), then at a light 100 events/s."""
+        o = self.opts
+        alert, idle = await self.alert_load("light", o.light_rate, o.latency_seconds, 1, idle_s=o.light_idle_seconds)
+        r.light = LightRun(idle_seconds=o.light_idle_seconds, idle_collector_cores=idle.get("collector"),
+                           idle_worker_cores=idle.get("worker"), alert=alert)
+
+    async def alert_load(self, tag: str, rate: float, seconds: float, n_workers: int, *,
+                         idle_s: float = 0.0) -> tuple[AlertRun, dict[str, float]]:
+        """Collector + worker(s) under mixed traffic at ``rate``: event-to-alert figures, and (``idle_s`` > 0)
+        each process's cores over ``idle_s`` seconds with no traffic at all before the load."""
+        o = self.opts
         assert self.redis is not None
         await self.flush_redis()
         port = free_port()
-        s = self.settings_for("latency", collector_port=port, public_url=f"http://127.0.0.1:{port}")
+        s = self.settings_for(tag, collector_port=port, public_url=f"http://127.0.0.1:{port}")
         await ensure_topics(s.kafka)
         procs: list[ManagedProcess] = []
         async with self.observe_assignments(s) as observed:
             try:
-                collector = self._spawn_service("collector", s, "latency", port)
+                collector = self._spawn_service("collector", s, tag, port)
                 procs.append(collector)
                 workers: list[ManagedProcess] = []
                 worker_ports: list[int] = []
-                for i in range(o.latency_workers):
+                for i in range(n_workers):
                     wport = free_port()
-                    w = self._spawn_service("worker", s.with_(worker_web_port=wport), f"latency-{i}", wport)
+                    w = self._spawn_service("worker", s.with_(worker_web_port=wport), f"{tag}-{i}", wport)
                     workers.append(w)
                     worker_ports.append(wport)
                     procs.append(w)
                 spawned = time.monotonic()
-                self.console.say("latency", f"collector and {len(workers)} worker(s) starting; waiting for the "
+                self.console.say(tag, f"collector and {len(workers)} worker(s) starting; waiting for the "
                                             "worker to consume a warm-up hit")
                 await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
                 await self.wait_consuming(s, procs)
-                self.console.say("latency", f"worker consuming after {time.monotonic() - spawned:.1f} s; sending "
-                                            f"{o.latency_rate:,.0f} events/s for {o.latency_seconds:g} s")
+                idle: dict[str, float] = {}
+                if idle_s > 0:
+                    await asyncio.sleep(5.0)  # the warm-up's alerts settle; the worker's fetch wait goes idle
+                    before = {p.pid: cpu_seconds(p.pid) for p in procs}
+                    self.console.say(tag, f"no traffic for {idle_s:g} s: idle CPU")
+                    await asyncio.sleep(idle_s)
+                    idle = {"collector": (cpu_seconds(collector.pid) - before[collector.pid]) / idle_s,
+                            "worker": sum(cpu_seconds(w.pid) - before[w.pid] for w in workers) / idle_s}
+                    self.console.say(tag, f"idle: collector {idle['collector']:.3f} cores, worker(s) "
+                                          f"{idle['worker']:.3f} cores")
+                self.console.say(tag, f"worker consuming after {time.monotonic() - spawned:.1f} s; sending "
+                                      f"{rate:,.0f} events/s for {seconds:g} s")
                 first_msg = len(self.slack.messages)
                 spec = LoadSpec(host="127.0.0.1", port=port, mode="rate", mix="mixed", concurrency=32,
-                                duration_s=o.latency_seconds, warmup_s=o.latency_warmup, rate=o.latency_rate,
+                                duration_s=seconds, warmup_s=o.latency_warmup, rate=rate,
                                 seed=o.seed + 3, visitors=o.visitors, accounts=o.accounts, token_secret=self.secret)
-                out, cpu = await self.load("latency", spec, procs)
+                out, cpu = await self.load(tag, spec, procs)
                 await self.wait_slack_quiet()
-                r.alert = self.alert_figures(out, self.slack.messages[first_msg:], observed, offered_rate=spec.rate,
-                                             warmup_s=spec.warmup_s, workers=len(workers))
+                run = self.alert_figures(out, self.slack.messages[first_msg:], observed, offered_rate=spec.rate,
+                                         warmup_s=spec.warmup_s, workers=len(workers))
                 texts = [await self.get(wp, "/metrics") for wp in worker_ports]
-                r.alert.worker_hist = worker_histogram([t for t in texts if t])
+                run.worker_hist = worker_histogram([t for t in texts if t])
                 window = out["seconds"]
                 if collector.pid in cpu and window > 0:
-                    r.alert.collector_cores = cpu[collector.pid] / window
+                    run.collector_cores = cpu[collector.pid] / window
                 worker_cpu = [cpu[w.pid] for w in workers if w.pid in cpu]
                 if worker_cpu and window > 0:
-                    r.alert.worker_cores = sum(worker_cpu) / window
-                lat = r.alert.latency
-                hist = r.alert.worker_hist.get("all")
-                self.console.say("latency", f"{r.alert.alerts:,} alerts, {lat.n:,} Slack deliveries: event→alert "
+                    run.worker_cores = sum(worker_cpu) / window
+                lat = run.latency
+                hist = run.worker_hist.get("all")
+                self.console.say(tag, f"{run.alerts:,} alerts, {lat.n:,} Slack deliveries: event→alert "
                                             f"p50 {lat.p50:,.1f} ms, p99 {lat.p99:,.1f} ms (worker histogram p50 "
                                             f"{hist.p50_ms if hist else math.nan:,.0f} ms, p99 "
                                             f"{hist.p99_ms if hist else math.nan:,.0f} ms); achieved "
-                                            f"{r.alert.achieved_rate:,.0f} events/s")
+                                            f"{run.achieved_rate:,.0f} events/s")
+                return run, idle
             finally:
                 await self.stop(*procs)
 

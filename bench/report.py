@@ -295,6 +295,16 @@ class AlertRun:
 
 
 @dataclass(slots=True)
+class LightRun:
+    """Issue 15.4: a collector and one worker with no traffic at all, then at a light steady rate."""
+
+    idle_seconds: float
+    idle_collector_cores: float | None
+    idle_worker_cores: float | None
+    alert: AlertRun
+
+
+@dataclass(slots=True)
 class TaobaoRun:
     """The real Taobao clickstream's densest stretch replayed at ``speed`` times real time (bench/taobao.py)."""
 
@@ -345,6 +355,7 @@ class Results:
     collector_memory: tuple[float, float] | None = None  # (RSS, peak) MiB
     alert: AlertRun | None = None
     taobao: list[TaobaoRun] = field(default_factory=list)
+    light: LightRun | None = None
     errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -401,6 +412,9 @@ def targets(r: Results) -> list[Target]:
     rate = f"{r.alert.offered_rate:,.0f}" if r.alert else "1,000"
     col_rate = (f"{r.collector_fixed.offered_rate:,.0f}" if r.collector_fixed and r.collector_fixed.offered_rate
                 else "5,000")
+    light = r.light
+    light_rate = f"{light.alert.offered_rate:,.0f}" if light else "100"
+    light_p99 = light.alert.latency.p99 if light and light.alert.latency.n else None
     return [
         Target("worker (full scoring) events/s vs the bare faust agent, same backlog", ">=", 0.8, "x", w1_vs_bare),
         Target("two workers' events per worker CPU-second vs one worker's", ">=", 0.85, "x", w2_vs_w1),
@@ -408,6 +422,12 @@ def targets(r: Results) -> list[Target]:
         Target(f"event-to-alert p99 at {rate} events/s", "<=", 300.0, "ms", alert_p99),
         Target("collector pixel requests/s per process (saturated)", ">=", 5000.0, "req/s", col_rps),
         Target(f"collector pixel p99 at {col_rate} requests/s offered", "<=", 5.0, "ms", col_p99),
+        Target("idle worker (no traffic)", "<=", 0.05, "cores", light.idle_worker_cores if light else None),
+        Target("idle collector (no traffic)", "<=", 0.05, "cores", light.idle_collector_cores if light else None),
+        Target(f"worker at {light_rate} events/s", "<=", 0.1, "cores", light.alert.worker_cores if light else None),
+        Target(f"collector at {light_rate} events/s", "<=", 0.1, "cores",
+               light.alert.collector_cores if light else None),
+        Target(f"event-to-alert p99 at {light_rate} events/s", "<=", 100.0, "ms", light_p99),
     ]
 
 
@@ -592,6 +612,9 @@ def render_section(r: Results) -> str:
             out.append(f"| worker histogram `leadrouter_event_to_alert_seconds` ({label}, bucket-interpolated) | "
                        f"{h.count:,} | {_ms(h.p50_ms)} | | {_ms(h.p99_ms)} | |")
 
+    if r.light:
+        out += light_section(r.light)
+
     if r.taobao:
         out += taobao_section(r.taobao)
 
@@ -611,6 +634,27 @@ def render_section(r: Results) -> str:
                     f"identity links, reasons, timelines and de-duplication sets: "
                     f"**{rm.per_100k_bytes / 1e6:,.0f} MB per 100,000 leads** (one worker's backlog run)."]
     return "\n".join(out)
+
+
+def light_section(light: LightRun) -> list[str]:
+    """Markdown lines: idle and light-load cores and latency (``--phases light``)."""
+    a = light.alert
+    return [
+        "",
+        f"### Idle, then light load at {a.offered_rate:,.0f} events/s (`--phases light`)",
+        "",
+        f"One collector and one worker, joined and warmed up, then {light.idle_seconds:g} s with no traffic at "
+        f"all, then mixed traffic at {a.offered_rate:,.0f} events/s for {a.seconds:,.0f} s ({a.alerts:,} alerts).",
+        "",
+        "| measure | collector | worker |",
+        "|---|---|---|",
+        f"| cores, idle | {_n(light.idle_collector_cores, 3)} | {_n(light.idle_worker_cores, 3)} |",
+        f"| cores at {a.offered_rate:,.0f} events/s | {_n(a.collector_cores, 3)} | {_n(a.worker_cores, 3)} |",
+        "",
+        f"Event `ts` → Slack `received_at` at {a.offered_rate:,.0f} events/s: n {a.latency.n:,}, p50 "
+        f"{_ms(a.latency.p50)} ms, p90 {_ms(a.latency.p90)} ms, p99 {_ms(a.latency.p99)} ms, max "
+        f"{_ms(a.latency.max)} ms.",
+    ]
 
 
 def _why(unexpected: Mapping[str, int]) -> str:

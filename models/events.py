@@ -20,6 +20,9 @@ SCHEMA_VERSION = 1
 
 class EventType(StrEnum):
     PAGE_VIEW = "page_view"
+    # A heartbeat while a page is open and visible (pixel snippet, Snowplow ``e=pp``): time on
+    # site only; never scored, never an activity (router/storage/lua/apply_event.lua).
+    PAGE_PING = "page_ping"
     EMAIL_OPEN = "email_open"
     EMAIL_CLICK = "email_click"
     FORM_FILL = "form_fill"

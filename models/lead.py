@@ -294,6 +294,9 @@ class Alert:
     # waiting_since, waited_s, sla, reassignments}.
     kind: str = "lead"
     escalation: Mapping[str, Any] = field(default_factory=dict)
+    # The predictive model at the crossing, when one is active: version, probability, base_log_odds
+    # and its top signed ``contributions`` (feature, label, value, log_odds, text), exact for that model.
+    model: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -313,6 +316,8 @@ class Alert:
         if self.kind != "lead":
             out["kind"] = self.kind
             out["escalation"] = dict(self.escalation)
+        if self.model:
+            out["model"] = dict(self.model)
         return out
 
     @classmethod
@@ -331,4 +336,5 @@ class Alert:
             reengagement=Reengagement.from_dict(d["reengagement"]) if d.get("reengagement") else None,
             kind=str(d.get("kind") or "lead"),
             escalation=dict(d.get("escalation") or {}),
+            model=dict(d.get("model") or {}) if isinstance(d.get("model"), Mapping) else {},
         )

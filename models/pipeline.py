@@ -16,10 +16,11 @@ from models.events import Event
 from models.lead import Reason
 from models.score import FitGrade, RuleHit
 
-ApplyStatus = Literal["scored", "fired", "resume", "duplicate", "moved", "forgotten"]
+ApplyStatus = Literal["scored", "fired", "resume", "duplicate", "moved", "forgotten", "ping"]
 """What applying an event did to its lead (router/storage/lua/apply_event.lua): ``scored`` (points
 added, or none), ``fired`` (it crossed the sales-ready rule now), ``resume`` (an earlier crossing
-whose routing did not finish), ``duplicate`` (seen before), ``moved`` (the profile was merged into
+whose routing did not finish), ``duplicate`` (seen before), ``ping`` (a page ping: only the
+visit's time on site changed), ``moved`` (the profile was merged into
 another: apply again to ``moved_to``), ``forgotten`` (the lead was erased)."""
 
 AccountStatus = Literal["scored", "fired", "resume", "duplicate"]

@@ -62,6 +62,13 @@ class KafkaSettings:
     # 10 ms: each hop adds at most that much on such a broker; idle, a
     # consumer sends about 100 small fetches a second.
     fetch_max_wait_ms: int = 10
+    # After fetch_idle_after_s with no message, the worker's consumer waits this
+    # long per fetch instead (idle: ~10 fetches a second instead of ~100, which
+    # is most of an idle worker's and broker's CPU); the first message switches it
+    # back.  0 keeps fetch_max_wait_ms always.  Brokers that answer a fetch as
+    # soon as data arrives (Kafka) add no latency either way.
+    fetch_idle_wait_ms: int = 100
+    fetch_idle_after_s: float = 1.0
     broker_session_timeout_s: float = 10.0
 
     @property
@@ -72,6 +79,8 @@ class KafkaSettings:
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
+    # redis://host:port/db for one server; redis+cluster://host:port[,host:port...] for a Redis Cluster
+    # (its nodes as seeds, database 0; router/storage/redis.py makes the cluster client).
     url: str = "redis://127.0.0.1:6379/0"
     # Socket and connect timeouts of the worker's, the CLI's and the dev stack's
     # clients; 0 waits as long as it takes.
@@ -307,6 +316,15 @@ class AdminSettings:
     # How long an ops console sign-in lasts (seconds of inactivity are not counted: it is
     # an absolute lifetime); the session is also ended when its admin token is revoked.
     console_session_ttl_s: float = 12 * 3600.0
+    # The CRM outcome webhook (POST /v1/webhooks/crm, router/admin/webhook.py): the shared HMAC-SHA256
+    # secret (empty: the endpoint refuses every call), how far a delivery's timestamp may be from now
+    # (and how long a delivery is remembered against replays), and the largest body it reads.
+    crm_webhook_secret: str = field(default="", repr=False)
+    crm_webhook_window_s: float = 300.0
+    crm_webhook_max_bytes: int = 16 * 1024
+    # The console's Live page (Server-Sent Events): a comment line this often keeps proxies from closing
+    # an idle stream and finds browsers that went away, so their stream is closed and freed.
+    console_live_heartbeat_s: float = 15.0
     # The Prometheus endpoints of the collectors and workers (comma-separated URLs such as
     # http://10.0.0.5:9108/metrics,http://10.0.0.6:6066/metrics) the console's Health page reads and sums.
     metrics_urls: tuple[str, ...] = ()
@@ -686,12 +704,18 @@ def _check(s: Settings) -> list[tuple[str, str]]:
     if not s.admin.health_sample_s >= 1:
         out.append(("admin_health_sample_s", f"setting LEADROUTER_ADMIN_HEALTH_SAMPLE_S={s.admin.health_sample_s} "
                                              "must be at least 1 (seconds), e.g. 30"))
+    if not 0 <= s.kafka.fetch_idle_wait_ms <= 5000:
+        out.append(("fetch_idle_wait_ms", f"setting LEADROUTER_FETCH_IDLE_WAIT_MS={s.kafka.fetch_idle_wait_ms} "
+                                          "must be 0 (off) to 5000 milliseconds, e.g. 100"))
+    if not s.kafka.fetch_idle_after_s > 0:
+        out.append(("fetch_idle_after_s", f"setting LEADROUTER_FETCH_IDLE_AFTER_S={s.kafka.fetch_idle_after_s} "
+                                          "must be above 0 seconds, e.g. 1.0"))
     if not s.kafka.url.startswith(("kafka://", "aiokafka://")):
         out.append(("kafka_url", f"setting KAFKA_URL={s.kafka.url!r} must start with kafka://, "
                                  "e.g. kafka://127.0.0.1:9092"))
-    if not s.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        out.append(("redis_url", f"setting REDIS_URL={s.redis.url!r} must start with redis://, "
-                                 "e.g. redis://127.0.0.1:6379/0"))
+    if not s.redis.url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+        out.append(("redis_url", f"setting REDIS_URL={s.redis.url!r} must start with redis:// (or redis+cluster:// "
+                                 "for a Redis Cluster), e.g. redis://127.0.0.1:6379/0"))
     for flat, value in (("topic_partitions", s.kafka.topic_partitions),
                         ("alert_max_attempts", s.alerts.max_attempts),
                         ("slack_burst", s.alerts.slack_burst)):

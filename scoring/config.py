@@ -646,9 +646,12 @@ class _Loader(YamlReader):
 
     def event(self, entry: Entry, where: str) -> EventType:
         value = self.scalar(entry.node, where, "event")
-        allowed = tuple(t.value for t in EventType)
+        # A page ping is time on site, never scored (apply_event.lua): no rule can name it.
+        allowed = tuple(t.value for t in EventType if t is not EventType.PAGE_PING)
         if isinstance(value, str):
             try:
+                if value == EventType.PAGE_PING.value:
+                    raise ValueError(value)
                 return EventType(value)
             except ValueError:
                 normalised = value.strip().lower().replace("-", "_").replace(" ", "_")

@@ -50,13 +50,18 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from scoring.errors import ScoringError
+from scoring.touch import CHANNELS
 
 LAST_ACTIVITY: Final[Mapping[str, str]] = {
     "email_open": "Email Opened",
     "page_view": "Page Visited on Website",
     "form_fill": "Form Submitted on Website",
     "email_click": "Email Link Clicked",
+    "identify": "Converted to Lead",
+    "chat": "Olark Chat Conversation",
 }
+# A track event whose name says it is a chat conversation (Olark, Intercom, Drift ... widgets).
+_CHAT_NAME: Final = re.compile(r"chat|conversation|olark|intercom|drift", re.IGNORECASE)
 
 # ISO 3166 codes of the countries in the X Education data set (and a few
 # common ones), spelled the way the data set spells them.
@@ -212,6 +217,89 @@ def _yes_no(value: object) -> float | None:
     return None
 
 
+def _live_activity(lead: LeadState) -> object:
+    kind = lead.get("last_type")
+    if kind == "track" and _CHAT_NAME.search(lead.get("last_name") or ""):
+        return "chat"
+    return kind
+
+
+def _float(lead: LeadState, key: str) -> float | None:
+    raw = lead.get(key)
+    if raw is None:
+        return None
+    return _number(raw)
+
+
+def sessions(lead: LeadState) -> int | None:
+    """``w:ss``; 0 when the lead has events and none was a page view; missing for a lead whose page
+    views predate session tracking."""
+    count = _count(lead, "w:ss")
+    if count is not None:
+        return count
+    if _count(lead, "n:page_view"):
+        return None
+    return 0 if (_count(lead, "events") or 0) > 0 else None
+
+
+def time_on_site(lead: LeadState) -> float | None:
+    """``w:time`` seconds, whole; 0 when the lead's sessions are known and no time was counted."""
+    spent = _float(lead, "w:time")
+    if spent is not None:
+        return float(round(spent))
+    return 0.0 if sessions(lead) is not None else None
+
+
+def pages_per_session(lead: LeadState) -> float | None:
+    """Page views per session (2 decimals); 0 without sessions."""
+    n = sessions(lead)
+    if n is None:
+        return None
+    if n == 0:
+        return 0.0
+    return (_count(lead, "n:page_view") or 0) / n
+
+
+def engagement_change(lead: LeadState) -> float | None:
+    now, start = _float(lead, "w:es"), _float(lead, "w:es0")
+    if now is None:
+        return None
+    return now - (start or 0.0)
+
+
+NOW_KEY: Final = "@now"  # features_from_lead(..., now=T) puts T here for the recency feature
+
+
+def recency_days(lead: LeadState) -> float | None:
+    now, last = _float(lead, NOW_KEY), _float(lead, "last_seen")
+    if now is None or last is None:
+        return None
+    return max(0.0, (now - last) / 86400.0)
+
+
+def _canon_channel(value: object) -> Value:
+    key = _text(value)
+    if key is None:
+        return None
+    key = key.replace(" ", "_")
+    return key if key in CHANNELS else "other"
+
+
+def _canon_ratio(value: object) -> Value:
+    f = _number(value)
+    return None if f is None else round(f, 2)
+
+
+def _canon_signed(value: object) -> Value:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(str(value))
+    except ValueError:
+        return None
+    return round(f, 3) if math.isfinite(f) else None
+
+
 def _canon_activity(value: object) -> Value:
     key = _text(value)
     if key is None:
@@ -259,8 +347,29 @@ CATALOGUE: Final[tuple[CatalogueFeature, ...]] = (
     CatalogueFeature("page_views", "numeric", "n:page_view (0 only when known to be none)",
                      total_visits, _number),
     CatalogueFeature("last_activity", "categorical",
-                     "last_type: email_open, email_click, page_view, form_fill, else 'other'",
-                     lambda lead: lead.get("last_type"), _canon_activity),
+                     "last_type: email_open, email_click, page_view, form_fill, identify, chat (a track "
+                     "named like a chat conversation), else 'other'",
+                     _live_activity, _canon_activity),
+    CatalogueFeature("lead_source", "categorical", "w:ft, the first touch's channel (scoring/touch.py)",
+                     lambda lead: lead.get("w:ft"), _canon_channel),
+    CatalogueFeature("last_touch", "categorical", "w:lt, the last non-direct touch's channel",
+                     lambda lead: lead.get("w:lt"), _canon_channel),
+    CatalogueFeature("sessions", "numeric", "w:ss (30-minute / new-campaign rule); 0 when known none",
+                     sessions, _number),
+    CatalogueFeature("time_on_site", "numeric", "w:time seconds (page pings, bounded), whole",
+                     time_on_site, _number),
+    CatalogueFeature("pages_per_session", "numeric", "n:page_view / w:ss, 2 decimals",
+                     pages_per_session, _canon_ratio),
+    CatalogueFeature("engagement", "numeric", "w:es, the engagement score right after the last event",
+                     lambda lead: lead.get("w:es"), _canon_signed),
+    CatalogueFeature("engagement_change", "numeric",
+                     "w:es - w:es0: what the lead's latest active UTC day changed the score by",
+                     engagement_change, _canon_signed),
+    CatalogueFeature("recency_days", "numeric", "days from last_seen to the scoring moment (now=)",
+                     recency_days, _canon_signed),
+    CatalogueFeature("fit_grade", "categorical", "grade, the fit grade (scoring/icp.yaml)",
+                     lambda lead: lead.get("grade"), _canon_categorical),
+    CatalogueFeature("fit_points", "numeric", "fit, the fit points", lambda lead: lead.get("fit"), _canon_signed),
     CatalogueFeature("country", "categorical", "f:country, ISO code -> English name",
                      lambda lead: _field(lead, "country"), _canon_country),
     CatalogueFeature("occupation", "categorical",
@@ -288,12 +397,16 @@ def catalogue_feature(name: str) -> CatalogueFeature | None:
     return None
 
 
-def features_from_lead(lead: LeadState, names: Sequence[str] | None = None) -> dict[str, Value]:
+def features_from_lead(lead: LeadState, names: Sequence[str] | None = None, *,
+                       now: float | None = None) -> dict[str, Value]:
     """The feature vector of one live lead (``HGETALL`` of the lead key, decoded).
 
     ``names`` are the features to compute (a model's features); by default the
     fixed catalogue.  A name outside the catalogue is missing (``None``).
+    ``now``: the scoring moment, for ``recency_days`` (missing without it).
     """
+    if now is not None:
+        lead = {**lead, NOW_KEY: repr(float(now))}
     out: dict[str, Value] = {}
     for name in (names if names is not None else _BY_NAME):
         feature = catalogue_feature(name)
@@ -316,10 +429,11 @@ class ColumnMapping:
     column: str
     values: Mapping[str, str] | None = None  # case-folded export value -> live value; unlisted -> default
     default: str | None = None
-    times: str | None = None  # numeric: multiply by this column (e.g. visits x pages per visit)
+    times: str | None = None  # numeric: multiply by this column (e.g. visits x pages per visit), whole
+    per: str | None = None  # numeric: then divide by this column (0 when it is 0)
 
     def columns(self) -> tuple[str, ...]:
-        return (self.column, self.times) if self.times else (self.column,)
+        return tuple(c for c in (self.column, self.times, self.per) if c)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +459,8 @@ class FeatureMapping:
     def to_json(self) -> dict[str, object]:
         return {"target": self.target, "features": {
             m.feature: {k: v for k, v in (("column", m.column), ("values", dict(m.values) if m.values else None),
-                                          ("default", m.default), ("times", m.times)) if v is not None}
+                                          ("default", m.default), ("times", m.times), ("per", m.per))
+                             if v is not None}
             for m in self.features}}
 
 
@@ -360,7 +475,7 @@ def parse_mapping(data: object, source: str = "mapping") -> FeatureMapping:
     """A mapping document (``yaml.safe_load`` of the file, or :meth:`FeatureMapping.to_json`) -> mapping.
 
     Shape: ``{target: COLUMN, features: {FEATURE: {column: COL, values: {EXPORT: LIVE}, default: LIVE,
-    times: COL}}}``.  Every feature must be in the catalogue.
+    times: COL, per: COL}}}``.  Every feature must be in the catalogue.
     """
     if not isinstance(data, Mapping) or not isinstance(data.get("features"), Mapping) or not data["features"]:
         msg = f"{source}: expected a 'features:' section mapping catalogue features to export columns"
@@ -386,23 +501,26 @@ def parse_mapping(data: object, source: str = "mapping") -> FeatureMapping:
         if not isinstance(spec, Mapping):
             msg = f"{where}: expected a column name or {{column: ..., values: ...}}, got {spec!r}"
             raise FeatureMappingError(msg)
-        extra = set(spec) - {"column", "values", "default", "times"}
+        extra = set(spec) - {"column", "values", "default", "times", "per"}
         if extra:
-            msg = f"{where}: unknown key(s) {sorted(map(str, extra))}; use column, values, default, times"
+            msg = f"{where}: unknown key(s) {sorted(map(str, extra))}; use column, values, default, times, per"
             raise FeatureMappingError(msg)
         values = spec.get("values")
         if values is not None and not isinstance(values, Mapping):
             msg = f"{where}.values: expected export value: live value pairs, got {values!r}"
             raise FeatureMappingError(msg)
-        times = spec.get("times")
-        if times is not None and feature.kind != "numeric":
-            msg = f"{where}.times: only a numeric feature can be a product of two columns ({name} is {feature.kind})"
+        times, per = spec.get("times"), spec.get("per")
+        if (times is not None or per is not None) and feature.kind != "numeric":
+            key = "times" if times is not None else "per"
+            msg = (f"{where}.{key}: only a numeric feature can be a product or ratio of columns "
+                   f"({name} is {feature.kind})")
             raise FeatureMappingError(msg)
         out.append(ColumnMapping(
             feature.name, _need_str(spec.get("column"), f"{where}.column"),
             None if values is None else {str(k).casefold().strip(): str(v) for k, v in values.items()},
             None if spec.get("default") is None else str(spec["default"]),
-            None if times is None else _need_str(times, f"{where}.times")))
+            None if times is None else _need_str(times, f"{where}.times"),
+            None if per is None else _need_str(per, f"{where}.per")))
     return FeatureMapping(target, tuple(out))
 
 
@@ -418,6 +536,9 @@ def mapped_value(m: ColumnMapping, row: Mapping[str, str]) -> Value:
     if m.times is not None:
         a, b = _number(raw), _number(row.get(m.times))
         raw = None if a is None or b is None else round(a * b)
+    if m.per is not None and raw is not None:
+        d = _number(row.get(m.per))
+        raw = None if d is None else (0.0 if d == 0 else float(str(raw)) / d)
     return feature.canonical(raw)
 
 

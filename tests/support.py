@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from models import ApplyResult, Event
 from router.settings import DEV_PII_KEY
 from router.storage.pii import Vault, pseudonym
+from router.storage.redis import AnyRedis, AnySyncRedis, RedisCluster, SyncRedisCluster, redis_from_url
 from router.storage.store import RedisStore
 from router.worker.pipeline import apply_batch
 from scoring import ScoringConfig
@@ -34,7 +35,7 @@ async def open_events(redis_url: str, events: list[dict[str, Any]], master: str 
 
     Extra keys (``_partition``...) are kept; an event that does not open (forgotten) is left sealed.
     """
-    redis = Redis.from_url(redis_url)
+    redis = redis_from_url(redis_url)
     try:
         vault = Vault(redis, master)
         out: list[dict[str, Any]] = []
@@ -56,3 +57,18 @@ async def open_alert(redis: Redis, value: bytes, master: str = DEV_PII_KEY) -> d
     opened = await Vault(redis, master).open_alert(record)
     assert opened is not None, "the alert's lead was forgotten"
     return opened
+
+
+def sync_flush(client: AnySyncRedis) -> None:
+    """FLUSHDB through a blocking client (on a cluster: every primary)."""
+    if isinstance(client, SyncRedisCluster):
+        client.flushall(target_nodes=SyncRedisCluster.PRIMARIES)
+    else:
+        client.flushdb()
+
+
+async def all_keys(redis: AnyRedis, pattern: str = "*") -> list[bytes]:
+    """Every key matching ``pattern`` (KEYS on one server; a SCAN of every primary on a cluster)."""
+    if isinstance(redis, RedisCluster):
+        return [k async for k in redis.scan_iter(match=pattern, count=1000)]
+    return list(await redis.keys(pattern))

@@ -24,6 +24,7 @@ POST /v1/rules/publish, rollback/{version}      yes   no          no
 GET /v1/rules/history, /v1/rules/active         yes   yes [1]     yes [1]
 GET /v1/leads, /v1/leads/{id}[/explain|/timeline] yes own leads   yes
 POST /v1/leads/{id}/accept|reject|convert|...   yes   own leads   no
+POST /v1/webhooks/crm                           signed by the CRM (HMAC-SHA256; router/admin/webhook.py)
 =============================================  ====  ==========  ========
 
 [1] Slack webhook URLs in the rules text are blanked for every role but ops.
@@ -57,7 +58,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
@@ -72,10 +72,12 @@ from router.admin.links import SECURITY_HEADERS, LinkHandlers
 from router.admin.openapi import OPERATIONS, Operation
 from router.admin.roster import RosterHandlers
 from router.admin.rules import RulesHandlers
+from router.admin.webhook import WebhookHandlers
 from router.errors import ConfigFileError, SettingsError
 from router.settings import Settings
-from router.storage.live_config import LiveFile, RedisRulesSource, load_scoring_file
-from router.storage.redis import create_redis
+from router.storage.config_store import SCORING
+from router.storage.live_config import LiveFile, RedisConfigSource, RedisRulesSource
+from router.storage.redis import AnyRedis, create_redis
 from scoring import ScoringConfig
 
 log = logging.getLogger(__name__)
@@ -153,7 +155,7 @@ def error_middleware(max_body: int) -> Middleware:
     return errors
 
 
-class Admin(RosterHandlers, RulesHandlers, LeadHandlers, LifecycleHandlers, LinkHandlers):
+class Admin(RosterHandlers, RulesHandlers, LeadHandlers, LifecycleHandlers, LinkHandlers, WebhookHandlers):
     """The request handlers, over one Redis connection pool and the config sources.
 
     Each area's handlers live in their own module (a mixin over :class:`router.admin.core.AdminCore`);
@@ -220,15 +222,17 @@ class Admin(RosterHandlers, RulesHandlers, LeadHandlers, LifecycleHandlers, Link
 ADMIN_KEY = web.AppKey("admin", Admin)
 
 
-def create_app(settings: Settings, redis: Redis, *, clock: Callable[[], float] = time.time,
+def create_app(settings: Settings, redis: AnyRedis, *, clock: Callable[[], float] = time.time,
                routing: RedisRulesSource | None = None, scoring: LiveFile[ScoringConfig] | None = None,
                ) -> web.Application:
-    """The admin app over ``redis``; loads the rules and scoring files unless sources are given.
+    """The admin app over ``redis``; follows the published routing and scoring unless sources are given.
 
-    A rules or scoring file that does not load is fatal here (:class:`ConfigFileError`), as in the worker.
+    Like the worker, it uses the active published versions in Redis (``leadrouter rules|scoring publish`` or the
+    console) and the files only while nothing is published.  A rules or scoring file that does not load is fatal
+    here (:class:`ConfigFileError`), as in the worker.
     """
     routing = routing or RedisRulesSource(settings.files.rules_file, redis, label="routing")
-    scoring = scoring or LiveFile.open(settings.files.scoring_file, load_scoring_file, "scoring")
+    scoring = scoring or RedisConfigSource(SCORING, settings.files.scoring_file, redis, "scoring")
     admin = Admin(settings, redis, routing=routing, scoring=scoring, clock=clock)
     app = web.Application(middlewares=[observe, error_middleware(settings.admin.max_body_bytes)],
                           client_max_size=settings.admin.max_body_bytes)
@@ -260,7 +264,7 @@ class AdminService:
         check_settings(settings)
         self.settings = settings
         self.clock = clock
-        self._redis: Redis | None = None
+        self._redis: AnyRedis | None = None
         self._runner: web.AppRunner | None = None
         self.port = settings.admin.port
 

@@ -36,12 +36,11 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
-
-from redis.asyncio import Redis
 
 from router.errors import RouterError
 from router.storage import keys
+from router.storage.redis import AnyRedis
+from router.storage.scripts import register
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +163,9 @@ def _principal(token_hash: str, raw: Mapping[bytes | str, bytes | str]) -> Princ
 class TokenStore:
     """The only code that reads and writes admin API tokens in Redis."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self.redis = redis
+        self._hset_expire = register(redis, "hset_expire.lua")
 
     async def create(self, role: Role, *, name: str, rep_id: str = "", now: float,
                      ttl_s: float = 90 * 86400.0) -> tuple[str, Principal]:
@@ -188,20 +188,28 @@ class TokenStore:
         token_hash = hash_token(token)
         principal = Principal(token_hash=token_hash, role=role, name=name, rep_id=rep_id, created=now,
                               expires=now + ttl_s)
-        pipe = self.redis.pipeline(transaction=True)
-        self._store(pipe, principal, now)
-        await pipe.execute()
+        await self._store(principal, now)
         return token, principal
 
-    @staticmethod
-    def _store(pipe: Any, p: Principal, now: float, extra: Mapping[str, str] | None = None) -> None:
+    # The token's record and the set listing every token hash are two hash slots (no transaction spans
+    # them on a Redis Cluster), so the steps are ordered to be safe if a crash stops them half way: a
+    # record is written before its hash is listed (a token is shown only once both are done, so an
+    # unlisted record is one nobody holds, and ``tokens()``, which drops listed hashes without a record,
+    # never races a token being made), and a record is deleted before its hash is unlisted (the token
+    # stops working first; a listed hash left without a record is dropped by the next ``tokens()``).
+
+    async def _store(self, p: Principal, now: float, extra: Mapping[str, str] | None = None) -> None:
         assert p.expires is not None
-        key = keys.admin_token(p.token_hash)
-        pipe.hset(key, mapping={"role": p.role.value, "name": p.name, "rep_id": p.rep_id, "created": repr(p.created),
-                                "expires": repr(p.expires), **(extra or {})})
         # Relative to the caller's clock (the admin app's may be driven in tests), not Redis's.
-        pipe.expire(key, max(1, int(p.expires + EXPIRED_KEPT_S - now)))
-        pipe.sadd(keys.ADMIN_TOKENS, p.token_hash)
+        await self._set_record(p.token_hash, max(1, int(p.expires + EXPIRED_KEPT_S - now)),
+                               {"role": p.role.value, "name": p.name, "rep_id": p.rep_id,
+                                "created": repr(p.created), "expires": repr(p.expires), **(extra or {})})
+        await self.redis.sadd(keys.ADMIN_TOKENS, p.token_hash)
+
+    async def _set_record(self, token_hash: str, ttl_s: int, fields: Mapping[str, str]) -> None:
+        """Fields of a token's record and its time to live, in one step."""
+        flat = [x for kv in fields.items() for x in kv]
+        await self._hset_expire(keys=[keys.admin_token(token_hash)], args=[ttl_s, *flat])
 
     async def touch(self, principal: Principal, now: float) -> None:
         """Record the token's use (at most once a minute, so a busy client costs one write a minute)."""
@@ -240,18 +248,17 @@ class TokenStore:
         token = new_token()
         new = Principal(token_hash=hash_token(token), role=old.role, name=old.name, rep_id=old.rep_id, created=now,
                         expires=now + ttl_s)
-        pipe = self.redis.pipeline(transaction=True)
-        self._store(pipe, new, now, {"rotated_from": old.token_hash})
-        old_key = keys.admin_token(old.token_hash)
+        # The new token first: a crash before the old one is changed leaves the old working as it did
+        # (and a new token nobody was shown, which expires).
+        await self._store(new, now, {"rotated_from": old.token_hash})
         if overlap_s <= 0:
-            pipe.delete(old_key)
-            pipe.srem(keys.ADMIN_TOKENS, old.token_hash)
+            await self.redis.delete(keys.admin_token(old.token_hash))
+            await self.redis.srem(keys.ADMIN_TOKENS, old.token_hash)
             ended = now
         else:
             ended = min(old.expires_at(default_ttl_s), now + overlap_s)
-            pipe.hset(old_key, mapping={"expires": repr(ended), "rotated_to": new.token_hash})
-            pipe.expire(old_key, max(1, int(ended + EXPIRED_KEPT_S - now)))
-        await pipe.execute()
+            await self._set_record(old.token_hash, max(1, int(ended + EXPIRED_KEPT_S - now)),
+                                   {"expires": repr(ended), "rotated_to": new.token_hash})
         return token, new, replace(old, expires=ended, rotated_to=new.token_hash)
 
     async def lookup(self, token: str) -> Principal | None:
@@ -278,10 +285,8 @@ class TokenStore:
     async def revoke(self, prefix: str) -> Principal:
         """Delete the one token whose hash starts with ``prefix`` (at least 8 hex digits, from ``token list``)."""
         victim = await self.find(prefix)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.admin_token(victim.token_hash))
-        pipe.srem(keys.ADMIN_TOKENS, victim.token_hash)
-        await pipe.execute()
+        await self.redis.delete(keys.admin_token(victim.token_hash))  # the token stops working here
+        await self.redis.srem(keys.ADMIN_TOKENS, victim.token_hash)
         return victim
 
 

@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
-from redis.asyncio import Redis
 
 from router import metrics
 from router.admin.auth import AuthError, Principal, Role, TokenStore, bearer_token
 from router.admin.http import JSON_TYPES, ApiError, Body, kind, suggest
 from router.admin.openapi import LEAD_ID_PATTERN, MAX_LIMIT, OPERATIONS, Operation, build_spec
 from router.settings import Settings
-from router.storage.live_config import LiveFile, RedisRulesSource
+from router.storage.live_config import LiveFile, PublishedSource, RedisRulesSource
+from router.storage.redis import AnyRedis
 from router.storage.rules_store import RulesStore
 from router.storage.store import RedisStore
 from rules import RoutingConfig
@@ -44,7 +44,7 @@ PRINCIPAL: ContextVar[Principal] = ContextVar("leadrouter_admin_principal")
 class AdminCore:
     """What every handler uses, over one Redis connection pool and the config sources."""
 
-    def __init__(self, settings: Settings, redis: Redis, *, routing: RedisRulesSource,
+    def __init__(self, settings: Settings, redis: AnyRedis, *, routing: RedisRulesSource,
                  scoring: LiveFile[ScoringConfig], clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.redis = redis
@@ -56,6 +56,15 @@ class AdminCore:
         self.clock = clock
         self.spec = build_spec(settings)
         self._ops = {op.op_id: op for op in OPERATIONS}
+
+    async def scoring_now(self) -> ScoringConfig:
+        """The scoring in force: the published active version in Redis (one GET of the pointer per call, as the
+        worker follows it), else the scoring file, reloaded when it changes."""
+        if isinstance(self.scoring, PublishedSource):
+            await self.scoring.poll()
+        else:
+            self.scoring.maybe_reload()
+        return self.scoring.current
 
     async def authenticate(self, request: web.Request) -> Principal:
         token = bearer_token(request.headers.get("Authorization"))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from router import metrics
+from router.admin.audit import audit
 from router.admin.auth import Role
 from router.admin.core import LEAD_ID, AdminCore
 from router.admin.http import ApiError, as_str, json_response, num, opt_num
 from router.admin.openapi import MAX_EMAIL, MAX_REP_ID
 from router.storage import keys
+from router.storage.model_registry import ActiveModelWatcher
 from router.worker import review
+from router.worker.learning import explain_at_crossing
 from scoring import ScoringConfig, score_at
 
 
@@ -52,8 +57,7 @@ class LeadHandlers(AdminCore):
             pipe.hgetall(keys.lead(lid))
             pipe.smembers(keys.rejected(lid))
         raw = await pipe.execute()
-        self.scoring.maybe_reload()
-        scoring, now = self.scoring.current, self.clock()
+        scoring, now = await self.scoring_now(), self.clock()
         out: list[dict[str, Any]] = []
         for i, lid in enumerate(lead_ids):
             data = {as_str(k): as_str(v) for k, v in raw[2 * i].items()}
@@ -106,8 +110,8 @@ class LeadHandlers(AdminCore):
         limit = self.limit(self.query(request, ("limit",)), 10)
         lead_id, data = await self.lead(request)
         reasons = await self.store.lead_reasons(lead_id)
-        self.scoring.maybe_reload()
-        scoring, now = self.scoring.current, self.clock()
+        scoring, now = await self.scoring_now(), self.clock()
+        points = {rule.name: rule.points for rule in scoring.rules}
         hl = scoring.half_life_s
         stored, asof = num(data.get("score")), num(data.get("asof"))
         score_now = score_at(stored, asof, now, hl) if asof > 0 else stored
@@ -115,7 +119,8 @@ class LeadHandlers(AdminCore):
         items: list[dict[str, Any]] = []
         for r in reasons:
             worth = score_at(r.points, r.ts, now, hl) if r.ts > 0 else r.points
-            part = parts.setdefault(r.rule, {"rule": r.rule, "events": 0, "points_earned": 0.0, "points_now": 0.0})
+            part = parts.setdefault(r.rule, {"rule": r.rule, "events": 0, "points_earned": 0.0, "points_now": 0.0,
+                                             "rule_points": points.get(r.rule)})
             part["events"] += 1
             part["points_earned"] += r.points
             part["points_now"] += worth
@@ -126,11 +131,21 @@ class LeadHandlers(AdminCore):
         return json_response({
             "lead_id": lead_id, "now": now, "score_now": score_now, "score": stored, "score_asof": asof,
             "threshold": scoring.threshold, "half_life_days": scoring.half_life_days,
-            "ready": data.get("ready") == "1",
+            "scoring_version": self.scoring.tag, "ready": data.get("ready") == "1",
             "parts": sorted(parts.values(), key=lambda p: (-abs(p["points_now"]), p["rule"])),
             "explained": explained, "residual": score_now - explained, "reasons": items[:limit],
             "field_history": await self.store.field_history(lead_id),
+            "model": await self._model_now(data),
         })
+
+    async def _model_now(self, data: Mapping[str, str]) -> dict[str, Any] | None:
+        """The active model's exact explanation of the lead as it is now (None without an active model)."""
+        watcher: ActiveModelWatcher | None = getattr(self, "_model_watcher", None)
+        if watcher is None:
+            watcher = ActiveModelWatcher(self.settings.files.model_registry_dir)
+            self._model_watcher = watcher
+        await asyncio.to_thread(watcher.maybe_reload)
+        return await asyncio.to_thread(partial(explain_at_crossing, watcher.current, data, now=self.clock()))
 
     async def lead_timeline(self, request: web.Request) -> web.StreamResponse:
         limit = self.limit(self.query(request, ("limit",)), 100)
@@ -160,6 +175,7 @@ class LeadHandlers(AdminCore):
                 entry = await review.dismiss(self.store, lead_id, who, self.clock())
         except review.ReviewError as exc:
             raise ApiError(409, "not_held", str(exc)) from None
+        await audit(self, f"review.{op}", via="api", lead_id=lead_id)
         return json_response(entry)
 
     async def release_review(self, request: web.Request) -> web.StreamResponse:

@@ -207,7 +207,8 @@ class LinkHandlers(AdminCore):
                      claims.assignment_id, check.state)
             return _refusal("POST", check)
         try:
-            result = await apply_action(self, action, claims.lead_id, claims.rep_id, reason=reason)
+            result = await apply_action(self, action, claims.lead_id, claims.rep_id, reason=reason, via="link",
+                                         who=f"rep {claims.rep_id} (alert link)")
         except BaseException:
             # Nothing changed (the lead moved on between the check and the transition, or Redis
             # failed): forget the use, so the page tells the truth the next time it is opened.

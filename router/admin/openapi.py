@@ -308,8 +308,10 @@ def components(settings: Settings) -> dict[str, Schema]:
         "Explain": obj({
             "lead_id": STR, "now": NUM, "score_now": NUM, "score": NUM, "score_asof": NUM, "threshold": NUM,
             "half_life_days": NUM, "ready": BOOL,
+            "scoring_version": {"type": "string", "description": "the scoring in force that decays the score: "
+                                                                 "v<n>:<hash> when published, else the file's hash"},
             "parts": {"type": "array", "items": obj({"rule": STR, "events": INT, "points_earned": NUM,
-                                                     "points_now": NUM},
+                                                     "points_now": NUM, "rule_points": nullable(NUM)},
                                                     ("rule", "events", "points_earned", "points_now"))},
             "explained": {"type": "number", "description": "sum of parts: the kept reasons, decayed to now"},
             "residual": {"type": "number", "description": "score_now - explained: reasons no longer kept, merged "
@@ -321,6 +323,15 @@ def components(settings: Settings) -> dict[str, Schema]:
             "field_history": {"type": "array", "items": ref("FieldChange"),
                               "description": "every change to the lead's fields and every value an unverified "
                                              "source proposed, newest first"},
+            "model": nullable(obj({
+                "version": STR, "probability": NUM, "base_log_odds": NUM, "log_odds": NUM, "more": INT,
+                "contributions": {"type": "array", "items": obj({
+                    "feature": STR, "label": STR, "value": STR, "log_odds": NUM, "text": STR,
+                }, ("feature", "label", "value", "log_odds", "text"))},
+            }, ("version", "probability", "base_log_odds", "log_odds", "contributions", "more"),
+                description="the active model's probability for the lead now, with its top exact signed "
+                            "contributions in log-odds (base_log_odds + all contributions = log_odds); null "
+                            "without an active model")),
         }, ("lead_id", "now", "score_now", "score", "score_asof", "threshold", "half_life_days", "ready", "parts",
             "explained", "residual", "reasons")),
         "Timeline": obj({
@@ -477,6 +488,25 @@ OPERATIONS: tuple[Operation, ...] = (
                 description="Rep tokens act on their own leads as themselves; ops tokens act as the lead's owner "
                             "(or as rep_id).")
       for action in LIFECYCLE_ACTIONS),
+    Operation("crm_webhook", "POST", "/v1/webhooks/crm", "A CRM reports an outcome: opportunity won, lost or "
+              "converted, sales accepted or rejected (signed with HMAC-SHA256, no bearer token)", "lifecycle", None,
+              ok={JSON: {"schema": obj({"ok": BOOL, "lead_id": STR, "event": STR,
+                                        "steps": {"type": "array", "items": ref("TransitionResult")}},
+                                       ("ok", "lead_id", "event", "steps"))}},
+              body={JSON: {"schema": obj({
+                  "event": {"type": "string", "enum": ["opportunity.won", "opportunity.lost",
+                                                       "opportunity.converted", "sales.accepted",
+                                                       "sales.rejected"]},
+                  "lead": {"type": "string", "maxLength": 320, "description": "the lead's email or lead id"},
+                  "reason": {"type": "string", "maxLength": 500},
+                  "id": {"type": "string", "maxLength": 200, "description": "the CRM's delivery id (logged)"},
+              }, ("event", "lead"), closed=True)}}, body_required=True, errors=(400, 401, 404, 409, 413, 422, 503),
+              description="Headers: X-LeadRouter-Timestamp (unix seconds) and X-LeadRouter-Signature "
+                          "(sha256=hex of HMAC-SHA256 with LEADROUTER_ADMIN_CRM_WEBHOOK_SECRET over "
+                          "'<timestamp>.' followed by the raw body). A timestamp further than "
+                          "LEADROUTER_ADMIN_CRM_WEBHOOK_WINDOW_S from now, a delivery seen before, a bad signature "
+                          "or a body over LEADROUTER_ADMIN_CRM_WEBHOOK_MAX_BYTES is refused. The lead moves through "
+                          "the lifecycle steps the outcome implies, acting as its owner."),
     Operation("reassign", "POST", "/v1/leads/{lead_id}/reassign", "Move an open lead to another rep by hand, "
               "with a reason (ops only)", "lifecycle", OPS, ok=_json("ReassignResult"), params=(P_LEAD,),
               body=_json("ReassignRequest"), body_required=True, errors=_WRITE,
@@ -486,7 +516,8 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 _STATUS_TEXT = {400: "Bad request: malformed JSON, a wrong type, an unknown key or parameter",
-                401: "Missing, malformed, unknown or expired bearer token", 403: "The token's role may not do this",
+                401: "Missing, malformed, unknown or expired bearer token (the CRM webhook: a missing, stale or "
+                     "wrong signature)", 403: "The token's role may not do this",
                 404: "No such lead, rep or version", 409: "The state does not allow it (stage, owner, active version)",
                 410: "The alert link was used already or has expired",
                 413: "Body, rules text or lead list too large", 415: "Unsupported Content-Type",

@@ -11,11 +11,13 @@ from aiohttp import web
 
 from models import Rep
 from router import metrics
+from router.admin.audit import audit
 from router.admin.auth import Role
 from router.admin.core import AdminCore
 from router.admin.http import ApiError, as_str, json_response, kind, num, suggest
 from router.admin.openapi import MAX_NOTE
 from router.storage import keys
+from router.storage.audit import Via
 from rules import RoutingConfig, Team
 
 
@@ -126,16 +128,17 @@ class RosterHandlers(AdminCore):
         return json_response(out)
 
     async def apply_availability(self, team: Team, rep: Rep, out_of_office: bool, until_raw: object, note: str,
-                                 by: str) -> None:
-        """Set or clear a rep's out-of-office override (who and when recorded); the API and the console share it."""
+                                 by: str, *, via: Via = "api") -> None:
+        """Set or clear a rep's out-of-office override (who and when recorded, and audited as
+        ``rep.availability``); the API and the console share it."""
         key = keys.rep_availability(rep.rep_id)
+        until = ""
         if not out_of_office:
             if until_raw is not None:
                 raise ApiError(400, "bad_value", "'until' only goes with out_of_office: true; drop it to clear the "
                                                  "override")
             await self.redis.delete(key)
         else:
-            until = ""
             if until_raw is not None:
                 if not isinstance(until_raw, str):
                     raise ApiError(400, "bad_type", f"'until' must be a date string YYYY-MM-DD or null, got "
@@ -154,3 +157,6 @@ class RosterHandlers(AdminCore):
                 until = day.isoformat()
             await self.redis.hset(key, mapping={"out_of_office": "1", "until": until, "note": note,
                                                 "set_by": by, "set_at": repr(self.clock())})
+        await audit(self, "rep.availability", via=via, target=rep.rep_id, who=by,
+                    detail=(f"out of office until {until or 'further notice'}" if out_of_office else "back")
+                    + (f": {note}" if note else ""))

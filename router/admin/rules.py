@@ -333,7 +333,7 @@ class RulesHandlers(AdminCore):
 
         check = await asyncio.to_thread(work)
         before = await self.rules.active_number()
-        doc = await self.rules.publish(check, author=principal.name, note=note, now=self.clock())
+        doc = await self.rules.publish(check, author=principal.name, note=note, now=self.clock(), via="api")
         await self.routing.poll()
         log.info("rules v%d published through the admin API by %s", doc.number, principal.name)
         return json_response({**_version_meta(doc), "active": True, "previous": before}, status=201)
@@ -358,7 +358,8 @@ class RulesHandlers(AdminCore):
         if await self.rules.active_number() == number:
             raise ApiError(409, "already_active", f"v{number} is already the active rules version; nothing changed")
         try:
-            entry = await self.rules.rollback(number, author=principal.name, note=note, now=self.clock())
+            entry = await self.rules.rollback(number, author=principal.name, note=note, now=self.clock(),
+                                              via="api")
         except RulesVersionError as exc:
             raise ApiError(409, "rollback_refused", str(exc)) from None
         doc = await self.rules.get(number)

@@ -22,6 +22,8 @@ from router.errors import PermanentSendError, SendError, TransientSendError
 
 log = logging.getLogger(__name__)
 
+OnRetry = Callable[[int, str], Awaitable[None]]
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
@@ -59,6 +61,7 @@ async def deliver_call(
     backoff_max_s: float | None = None,
     rng: random.Random | None = None,
     sleep: Sleep = asyncio.sleep,
+    on_retry: OnRetry | None = None,
 ) -> DeliveryResult:
     """Run ``attempt`` (one send on ``channel``) until it succeeds, fails permanently or runs out.
 
@@ -67,7 +70,9 @@ async def deliver_call(
     server's ``retry_after`` when that is longer.  A permanent error stops at
     once.  Never raises for a failed send; an unexpected exception from the
     notifier is logged and reported as a permanent failure.  ``what`` names the
-    message in logs (``alert asg-42``).
+    message in logs (``alert asg-42``).  ``on_retry(n, error)`` is awaited after
+    the n-th failed attempt when another follows (the console's live feed shows
+    "retrying"); it must not raise.
     """
     rng = rng if rng is not None else random.Random()
     max_attempts = max(1, max_attempts)
@@ -91,6 +96,8 @@ async def deliver_call(
         if n == max_attempts:
             break
         delay = backoff_delay(n, backoff_s, rng, retry_after, backoff_max_s)
+        if on_retry is not None:
+            await on_retry(n, error or "")
         log.info(
             "%s on %s failed (attempt %d/%d): %s; retrying in %.2fs", what, channel, n, max_attempts, error, delay
         )
@@ -108,6 +115,7 @@ async def deliver(
     backoff_max_s: float | None = None,
     rng: random.Random | None = None,
     sleep: Sleep = asyncio.sleep,
+    on_retry: OnRetry | None = None,
 ) -> DeliveryResult:
     """Send ``alert`` on one channel, retrying transient failures (see :func:`deliver_call`)."""
     return await deliver_call(
@@ -119,4 +127,5 @@ async def deliver(
         backoff_max_s=backoff_max_s,
         rng=rng,
         sleep=sleep,
+        on_retry=on_retry,
     )

@@ -25,12 +25,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
 from router.settings import AlertSettings
 from router.storage import keys
+from router.storage.redis import AnyRedis
 from router.storage.scripts import register
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class RedisPacer:
     only), logged once and counted in ``leadrouter_alert_pacer_fallbacks_total``.
     """
 
-    def __init__(self, redis: Redis, rate_per_s: float = 1.0, burst: int = 1, *,
+    def __init__(self, redis: AnyRedis, rate_per_s: float = 1.0, burst: int = 1, *,
                  clock: Callable[[], float] | None = None, sleep: Sleep | None = None,
                  fallback: LocalPacer | None = None) -> None:
         if rate_per_s <= 0:
@@ -215,7 +215,7 @@ class RedisPacer:
             self._redis_failed(exc)
 
 
-def pacer_from_settings(alerts: AlertSettings, redis: Redis | None) -> Pacer | None:
+def pacer_from_settings(alerts: AlertSettings, redis: AnyRedis | None) -> Pacer | None:
     """The pacer the alerts settings ask for (None when ``slack_rate_per_s`` is 0)."""
     if alerts.slack_rate_per_s <= 0:
         return None

@@ -468,6 +468,37 @@ def field_change_lines(alert: Alert) -> list[str]:
 # --------------------------------------------------------------------------- renderers
 
 
+def model_heading(alert: Alert) -> str:
+    """``Model: probability 0.63 (model 2026…)``, or "" when no model scored the crossing."""
+    m = alert.model
+    if not m:
+        return ""
+    p = _finite(m.get("probability"))
+    if p is None:
+        return ""
+    version = one_line(str(m.get("version", "")))[:60]
+    return f"probability {p:.2f}" + (f" (model {version})" if version else "")
+
+
+def model_lines(alert: Alert, limit: int = 5) -> list[str]:
+    """The model's top signed contributions, in calibrated log-odds: ``+0.21 page views: 12``."""
+    out: list[str] = []
+    for c in list(alert.model.get("contributions") or [])[:limit]:
+        if not isinstance(c, Mapping):
+            continue
+        v = _finite(c.get("log_odds"))
+        if v is None:
+            continue
+        sign = "+" if v >= 0 else "\N{MINUS SIGN}"
+        label = truncate(one_line(str(c.get("label") or c.get("feature") or "")), 60)
+        value = truncate(one_line(str(c.get("value", ""))), 60)
+        out.append(f"{sign}{abs(v):.2f} {label}: {value}")
+    more = alert.model.get("more")
+    if isinstance(more, int) and more > 0:
+        out.append(f"…and {more} smaller")
+    return out
+
+
 def render_text(alert: Alert) -> str:
     """The plain-text alert (email text part, console)."""
     lead, asg = alert.lead, alert.assignment
@@ -498,6 +529,10 @@ def render_text(alert: Alert) -> str:
     lines += ["", "Why now:"]
     reasons = top_reasons(lead.reasons)
     lines += [f"  {reason_line(r)}" for r in reasons] or ["  (no scoring reasons recorded)"]
+    heading = model_heading(alert)
+    if heading:
+        lines += ["", f"Model: {heading}, log-odds contributions:"]
+        lines += [f"  {c}" for c in model_lines(alert)]
     changes = field_change_lines(alert)
     if changes:
         lines += ["", "Field changes:"]
@@ -578,6 +613,10 @@ def render_html(alert: Alert) -> str:
     if links:
         parts.append(f'<p style="margin:14px 0">{html_buttons(links)}</p>')
     parts += ["<h3>Why now</h3>", f"<ul>{why}</ul>"]
+    model = model_heading(alert)
+    if model:
+        shares = "".join(f"<li>{html_text(c)}</li>" for c in model_lines(alert))
+        parts += [f"<h3>Model: {html_text(model)}</h3>", f"<ul>{shares}</ul>"]
     changes = field_change_lines(alert)
     if changes:
         parts += ["<h3>Field changes</h3>", f"<ul>{''.join(f'<li>{html_text(c)}</li>' for c in changes)}</ul>"]

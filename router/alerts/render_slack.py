@@ -23,6 +23,8 @@ from router.alerts.render import (
     escalation_line,
     field_change_lines,
     lead_grade,
+    model_heading,
+    model_lines,
     one_line,
     reason_line,
     recent_activity,
@@ -143,6 +145,11 @@ def render_slack_blocks(alert: Alert, *, team_channel: bool = False) -> dict[str
     blocks.append(
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(f"*Why now*\n{why}", _SECTION_MAX)}}
     )
+    heading = model_heading(alert)
+    if heading:
+        text = "\n".join(f"• {e(c)}" for c in model_lines(alert)) or "_no feature moved it_"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": truncate(f"*Model: {e(heading)}*\n{text}", _SECTION_MAX)}})
     changes = field_change_lines(alert)
     if changes:
         text = "\n".join(f"• {e(c)}" for c in changes)

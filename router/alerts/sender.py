@@ -15,7 +15,9 @@ replay`` (:mod:`router.cli.alerts`) share:
   counted (``leadrouter_alert_sends_total{outcome="failed"}`` and
   ``leadrouter_alert_dead_letters_total``) and sent to the dead-letter topic as
   ``{"alert_sealed" | "digest", "channel", "error", "attempts", "permanent", "kind", "ts"}``;
-  the lead keeps its assignment.  Alerts are sealed under the lead's data key on the assignments
+  the lead keeps its assignment (with a :class:`~router.storage.live.LiveFeed`, each
+  channel's outcome -- sent, retrying, failed -- goes on the console's live feed and the
+  dead-lettered record on its dead-letter list, for Replay).  Alerts are sealed under the lead's data key on the assignments
   and dead-letter topics (:mod:`router.storage.pii`); a digest's alerts each under their own
   (``alerts_sealed``).  An alert whose lead was forgotten is dropped, never sent.
 * With a :class:`~router.alerts.digest.DigestQueue`, low-priority alerts (the
@@ -45,6 +47,7 @@ from router.alerts.notifiers import DigestNotifier, Notifier, notifiers_from_set
 from router.alerts.pacing import Sleep, pacer_from_settings
 from router.alerts.render import Digest
 from router.settings import AlertSettings
+from router.storage.live import LiveFeed
 from router.storage.live_config import LiveFile
 from router.storage.pii import SealError, Vault, is_sealed_alert
 from router.storage.store import RedisStore
@@ -102,8 +105,10 @@ class AlertSender:
     def __init__(self, store: RedisStore, notifiers: Sequence[Notifier], dead_letter: DeadLetter, *,
                  max_attempts: int, backoff_s: float, backoff_max_s: float | None = None,
                  clock: Callable[[], float] = time.time, digest: DigestQueue | None = None,
-                 rng: random.Random | None = None, sleep: Sleep = asyncio.sleep, vault: Vault | None = None) -> None:
+                 rng: random.Random | None = None, sleep: Sleep = asyncio.sleep, vault: Vault | None = None,
+                 live: LiveFeed | None = None) -> None:
         self.store = store
+        self.live = live  # the console's live feed and dead-letter list (None: not recorded)
         # Opens sealed alert records and seals what goes to the dead-letter topic (None: plain records only).
         self.vault = vault
         self.notifiers = list(notifiers)
@@ -165,6 +170,9 @@ class AlertSender:
             return AlertOutcome(aid, already_sent=skipped or (DIGEST_CHANNEL,))
         if digest and self.digest is not None and not done and self.digest.wants(alert):
             await self.digest.enqueue(alert, self.clock())
+            if self.live is not None:
+                await self.live.delivery(aid=aid, rep=alert.assignment.rep.rep_id, channel=DIGEST_CHANNEL,
+                                         status="queued", lead=alert.assignment.lead_id, now=self.clock())
             return AlertOutcome(aid, queued=True)
         wanted = [n for n in self.notifiers if channels is None or n.channel in channels]
         if alert.kind == "escalation":  # to a manager directly: their Slack DM and inbox, not the team channel
@@ -207,11 +215,23 @@ class AlertSender:
             metrics.ALERT_SENDS.labels(notifier.channel, "already_sent").inc()
             return DeliveryResult(notifier.channel, ok=True, attempts=0)
         renew = asyncio.create_task(self._keep_claim(aid, notifier.channel, holder))
+        rep_id, live = alert.assignment.rep.rep_id, self.live
+
+        async def retrying(n: int, error: str) -> None:
+            if live is not None:
+                await live.delivery(aid=aid, rep=rep_id, channel=notifier.channel, status="retrying", attempt=n,
+                                    error=error, lead=alert.assignment.lead_id, now=self.clock())
+
         try:
             result = await deliver(alert, notifier, max_attempts=self.max_attempts, backoff_s=self.backoff_s,
-                                   backoff_max_s=self.backoff_max_s, rng=self.rng, sleep=self.sleep)
+                                   backoff_max_s=self.backoff_max_s, rng=self.rng, sleep=self.sleep,
+                                   on_retry=retrying)
         finally:
             renew.cancel()
+        if live is not None:
+            await live.delivery(aid=aid, rep=rep_id, channel=notifier.channel,
+                                status="sent" if result.ok else "failed", attempt=result.attempts,
+                                error=result.error, lead=alert.assignment.lead_id, now=self.clock())
         if not result.ok:
             await self.store.claim_send(aid, notifier.channel, holder, "drop")
         if result.ok:
@@ -225,7 +245,8 @@ class AlertSender:
         # The record's key: the sealed alert's subject (a keyed hash), not the assignment id (a plain digest).
         sealed = (body or {}).get("alert_sealed")
         key = str(sealed["subject"]) if isinstance(sealed, dict) else aid
-        await self._failed(f"alert {aid} to {alert.assignment.rep.name}", key, result, body)
+        await self._failed(f"alert {aid} to {alert.assignment.rep.name}", key, result, body,
+                           meta=(aid, rep_id, alert.assignment.lead_id))
         return result
 
     async def sealed_alert_body(self, alert: Alert) -> dict[str, object] | None:
@@ -247,6 +268,10 @@ class AlertSender:
         result = await deliver_call(lambda: sender.send_digest(digest), notifier.channel, f"digest {did}",
                                     max_attempts=self.max_attempts, backoff_s=self.backoff_s,
                                     backoff_max_s=self.backoff_max_s, rng=self.rng, sleep=self.sleep)
+        if self.live is not None:
+            await self.live.delivery(aid=did, rep=digest.rep.rep_id, channel=notifier.channel,
+                                     status="sent" if result.ok else "failed", attempt=result.attempts,
+                                     error=result.error, now=self.clock())
         if result.ok:
             await self.store.mark_sent(did, notifier.channel, self.clock())
             metrics.ALERT_SENDS.labels(notifier.channel, "sent").inc()
@@ -255,7 +280,8 @@ class AlertSender:
         if self.vault is not None:
             sealed = [await self.vault.seal_alert(a.to_dict()) for a in digest.alerts]
             body = {"digest": {**digest.to_dict(), "alerts": []}, "alerts_sealed": [a for a in sealed if a]}
-        await self._failed(f"digest {did} ({len(digest.alerts)} alerts) to {digest.rep.name}", did, result, body)
+        await self._failed(f"digest {did} ({len(digest.alerts)} alerts) to {digest.rep.name}", did, result, body,
+                           meta=(did, digest.rep.rep_id, ""))
         return result
 
     async def open_digest_record(self, record: Mapping[str, object]) -> Digest:
@@ -273,7 +299,8 @@ class AlertSender:
         return Digest.from_dict({**raw, "alerts": [*list(raw.get("alerts") or []), *alerts]})
 
     async def _failed(self, what: str, key: str, result: DeliveryResult,
-                      body: dict[str, object] | None) -> None:
+                      body: dict[str, object] | None, *, meta: tuple[str, str, str] = ("", "", "")) -> None:
+        """Count, log and dead-letter a failed channel; ``meta`` is (alert or digest id, rep id, lead id)."""
         kind = "permanent" if result.permanent else "exhausted"
         metrics.ALERT_SENDS.labels(result.channel, "failed").inc()
         metrics.ALERT_DEAD_LETTERS.labels(result.channel, kind).inc()
@@ -284,9 +311,14 @@ class AlertSender:
         if body is None:  # the lead was forgotten meanwhile: nothing to keep
             metrics.FORGOTTEN_DROPPED.labels("alerts").inc()
             return
-        await self._dead_letter(key, {**body, "channel": result.channel, "error": result.error,
-                                      "attempts": result.attempts, "permanent": result.permanent, "kind": kind,
-                                      "ts": self.clock()})
+        record: dict[str, object] = {**body, "channel": result.channel, "error": result.error,
+                                     "attempts": result.attempts, "permanent": result.permanent, "kind": kind,
+                                     "ts": self.clock()}
+        await self._dead_letter(key, record)
+        if self.live is not None:
+            aid, rep_id, lead_id = meta
+            await self.live.dead_letter(orjson.dumps(record), aid=aid, rep=rep_id, channel=result.channel, kind=kind,
+                                        error=result.error, attempts=result.attempts, lead=lead_id, now=self.clock())
 
     async def _dead_letter(self, key: str, record: dict[str, object]) -> None:
         value = orjson.dumps(record)
@@ -314,7 +346,7 @@ def build_sender(alerts: AlertSettings, store: RedisStore, session: aiohttp.Clie
     digest = DigestQueue.from_settings(alerts, store)
     return AlertSender(store, notifiers, dead_letter, max_attempts=alerts.max_attempts,
                        backoff_s=alerts.backoff_s, backoff_max_s=alerts.backoff_max_s,
-                       digest=digest, vault=vault)
+                       digest=digest, vault=vault, live=LiveFeed(store.redis))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from redis.asyncio import Redis
 
 from models import ApplyResult, Assignment, Event, EventPlan
 from router.errors import RouterError
+from router.storage import redis as redis_door
 from router.storage.live_config import LiveFile
+from router.storage.redis import AnyRedis
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
 from rules import RoutingConfig
@@ -135,10 +136,10 @@ class _RecordingPipeline(Pipeline):
         return assignment
 
 
-async def replay_side(redis: Redis, side: Side, events: Iterable[Event], *, batch_size: int = 500,
+async def replay_side(redis: AnyRedis, side: Side, events: Iterable[Event], *, batch_size: int = 500,
                       progress: Progress | None = None, every: int = 20_000) -> SideResult:
-    """Replay ``events`` (time order) under ``side`` on ``redis``, which is emptied first (FLUSHDB)."""
-    await redis.flushdb()
+    """Replay ``events`` (time order) under ``side`` on ``redis``, which is emptied first (FLUSHDB; every primary of a cluster)."""
+    await redis_door.flush(redis)
     store = RedisStore(redis)
     clock = [0.0]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import getpass
 import signal
 import sys
 import time
@@ -26,13 +27,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router.admin.auth import DEFAULT_OVERLAP_S, Principal, Role, TokenSpecError, TokenStore
 from router.errors import RouterError
 from router.settings import Settings
-from router.storage.redis import create_redis
+from router.storage import audit
+from router.storage.redis import AnyRedis, create_redis
 from router.storage.rules_store import RulesStore, load_rules_path
 from rules import RoutingConfig, RulesError
 
@@ -43,7 +44,7 @@ class AdminCommandError(RouterError):
     """A ``leadrouter admin`` command could not do its work."""
 
 
-def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
+def _with_redis(settings: Settings, work: Callable[[AnyRedis], Awaitable[T]]) -> T:
     async def main() -> T:
         redis = create_redis(settings.redis, role="admin_cli")
         try:
@@ -78,7 +79,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _config_in_force(settings: Settings, redis: Redis) -> RoutingConfig:
+async def _config_in_force(settings: Settings, redis: AnyRedis) -> RoutingConfig:
     """The routing config the workers follow: the published version, else the rules file."""
     doc = await RulesStore(redis).active()
     if doc is not None:
@@ -93,7 +94,7 @@ async def _config_in_force(settings: Settings, redis: Redis) -> RoutingConfig:
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     role = Role(args.role)
 
-    async def work(redis: Redis) -> int:
+    async def work(redis: AnyRedis) -> int:
         rep_id = (args.rep or "").strip()
         if role is Role.REP and not rep_id:
             msg = "a rep token needs --rep REP_ID (the rep's id in routing.yaml), so it can act on their leads only"
@@ -115,6 +116,8 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
                                                               ttl_s=_ttl_s(settings, args))
         except TokenSpecError as exc:
             raise AdminCommandError(str(exc)) from exc
+        await _audit(redis, "token.create", principal.token_hash[:12],
+                     f"{role.value} token named {principal.name!r}" + (f" for rep {rep_id}" if rep_id else ""))
         print(token)
         rep = f" for rep {principal.rep_id}" if principal.rep_id else ""
         print(f"created {role.value} token{rep} named {principal.name!r} (sha256 {principal.token_hash[:12]}), valid "
@@ -123,6 +126,15 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _with_redis(settings, work)
+
+
+async def _audit(redis: AnyRedis, action: str, target: str, detail: str) -> None:
+    """Token changes go on the audit trail (router/storage/audit.py) as made by this machine's user."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    await audit.record(redis, who=f"cli:{user}", role="", action=action, via="cli", target=target, detail=detail)
 
 
 def _when(ts: float | None) -> str:
@@ -145,7 +157,7 @@ def _expiry(p: Principal, settings: Settings, now: float) -> str:
 
 
 def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(redis: Redis) -> int:
+    async def work(redis: AnyRedis) -> int:
         tokens = await TokenStore(redis).tokens()
         if not tokens:
             print("no admin tokens; make one with `leadrouter admin token create --role ops --name NAME`")
@@ -163,11 +175,12 @@ def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(redis: Redis) -> int:
+    async def work(redis: AnyRedis) -> int:
         try:
             gone = await TokenStore(redis).revoke(args.hash_prefix)
         except TokenSpecError as exc:
             raise AdminCommandError(str(exc)) from exc
+        await _audit(redis, "token.revoke", gone.token_hash[:12], f"{gone.role.value} token named {gone.name!r}")
         print(f"revoked {gone.role.value} token {gone.token_hash[:12]} named {gone.name!r}; it stops working at once")
         return 0
 
@@ -179,13 +192,16 @@ def cmd_token_rotate(settings: Settings, args: argparse.Namespace) -> int:
         msg = f"--overlap-minutes {args.overlap_minutes:g} must be from 0 (revoke at once) to 10080 (7 days)"
         raise AdminCommandError(msg)
 
-    async def work(redis: Redis) -> int:
+    async def work(redis: AnyRedis) -> int:
         try:
             token, new, old = await TokenStore(redis).rotate(
                 args.hash_prefix, now=time.time(), ttl_s=_ttl_s(settings, args),
                 overlap_s=args.overlap_minutes * 60, default_ttl_s=settings.admin.token_ttl_days * 86400)
         except TokenSpecError as exc:
             raise AdminCommandError(str(exc)) from exc
+        await _audit(redis, "token.rotate", old.token_hash[:12],
+                     f"{old.role.value} token named {old.name!r} -> {new.token_hash[:12]}, overlap "
+                     f"{args.overlap_minutes:g} min")
         print(token)
         ends = ("was revoked at once" if args.overlap_minutes == 0 else
                 f"keeps working until {_when(old.expires)} UTC, then stops")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -45,9 +46,11 @@ from router.alerts.digest import DIGEST_CHANNEL
 from router.alerts.sender import AlertOutcome, AlertSender, TeamWebhooks, build_sender
 from router.errors import RouterError
 from router.settings import Settings
+from router.storage import audit
+from router.storage.live import lead_of_alert_id
 from router.storage.live_config import RedisRulesSource
 from router.storage.pii import SealError, Vault
-from router.storage.redis import create_redis
+from router.storage.redis import AnyRedis, create_redis
 from router.storage.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -256,8 +259,11 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
         def show(line: ReplayLine) -> None:
             print(line.format(), file=stream, flush=True)
 
-        return await replay_dead_letters(settings, sender, limit=limit, channel=channel, dry_run=dry_run,
-                                         group=group, out=show)
+        summary = await replay_dead_letters(settings, sender, limit=limit, channel=channel, dry_run=dry_run,
+                                            group=group, out=show)
+        if not dry_run:
+            await _audit(redis, summary)
+        return summary
     except KafkaError as exc:
         msg = f"Kafka at {settings.kafka.url} failed: {exc!r}; check KAFKA_URL and that the broker is running"
         raise AlertReplayError(msg) from exc
@@ -269,6 +275,19 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
         if started:
             await producer.stop()
         await redis.aclose()
+
+
+async def _audit(redis: AnyRedis, summary: ReplaySummary) -> None:
+    """Each record resent (or tried) goes on the audit trail (router/storage/audit.py) as ``alert.replay``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    for line in summary.lines:
+        if line.outcome in ("sent", "failed again", "already sent"):
+            await audit.record(redis, who=f"cli:{user}", role="", action="alert.replay", via="cli",
+                               lead_id=lead_of_alert_id(line.key), target=line.channel,
+                               detail=f"{line.key}: {line.outcome}")
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ from router.settings import RedisSettings, Settings
 from router.storage.archive import ReadStats, archived_days, read_archive
 from router.storage.live_config import load_accounts_file, load_icp_file, load_rules_file, load_scoring_file
 from router.storage.pii import PiiKeysUnavailable, SealError, Vault
-from router.storage.redis import create_redis
+from router.storage.redis import create_redis, dbsize, flush
 
 
 def _side(name: str, scoring: Path, icp: Path, rules: Path, accounts: Path | None) -> Side:
@@ -103,7 +103,7 @@ async def _run(settings: Settings, args: argparse.Namespace, current: Side, new:
         url = f"redis://127.0.0.1:{redis_proc.port}/0"
     redis = create_redis(RedisSettings(url=url), role="cli")
     try:
-        if args.redis_url and await redis.dbsize():
+        if args.redis_url and await dbsize(redis):
             msg = (f"--redis-url {args.redis_url} is not empty; the backtest flushes the database it uses, so give "
                    "an empty one (or leave --redis-url out to start a private redis-server)")
             raise BacktestError(msg)
@@ -116,7 +116,7 @@ async def _run(settings: Settings, args: argparse.Namespace, current: Side, new:
 
             results.append(await replay_side(redis, side, events, batch_size=args.batch_size, progress=report,
                                              every=max(1000, len(events) // 20)))
-        await redis.flushdb()
+        await flush(redis)
     finally:
         await redis.aclose()
         if redis_proc is not None:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from router.settings import Settings
 
-PHASES = ("worker", "collector", "latency", "taobao", "churn")
-DEFAULT_PHASES = ("worker", "collector", "latency", "taobao")  # churn (bench/churn.py) runs when asked for
+PHASES = ("worker", "collector", "latency", "light", "taobao", "churn")
+DEFAULT_PHASES = ("worker", "collector", "latency", "light", "taobao")  # churn (bench/churn.py) runs when asked for
 
 
 def checkout_root() -> Path | None:
@@ -76,10 +76,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to run")
     g.add_argument("--phases", type=_phases, default=list(DEFAULT_PHASES), metavar="LIST",
                    help="comma-separated phases: worker (backlog: bare faust, 1 and 2 workers, raw Redis), "
-                        "collector (pixel req/s and latency), latency (event to alert), taobao (event to alert on "
+                        "collector (pixel req/s and latency), latency (event to alert), light (cores idle and at 100 events/s, with event-to-alert), taobao (event to alert on "
                         "the real Taobao clickstream at 10x and 100x; bench/taobao.py), churn (Redis memory "
                         "over simulated weeks of anonymous visitors, with expiry and without; bench/churn.py); "
-                        "default worker,collector,latency,taobao")
+                        "default worker,collector,latency,light,taobao")
     g.add_argument("--seed", type=int, default=1, help="traffic seed (default 1)")
     g.add_argument("--visitors", type=int, default=30_000, help="visitor population (default 30,000)")
     g.add_argument("--accounts", type=int, default=300, help="accounts, i.e. company domains (default 300)")
@@ -99,6 +99,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lat.add_argument("--latency-warmup", type=float, default=3.0,
                      help="seconds at the start whose alerts are not counted (default 3)")
     lat.add_argument("--latency-workers", type=int, default=1, help="worker processes (default 1)")
+    li = p.add_argument_group("light phase")
+    li.add_argument("--light-rate", type=float, default=100.0, help="events/s offered after idle, for --latency-seconds (default 100)")
+    li.add_argument("--light-idle-seconds", type=float, default=30.0,
+                    help="seconds with no traffic at all, for idle CPU (default 30)")
     tb = p.add_argument_group("taobao phase (the real Taobao UserBehavior clickstream, replayed sped up)")
     tb.add_argument("--taobao-path", type=Path, default=_taobao_default(),
                     help="the clickstream CSV (default ../shared/datasets/taobao_userbehavior_events.csv)")

@@ -52,7 +52,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     require_local_extra("dev")
     from router.dev.run import run_dev  # dev-only code: imported only when `leadrouter dev` runs
 
-    return asyncio.run(run_dev(settings, rate=args.rate, duration_s=args.duration, seed=args.seed))
+    return asyncio.run(run_dev(settings, rate=args.rate, duration_s=args.duration, seed=args.seed,
+                               outcome_delay_s=args.outcome_delay))
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -127,19 +128,21 @@ def _check_cases(settings: Settings, args: argparse.Namespace) -> bool:
 def _print_model_explanation(settings: Settings, lead: dict[str, str]) -> None:
     """The active model's probability for the lead's state now, with its top signed contributions."""
     from router.storage.model_registry import explain_lead, load_active
+    from scoring.explain_text import contribution_text
     from scoring.model import LeadModelError
 
     try:
         loaded = load_active(settings.files.model_registry_dir)
         if loaded is None:
             return
-        ex = explain_lead(loaded, lead)
+        ex = explain_lead(loaded, lead, now=time.time())
     except (RouterError, LeadModelError) as exc:
         print(f"model: cannot explain ({exc})")
         return
-    top = ", ".join(c.describe() for c in ex.top(5)) or "no feature moved it"
+    top = ", ".join(contribution_text(c) for c in ex.top(5)) or "no feature moved it"
     print(f"model {loaded.version} now: probability {ex.probability:.2f} = base {ex.base_log_odds:+.2f} log-odds "
-          f"{top}" + (" ..." if len(ex.contributions) > 5 else ""))
+          f"{top}" + (" ..." if len(ex.contributions) > 5 else "")
+          + " (exact Shapley values in calibrated log-odds)")
 
 
 def cmd_lead(settings: Settings, args: argparse.Namespace) -> int:
@@ -234,7 +237,8 @@ def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
         what = "erased" if report.existed else "no stored lead"
         print(f"forgotten: {what} (lead {report.lead_id}, {report.keys_deleted} keys, "
               f"{len(report.identifiers)} identifiers{', left its account' if report.account else ''}, "
-              f"{report.outcomes_deleted} outcome rows, {report.identity_log_deleted} identity-log entries, "
+              f"{report.outcomes_deleted} outcome rows, {report.decisions_deleted} logged decisions, "
+              f"{report.identity_log_deleted} identity-log entries, "
               f"{report.digest_entries} digest entries); data key "
               f"{'shredded' if report.key_shredded else 'absent'}: sealed copies in the spool and Kafka are "
               "unreadable, and later events for this email are dropped")
@@ -264,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demo hits per second (default 20; 0: no demo traffic, only your own)")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--seed", type=int, default=None, help="seed the demo traffic")
+    d.add_argument("--outcome-delay", type=_non_negative, default=20.0,
+                   help="seconds after routing before the demo CRM marks an alerted lead won or lost (default 20)")
     d.set_defaults(fn=cmd_dev)
     sub.add_parser("collector", help="run the HTTP collector").set_defaults(fn=cmd_collector)
     sub.add_parser("worker", help="run a stream-processing worker").set_defaults(fn=cmd_worker)

@@ -4,6 +4,8 @@
 
     leadrouter model train --data leads.csv --target Converted [--map MAPPING.yaml] [--registry DIR] [--exclude COL ...]
                            [--keep COL ...] [--folds 5] [--calibration sigmoid|isotonic] [--activate]
+    leadrouter model train --from-outcomes [--holdout 0.25] [--min-leads 1000] [--min-conversions 120] [--activate]
+                           (router/cli/model_outcomes.py)
     leadrouter model evaluate --data leads.csv [--registry DIR] [--version V] [--holdout 0.2] [--out DIR]
     leadrouter model list [--registry DIR]
     leadrouter model activate VERSION [--registry DIR]
@@ -31,21 +33,17 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import math
-import os
-import platform
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
+from router.cli.model_report import Clock, ModelCommandError, _library_versions, print_evaluation, write_plots
 from router.errors import RouterError
 from router.settings import Settings
 from router.storage.model_registry import (
@@ -63,7 +61,6 @@ from router.storage.model_registry import (
 from scoring.features import FeatureMapping, FeatureMappingError, cell_text, parse_mapping, training_row
 from scoring.model import (
     DEFAULT_LEAKY_COLUMNS,
-    Evaluation,
     Exclusion,
     Feature,
     LeadModelError,
@@ -89,23 +86,7 @@ class ModelDataFileError(RouterError):
     """A training/evaluation CSV is missing, unreadable or unusable; the message names file, column and fix."""
 
 
-class ModelCommandError(RouterError):
-    """A ``leadrouter model`` command was asked for something impossible (bad option value, no model)."""
-
-
 # ---------------------------------------------------------------- helpers
-
-
-class Clock:
-    """Prints ``[ 3.2s] message`` stage lines."""
-
-    def __init__(self, out: TextIO | None = None) -> None:
-        self.t0 = time.perf_counter()
-        self.out = out
-
-    def __call__(self, message: str) -> None:
-        out = self.out or sys.stderr
-        print(f"[{time.perf_counter() - self.t0:5.1f}s] {message}", file=out, flush=True)
 
 
 def read_csv_table(path: Path) -> tuple[RawTable, str]:
@@ -210,18 +191,6 @@ def mapped_schema(table: RawTable, mapping: FeatureMapping, target: str) -> Sche
     return Schema(target, tuple(Feature(n, k) for n, k in mapping.kinds()), tuple(excluded))
 
 
-def _library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("scikit-learn", "numpy", "scipy", "joblib", "threadpoolctl"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "unknown"
-    return out
-
-
 def build_metadata(result: TrainResult, *, data_path: Path, data_sha256: str, columns: int,
                    folds: int, created: datetime, seconds: float, y: npt.NDArray[np.int64]) -> dict[str, Any]:
     cv = result.cv
@@ -272,6 +241,16 @@ def _wrap(path: Path, exc: LeadModelError | FeatureMappingError) -> ModelDataFil
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    if getattr(args, "from_outcomes", False):
+        if args.data is not None or args.map is not None or args.target is not None:
+            raise ModelCommandError("--from-outcomes trains on the logged crossings: leave out --data, --map and "
+                                    "--target")
+        from router.cli.model_outcomes import cmd_train_from_outcomes
+
+        return cmd_train_from_outcomes(settings, args)
+    if args.data is None or args.target is None:
+        raise ModelCommandError("model train needs --data CSV and --target COLUMN (or --from-outcomes to train on "
+                                "the logged crossings and their outcomes)")
     clock = Clock()
     if not 2 <= args.folds <= 20:
         raise ModelCommandError(f"--folds must be between 2 and 20, got {args.folds}; the default is 5")
@@ -454,83 +433,6 @@ def _overlap_notes(loaded: LoadedModel, registry: Path, table: RawTable, sha: st
             f"these figures are optimistic; {fix}."]
 
 
-def print_evaluation(ev: Evaluation, *, version: str, data: Path, notes: Sequence[str],
-                     cv_auc: float | None, out: TextIO | None = None) -> None:
-    o = out or sys.stdout
-    print(f"model     {version}", file=o)
-    print(f"data      {data} ({ev.rows} rows, {ev.positives} conversions, {ev.positives / ev.rows:.1%})", file=o)
-    for note in notes:
-        print(note, file=o)
-    print(f"AUC       {ev.auc:.4f}", file=o)
-    print(f"log loss  {ev.log_loss:.4f}", file=o)
-    print(f"ECE       {ev.ece:.4f} (10 equal-width bins)", file=o)
-    print("", file=o)
-    print(f"{'decile':>6} {'leads':>7} {'conversions':>11} {'rate':>7} {'lift':>6} {'captured':>9} {'scores':>13}",
-          file=o)
-    for r in ev.lift:
-        lift = f"{r.lift:6.2f}" if not math.isnan(r.lift) else "     -"
-        print(f"{r.decile:>6} {r.leads:>7} {r.conversions:>11} {r.rate:>7.1%} {lift} {r.cumulative_capture:>9.1%} "
-              f"{r.min_score:>6.3f}-{r.max_score:.3f}", file=o)
-    print("", file=o)
-
-
-def write_plots(ev: Evaluation, out_dir: Path, *, title: str) -> tuple[Path, Path]:
-    """``calibration.png`` and ``lift.png`` in ``out_dir`` (matplotlib, Agg; written atomically)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ModelCommandError("the plots need matplotlib: pip install matplotlib") from exc
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelCommandError(f"cannot create {out_dir}: {exc}; pass a writable --out DIR") from exc
-
-    cal = Figure(figsize=(6.4, 6.4))
-    FigureCanvasAgg(cal)
-    ax, hist = cal.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    full = [b for b in ev.bins if b.count]
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-    ax.plot([b.mean_predicted for b in full], [b.observed_rate for b in full], marker="o", label="model")
-    ax.set_ylabel("observed conversion rate")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Calibration: {title}\nECE {ev.ece:.3f}, AUC {ev.auc:.3f}", fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    hist.bar([(b.lower + b.upper) / 2 for b in ev.bins], [b.count for b in ev.bins], width=0.09, color="tab:blue")
-    hist.set_xlabel("predicted probability")
-    hist.set_ylabel("leads")
-    hist.set_xlim(0, 1)
-    cal.tight_layout()
-
-    lift = Figure(figsize=(6.4, 4.8))
-    FigureCanvasAgg(lift)
-    lx = lift.subplots()
-    deciles = [r.decile for r in ev.lift]
-    lx.bar(deciles, [0.0 if math.isnan(r.lift) else r.lift for r in ev.lift], color="tab:green")
-    lx.axhline(1.0, linestyle="--", color="grey")
-    for r in ev.lift:
-        lx.annotate(f"{r.rate:.0%}", (r.decile, 0.0 if math.isnan(r.lift) else r.lift), ha="center",
-                    va="bottom", fontsize=8)
-    lx.set_xticks(deciles)
-    lx.set_xlabel("decile (1 = highest scores)")
-    lx.set_ylabel("lift (conversion rate / overall rate)")
-    lx.set_title(f"Lift by decile: {title}\n(bar labels: conversion rate)", fontsize=9)
-    lift.tight_layout()
-
-    paths = (out_dir / "calibration.png", out_dir / "lift.png")
-    for fig, path in ((cal, paths[0]), (lift, paths[1])):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=out_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format="png", dpi=100)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise ModelCommandError(f"cannot write {path}: {exc}; pass a writable --out DIR") from exc
-    return paths
-
-
 # ---------------------------------------------------------------- list / activate
 
 
@@ -593,8 +495,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help=f"model registry folder (default ./{DEFAULT_REGISTRY})")
 
     t = msub.add_parser("train", help="cross-validate, fit a calibrated model and save a new version")
-    t.add_argument("--data", type=Path, required=True, help="training CSV (header row, comma-separated)")
-    t.add_argument("--target", required=True, help="the 0/1 (or yes/no) column to predict, e.g. Converted")
+    t.add_argument("--data", type=Path, default=None, help="training CSV (header row, comma-separated)")
+    t.add_argument("--target", default=None, help="the 0/1 (or yes/no) column to predict, e.g. Converted")
     t.add_argument("--map", type=Path, default=None, metavar="MAPPING.yaml",
                    help="map the export's columns onto the live feature catalogue (e.g. "
                         "scoring/x_education_mapping.yaml); unmapped columns are listed and left out")
@@ -609,6 +511,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="probability calibration (default sigmoid: never outputs exactly 0 or 1)")
     t.add_argument("--threads", type=int, default=1, help="CPU threads for training (default 1)")
     t.add_argument("--activate", action="store_true", help="make the new version the active one")
+    from router.cli.model_outcomes import add_arguments as outcome_arguments
+
+    outcome_arguments(t)
     t.set_defaults(fn=cmd_train)
 
     e = msub.add_parser("evaluate", help="AUC, log loss, calibration and lift of a model on a CSV")

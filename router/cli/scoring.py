@@ -189,6 +189,10 @@ def _group(sub: Any, kind: str, what: str) -> None:
     h = gsub.add_parser("history", help="list published versions and every publish and rollback")
     h.add_argument("--limit", type=int, default=0, help="show only the newest N (default: all)")
     h.set_defaults(fn=cmd_history, kind=kind)
+    if kind == "scoring":
+        from router.cli.suggest import add_parser as add_suggest
+
+        add_suggest(gsub)
 
 
 def register(sub: Any) -> None:

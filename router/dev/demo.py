@@ -9,12 +9,22 @@ signed email tokens, exactly as a mail client would fetch them.
 through the admin API it accepts them, converts them and marks them lost, and
 later brings some back (pricing visits, then another demo request), so the
 console shows re-engagement alerts within a minute or so.
+
+:class:`OutcomeDemo` closes the learning loop: every demo person has a hidden
+propensity to buy (:attr:`Person.propensity`); alerted leads are marked won or
+lost from it after a delay through the signed CRM webhook, so
+``leadrouter model train --from-outcomes`` can be run on real logged crossings
+and shown to recover the propensities.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +85,8 @@ FORM_GAP_S = 20.0  # a person's forms are at least this far apart
 DEMO_HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0 (leadrouter demo)",
                 "Origin": "https://www.example-saas.com"}
 CAMPAIGNS = ("nov-product-update", "webinar-invite", "pricing-change")
+# How much a company's country raises its people's hidden propensity to buy (log-odds; others -0.5).
+COUNTRY_LIFT: dict[str, float] = {"US": 1.8, "GB": 0.9, "DE": 0.9}
 
 
 @dataclass
@@ -91,6 +103,17 @@ class Person:
     @property
     def email(self) -> str:
         return f"{self.first}.{self.last}@{self.company[1]}".lower()
+
+    @property
+    def propensity(self) -> float:
+        """The hidden chance this person's deal is won (never sent): their country and how keen they are.
+
+        :class:`OutcomeDemo` draws won/lost from it; a model trained on the logged crossings
+        (``leadrouter model train --from-outcomes``) can only recover it from what the worker saw:
+        the country and the page views that keenness brings.
+        """
+        z = -1.7 + COUNTRY_LIFT.get(self.company[2], -0.5) + 1.2 * math.log(self.engaged)
+        return 1.0 / (1.0 + math.exp(-z))
 
 
 @dataclass
@@ -315,6 +338,75 @@ class ReengageDemo:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Play the reps' side until ``stop`` is set; a failed request is tried again next tick."""
+        async with aiohttp.ClientSession() as s:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError, ValueError):
+                    await self.step(s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.tick_s)
+
+
+class OutcomeDemo:
+    """Closes the loop: alerted leads are marked won or lost from their person's hidden propensity.
+
+    Every ``tick_s`` it looks up the known people's leads (admin API); a lead
+    assigned to a rep (mql, with an owner) for ``delay_s`` is decided, won with
+    probability :attr:`Person.propensity`, and reported through the signed CRM
+    webhook (``opportunity.won`` / ``opportunity.lost``), as a CRM would.  The
+    crossings the worker logged and these outcomes are what
+    ``leadrouter model train --from-outcomes`` learns from.  ``skip(email)``
+    leaves a person to another part of the demo (the re-engagement story).
+    """
+
+    def __init__(self, traffic: DemoTraffic, admin_url: str, token: str, webhook_secret: str,
+                 say: Callable[[str], None], *, delay_s: float = 20.0, tick_s: float = 2.0, seed: int | None = None,
+                 skip: Callable[[str], bool] = lambda email: False, clock: Callable[[], float] = time.time) -> None:
+        self.traffic = traffic
+        self.admin = admin_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.secret = webhook_secret
+        self.say = say
+        self.delay_s, self.tick_s = delay_s, tick_s
+        self.rng = random.Random(seed)
+        self.skip = skip
+        self.clock = clock
+        self.assigned_at: dict[str, float] = {}  # email -> monotonic time first seen assigned
+        self.decided: dict[str, bool] = {}  # email -> won
+
+    def _signed(self, body: bytes) -> dict[str, str]:
+        stamp = str(int(self.clock()))
+        mac = hmac.new(self.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        return {"X-LeadRouter-Timestamp": stamp, "X-LeadRouter-Signature": f"sha256={mac}",
+                "Content-Type": "application/json"}
+
+    async def _decide(self, s: aiohttp.ClientSession, p: Person) -> None:
+        won = self.rng.random() < p.propensity
+        event = "opportunity.won" if won else "opportunity.lost"
+        body = json.dumps({"event": event, "lead": p.email, "id": f"demo-{len(self.decided)}"}).encode()
+        async with s.post(f"{self.admin}/v1/webhooks/crm", data=body, headers=self._signed(body)) as resp:
+            await resp.read()
+            if resp.status != 200:
+                return  # moved on meanwhile (another rep, review): looked at again next tick
+        self.decided[p.email] = won
+        self.say(f"crm      {p.first} {p.last} ({p.company[0]}) {'won' if won else 'lost'} "
+                 f"(hidden propensity {p.propensity:.2f}) via the signed CRM webhook")
+
+    async def step(self, s: aiohttp.ClientSession) -> None:
+        now = time.monotonic()
+        for p in self.traffic.people:
+            if not p.known or p.email in self.decided or self.skip(p.email):
+                continue
+            since = self.assigned_at.get(p.email)
+            if since is None:
+                async with s.get(f"{self.admin}/v1/leads/{lead_id_for_email(p.email)}", headers=self.headers) as r:
+                    lead = dict(await r.json()) if r.status == 200 else {}
+                if lead.get("stage") == "mql" and lead.get("owner"):
+                    self.assigned_at[p.email] = now
+            elif now - since >= self.delay_s:
+                await self._decide(s, p)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Decide leads until ``stop`` is set; a failed request is tried again next tick."""
         async with aiohttp.ClientSession() as s:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError, aiohttp.ClientError, ValueError):

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TextIO
 
-from router.dev.demo import DemoTraffic, ReengageDemo
+from router.dev.demo import DemoTraffic, OutcomeDemo, ReengageDemo
 from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
 from router.dev.servers import ManagedProcess, free_port, spawn, start_broker, start_redis, wait_for_port
 from router.settings import Settings
@@ -99,7 +99,7 @@ class DevConsole:
 
 
 async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float | None = None,
-                  seed: int | None = None, out: TextIO = sys.stdout) -> int:
+                  seed: int | None = None, out: TextIO = sys.stdout, outcome_delay_s: float = 20.0) -> int:
     console = DevConsole(out)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
     workdir = Path(tempfile.mkdtemp(prefix="leadrouter-dev-"))
@@ -152,7 +152,9 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
             archive_dir=settings.files.archive_dir.resolve(),
         )
         admin_port = free_port()
-        settings = settings.with_(admin_port=admin_port, admin_url=f"http://127.0.0.1:{admin_port}")
+        settings = settings.with_(admin_port=admin_port, admin_url=f"http://127.0.0.1:{admin_port}",
+                                  admin_crm_webhook_secret=(settings.admin.crm_webhook_secret
+                                                            or secrets.token_urlsafe(32)))
         if "admin_metrics_urls" not in settings.explicit:  # the console's Health page reads both processes
             settings = settings.with_(admin_metrics_urls=[
                 *([f"http://127.0.0.1:{metrics_port}/metrics"] if metrics_port else []),
@@ -181,9 +183,18 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         demo = DemoTraffic(settings.ingest.public_url, settings.tokens.secret, rate_per_s=rate, seed=seed)
         demo_task = asyncio.create_task(demo.run(stop, duration_s))
         reps_task: asyncio.Task[None] | None = None
+        crm_task: asyncio.Task[None] | None = None
         if rate > 0:  # the reps' side: a few alerted leads lost, some of them back later (re-engagements)
             reps = ReengageDemo(demo, settings.alerts.admin_url, token, console.say)
             reps_task = asyncio.create_task(reps.run(stop))
+            # The CRM's side: every other alerted lead won or lost from its person's hidden propensity.
+            crm = OutcomeDemo(demo, settings.alerts.admin_url, token, settings.admin.crm_webhook_secret, console.say,
+                              delay_s=outcome_delay_s, seed=seed, skip=lambda email: email in reps.tried)
+            crm_task = asyncio.create_task(crm.run(stop))
+            console.say(f"learn    alerted leads are marked won or lost ~{outcome_delay_s:.0f} s after routing, from "
+                        "hidden propensities, through the signed CRM webhook; while this runs, train on them:")
+            console.say(f"         REDIS_URL={settings.redis.url} leadrouter model train --from-outcomes "
+                        "--min-leads 30 --min-conversions 8")
         last = time.monotonic()
         while not stop.is_set() and not demo_task.done():
             with contextlib.suppress(TimeoutError):
@@ -203,6 +214,8 @@ async def run_dev(settings: Settings, *, rate: float = 20.0, duration_s: float |
         await demo_task
         if reps_task is not None:
             await reps_task
+        if crm_task is not None:
+            await crm_task
         return 0
     finally:
         console.say("stopping…")

@@ -65,7 +65,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from redis.asyncio import Redis
 
 from router import metrics
 from router.errors import CollectorError
@@ -77,11 +76,12 @@ from router.ingest.segment import (
     Deduper,
     MessageDeduper,
 )
+from router.ingest.snippet import snippet
 from router.ingest.spool import Spool, SpoolSink
 from router.settings import Settings
 from router.storage.kafka import EventSink
 from router.storage.pii import Vault
-from router.storage.redis import create_redis
+from router.storage.redis import AnyRedis, create_redis
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,7 @@ def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] =
                           handler_args={"auto_decompress": False,
                                         "keepalive_timeout": settings.ingest.collector_idle_timeout_s})
     app.router.add_get("/t/p.gif", c.pixel)
+    app.router.add_get("/t/p.js", snippet)
     app.router.add_get("/t/o/{token}.gif", c.email_open)
     app.router.add_get("/t/c/{token}", c.email_click)
     app.router.add_post("/t/form", c.form)
@@ -234,14 +235,17 @@ class CollectorService:
     ``leadrouter collector`` runs one; the integration tests start one in-process.
     """
 
-    def __init__(self, settings: Settings, *, drain_timeout_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, *, drain_timeout_s: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: the receive time events get (tests drive it; production keeps ``time.time``)."""
         self.settings = settings
+        self.clock = clock
         self.drain_timeout_s = drain_timeout_s
         self.spool = Spool.from_settings(settings.spool)
         self.forwarder = KafkaForwarder(settings.kafka, settings.spool, self.spool)
         self._forward_stop = asyncio.Event()
         self._forward_task: asyncio.Task[None] | None = None
-        self._redis: Redis | None = None
+        self._redis: AnyRedis | None = None
         self._limiter: RateLimiter | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -266,7 +270,8 @@ class CollectorService:
             log.warning("LEADROUTER_PII_KEY is not set: personal data is sealed with the built-in development "
                         "key; set a long random LEADROUTER_PII_KEY in production")
         vault = Vault.from_settings(self._redis, self.settings.tokens)
-        app = create_app(self.settings, SpoolSink(self.spool), dedupe=dedupe, limiter=self._limiter, vault=vault)
+        app = create_app(self.settings, SpoolSink(self.spool), self.clock, dedupe=dedupe, limiter=self._limiter,
+                         vault=vault)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         ingest = self.settings.ingest

@@ -274,8 +274,11 @@ class Collector:
                 # Dropped, not flagged: a flood must not reach the spool, Kafka or the worker.
                 self._count(endpoint, "rate_limited")
                 return self._gif()
+            # ``ping=1``: the snippet's heartbeat while the page is visible (time on site; the worker
+            # bounds it by receive times, so a fast or endless pinger adds no more than real time, capped).
+            kind = EventType.PAGE_PING if q.get("ping") == "1" else EventType.PAGE_VIEW
             event = Event(
-                event_id=new_event_id(), type=EventType.PAGE_VIEW, ts=self.clock(), source="pixel",
+                event_id=new_event_id(), type=kind, ts=self.clock(), source="pixel",
                 visitor_id=vid, url=url, referrer=referrer, title=title, utm=utm_from(q, url),
                 user_agent=ua, ip=ip,
             )
@@ -408,6 +411,7 @@ class Collector:
                 may_set_cookie = False
         page_url, _ = clean_url(data.get("url") if isinstance(data.get("url"), str) else
                                 request.headers.get("Referer"))
+        referrer, _ = clean_url(data.get("ref") if isinstance(data.get("ref"), str) else None)
         form_id = fields.pop("form_id")
         email = fields.pop("email")
         ua = self._user_agent(request)
@@ -424,7 +428,7 @@ class Collector:
             metrics.FORM_SUSPICIOUS.labels(reason).inc()
         event = Event(
             event_id=new_event_id(), type=EventType.FORM_FILL, ts=self.clock(), source="form",
-            visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url,
+            visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url, referrer=referrer,
             utm=utm_from({k: v for k, v in data.items() if isinstance(v, str)}, page_url),
             user_agent=ua, ip=ip, trust=trust, trust_reasons=",".join(why) or None,
         )

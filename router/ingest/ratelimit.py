@@ -43,13 +43,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
 from router.settings import IngestSettings
 from router.storage import keys
-from router.storage.scripts import register
+from router.storage.redis import AnyRedis
+from router.storage.scripts import execute, queue, register
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ _HOT = Decision(hot_ip=True)  # allowed, from an address over a limit lately
 class RateLimiter:
     """Fixed-window counters in Redis (shared) with per-process counts and a cache of keys already over."""
 
-    def __init__(self, redis: Redis | None, window_s: int = 60, *, clock: Callable[[], float] = time.time,
+    def __init__(self, redis: AnyRedis | None, window_s: int = 60, *, clock: Callable[[], float] = time.time,
                  breaker_s: float = 5.0, flush_s: float = 0.25) -> None:
         self.redis = redis
         self.window_s = max(1, int(window_s))
@@ -98,9 +98,12 @@ class RateLimiter:
         self._broken_until = 0.0
         self._names: dict[tuple[str, str, int], str] = {}  # (scope, identifier, window) -> Redis key
         self._flusher: asyncio.Task[None] | None = None
+        # One flush at a time: a flush called while the background one is in flight waits for its totals,
+        # so whatever was counted before the call is shared (and the totals learned) when it returns.
+        self._flushing = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, ingest: IngestSettings, redis: Redis | None) -> RateLimiter:
+    def from_settings(cls, ingest: IngestSettings, redis: AnyRedis | None) -> RateLimiter:
         return cls(redis, ingest.rate_limit_window_s)
 
     def is_hot(self, ip: str | None) -> bool:
@@ -185,8 +188,8 @@ class RateLimiter:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for names in by_tag.values():
-                await self._script(keys=names, args=[ttl_ms, *(increments[k] for k in names)], client=pipe)
-            replies = await pipe.execute()
+                await queue(pipe, self._script, keys=names, args=[ttl_ms, *(increments[k] for k in names)])
+            replies = await execute(pipe)
         except (RedisError, OSError, TimeoutError) as exc:
             self._broken_until = self.clock() + self.breaker_s
             metrics.RATE_LIMIT_FALLBACKS.inc()
@@ -210,6 +213,10 @@ class RateLimiter:
 
     async def flush(self) -> None:
         """Share the requests counted here since the last flush, and learn every collector's totals."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}

@@ -51,6 +51,11 @@ GIF_HEADERS = {
 MAX_FORM_BYTES = 64 * 1024
 VISITOR_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 FORM_TEXT_FIELDS = ("first_name", "last_name", "name", "company", "job_title", "country", "region", "phone")
+# A form's other questions ("What is your occupation?") posted as ``answer.<name>``: kept on the lead as
+# field ``<name>`` (the feature catalogue's ``form:<name>``), at most MAX_ANSWERS of them.
+ANSWER_PREFIX = "answer."
+ANSWER_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_ANSWERS = 20
 TRUE_WORDS = {"1", "true", "yes", "on", "y"}
 FALSE_WORDS = {"0", "false", "no", "off", "n", ""}
 SPOOL_FULL = "spool_full"
@@ -220,6 +225,29 @@ def parse_form(data: Mapping[str, Any]) -> tuple[dict[str, str], list[Problem]]:
             continue
         if name in ("country", "region") and len(value) <= 3:
             value = value.upper()
+        if value:
+            out[name] = value
+    answers = [k for k in data if isinstance(k, str) and k.startswith(ANSWER_PREFIX)]
+    if len(answers) > MAX_ANSWERS:
+        problems.append(Problem("answer.*", len(answers), f"more than {MAX_ANSWERS} answers",
+                                f"send at most {MAX_ANSWERS} answer.<name> fields"))
+        answers = []
+    for key in answers:
+        name, value = key[len(ANSWER_PREFIX):], data.get(key)
+        if not ANSWER_NAME_RE.match(name) or name in FORM_TEXT_FIELDS or name in ("email", "form_id", "consent"):
+            problems.append(Problem(key[:80], value if isinstance(value, str) else None, "not an answer name",
+                                    "name answers answer.<name> with 1-64 lower-case letters, digits or '_', "
+                                    "and send profile fields (email, country ...) under their own names"))
+            continue
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            problems.append(Problem(key, value, "must be text", f"send {key} as a string"))
+            continue
+        value = " ".join(value.split())
+        if len(value) > MAX_FIELD:
+            problems.append(Problem(key, value[:40] + "…", f"longer than {MAX_FIELD} characters", f"shorten {key}"))
+            continue
         if value:
             out[name] = value
     consent = data.get("consent")

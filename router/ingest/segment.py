@@ -80,7 +80,6 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from models import Event, EventType
@@ -88,6 +87,7 @@ from router import metrics
 from router.errors import CollectorError
 from router.ingest.machine import Network, classify_web_hit
 from router.storage import keys
+from router.storage.redis import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -610,7 +610,7 @@ class MessageDeduper:
     their deterministic event ids still let the worker drop repeats.
     """
 
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: AnyRedis, ttl_s: int) -> None:
         self.redis = redis
         self.ttl_s = max(int(ttl_s), 86_400)
 

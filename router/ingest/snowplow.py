@@ -21,9 +21,9 @@ Mapping (documented decisions)
       its data, or an element named like ``email``) becomes a ``form_fill``
       with ``form_id`` from ``formId``/``form_id``; otherwise a ``track``.
     * ``e=tr`` / ``e=ti`` (ecommerce) -> ``track`` named ``transaction`` /
-      ``transaction_item``.  Page pings (``e=pp``) and unknown types are
-      ignored and counted: a ping every few seconds is engagement time, not
-      an intent event.
+      ``transaction_item``.  Page pings (``e=pp``) -> ``page_ping``: engagement
+      time on the lead (bounded per ping interval and per session by the worker),
+      never scored.  Unknown types are ignored and counted.
     * Identity: ``duid`` (domain user id; else ``nuid``/``tnuid``) ->
       ``visitor_id``, ``uid`` -> ``user_id``, ``sid`` -> ``traits["$session_id"]``.
     * ``eid`` -> ``message_id``; ``event_id`` = sha256("snowplow", app id, eid),
@@ -219,8 +219,12 @@ def map_event(params: Mapping[str, Any], ctx: IngestContext) -> Mapped:
         name = "transaction" if kind == "tr" else "transaction_item"
         traits = flatten({k: v for k, v in params.items() if k.startswith(("tr_", "ti_"))})
         event = Event(type=EventType.TRACK, name=name, **base)
+    elif kind == "pp":
+        # A heartbeat while the page is open: time on site (bounded in apply_event.lua by the
+        # collector's receive times, never the tracker's), no score, no activity.
+        event = Event(type=EventType.PAGE_PING, **base)
     else:
-        raise Ignored("page_ping" if kind == "pp" else "unknown")
+        raise Ignored("unknown")
     if app_id:
         traits["$app_id"] = app_id
     if text(params.get("sid"), 64):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
 import orjson
-from redis.asyncio import Redis
 
 from router.storage import keys
+from router.storage.redis import AnyRedis
 from router.storage.scripts import register
 
 LinkState = Literal["ok", "used", "gone", "reassigned", "handled"]
@@ -34,7 +34,7 @@ class LinkCheck:
 class ActionLinkStore:
     """Checks and records alert action links against the lead's current assignment."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self.redis = redis
         self._script = register(redis, "action_link.lua")
 

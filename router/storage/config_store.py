@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import orjson
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from router.errors import ConfigFileError, RouterError
-from router.storage import keys
+from router.storage import audit, keys
+from router.storage.audit import Via
+from router.storage.redis import AnyRedis
 from router.storage.rules_store import HistoryEntry, cases_path_for, read_text
 from router.storage.scripts import register
 from scoring import IcpConfig, ScoringConfig, ScoringError, load_icp_config, load_scoring_config
@@ -209,7 +210,7 @@ def _s(x: bytes | str) -> str:
 class ConfigStore(Generic[T]):
     """The only code that reads and writes published scoring or ICP files in Redis."""
 
-    def __init__(self, redis: Redis, spec: ConfigSpec[T]) -> None:
+    def __init__(self, redis: AnyRedis, spec: ConfigSpec[T]) -> None:
         self.redis = redis
         self.spec = spec
         self.kind = spec.kind
@@ -225,7 +226,7 @@ class ConfigStore(Generic[T]):
         return name
 
     async def publish(self, check: ConfigCheck[T], *, author: str, note: str = "",
-                      now: float | None = None) -> PublishedConfig:
+                      now: float | None = None, via: Via = "cli") -> PublishedConfig:
         """Store a checked file as the next version and make it active, atomically (every case must pass)."""
         if not check.passed:
             msg = (f"{check.source}: its test cases did not all pass; run `leadrouter {self.kind} test` "
@@ -244,9 +245,12 @@ class ConfigStore(Generic[T]):
                   keys.config_history(self.kind)],
             args=[doc.to_json(), name, repr(ts), doc.note],
         ))
+        await audit.record(self.redis, who=name, role="", action=f"{self.kind}.publish", via=via,
+                           target=f"v{number}", detail=doc.note, now=ts)
         return dataclasses.replace(doc, number=number)
 
-    async def rollback(self, number: int, *, author: str, note: str = "", now: float | None = None) -> HistoryEntry:
+    async def rollback(self, number: int, *, author: str, note: str = "", now: float | None = None,
+                       via: Via = "cli") -> HistoryEntry:
         """Make an earlier version active again (it must still compile and pass its stored cases)."""
         name = self._author(author)
         target = await self.get(number)
@@ -277,6 +281,8 @@ class ConfigStore(Generic[T]):
         if int(code) == -1:
             msg = f"v{number} is already the active {self.kind} version; nothing changed"
             raise ConfigVersionError(msg)
+        await audit.record(self.redis, who=name, role="", action=f"{self.kind}.rollback", via=via,
+                           target=f"v{number}", detail=note.strip(), now=ts)
         return HistoryEntry("rollback", number, previous, name, ts, note.strip())
 
     async def active_number(self) -> int | None:

@@ -442,3 +442,42 @@ def pii_key(subject: str) -> str:
 def pii_gone(subject: str) -> str:
     """String (forget time): the tombstone; the collector and the worker drop the person's events."""
     return f"{PREFIX}:{{P:{subject}}}:gone"
+
+
+# --- Learning from outcomes: the decision log and the CRM webhook (issue 12.2) -----------------------
+
+VECTORS = f"{PREFIX}:vectors"
+"""Stream of JSON records (field ``json``): the feature vector, score, model version and probability the worker
+used at each crossing and each routing decision (router/worker/learning.py).  Capped; forget XDELs a person's."""
+VECTORS_MAXLEN = 500_000
+
+
+def webhook_seen(digest: str) -> str:
+    """String: a CRM webhook delivery already applied (sha256 of its signature), kept for the replay window."""
+    return f"{PREFIX}:webhook:seen:{digest}"
+
+
+# --- The ops console's live feed, dead letters and audit trail (issue 14; appended) -----------------
+# Streams hold ids (lead, rep, assignment), statuses and times, never a person's name or email:
+# the console looks names up when it shows an entry, so a forgotten person's entry shows no name.
+# Erasure (router/worker/privacy.py) also XDELs the entries that name the lead.
+
+LIVE = f"{PREFIX}:console:live"
+"""Stream: crossings, alerts and per-channel delivery outcomes as they happen (router/storage/live.py)."""
+LIVE_MAXLEN = 10_000
+
+DEAD_LETTERS = f"{PREFIX}:alerts:dead"
+"""Stream: alerts that failed on a channel, with the sealed record the dead-letter topic got, for the
+console's Replay (router/storage/live.py); a replayed entry is deleted."""
+DEAD_LETTERS_MAXLEN = 10_000
+
+AUDIT = f"{PREFIX}:audit"
+"""Stream: every change made through the console, the admin API or the CLI: who, when, what
+(router/storage/audit.py)."""
+AUDIT_MAXLEN = 200_000
+LEAD_AUDIT_KEPT = 200
+
+
+def lead_audit(lead_id: str) -> str:
+    """List of JSON audit entries about one lead, newest first (router/storage/audit.py)."""
+    return f"{PREFIX}:{{L:{lead_id}}}:audit"

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router import metrics
@@ -20,7 +19,7 @@ from router.errors import ConfigFileError, RouterError
 from router.settings import RedisSettings
 from router.storage import keys
 from router.storage.config_store import ConfigSpec, PublishedConfig
-from router.storage.redis import create_sync_redis
+from router.storage.redis import AnyRedis, create_sync_redis
 from router.storage.rules_store import PublishedRules, PublishedRulesError
 from rules import RoutingConfig, RulesError, load_routing
 from rules.accounts import AccountBook, load_accounts
@@ -136,7 +135,7 @@ class PublishedSource(LiveFile[T]):
     active_key: str
     versions_key: str
 
-    def __init__(self, path: Path, redis: Redis, label: str, *, loader: Callable[[Path], T],
+    def __init__(self, path: Path, redis: AnyRedis, label: str, *, loader: Callable[[Path], T],
                  startup: RedisSettings | None = None) -> None:
         """Load the file (a bad file is fatal, as with :meth:`LiveFile.open`).
 
@@ -249,7 +248,7 @@ class RedisRulesSource(PublishedSource[RoutingConfig]):
     active_key = keys.rules_active()
     versions_key = keys.rules_versions()
 
-    def __init__(self, path: Path, redis: Redis, label: str = "routing", *,
+    def __init__(self, path: Path, redis: AnyRedis, label: str = "routing", *,
                  loader: Callable[[Path], RoutingConfig] = load_rules_file,
                  startup: RedisSettings | None = None) -> None:
         super().__init__(path, redis, label, loader=loader, startup=startup)
@@ -262,7 +261,7 @@ class RedisConfigSource(PublishedSource[T]):
     """The scoring or ICP file a worker follows: the published version (``leadrouter scoring|icp publish``),
     else the file.  Leads record :attr:`tag`: ``v<number>:<content hash>`` when published."""
 
-    def __init__(self, spec: ConfigSpec[T], path: Path, redis: Redis, label: str | None = None, *,
+    def __init__(self, spec: ConfigSpec[T], path: Path, redis: AnyRedis, label: str | None = None, *,
                  loader: Callable[[Path], T] | None = None, startup: RedisSettings | None = None) -> None:
         self.spec = spec
         self.active_key = keys.config_active(spec.kind)

@@ -205,7 +205,7 @@ def load_model(registry: Path, version: str) -> LoadedModel:
     except Exception as exc:
         raise ModelLoadError(f"cannot load {path / MODEL_FILE}: {type(exc).__name__}: {exc}; "
                              "retrain the model with the installed scikit-learn") from exc
-    model = PipelineLeadModel(version, schema.names, estimator)
+    model = PipelineLeadModel(version, schema.names, estimator, schema)
     try:
         (p,) = model.predict_proba([{}])
     except Exception as exc:
@@ -228,9 +228,9 @@ def active_version(registry: Path) -> str | None:
     return text or None
 
 
-def explain_lead(loaded: LoadedModel, lead: Mapping[str, str]) -> Explanation:
-    """The model's probability for a live lead hash, with each feature's exact signed log-odds contribution."""
-    return explain(loaded.estimator, loaded.schema, features_from_lead(lead, loaded.schema.names))
+def explain_lead(loaded: LoadedModel, lead: Mapping[str, str], *, now: float | None = None) -> Explanation:
+    """The model's probability for a live lead hash (as of ``now``), with each feature's exact log-odds share."""
+    return explain(loaded.estimator, loaded.schema, features_from_lead(lead, loaded.schema.names, now=now))
 
 
 def load_active(registry: Path) -> LoadedModel | None:
@@ -256,8 +256,17 @@ def check_servable(loaded: LoadedModel) -> None:
 
 
 def activate(registry: Path, version: str) -> None:
-    """Make ``version`` the served one (after checking it loads and is servable): ``ACTIVE`` is replaced atomically."""
-    check_servable(load_model(registry, version))
+    """Make ``version`` the served one (after checking it loads and is servable): ``ACTIVE`` is replaced atomically.
+
+    A model trained on logged outcomes below the activation minimum (``metadata.activation.allowed`` false,
+    router/cli/model_outcomes.py) is refused, with the counts.
+    """
+    loaded = load_model(registry, version)
+    gate = loaded.metadata.get("activation") or {}
+    if isinstance(gate, dict) and gate.get("allowed") is False:
+        msg = (f"model {version} is not activated: {str(gate.get('detail', '')).removeprefix('not activated: ')}")
+        raise ModelRegistryError(msg)
+    check_servable(loaded)
     target = registry / ACTIVE_FILE
     fd, tmp = tempfile.mkstemp(prefix=".ACTIVE-", dir=registry)
     try:

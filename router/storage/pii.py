@@ -46,14 +46,14 @@ from typing import Any, Literal
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from redis.asyncio import Redis
 
 from models import Event
 from models.events import PERSONAL_FIELDS
 from router.settings import TokenSettings
 from router.storage import keys
 from router.storage.kafka import ProduceError
-from router.storage.scripts import register
+from router.storage.redis import AnyRedis
+from router.storage.scripts import execute, queue, register
 
 SEAL_PREFIX = "s1."
 ESCROW_PREFIX = "e1."  # sealed under the escrow key: Redis did not answer at the collector
@@ -129,7 +129,7 @@ _PSEUDONYM_LABEL = b"leadrouter/pii/pseudonym/v1"
 class Vault:
     """The master-key operations and the per-person key store (one Lua call per person, pipelined)."""
 
-    def __init__(self, redis: Redis, master: str) -> None:
+    def __init__(self, redis: AnyRedis, master: str) -> None:
         raw = master.encode()
         self.redis = redis
         self._subject_key = _derive(raw, b"leadrouter/pii/subject/v1")
@@ -137,11 +137,12 @@ class Vault:
         self._wrap = AESGCM(_derive(raw, b"leadrouter/pii/wrap/v1"))
         self._escrow = _derive(raw, b"leadrouter/pii/escrow/v1")
         self._script = register(redis, "pii_key.lua")
+        self._shred = register(redis, "pii_shred.lua")
         self._pseudonym_mac = hmac.new(self._pseudonym_key, digestmod=hashlib.sha256)
         self._pseudonyms: dict[str, str] = {}  # identifier -> pseudonym, at most CACHE_SIZE (oldest out)
 
     @classmethod
-    def from_settings(cls, redis: Redis, tokens: TokenSettings) -> Vault:
+    def from_settings(cls, redis: AnyRedis, tokens: TokenSettings) -> Vault:
         master, _ = tokens.pii_master()
         return cls(redis, master)
 
@@ -175,9 +176,9 @@ class Vault:
         pipe = self.redis.pipeline(transaction=False)
         for subject in wanted:
             fresh = self._wrap_key(subject, os.urandom(32)) if create else b""
-            await self._script(keys=[keys.pii_key(subject), keys.pii_gone(subject)], args=[fresh], client=pipe)
+            await queue(pipe, self._script, keys=[keys.pii_key(subject), keys.pii_gone(subject)], args=[fresh])
         try:
-            replies = await pipe.execute()
+            replies = await execute(pipe)
         except Exception as exc:  # a timeout, a refused connection, a failover
             msg = f"the data-key store (Redis) did not answer ({exc!r}); check REDIS_URL and that Redis is up"
             raise PiiKeysUnavailable(msg) from exc
@@ -194,10 +195,7 @@ class Vault:
 
     async def shred(self, subject: str, now: float) -> bool:
         """Delete the person's data key and leave the tombstone; True when a key existed."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.pii_key(subject))
-        pipe.set(keys.pii_gone(subject), repr(now))
-        deleted, _ = await pipe.execute()
+        deleted = await self._shred(keys=[keys.pii_key(subject), keys.pii_gone(subject)], args=[repr(now)])
         return bool(deleted)
 
     async def forgotten(self, subjects: Iterable[str]) -> set[str]:
@@ -207,7 +205,7 @@ class Vault:
         pipe = self.redis.pipeline(transaction=False)
         for subject in wanted:
             pipe.exists(keys.pii_gone(subject))
-        return {s for s, n in zip(wanted, await pipe.execute(), strict=True) if n}
+        return {s for s, n in zip(wanted, await execute(pipe), strict=True) if n}
 
     def _wrap_key(self, subject: str, key: bytes) -> bytes:
         nonce = os.urandom(12)

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from router.errors import ConfigFileError, RouterError
-from router.storage import keys
+from router.storage import audit, keys
+from router.storage.audit import Via
+from router.storage.redis import AnyRedis
 from router.storage.scripts import register
 from rules import RoutingConfig, RulesError, RuleTestResult, load_routing, load_rule_tests, run_rule_tests
 
@@ -230,12 +231,13 @@ def _author(author: str) -> str:
 class RulesStore:
     """The only code that reads and writes published rules in Redis."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self.redis = redis
         self._publish: AsyncScript = register(redis, "rules_publish.lua")
         self._rollback: AsyncScript = register(redis, "rules_rollback.lua")
 
-    async def publish(self, check: RuleCheck, *, author: str, note: str = "", now: float | None = None) -> PublishedRules:
+    async def publish(self, check: RuleCheck, *, author: str, note: str = "", now: float | None = None,
+                      via: Via = "cli") -> PublishedRules:
         """Store a checked rules file as the next version and make it active, atomically.
 
         ``check`` must come from :func:`check_rules` (every test case passed); anything else is refused.
@@ -255,9 +257,12 @@ class RulesStore:
             keys=[keys.rules_seq(), keys.rules_versions(), keys.rules_active(), keys.rules_history()],
             args=[doc.to_json(), name, repr(ts), doc.note],
         ))
+        await audit.record(self.redis, who=name, role="", action="rules.publish", via=via,
+                           target=f"v{number}", detail=doc.note, now=ts)
         return dataclasses.replace(doc, number=number)
 
-    async def rollback(self, number: int, *, author: str, note: str = "", now: float | None = None) -> HistoryEntry:
+    async def rollback(self, number: int, *, author: str, note: str = "", now: float | None = None,
+                       via: Via = "cli") -> HistoryEntry:
         """Make an earlier version active again (it must still compile and pass its stored cases)."""
         name = _author(author)
         target = await self.get(number)
@@ -287,6 +292,8 @@ class RulesStore:
         if int(code) == -1:
             msg = f"v{number} is already the active rules version; nothing changed"
             raise RulesVersionError(msg)
+        await audit.record(self.redis, who=name, role="", action="rules.rollback", via=via,
+                           target=f"v{number}", detail=note.strip(), now=ts)
         return HistoryEntry("rollback", number, previous, name, ts, note.strip())
 
     async def active_number(self) -> int | None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
 import orjson
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from models import Reason
@@ -28,9 +27,11 @@ from models.pipeline import (
     summarise,
 )
 from router.storage import keys
-from router.storage.scripts import lua
+from router.storage.redis import AnyRedis, mget
+from router.storage.scripts import execute, lua, queue
 from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json, reengage_json
 from scoring.account_intent import AccountIntentConfig
+from scoring.touch import MAX_NAME, visit_cfg, visit_step
 
 
 def _lua(name: str) -> str:
@@ -62,7 +63,7 @@ class LeadRules:
 class RedisStore:
     """The only code that talks to Redis about leads, teams and alerts."""
 
-    def __init__(self, redis: Redis, *, seen_window_s: int = keys.SEEN_WINDOW_S,
+    def __init__(self, redis: AnyRedis, *, seen_window_s: int = keys.SEEN_WINDOW_S,
                  anonymous_ttl_s: int = keys.ANONYMOUS_TTL_S, known_link_ttl_s: int = keys.KNOWN_LINK_TTL_S,
                  member_horizon_s: float | None = None, merged_ttl_s: int = keys.MERGED_TTL_S) -> None:
         """``anonymous_ttl_s``: anonymous profiles, their links and account ties expire this long after
@@ -92,7 +93,7 @@ class RedisStore:
         uids = list(dict.fromkeys(user_ids))
         if not vids and not uids:
             return {}, {}
-        values = await self.redis.mget([keys.visitor(v) for v in vids] + [keys.user(u) for u in uids])
+        values = await mget(self.redis, [keys.visitor(v) for v in vids] + [keys.user(u) for u in uids])
         pairs = list(zip(vids + uids, values, strict=True))
         visitors = {k: _s(x) for k, x in pairs[: len(vids)] if x}
         users = {k: _s(x) for k, x in pairs[len(vids):] if x}
@@ -126,7 +127,7 @@ class RedisStore:
                 pipe.persist(key)
             else:
                 pipe.expire(key, ttl)
-        await pipe.execute()
+        await execute(pipe)
 
     async def merge(self, m: Merge, *, half_life_s: float, now: float) -> MergeStatus:
         """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash."""
@@ -139,35 +140,34 @@ class RedisStore:
         sources (later events to them are 'moved'), let the targets absorb them
         (once, by marker), clean the sources and log every merge.  Merges that
         depend on each other (a source that is another merge's target) run in
-        later waves, in order.
+        later waves, in order.  The statuses come in the order of ``merges``.
         """
-        statuses: list[MergeStatus] = []
+        by_merge: dict[int, MergeStatus] = {}
         for wave in _waves(merges):
             pipe = self.redis.pipeline(transaction=False)
             for m in wave:
-                await self._freeze(keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s], client=pipe)
-            frozen = [orjson.loads(r) for r in await pipe.execute()]
+                await queue(pipe, self._freeze, keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s])
+            frozen = [orjson.loads(r) for r in await execute(pipe)]
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
                 if f["status"] == "frozen":
                     ttl = 0 if keys.is_email_lead(m.target) else self.anonymous_ttl_s
-                    await self._absorb(keys=keys.lead_keys(m.target),
-                                       args=[*_absorb_args(m, f, half_life_s, now, self.seen_window_s), ttl],
-                                       client=pipe)
-            await pipe.execute()
+                    await queue(pipe, self._absorb, keys=keys.lead_keys(m.target),
+                                args=[*_absorb_args(m, f, half_life_s, now, self.seen_window_s), ttl,
+                                      orjson.dumps(web_state(f.get("hash") or {}))])
+            await execute(pipe)
             pipe = self.redis.pipeline(transaction=False)
             for m, f in zip(wave, frozen, strict=True):
                 status = _status(f["status"], _MERGE_STATUSES)
                 if status == "frozen":
-                    await self._cleanup(keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s],
-                                        client=pipe)
+                    await queue(pipe, self._cleanup, keys=keys.lead_keys(m.source), args=[m.target, self.merged_ttl_s])
                 kind = "merge" if status in ("frozen", "done") else f"merge_{status}"
                 pipe.xadd(keys.IDENTITY_LOG, {"kind": kind, "source": m.source, "target": m.target,
                                               "identifier": m.identifier, "event_id": m.event_id, "ts": str(m.ts)},
                           maxlen=keys.IDENTITY_LOG_MAXLEN, approximate=True)
-                statuses.append(status)
-            await pipe.execute()
-        return statuses
+                by_merge[id(m)] = status
+            await execute(pipe)
+        return [by_merge[id(m)] for m in merges]
 
     async def log_identity(self, kind: str, **fields: object) -> None:
         entry: dict[Any, Any] = {"kind": kind, **{k: str(v) for k, v in fields.items()}}
@@ -188,7 +188,7 @@ class RedisStore:
         cfg: dict[str, Any] = {"hl": rules.half_life_s, "now": now, "sw": self.seen_window_s,
                                "rk": keys.REASONS_KEPT, "ck": keys.RECENT_KEPT, "at": self.anonymous_ttl_s,
                                "rc": orjson.Fragment(rules.clauses_json), "hk": keys.HISTORY_KEPT,
-                               "fk": keys.FIELD_HISTORY_KEPT}
+                               "fk": keys.FIELD_HISTORY_KEPT, **visit_cfg()}
         if rules.reengage_json:
             cfg["re"] = orjson.Fragment(rules.reengage_json)
         if rules.daily_cap is not None:
@@ -228,16 +228,20 @@ class RedisStore:
             if plan.grade is not None:
                 payload["g"] = plan.grade.letter
                 payload["gp"] = plan.grade.points
-            await self._apply(keys=keys.apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg],
-                              client=pipe)
+            if ev.name:
+                payload["n"] = ev.name[:MAX_NAME]
+            visit = visit_step(ev)
+            if visit is not None:
+                payload["w"] = visit
+            await queue(pipe, self._apply, keys=keys.apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg])
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
                                  "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
                                  "ep": keys.DECAY_EPOCH, "mh": self.member_horizon_s})
         for a in accounts:
             item = {"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
                     "d": a.domain, "k": a.known}
-            await self._account(keys=keys.account_keys(a.key_id), args=[orjson.dumps(item), acct_cfg], client=pipe)
-        raw = await pipe.execute()
+            await queue(pipe, self._account, keys=keys.account_keys(a.key_id), args=[orjson.dumps(item), acct_cfg])
+        raw = await execute(pipe)
         leads = [_parse_apply(r) for r in raw[: len(plans)]]
         accts = [_parse_account(a.key_id, a.event_id, r) for a, r in zip(accounts, raw[len(plans):], strict=True)]
         await self.index_recycles(zip((p.lead_id for p in plans), leads, strict=True))
@@ -256,16 +260,15 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         for lead_id, at in due.items():
             pipe.zadd(keys.due("recycle", keys.due_shard(lead_id)), {lead_id: at})
-        await pipe.execute()
+        await execute(pipe)
 
     async def due_claim(self, kind: str, now: float, lease_s: float, limit: int) -> list[tuple[int, str, str]]:
         """Lease up to ``limit`` items due by ``now`` in every shard of ``kind``: [(shard, item, lease)], one round trip."""
         lease = repr(now + lease_s)
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(keys.DUE_SHARDS):
-            await self._script("sla_claim.lua")(keys=[keys.due(kind, shard)], args=[repr(now), lease, limit],
-                                                client=pipe)
-        raw = await pipe.execute()
+            await queue(pipe, self._script("sla_claim.lua"), keys=[keys.due(kind, shard)], args=[repr(now), lease, limit])
+        raw = await execute(pipe)
         return [(shard, _s(m), lease) for shard, items in enumerate(raw) for m in items]
 
     async def due_settle(self, kind: str, settled: Sequence[tuple[int, str, str, float | None]]) -> None:
@@ -274,9 +277,9 @@ class RedisStore:
             return
         pipe = self.redis.pipeline(transaction=False)
         for shard, item, lease, nxt in settled:
-            await self._script("due_settle.lua")(keys=[keys.due(kind, shard)],
-                                                 args=[item, lease, "" if nxt is None else repr(nxt)], client=pipe)
-        await pipe.execute()
+            await queue(pipe, self._script("due_settle.lua"), keys=[keys.due(kind, shard)],
+                                                 args=[item, lease, "" if nxt is None else repr(nxt)])
+        await execute(pipe)
 
     async def due_pending(self, kind: str) -> dict[str, float]:
         """Every item of ``kind`` with its due time (tests and ``leads show``; reads every shard)."""
@@ -284,7 +287,7 @@ class RedisStore:
         for shard in range(keys.DUE_SHARDS):
             pipe.zrange(keys.due(kind, shard), 0, -1, withscores=True)
         out: dict[str, float] = {}
-        for items in await pipe.execute():
+        for items in await execute(pipe):
             out.update({_s(m): float(t) for m, t in items})
         return out
 
@@ -293,7 +296,7 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.rpush(keys.SLA_FIGURES, orjson.dumps(dict(record)))
         pipe.ltrim(keys.SLA_FIGURES, -keys.SLA_FIGURES_MAX, -1)
-        await pipe.execute()
+        await execute(pipe)
 
     async def pop_figures(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` SLA figures, oldest first; each is popped by exactly one worker."""
@@ -315,10 +318,9 @@ class RedisStore:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for lead_id in lead_ids:
-            await self._script("lead_recycle.lua")(
-                keys=[keys.lead(lead_id), keys.history(lead_id)],
-                args=[repr(now), repr(half_life_s), repr(recycle_below), keys.HISTORY_KEPT], client=pipe)
-        return [orjson.loads(r) for r in await pipe.execute()]
+            await queue(pipe, self._script("lead_recycle.lua"), keys=[keys.lead(lead_id), keys.history(lead_id)],
+                        args=[repr(now), repr(half_life_s), repr(recycle_below), keys.HISTORY_KEPT])
+        return [orjson.loads(r) for r in await execute(pipe)]
 
     async def set_probabilities(self, probs: Mapping[str, float], rules: LeadRules, now: float,
                                 batch_id: str) -> dict[str, ApplyResult]:
@@ -329,8 +331,8 @@ class RedisStore:
         cfg = self._lead_cfg(rules, now)
         for lead_id, p in probs.items():
             payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
-            await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg], client=pipe)
-        raw = await pipe.execute()
+            await queue(pipe, self._apply, keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg])
+        raw = await execute(pipe)
         out = {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
         await self.index_recycles(out.items())
         return out
@@ -343,7 +345,7 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         for lid in unique:
             pipe.hgetall(keys.lead(lid))
-        raw = await pipe.execute()
+        raw = await execute(pipe)
         return {lid: {_s(k): _s(v) for k, v in h.items()} for lid, h in zip(unique, raw, strict=True)}
 
     async def availability_overrides(self, rep_ids: Sequence[str]) -> dict[str, str]:
@@ -353,7 +355,7 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         for rep_id in rep_ids:
             pipe.hmget(keys.rep_availability(rep_id), "out_of_office", "until")
-        raw = await pipe.execute()
+        raw = await execute(pipe)
         return {rep_id: _s(v[1] or b"") for rep_id, v in zip(rep_ids, raw, strict=True) if v[0] and _s(v[0]) == "1"}
 
     async def lead_accounts(self, lead_ids: Sequence[str]) -> dict[str, str]:
@@ -361,7 +363,7 @@ class RedisStore:
         unique = list(dict.fromkeys(lead_ids))
         if not unique:
             return {}
-        values = await self.redis.mget([keys.lead_account(x) for x in unique])
+        values = await mget(self.redis, [keys.lead_account(x) for x in unique])
         return {lid: _s(v) for lid, v in zip(unique, values, strict=True) if v}
 
     async def set_lead_accounts(self, mapping: Mapping[str, str]) -> None:
@@ -372,7 +374,7 @@ class RedisStore:
             # An anonymous profile's tie expires with it (re-written, so refreshed, by each of its events).
             ttl = None if keys.is_email_lead(lead_id) else self.anonymous_ttl_s or None
             pipe.set(keys.lead_account(lead_id), key_id, ex=ttl)
-        await pipe.execute()
+        await execute(pipe)
 
     async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
                           now: float) -> ApplyResult:
@@ -428,10 +430,7 @@ class RedisStore:
 
     async def mark_sent(self, assignment_id: str, channel: str, ts: float) -> None:
         key = keys.alert_sent(assignment_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, channel, repr(ts))
-        pipe.expire(key, keys.SENT_TTL_S)
-        await pipe.execute()
+        await self._script("hset_expire.lua")(keys=[key], args=[keys.SENT_TTL_S, channel, repr(ts)])
 
     async def lead_hash(self, lead_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(keys.lead(lead_id))
@@ -575,7 +574,7 @@ class RedisStore:
             pipe.zrem(keys.REVIEW_QUEUE, lead_id)
         elif status in ("dismissed", "not_held", "stale"):
             pipe.zrem(keys.REVIEW_QUEUE, lead_id)
-        await pipe.execute()
+        await execute(pipe)
         return out
 
     async def review_queue(self, limit: int = 100) -> list[str]:
@@ -649,6 +648,15 @@ def _absorb_args(m: Merge, frozen: Mapping[str, Any], half_life_s: float, now: f
         orjson.dumps(frozen.get("recent") or []), orjson.dumps(fields), orjson.dumps(counts), orjson.dumps(caps),
         h.get("hr_ts", ""), h.get("hr_event", ""),
     ]
+
+
+def web_state(h: Mapping[str, str]) -> dict[str, str]:
+    """A frozen profile's visits (apply_event.lua's ``w:*`` fields) for merge_absorb.lua's ARGV[20]."""
+    return {k[2:]: v for k, v in h.items() if k.startswith("w:") and k[2:] in _WEB_KEYS}
+
+
+_WEB_KEYS: frozenset[str] = frozenset({"ss", "time", "st", "last", "camp", "ft", "ft_ts", "lt", "lt_ts", "es", "es0",
+                                       "esd"})
 
 
 def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:

@@ -41,6 +41,7 @@ from router.storage.model_registry import ActiveModelWatcher
 from router.storage.pii import PiiKeysUnavailable, Vault
 from router.storage.redis import create_redis
 from router.storage.store import RedisStore
+from router.worker.fetchwait import FetchWaitGovernor
 from router.worker.pipeline import Pipeline
 from router.worker.scheduler import scheduler_timer
 
@@ -53,6 +54,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
+        governor = getattr(self.app, "fetch_wait", None)
+        if governor is not None:
+            governor.attach(consumer)
         return consumer
 
 
@@ -67,6 +71,7 @@ class _Transport(faust_aiokafka.Transport):
 
 class LeadRouterApp(faust.App):
     fetch_max_wait_ms: int = 1500
+    fetch_wait: FetchWaitGovernor | None = None
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
@@ -122,6 +127,9 @@ def new_app(settings: Settings) -> LeadRouterApp:
         web_in_thread=False,
     )
     app.fetch_max_wait_ms = kafka.fetch_max_wait_ms
+    if kafka.fetch_idle_wait_ms > 0:
+        app.fetch_wait = FetchWaitGovernor(kafka.fetch_max_wait_ms, kafka.fetch_idle_wait_ms,
+                                           kafka.fetch_idle_after_s)
     return app
 
 
@@ -156,6 +164,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
     @app.agent(events_topic)
     async def process_events(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take(settings.worker.batch_size, within=settings.worker.batch_window_s):
+            if app.fetch_wait is not None:
+                app.fetch_wait.saw(len(batch))
             with metrics.BATCH_SECONDS.time():
                 await until_done(f"batch of {len(batch)} events", partial(pipeline.process, batch))
             metrics.BATCH_SIZE.observe(len(batch))
@@ -174,6 +184,8 @@ def create_app(settings: Settings) -> LeadRouterApp:
                                       team_webhooks=TeamWebhooks(rt.routing), vault=vault)
         sender = rt._sender
         async for raw in stream:
+            if app.fetch_wait is not None:
+                app.fetch_wait.saw()
             await until_done("alert delivery", partial(sender.handle, raw))
 
     # Low-priority alerts queued for a rep's digest go out once per interval.
@@ -188,6 +200,13 @@ def create_app(settings: Settings) -> LeadRouterApp:
         if rt.accounts is not None:
             rt.accounts.maybe_reload()
         await asyncio.to_thread(rt.model.maybe_reload)
+
+    if app.fetch_wait is not None:
+        governor = app.fetch_wait
+
+        @app.timer(interval=min(0.25, kafka.fetch_idle_after_s / 2))  # type: ignore[untyped-decorator]
+        async def fetch_wait() -> None:
+            governor.tick()
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def consumer_lag() -> None:

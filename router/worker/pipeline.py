@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 import orjson
 
@@ -36,6 +38,8 @@ from models import (
 )
 from router import metrics
 from router.settings import TokenSettings
+from router.storage.decisions import log_decision
+from router.storage.live import LiveFeed
 from router.storage.live_config import LiveFile
 from router.storage.pii import Vault
 from router.storage.store import LeadRules, RedisStore
@@ -43,6 +47,7 @@ from router.tokens import mint_action_token
 from router.worker.accounts import account_for
 from router.worker.distribution import Held, Pick, assign_owner, assign_reengaged_owner, assign_rep
 from router.worker.identity import is_known_person, resolve_batch, used_links
+from router.worker.learning import crossing_record, explain_at_crossing, route_record
 from router.worker.reengage import comeback, out_of_office, reengagement_of
 from router.worker.review import crossing_trust, gated, review_info
 from router.worker.review import hold as hold_for_review
@@ -220,7 +225,7 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
             key_id, name, domain = links.get(lead_id) or existing.get(lead_id) or "", "", ""
             if key_id and not is_known_person(lead_id):
                 links[lead_id] = key_id  # re-written: an anonymous profile's tie expires with it
-        if key_id:
+        if key_id and plan.event.type is not EventType.PAGE_PING:  # a heartbeat is no account activity
             ev = plan.event
             out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
                                    lead_id=lead_id, role=role_of(ev), known=is_known_person(lead_id),
@@ -244,8 +249,20 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     intent = intent or config.intent
     visitors, users = await store.resolve_identities(*identify(events))
     resolution = resolve_batch(list(events), visitors, users, unique)
+    lead_ids = list(resolution.lead_ids)
     if resolution.merges:  # once per identification; pipelined in dependency waves
-        await store.merge_many(resolution.merges, half_life_s=config.half_life_s, now=now)
+        statuses = await store.merge_many(resolution.merges, half_life_s=config.half_life_s, now=now)
+        # This batch's events of a profile merged just now go straight to the lead it joined, in
+        # event order (re-applied after the rest as 'moved', a visit's page views would come after
+        # its later events, and sessions and the last activity depend on order).
+        into = {m.source: m.target for m, st in zip(resolution.merges, statuses, strict=True)
+                if st in ("frozen", "done", "empty")}
+        for i, lid in enumerate(lead_ids):
+            seen: set[str] = set()
+            while lid in into and lid not in seen:
+                seen.add(lid)
+                lid = into[lid]
+            lead_ids[i] = lid
     for c in resolution.conflicts:
         await store.log_identity("conflict", identifier=c.identifier, previous=c.previous, current=c.current,
                                  event_id=c.event_id, ts=c.ts)
@@ -261,6 +278,7 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
             stored = {lid: {k[2:]: v for k, v in h.items() if k.startswith("f:")} for lid, h in hashes.items()}
     verified = [fields_verified(ev, lid, visitors) for ev, lid in zip(events, resolution.lead_ids, strict=True)]
     plans = plan_batch(events, resolution.lead_ids, config, icp, stored, verified)
+    plans = [p if p.lead_id == lid else replace(p, lead_id=lid) for p, lid in zip(plans, lead_ids, strict=True)]
     account_plans = await plan_accounts(store, plans)
     rules = LeadRules.from_config(config, versions)
     results, accounts = await store.apply_with_accounts(
@@ -295,7 +313,7 @@ async def _score_with_model(store: RedisStore, model: LeadModel, plans: Sequence
         return []
     hashes = await store.lead_hashes(list(last))
     lead_ids = [lid for lid in last if hashes.get(lid)]
-    rows = [features_from_lead(hashes[lid], model.features) for lid in lead_ids]
+    rows = [features_from_lead(hashes[lid], model.features, now=now) for lid in lead_ids]  # recency as of now
     probs = await asyncio.to_thread(model.predict_proba, rows)
     batch_id = plans[-1].event.event_id
     updated = await store.set_probabilities(dict(zip(lead_ids, probs, strict=True)), rules, now, batch_id)
@@ -483,11 +501,34 @@ class Pipeline:
         assignment = Assignment(assignment_id=alert_id, lead_id=lead_id, crossing=crossing, rep=rep,
                                 decision=decision, ts=self.clock())
         reengaged = await self._reengagement(lead_id, ApplyResult(status="scored", crossing=crossing, lead=data))
+        record: dict[str, Any] = {}
+        if kind in ("reassign", "assigned", "manual_reassign"):  # a routing decision: logged, and explained
+            model = self.model() if self.model else None
+            at = self.clock()
+            explanation = await asyncio.to_thread(partial(explain_at_crossing, model, data, now=at))
+            record = crossing_record(lead_id, crossing, data, ts=at, score=lead.score,
+                                     threshold=config.threshold, trigger=data.get("last_trigger", ""),
+                                     versions=self.versions(), reasons=reasons, half_life_s=config.half_life_s,
+                                     model=model, explanation=explanation)
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger, recent=tuple(await self.store.lead_recent(lead_id, 10)),
                       account=await self._account_context(lead_id), links=links, reengagement=reengaged,
-                      kind="escalation" if escalation else "lead", escalation=escalation)
-        await self._publish(lead_id, alert)
+                      kind="escalation" if escalation else "lead", escalation=escalation,
+                      model=record.get("explanation") or {})
+        if await self._publish(lead_id, alert):
+            await self._live().note("alert", lead=lead_id, rep=rep.rep_id, aid=alert_id, step=kind,
+                                    team=rep.team, now=self.clock())
+            if record:
+                await log_decision(self.store.redis, route_record(
+                    record, ts=self.clock(), team=rep.team, rule=f"sla:{kind}", rules_version=decision.rules_version,
+                    rep_id=rep.rep_id))
+
+    def _live(self) -> LiveFeed:
+        """The console's live feed (router/storage/live.py), over the store's Redis."""
+        feed = self.__dict__.get("_live_feed")
+        if feed is None:
+            feed = self.__dict__["_live_feed"] = LiveFeed(self.store.redis)
+        return feed
 
     async def _publish(self, lead_id: str, alert: Alert) -> bool:
         """Publish the alert sealed under the lead's data key; False when the lead was forgotten meanwhile."""
@@ -519,7 +560,8 @@ class Pipeline:
         return replace(reengaged, back=comeback(recent, self.clock(), since))
 
     async def _notify_owner(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig, lead: LeadView,
-                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float) -> Assignment | None:
+                            reengaged: Reengagement, rep: Rep, alert_id: str, started: float,
+                            crossing: Mapping[str, Any]) -> Assignment | None:
         """The owner still holds the lead (sal, sql, opportunity): tell them; nothing is routed again."""
         routing = self.routing.current
         now = self.clock()
@@ -531,10 +573,12 @@ class Pipeline:
         alert = Alert(assignment=assignment, lead=lead, threshold=config.threshold,
                       trigger=trigger_text(result, plan.event, config.threshold), recent=result.recent,
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id), links=links,
-                      reengagement=reengaged)
+                      reengagement=reengaged, model=crossing.get("explanation") or {})
         if not await self._publish(plan.lead_id, alert):
             return None  # forgotten meanwhile: nothing is sent or recorded
         await self.store.reengage_notified(plan.lead_id, result.crossing, alert_id, rep.rep_id, rep.name, now)
+        await log_decision(self.store.redis, route_record(crossing, ts=now, team=decision.team, rule=decision.rule,
+                                                          rules_version=decision.rules_version, rep_id=rep.rep_id))
         metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
         log.info("lead %s re-engaged in %s: told its owner %s", plan.lead_id, reengaged.from_stage, rep.rep_id)
@@ -548,6 +592,7 @@ class Pipeline:
         once a rep is back.
         """
         started = time.perf_counter()
+        crossing = await self._log_crossing(plan, result, config)
         if await self._held_for_review(plan, result):
             return None
         routing = self.routing.current
@@ -571,7 +616,7 @@ class Pipeline:
                 reengaged = replace(reengaged, route="owner_away")
             elif reengaged.from_stage in HELD_STAGES:
                 return await self._notify_owner(plan, result, config, lead, replace(reengaged, route="owner_notified"),
-                                                rep0, assignment_id, started)
+                                                rep0, assignment_id, started, crossing)
             else:
                 owner_pick = await assign_reengaged_owner(self.store, routing.team(rep0.team), rep0, assignment_id,
                                                           plan.lead_id, result.crossing, at)
@@ -598,6 +643,9 @@ class Pipeline:
             pick = owner_pick
         assert decision is not None
         if isinstance(pick, Held):
+            await self._live().note("held", lead=plan.lead_id, aid=assignment_id, team=pick.team,
+                                    trigger=result.trigger, score=f"{result.after:.1f}", reason=pick.reason,
+                                    now=self.clock())
             metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
             log.warning("lead %s held [%s] via rule %s: %s; routed when a rep is back",
                         plan.lead_id, pick.team, decision.rule, pick.reason)
@@ -617,7 +665,7 @@ class Pipeline:
                       event_ts=plan.event.ts, account=await self._account_context(plan.lead_id),
                       links=self._links(plan.lead_id, rep.rep_id, assignment_id, result.crossing),
                       reengagement=reengaged, field_changes=await self._field_changes(plan.lead_id),
-                      priority=result.trigger == "hand_raiser")
+                      priority=result.trigger == "hand_raiser", model=crossing.get("explanation") or {})
         # Publish first, then close the crossing: a crash in between replays the
         # event, which resumes the crossing, gets the same rep and republishes;
         # the alert sender skips channels it already delivered on.
@@ -625,16 +673,32 @@ class Pipeline:
             return None  # forgotten while it was being routed: nothing is sent or recorded
         await self.store.commit_assignment(plan.lead_id, result.crossing, assignment_id, rep.rep_id, rep.name,
                                            team.name, decision.rule, decision.rules_version, now)
+        await self._live().note("crossing", lead=plan.lead_id, rep=rep.rep_id, aid=assignment_id, team=team.name,
+                                trigger=result.trigger, score=f"{result.after:.1f}", rule=decision.rule, now=now)
         if reengaged is not None:
             metrics.REENGAGEMENTS.labels(reengaged.from_stage or "unknown", reengaged.route).inc()
             old_team = result.lead.get("team", "")
             if reengaged.current_owner and reengaged.owner != rep.rep_id and old_team:
                 await self.store.release_open(old_team, reengaged.owner, plan.lead_id)
+        await log_decision(self.store.redis, route_record(crossing, ts=now, team=team.name, rule=decision.rule,
+                                                          rules_version=decision.rules_version, rep_id=rep.rep_id))
         metrics.ASSIGNMENTS.labels(team.name, rep.rep_id).inc()
         metrics.ROUTING_SECONDS.observe(time.perf_counter() - started)
         log.info("lead %s -> %s [%s] via rule %s (crossing %d, %s)", plan.lead_id, rep.rep_id, team.name,
                  decision.rule, result.crossing, result.trigger or "threshold")
         return assignment
+
+    async def _log_crossing(self, plan: EventPlan, result: ApplyResult, config: ScoringConfig) -> dict[str, Any]:
+        """Record what the worker knew at this crossing (router/worker/learning.py); returns the record."""
+        model = self.model() if self.model else None
+        at = self.clock()
+        explanation = await asyncio.to_thread(partial(explain_at_crossing, model, result.lead, now=at))
+        record = crossing_record(plan.lead_id, result.crossing, result.lead, ts=at, score=result.after,
+                                 threshold=config.threshold, trigger=result.trigger or "threshold",
+                                 versions=self.versions(), reasons=result.reasons, half_life_s=config.half_life_s,
+                                 model=model, explanation=explanation)
+        await log_decision(self.store.redis, record)
+        return record
 
     # --- review queue and field provenance (issue 16.2, 16.3) -----------------------------------
 

@@ -13,7 +13,10 @@ Redis is edited in place; everything kept outside it is made unreadable:
   items, the routing picks and sent-marks of its alerts, its id in reps' capacity
   counts (replaced by an anonymous entry, so the counts stay), its alerts waiting in rep
   digests (and its entry in other leads' queued alerts as an account colleague), its
-  training rows on ``lr:outcomes`` and every ``lr:identity:log`` entry about it.
+  training rows on ``lr:outcomes``, its logged crossings and routing decisions on
+  ``lr:vectors`` (feature vectors, scores, explanations), every ``lr:identity:log`` entry
+  about it, and the ops console's live-feed, dead-letter and audit entries naming it
+  (router/storage/live.py, audit.py).
 * A marker on the lead (``forgotten``, expiring after ``keys.FORGET_GRACE_S``) stops
   events that were already being processed from writing the lead again.
 """
@@ -27,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
-from router.storage import keys
+from router.storage import audit, keys, live
 from router.storage.pii import Vault
+from router.storage.redis import AnyRedis
+from router.storage.scripts import register
 from router.storage.store import RedisStore
 from rules import RoutingConfig
 
@@ -46,14 +50,16 @@ class ForgetReport:
     account: str | None = None
     key_shredded: bool = False
     outcomes_deleted: int = 0
+    decisions_deleted: int = 0
     identity_log_deleted: int = 0
     digest_entries: int = 0
+    console_entries_deleted: int = 0
 
 
 async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: float | None = None, *,
                  vault: Vault) -> ForgetReport:
     now = time.time() if now is None else now
-    redis: Redis = store.redis
+    redis: AnyRedis = store.redis
     lead_id = keys.lead_id_for_email(email)
     normal = keys.normalise_email(email)
     lead = await store.lead_hash(lead_id)
@@ -77,11 +83,7 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     if account is not None:
         kid = _text(account)
         acct = keys.account_keys(kid)
-        pipe = redis.pipeline(transaction=True)
-        pipe.zrem(acct[2], lead_id)
-        pipe.zrem(acct[3], lead_id)
-        pipe.hdel(acct[4], lead_id)
-        await pipe.execute()
+        await register(redis, "account_forget.lua")(keys=[acct[2], acct[3], acct[4]], args=[lead_id])
         report.account = kid
     # Assignments, SLA steps, picks, sent-marks and lifecycle records.
     owner, team = lead.get("owner"), lead.get("team")
@@ -112,24 +114,24 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     for name, team_cfg in routing.teams.items():
         for rep in team_cfg.reps:
             zkey = keys.team_assigned(name, rep.rep_id)
-            async for member, score in redis.zscan_iter(zkey, match=f"{lead_id}:*"):
-                pipe = redis.pipeline(transaction=True)
-                pipe.zrem(zkey, member)
-                pipe.zadd(zkey, {f"forgotten:{uuid.uuid4().hex}": score})
-                await pipe.execute()
+            rename = register(redis, "zset_rename.lua")
+            async for member, _ in redis.zscan_iter(zkey, match=f"{lead_id}:*"):
+                await rename(keys=[zkey], args=[member, f"forgotten:{uuid.uuid4().hex}"])
     report.digest_entries = await _scrub_digests(redis, routing, lead_id, normal)
     report.keys_deleted += await redis.delete(*doomed, *keys.lead_keys(lead_id))
     # What a batch already in flight might still write is refused for a while (the marker expires).
-    pipe = redis.pipeline(transaction=True)
-    pipe.hset(keys.lead(lead_id), mapping={"forgotten": "1"})
-    pipe.expire(keys.lead(lead_id), keys.FORGET_GRACE_S)
-    await pipe.execute()
+    await register(redis, "hset_expire.lua")(keys=[keys.lead(lead_id)], args=[keys.FORGET_GRACE_S, "forgotten", "1"])
     # Streams: training rows and identity audit entries about the person.
     report.outcomes_deleted = await _scrub_stream(
         redis, keys.OUTCOMES, lambda f: _outcome_lead(f) in related)
+    # The decision log: the feature vectors, scores and explanations logged at its crossings.
+    report.decisions_deleted = await _scrub_stream(
+        redis, keys.VECTORS, lambda f: _outcome_lead(f) in related)
     ids = {m for m in members} | {m.partition(":")[2] for m in members}
     report.identity_log_deleted = await _scrub_stream(
         redis, keys.IDENTITY_LOG, lambda f: bool((related | ids) & set(f.values())))
+    # The console's live feed, dead letters and audit trail name the lead by id: gone too.
+    report.console_entries_deleted = await live.forget_lead(redis, lead_id) + await audit.forget_lead(redis, lead_id)
     # Shred: every sealed copy outside Redis becomes unreadable; later events are dropped.
     subject = vault.subject(email)
     report.key_shredded = await vault.shred(subject, now)
@@ -137,7 +139,7 @@ async def forget(store: RedisStore, routing: RoutingConfig, email: str, now: flo
     return report
 
 
-async def _scrub_digests(redis: Redis, routing: RoutingConfig, lead_id: str, email: str) -> int:
+async def _scrub_digests(redis: AnyRedis, routing: RoutingConfig, lead_id: str, email: str) -> int:
     """Drop the lead's queued digest alerts, and the person from colleagues' queued alerts."""
     changed = 0
     for rep in routing.reps:
@@ -159,7 +161,7 @@ async def _scrub_digests(redis: Redis, routing: RoutingConfig, lead_id: str, ema
     return changed
 
 
-async def _scrub_stream(redis: Redis, stream: str, doomed: Callable[[dict[str, str]], bool]) -> int:
+async def _scrub_stream(redis: AnyRedis, stream: str, doomed: Callable[[dict[str, str]], bool]) -> int:
     """XDEL every entry of ``stream`` that ``doomed`` picks; read in pages (forget is rare)."""
     deleted = 0
     start = "-"

@@ -4,12 +4,14 @@ Chromium and its WebDriver are Debian's ``chromium`` and ``chromium-driver`` pac
 which scripts/bootstrap.sh installs when missing (as it does redis-server).  Without
 them these tests are skipped on a developer's machine but fail under CI (``CI`` set),
 so CI can never pass by skipping them.  A failing test leaves a screenshot and the
-page's HTML in ``test-artifacts/browser/`` (or ``$TEST_ARTIFACTS_DIR/browser``).
+page's HTML in ``test-artifacts/browser/`` (or ``$TEST_ARTIFACTS_DIR/browser``); :func:`shot` saves
+a screenshot of each page a test visits in ``test-artifacts/browser/pages/`` (gitignored, for review).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -30,7 +32,7 @@ from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import load_rules_file, load_scoring_file
 from router.storage.store import RedisStore
-from router.worker.distribution import assign_rep
+from router.worker.distribution import Pick, assign_rep
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -96,6 +98,7 @@ async def _route(store: RedisStore, settings: Settings, email: str, first_name: 
     assert res.status == "fired"
     aid = f"{lead_id}:{res.crossing}"
     pick = await assign_rep(store, config.team("central"), aid, lead_id, res.crossing, PICK_AT)
+    assert isinstance(pick, Pick), f"the seeded team held the lead instead of routing it: {pick}"
     await store.commit_assignment(lead_id, res.crossing, aid, pick.rep.rep_id, pick.rep.name, "central",
                                   "default", config.version, ts)
     return lead_id, pick.rep.rep_id
@@ -119,14 +122,15 @@ async def _seed(redis_url: str) -> Seeded:
         await client.aclose()
 
 
-@pytest.fixture
-def console(redis_url: str, tmp_path: Path) -> Iterator[Console]:
-    """`leadrouter admin` as a real process over the test Redis, with two routed leads and three tokens."""
+@contextlib.contextmanager
+def running_admin(redis_url: str, tmp_path: Path, **env_extra: str) -> Iterator[Console]:
+    """`leadrouter admin` as a real process over the test Redis (seeded: two routed leads, three tokens)."""
     _browser_or_skip()
     seeded = asyncio.run(_seed(redis_url))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADROUTER_") and k not in ("REDIS_URL",)}
-    env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", LEADROUTER_TOKEN_SECRET="browser-tests-secret-0123456789")
+    env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", LEADROUTER_TOKEN_SECRET="browser-tests-secret-0123456789",
+               **env_extra)
     log = (tmp_path / "admin.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "admin", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path, env=env)
@@ -141,6 +145,13 @@ def console(redis_url: str, tmp_path: Path) -> Iterator[Console]:
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+@pytest.fixture
+def console(redis_url: str, tmp_path: Path) -> Iterator[Console]:
+    """`leadrouter admin` as a real process over the test Redis, with two routed leads and three tokens."""
+    with running_admin(redis_url, tmp_path) as c:
+        yield c
 
 
 @pytest.fixture
@@ -163,6 +174,21 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def shot(driver: Any, name: str, *, phone: bool = False) -> Path:
+    """Save what the browser shows now as ``test-artifacts/browser/pages/<name>.png`` (whole page height);
+    with ``phone`` also ``<name>-phone.png`` at a phone's width."""
+    folder = ARTIFACTS / "pages"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    for width, file in [(1280, path), *([(390, folder / f"{name}-phone.png")] if phone else [])]:
+        driver.set_window_size(width, 900)
+        height = int(driver.execute_script("return document.documentElement.scrollHeight") or 900)
+        driver.set_window_size(width, max(900, min(height + 40, 4000)))
+        driver.save_screenshot(str(file))
+    driver.set_window_size(1280, 900)
+    return path
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -9,7 +9,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import Console
+from tests.browser.conftest import Console, shot
 
 pytestmark = pytest.mark.browser
 
@@ -17,6 +17,7 @@ pytestmark = pytest.mark.browser
 def sign_in(browser: Any, console: Console, who: str) -> None:
     """The one-click link `leadrouter dev` prints: the form with the token filled in, then one click."""
     browser.get(f"{console.url}/console/sign-in?token={console.seeded.tokens[who]}")
+    shot(browser, "sign-in")
     browser.find_element(By.ID, "sign-in").click()
     WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "header .who")))
 
@@ -33,6 +34,7 @@ def test_ops_find_a_crossed_lead_see_its_score_and_reasons_and_accept_it(browser
     box = browser.find_element(By.ID, "q")
     box.send_keys("jane@acme.com")
     box.submit()
+    shot(browser, "leads-search")
     browser.find_element(By.LINK_TEXT, "Jane").click()
     WebDriverWait(browser, 10).until(ec.url_contains(f"/console/leads/{lead_id}"))
     assert browser.find_element(By.ID, "lead-name").text == "Jane"
@@ -63,4 +65,5 @@ def test_a_rep_cannot_open_another_reps_lead(browser: Any, console: Console) -> 
     assert browser.find_element(By.TAG_NAME, "h1").text == "Not allowed"
     assert "not assigned to rep" in browser.find_element(By.CSS_SELECTOR, ".msg.err").text
     assert "Jane" not in browser.page_source and "acme" not in browser.page_source.lower()
+    shot(browser, "lead-of-another-rep-refused")
     assert console.stage(s.lead_a) == "mql"

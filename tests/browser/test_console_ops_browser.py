@@ -8,9 +8,6 @@ and a failing test leaves its screenshot beside them (tests/browser/conftest.py)
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +19,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from router.dev.servers import free_port, wait_for_port
+from router.dev.servers import free_port
 from router.settings import Settings
 from router.storage import keys
 from router.storage.rules_store import RulesStore
-from tests.browser.conftest import ARTIFACTS, Console, _browser_or_skip, _seed
+from tests.browser.conftest import ARTIFACTS, Console, running_admin
 
 pytestmark = pytest.mark.browser
 
@@ -82,26 +79,8 @@ def metrics_url() -> Iterator[str]:
 @pytest.fixture
 def ops_console(redis_url: str, tmp_path: Path, metrics_url: str) -> Iterator[Console]:
     """`leadrouter admin` as a real process (as tests/browser/conftest.py's), reading one metrics endpoint."""
-    _browser_or_skip()
-    seeded = asyncio.run(_seed(redis_url))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADROUTER_") and k not in ("REDIS_URL",)}
-    env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", LEADROUTER_TOKEN_SECRET="browser-tests-secret-0123456789",
-               LEADROUTER_ADMIN_METRICS_URLS=metrics_url)
-    log = (tmp_path / "admin.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli.main", "admin", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path, env=env)
-    try:
-        wait_for_port(port, 30.0, proc)
-        yield Console(f"http://127.0.0.1:{port}", seeded, redis_url)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+    with running_admin(redis_url, tmp_path, LEADROUTER_ADMIN_METRICS_URLS=metrics_url) as c:
+        yield c
 
 
 def sign_in(browser: Any, console: Console, who: str) -> None:

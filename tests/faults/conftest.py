@@ -12,11 +12,15 @@ from tests.faults.harness import Stack, start_stack, stop_stack
 
 
 @pytest.fixture
-async def stack_of(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``await stack_of(**options)`` starts a private stack; everything is stopped at teardown."""
+async def stack_of(tmp_path: Path, redis_mode: str) -> AsyncIterator[Callable[..., Any]]:
+    """``await stack_of(**options)`` starts a private stack; everything is stopped at teardown.
+
+    Its Redis is of the test's ``redis_mode`` (tests/conftest.py) unless the test names one.
+    """
     made: list[Stack] = []
 
     async def make(**kwargs: Any) -> Stack:
+        kwargs.setdefault("redis_mode", redis_mode)
         st = await start_stack(tmp_path / f"stack{len(made)}", **kwargs)
         made.append(st)
         return st

@@ -15,6 +15,10 @@ hand-raisers fire; and a half-life of a million days, so decay over a test
 (~1e-9 relative) does not blur "counted once" versus "counted twice".
 E-mail addresses are on a free-mail domain so no account rolls up (account
 intent would route leads that raised no hand).
+
+Redis is one ``redis-server`` (``redis_mode="single"``) or a private 3-primary
+Redis Cluster (``redis_mode="cluster"``, with a replica per primary when
+``cluster_replicas``); the services get its ``redis+cluster://`` URL.
 """
 
 from __future__ import annotations
@@ -32,14 +36,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
 
 from models import Event, EventType
+from router.dev.cluster import ManagedCluster, start_redis_cluster
 from router.dev.receivers import SlackReceiver, SmtpReceiver
 from router.dev.run import spawn_service
 from router.dev.servers import ManagedProcess, free_port, start_broker, start_redis, wait_for_port
 from router.settings import Settings
 from router.storage import keys
+from router.storage.redis import AnyRedis as Redis
+from router.storage.redis import redis_from_url
 from scoring import ScoringConfig, load_scoring_config, score_event, total_points
 from tests.support import pid
 
@@ -87,12 +93,13 @@ class Stack:
     settings: Settings
     workdir: Path
     broker: ManagedProcess
-    redis_proc: ManagedProcess
+    redis_proc: ManagedProcess | None  # one redis-server, or None with ``cluster``
     collector: ManagedProcess
     slack: SlackReceiver
     smtp: SmtpReceiver
     redis: Redis
     workers: list[ManagedProcess] = field(default_factory=list)
+    cluster: ManagedCluster | None = None
     mail_log: list[tuple[float, Any]] = field(default_factory=list)
 
     @property
@@ -127,12 +134,20 @@ class Stack:
 
 
 async def start_stack(tmp_path: Path, *, redis_appendonly: bool = False, worker: bool = True,
-                      **overrides: Any) -> Stack:
+                      redis_mode: str = "single", cluster_replicas: bool = False, **overrides: Any) -> Stack:
     tmp_path.mkdir(parents=True, exist_ok=True)
     scoring_file = tmp_path / "scoring.yaml"
     scoring_file.write_text(FAULT_SCORING)
     broker = start_broker(workdir=tmp_path / "broker")
-    redis_proc = start_redis(workdir=tmp_path / "redis", appendonly=redis_appendonly)
+    redis_proc: ManagedProcess | None = None
+    cluster: ManagedCluster | None = None
+    if redis_mode == "cluster":
+        cluster = await asyncio.to_thread(start_redis_cluster, 3, replicas=cluster_replicas,
+                                          workdir=tmp_path / "redis-cluster")
+        redis_url = cluster.url
+    else:
+        redis_proc = start_redis(workdir=tmp_path / "redis", appendonly=redis_appendonly)
+        redis_url = f"redis://127.0.0.1:{redis_proc.port}/0"
     slack = SlackReceiver()
     smtp = SmtpReceiver()
     await slack.start()
@@ -140,7 +155,7 @@ async def start_stack(tmp_path: Path, *, redis_appendonly: bool = False, worker:
     port = free_port()
     values: dict[str, Any] = {
         "kafka_url": f"kafka://127.0.0.1:{broker.port}",
-        "redis_url": f"redis://127.0.0.1:{redis_proc.port}/0",
+        "redis_url": redis_url,
         "collector_port": port,
         "public_url": f"http://127.0.0.1:{port}",
         "worker_web_port": free_port(),
@@ -171,7 +186,8 @@ async def start_stack(tmp_path: Path, *, redis_appendonly: bool = False, worker:
     workdir = tmp_path / "svc"
     workdir.mkdir()
     collector = spawn_service("collector", settings, workdir, port=port)
-    st = Stack(settings, workdir, broker, redis_proc, collector, slack, smtp, Redis.from_url(settings.redis.url))
+    st = Stack(settings, workdir, broker, redis_proc, collector, slack, smtp, redis_from_url(settings.redis.url),
+               cluster=cluster)
     smtp.on_message = lambda m: st.mail_log.append((time.time(), m))
     try:
         await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
@@ -193,7 +209,10 @@ async def stop_stack(st: Stack) -> None:
         p.stop()
     with contextlib.suppress(Exception):
         await st.redis.aclose()
-    st.redis_proc.stop()
+    if st.redis_proc is not None:
+        st.redis_proc.stop()
+    if st.cluster is not None:
+        st.cluster.stop()
     st.broker.stop()
     await st.slack.stop()
     await st.smtp.stop()

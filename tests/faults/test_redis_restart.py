@@ -38,10 +38,11 @@ async def test_redis_restart_mid_stream_loses_no_update(stack_of: Callable[..., 
                 down["counted"] = await work.processed(st.redis)
                 assert down["counted"] > 0, st.logs()
                 # SIGTERM: Redis writes and fsyncs the append-only file before it exits.
+                assert st.redis_proc is not None
                 await asyncio.to_thread(st.redis_proc.stop)
                 down["at"] = time.monotonic()
             elif r == START_ROUND:
-                assert st.redis_proc.workdir is not None
+                assert st.redis_proc is not None and st.redis_proc.workdir is not None
                 st.redis_proc = await asyncio.to_thread(
                     start_redis, port=st.redis_proc.port, workdir=st.redis_proc.workdir, appendonly=True)
                 down["for"] = time.monotonic() - down["at"]

@@ -3,7 +3,9 @@
 Redis Cluster runs a script only when all its keys hash to the same slot.
 This wraps redis-py's script call (the real server still runs every script)
 and fails the test that made a call whose keys span slots, so the whole
-integration suite checks issue 4's cluster rule on real flows.
+integration suite checks issue 4's cluster rule on real flows.  On the
+cluster variant (``[cluster]``, tests/conftest.py) a real Redis Cluster
+refuses such a call as well, pipelined scripts included.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from models import Event, EventPlan, EventType, Reason
@@ -22,10 +21,12 @@ from router.cli import admin as cmd_admin
 from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import load_rules_file, load_scoring_file
+from router.storage.redis import sync_redis_from_url
 from router.storage.store import RedisStore
-from router.worker.distribution import assign_rep
+from router.worker.distribution import Pick, assign_rep
 from rules import RoutingConfig
 from scoring import score_at
+from tests.support import all_keys, sync_flush
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,7 @@ async def route_lead(api: Api, email: str, *, team: str = "central", event_id: s
     aid = f"{lead_id}:{res.crossing}"
     config_team = api.config.team(team)
     pick = await assign_rep(api.store, config_team, aid, lead_id, res.crossing, at)
+    assert isinstance(pick, Pick), f"team {team} held the lead instead of routing it: {pick}"
     await api.store.commit_assignment(lead_id, res.crossing, aid, pick.rep.rep_id, pick.rep.name, team, "default",
                                       api.config.version, ts)
     return lead_id, pick.rep.rep_id
@@ -182,7 +184,7 @@ async def test_tokens_are_stored_hashed_with_role_rep_name_and_created(api: Api)
     stored = {k.decode(): v.decode() for k, v in raw.items()}
     assert stored["role"] == "ops" and stored["name"] == "ops" and stored["rep_id"] == ""
     assert float(stored["created"]) == pytest.approx(NOW.timestamp())
-    names: list[bytes] = await api.redis.keys("*")  # type: ignore[assignment]
+    names: list[bytes] = await all_keys(api.redis)  # type: ignore[assignment]
     dump = b"".join([k + b"=" + (await api.redis.dump(k) or b"") for k in names])
     assert token.encode() not in dump  # only the hash is kept
     status, me = await api.call("GET", "/v1/me")
@@ -578,8 +580,8 @@ async def test_bad_input_is_a_json_4xx(redis: Redis, redis_url: str) -> None:
 def test_token_create_prints_the_token_once_and_stores_its_hash(redis_url: str,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings.of(redis_url=redis_url)
-    client = SyncRedis.from_url(redis_url)
-    client.flushdb()
+    client = sync_redis_from_url(redis_url)
+    sync_flush(client)
     parser = argparse.ArgumentParser(prog="leadrouter")
     cmd_admin.register(parser.add_subparsers(dest="command", required=True))
 

@@ -22,8 +22,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
@@ -40,8 +38,10 @@ from router.admin.openapi import OPERATIONS
 from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import load_rules_file, load_scoring_file
+from router.storage.redis import redis_from_url, sync_redis_from_url
 from router.storage.store import RedisStore
 from router.worker.distribution import assign_rep
+from tests.support import sync_flush
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ def running_admin(app_settings: Settings) -> Iterator[str]:
 
 async def seed(app_settings: Settings) -> tuple[str, str, str]:
     """An ops token and a routed lead: (token, lead_id, owner rep_id)."""
-    redis = Redis.from_url(app_settings.redis.url)
+    redis = redis_from_url(app_settings.redis.url)
     try:
         token, _ = await TokenStore(redis).create(Role.OPS, name="fuzz", now=time.time())
         store = RedisStore(redis)
@@ -126,8 +126,8 @@ def fuzz(strategy: st.SearchStrategy[Any], examples: int, base: str, headers: di
 
 
 def test_no_request_from_the_spec_gets_a_server_error(redis_url: str) -> None:
-    client = SyncRedis.from_url(redis_url)
-    client.flushdb()
+    client = sync_redis_from_url(redis_url)
+    sync_flush(client)
     client.close()
     app_settings = Settings.of(redis_url=redis_url, admin_port=0, admin_simulate_max_leads=200,
                             admin_max_rules_bytes=64 * 1024)

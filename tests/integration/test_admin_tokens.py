@@ -7,14 +7,16 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from router.admin import core as admin_core
 from router.admin.auth import Role, TokenStore, hash_token
 from router.cli import admin as cmd_admin
 from router.settings import Settings
 from router.storage import keys
+from router.storage.redis import sync_redis_from_url
 from tests.integration.test_admin_api import NOW, Api, make_api
+from tests.support import sync_flush
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +49,9 @@ async def test_a_token_works_until_it_expires_then_gets_a_clear_401(api: Api) ->
 
 
 async def test_a_token_stored_before_expiry_existed_expires_after_the_default_days(
-        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+        api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admin_core, "_LEGACY_WARNED", set())  # warned once per process; this test runs twice
+
     async def legacy(name: str, created: float) -> str:
         token = "lra_" + name * 40
         await api.redis.hset(keys.admin_token(hash_token(token)),
@@ -103,8 +107,8 @@ async def test_rotation_keeps_role_rep_and_name_and_the_old_token_stops_after_th
 
 def test_cli_create_list_rotate_with_expiry(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings.of(redis_url=redis_url)
-    client = SyncRedis.from_url(redis_url)
-    client.flushdb()
+    client = sync_redis_from_url(redis_url)
+    sync_flush(client)
     parser = argparse.ArgumentParser(prog="leadrouter")
     cmd_admin.register(parser.add_subparsers(dest="command", required=True))
 

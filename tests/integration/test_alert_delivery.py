@@ -794,6 +794,11 @@ async def test_replay_sends_each_dead_letter_once_and_a_second_replay_sends_noth
     assert await RedisStore(redis).sent_channels("asg-42") == {"slack_webhook", "slack_bot", "email"}
     report = out.getvalue()
     assert "asg-42  slack_webhook  sent" in report and "asg-42  email  already sent" in report
+    # Each resend is on the audit trail (a dry run records nothing).
+    trail = [(f[b"action"], f[b"via"], f[b"target"], f[b"detail"]) for _, f in await redis.xrange(keys.AUDIT)]
+    assert trail == [(b"alert.replay", b"cli", b"email", b"asg-42: sent"),
+                     (b"alert.replay", b"cli", b"slack_webhook", b"asg-42: sent"),
+                     (b"alert.replay", b"cli", b"email", b"asg-42: already sent")]
 
 
 async def test_replay_that_fails_again_dead_letters_again_and_respects_limit(

@@ -19,7 +19,9 @@ from models import Event, EventType
 from router.backtest.replay import Comparison, Side, format_comparison, read_outcomes, replay_side
 from router.storage.archive import read_archive, write_events
 from router.storage.live_config import load_icp_file, load_rules_file, load_scoring_file
+from router.storage.redis import sync_redis_from_url
 from scoring import load_scoring_config
+from tests.support import all_keys, sync_flush
 
 pytestmark = pytest.mark.integration
 
@@ -151,8 +153,6 @@ def test_the_cli_reports_side_by_side_with_a_chart(monkeypatch: pytest.MonkeyPat
                                                    redis_url: str, tmp_path: Path) -> None:
     import os
 
-    from redis import Redis as SyncRedis
-
     from router.cli import main as cli
 
     for name in list(os.environ):
@@ -163,14 +163,14 @@ def test_the_cli_reports_side_by_side_with_a_chart(monkeypatch: pytest.MonkeyPat
     lower = tmp_path / "lower.yaml"
     lower.write_text((REPO / "scoring" / "scoring.yaml").read_text(encoding="utf-8").replace(
         "- {engagement_at_least: 100, grade_in: [A, B]}", "- {engagement_at_least: 60, grade_in: [A, B]}"))
-    with SyncRedis.from_url(redis_url) as client:
-        client.flushdb()
+    with sync_redis_from_url(redis_url) as client:
+        sync_flush(client)
         client.set("someone-elses-key", "1")
         argv = ["backtest", "--scoring", str(lower), "--from", "2026-12-01", "--to", "2026-12-06",
                 "--redis-url", redis_url, "--chart", str(tmp_path / "bt.png")]
         assert cli.main(argv) == 2 and "is not empty" in capsys.readouterr().err
         assert client.get("someone-elses-key") == b"1"  # never flushed
-        client.flushdb()
+        sync_flush(client)
         assert cli.main(argv) == 0
     out = capsys.readouterr()
     assert "changed: scoring" in out.err and "new: replayed events 36/36" in out.err
@@ -223,7 +223,7 @@ async def test_a_sealed_archive_is_opened_with_the_live_keys_and_forgotten_peopl
     _cli_env(monkeypatch, tmp_path / "sealed", redis_url)
     assert await asyncio.to_thread(cli.main, ["forget", "nacht@elbe.example"]) == 0
     assert "data key shredded" in capsys.readouterr().out
-    keys_before = sorted(await redis.keys("*"))
+    keys_before = sorted(await all_keys(redis))
 
     # Outcomes keyed by email: they only count if the archived emails were opened.
     outcomes = tmp_path / "outcomes.csv"
@@ -234,7 +234,7 @@ async def test_a_sealed_archive_is_opened_with_the_live_keys_and_forgotten_peopl
     sealed_run = capsys.readouterr()
     assert "1 archived events of forgotten people (or unreadable) left out" in sealed_run.err
     assert "current: replayed events 35/35" in sealed_run.err
-    assert sorted(await redis.keys("*")) == keys_before  # the live Redis is only read, never replayed on
+    assert sorted(await all_keys(redis)) == keys_before  # the live Redis is only read, never replayed on
     rows = _report(sealed_run.out)
     assert rows["MQLs (crossings)"] == ["13", "13", "="]  # the 12 west demo requests and the late identify
     assert rows["hand-raisers"] == ["13", "13", "="]

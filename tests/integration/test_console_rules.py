@@ -228,7 +228,8 @@ async def test_scoring_is_validated_at_the_line_and_published_with_its_cases(api
     doc = await store.get(1)
     assert doc is not None and doc.author == "ops" and doc.note == "tuned nothing"
     status, html, _ = await get(api, "/console/rules/icp")
-    assert status == 200 and 'id="text"' in html and "Simulate" not in html
+    assert status == 200 and 'id="text"' in html and 'id="simulate"' in html  # fit re-scores the archive
+    assert '<option value="30" selected>last 30 days</option>' in html
 
 
 async def test_readonly_never_sees_slack_webhook_urls(api: Api) -> None:

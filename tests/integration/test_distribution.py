@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from models import Rep
 from router.storage import keys
+from router.storage.redis import redis_from_url
 from router.storage.store import RedisStore
 from router.worker.distribution import Pick, pick_rep, rep_slots
 from rules import DateRange, RepProfile, SlaPolicy, Strategy, Team, WorkingHours
@@ -48,7 +49,7 @@ async def pick(store: RedisStore, team: Team, n: int, now: datetime = NOW, **kw:
 @pytest.fixture
 async def second(redis_url: str, redis: Redis) -> AsyncIterator[Redis]:
     """A second client: another worker process as far as Redis can tell."""
-    client = Redis.from_url(redis_url)
+    client = redis_from_url(redis_url)
     yield client
     await client.aclose()
 

@@ -369,6 +369,9 @@ async def test_forget_then_search_finds_nothing_readable(flow: Flow, caplog: pyt
     report = await forget(f.store, f.pipeline.routing.current, EMAIL, vault=f.vault)
     assert lead_id not in await f.store.due_pending("recycle")
     assert report.existed and report.key_shredded and report.outcomes_deleted == 1
+    # Its crossing and routing decision were logged (feature vectors for learning): both are gone.
+    assert report.decisions_deleted >= 2
+    assert not [e for e in await f.redis.xrange(keys.VECTORS) if lead_id in str(e[1])]
     assert report.identity_log_deleted >= 1
 
     after = await probe(f, caplog)

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from models import Event, EventPlan, EventType, Rep
 from router.storage import keys
+from router.storage.redis import flush, redis_from_url
 from router.storage.store import RedisStore
 from router.worker import lifecycle
 from router.worker.distribution import Pick, assign_rep
@@ -220,9 +221,9 @@ def test_cli_accept_reject_convert_won_and_show(redis_url: str, capsys: pytest.C
     email = "greta@elbe-mb.de"
 
     async def setup() -> str:
-        client = Redis.from_url(redis_url)
+        client = redis_from_url(redis_url)
         try:
-            await client.flushdb()
+            await flush(client)
             _, pick = await route(RedisStore(client), east, email, NOW)
             return pick.rep.rep_id
         finally:

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from models import Event, EventPlan, EventType, Rep
 from router.storage import keys
 from router.storage.live_config import LiveFile
+from router.storage.redis import redis_from_url
 from router.storage.store import RedisStore
 from router.worker import lifecycle
 from router.worker.distribution import Pick, assign_rep
@@ -74,7 +75,7 @@ def kinds(actions: list[SlaAction]) -> list[tuple[str, str]]:
 
 @pytest.fixture
 async def second(redis_url: str, redis: Redis) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = redis_from_url(redis_url)
     yield client
     await client.aclose()
 

@@ -21,6 +21,7 @@ from router.admin.auth import Role
 from router.settings import Settings
 from router.storage import keys
 from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
+from router.storage.redis import flush, redis_from_url
 from router.storage.store import RedisStore
 from router.worker import lifecycle
 from router.worker.pipeline import Pipeline
@@ -123,6 +124,12 @@ async def test_reassign_through_the_api_restarts_the_sla_and_alerts_the_new_rep(
     [alert] = published
     assert alert.assignment.rep.rep_id == target and alert.assignment.assignment_id == new_aid
     assert alert.trigger == "reassigned to you by ops: Jane asked for a German speaker"
+    # A routing decision: logged with the lead's vector as of now.
+    from router.storage.decisions import read_decisions
+
+    [moved] = [r for r in await read_decisions(api.redis) if r.get("rule") == "sla:manual_reassign"]
+    assert (moved["kind"], moved["lead_id"], moved["rep_id"]) == ("route", lead_id, target)
+    assert moved["features"]["lead_origin"] == "form" and moved["ts"] == api.clock()
     assert sample("leadrouter_sla_reassignments_total", team="central", how="manual") == manual + 1
     assert (await tick(api.store, SCORING, routing, pipeline.sla_alert, clock=api.clock)).sla == []
 
@@ -174,9 +181,9 @@ def test_reassign_from_the_cli(redis_url: str, capsys: pytest.CaptureFixture[str
     email = "greta@elbe-mb.de"
 
     async def setup() -> tuple[str, str, str, str]:
-        client = Redis.from_url(redis_url)
+        client = redis_from_url(redis_url)
         try:
-            await client.flushdb()
+            await flush(client)
             api: Any = type("A", (), {"store": RedisStore(client), "config": config,
                                       "settings": Settings.of(redis_url=redis_url)})()
             lead_id, owner = await route_lead(api, email, at=datetime.now(NOW.tzinfo))
@@ -196,7 +203,7 @@ def test_reassign_from_the_cli(redis_url: str, capsys: pytest.CaptureFixture[str
                                                                           "territory change")
 
     async def check() -> None:
-        client = Redis.from_url(redis_url)
+        client = redis_from_url(redis_url)
         try:
             store = RedisStore(client)
             lead = await store.lead_hash(lead_id)

@@ -268,6 +268,13 @@ async def test_a_lead_its_rep_holds_notifies_that_rep_once_per_cooldown_and_is_n
     assert not await redis.exists(keys.team_pick("east", f"{lead_id}:2"))
     history = [h["action"] for h in await w.store.lead_history(lead_id)]
     assert history == ["assigned", "accept", "reengaged", "reengage_notified"]
+    # Both crossings and both decisions (routed, then its owner told) are in the decision log.
+    from router.storage.decisions import read_decisions
+
+    logged = [(r["kind"], r["crossing"], r.get("rule")) for r in await read_decisions(redis)
+              if r["lead_id"] == lead_id]
+    assert logged[-2:] == [("crossing", 2, None), ("route", 2, "reengaged-owner")]
+    assert logged[0][:2] == ("crossing", 1) and ("route", 1) in [x[:2] for x in logged]
 
     # Within the cool-down another request tells nobody; after it, the owner hears again.
     assert await w.demo_request(email, T0 + timedelta(days=2, hours=5)) == []

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from redis import Redis as SyncRedis
 
 from router.cli import main as cli
 from router.storage import keys
+from router.storage.redis import sync_redis_from_url
+from tests.support import sync_flush
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +32,8 @@ def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("LEADROUTER_RULES_FILE", str(tmp_path / "routing.yaml"))
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("router.cli.rules",))
-    with SyncRedis.from_url(redis_url) as client:
-        client.flushdb()
+    with sync_redis_from_url(redis_url) as client:
+        sync_flush(client)
     shutil.copy(REPO / "rules" / "routing.yaml", tmp_path / "routing.yaml")
     shutil.copy(REPO / "rules" / "routing_test.yaml", tmp_path / "routing_test.yaml")
     shutil.copy(REPO / "rules" / "examples" / "routing_alt.yaml", tmp_path / "alt.yaml")
@@ -103,7 +104,7 @@ def test_publish_history_rollback(invoke: Invoke, tmp_path: Path, redis_url: str
     assert "rollback  v2 -> v1  by carol  'undo'" in out
     assert "publish   file -> v1  by alice  'baseline'" in out
 
-    redis = SyncRedis.from_url(redis_url)
+    redis = sync_redis_from_url(redis_url)
     try:
         assert redis.get(keys.rules_active()) == b"1"
         assert redis.hlen(keys.rules_versions()) == 2

@@ -13,7 +13,6 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from redis import Redis as SyncRedis
 
 from models import Event, EventType
 from router.backtest.simulate import LeadFileError, read_leads, replay_form_fills
@@ -22,6 +21,8 @@ from router.dev.servers import ManagedProcess
 from router.settings import Settings
 from router.storage import keys
 from router.storage.kafka import encode_event, ensure_topics
+from router.storage.redis import sync_redis_from_url
+from tests.support import sync_flush
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +47,8 @@ def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("LEADROUTER_RULES_FILE", str(tmp_path / "routing.yaml"))
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("router.cli.rules",))
-    with SyncRedis.from_url(redis_url) as client:
-        client.flushdb()
+    with sync_redis_from_url(redis_url) as client:
+        sync_flush(client)
     shutil.copy(REPO / "rules" / "routing.yaml", tmp_path / "routing.yaml")
     shutil.copy(REPO / "rules" / "routing_test.yaml", tmp_path / "routing_test.yaml")
 

@@ -18,6 +18,7 @@ from models import Event, EventType, Rep
 from router import metrics
 from router.storage import keys
 from router.storage.live_config import load_scoring_file
+from router.storage.redis import redis_from_url
 from router.storage.store import RedisStore
 from router.worker import lifecycle
 from router.worker.distribution import assign_rep
@@ -81,7 +82,7 @@ async def exact_due(store: RedisStore, lead_id: str) -> float:
 
 @pytest.fixture
 async def second(redis_url: str, redis: Redis) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = redis_from_url(redis_url)
     yield client
     await client.aclose()
 

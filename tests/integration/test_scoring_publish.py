@@ -15,7 +15,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from models import Event, EventType
@@ -23,9 +22,11 @@ from router.cli import main as cli
 from router.storage import keys
 from router.storage.config_store import ICP, SCORING, ConfigStore, check_files
 from router.storage.live_config import LiveFile, RedisConfigSource, load_rules_file
+from router.storage.redis import sync_redis_from_url
 from router.storage.store import RedisStore
 from router.worker.pipeline import Pipeline
 from scoring import IcpConfig, ScoringConfig
+from tests.support import sync_flush
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +52,8 @@ def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
     monkeypatch.setenv("LEADROUTER_SCORING_FILE", str(files / "scoring.yaml"))
     monkeypatch.setenv("LEADROUTER_ICP_FILE", str(files / "icp.yaml"))
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("router.cli.scoring",))
-    with SyncRedis.from_url(redis_url) as client:
-        client.flushdb()
+    with sync_redis_from_url(redis_url) as client:
+        sync_flush(client)
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = cli.main(list(argv))

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from models import Event, EventType
 from router.storage import keys
+from router.storage.redis import flush
 from router.storage.store import RedisStore
 from router.worker.pipeline import apply_batch
 from scoring import apply_caps_detailed, load_icp_config, load_scoring_config, score_event_hits
@@ -107,7 +108,7 @@ def reference_total(events: Sequence[Event]) -> float:
 async def test_caps_in_lua_match_the_pure_reference(redis: Redis, steps: list[str]) -> None:
     """One person browsing anonymously, identifying with a form, then browsing
     and opening email: one cap budget for the day across the identification."""
-    await redis.flushdb()
+    await flush(redis)
     store = RedisStore(redis)
     events: list[Event] = []
     identified = False
@@ -193,7 +194,7 @@ async def test_a_likely_converter_by_the_model_is_sales_ready_in_one_batched_cal
     assert len(out.by_model) == 3
     assert {r.trigger for _, r in out.by_model} == {"probability>=0.6"}
     low = FixedModel(0.2)
-    await redis.flushdb()
+    await flush(redis)
     out = await apply_batch(store, READY, events, T0, model=low)
     assert out.by_model == []
     assert float((await store.lead_hash(keys.lead_id_for_email("p0@corp.io")))["p"]) == pytest.approx(0.2)
@@ -223,7 +224,7 @@ async def test_same_events_in_any_order_within_a_time_step_and_replayed_give_ide
                                                      for i in range(1, 12)]
     scores = []
     for seed in range(4):
-        await redis.flushdb()
+        await flush(redis)
         order = base[:1] + random.Random(seed).sample(base[1:], len(base) - 1)
         await apply_batch(store, CAPPED, order, T0 + 60)
         await apply_batch(store, CAPPED, order, T0 + 60)  # at-least-once: everything again

@@ -32,7 +32,6 @@ import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router.admin.console.html import h, page, when
@@ -41,6 +40,7 @@ from router.admin.console.session import Session
 from router.admin.console.views import sparkline
 from router.settings import Settings
 from router.storage import keys
+from router.storage.redis import AnyRedis
 
 log = logging.getLogger(__name__)
 MAX_METRICS_BYTES = 8 * 1024 * 1024
@@ -155,7 +155,7 @@ def rates(samples: Sequence[Sample], attr: str) -> list[float]:
 class HealthPage:
     """The Health page and the sampler that keeps its history in Redis."""
 
-    def __init__(self, settings: Settings, redis: Redis, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: Settings, redis: AnyRedis, clock: Callable[[], float]) -> None:
         self.urls = settings.admin.metrics_urls
         self.every_s = settings.admin.health_sample_s
         self.redis = redis

@@ -27,6 +27,8 @@ border-bottom:1px solid #e3e6eb;vertical-align:top}th{font-size:.85rem;color:#5a
 form.inline{display:inline-flex;gap:.4rem;align-items:center;margin:.2rem .6rem .2rem 0}
 input,select,button{font:inherit;padding:.35rem .5rem}button{cursor:pointer}
 .ready{color:#0a7a31;font-weight:600}.muted{color:#5a6272}
+.st-sent{color:#0a7a31}.st-failed{color:#b42318;font-weight:600}.st-retrying{color:#b35c00}tr.fresh{background:#eef6ff}
+#score-chart{display:block;max-width:100%;height:auto}
 @media (max-width:600px){th.opt,td.opt{display:none}}
 """
 
@@ -52,11 +54,13 @@ def csrf_field(csrf: str) -> str:
 def page(title: str, body: str, *, principal: Principal | None = None, csrf: str = "") -> str:
     nav = ""
     if principal is not None:
-        links = ['<a href="/console/leads">Leads</a>']
+        links = ['<a href="/console/leads">Leads</a>', '<a href="/console/live">Live</a>']
         if principal.role is Role.REP:
             links.insert(0, '<a href="/console/queue">My queue</a>')
         if principal.role in (Role.OPS, Role.READONLY):
             links += OPS_LINKS
+        if principal.role is Role.OPS:
+            links.append('<a href="/console/audit">Audit</a>')
         who = f"{h(principal.name)} ({h(principal.role.value)}{', ' + h(principal.rep_id) if principal.rep_id else ''})"
         nav = (" ".join(links) + f'<span class="who">{who}</span>'
                f'<form method="post" action="/console/sign-out">{csrf_field(csrf)}'

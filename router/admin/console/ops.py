@@ -37,5 +37,6 @@ def add_ops_routes(app: web.Application, console: Console, admin: RosterHandlers
     r.add_post("/console/rules/{kind}/rollback", console.page(rules.rollback, roles=EDIT))
     r.add_get("/console/team", console.page(team.page, roles=VIEW))
     r.add_post("/console/team/{rep_id}/availability", console.page(team.set_availability, roles=EDIT))
+    r.add_post("/console/team/{rep_id}/profile", console.page(team.set_profile, roles=EDIT))
     r.add_get("/console/health", console.page(health.page, roles=VIEW))
     app.cleanup_ctx.append(health.sampler)

@@ -22,4 +22,5 @@ svg.chart{max-width:720px;display:block;margin:.4rem 0}
 .tile small{display:block}form.ooo input[type=date]{max-width:10rem}details.ooo summary{cursor:pointer;color:#2f6fde}form.ooo{flex-wrap:wrap}
 @media (max-width:600px){#reps,#versions,#changes,#sources{display:block;overflow-x:auto}#reps td.ooo-cell{max-width:9rem}form.ooo input{max-width:8.5rem}svg.chart{font-size:10px}}
 #reps td.ooo-cell{max-width:18rem}
+form.profile{display:flex;flex-direction:column;gap:.3rem;margin:.4rem 0}form.profile input{width:100%;max-width:16rem}form.profile label{display:flex;flex-direction:column}.field-err{color:#a4161a;font-size:.85rem}
 """

@@ -19,16 +19,17 @@ from aiohttp import web
 
 from router import metrics
 from router.admin.auth import AuthError, Principal, Role, bearer_token
+from router.admin.console.audit import AuditPage
 from router.admin.console.html import CSS, csrf_field, h, page, when
+from router.admin.console.lead import LeadSections
+from router.admin.console.live import LivePages, live_js
 from router.admin.console.session import COOKIE, PRE_COOKIE, Session, SessionStore, same
 from router.admin.core import LEAD_ID, PRINCIPAL
 from router.admin.http import ApiError, as_str
 from router.admin.leads import LeadHandlers
-from router.admin.lifecycle import apply_action
+from router.admin.lifecycle import apply_action, apply_reassign
 from router.admin.openapi import MAX_NOTE, MAX_REP_ID
 from router.storage import keys
-from router.worker import lifecycle
-from router.worker.reassign import UnknownRepError, reassign
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ DONE = {"accept": "Accepted: the lead is yours to work.", "reject": "Rejected: t
 QUEUE_SIZE = 100
 MAX_QUERY = 320
 
+LIVE_KEY = web.AppKey("console_live", LivePages)
+
 Page = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 
@@ -71,6 +74,7 @@ class Console:
 
     def __init__(self, admin: LeadHandlers) -> None:
         self.admin = admin
+        self.sections = LeadSections(admin)
         self.sessions = SessionStore(admin.redis, admin.tokens, admin.settings.admin.console_session_ttl_s,
                                      token_ttl_s=admin.settings.admin.token_ttl_days * 86400, clock=admin.clock)
 
@@ -265,6 +269,7 @@ class Console:
                  + "</div>",
                  await self.action_forms(session, lead_id, data),
                  await self.reasons_table(lead_id),
+                 *await self.sections.all(lead_id, data),
                  await self.history_table(lead_id)]
         return html_response(page(name, "".join(parts), principal=session.principal, csrf=session.csrf))
 
@@ -337,7 +342,7 @@ class Console:
                 if to not in (None, "sql", "opportunity"):
                     raise ApiError(422, "bad_value", "Convert to sql, opportunity, or the next stage.")
             acting = principal.rep_id if principal.role is Role.REP else data.get("owner", "")
-            await apply_action(self.admin, action, lead_id, acting, reason=reason, to=to)
+            await apply_action(self.admin, action, lead_id, acting, reason=reason, to=to, via="console")
             log.info("console: lead %s %s as %s by %s (%s)", lead_id, action, acting, principal.name,
                      principal.role.value)
             return see_other(f"/console/leads/{lead_id}?done={action}")
@@ -355,15 +360,7 @@ class Console:
             raise ApiError(422, "missing_rep", "Choose the rep to reassign the lead to.")
         if not reason or len(reason) > MAX_NOTE:
             raise ApiError(422, "missing_reason", f"Say why (1 to {MAX_NOTE} characters).")
-        try:
-            await reassign(self.admin.store, await self.admin.config(), lead_id, to_rep, reason=reason,
-                           by=principal.name or "ops", now=self.admin.clock())
-        except lifecycle.UnknownLeadError as exc:
-            raise ApiError(404, exc.code, str(exc)) from None
-        except UnknownRepError as exc:
-            raise ApiError(422, exc.code, str(exc)) from None
-        except lifecycle.LifecycleError as exc:
-            raise ApiError(409, exc.code, str(exc)) from None
+        await apply_reassign(self.admin, lead_id, to_rep, reason=reason, by=principal.name or "ops", via="console")
         log.info("console: lead %s reassigned to %s by %s: %s", lead_id, to_rep, principal.name, reason)
         return see_other(f"/console/leads/{lead_id}?done=reassign")
 
@@ -392,4 +389,21 @@ def add_console_routes(app: web.Application, admin: LeadHandlers) -> Console:
     for action in ACTIONS:
         r.add_post(f"/console/leads/{{lead_id}}/{action}", console.page(console.act(action), roles=acting))
     r.add_post("/console/leads/{lead_id}/reassign", console.page(console.reassign, roles=frozenset({Role.OPS})))
+    # Live feed, dead letters and audit (live.py, audit.py).
+    live = LivePages(admin, html_response, see_other, console.sessions)
+    r.add_get("/console/static/live.js", live_js)
+    r.add_get("/console/live", console.page(live.page))
+    r.add_get("/console/live/events", console.page(live.events))
+    r.add_post("/console/live/dead/{entry_id}/replay", console.page(live.replay, roles=frozenset({Role.OPS})))
+    r.add_get("/console/audit", console.page(AuditPage(admin, html_response).page, roles=frozenset({Role.OPS})))
+    app[LIVE_KEY] = live
+
+    async def end_streams(_: web.Application) -> None:
+        live.hub.shutdown()
+
+    async def close_live(_: web.Application) -> None:
+        await live.close()
+
+    app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(close_live)
     return console

@@ -172,6 +172,10 @@ class RulesKind:
             return [line for f in exc.failures for line in str(f).splitlines() if line.strip()]
         return []
 
+    def compile(self, text: str) -> Any:
+        """A scoring or fit text compiled (:class:`ConfigRejectedError` if not); CPU-bound."""
+        return self._spec.compile(text, self.source)
+
     def run_cases(self, text: str, cases: str) -> tuple[list[str], list[CaseOutcome]]:
         """(problems that stop the cases from running, each case's outcome); CPU-bound."""
         guarded = _guard(text, cases, self.source, self.cases_source)
@@ -212,12 +216,12 @@ class RulesKind:
         checked = await asyncio.to_thread(check)
         now = self.admin.clock()
         if self._rules is not None:
-            doc = await self._rules.publish(checked, author=author, note=note, now=now)
+            doc = await self._rules.publish(checked, author=author, note=note, now=now, via="console")
             await self.admin.routing.poll()
             number = doc.number
         else:
             assert self._config is not None
-            number = (await self._config.publish(checked, author=author, note=note, now=now)).number
+            number = (await self._config.publish(checked, author=author, note=note, now=now, via="console")).number
         version = await self.get(number)
         assert version is not None
         return version
@@ -231,10 +235,10 @@ class RulesKind:
             raise RulesEditError(f"v{number} is already the active {self.name} version; nothing changed")
         try:
             if self._rules is not None:
-                entry = await self._rules.rollback(number, author=author, note=note, now=now)
+                entry = await self._rules.rollback(number, author=author, note=note, now=now, via="console")
                 await self.admin.routing.poll()
                 return entry
             assert self._config is not None
-            return await self._config.rollback(number, author=author, note=note, now=now)
+            return await self._config.rollback(number, author=author, note=note, now=now, via="console")
         except (RulesVersionError, ConfigVersionError) as exc:
             raise RulesEditError(str(exc).splitlines()[0], str(exc).splitlines()) from None

@@ -25,6 +25,7 @@ from aiohttp import web
 from router.admin.auth import Role
 from router.admin.console.html import csrf_field, h, page, when
 from router.admin.console.pages import html_response, see_other
+from router.admin.console.rescore_pages import DEFAULT_WINDOW, WINDOWS, simulate_scoring, window_picker
 from router.admin.console.rules_kinds import KINDS, TITLES, CaseOutcome, Current, RulesEditError, RulesKind
 from router.admin.console.session import Session
 from router.admin.console.views import Problem, delta_bars, diff_table, listing, problem_list, problems_of
@@ -84,12 +85,13 @@ class RulesPages:
         ro = "" if ops else " readonly"
         buttons = ""
         if ops:
-            sim = ""
             if kind.name == "routing":
                 options = "".join(f'<option value="{h(d)}"{" selected" if d == dataset else ""}>{h(d)}</option>'
                                   for d in DATASETS)
-                sim = (f'<label>History <select name="dataset" id="dataset">{options}</select></label>'
-                       '<button type="submit" name="action" value="simulate" id="simulate">Simulate</button>')
+                sim = f'<label>History <select name="dataset" id="dataset">{options}</select></label>'
+            else:  # scoring and fit: the archive re-scored (rescore_pages.py)
+                sim = window_picker(dataset if dataset in WINDOWS else DEFAULT_WINDOW)
+            sim += '<button type="submit" name="action" value="simulate" id="simulate">Simulate</button>'
             buttons = ('<p class="actions"><button type="submit" name="action" value="validate" id="validate">'
                        'Validate</button><button type="submit" name="action" value="test" id="test">Run test cases'
                        f'</button>{sim}</p>'
@@ -212,8 +214,13 @@ class RulesPages:
                        dataset: str) -> web.StreamResponse:
         keep = Draft(text, cases, note, dataset)
         if kind.name != "routing":
-            raise ApiError(400, "no_simulation", "Simulation routes leads, so it is for the routing rules; backtest "
-                                                 "scoring and fit changes with `leadrouter backtest`.")
+            problems = problems_of(await asyncio.to_thread(kind.validate, text))
+            if problems:
+                return await self.render(session, kind, keep, ok=False, status=422,
+                                         message="The edited text does not compile, so it cannot be simulated.",
+                                         results=self.problems_block(kind, problems, text, cases))
+            results, message = await simulate_scoring(self.admin, self.kinds, kind, text, dataset)
+            return await self.render(session, kind, keep, message=message, results=results)
         if dataset not in DATASETS:
             raise ApiError(422, "unknown_dataset", f"Pick a history data set: {', '.join(DATASETS)}.")
         problems = problems_of(await asyncio.to_thread(kind.validate, text))

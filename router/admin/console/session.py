@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from router.admin.auth import Principal, TokenStore
 from router.admin.auth import _principal as principal_of  # the one reading of a stored token record
 from router.storage import keys
+from router.storage.redis import AnyRedis
 
 COOKIE = "lr_console"
 # Before sign-in there is no session: the sign-in form is protected by a double-submit cookie.
@@ -52,7 +51,7 @@ class Session:
 class SessionStore:
     """The only code that reads and writes console sessions in Redis."""
 
-    def __init__(self, redis: Redis, tokens: TokenStore, ttl_s: float, *, token_ttl_s: float = 90 * 86400.0,
+    def __init__(self, redis: AnyRedis, tokens: TokenStore, ttl_s: float, *, token_ttl_s: float = 90 * 86400.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.tokens = tokens

@@ -22,6 +22,10 @@
 --             i lead_id, u user_id, d UTC day, fv fields verified, fs fields' source,
 --             g fit grade and gp fit points
 --             (when this event changed what the grade is based on),
+--             n the event's name (track events), w the web visit step
+--             {k 'pv' page view | 'pp' page ping | 't' a touch without a
+--             visit (form fill, email click), s channel, c campaign key}:
+--             see web_step below,
 --             r hits [{rule, points, cap?, once?, reason {...}}]
 --             or, with mode 'p', only i, e and pr: a new model probability;
 --             or, with mode 'f', i, e (trigger id), trigger and reason (JSON
@@ -35,7 +39,9 @@
 --             fk field history kept,
 --             iw identify window (seconds an anonymous hand-raise waits for the
 --             person to be identified; absent or 0: never), vs the versions
---             scoring with (recorded on the lead, and on a crossing as mql_versions)
+--             scoring with (recorded on the lead, and on a crossing as mql_versions),
+--             wg session gap s (1800), wp most seconds one ping interval counts (30),
+--             wx most seconds one session counts (7200)
 -- (One JSON argument per event keeps the client's per-argument cost out of
 -- the hot path; cjson decodes it in C.)
 local ev = cjson.decode(ARGV[1])
@@ -215,6 +221,62 @@ local function maybe_fire(score, hr, extra, was)
   return snapshot('fired', extra)
 end
 
+
+-- Web analytics on the lead (scoring/touch.py, scoring/features.py), all times the
+-- collector's receive time (ev.t), never the client's:
+--   w:ss sessions; a page view opens one when the lead has none, after more than
+--   cfg.wg seconds without a page view or ping, or when it brings a new UTM campaign
+--   (the usual rule; midnight does not split a session).  A ping never opens one.
+--   w:last the last page view or ping; w:camp the session's campaign; w:st its seconds;
+--   w:time seconds on site: each page view or ping within a session adds the time since
+--   the previous one, at most cfg.wp (a ping interval) and at most cfg.wx per session,
+--   so a client sending pings fast or forever cannot add more than real time, capped.
+--   w:ft / w:ft_ts first touch (the earliest), w:lt / w:lt_ts last non-direct touch
+--   (a direct visit never replaces a known source).
+local function touch(ch, t)
+  if not ch or ch == '' then return end
+  local ft_ts = tonumber(redis.call('HGET', lead, 'w:ft_ts') or '')
+  if not ft_ts or t < ft_ts then redis.call('HSET', lead, 'w:ft', ch, 'w:ft_ts', fmt(t)) end
+  local lt = redis.call('HGET', lead, 'w:lt')
+  local lt_ts = tonumber(redis.call('HGET', lead, 'w:lt_ts') or '')
+  if not lt or (ch ~= 'direct' and (lt == 'direct' or t >= lt_ts)) or (lt == 'direct' and t >= lt_ts) then
+    redis.call('HSET', lead, 'w:lt', ch, 'w:lt_ts', fmt(t))
+  end
+end
+
+local function engaged(last, t)
+  if t <= last then return end
+  local st = tonumber(redis.call('HGET', lead, 'w:st') or '0')
+  local add = math.max(0, math.min(t - last, cfg.wp or 30, (cfg.wx or 7200) - st))
+  if add > 0 then
+    redis.call('HSET', lead, 'w:st', fmt(st + add))
+    redis.call('HSET', lead, 'w:time', fmt(tonumber(redis.call('HGET', lead, 'w:time') or '0') + add))
+  end
+end
+
+local function web_step(w, t)
+  if type(w) ~= 'table' then return end
+  local last = tonumber(redis.call('HGET', lead, 'w:last') or '')
+  local gap = cfg.wg or 1800
+  if w.k == 'pp' then
+    if not last or t - last > gap then return end
+    engaged(last, t)
+  elseif w.k == 'pv' then
+    local camp = w.c or ''
+    if not last or t - last > gap or (camp ~= '' and camp ~= (redis.call('HGET', lead, 'w:camp') or '')) then
+      redis.call('HINCRBY', lead, 'w:ss', 1)
+      redis.call('HSET', lead, 'w:st', '0', 'w:camp', camp)
+      touch(w.s, t)
+    else
+      engaged(last, t)
+    end
+  else
+    touch(w.s, t)
+    return
+  end
+  if not last or t > last then redis.call('HSET', lead, 'w:last', fmt(t)) end
+end
+
 local merged_into = redis.call('HGET', lead, 'merged_into')
 if merged_into then
   return cjson.encode({status = 'moved', to = merged_into})
@@ -256,6 +318,13 @@ end
 
 redis.call('ZADD', seen, now, eid)
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
+
+if ev.y == 'page_ping' then
+  -- Time on site only: no points, no activity, no timeline entry (see web_step).
+  web_step(ev.w, ts)
+  redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
+  return cjson.encode({status = 'ping'})
+end
 
 -- Caps: per rule per UTC day, a daily total, and once-per-lead rules.
 -- Mirrors scoring.caps.apply_caps.  Counters live in the lead hash for the
@@ -316,11 +385,24 @@ if a > at then at = a end
 local before = decayed(v, a, at)
 local nv, na = add(v, a, pts, ts)
 local after = decayed(nv, na, at)
+local prev_seen = tonumber(redis.call('HGET', lead, 'last_seen') or '')
 redis.call('HSET', lead, 'score', fmt(nv), 'asof', fmt(na), 'lead_id', ev.i, 'last_seen', fmt(at))
 redis.call('HSETNX', lead, 'first_seen', fmt(ts))
 redis.call('HINCRBY', lead, 'events', 1)
 redis.call('HINCRBY', lead, 'n:' .. ev.y, 1)
-redis.call('HSET', lead, 'last_type', ev.y)
+-- The last activity is the latest in event time: an older event applied late (redelivered, or
+-- re-applied after its profile was merged in the same batch) does not replace it.
+if not prev_seen or ts >= prev_seen then
+  redis.call('HSET', lead, 'last_type', ev.y)
+  if ev.n and ev.n ~= '' then redis.call('HSET', lead, 'last_name', ev.n) else redis.call('HDEL', lead, 'last_name') end
+end
+web_step(ev.w, ts)
+-- Engagement and its recent change: the score right after the lead's last event (w:es) and
+-- as it stood before the first event of the lead's latest active UTC day (w:es0).
+if day ~= '' and day > (redis.call('HGET', lead, 'w:esd') or '') then
+  redis.call('HSET', lead, 'w:esd', day, 'w:es0', fmt(before))
+end
+redis.call('HSET', lead, 'w:es', fmt(after))
 
 local email = ev.m or ''
 if email ~= '' then redis.call('HSET', lead, 'email', email) end

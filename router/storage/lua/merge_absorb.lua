@@ -11,6 +11,10 @@
 --      17 the source's pending anonymous hand-raise: its ts ('' for none)  18 its event id
 --      19 the target's TTL in seconds when it is anonymous (no email), refreshed
 --         here; 0: the target is known (or nothing expires): its keys never expire
+--      20 web json {ss, time, st, last, camp, ft, ft_ts, lt, lt_ts, es, es0, esd}: the source's
+--         visits (apply_event.lua's w:* fields) -- sessions and seconds on site add up (two
+--         browsers' sessions are two sessions), the session in progress is the later one's,
+--         the first touch is the earlier one, the last non-direct touch the later one
 if redis.call('HGET', KEYS[1], 'forgotten') == '1' then return 0 end
 local marker = 'absorbed:' .. ARGV[1]
 if redis.call('HEXISTS', KEYS[1], marker) == 1 then return 0 end
@@ -70,6 +74,42 @@ if ARGV[17] and ARGV[17] ~= '' then
   if not mine or tonumber(ARGV[17]) > mine then
     redis.call('HSET', KEYS[1], 'hr_ts', ARGV[17], 'hr_event', ARGV[18])
   end
+end
+local web = cjson.decode(ARGV[20] or '{}')
+if type(web) == 'table' and next(web) ~= nil then
+  local t = KEYS[1]
+  if tonumber(web.ss or 0) > 0 then redis.call('HINCRBY', t, 'w:ss', tonumber(web.ss)) end
+  if tonumber(web.time or 0) > 0 then
+    redis.call('HSET', t, 'w:time', fmt(tonumber(redis.call('HGET', t, 'w:time') or '0') + tonumber(web.time)))
+  end
+  local mine = tonumber(redis.call('HGET', t, 'w:last') or '')
+  local theirs = tonumber(web.last or '')
+  if theirs and (not mine or theirs > mine) then
+    redis.call('HSET', t, 'w:last', fmt(theirs), 'w:camp', web.camp or '', 'w:st', web.st or '0')
+  end
+  local ft_ts = tonumber(web.ft_ts or '')
+  local my_ft = tonumber(redis.call('HGET', t, 'w:ft_ts') or '')
+  if web.ft and ft_ts and (not my_ft or ft_ts < my_ft) then
+    redis.call('HSET', t, 'w:ft', web.ft, 'w:ft_ts', fmt(ft_ts))
+  end
+  local lt_ts = tonumber(web.lt_ts or '')
+  if web.lt and lt_ts then
+    local lt = redis.call('HGET', t, 'w:lt')
+    local my_lt = tonumber(redis.call('HGET', t, 'w:lt_ts') or '')
+    if not lt or (web.lt ~= 'direct' and (lt == 'direct' or lt_ts >= my_lt))
+        or (web.lt == 'direct' and lt == 'direct' and lt_ts >= my_lt) then
+      redis.call('HSET', t, 'w:lt', web.lt, 'w:lt_ts', fmt(lt_ts))
+    end
+  end
+  -- engagement's recent change: the later active day's starting point (both sides' on the same day)
+  local esd = web.esd or ''
+  local my_esd = redis.call('HGET', t, 'w:esd') or ''
+  if esd ~= '' and esd > my_esd then
+    redis.call('HSET', t, 'w:esd', esd, 'w:es0', web.es0 or '0')
+  elseif esd ~= '' and esd == my_esd then
+    redis.call('HSET', t, 'w:es0', fmt(tonumber(redis.call('HGET', t, 'w:es0') or '0') + tonumber(web.es0 or '0')))
+  end
+  if aa > 0 then redis.call('HSET', t, 'w:es', redis.call('HGET', t, 'score')) end
 end
 redis.call('HSET', KEYS[1], marker, ARGV[10])
 redis.call('HINCRBY', KEYS[1], 'merges', 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,7 +31,7 @@ def test_the_real_clickstream_is_read_in_time_order_without_its_out_of_span_rows
     # The datasets README: 32 rows lie outside 2017-11-25..12-03 (China time); 659 users.
     assert dropped == 32
     assert len({c.user for c in clicks}) == 659
-    assert all(a.ts <= b.ts for a, b in zip(clicks, clicks[1:], strict=False))
+    assert all(a.ts <= b.ts for a, b in itertools.pairwise(clicks))
     assert {c.behavior for c in clicks} == {"pv", "fav", "cart", "buy"}
 
 

@@ -184,6 +184,11 @@ def test_unknown_event_suggests_closest_event_type() -> None:
     assert "valid events: page_view, email_open, email_click, form_fill" in msg
 
 
+def test_a_page_ping_is_no_rule_event() -> None:
+    msg = error(rule_yaml(event="page_ping"))
+    assert "unknown event 'page_ping'" in msg and "page_ping," not in msg.split("valid events:")[1]
+
+
 def test_event_with_dashes_suggests_the_underscore_spelling() -> None:
     assert "did you mean 'email_click'?" in error(rule_yaml(event="Email-Click"))
 

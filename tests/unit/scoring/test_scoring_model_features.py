@@ -29,6 +29,7 @@ LIVE = {
     "f:country": "IN", "f:occupation": "Working Professional", "f:consent": "no", "f:company": "Acme",
     "f:specialization": "Finance Management", "f:city": "Mumbai", "f:how_did_you_hear": "Online Search",
     "f:what_matters_most": "Better Career Prospects", "f:free_copy_of_mastering_the_interview": "Yes",
+    "w:ss": "3", "w:time": "1531.6", "w:ft": "organic_search", "w:lt": "email",
 }
 EXPORT = {
     "Prospect ID": "7927b2df-8bba-4d29-b9a2-b6e0beafe620", "Lead Number": "660737", "Converted": "1",
@@ -68,16 +69,19 @@ def test_a_different_lead_gives_a_different_vector() -> None:
 def test_unmapped_and_leaky_columns_are_listed_and_left_out() -> None:
     schema = mapped_schema(RawTable(tuple(EXPORT), ()), MAPPING, "Converted")
     reasons = {e.column: e.reason for e in schema.excluded}
-    assert reasons["Lead Source"] == reasons["Total Time Spent on Website"] == "unmapped"
     assert reasons["Last Notable Activity"] == reasons["Prospect ID"] == "unmapped"
     assert reasons["Tags"] == "leaky"
-    assert "TotalVisits" not in reasons and "Page Views Per Visit" not in reasons
-    assert not {"Lead Source", "Total Time Spent on Website", "Tags"} & set(schema.names)
+    for used in ("TotalVisits", "Page Views Per Visit", "Lead Source", "Total Time Spent on Website"):
+        assert used not in reasons
+    assert not {"Last Notable Activity", "Tags"} & set(schema.names)
+    assert {"lead_source", "sessions", "time_on_site", "pages_per_session"} <= set(schema.names)
 
 
 def test_a_mapping_to_a_feature_without_a_live_source_is_refused() -> None:
-    with pytest.raises(FeatureMappingError, match=r"'time_on_site' is not a live feature.*must stay unmapped"):
-        parse_mapping({"features": {"time_on_site": "Total Time Spent on Website"}}, "m.yaml")
+    with pytest.raises(FeatureMappingError, match=r"'sms_sent' is not a live feature.*must stay unmapped"):
+        parse_mapping({"features": {"sms_sent": "Last Notable Activity"}}, "m.yaml")
+    with pytest.raises(FeatureMappingError, match=r"features.country.per: only a numeric feature"):
+        parse_mapping({"features": {"country": {"column": "Country", "per": "X"}}}, "m.yaml")
     with pytest.raises(FeatureMappingError, match=r"features.country: unknown key\(s\) \['colum'\]"):
         parse_mapping({"features": {"country": {"colum": "Country"}}}, "m.yaml")
     with pytest.raises(FeatureMappingError, match="only a numeric feature"):
@@ -101,14 +105,21 @@ def test_an_empty_lead_is_missing_not_zero() -> None:
 
 @pytest.mark.parametrize(("last_type", "want"), [
     ("email_open", "email_open"), ("page_view", "page_view"), ("form_fill", "form_fill"),
-    ("email_click", "email_click"), ("track", "other"), ("identify", "other"), ("", None),
+    ("email_click", "email_click"), ("track", "other"), ("identify", "identify"), ("group", "other"), ("", None),
 ])
 def test_last_activity(last_type: str, want: str | None) -> None:
     assert features_from_lead({"last_type": last_type})["last_activity"] == want
 
 
+def test_a_chat_conversation_is_its_own_activity() -> None:
+    assert features_from_lead({"last_type": "track", "last_name": "Olark Chat Started"})["last_activity"] == "chat"
+    assert features_from_lead({"last_type": "track", "last_name": "Trial Started"})["last_activity"] == "other"
+    assert features_from_lead({"last_type": "page_view", "last_name": "chat"})["last_activity"] == "page_view"
+
+
 @pytest.mark.parametrize(("export", "want"), [
-    ("Email Opened", "email_open"), ("SMS Sent", "other"), ("Olark Chat Conversation", "other"), ("", None),
+    ("Email Opened", "email_open"), ("SMS Sent", "other"), ("Olark Chat Conversation", "chat"),
+    ("Converted to Lead", "identify"), ("", None),
 ])
 def test_last_activity_from_the_export(export: str, want: str | None) -> None:
     assert training_row(MAPPING, {"Last Activity": export})["last_activity"] == want
@@ -153,3 +164,47 @@ def test_occupation(fields: dict[str, str], want: str | None) -> None:
                                                ("whatever", None)])
 def test_email_opt_out_from_consent(consent: str, want: float | None) -> None:
     assert features_from_lead({"f:consent": consent})["email_opt_out"] == want
+
+
+def test_web_features_from_the_lead() -> None:
+    lead = {"events": "12", "n:page_view": "7", "w:ss": "3", "w:time": "95.5", "w:ft": "paid_search",
+            "w:lt": "email", "w:es": "40", "w:es0": "25", "last_seen": "1700000000", "grade": "B", "fit": "30"}
+    got = features_from_lead(lead, now=1700000000 + 2 * 86400)
+    assert (got["sessions"], got["time_on_site"], got["pages_per_session"]) == (3.0, 96.0, 2.33)
+    assert (got["lead_source"], got["last_touch"]) == ("paid_search", "email")
+    assert (got["engagement"], got["engagement_change"], got["recency_days"]) == (40.0, 15.0, 2.0)
+    assert (got["fit_grade"], got["fit_points"]) == ("b", 30.0)
+    assert features_from_lead(lead)["recency_days"] is None  # no scoring moment given
+    assert features_from_lead({**lead, "w:ft": "carrier pigeon"})["lead_source"] == "other"
+
+
+def test_sessions_zero_only_when_known() -> None:
+    # A lead with a form fill and no page view: no sessions, no time on site, no pages.
+    got = features_from_lead({"events": "1", "n:form_fill": "1", "w:ft": "reference"})
+    assert (got["sessions"], got["time_on_site"], got["pages_per_session"]) == (0.0, 0.0, 0.0)
+    # Page views from before sessions were kept: unknown, not zero.
+    got = features_from_lead({"events": "3", "n:page_view": "3"})
+    assert (got["sessions"], got["time_on_site"], got["pages_per_session"]) == (None, None, None)
+    assert features_from_lead({"w:ss": "2", "n:page_view": "5"})["time_on_site"] == 0.0
+
+
+@pytest.mark.parametrize(("visits", "per_visit", "want"), [
+    ("3", "2.67", 2.67), ("4", "2.5", 2.5), ("0", "0", 0.0), ("7", "1.14", 1.14), ("", "2", None), ("2", "", None),
+])
+def test_pages_per_session_from_the_export_rounds_like_the_live_lead(visits: str, per_visit: str,
+                                                                      want: float | None) -> None:
+    row = training_row(MAPPING, {"TotalVisits": visits, "Page Views Per Visit": per_visit})
+    assert row["pages_per_session"] == want
+    if want is not None:
+        # the live lead with those whole page views and sessions computes the same value
+        live = {"w:ss": visits, "n:page_view": str(int(row["page_views"] or 0)), "events": "1"}
+        assert features_from_lead(live)["pages_per_session"] == want
+
+
+@pytest.mark.parametrize(("source", "want"), [
+    ("Google", "organic_search"), ("google", "organic_search"), ("Direct Traffic", "direct"), ("Olark Chat", "chat"),
+    ("Reference", "reference"), ("Welingak Website", "partner"), ("Referral Sites", "referral"),
+    ("Facebook", "social"), ("Click2call", "other"), ("", None),
+])
+def test_lead_source_from_the_export(source: str, want: str | None) -> None:
+    assert training_row(MAPPING, {"Lead Source": source})["lead_source"] == want

@@ -721,3 +721,45 @@ async def test_multipart_form_fills_are_read_and_bounded(client: Any, sink: Memo
     big.add_field("notes", "x" * (MAX_FORM_BYTES + 10))
     resp = await client.post("/t/form", data=big)
     assert resp.status == 413 and len(sink.events) == 1
+
+
+async def test_form_answers_are_kept_under_their_names(client: Any, sink: MemorySink) -> None:
+    resp = await client.post("/t/form", json=good_form(**{
+        "answer.occupation": "  Working   Professional ", "answer.specialization": "Finance Management",
+        "answer.empty": "", "ref": "https://www.google.com/", "url": "https://acme.io/apply"}))
+    assert resp.status == 202
+    ev = sink.events[0]
+    assert dict(ev.fields) == {"occupation": "Working Professional", "specialization": "Finance Management"}
+    assert ev.referrer == "https://www.google.com/"
+
+
+@pytest.mark.parametrize("extra", [
+    {"answer.Bad-Name": "x"}, {"answer.email": "x@y.z"}, {"answer.country": "IN"}, {"answer.city": ["a"]},
+    {"answer.city": "x" * 5000}, {f"answer.q{i}": "x" for i in range(21)},
+    {"answer.<script>": "<script>alert(1)</script>"},
+])
+async def test_hostile_form_answers_are_refused(client: Any, sink: MemorySink, extra: dict[str, Any]) -> None:
+    resp = await client.post("/t/form", json=good_form(**extra))
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["error"] == "invalid_form" and body["problems"][0]["fix"]
+    assert sink.events == []
+
+
+async def test_the_pixel_counts_a_ping_as_a_page_ping(client: Any, sink: MemorySink) -> None:
+    await assert_gif(await client.get("/t/p.gif", params={"url": "https://acme.io/pricing", "ping": "1"}))
+    await assert_gif(await client.get("/t/p.gif", params={"url": "https://acme.io/pricing", "ping": "yes"}))
+    assert [e.type for e in sink.events] == [EventType.PAGE_PING, EventType.PAGE_VIEW]
+
+
+async def test_the_snippet_sends_a_page_view_then_visible_pings(client: Any) -> None:
+    resp = await client.get("/t/p.js")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("application/javascript")
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    js = await resp.text()
+    assert "/t/p.gif?" in js and "hit({});" in js
+    assert "visibilityState==='visible'" in js and "ping:'1'" in js and ",15000)" in js and "n<480" in js
+    # a constant: nothing from the request is reflected into the script
+    again = await client.get("/t/p.js?x=%3Cscript%3E", headers={"Referer": "https://evil.example/<script>"})
+    assert await again.text() == js

@@ -118,8 +118,7 @@ async def test_get_page_view_answers_the_gif(client: Client, sink: MemorySink, p
 
 
 async def test_get_garbage_still_answers_the_gif(client: Client, sink: MemorySink) -> None:
-    for params in ({}, {"e": "pp", "url": "https://ex.test/"}, {"e": "se"}, {"e": "ue", "ue_px": "!!!"},
-                   {"e": "zz"}):
+    for params in ({}, {"e": "se"}, {"e": "ue", "ue_px": "!!!"}, {"e": "zz"}):
         resp = await client.get("/i", params=params)
         assert resp.status == 200 and await resp.read() == GIF
     assert sink.events == []
@@ -164,7 +163,7 @@ async def test_post_payload_data(client: Client, sink: MemorySink) -> None:
                   {"name": "company", "value": "Globex"}, {"name": "consent", "value": "true"}]}), "eid": "c"},
         {**ue("iglu:com.acme/whitepaper/jsonschema/1-0-0", {"paper": "roi"}, b64=False), "eid": "d"},
         {"e": "tr", "tr_id": "order-1", "tr_tt": "99.5", "eid": "e"},
-        {"e": "pp", "eid": "f"},
+        {"e": "pp", "eid": "f", "duid": "d-1"},
         "not an event",
     ]
     resp = await client.post(TP2, json={"schema": SCHEMA, "data": data},
@@ -175,8 +174,9 @@ async def test_post_payload_data(client: Client, sink: MemorySink) -> None:
     kinds = [(e.type, e.name) for e in sink.events]
     assert kinds == [(EventType.PAGE_VIEW, None), (EventType.TRACK, "video/play"),
                      (EventType.FORM_FILL, "submit_form"), (EventType.TRACK, "whitepaper"),
-                     (EventType.TRACK, "transaction")]
-    pv, se, form, wp, tr = sink.events
+                     (EventType.TRACK, "transaction"), (EventType.PAGE_PING, None)]
+    pv, se, form, wp, tr, pp = sink.events
+    assert pp.event_id == derive_event_id("snowplow", "", "f") and pp.partition_key() == "v:d-1"
     assert (pv.visitor_id, pv.user_id) == ("d-1", "u-1") and pv.partition_key() == "v:d-1"
     assert se.traits == {"category": "video", "action": "play", "label": "intro", "property": "hd", "value": "12.5"}
     assert (form.form_id, form.email) == ("demo-request", "kim@ex.test")
@@ -280,10 +280,18 @@ def test_invalid_and_ignored() -> None:
     with pytest.raises(MessageError):
         map_event({"e": "ue", "ue_pr": '{"data": {"no": "schema"}}'}, CTX)
     with pytest.raises(Ignored) as exc:
-        map_event({"e": "pp"}, CTX)
-    assert exc.value.kind == "page_ping"
-    with pytest.raises(Ignored):
         map_event({"e": "ad"}, CTX)
+    assert exc.value.kind == "unknown"
+
+
+def test_a_page_ping_is_time_on_site_of_the_visitor() -> None:
+    mapped = map_event({"e": "pp", "duid": "d-9", "url": "https://ex.test/pricing?utm_source=x", "eid": "p1",
+                        "pp_mix": "0", "pp_max": "900"}, CTX)
+    ev = mapped.event
+    assert (ev.type, ev.visitor_id, ev.url, ev.ts) == (EventType.PAGE_PING, "d-9", "https://ex.test/pricing?utm_source=x",
+                                                      CTX.received_at)
+    # the tracker's own scroll offsets are not trusted or kept
+    assert "pp_max" not in ev.traits
 
 
 def test_self_describing_and_schema_names() -> None:
@@ -298,7 +306,7 @@ def test_self_describing_and_schema_names() -> None:
 
 async def test_invalid_events_are_counted(client: Client) -> None:
     before = sample("leadrouter_sdk_messages_total", api="snowplow", type="se", outcome="invalid")
-    ignored = sample("leadrouter_sdk_messages_total", api="snowplow", type="pp", outcome="ignored")
-    await client.post(TP2, json={"data": [{"e": "se"}, {"e": "pp"}]})
+    ignored = sample("leadrouter_sdk_messages_total", api="snowplow", type="ad", outcome="ignored")
+    await client.post(TP2, json={"data": [{"e": "se"}, {"e": "ad"}]})
     assert sample("leadrouter_sdk_messages_total", api="snowplow", type="se", outcome="invalid") == before + 1
-    assert sample("leadrouter_sdk_messages_total", api="snowplow", type="pp", outcome="ignored") == ignored + 1
+    assert sample("leadrouter_sdk_messages_total", api="snowplow", type="ad", outcome="ignored") == ignored + 1
