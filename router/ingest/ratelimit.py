@@ -126,8 +126,11 @@ class RateLimiter:
         end = (window + 1) * self.window_s
         names = [self._key(c.scope, c.identifier, window) for c in active]
         blocked = self._blocked
+        over: tuple[str, ...] = ()
         if blocked:
-            over = tuple(c.scope for c, k in zip(active, names, strict=True) if blocked.get(k, 0.0) > now)
+            for c, k in zip(active, names, strict=True):
+                if blocked.get(k, 0.0) > now:
+                    over = (*over, c.scope)
             if over:  # answered from memory: a flood costs Redis nothing more this window
                 return self._deny(over, ip, end, now)
         self._prune(window)
@@ -147,7 +150,6 @@ class RateLimiter:
                 counts = [shared[k] for k in names]
                 for k in names:
                     count[k] = shared[k]
-        over = ()
         for c, k, n in zip(active, names, counts, strict=True):
             if n > c.limit:
                 blocked[k] = end
