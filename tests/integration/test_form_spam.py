@@ -146,7 +146,7 @@ async def test_pixel_flood_is_dropped_behind_its_gif_and_costs_redis_nothing_onc
     assert cap.limiter is not None
     await cap.limiter.flush()
     after = await script_calls(redis)
-    # Pixels never wait for Redis: their counts are shared in batches (one call per key per flush), and
+    # Pixels never wait for Redis: their counts are shared in batches (one call per hash tag per flush), and
     # an address over its limit costs nothing more; 60 pixels cost a handful of calls, not 60.
     assert after - before <= 6
     [key] = [k async for k in redis.scan_iter("lr:rl:{R:*}:pixel:ip:*")]
