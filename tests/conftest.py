@@ -26,7 +26,7 @@ records are two slots), form spam (rate-limit counters pipelined with
 scripts) and the review queue.  Tests that only exercise HTTP edges, alert
 rendering, the data-set simulations or the browser stay single-server: a
 second run of them would add minutes and no Redis coverage.  Every other
-module passes on the cluster too (``LEADROUTER_TEST_CLUSTER_ALL=1 pytest -k
+module passes on the cluster too (``TEST_REDIS_CLUSTER_ALL=1 pytest -k
 cluster tests/integration`` surveys them; their own clients are made with
 ``router.storage.redis.redis_from_url``, so they follow the mode).
 """
@@ -85,8 +85,9 @@ def datasets_or_skip() -> Path:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = Path(metafunc.definition.path).resolve().relative_to(REPO).as_posix()
     uses_redis = "redis_url" in metafunc.fixturenames or "stack_of" in metafunc.fixturenames
-    # LEADROUTER_TEST_CLUSTER_ALL=1: every module that uses Redis in both modes (a survey, not CI).
-    if uses_redis and (module in CLUSTER_MODULES or os.environ.get("LEADROUTER_TEST_CLUSTER_ALL") == "1"):
+    # TEST_REDIS_CLUSTER_ALL=1: every module that uses Redis in both modes (a survey, not CI; not a
+    # LEADROUTER_ name, which the CLI subprocesses would refuse as an unknown setting).
+    if uses_redis and (module in CLUSTER_MODULES or os.environ.get("TEST_REDIS_CLUSTER_ALL") == "1"):
         metafunc.parametrize("redis_mode", REDIS_MODES, indirect=True, scope="function")
 
 

@@ -50,7 +50,9 @@ async def test_broker_unreachable_for_30s_loses_nothing(stack_of: Callable[..., 
     assert outage["sent_during"] > 400
     assert outage["mid"] > 100, f"only {outage['mid']} events spooled half-way through the outage"
     assert work.refused == 0, "the spool refused events during a 30 s outage"
-    assert work.slowest_form_s < 2.0, f"a form waited {work.slowest_form_s:.1f}s for the broker"
+    # A form waits for its spool fsync, never for the broker: one bound to the broker would wait out the 30 s
+    # outage.  5 s leaves room for fsync and Redis on a loaded CI machine (2.19 s and 2.24 s were seen there).
+    assert work.slowest_form_s < 5.0, f"a form waited {work.slowest_form_s:.1f}s during the broker outage"
     await work.wait_processed(st, timeout=90)
     await work.check_exactly_once(st.redis)
     await work.check_alerts(st)

@@ -129,8 +129,9 @@ def test_no_request_from_the_spec_gets_a_server_error(redis_url: str) -> None:
     client = sync_redis_from_url(redis_url)
     sync_flush(client)
     client.close()
+    # The CRM webhook on, so the fuzz reaches its signature checks (off, it answers 503 by design).
     app_settings = Settings.of(redis_url=redis_url, admin_port=0, admin_simulate_max_leads=200,
-                            admin_max_rules_bytes=64 * 1024)
+                               admin_max_rules_bytes=64 * 1024, admin_crm_webhook_secret="fuzz-webhook-secret-0123456789")
     token, lead_id, rep_id = asyncio.run(seed(app_settings))
     known = {"lead_id": lead_id, "rep_id": rep_id, "version": "1"}
     headers = {"Authorization": f"Bearer {token}"}

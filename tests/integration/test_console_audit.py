@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from models import Event, EventPlan, EventType, Reason
@@ -18,9 +17,11 @@ from router.cli import main as cli
 from router.settings import Settings
 from router.storage import audit, keys
 from router.storage.live_config import load_scoring_file
+from router.storage.redis import sync_redis_from_url
 from router.worker import review
 from tests.integration.test_admin_api import NOW, Api, make_api, route_lead, two_leads
 from tests.integration.test_console import csrf_of, get, post, sign_in
+from tests.support import sync_flush
 
 pytestmark = pytest.mark.integration
 
@@ -154,8 +155,8 @@ async def test_the_audit_page_is_for_ops_and_pages_back(api: Api) -> None:
 def test_token_changes_and_scoring_publishes_through_the_cli_are_audited(
         redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings.of(redis_url=redis_url)
-    client = SyncRedis.from_url(redis_url)
-    client.flushdb()
+    client = sync_redis_from_url(redis_url)
+    sync_flush(client)
     parser = argparse.ArgumentParser(prog="leadrouter")
     cmd_admin.register(parser.add_subparsers(dest="command", required=True))
 

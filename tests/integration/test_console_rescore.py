@@ -71,7 +71,7 @@ async def test_a_scoring_edit_is_simulated_on_the_archive_without_touching_redis
     text = api.settings.files.scoring_file.read_text(encoding="utf-8")
     edited = text.replace("- {engagement_at_least: 150}", "- {engagement_at_least: 110}")
     assert edited != text
-    keys_before = sorted(await api.redis.keys("*"))
+    keys_before = sorted([k async for k in api.redis.scan_iter(match="*")])
     status, page, _ = await post(api, "/console/rules/scoring", {"csrf": csrf, "text": edited, "cases": "",
                                                                   "action": "simulate", "dataset": "30"})
     assert status == 200, re.findall(r'id="message">([^<]*)', page)
@@ -83,7 +83,7 @@ async def test_a_scoring_edit_is_simulated_on_the_archive_without_touching_redis
     assert f'<a href="/console/leads/{keys.lead_id_for_email("p@tiny.io")}">' in page
     assert 'id="chart-teams"' in page and 'id="chart-reps"' in page
     assert "MQLs per team: running vs edited" in page
-    assert sorted(await api.redis.keys("*")) == keys_before  # nothing written (sessions were made before)
+    assert sorted([k async for k in api.redis.scan_iter(match="*")]) == keys_before  # nothing written (sessions were made before)
     # The edited text is kept in the editor, and the running version is untouched.
     assert "engagement_at_least: 110" in page
     assert await api.redis.get("{cfg}:scoring:active") is None

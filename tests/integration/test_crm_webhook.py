@@ -110,7 +110,7 @@ async def test_a_replayed_delivery_is_refused_once_applied(api: Api) -> None:
     assert status == 200
     status, answer = await send(api, body)  # byte for byte the same delivery
     assert status == 409 and answer["error"] == "replayed"
-    ttl = [await api.redis.ttl(k) for k in await api.redis.keys(keys.webhook_seen("*"))]
+    ttl = [await api.redis.ttl(k) async for k in api.redis.scan_iter(match=keys.webhook_seen("*"))]
     assert ttl and all(0 < t <= 600 for t in ttl)
 
 
