@@ -119,7 +119,7 @@ class Event:
         return f"x:{self.event_id}"
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in _event_fields()}
         data["type"] = self.type.value
         data["utm"] = dict(self.utm)
         data["fields"] = dict(self.fields)
@@ -209,3 +209,13 @@ def _fraction(data: Mapping[str, Any], key: str, default: float = 0.0) -> float:
         msg = f"event field {key!r} must be a number from 0 to 1, got {value!r}"
         raise InvalidEventError(msg)
     return float(value)
+
+
+_FIELD_NAMES: list[tuple[str, ...]] = []
+
+
+def _event_fields() -> tuple[str, ...]:
+    """:class:`Event`'s field names, looked up once (``dataclasses.fields`` per call costs more than the copy)."""
+    if not _FIELD_NAMES:
+        _FIELD_NAMES.append(tuple(f.name for f in fields(Event)))
+    return _FIELD_NAMES[0]

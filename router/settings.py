@@ -193,7 +193,8 @@ class SpoolSettings:
     dir: Path = Path("var/spool")
     max_bytes: int = 1024 * 1024 * 1024
     segment_bytes: int = 16 * 1024 * 1024
-    # always: a request is answered after its event is fsynced (group commit);
+    # always: a form/API request is answered after its event is fsynced (group commit); a beacon
+    # (pixel, open, click) once written, fsynced within fsync_interval_s;
     # interval: fsync every fsync_interval_s; never: leave it to the OS.
     fsync: FsyncPolicy = "always"
     fsync_interval_s: float = 0.2

@@ -59,6 +59,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -93,7 +94,7 @@ class HeaderDeadline(asyncio.Protocol):
     the first byte of a further request on a kept-alive connection; otherwise it is closed
     (slowloris).  While a request is being handled the clock is stopped (the body has its own
     timeout in :func:`read_limited`); an idle kept-alive connection is closed by aiohttp's
-    ``keepalive_timeout``.  The ``header_deadline`` middleware reports request starts and ends.
+    ``keepalive_timeout``.  The ``observe`` middleware reports request starts and ends.
     """
 
     def __init__(self, inner: RequestHandler, timeout_s: float, loop: asyncio.AbstractEventLoop) -> None:
@@ -101,6 +102,10 @@ class HeaderDeadline(asyncio.Protocol):
         self.timeout_s = timeout_s
         self.loop = loop
         self._busy = 0
+        # The running head's deadline (loop time; None: no head is being waited for), and the one timer
+        # that checks it.  A timer outlives the request it was armed for: the next head moves the
+        # deadline, not the timer, so a kept-alive connection costs a timer per timeout, not per request.
+        self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,7 +113,7 @@ class HeaderDeadline(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if data and not self._busy and self._timer is None:
+        if data and not self._busy and self._deadline is None:
             self._arm()
         self.inner.data_received(data)
 
@@ -116,7 +121,10 @@ class HeaderDeadline(asyncio.Protocol):
         self.inner.eof_received()  # None: the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel()
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -127,52 +135,57 @@ class HeaderDeadline(asyncio.Protocol):
 
     def request_started(self) -> None:
         self._busy += 1
-        self._cancel()
+        self._deadline = None
 
     def request_done(self) -> None:
         self._busy -= 1
 
     def _arm(self) -> None:
         if self.timeout_s > 0:
-            self._timer = self.loop.call_later(self.timeout_s, self._expire)
-
-    def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            self._deadline = self.loop.time() + self.timeout_s
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._deadline, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
-        if self._busy:
+        deadline = self._deadline
+        if self._busy or deadline is None:
             return
+        if deadline > self.loop.time():  # a later head than the one this timer was armed for
+            self._timer = self.loop.call_at(deadline, self._expire)
+            return
+        self._deadline = None
         metrics.COLLECTOR_INVALID.labels("connection", "header_timeout").inc()
         log.info("closed a connection that sent no complete request head within %g s (peer %s)",
                  self.timeout_s, self.inner.peername)
         self.inner.force_close()
 
 
+# The latency histogram's child per route, bound once (a ``labels()`` lookup per request adds up).
+_LATENCY: dict[str, Any] = {}
+
+
 @web.middleware
-async def header_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One middleware for every request: stops the connection's request-head clock
+    (:class:`HeaderDeadline`) while the request is handled, and times it per route."""
+    start = time.perf_counter()
     transport = request.transport
     proto = transport.get_protocol() if transport is not None else None
-    if not isinstance(proto, HeaderDeadline):
-        return await handler(request)
-    proto.request_started()
+    deadline = proto if isinstance(proto, HeaderDeadline) else None
+    if deadline is not None:
+        deadline.request_started()
     try:
         return await handler(request)
     finally:
-        proto.request_done()
-
-
-@web.middleware
-async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
-    start = time.perf_counter()
-    try:
-        return await handler(request)
-    finally:
+        if deadline is not None:
+            deadline.request_done()
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        metrics.COLLECTOR_LATENCY.labels(name).observe(time.perf_counter() - start)
+        child = _LATENCY.get(name)
+        if child is None:
+            child = _LATENCY[name] = metrics.COLLECTOR_LATENCY.labels(name)
+        child.observe(time.perf_counter() - start)
 
 
 def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] = time.time, *,
@@ -184,7 +197,7 @@ def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] =
                   topic=settings.kafka.topic_events, limiter=limiter, vault=vault)
     # The server never decompresses a body itself: handlers that read one decode it, bounded, in
     # read_limited; a bomb sent to any other route costs nothing.  keepalive_timeout: the idle timeout.
-    app = web.Application(middlewares=[header_deadline, timing], client_max_size=MAX_FORM_BYTES * 2,
+    app = web.Application(middlewares=[observe], client_max_size=MAX_FORM_BYTES * 2,
                           handler_args={"auto_decompress": False,
                                         "keepalive_timeout": settings.ingest.collector_idle_timeout_s})
     app.router.add_get("/t/p.gif", c.pixel)

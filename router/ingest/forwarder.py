@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 
 from router import metrics
 from router.ingest.spool import Spool, SpoolRecord, sleep_or_stop
@@ -26,6 +27,13 @@ from router.settings import KafkaSettings, SpoolSettings
 from router.storage.kafka import ProduceError, ensure_topics, new_producer
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _key_hash(key: bytes) -> int:
+    """The Java client's (and aiokafka's DefaultPartitioner's) key hash: murmur2, positive.  Pure Python in
+    aiokafka, so remembered per key (a person's events share one) in a bounded LRU."""
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 @dataclass
@@ -214,7 +222,7 @@ class KafkaForwarder:
     async def _send_round(self) -> None:
         producer = self._producer
         assert producer is not None
-        partitioner = DefaultPartitioner()
+        partitions = self._partitions
         batches: dict[int, Any] = {}
         members: dict[int, list[_Slot]] = {}
         blocked: set[int] = set()
@@ -226,7 +234,7 @@ class KafkaForwarder:
             if count >= self.round_records or (count and taken + len(slot.record.value) > self.round_bytes):
                 break
             rec = slot.record
-            p = int(partitioner(rec.key, self._partitions, self._partitions))
+            p = partitions[_key_hash(rec.key) % len(partitions)]
             if p in blocked:
                 continue
             batch = batches.get(p)

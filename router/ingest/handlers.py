@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -35,8 +35,10 @@ from router.ingest.request import (
     VISITOR_RE,
     body_timeout_error,
     client_ip,
+    cookie_value,
     honeypot_filled,
     load_disposable_domains,
+    new_event_id,
     new_visitor_id,
     parse_form,
     privacy_signal,
@@ -97,6 +99,15 @@ class Collector:
         self.limiter = limiter if limiter is not None else RateLimiter(None, ingest.rate_limit_window_s, clock=clock)
         self.honeypots = tuple(ingest.form_honeypot_fields)
         self.disposable = load_disposable_domains(ingest.disposable_domains_file)
+        self._cookie_head, self._cookie_tail = self._cookie_template()
+        self._requests: dict[tuple[str, str], Any] = {}  # bound children of COLLECTOR_REQUESTS
+
+    def _count(self, endpoint: str, outcome: str) -> None:
+        """``leadrouter_collector_requests_total{endpoint, outcome}`` += 1, the labelled child bound once."""
+        child = self._requests.get((endpoint, outcome))
+        if child is None:
+            child = self._requests[(endpoint, outcome)] = metrics.COLLECTOR_REQUESTS.labels(endpoint, outcome)
+        child.inc()
 
     # --- helpers ---------------------------------------------------------
     def _gif(self, visitor_id: str | None = None, set_cookie: bool = False) -> web.Response:
@@ -105,16 +116,31 @@ class Collector:
             self._set_cookie(resp, visitor_id)
         return resp
 
+    def _cookie_template(self) -> tuple[str, str]:
+        """The visitor cookie's ``Set-Cookie`` value around its id, rendered once by :mod:`http.cookies`
+        (as ``StreamResponse.set_cookie`` would); a visitor id matches VISITOR_RE, so it never needs quoting."""
+        placeholder = "VISITORID"
+        jar: SimpleCookie = SimpleCookie()
+        jar[self.ingest.cookie_name] = placeholder
+        morsel = jar[self.ingest.cookie_name]
+        morsel["max-age"] = str(self.ingest.cookie_max_age_s)
+        morsel["path"] = "/"
+        morsel["httponly"] = True
+        if self.ingest.cookie_secure:
+            morsel["secure"] = True
+        morsel["samesite"] = "None" if self.ingest.cookie_secure else "Lax"
+        head, _, tail = morsel.OutputString().partition(placeholder)
+        return head, tail
+
     def _set_cookie(self, resp: web.StreamResponse, visitor_id: str) -> None:
-        resp.set_cookie(
-            self.ingest.cookie_name, visitor_id, max_age=self.ingest.cookie_max_age_s, path="/",
-            httponly=True, secure=self.ingest.cookie_secure,
-            samesite="None" if self.ingest.cookie_secure else "Lax",
-        )
+        if not VISITOR_RE.match(visitor_id):  # never: every caller passes a checked or minted id
+            msg = f"visitor id {visitor_id!r} is not a valid cookie value; it must match {VISITOR_RE.pattern}"
+            raise ValueError(msg)
+        resp.headers.add("Set-Cookie", f"{self._cookie_head}{visitor_id}{self._cookie_tail}")
 
     def _visitor(self, request: web.Request, endpoint: str) -> tuple[str, bool]:
         """(visitor id, minted): the cookie wins, then a ``vid`` parameter."""
-        cookie = request.cookies.get(self.ingest.cookie_name)
+        cookie = cookie_value(request, self.ingest.cookie_name)
         if cookie and VISITOR_RE.match(cookie):
             return cookie, False
         if cookie:
@@ -229,7 +255,7 @@ class Collector:
             signal = privacy_signal(request)
             if signal is not None:
                 metrics.PRIVACY_SKIPPED.labels(endpoint, signal).inc()
-                metrics.COLLECTOR_REQUESTS.labels(endpoint, "not_tracked").inc()
+                self._count(endpoint, "not_tracked")
                 return self._gif()
             vid, minted = self._visitor(request, endpoint)
             q = request.query
@@ -246,23 +272,23 @@ class Collector:
             counted = vid if not minted or q.get("vid") == vid else None  # not an id minted just now
             if not (await self._limit("pixel", ip, counted)).allowed:
                 # Dropped, not flagged: a flood must not reach the spool, Kafka or the worker.
-                metrics.COLLECTOR_REQUESTS.labels(endpoint, "rate_limited").inc()
+                self._count(endpoint, "rate_limited")
                 return self._gif()
             # ``ping=1``: the snippet's heartbeat while the page is visible (time on site; the worker
             # bounds it by receive times, so a fast or endless pinger adds no more than real time, capped).
             kind = EventType.PAGE_PING if q.get("ping") == "1" else EventType.PAGE_VIEW
             event = Event(
-                event_id=uuid.uuid4().hex, type=kind, ts=self.clock(), source="pixel",
+                event_id=new_event_id(), type=kind, ts=self.clock(), source="pixel",
                 visitor_id=vid, url=url, referrer=referrer, title=title, utm=utm_from(q, url),
                 user_agent=ua, ip=ip,
             )
             event = self._flag(event, classify_web_hit(ua, ip, self.networks,
                                                        browser_expected=self.ingest.machine_flag_http_clients))
-            metrics.COLLECTOR_REQUESTS.labels(endpoint, await self._produce(event, endpoint, beacon=True)).inc()
+            self._count(endpoint, await self._produce(event, endpoint, beacon=True))
             return self._gif(vid, set_cookie=minted)
         except Exception:  # a pixel must never break a page
             log.exception("pixel: unexpected error")
-            metrics.COLLECTOR_REQUESTS.labels(endpoint, "error").inc()
+            self._count(endpoint, "error")
             return self._gif()
 
     async def email_open(self, request: web.Request) -> web.Response:
@@ -283,7 +309,7 @@ class Collector:
             now = self.clock()
             ua, ip = self._user_agent(request), self._client_ip(request)
             event = Event(
-                event_id=uuid.uuid4().hex, type=EventType.EMAIL_OPEN, ts=now, source="email",
+                event_id=new_event_id(), type=EventType.EMAIL_OPEN, ts=now, source="email",
                 email=claims.email, campaign=claims.campaign, user_agent=ua, ip=ip,
             )
             event = self._flag(event, classify_email_hit(
@@ -322,7 +348,7 @@ class Collector:
             now = self.clock()
             ua, ip = self._user_agent(request), self._client_ip(request)
             event = Event(
-                event_id=uuid.uuid4().hex, type=EventType.EMAIL_CLICK, ts=now, source="email",
+                event_id=new_event_id(), type=EventType.EMAIL_CLICK, ts=now, source="email",
                 email=claims.email, campaign=claims.campaign, url=target, utm=utm_from({}, target),
                 user_agent=ua, ip=ip,
             )
@@ -341,7 +367,7 @@ class Collector:
     async def form(self, request: web.Request) -> web.Response:
         endpoint = "form"
         ip = self._client_ip(request)
-        cookie = request.cookies.get(self.ingest.cookie_name)
+        cookie = cookie_value(request, self.ingest.cookie_name)
         limited = await self._limit(endpoint, ip, cookie if cookie and VISITOR_RE.match(cookie) else None)
         if not limited.allowed:
             return self._too_many(request, endpoint, limited)
@@ -401,7 +427,7 @@ class Collector:
         for reason in why:
             metrics.FORM_SUSPICIOUS.labels(reason).inc()
         event = Event(
-            event_id=uuid.uuid4().hex, type=EventType.FORM_FILL, ts=self.clock(), source="form",
+            event_id=new_event_id(), type=EventType.FORM_FILL, ts=self.clock(), source="form",
             visitor_id=vid, email=email, form_id=form_id, fields=fields, url=page_url, referrer=referrer,
             utm=utm_from({k: v for k, v in data.items() if isinstance(v, str)}, page_url),
             user_agent=ua, ip=ip, trust=trust, trust_reasons=",".join(why) or None,

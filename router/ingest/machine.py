@@ -42,6 +42,7 @@ is kept, strongest first, comma-separated.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -119,6 +120,12 @@ def combine(signals: Iterable[tuple[float, str]]) -> Verdict:
     return Verdict(score=min(1.0, max(0.0, ranked[0][0])), reasons=tuple(reasons))
 
 
+# Bounded per-process caches of pure answers: a visitor's address and user agent repeat on every
+# hit; a flood of distinct values only evicts entries.
+CACHE_SIZE = 16_384
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def parse_ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if not value:
         return None
@@ -142,9 +149,14 @@ def network_of(ip: str | None, networks: Sequence[Network]) -> Network | None:
 
 
 def user_agent_signals(user_agent: str | None, *, browser_expected: bool) -> list[tuple[float, str]]:
+    return list(_user_agent_signals(user_agent, browser_expected))
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _user_agent_signals(user_agent: str | None, browser_expected: bool) -> tuple[tuple[float, str], ...]:
     ua = (user_agent or "").strip()
     if not ua:
-        return [(SCORE_NO_USER_AGENT, "no_user_agent")] if browser_expected else []
+        return ((SCORE_NO_USER_AGENT, "no_user_agent"),) if browser_expected else ()
     low = ua.lower()
     found: list[tuple[float, str]] = []
     match = _BOT_RE.search(low)
@@ -159,17 +171,17 @@ def user_agent_signals(user_agent: str | None, *, browser_expected: bool) -> lis
             if token in low:
                 found.append((SCORE_HTTP_LIBRARY, f"http_library:{token.rstrip('/')}"))
                 break
-    return found
+    return tuple(found)
 
 
 def classify_web_hit(user_agent: str | None, ip: str | None, networks: Sequence[Network] = (), *,
                      browser_expected: bool = True) -> Verdict:
     """A page view or other web hit: crawlers, headless browsers, configured networks."""
-    signals = user_agent_signals(user_agent, browser_expected=browser_expected)
-    net = network_of(ip, networks)
+    signals = _user_agent_signals(user_agent, browser_expected)
+    net = network_of(ip, networks) if networks else None
     if net is not None:
-        signals.append((SCORE_NETWORK, f"network:{net}"))
-    return combine(signals)
+        return combine((*signals, (SCORE_NETWORK, f"network:{net}")))
+    return combine(signals) if signals else HUMAN
 
 
 def classify_email_hit(kind: str, user_agent: str | None, ip: str | None, *, sent_at: float, now: float,

@@ -15,14 +15,16 @@ Email opens and clicks are not limited: their tokens are signed, and mail proxie
 fetch them for many readers from a few addresses.
 
 Cost.  A request whose key is already over its limit in this window is answered from this
-process's memory.  Forms are counted in Redis as they arrive (``sync``: one pipelined round trip
-of one single-key Lua call per key, router/storage/lua/rate_limit.lua; forms are few and already
-wait for their fsync).  Pixels and SDK calls never wait for Redis (``batched``): they are counted
-in memory at once, and every :attr:`RateLimiter.flush_s` (0.25 s) one pipelined round trip adds
-each key's new requests to its shared counter and reads back the total of every collector; a key
-over its limit is then refused locally until its window ends.  So a pixel costs Redis at most one
-Lua call per distinct key per flush (O(1) per request, none once its address is over), and a
-client spread over several collectors may get up to one flush interval of requests past its limit.
+process's memory.  Every key carries one of ``keys.RATE_LIMIT_TAGS`` (64) hash tags, picked by the
+hash of its identifier, and one Lua call (router/storage/lua/rate_limit.lua) adds to every key of
+one tag.  Forms are counted in Redis as they arrive (``sync``: one pipelined round trip; forms are
+few and already wait for their fsync).  Pixels and SDK calls never wait for Redis (``batched``):
+they are counted in memory at once, and every :attr:`RateLimiter.flush_s` (0.25 s) one pipelined
+round trip adds each key's new requests to its shared counter and reads back the total of every
+collector; a key over its limit is then refused locally until its window ends.  So a flush costs at
+most 64 Lua calls however many keys it carries (Redis still does one INCRBY per distinct key: O(1)
+per request, none once its address is over), and a client spread over several collectors may get
+up to one flush interval of requests past its limit.
 A visitor id the collector has just minted is not counted (it is new).
 
 When Redis fails, the limiter *fails open* to this process's own counters for
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 LIMIT_CLASSES = ("form", "pixel", "sdk")
 MAX_LOCAL_KEYS = 50_000  # per-process counters kept before the oldest are dropped
+KEY_CACHE_SIZE = 32_768  # Redis key names remembered (oldest out first)
 TTL_MARGIN_S = 5.0  # a window's counters outlive it by this much
 
 
@@ -74,6 +77,7 @@ class Decision:
 
 
 ALLOW = Decision()
+_HOT = Decision(hot_ip=True)  # allowed, from an address over a limit lately
 
 
 class RateLimiter:
@@ -92,6 +96,7 @@ class RateLimiter:
         self._blocked: dict[str, float] = {}  # Redis key -> end of the window it is over its limit in
         self._hot: dict[str, float] = {}  # client address -> until when it counts as a rate-limited neighbour
         self._broken_until = 0.0
+        self._names: dict[tuple[str, str, int], str] = {}  # (scope, identifier, window) -> Redis key
         self._flusher: asyncio.Task[None] | None = None
         # One flush at a time: a flush called while the background one is in flight waits for its totals,
         # so whatever was counted before the call is shared (and the totals learned) when it returns.
@@ -102,7 +107,10 @@ class RateLimiter:
         return cls(redis, ingest.rate_limit_window_s)
 
     def is_hot(self, ip: str | None) -> bool:
-        return bool(ip) and self._hot.get(ip or "", 0.0) > self.clock()
+        return self._is_hot(ip, self.clock())
+
+    def _is_hot(self, ip: str | None, now: float) -> bool:
+        return bool(ip) and self._hot.get(ip or "", 0.0) > now
 
     async def hit(self, checks: Sequence[Check], *, ip: str | None = None, batched: bool = False) -> Decision:
         """Count one request against every check; denied when any is over its limit.
@@ -116,36 +124,53 @@ class RateLimiter:
         now = self.clock()
         window = int(now // self.window_s)
         end = (window + 1) * self.window_s
-        retry = max(1, math.ceil(end - now))
-        names = [keys.rate_limit(c.scope, c.identifier, window) for c in active]
-        over = tuple(c.scope for c, k in zip(active, names, strict=True) if self._blocked.get(k, 0.0) > now)
-        if over:  # answered from memory: a flood costs Redis nothing more this window
-            return self._deny(over, ip, end, retry)
+        names = [self._key(c.scope, c.identifier, window) for c in active]
+        blocked = self._blocked
+        over: tuple[str, ...] = ()
+        if blocked:
+            for c, k in zip(active, names, strict=True):
+                if blocked.get(k, 0.0) > now:
+                    over = (*over, c.scope)
+            if over:  # answered from memory: a flood costs Redis nothing more this window
+                return self._deny(over, ip, end, now)
         self._prune(window)
+        count = self._count
         counts = []
         for k in names:
-            self._count[k] = self._count.get(k, 0) + 1
-            counts.append(self._count[k])
-        shared = None
+            n = count[k] = count.get(k, 0) + 1
+            counts.append(n)
         if batched and self.redis is not None:
+            pending = self._pending
             for k in names:
-                self._pending[k] = self._pending.get(k, 0) + 1
+                pending[k] = pending.get(k, 0) + 1
             self._start_flusher()
         else:
             shared = await self._add(dict.fromkeys(names, 1), end - now)
             if shared is not None:
                 counts = [shared[k] for k in names]
                 for k in names:
-                    self._count[k] = shared[k]
-        over = tuple(c.scope for c, n in zip(active, counts, strict=True) if n > c.limit)
+                    count[k] = shared[k]
         for c, k, n in zip(active, names, counts, strict=True):
             if n > c.limit:
-                self._blocked[k] = end
+                blocked[k] = end
+                over = (*over, c.scope)
         if over:
-            return self._deny(over, ip, end, retry)
-        return Decision(hot_ip=self.is_hot(ip))
+            return self._deny(over, ip, end, now)
+        return _HOT if self._hot and self._is_hot(ip, now) else ALLOW
 
-    def _deny(self, over: Sequence[str], ip: str | None, end: float, retry: int) -> Decision:
+    def _key(self, scope: str, identifier: str, window: int) -> str:
+        """:func:`keys.rate_limit`, remembered (it hashes the identifier; a visitor hits many times a window)."""
+        names = self._names
+        name = names.get((scope, identifier, window))
+        if name is None:
+            name = keys.rate_limit(scope, identifier, window)
+            if len(names) >= KEY_CACHE_SIZE:
+                del names[next(iter(names))]
+            names[(scope, identifier, window)] = name
+        return name
+
+    def _deny(self, over: Sequence[str], ip: str | None, end: float, now: float) -> Decision:
+        retry = max(1, math.ceil(end - now))  # seconds to the window's end
         if ip:
             self._hot[ip] = end + self.window_s  # this window and the next
         for scope in over:
@@ -158,18 +183,25 @@ class RateLimiter:
         if self.redis is None or self._script is None or self.clock() < self._broken_until or not increments:
             return None
         ttl_ms = int((max(0.0, left_s) + TTL_MARGIN_S) * 1000)
+        # One Lua call per hash tag (at most keys.RATE_LIMIT_TAGS however many keys a flush carries).
+        by_tag: dict[str, list[str]] = {}
+        for k in increments:
+            by_tag.setdefault(keys.rate_limit_tag(k), []).append(k)
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for k, n in increments.items():
-                await queue(pipe, self._script, keys=[k], args=[ttl_ms, n])
-            totals = await execute(pipe)
+            for names in by_tag.values():
+                await queue(pipe, self._script, keys=names, args=[ttl_ms, *(increments[k] for k in names)])
+            replies = await execute(pipe)
         except (RedisError, OSError, TimeoutError) as exc:
             self._broken_until = self.clock() + self.breaker_s
             metrics.RATE_LIMIT_FALLBACKS.inc()
             log.warning("rate limits: Redis failed (%r); counting in this collector alone for %g s",
                         exc, self.breaker_s)
             return None
-        return {k: int(n) for k, n in zip(increments, totals, strict=True)}
+        totals: dict[str, int] = {}
+        for names, counts in zip(by_tag.values(), replies, strict=True):
+            totals.update(zip(names, (int(n) for n in counts), strict=True))
+        return totals
 
     def _start_flusher(self) -> None:
         if self.redis is None or (self._flusher is not None and not self._flusher.done()):
@@ -228,10 +260,15 @@ class RateLimiter:
 
 def checks_for(ingest: IngestSettings, kind: str, ip: str | None, visitor_id: str | None) -> list[Check]:
     """The checks of one request of endpoint class ``kind`` (form, pixel, sdk)."""
-    per_ip = {"form": ingest.rate_limit_form_per_ip, "pixel": ingest.rate_limit_pixel_per_ip,
-              "sdk": ingest.rate_limit_sdk_per_ip}[kind]
-    per_visitor = {"form": ingest.rate_limit_form_per_visitor,
-                   "pixel": ingest.rate_limit_pixel_per_visitor}.get(kind, 0)
+    if kind == "pixel":
+        per_ip, per_visitor = ingest.rate_limit_pixel_per_ip, ingest.rate_limit_pixel_per_visitor
+    elif kind == "form":
+        per_ip, per_visitor = ingest.rate_limit_form_per_ip, ingest.rate_limit_form_per_visitor
+    elif kind == "sdk":
+        per_ip, per_visitor = ingest.rate_limit_sdk_per_ip, 0
+    else:
+        msg = f"rate-limit class {kind!r} is unknown; use one of {', '.join(LIMIT_CLASSES)}"
+        raise ValueError(msg)
     out = []
     if ip:
         out.append(Check(f"{kind}:ip", ip, per_ip))

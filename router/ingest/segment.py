@@ -132,7 +132,7 @@ def clean_url(value: str | None) -> tuple[str | None, bool]:
 
 def utm_from(params: Mapping[str, str], url: str | None) -> dict[str, str]:
     utm = {k: params[k][:MAX_FIELD] for k in UTM_KEYS if params.get(k)}
-    if url and not utm:
+    if url and not utm and ("utm_" in url or "%" in url):  # else no key of its query can be a utm_ one
         query = dict(parse_qsl(urlsplit(url).query))
         utm = {k: query[k][:MAX_FIELD] for k in UTM_KEYS if query.get(k)}
     return utm

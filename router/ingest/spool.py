@@ -15,15 +15,24 @@ Files
     ``spool_segment_bytes``, one JSON line per event
     ``{"k": <partition key>, "v": <event>}``.  ``checkpoint.json`` records how
     far Kafka has acknowledged (segment, byte offset) and the partition offsets
-    that follows from; it is replaced atomically (write + rename).  Segments
+    that follows from; it is replaced atomically (write + rename), at most every
+    ``CHECKPOINT_EVERY_S`` (0.5 s), before a segment it covers is deleted and on
+    close (after a crash, a stale one only means re-checking more of Kafka).  Segments
     wholly before the checkpoint are deleted.  ``LOCK`` (flock) keeps a second
     collector off the same directory.
 
 fsync policy (``spool_fsync``)
-    ``always`` (default): a request is answered only after its line is fsynced;
-    concurrent requests share one fsync (group commit).  ``interval``: fsync
-    every ``spool_fsync_interval_s``; a crash of the machine (not of the
-    process) can lose that window.  ``never``: the OS decides.
+    ``always`` (default): a form or API request is answered only after its
+    line is fsynced; concurrent requests share one fsync (group commit).  A
+    beacon (pixel, email open or click, Snowplow GET) is answered once its
+    line is written to the segment file (in the OS page cache: it survives the
+    collector process dying, not the machine crashing); its fsync follows in
+    the next group commit, at most ``spool_fsync_interval_s`` later (sooner
+    when a form's fsync comes first).  So a pixel's 200 promises "written, and
+    durable within the interval"; a form's 202 promises "durable".
+    ``interval``: fsync every ``spool_fsync_interval_s`` for everything; a
+    crash of the machine (not of the process) can lose that window.
+    ``never``: the OS decides.
 
 Bound
     Appends that would take the segment files past ``spool_max_bytes`` raise
@@ -55,7 +64,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +87,7 @@ LOCK = "LOCK"
 # start a new one so the old one can be deleted.
 ROLL_ON_DRAIN_BYTES = 1024 * 1024
 _READ_CHUNK = 256 * 1024
+CHECKPOINT_EVERY_S = 0.5  # acks are written to checkpoint.json at most this often (see Spool.ack)
 
 
 class SpoolError(ProduceError):
@@ -104,7 +114,18 @@ def segment_name(n: int) -> str:
 
 
 def encode_line(event: Event) -> bytes:
-    return orjson.dumps({"k": event.partition_key(), "v": event.to_dict()}) + b"\n"
+    """``{"k": <partition key>, "v": <event.to_dict()>}`` and a newline.  orjson writes the dataclass
+    itself (its fields in order, the type's value), without building the dict first; ``_plain`` turns
+    any other Mapping (utm, fields, traits) into a dict as ``to_dict`` does."""
+    return orjson.dumps({"k": event.partition_key(), "v": event}, default=_plain,
+                        option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _plain(value: object) -> dict[str, object]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    msg = f"cannot write a {type(value).__name__} to the spool"
+    raise TypeError(msg)
 
 
 def decode_line(segment: int, end: int, line: bytes) -> SpoolRecord | None:
@@ -117,7 +138,12 @@ def decode_line(segment: int, end: int, line: bytes) -> SpoolRecord | None:
         event_id = str(value.get("event_id") or "")
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
-    return SpoolRecord(segment=segment, end=end, key=key.encode(), value=orjson.dumps(value), event_id=event_id)
+    # A line encode_line wrote is {"k":<key>,"v":<event>} with no spaces: the event's bytes are a slice
+    # of it (what orjson.dumps(value) would give again).  Any other layout is re-encoded.
+    head = b'{"k":' + orjson.dumps(key) + b',"v":'
+    exact = len(data) == 2 and line.startswith(head) and line.endswith(b"}")
+    raw = line[len(head):-1] if exact else orjson.dumps(value)
+    return SpoolRecord(segment=segment, end=end, key=key.encode(), value=raw, event_id=event_id)
 
 
 class Spool:
@@ -150,6 +176,9 @@ class Spool:
         self._retired: list[int] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._sync_task: asyncio.Task[None] | None = None
+        self._lazy: asyncio.TimerHandle | None = None  # the pending beacon fsync (policy ``always``)
+        self._checkpointed_at = 0.0  # time.monotonic() of the last checkpoint write
+        self._checkpoint_stale = False  # acks since then are not in the file yet
         self._closing = asyncio.Event()
         self._closed = False
 
@@ -207,6 +236,9 @@ class Spool:
         if self._closed:
             return
         self._closed = True
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
         if self._sync_task is not None:
             # Let a running fsync finish: its thread holds our file descriptors.
             self._closing.set()
@@ -215,6 +247,9 @@ class Spool:
                 await asyncio.wait_for(asyncio.shield(self._sync_task), 30.0)
             if not self._sync_task.done():
                 self._sync_task.cancel()
+        if self._checkpoint_stale and self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                self._write_checkpoint()
         fds = [fd for fd in (*self._retired, self._wfd) if fd is not None]
         if self.fsync != "never":
             for fd in fds:
@@ -278,12 +313,18 @@ class Spool:
         data = b"".join(encode_line(e) for e in events)
         self.append_bytes_nowait(data, len(events))
         if self.fsync == "always" and not wait_durable:
-            self._dirty.set()
+            self._sync_soon()
         elif self.fsync == "always":
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             self._dirty.set()
             await waiter
+
+    def _sync_soon(self) -> None:
+        """A beacon's line is written: have it fsynced within ``fsync_interval_s``, in the next group
+        commit (sooner when a durable append asks for one); one timer per window, not a wake-up per line."""
+        if self._lazy is None and not self._closed:
+            self._lazy = asyncio.get_running_loop().call_later(self.fsync_interval_s, self._dirty.set)
 
     def append_bytes_nowait(self, data: bytes, count: int) -> None:
         if self._closed or self._wfd is None:
@@ -313,8 +354,7 @@ class Spool:
         self._dirty_fds.add(fd)
         if self.fsync != "always":
             self._dirty.set()
-        self._appended.set()
-        self._gauges()
+        self._appended.set()  # the gauges follow in the sync round, within fsync_interval_s
 
     def _new_segment(self, n: int) -> None:
         if self._wfd is not None:
@@ -333,6 +373,9 @@ class Spool:
             else:
                 await self._dirty.wait()
             self._dirty.clear()
+            if self._lazy is not None:  # this round covers the beacons' lines too
+                self._lazy.cancel()
+                self._lazy = None
             fds = list(self._dirty_fds)
             self._dirty_fds.clear()
             waiters, self._waiters = self._waiters, []
@@ -346,6 +389,7 @@ class Spool:
                     error = exc
                     log.error("spool fsync failed: %s", exc)
                 metrics.SPOOL_FSYNC_SECONDS.observe(time.perf_counter() - started)
+            self._gauges()
             for w in waiters:
                 if w.done():
                     continue
@@ -445,8 +489,16 @@ class Spool:
                 and self._sizes.get(self._active, 0) >= ROLL_ON_DRAIN_BYTES and self._ack[1] == self._sizes[self._active]:
             self._new_segment(self._active + 1)
             self._ack = self._read = (self._active, 0)
-        self._write_checkpoint()
-        for n in [n for n in self._sizes if n < self._ack[0]]:
+        done = [n for n in self._sizes if n < self._ack[0]]
+        # A checkpoint per ack costs a file write and rename per forwarder round; a stale one only means
+        # re-checking (never re-sending) what Kafka has, so it is written at most every
+        # CHECKPOINT_EVERY_S, and always before a segment it covers is deleted, and on close.
+        now = time.monotonic()
+        if done or now - self._checkpointed_at >= CHECKPOINT_EVERY_S:
+            self._write_checkpoint()
+        else:
+            self._checkpoint_stale = True
+        for n in done:
             if self._rfd is not None and self._rfd[0] == n:
                 os.close(self._rfd[1])
                 self._rfd = None
@@ -458,6 +510,8 @@ class Spool:
         self._write_checkpoint()
 
     def _write_checkpoint(self) -> None:
+        self._checkpointed_at = time.monotonic()
+        self._checkpoint_stale = False
         body = orjson.dumps({"segment": self._ack[0], "offset": self._ack[1],
                              "known_end": {str(p): o for p, o in sorted(self.known_end.items())}})
         tmp = self.dir / (CHECKPOINT + ".tmp")

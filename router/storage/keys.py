@@ -340,14 +340,25 @@ DIGEST_DUE = f"{PREFIX}:{{digest}}:due"
 # --- Abuse: collector rate limits, the review queue, field provenance (issue 16.2, 16.3) --------------
 
 
+# Rate-limit counters are spread over this many hash tags (``{R:<n>}``), so a collector's flush adds
+# every counter of one tag in one Lua call: at most this many calls however many keys it carries.
+RATE_LIMIT_TAGS = 64
+
+
 def rate_limit(scope: str, identifier: str, window: int) -> str:
     """Counter with a TTL: requests of one client address or visitor id in one fixed window.
 
     ``scope`` is ``<endpoint class>:<ip|visitor>``; the identifier is hashed, so client input never
-    shapes a key.  One single-key Lua call per request (router/storage/lua/rate_limit.lua).
+    shapes a key, and the hash picks one of :data:`RATE_LIMIT_TAGS` hash tags (see
+    :func:`rate_limit_tag`).  router/storage/lua/rate_limit.lua adds to the counters of one tag at once.
     """
     digest = hashlib.sha256(identifier.encode()).hexdigest()[:20]
-    return f"{PREFIX}:rl:{scope}:{digest}:{window}"
+    return f"{PREFIX}:rl:{{R:{int(digest[:8], 16) % RATE_LIMIT_TAGS}}}:{scope}:{digest}:{window}"
+
+
+def rate_limit_tag(key: str) -> str:
+    """The hash tag of a :func:`rate_limit` key: keys with the same one go in one Lua call."""
+    return key[:key.index("}") + 1]
 
 
 REVIEW_QUEUE = f"{PREFIX}:review:queue"

@@ -33,6 +33,7 @@ identified on that browser is forgotten nothing links the pseudonym to them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -82,6 +83,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# Per-process caches of pure answers (a visitor's address and id repeat on every hit); bounded, so a
+# flood of distinct values only evicts.
+CACHE_SIZE = 16_384
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def truncate_ip(ip: str | None) -> str | None:
     """IPv4 to its /24, IPv6 to its /48; anything else is dropped."""
     if not ip:
@@ -92,8 +99,9 @@ def truncate_ip(ip: str | None) -> str | None:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+    if isinstance(addr, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Address(int(addr) & ~0xFF))  # its /24
+    return str(ipaddress.IPv6Address(int(addr) & ~((1 << 80) - 1)))  # its /48
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +116,11 @@ def pseudonym(master: str, identifier: str) -> str:
     return _pseudonym(_derive(master.encode(), _PSEUDONYM_LABEL), identifier)
 
 
-def _pseudonym(key: bytes, identifier: str) -> str:
-    return PSEUDONYM_PREFIX + hmac.new(key, identifier.encode(), hashlib.sha256).hexdigest()[:32]
+def _pseudonym(key: bytes | hmac.HMAC, identifier: str) -> str:
+    """``key``: the pseudonym key, or an HMAC already keyed with it (copied: cheaper than keying anew)."""
+    mac = key.copy() if isinstance(key, hmac.HMAC) else hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(identifier.encode())
+    return PSEUDONYM_PREFIX + mac.hexdigest()[:32]
 
 
 _PSEUDONYM_LABEL = b"leadrouter/pii/pseudonym/v1"
@@ -127,6 +138,8 @@ class Vault:
         self._escrow = _derive(raw, b"leadrouter/pii/escrow/v1")
         self._script = register(redis, "pii_key.lua")
         self._shred = register(redis, "pii_shred.lua")
+        self._pseudonym_mac = hmac.new(self._pseudonym_key, digestmod=hashlib.sha256)
+        self._pseudonyms: dict[str, str] = {}  # identifier -> pseudonym, at most CACHE_SIZE (oldest out)
 
     @classmethod
     def from_settings(cls, redis: AnyRedis, tokens: TokenSettings) -> Vault:
@@ -145,7 +158,14 @@ class Vault:
 
     def pseudonym(self, identifier: str) -> str:
         """A visitor, user or alias id as the rest of the service sees it (stable, keyed, one-way)."""
-        return _pseudonym(self._pseudonym_key, identifier)
+        cache = self._pseudonyms
+        out = cache.get(identifier)
+        if out is None:
+            out = _pseudonym(self._pseudonym_mac, identifier)
+            if len(cache) >= CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[identifier] = out
+        return out
 
     # --- the key store ----------------------------------------------------------
     async def data_keys(self, subjects: Iterable[str], *, create: bool) -> dict[str, DataKey]:

@@ -144,6 +144,27 @@ async def test_kept_alive_connections_work_then_close_when_idle(service: Collect
     assert data == b"" and after is not None and after <= IDLE_TIMEOUT + 1.5, after
 
 
+async def test_a_slow_head_after_prompt_requests_on_one_connection_is_closed(service: CollectorService) -> None:
+    """The head deadline moves with each request on a kept-alive connection (its timer is reused): prompt
+    requests for longer than the timeout are answered, then a slow head is closed within the timeout."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(service))
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < HEADER_TIMEOUT * 1.5:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: collector.test\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            await asyncio.wait_for(reader.readuntil(b"}"), 5.0)
+            await asyncio.sleep(HEADER_TIMEOUT / 7)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: coll")  # and nothing more
+        await writer.drain()
+        data, after = await read_until_closed(reader, HEADER_TIMEOUT + 3.0)
+    finally:
+        writer.close()
+    assert data == b"" and after is not None and HEADER_TIMEOUT * 0.8 <= after <= HEADER_TIMEOUT + 1.5, after
+
+
 async def test_a_slow_body_is_answered_408_and_closed(service: CollectorService) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(service))
     body = orjson.dumps({"form_id": "demo-request", "email": "slow@acme.com", "company": "Slow " * 10})

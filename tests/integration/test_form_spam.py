@@ -20,8 +20,9 @@ from redis.asyncio import Redis
 from models import Event, EventType
 from router.dev.servers import free_port
 from router.ingest.app import create_app
-from router.ingest.ratelimit import RateLimiter
+from router.ingest.ratelimit import Check, RateLimiter
 from router.settings import Settings
+from router.storage import keys
 from router.storage.redis import RedisCluster, redis_from_url
 from scoring import is_hand_raiser, load_scoring_config, score_event
 
@@ -145,11 +146,11 @@ async def test_pixel_flood_is_dropped_behind_its_gif_and_costs_redis_nothing_onc
     assert cap.limiter is not None
     await cap.limiter.flush()
     after = await script_calls(redis)
-    # Pixels never wait for Redis: their counts are shared in batches (one call per key per flush), and
+    # Pixels never wait for Redis: their counts are shared in batches (one call per hash tag per flush), and
     # an address over its limit costs nothing more; 60 pixels cost a handful of calls, not 60.
     assert after - before <= 6
-    [key] = [k async for k in redis.scan_iter("lr:rl:pixel:ip:*")]
-    assert int(await redis.get(key)) == 11  # the shared count: 10 accepted and the first refused
+    [key] = [k async for k in redis.scan_iter("lr:rl:{R:*}:pixel:ip:*")]
+    assert int(await redis.get(key) or 0) == 11  # the shared count: 10 accepted and the first refused
     assert 0 < await redis.pttl(key) <= (55 + 5) * 1000
 
 
@@ -243,3 +244,21 @@ async def test_per_visitor_limits_hold_across_addresses(collectors: Start) -> No
                 statuses.append(r.status)
     assert sum(e.type is EventType.PAGE_VIEW for e in cap.events) == 5
     assert statuses == [202, 202, 429, 429]
+
+
+async def test_a_flush_of_many_keys_costs_one_lua_call_per_hash_tag(redis: Redis) -> None:
+    limiter = RateLimiter(redis, 60, clock=Clock(T0 + 5))
+    ips = [f"198.51.{i // 250}.{i % 250}" for i in range(600)]
+    for ip in ips:
+        for _ in range(1 + ips.index(ip) % 3):
+            assert (await limiter.hit([Check("pixel:ip", ip, 100)], ip=ip, batched=True)).allowed
+    before = await script_calls(redis)
+    await limiter.flush()
+    after = await script_calls(redis)
+    assert after - before <= keys.RATE_LIMIT_TAGS  # 600 keys, at most 64 calls
+    window = int((T0 + 5) // 60)
+    for i, ip in enumerate(ips):
+        key = keys.rate_limit("pixel:ip", ip, window)
+        assert int(await redis.get(key) or 0) == 1 + i % 3
+        assert 0 < await redis.pttl(key) <= 60_000
+    await limiter.close()

@@ -33,6 +33,7 @@ from router.ingest.segment import (
     map_message,
     parse_name_list,
     profile_fields,
+    utm_from,
 )
 from router.ingest.spool import Spool, SpoolSink
 from router.metrics import REGISTRY
@@ -568,3 +569,15 @@ def test_helpers() -> None:
     assert profile_fields({"firstName": "A", "lastname": "B", "jobTitle": "C", "phone": 123, "state": "ny"}) == {
         "first_name": "A", "last_name": "B", "job_title": "C", "phone": "123", "region": "NY"}
     assert parse_name_list(" Form Submitted ,signed_up,") == frozenset({"formsubmitted", "signedup"})
+
+
+@pytest.mark.parametrize(("url", "utm"), [
+    ("https://a.test/p?utm_source=news&utm_campaign=q3", {"utm_source": "news", "utm_campaign": "q3"}),
+    ("https://a.test/p?utm%5Fsource=news", {"utm_source": "news"}),  # a percent-encoded key still counts
+    ("https://a.test/p?%75tm_medium=mail", {"utm_medium": "mail"}),
+    ("https://a.test/p?source=news", {}),
+    ("https://a.test/utm_source", {}),
+    (None, {}),
+])
+def test_utm_from_the_page_url(url: str | None, utm: dict[str, str]) -> None:
+    assert utm_from({}, url) == utm

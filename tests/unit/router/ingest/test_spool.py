@@ -16,6 +16,7 @@ import pytest
 
 from models import Event, EventType
 from router.errors import SettingsError
+from router.ingest import spool as spool_module
 from router.ingest.spool import (
     CHECKPOINT,
     Spool,
@@ -93,9 +94,33 @@ async def test_append_read_ack_in_order(make: Make) -> None:
     assert spool.pending == 1
     spool.ack(rest[-1], 1)
     assert spool.pending == 0
+    assert sample("leadrouter_spool_pending_events") == 0
+    await spool.close()  # writes the checkpoint if an ack since the last write is not in it
     ck = orjson.loads((spool.dir / CHECKPOINT).read_bytes())
     assert (ck["segment"], ck["offset"]) == (rest[-1].segment, rest[-1].end)
-    assert sample("leadrouter_spool_pending_events") == 0
+
+
+async def test_the_checkpoint_is_written_at_most_every_interval_and_on_close(
+        make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "CHECKPOINT_EVERY_S", 3600.0)
+    spool = make()
+    await spool.start()
+    await spool.append([ev(1), ev(2)])
+
+    def on_disk() -> tuple[int, int]:
+        ck = orjson.loads((spool.dir / CHECKPOINT).read_bytes())
+        return ck["segment"], ck["offset"]
+
+    start = on_disk()  # written by open()
+    first, second = spool.read(max_records=1), spool.read(max_records=1)
+    spool.ack(first[-1], 1)
+    spool.ack(second[-1], 1)
+    assert on_disk() == start  # within the interval: not rewritten per ack
+    await spool.close()
+    assert on_disk() == (second[-1].segment, second[-1].end)
+    # Reopened: nothing pending, nothing replayed.
+    again = make(spool.dir)
+    assert again.pending == 0 and again.restored_pending == 0
 
 
 async def test_segments_rotate_and_are_deleted_once_acknowledged(make: Make) -> None:
@@ -284,3 +309,57 @@ async def test_a_beacon_does_not_wait_for_the_fsync_but_a_form_does(make: Make,
     release.set()
     await asyncio.wait_for(form, 5.0)
     assert ids(spool.read(10)) == [ev(1).event_id, ev(2).event_id]
+
+
+async def test_beacons_share_one_fsync_within_the_interval(make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Policy ``always``: beacons' lines are fsynced together, within fsync_interval_s of the first one,
+    not one wake-up per line; a form's fsync in between covers them at once."""
+    spool = make(fsync="always", fsync_interval_s=0.3, segment_bytes=1_000_000)
+    synced: list[list[int]] = []
+    real = Spool._fsync
+
+    def counting(self: Spool, fds: list[int], dir_too: bool) -> None:
+        synced.append(fds)
+        real(self, fds, dir_too)
+
+    monkeypatch.setattr(Spool, "_fsync", counting)
+    await spool.start()
+    await asyncio.sleep(0.05)
+    synced.clear()  # the new segment's directory entry
+    for n in range(20):
+        await spool.append([ev(n)], wait_durable=False)
+    await asyncio.sleep(0.1)
+    assert synced == []  # written (readable), not yet fsynced: inside the window
+    assert len(spool.read(100)) == 20
+    await asyncio.sleep(0.4)
+    assert len(synced) == 1 and synced[0]  # one group fsync for all 20, within the interval
+    await spool.append([ev(100)], wait_durable=False)
+    await asyncio.wait_for(spool.append([ev(101)]), 1.0)  # a form: durable now, the beacon with it
+    assert len(synced) == 2
+    await asyncio.sleep(0.4)
+    assert len(synced) == 2  # nothing left for the beacon's timer to sync
+
+
+def test_a_line_is_the_event_dict_as_json() -> None:
+    """encode_line lets orjson write the dataclass: byte for byte what ``to_dict`` gives, any Mapping included."""
+    from types import MappingProxyType
+
+    events = [ev(1), Event(event_id="f1", type=EventType.FORM_FILL, ts=T0, source="form", email="a@b.test",
+                           fields=MappingProxyType({"form_id": "demo"}), traits={"plan": "pro"},
+                           utm={"utm_source": "x"}, machine=0.9, machine_reason="crawler:bot")]
+    for e in events:
+        assert encode_line(e) == orjson.dumps({"k": e.partition_key(), "v": e.to_dict()}) + b"\n"
+
+
+@pytest.mark.parametrize("line", [
+    encode_line(ev(1))[:-1],
+    encode_line(Event(event_id="q1", type=EventType.PAGE_VIEW, ts=T0, source="pixel",
+                      visitor_id='a"b\\c,"v":{', url="https://a.test/}"))[:-1],
+    b'{"v": {"event_id": "x", "a": 1}, "k": "kk"}',  # another layout: re-encoded
+    b'{"k":"kk","v":{"event_id":"x"},"z":1}',  # an extra member: re-encoded, never sliced
+])
+def test_a_decoded_value_is_the_events_json(line: bytes) -> None:
+    record = decode_line(1, len(line) + 1, line)
+    assert record is not None
+    assert record.value == orjson.dumps(orjson.loads(line)["v"])
+    assert record.key == orjson.loads(line)["k"].encode()
