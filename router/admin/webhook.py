@@ -26,7 +26,8 @@ signature matches (``hmac.compare_digest``, 401), the delivery was not seen
 before (409: its signature is remembered for twice the window, so a replay
 inside the window is refused and one outside it fails the timestamp check),
 the JSON names only known fields with valid values (400 naming the field), the
-lead exists (404).
+lead exists (404).  A delivery that was not applied (any error after the replay
+check) releases its claim, so the CRM's byte-identical retry is taken.
 """
 
 from __future__ import annotations
@@ -118,6 +119,15 @@ class WebhookHandlers(AdminCore):
         if not await self.redis.set(seen, str(now), nx=True, ex=max(1, int(2 * cfg.crm_webhook_window_s))):
             raise ApiError(409, "replayed", "this delivery (same timestamp and body) was received before; send a "
                                             "new delivery with the current timestamp")
+        try:
+            return await self._apply(body)
+        except BaseException:
+            # Not applied (a bad field, an unknown lead, Redis failing midway): the claim is released, so
+            # the CRM's byte-identical retry is taken rather than refused as a replay.
+            await self.redis.delete(seen)
+            raise
+
+    async def _apply(self, body: bytes) -> web.StreamResponse:
         data = self._fields(body)
         event, lead, reason = data["event"], data["lead"], data.get("reason", "")
         lead_id = lifecycle.lead_id_of(lead)

@@ -114,6 +114,22 @@ async def test_a_replayed_delivery_is_refused_once_applied(api: Api) -> None:
     assert ttl and all(0 < t <= 600 for t in ttl)
 
 
+async def test_a_refused_delivery_is_taken_when_the_crm_retries_it_unchanged(api: Api) -> None:
+    # The CRM reports the outcome before the lead reached us (404); its retry, byte for byte the same
+    # delivery, must not be refused as a replay once the lead exists.
+    body = {"event": "sales.accepted", "lead": "late@acme.com"}
+    stamp = api.clock()
+    status, answer = await send(api, body, ts=stamp)
+    assert status == 404 and answer["error"] == "unknown_lead"
+    assert not [k async for k in api.redis.scan_iter(match=keys.webhook_seen("*"))]  # the claim was released
+    lead_id, _ = await route_lead(api, "late@acme.com")
+    status, answer = await send(api, body, ts=stamp)
+    assert status == 200 and answer["lead_id"] == lead_id
+    assert (await api.store.lead_hash(lead_id))["stage"] == "sal"
+    status, answer = await send(api, body, ts=stamp)  # applied now: a third copy is a replay
+    assert status == 409 and answer["error"] == "replayed"
+
+
 async def test_oversized_bodies_are_413_before_anything_else(api: Api) -> None:
     lead_id, _ = await route_lead(api, "jane@acme.com")
     big = {"event": "sales.accepted", "lead": lead_id, "id": "x" * 3000}
