@@ -679,6 +679,7 @@ class Bench:
         self.redis_url = ""
         self.failed = False
         self.population = Population(opts.seed, opts.visitors, opts.accounts)
+        self.redis_pid: int | None = None  # redis-server, for its CPU per event in the worker phase
         self.data_keys: dict[str, bytes] = {}  # the backlog's sealed events' data keys (DUMP payloads)
 
     # --- plumbing ---------------------------------------------------------------------
@@ -789,6 +790,7 @@ class Bench:
             broker = start_broker(workdir=self.workdir / "broker")
             self.procs.append(broker)
             redis_proc = start_redis(workdir=self.workdir / "redis")
+            self.redis_pid = redis_proc.pid
             self.procs.append(redis_proc)
             self.kafka_url = f"kafka://127.0.0.1:{broker.port}"
             self.redis_url = f"redis://127.0.0.1:{redis_proc.port}/0"
@@ -970,7 +972,8 @@ class Bench:
             await self.stop(*procs)
         self.console.say(tag, f"{label}: {run.events:,} events in {run.seconds:.1f} s after a "
                               f"{run.join_s:.1f} s start/join → {run.rate:,.0f}/s ({run.rate_per_process:,.0f}/s "
-                              f"per process), {run.per_cpu_s:,.0f} events/CPU-s, {run.cores:.2f} cores"
+                              f"per process), {run.per_cpu_s:,.0f} events/CPU-s, {run.cores:.2f} cores; Redis "
+                              f"{run.redis_us_per_event:,.1f} µs CPU/event"
                               + (f"; {run.note}" if run.note else ""))
         return run
 
@@ -983,7 +986,8 @@ class Bench:
             await asyncio.sleep(POLL_S)
             self.check_alive(*procs)
             counts = [c or 0 for c in await asyncio.gather(*(fn() for fn in counters))]
-            cpu = [cpu_seconds(p.pid) for p in procs]
+            # The consumers' CPU, then redis-server's (last): Lua and commands on Redis's own thread.
+            cpu = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(self.redis_pid) if self.redis_pid else math.nan]
             now = time.monotonic()
             done = sum(counts)
             for i, c in enumerate(counts):
@@ -1015,8 +1019,9 @@ class Bench:
             note += (f" {label}: one process started consuming {max(seen) - min(seen):.1f} s after the other "
                      "(a rebalance inside the window).")
         return ConsumeRun(label=label, processes=len(procs), events=sum(per), seconds=seconds,
-                          cpu_s=sum(b - a for a, b in zip(start[2], end[2], strict=True)),
-                          join_s=start[0] - spawned, per_process=per, note=note.strip())
+                          cpu_s=sum(b - a for a, b in zip(start[2][:-1], end[2][:-1], strict=True)),
+                          join_s=start[0] - spawned, per_process=per, note=note.strip(),
+                          redis_cpu_s=end[2][-1] - start[2][-1])
 
     # --- load generator ------------------------------------------------------------------
     async def load(self, label: str, spec: LoadSpec,
@@ -1094,7 +1099,9 @@ class Bench:
             r.collector_max = self.http_run("collector", sp, out, cpu)
             r.collector_memory = memory_mb(collector.pid)
             self.say_http("collector", r.collector_max)
-            sp = spec(port, "rate", o.collector_rate)
+            # Issue 15.2: p99 at half the saturated rate, unless --collector-rate fixes the offered rate.
+            rate = o.collector_rate or max(100.0, round(r.collector_max.rps / 2, -1))
+            sp = spec(port, "rate", rate)
             out, cpu = await self.load("collector rate", sp, [collector])
             r.collector_fixed = self.http_run("collector", sp, out, cpu)
             self.say_http("collector", r.collector_fixed)

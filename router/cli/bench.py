@@ -89,8 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = p.add_argument_group("collector phase")
     c.add_argument("--collector-seconds", type=float, default=15.0,
                    help="seconds per collector run, after a 2 s warm-up (default 15)")
-    c.add_argument("--collector-rate", type=float, default=5000.0,
-                   help="offered pixel requests/s for the latency run (default 5,000)")
+    c.add_argument("--collector-rate", type=float, default=0.0,
+                   help="offered pixel requests/s for the latency run (default 0: half the saturated rate "
+                        "the closed-loop run measured, as issue 15 asks)")
     c.add_argument("--concurrency", type=int, default=64, help="load-generator connections (default 64)")
     lat = p.add_argument_group("latency phase")
     lat.add_argument("--latency-seconds", type=float, default=60.0,
