@@ -338,3 +338,15 @@ class Alert:
             escalation=dict(d.get("escalation") or {}),
             model=dict(d.get("model") or {}) if isinstance(d.get("model"), Mapping) else {},
         )
+
+
+def wait_text(seconds: float) -> str:
+    """``47 min``, ``3 h 05 min``, ``2 d 4 h``: a wait as a person reads it (alerts, SLA escalations)."""
+    minutes = max(0, round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"

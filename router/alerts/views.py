@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from models.lead import Alert, Reason
+from models.lead import Alert, Reason, wait_text
 
 log = logging.getLogger(__name__)
 
@@ -227,18 +227,6 @@ def reengagement_line(alert: Alert) -> str:
     if route and who:
         line += f" — {route}"
     return line
-
-
-def wait_text(seconds: float) -> str:
-    """``47 min``, ``3 h 05 min``, ``2 d 4 h``."""
-    minutes = max(0, round(seconds / 60))
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes:02d} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
 
 
 def escalation_line(alert: Alert) -> str:

@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from models import Rep
+from models.lead import wait_text
 from router.storage import keys
 from router.storage.live_config import LiveFile
 from router.storage.store import RedisStore
@@ -281,18 +282,6 @@ async def _after_mark(team: Team, step: str, item: _Item, res: dict[str, Any], t
                            rep=holder, ts=ts, managers=managers, notified=notified, managers_reached=reached)
 
 
-def duration_text(seconds: float) -> str:
-    """``47 min``, ``3 h 05 min``, ``2 d 4 h``: a wait as a person reads it."""
-    minutes = max(0, round(seconds / 60))
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes:02d} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
-
-
 def sla_text(sla: SlaPolicy | None) -> str:
     if sla is None:
         return "no SLA"
@@ -313,7 +302,7 @@ def escalation_facts(lead: Mapping[str, str], sla: SlaPolicy | None, now: float)
 def escalation_text(facts: Mapping[str, Any]) -> str:
     """The escalation's one-line trigger: who, how long, which SLA."""
     return (f"escalated to you: {facts['holder_name'] or 'nobody'} has not accepted this lead; it has waited "
-            f"{duration_text(float(facts['waited_s']))} since it became sales-ready "
+            f"{wait_text(float(facts['waited_s']))} since it became sales-ready "
             f"(team {facts['team']} SLA: {facts['sla']})")
 
 
