@@ -176,6 +176,14 @@ async def test_the_admin_explain_endpoint_and_lead_explain_show_the_models_contr
         assert m["log_odds"] == pytest.approx(math.log(p / (1 - p)), abs=1e-6)
         assert m["contributions"] and {c["label"] for c in m["contributions"]} <= {
             "lead origin", "page views", "country", "occupation", "opted out of email"}
+        # The console's lead page shows the same probability and contributions (issue 14).
+        from tests.integration.test_console import get, sign_in
+        await sign_in(api, "ops")
+        status, html, _ = await get(api, f"/console/leads/{lead_id}")
+        assert status == 200 and 'id="model"' in html
+        assert f"Probability <b>{p:.2f}</b>" in html and version in html
+        first = m["contributions"][0]
+        assert f'{first["log_odds"]:+.2f}' in html and first["label"] in html
     finally:
         await client.close()
     # The model line of 'leadrouter lead explain'.

@@ -3,7 +3,8 @@
 the score chart (chart.py), fit grade with its reasons and what is missing (scoring/icp.py on the
 lead's fields, under the ICP file in force), identity (the identifiers and anonymous profiles
 merged into the lead), its account and active members, routing (team, rule, rules version,
-assignment) and SLA status (the next step due), and the audit entries about the lead.
+assignment) and SLA status (the next step due), the active model's probability with its exact
+explanation (scoring/treeshap.py; none without an active model), and the audit entries about the lead.
 """
 
 from __future__ import annotations
@@ -61,6 +62,23 @@ class LeadSections:
                 f'<p>Grade <b id="fit-grade">{h(grade.letter)}</b> ({grade.points:.0f} of 100 on what is known, '
                 f"{grade.known_share:.0%} of the profile known)</p><ul>{reasons}</ul>"
                 f'<p>Missing: <span id="fit-missing">{h(missing)}</span></p></div>')
+
+    async def model(self, data: dict[str, str]) -> str:
+        """The active model's probability for the lead as it is now, with its top signed contributions."""
+        m = await self.admin._model_now(data)
+        if not m:
+            return ('<h2>Model</h2><p class="muted" id="model">No model is active (<code>leadrouter model '
+                    "activate</code>); the score above is the rules' score.</p>")
+        rows = "".join(
+            f'<tr><td class="num">{float(c.get("log_odds", 0.0)):+.2f}</td><td>{h(c.get("label") or c.get("feature"))}'
+            f'</td><td>{h(c.get("value", ""))}</td></tr>' for c in m.get("contributions") or [])
+        more = int(m.get("more") or 0)
+        return ('<h2>Model</h2><div class="card" id="model">'
+                f'<p>Probability <b>{float(m.get("probability", 0.0)):.2f}</b> · model {h(m.get("version", ""))}'
+                '<span class="muted"> · contributions in log-odds, exact for this model (they add up to its '
+                'output)</span></p>'
+                f'<table><thead><tr><th>Effect</th><th>Feature</th><th>Value</th></tr></thead><tbody>{rows}'
+                f'</tbody></table>{f"<p class=muted>…and {more} smaller</p>" if more else ""}</div>')
 
     async def identity(self, lead_id: str, data: dict[str, str]) -> str:
         members = sorted(as_str(m) for m in await self.admin.redis.smembers(keys.lead_ids(lead_id)))
@@ -139,6 +157,7 @@ class LeadSections:
                 f'<th class="opt">Via</th><th class="opt">Detail</th></tr></thead><tbody>{rows}</tbody></table>')
 
     async def all(self, lead_id: str, data: dict[str, str]) -> list[str]:
-        return [await self.chart(lead_id, data), await self.fit(data), await self.routing(lead_id, data),
+        return [await self.chart(lead_id, data), await self.fit(data), await self.model(data),
+                await self.routing(lead_id, data),
                 await self.identity(lead_id, data), await self.account(lead_id), await self.audit(lead_id)]
 
