@@ -28,7 +28,7 @@ from models.pipeline import (
 )
 from router.storage import keys
 from router.storage.redis import AnyRedis, mget
-from router.storage.scripts import execute, lua, queue
+from router.storage.scripts import AnyPipeline, execute, lua, queue
 from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json, reengage_json
 from scoring.account_intent import AccountIntentConfig
 from scoring.touch import MAX_NAME, visit_cfg, visit_step
@@ -110,24 +110,29 @@ class RedisStore:
 
         One pipelined round trip; a link's TTL follows its lead (:meth:`link_ttl`).
         """
-        refresh = {k: v for k, v in (used or {}).items() if k not in links}
-        if not links and not refresh:
+        if not links and not used:
             return
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_links(pipe, links, used or {})
+        await execute(pipe)
+
+    def _queue_links(self, pipe: AnyPipeline, links: Mapping[tuple[Kind, str], str],
+                     used: Mapping[tuple[Kind, str], str]) -> None:
         for (kind, value), lead_id in links.items():
             ttl = self.link_ttl(lead_id)
             pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id, ex=ttl)
             pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
             if ttl is not None and not keys.is_email_lead(lead_id):
                 pipe.expire(keys.lead_ids(lead_id), ttl)
-        for (kind, value), lead_id in refresh.items():
+        for (kind, value), lead_id in used.items():
+            if (kind, value) in links:
+                continue
             ttl = self.link_ttl(lead_id)
             key = keys.visitor(value) if kind == "v" else keys.user(value)
             if ttl is None:
                 pipe.persist(key)
             else:
                 pipe.expire(key, ttl)
-        await execute(pipe)
 
     async def merge(self, m: Merge, *, half_life_s: float, now: float) -> MergeStatus:
         """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash."""
@@ -204,14 +209,27 @@ class RedisStore:
     async def apply_with_accounts(self, plans: Sequence[EventPlan], accounts: Sequence[AccountPlan], *,
                                   threshold: float, half_life_s: float, now: float | None = None,
                                   intent: AccountIntentConfig | None = None, rules: LeadRules | None = None,
+                                  links: Mapping[tuple[Kind, str], str] | None = None,
+                                  used_links: Mapping[tuple[Kind, str], str] | None = None,
+                                  lead_accounts: Mapping[str, str] | None = None,
                                   ) -> tuple[list[ApplyResult], list[AccountResult]]:
-        """Leads and their accounts in one pipelined round trip; each script one hash slot."""
+        """Leads and their accounts in one pipelined round trip; each script one hash slot.
+
+        ``links``, ``used_links`` (see :meth:`write_links`) and ``lead_accounts`` (see
+        :meth:`set_lead_accounts`) are the batch's identity links and account ties,
+        written in the same round trip ahead of the scripts.
+        """
         if not plans and not accounts:
+            await self.write_links(links or {}, used_links)
+            await self.set_lead_accounts(lead_accounts or {})
             return [], []
         now = time.time() if now is None else now
         intent = intent or AccountIntentConfig()
         rules = rules or LeadRules.threshold_only(threshold, half_life_s)
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_links(pipe, links or {}, used_links or {})
+        self._queue_lead_accounts(pipe, lead_accounts or {})
+        ahead = len(pipe)
         lead_cfg = self._lead_cfg(rules, now)
         # One call per lead and one per account, each with its events in batch order: a
         # Zipf-skewed batch has far fewer of either than events, and each call stays in one slot.
@@ -231,7 +249,7 @@ class RedisStore:
             items = [{"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
                       "d": a.domain, "k": a.known} for a in (accounts[i] for i in idx)]
             await queue(pipe, self._account, keys=keys.account_keys(key_id), args=[orjson.dumps(items), acct_cfg])
-        raw = await execute(pipe)
+        raw = (await execute(pipe))[ahead:]
         leads: list[ApplyResult | None] = [None] * len(plans)
         for idx, replies in zip(by_lead.values(), raw[: len(by_lead)], strict=True):
             for i, r in zip(idx, replies, strict=True):
@@ -368,11 +386,14 @@ class RedisStore:
         if not mapping:
             return
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_lead_accounts(pipe, mapping)
+        await execute(pipe)
+
+    def _queue_lead_accounts(self, pipe: AnyPipeline, mapping: Mapping[str, str]) -> None:
         for lead_id, key_id in mapping.items():
             # An anonymous profile's tie expires with it (re-written, so refreshed, by each of its events).
             ttl = None if keys.is_email_lead(lead_id) else self.anonymous_ttl_s or None
             pipe.set(keys.lead_account(lead_id), key_id, ex=ttl)
-        await execute(pipe)
 
     async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
                           now: float) -> ApplyResult:
