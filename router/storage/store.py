@@ -213,39 +213,37 @@ class RedisStore:
         rules = rules or LeadRules.threshold_only(threshold, half_life_s)
         pipe = self.redis.pipeline(transaction=False)
         lead_cfg = self._lead_cfg(rules, now)
-        for plan in plans:
-            ev = plan.event
-            payload: dict[str, Any] = {
-                "e": ev.event_id, "t": ev.ts, "y": ev.type.value, "d": day_bucket(ev.ts),
-                "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
-                "i": plan.lead_id, "r": plan.hit_objects(), "fv": plan.verified,
-                "fs": plan.field_source or ev.source,
-            }
-            if ev.email:
-                payload["m"] = keys.normalise_email(ev.email)
-            if ev.user_id:
-                payload["u"] = ev.user_id
-            if plan.grade is not None:
-                payload["g"] = plan.grade.letter
-                payload["gp"] = plan.grade.points
-            if ev.name:
-                payload["n"] = ev.name[:MAX_NAME]
-            visit = visit_step(ev)
-            if visit is not None:
-                payload["w"] = visit
-            await queue(pipe, self._apply, keys=keys.apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg])
+        # One call per lead and one per account, each with its events in batch order: a
+        # Zipf-skewed batch has far fewer of either than events, and each call stays in one slot.
+        by_lead: dict[str, list[int]] = {}
+        for i, plan in enumerate(plans):
+            by_lead.setdefault(plan.lead_id, []).append(i)
+        for lead_id, idx in by_lead.items():
+            payloads = [_lead_payload(plans[i]) for i in idx]
+            await queue(pipe, self._apply, keys=keys.apply_keys(lead_id), args=[orjson.dumps(payloads), lead_cfg])
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
                                  "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
                                  "ep": keys.DECAY_EPOCH, "mh": self.member_horizon_s})
-        for a in accounts:
-            item = {"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
-                    "d": a.domain, "k": a.known}
-            await queue(pipe, self._account, keys=keys.account_keys(a.key_id), args=[orjson.dumps(item), acct_cfg])
+        by_account: dict[str, list[int]] = {}
+        for i, a in enumerate(accounts):
+            by_account.setdefault(a.key_id, []).append(i)
+        for key_id, idx in by_account.items():
+            items = [{"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
+                      "d": a.domain, "k": a.known} for a in (accounts[i] for i in idx)]
+            await queue(pipe, self._account, keys=keys.account_keys(key_id), args=[orjson.dumps(items), acct_cfg])
         raw = await execute(pipe)
-        leads = [_parse_apply(r) for r in raw[: len(plans)]]
-        accts = [_parse_account(a.key_id, a.event_id, r) for a, r in zip(accounts, raw[len(plans):], strict=True)]
-        await self.index_recycles(zip((p.lead_id for p in plans), leads, strict=True))
-        return leads, accts
+        leads: list[ApplyResult | None] = [None] * len(plans)
+        for idx, replies in zip(by_lead.values(), raw[: len(by_lead)], strict=True):
+            for i, r in zip(idx, replies, strict=True):
+                leads[i] = _parse_apply(r)
+        accts: list[AccountResult | None] = [None] * len(accounts)
+        for idx, replies in zip(by_account.values(), raw[len(by_lead):], strict=True):
+            for i, r in zip(idx, replies, strict=True):
+                accts[i] = _parse_account(accounts[i].key_id, accounts[i].event_id, r)
+        done_leads = [r for r in leads if r is not None]
+        done_accts = [a for a in accts if a is not None]
+        await self.index_recycles(zip((p.lead_id for p in plans), done_leads, strict=True))
+        return done_leads, done_accts
 
     async def index_recycles(self, results: Iterable[tuple[str, ApplyResult]]) -> None:
         """Put each armed lead's exact recycle moment in its due shard (one round trip; none when nothing is armed).
@@ -330,10 +328,10 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         cfg = self._lead_cfg(rules, now)
         for lead_id, p in probs.items():
-            payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
+            payload = [{"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}]
             await queue(pipe, self._apply, keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg])
         raw = await execute(pipe)
-        out = {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
+        out = {lead_id: _parse_apply(r[0]) for lead_id, r in zip(probs, raw, strict=True)}
         await self.index_recycles(out.items())
         return out
 
@@ -379,10 +377,11 @@ class RedisStore:
     async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
                           now: float) -> ApplyResult:
         """Make a lead sales-ready for another reason than its own score (its account's intent), once."""
-        payload = {"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
-                   "reason": orjson.dumps(reason.to_dict()).decode()}
+        payload = [{"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
+                    "reason": orjson.dumps(reason.to_dict()).decode()}]
         cfg = orjson.dumps({"now": now, "rc": [], "hk": keys.HISTORY_KEPT})
-        return _parse_apply(await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg]))
+        replies = await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg])
+        return _parse_apply(replies[0])
 
     async def account_done(self, key_id: str, event_id: str) -> None:
         """Close an account crossing once its lead has been routed."""
@@ -657,6 +656,30 @@ def web_state(h: Mapping[str, str]) -> dict[str, str]:
 
 _WEB_KEYS: frozenset[str] = frozenset({"ss", "time", "st", "last", "camp", "ft", "ft_ts", "lt", "lt_ts", "es", "es0",
                                        "esd"})
+
+
+def _lead_payload(plan: EventPlan) -> dict[str, Any]:
+    """One event as apply_event.lua reads it (see its header)."""
+    ev = plan.event
+    payload: dict[str, Any] = {
+        "e": ev.event_id, "t": ev.ts, "y": ev.type.value, "d": day_bucket(ev.ts),
+        "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
+        "i": plan.lead_id, "r": plan.hit_objects(), "fv": plan.verified,
+        "fs": plan.field_source or ev.source,
+    }
+    if ev.email:
+        payload["m"] = keys.normalise_email(ev.email)
+    if ev.user_id:
+        payload["u"] = ev.user_id
+    if plan.grade is not None:
+        payload["g"] = plan.grade.letter
+        payload["gp"] = plan.grade.points
+    if ev.name:
+        payload["n"] = ev.name[:MAX_NAME]
+    visit = visit_step(ev)
+    if visit is not None:
+        payload["w"] = visit
+    return payload
 
 
 def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:

@@ -44,8 +44,6 @@ from scoring.model import LeadModel
 log = logging.getLogger(__name__)
 
 
-
-
 def decode(raw: bytes | str | dict[str, object]) -> Event:
     data = raw if isinstance(raw, dict) else orjson.loads(raw)
     return Event.from_dict(data)
