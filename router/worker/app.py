@@ -3,7 +3,8 @@
 ``process_events`` takes batches off the events topic and hands them to
 :class:`router.worker.pipeline.Pipeline`; ``send_alerts`` delivers each published
 assignment.  Everything the agents call is plain async code, tested without
-faust.
+faust.  ``LEADROUTER_WORKER_ROLE`` (:func:`create_app`) runs both, or one side
+each in processes of their own.
 """
 
 from __future__ import annotations
