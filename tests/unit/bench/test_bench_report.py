@@ -272,3 +272,22 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = Results(date="d", machine={}, command="c", processes=[], settings_note="", phases=[])
     assert not plot(empty, tmp_path / "none.png")
+
+
+def test_the_worker_split_row_shows_each_role_s_cores_and_their_sum() -> None:
+    r = _results()
+    assert "worker split" not in render_section(r)  # off by default: no row
+    split = _consume("worker split", 2, 100_000, 16.0, 17.6)  # 6,250/s vs one worker's 5,000/s
+    split.per_process = [100_000, 0]
+    split.roles, split.cpu_per_process = ["scoring", "alerts"], [14.4, 3.2]
+    split.alert_sends, split.alert_sends_final, split.alerts_tail_s, split.alerts_tail_cpu_s = 900, 960, 1.5, 0.25
+    r.worker_split = split
+    text = render_section(r)
+    row = next(line for line in text.splitlines() if line.startswith("| worker split"))
+    assert "| 2 | 6,250 | 6,250 (scoring) |" in row
+    assert "scoring 0.90 + alerts 0.20 = 1.10" in row
+    assert "events/s 1.25x of one worker" in row
+    assert f"per CPU-s (both processes) {100_000 / 17.6 / (100_000 / 19.0):.2f}x of one worker's" in row
+    assert "made 900 alert sends inside the window and 960 in all; it caught up 1.5 s after" in text
+    assert "0.25 CPU-s more" in text
+    assert "worker split 6.0 s" in text  # its start and group join
