@@ -83,6 +83,12 @@ SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".jsonl"
 CHECKPOINT = "checkpoint.json"
 LOCK = "LOCK"
+FORWARDER_LOCK = "FORWARDER.LOCK"
+SPOOL_ROLES = ("both", "writer", "reader")
+# A reader in its own process (``leadrouter forwarder``) looks for new lines this often when idle.
+READER_POLL_S = 0.005
+# A writer whose forwarder runs in another process notices deleted segments this often.
+WRITER_REFRESH_S = 0.5
 # When everything is acknowledged and the active segment is at least this big,
 # start a new one so the old one can be deleted.
 ROLL_ON_DRAIN_BYTES = 1024 * 1024
@@ -147,13 +153,26 @@ def decode_line(segment: int, end: int, line: bytes) -> SpoolRecord | None:
 
 
 class Spool:
-    """Append-only segment files with a checkpoint; one writer and one reader, one event loop."""
+    """Append-only segment files with a checkpoint; one writer and one reader.
+
+    ``role``: ``both`` (the writer and the reader share one event loop: the collector with its forwarder
+    inline), ``writer`` (the collector, its forwarder in another process) or ``reader`` (that forwarder,
+    ``leadrouter forwarder``).  Across processes the files are the only thing shared: the writer appends
+    and fsyncs (it alone truncates a torn tail, at open), the reader polls the segment files for new
+    lines, writes ``checkpoint.json`` and deletes the segments it has finished; the writer notices the
+    deletions within ``WRITER_REFRESH_S``.  ``LOCK`` keeps a second writer off the directory,
+    ``FORWARDER.LOCK`` a second reader (``both`` holds the two).
+    """
 
     def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int, fsync: str = "always",
-                 fsync_interval_s: float = 0.2) -> None:
+                 fsync_interval_s: float = 0.2, role: str = "both") -> None:
         if fsync not in FSYNC_POLICIES:
             msg = f"spool fsync policy {fsync!r} is unknown; use one of {', '.join(FSYNC_POLICIES)}"
             raise SettingsError(msg)
+        if role not in SPOOL_ROLES:
+            msg = f"spool role {role!r} is unknown; use one of {', '.join(SPOOL_ROLES)}"
+            raise SettingsError(msg)
+        self.role = role
         self.dir = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -162,6 +181,9 @@ class Spool:
         self.known_end: dict[int, int] = {}
         self.restored_pending = 0  # events pending when the spool was opened
         self._lock_fd: int | None = None
+        self._forwarder_lock_fd: int | None = None
+        self._seen: tuple[int, int] = (0, 0)  # reader: records before this position are counted in _pending
+        self._refresh_timer: asyncio.TimerHandle | None = None  # writer: notices deleted segments
         self._sizes: dict[int, int] = {}  # segment -> bytes on disk
         self._active = 0
         self._wfd: int | None = None
@@ -184,22 +206,107 @@ class Spool:
 
     # --- lifecycle ---------------------------------------------------------
     @classmethod
-    def from_settings(cls, spool: SpoolSettings) -> Spool:
+    def from_settings(cls, spool: SpoolSettings, role: str = "both") -> Spool:
         return cls(spool.dir, max_bytes=spool.max_bytes, segment_bytes=spool.segment_bytes, fsync=spool.fsync,
-                   fsync_interval_s=spool.fsync_interval_s)
+                   fsync_interval_s=spool.fsync_interval_s, role=role)
 
-    def open(self) -> Spool:
-        """Lock the directory, recover what a previous run left, start a new segment."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    def _flock(self, name: str, msg: str) -> int:
+        fd = os.open(self.dir / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            msg = (f"spool directory {self.dir} is in use by another collector; give each collector its own "
-                   "LEADROUTER_SPOOL_DIR")
             raise SettingsError(msg) from None
-        self._lock_fd = fd
+        return fd
+
+    def open(self) -> Spool:
+        """Lock the directory, recover what a previous run left, start a new segment."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.role != "reader":
+            self._lock_fd = self._flock(LOCK, f"spool directory {self.dir} is in use by another collector; give "
+                                              "each collector its own LEADROUTER_SPOOL_DIR")
+        if self.role != "writer":
+            try:
+                self._forwarder_lock_fd = self._flock(
+                    FORWARDER_LOCK, f"spool directory {self.dir} is already drained by a forwarder (`leadrouter "
+                                    "forwarder`, or a collector with LEADROUTER_SPOOL_FORWARDER=inline); run one "
+                                    "forwarder per spool directory")
+            except SettingsError:
+                self._unlock()
+                raise
+        if self.role == "writer":
+            self._open_writer()
+        elif self.role == "reader":
+            self._open_reader()
+        else:
+            self._open_both()
+        return self
+
+    def _unlock(self) -> None:
+        for fd in (self._lock_fd, self._forwarder_lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._forwarder_lock_fd = None
+
+    def _open_writer(self) -> None:
+        """The collector whose forwarder is another process: truncate a torn tail (nobody else writes),
+        start a new segment after every existing one and after the checkpoint's; never touch the
+        checkpoint or delete a segment (the reader does)."""
+        segments = sorted(self._list_segments())
+        ck_seg, _ = self._load_checkpoint()
+        self._sizes = {n: (self.dir / segment_name(n)).stat().st_size for n in segments}
+        if segments:
+            self._truncate_torn_tail(segments[-1])
+        self._new_segment(max((segments[-1] + 1) if segments else 1, ck_seg + 1))
+        metrics.SPOOL_BYTES.set(self.disk_bytes)
+
+    def _open_reader(self) -> None:
+        """The forwarder in its own process: resume after the checkpoint; lines appear as the writer adds
+        them (:meth:`_refresh`).  A last line without its end is being written, not torn."""
+        ck_seg, ck_off = self._load_checkpoint()
+        segments = sorted(self._list_segments())
+        for n in segments:
+            if n < ck_seg:
+                self._unlink(n)
+        segments = [n for n in segments if n >= ck_seg]
+        self._sizes = {n: (self.dir / segment_name(n)).stat().st_size for n in segments}
+        if segments and segments[0] == ck_seg:
+            self._ack = (ck_seg, min(ck_off, self._sizes[ck_seg]))
+        elif segments:
+            self._ack = (segments[0], 0)
+        else:
+            self._ack = (ck_seg, 0)
+        self._read = self._ack
+        self._pending = self._count_pending()
+        self.restored_pending = self._pending
+        self._seen = (segments[-1], self._sizes[segments[-1]]) if segments else self._ack
+        self._write_checkpoint()
+        self._gauges()
+        if self._pending:
+            log.warning("spool %s: %d events not yet in Kafka will be forwarded", self.dir, self._pending)
+
+    def _refresh(self) -> None:
+        """Reader: the segments and sizes on disk now.  The listing comes first: once a later segment
+        exists the writer is done with the earlier ones, so their sizes, read after it, are final."""
+        later = [n for n in self._list_segments() if n >= self._read[0]]
+        for n in sorted(later):
+            try:
+                self._sizes[n] = os.stat(self.dir / segment_name(n)).st_size
+            except FileNotFoundError:
+                self._sizes.pop(n, None)
+
+    def _writer_refresh(self) -> None:
+        """Writer: forget the segments the forwarder process has deleted (the bound counts what is on disk)."""
+        self._refresh_timer = None
+        if self._closed:
+            return
+        for n in [n for n in self._sizes if n != self._active]:
+            if not (self.dir / segment_name(n)).exists():
+                del self._sizes[n]
+        metrics.SPOOL_BYTES.set(self.disk_bytes)
+        self._refresh_timer = asyncio.get_running_loop().call_later(WRITER_REFRESH_S, self._writer_refresh)
+
+    def _open_both(self) -> None:
         segments = sorted(self._list_segments())
         ck_seg, ck_off = self._load_checkpoint()
         for n in segments:
@@ -226,9 +333,12 @@ class Spool:
         self._gauges()
         if self._pending:
             log.warning("spool %s: %d events from a previous run will be replayed", self.dir, self._pending)
-        return self
 
     async def start(self) -> None:
+        if self.role == "reader":
+            return
+        if self.role == "writer" and self._refresh_timer is None and not self._closed:
+            self._refresh_timer = asyncio.get_running_loop().call_later(WRITER_REFRESH_S, self._writer_refresh)
         if self._sync_task is None:
             self._sync_task = asyncio.create_task(self._sync_loop(), name="spool-fsync")
 
@@ -236,6 +346,9 @@ class Spool:
         if self._closed:
             return
         self._closed = True
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
+            self._refresh_timer = None
         if self._lazy is not None:
             self._lazy.cancel()
             self._lazy = None
@@ -247,7 +360,7 @@ class Spool:
                 await asyncio.wait_for(asyncio.shield(self._sync_task), 30.0)
             if not self._sync_task.done():
                 self._sync_task.cancel()
-        if self._checkpoint_stale and self._lock_fd is not None:
+        if self._checkpoint_stale and self._forwarder_lock_fd is not None:
             with contextlib.suppress(OSError):
                 self._write_checkpoint()
         fds = [fd for fd in (*self._retired, self._wfd) if fd is not None]
@@ -267,9 +380,7 @@ class Spool:
         if self._rfd is not None:
             os.close(self._rfd[1])
             self._rfd = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._unlock()
 
     # --- state -------------------------------------------------------------
     @property
@@ -285,11 +396,20 @@ class Spool:
         return sorted(self._sizes)
 
     def has_unread(self) -> bool:
+        if self.role == "reader":
+            self._refresh()
         seg, pos = self._read
         return pos < self._sizes.get(seg, 0) or any(n > seg for n in self._sizes if self._sizes[n])
 
     async def wait_unread(self, timeout: float | None = None) -> bool:
         """Wait until there is something the reader has not read yet."""
+        if self.role == "reader":  # another process writes: look at the files every READER_POLL_S
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self.has_unread():
+                if self._closed or (deadline is not None and time.monotonic() >= deadline):
+                    return False
+                await asyncio.sleep(READER_POLL_S)
+            return True
         while not self.has_unread():
             self._appended.clear()
             try:
@@ -419,6 +539,8 @@ class Spool:
         """The next records after what was read before (at least one if any is unread)."""
         out: list[SpoolRecord] = []
         taken = 0
+        if self.role == "reader":
+            self._refresh()
         while len(out) < max_records and taken < max_bytes:
             seg, pos = self._read
             size = self._sizes.get(seg, 0)
@@ -434,6 +556,8 @@ class Spool:
             while b"\n" not in chunk and pos + len(chunk) < size:
                 chunk += os.pread(fd, min(_READ_CHUNK * 4, size - pos - len(chunk)), pos + len(chunk))
             last_nl = chunk.rfind(b"\n")
+            if last_nl < 0 and self.role == "reader" and not any(n > seg for n in self._sizes):
+                break  # the writer is writing this line in the newest segment: read it next time
             if last_nl < 0:
                 # A line without its newline at the end of a finished segment: unreadable.
                 metrics.SPOOL_CORRUPT.inc()
@@ -449,10 +573,16 @@ class Spool:
                 if record is None:
                     metrics.SPOOL_CORRUPT.inc()
                     log.error("spool segment %d: skipped an unreadable line at byte %d", seg, pos + start)
-                    self._pending = max(0, self._pending - 1)
+                    if self.role != "reader" or (seg, end) <= self._seen:
+                        self._pending = max(0, self._pending - 1)
+                    else:
+                        self._seen = (seg, end)
                 else:
                     out.append(record)
                     taken += len(line) + 1
+                    if self.role == "reader" and (seg, end) > self._seen:
+                        self._seen = (seg, end)
+                        self._pending += 1  # the writer counts appends in its own process
                 self._read = (seg, end)
                 start = nl + 1
         return out
@@ -485,7 +615,7 @@ class Spool:
             if self._read < self._ack:
                 self._read = self._ack
         self._pending = max(0, self._pending - count)
-        if self._pending == 0 and self._read == self._ack and self._ack[0] == self._active \
+        if self.role == "both" and self._pending == 0 and self._read == self._ack and self._ack[0] == self._active \
                 and self._sizes.get(self._active, 0) >= ROLL_ON_DRAIN_BYTES and self._ack[1] == self._sizes[self._active]:
             self._new_segment(self._active + 1)
             self._ack = self._read = (self._active, 0)
@@ -579,7 +709,8 @@ class Spool:
 
     def _gauges(self) -> None:
         metrics.SPOOL_BYTES.set(self.disk_bytes)
-        metrics.SPOOL_EVENTS.set(self._pending)
+        if self.role != "writer":  # a writer without its reader does not know what Kafka has
+            metrics.SPOOL_EVENTS.set(self._pending)
 
 
 class SpoolSink:

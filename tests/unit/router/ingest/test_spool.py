@@ -363,3 +363,86 @@ def test_a_decoded_value_is_the_events_json(line: bytes) -> None:
     assert record is not None
     assert record.value == orjson.dumps(orjson.loads(line)["v"])
     assert record.key == orjson.loads(line)["k"].encode()
+
+
+# --- a writer and a reader in two processes (LEADROUTER_SPOOL_FORWARDER=process/external) ----------
+# The two roles share only the files; here they are two Spool objects on one directory.
+
+async def test_a_reader_sees_what_a_writer_appends_in_order_across_segments(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "split"
+    writer = make(directory, role="writer", segment_bytes=1024)
+    reader = make(directory, role="reader", segment_bytes=1024)
+    await writer.start()
+    assert not reader.has_unread()
+    got: list[SpoolRecord] = []
+    for n in range(20):
+        await writer.append([ev(n)])
+        if n % 3 == 0:
+            got += reader.read(max_records=100)
+    got += reader.read(max_records=100)
+    assert ids(got) == [f"e{n:06d}" for n in range(20)]
+    assert len(writer.segments()) >= 3
+    assert reader.pending == 20
+    reader.ack(got[-1], len(got))
+    assert reader.pending == 0
+    # The reader deleted every finished segment; the writer notices on its next refresh.
+    assert [p.name for p in directory.glob("seg-*.jsonl")] == [segment_name(writer.segments()[-1])]
+    writer._writer_refresh()
+    assert writer.disk_bytes == sum(p.stat().st_size for p in directory.glob("seg-*.jsonl"))
+
+
+async def test_a_reader_waits_for_a_line_being_written_instead_of_dropping_it(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "partial"
+    writer = make(directory, role="writer")
+    reader = make(directory, role="reader")
+    await writer.start()
+    corrupt = sample("leadrouter_spool_corrupt_lines_total")
+    line = encode_line(ev(1))
+    # Half a line, as another process may see a write in progress.
+    os.write(writer._wfd, line[:20])  # type: ignore[arg-type]
+    assert reader.read() == []
+    os.write(writer._wfd, line[20:])  # type: ignore[arg-type]
+    assert ids(reader.read()) == ["e000001"]
+    assert sample("leadrouter_spool_corrupt_lines_total") == corrupt
+
+
+async def test_a_reader_started_later_forwards_from_the_checkpoint(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "later"
+    writer = make(directory, role="writer")
+    await writer.start()
+    await writer.append([ev(n) for n in range(5)])
+    first = make(directory, role="reader")
+    records = first.read()
+    first.ack(records[2], 3)
+    await first.close()
+    await writer.append([ev(5)])
+    second = make(directory, role="reader")
+    assert second.restored_pending == 3
+    assert ids(second.read()) == ["e000003", "e000004", "e000005"]
+
+
+async def test_a_writer_restart_never_reuses_a_segment(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "restart"
+    writer = make(directory, role="writer")
+    reader = make(directory, role="reader")
+    await writer.append([ev(1)])
+    await writer.close()
+    second = make(directory, role="writer")
+    await second.append([ev(2)])
+    assert len(second.segments()) == 2
+    assert ids(reader.read()) == ["e000001", "e000002"]
+
+
+async def test_one_forwarder_per_spool_dir(make: Make, tmp_path: Path) -> None:
+    directory = tmp_path / "one"
+    make(directory, role="writer")
+    make(directory, role="reader")
+    with pytest.raises(SettingsError) as exc:
+        Spool(directory, max_bytes=10_000, segment_bytes=4096, role="reader").open()
+    assert "forwarder" in str(exc.value)
+    other = tmp_path / "inline"
+    make(other)  # the collector with its forwarder inline holds both locks
+    with pytest.raises(SettingsError):
+        Spool(other, max_bytes=10_000, segment_bytes=4096, role="reader").open()
+    with pytest.raises(SettingsError):
+        Spool(other, max_bytes=10_000, segment_bytes=4096, role="writer").open()
