@@ -38,12 +38,14 @@ FsyncPolicy = Literal["always", "interval", "never"]
 PacerKind = Literal["redis", "local"]
 # What one `leadrouter worker` process runs (router/worker/app.py): everything, or one side of the split.
 WorkerRole = Literal["all", "scoring", "alerts"]
+SpoolForwarder = Literal["inline", "process", "external"]
 
 UNIQUE_IDENTIFIERS: tuple[UniqueIdentifier, ...] = ("email", "user_id")
 DIGEST_TRIGGERS: tuple[DigestTrigger, ...] = ("threshold", "account_intent")
 FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "interval", "never")
 PACER_KINDS: tuple[PacerKind, ...] = ("redis", "local")
 WORKER_ROLES: tuple[WorkerRole, ...] = ("all", "scoring", "alerts")
+SPOOL_FORWARDERS: tuple[SpoolForwarder, ...] = ("inline", "process", "external")
 # How long a counted event id is remembered (router.storage.keys.SEEN_WINDOW_S, in days):
 # nothing anonymous may expire sooner, or a redelivered event could count twice.
 DEDUPE_WINDOW_DAYS = 7.0
@@ -214,6 +216,12 @@ class SpoolSettings:
     recheck_delay_s: float = 1.0
     # How long the forwarder waits for the broker to acknowledge one batch.
     send_timeout_s: float = 10.0
+    # Where the forwarder (spool -> Kafka) runs: inline (on the collector's event loop), process (a
+    # `leadrouter forwarder` child the collector starts and restarts) or external (you run
+    # `leadrouter forwarder` yourself on the same spool directory, e.g. a sidecar).
+    forwarder: SpoolForwarder = "inline"
+    # The forwarder process's private /metrics listener (0: none).
+    forwarder_metrics_port: int = 9109
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,6 +600,7 @@ def _parse(flat: str, raw: str) -> Any:
         "digest_triggers": parse_triggers,
         "unique_identifiers": parse_unique_identifiers,
         "spool_fsync": lambda r: _parse_choice(name, r, FSYNC_POLICIES, fold=False),
+        "spool_forwarder": lambda r: _parse_choice(name, r, SPOOL_FORWARDERS, fold=True),
         "slack_pacer": lambda r: _parse_choice(name, r, PACER_KINDS, fold=True),
         "worker_role": lambda r: _parse_choice(name, r, WORKER_ROLES, fold=True),
     }
@@ -760,6 +769,10 @@ def _check(s: Settings) -> list[tuple[str, str]]:
     if not 300 <= s.alerts.link_ttl_s <= 14 * 86400:
         out.append(("alert_link_ttl_s", f"setting LEADROUTER_ALERT_LINK_TTL_S={s.alerts.link_ttl_s} must be from "
                                         "300 (5 minutes) to 1209600 (14 days), e.g. 259200 (72 h)"))
+    if not 0 <= s.spool.forwarder_metrics_port <= 65535:
+        out.append(("spool_forwarder_metrics_port", f"setting LEADROUTER_SPOOL_FORWARDER_METRICS_PORT="
+                                                    f"{s.spool.forwarder_metrics_port} is not a TCP port; use 1-65535 "
+                                                    "(e.g. 9109), or 0 to serve no metrics"))
     if not 0 <= s.ingest.collector_metrics_port <= 65535:
         out.append(("collector_metrics_port", f"setting LEADROUTER_COLLECTOR_METRICS_PORT="
                                               f"{s.ingest.collector_metrics_port} is not a TCP port; use 1-65535 "

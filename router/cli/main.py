@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -34,6 +35,31 @@ def cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_forwarder(settings: Settings, args: argparse.Namespace) -> int:
+    from router.ingest.app import serve_forwarder
+
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.exit_with_parent:  # a collector's child (LEADROUTER_SPOOL_FORWARDER=process): no orphan
+            parent = os.getppid()
+
+            def check_parent() -> None:
+                if os.getppid() != parent:
+                    stop.set()
+                else:
+                    loop.call_later(1.0, check_parent)
+
+            loop.call_later(1.0, check_parent)
+        await serve_forwarder(settings, stop)
 
     asyncio.run(main())
     return 0
@@ -274,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds after routing before the demo CRM marks an alerted lead won or lost (default 20)")
     d.set_defaults(fn=cmd_dev)
     sub.add_parser("collector", help="run the HTTP collector").set_defaults(fn=cmd_collector)
+    fw = sub.add_parser("forwarder", help="drain a collector's spool (LEADROUTER_SPOOL_DIR) into Kafka, for a "
+                                          "collector with LEADROUTER_SPOOL_FORWARDER=external")
+    fw.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    fw.set_defaults(fn=cmd_forwarder)
     w = sub.add_parser("worker", help="run a stream-processing worker")
     w.add_argument("--role", choices=WORKER_ROLES, default=None,
                    help="all: scoring and alert delivery in one process (default, or LEADROUTER_WORKER_ROLE); "

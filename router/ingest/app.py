@@ -57,6 +57,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -232,7 +235,12 @@ def create_metrics_app() -> web.Application:
 class CollectorService:
     """The collector with its spool, forwarder and Redis de-duplicator, on a TCP port.
 
-    ``leadrouter collector`` runs one; the integration tests start one in-process.
+    ``leadrouter collector`` runs one; the integration tests start one in-process.  Where the forwarder
+    runs is ``LEADROUTER_SPOOL_FORWARDER``: ``inline`` on this event loop (``self.forwarder``),
+    ``process`` in a ``leadrouter forwarder`` child this service starts, restarts if it exits, and stops
+    last, or ``external`` (run ``leadrouter forwarder`` on the same spool directory yourself).  Out of
+    line, the request handlers' loop only appends and fsyncs; the forwarder's Kafka rounds use another
+    core.
     """
 
     def __init__(self, settings: Settings, *, drain_timeout_s: float = 5.0,
@@ -241,10 +249,13 @@ class CollectorService:
         self.settings = settings
         self.clock = clock
         self.drain_timeout_s = drain_timeout_s
-        self.spool = Spool.from_settings(settings.spool)
+        self.inline = settings.spool.forwarder == "inline"
+        self.spool = Spool.from_settings(settings.spool, role="both" if self.inline else "writer")
+        # Only used inline (out of line, the forwarder process has its own).
         self.forwarder = KafkaForwarder(settings.kafka, settings.spool, self.spool)
         self._forward_stop = asyncio.Event()
         self._forward_task: asyncio.Task[None] | None = None
+        self._child: ForwarderChild | None = None
         self._redis: AnyRedis | None = None
         self._limiter: RateLimiter | None = None
         self._runner: web.AppRunner | None = None
@@ -262,7 +273,11 @@ class CollectorService:
 
     async def _start(self) -> None:
         await self.spool.start()
-        self._forward_task = asyncio.create_task(self.forwarder.run(self._forward_stop), name="spool-forwarder")
+        if self.inline:
+            self._forward_task = asyncio.create_task(self.forwarder.run(self._forward_stop), name="spool-forwarder")
+        elif self.settings.spool.forwarder == "process":
+            self._child = ForwarderChild(self.settings)
+            await self._child.start()
         self._redis = create_redis(self.settings.redis, role="collector")
         dedupe = MessageDeduper(self._redis, self.settings.ingest.message_dedupe_ttl_s)
         self._limiter = RateLimiter.from_settings(self.settings.ingest, self._redis)
@@ -326,12 +341,114 @@ class CollectorService:
                     await self._forward_task
             self._forward_task = None
         await self.spool.close()
+        if self._child is not None:  # after the spool's last fsync: it forwards what is left, then exits
+            await self._child.stop(self.drain_timeout_s)
+            self._child = None
         if self._limiter is not None:
             await self._limiter.close()
             self._limiter = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+
+
+class ForwarderChild:
+    """``leadrouter forwarder`` as a child of the collector (``LEADROUTER_SPOOL_FORWARDER=process``):
+    same settings, restarted (after a second) whenever it exits, stopped with SIGTERM (it forwards what
+    is spooled for up to its drain time, then exits), SIGKILL if it does not."""
+
+    RESTART_DELAY_S = 1.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._task = asyncio.create_task(self._supervise(), name="forwarder-child")
+
+    async def _spawn(self) -> None:
+        env = {**os.environ, **self.settings.to_env()}
+        self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "router.cli.main", "forwarder",
+                                                         "--exit-with-parent",
+                                                         env=env, stdin=asyncio.subprocess.DEVNULL)
+        self.starts += 1
+        log.info("collector: started the spool forwarder process (pid %d)", self.proc.pid)
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            assert self.proc is not None
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            log.error("collector: the spool forwarder process exited with code %s; restarting it in %.0f s "
+                      "(events stay spooled meanwhile)", code, self.RESTART_DELAY_S)
+            await asyncio.sleep(self.RESTART_DELAY_S)
+            if not self._stopping:
+                await self._spawn()
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        self._stopping = True
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), drain_timeout_s + 20.0)
+            except TimeoutError:
+                log.error("collector: the spool forwarder process did not stop; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+async def serve_forwarder(settings: Settings, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
+    """``leadrouter forwarder``: drain the collector's spool (``LEADROUTER_SPOOL_DIR``, the same directory,
+    so the same host or volume) into Kafka until ``stop`` is set, then forward what is spooled for up to
+    ``drain_timeout_s`` more.  One per spool directory; the collector runs with
+    ``LEADROUTER_SPOOL_FORWARDER=external`` (or ``process``, which starts this itself)."""
+    spool = Spool.from_settings(settings.spool, role="reader").open()
+    forwarder = KafkaForwarder(settings.kafka, settings.spool, spool)
+    runner: web.AppRunner | None = None
+    forward_stop = asyncio.Event()
+    task = asyncio.create_task(forwarder.run(forward_stop), name="spool-forwarder")
+    try:
+        port = settings.spool.forwarder_metrics_port
+        if port:
+            runner = web.AppRunner(create_metrics_app(), access_log=None)
+            await runner.setup()
+            host = settings.ingest.collector_metrics_host
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                msg = (f"cannot serve forwarder metrics on {host}:{port} ({exc.strerror or exc}); set "
+                       "LEADROUTER_SPOOL_FORWARDER_METRICS_PORT to a free port, or 0 to serve no metrics")
+                raise CollectorError(msg) from exc
+        log.info("spool forwarder: draining %s into Kafka (%d events waiting)", settings.spool.dir, spool.pending)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not task.done() and not await forwarder.drain(drain_timeout_s):
+            log.warning("spool forwarder stopping with events spooled; they are sent after the next start")
+    finally:
+        forward_stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 15.0)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if runner is not None:
+            await runner.cleanup()
+        await spool.close()
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -94,9 +94,9 @@ class KafkaForwarder:
     async def drain(self, timeout_s: float) -> bool:
         """Wait until everything spooled is in Kafka (True) or the time is up (False)."""
         deadline = time.monotonic() + timeout_s
-        while self.spool.pending and time.monotonic() < deadline:
+        while (self.spool.pending or self.spool.has_unread()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        return self.spool.pending == 0
+        return self.spool.pending == 0 and not self.spool.has_unread()
 
     # --- connection ----------------------------------------------------------
     async def _connect(self) -> None:
