@@ -59,15 +59,18 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Metric, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from router import metrics
 from router.errors import CollectorError
@@ -219,15 +222,59 @@ def create_app(settings: Settings, sink: EventSink, clock: Callable[[], float] =
     return app
 
 
+# The forwarder's metric families.  With LEADROUTER_SPOOL_FORWARDER=process the collector's /metrics
+# shows the forwarder child's values for these (fetched from its private listener) instead of its own,
+# so one scrape target keeps giving the spool backlog and the forwarding counters.
+FORWARDER_FAMILIES = frozenset({"leadrouter_spool_pending_events", "leadrouter_spool_forwarded",
+                                "leadrouter_spool_send_failures"})
+UrlOf = Callable[[], str | None]
+FORWARDER_METRICS_URL: web.AppKey[UrlOf] = web.AppKey("forwarder_metrics_url")
+
+
+class _WithForwarder:
+    """A prometheus collector: this process's families, the forwarder's from the child."""
+
+    def __init__(self, child: list[Metric]) -> None:
+        self.child = child
+
+    def collect(self) -> Iterator[Metric]:
+        for family in metrics.REGISTRY.collect():
+            if family.name not in FORWARDER_FAMILIES:
+                yield family
+        yield from self.child
+
+
+async def _forwarder_families(url: str) -> list[Metric]:
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session, \
+                session.get(url) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("collector metrics: the spool forwarder process's metrics at %s did not answer (%r)", url, exc)
+        return []
+    return [f for f in text_string_to_metric_families(text) if f.name in FORWARDER_FAMILIES]
+
+
 async def metrics_page(request: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest(metrics.REGISTRY))
+    url_of = request.app.get(FORWARDER_METRICS_URL)
+    url = url_of() if url_of is not None else None
+    if url is None:
+        body = generate_latest(metrics.REGISTRY)
+    else:
+        merged = CollectorRegistry(auto_describe=False)
+        merged.register(_WithForwarder(await _forwarder_families(url)))
+        body = generate_latest(merged)
+    resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 
 
-def create_metrics_app() -> web.Application:
-    """The private listener's app: ``GET /metrics`` only (never on the public collector port)."""
+def create_metrics_app(forwarder_metrics_url: Callable[[], str | None] | None = None) -> web.Application:
+    """The private listener's app: ``GET /metrics`` only (never on the public collector port).
+    ``forwarder_metrics_url``: where the forwarder child serves its own (process mode)."""
     app = web.Application()
+    if forwarder_metrics_url is not None:
+        app[FORWARDER_METRICS_URL] = forwarder_metrics_url
     app.router.add_get("/metrics", metrics_page)
     return app
 
@@ -292,7 +339,9 @@ class CollectorService:
         ingest = self.settings.ingest
         # The private metrics listener first: once the public port answers, metrics do too.
         if ingest.collector_metrics_port:
-            self._metrics_runner = web.AppRunner(create_metrics_app(), access_log=None)
+            child = self._child
+            self._metrics_runner = web.AppRunner(
+                create_metrics_app(None if child is None else lambda: child.metrics_url), access_log=None)
             await self._metrics_runner.setup()
             site = web.TCPSite(self._metrics_runner, ingest.collector_metrics_host, ingest.collector_metrics_port)
             try:
@@ -352,6 +401,11 @@ class CollectorService:
             self._redis = None
 
 
+# The forwarder process batches a trickle of events for up to this long (see KafkaForwarder's linger_s):
+# out of line, a produce round per few events would cost more CPU than the events themselves.
+FORWARDER_LINGER_S = 0.01
+
+
 class ForwarderChild:
     """``leadrouter forwarder`` as a child of the collector (``LEADROUTER_SPOOL_FORWARDER=process``):
     same settings, restarted (after a second) whenever it exits, stopped with SIGTERM (it forwards what
@@ -362,6 +416,7 @@ class ForwarderChild:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.proc: asyncio.subprocess.Process | None = None
+        self.metrics_port: int | None = None
         self.starts = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -370,8 +425,15 @@ class ForwarderChild:
         await self._spawn()
         self._task = asyncio.create_task(self._supervise(), name="forwarder-child")
 
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.metrics_port is None else f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     async def _spawn(self) -> None:
-        env = {**os.environ, **self.settings.to_env()}
+        # Its metrics on a private loopback port; the collector's /metrics shows them (FORWARDER_FAMILIES).
+        self.metrics_port = _free_loopback_port()
+        env = {**os.environ, **self.settings.to_env(), "LEADROUTER_COLLECTOR_METRICS_HOST": "127.0.0.1",
+               "LEADROUTER_SPOOL_FORWARDER_METRICS_PORT": str(self.metrics_port)}
         self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "router.cli.main", "forwarder",
                                                          "--exit-with-parent",
                                                          env=env, stdin=asyncio.subprocess.DEVNULL)
@@ -410,13 +472,19 @@ class ForwarderChild:
             self._task = None
 
 
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def serve_forwarder(settings: Settings, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
     """``leadrouter forwarder``: drain the collector's spool (``LEADROUTER_SPOOL_DIR``, the same directory,
     so the same host or volume) into Kafka until ``stop`` is set, then forward what is spooled for up to
     ``drain_timeout_s`` more.  One per spool directory; the collector runs with
     ``LEADROUTER_SPOOL_FORWARDER=external`` (or ``process``, which starts this itself)."""
     spool = Spool.from_settings(settings.spool, role="reader").open()
-    forwarder = KafkaForwarder(settings.kafka, settings.spool, spool)
+    forwarder = KafkaForwarder(settings.kafka, settings.spool, spool, linger_s=FORWARDER_LINGER_S)
     runner: web.AppRunner | None = None
     forward_stop = asyncio.Event()
     task = asyncio.create_task(forwarder.run(forward_stop), name="spool-forwarder")

@@ -46,7 +46,11 @@ class KafkaForwarder:
     """Drains the spool into Kafka in order; see the module docstring for the guarantees."""
 
     def __init__(self, kafka: KafkaSettings, settings: SpoolSettings, spool: Spool, *, round_bytes: int = 256 * 1024,
-                 round_records: int = 2000, window_records: int = 20_000, scan_limit: int = 500_000) -> None:
+                 round_records: int = 2000, window_records: int = 20_000, scan_limit: int = 500_000,
+                 linger_s: float = 0.0) -> None:
+        """``linger_s``: after a small round (under a quarter of ``round_records``), wait this long for more
+        events before the next, so a steady trickle goes in fewer, larger produce requests (each costs the
+        forwarder ~1 ms of CPU whatever its size).  0 (inline): send as soon as there is anything."""
         self.kafka = kafka
         self.recheck_delay_s = settings.recheck_delay_s
         self.spool = spool
@@ -63,6 +67,8 @@ class KafkaForwarder:
         # topic before sending again.
         self._uncertain: set[int] = set()
         self._backoff = 0.2
+        self.linger_s = linger_s
+        self._last_round = 0  # events sent in the last round
         self.connected = asyncio.Event()
         self.idle = asyncio.Event()
 
@@ -152,6 +158,9 @@ class KafkaForwarder:
             self._window.extend(_Slot(r) for r in self.spool.read(max_records=room, max_bytes=8 * 1024 * 1024))
 
     async def _round(self, stop: asyncio.Event) -> None:
+        if self.linger_s and 0 < self._last_round < self.round_records // 4:
+            self._last_round = 0
+            await sleep_or_stop(stop, self.linger_s)
         self._fill_window()
         if not any(not s.done for s in self._window):
             self.idle.set()
@@ -247,6 +256,7 @@ class KafkaForwarder:
             members[p].append(slot)
             taken += len(rec.value)
             count += 1
+        self._last_round = count
         if not members:
             return
         sent: dict[int, asyncio.Future[Any]] = {}

@@ -86,7 +86,7 @@ LOCK = "LOCK"
 FORWARDER_LOCK = "FORWARDER.LOCK"
 SPOOL_ROLES = ("both", "writer", "reader")
 # A reader in its own process (``leadrouter forwarder``) looks for new lines this often when idle.
-READER_POLL_S = 0.005
+READER_POLL_S = 0.01
 # A writer whose forwarder runs in another process notices deleted segments this often.
 WRITER_REFRESH_S = 0.5
 # When everything is acknowledged and the active segment is at least this big,

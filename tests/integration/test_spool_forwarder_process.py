@@ -15,10 +15,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from router.dev.run import spawn_service
-from router.dev.servers import ManagedProcess
+from router.dev.servers import ManagedProcess, free_port
 from router.ingest.app import CollectorService
 from router.settings import Settings
 from tests.integration.test_spool_broker import (
@@ -108,7 +109,7 @@ async def test_the_collector_restarts_its_forwarder_process_and_keeps_answering(
         server_factory: Callable[..., ManagedProcess], redis_url: str, redis: Redis, tmp_path: Path) -> None:
     broker = server_factory("broker")
     settings = make_settings(broker.port, redis_url, tmp_path / "spool", spool_forwarder="process",
-                             spool_forwarder_metrics_port=0)
+                             collector_metrics_port=free_port())
     service = CollectorService(settings)
     await service.start()
     sent: dict[str, list[str]] = {}
@@ -135,6 +136,14 @@ async def test_the_collector_restarts_its_forwarder_process_and_keeps_answering(
         events = await read_topic(settings, total, settle=3.0)
         assert len(events) == total
         assert_exactly_once_in_order(events, sent)
+        # One scrape target: the collector's /metrics shows the child's forwarding figures.
+        async with aiohttp.ClientSession() as s, \
+                s.get(f"http://127.0.0.1:{service.metrics_port}/metrics") as resp:
+            page = await resp.text()
+        forwarded = {f.name: f for f in text_string_to_metric_families(page)}["leadrouter_spool_forwarded"]
+        # The restarted child's counters (a restart resets them, as Prometheus expects of a counter).
+        assert 0 < sum(x.value for x in forwarded.samples if x.name.endswith("_total")) <= total
+        assert "leadrouter_spool_pending_events 0.0" in page
     finally:
         await service.stop()
     # Stopped with the collector: the child is gone, nothing is left to forward.
