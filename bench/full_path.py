@@ -529,6 +529,16 @@ def cpu_seconds(pid: int) -> float:
         return math.nan
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux ``/proc/<pid>/task/*/children``)."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def memory_mb(pid: int) -> tuple[float, float]:
     try:
         return parse_proc_status_memory(Path(f"/proc/{pid}/status").read_text())
@@ -635,6 +645,7 @@ class Options:
     light_rate: float = 100.0
     light_idle_seconds: float = 30.0
     worker_split: bool = False  # also drain the backlog with one scoring-role and one alerts-role process
+    collector_forwarder: str | None = None  # LEADROUTER_SPOOL_FORWARDER for the collector phase (None: the setting)
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Options:
@@ -645,7 +656,8 @@ class Options:
                    latency_workers=a.latency_workers, slack_pacing=a.slack_pacing, keep_workdir=a.keep_workdir,
                    taobao_path=a.taobao_path, taobao_speeds=tuple(a.taobao_speeds),
                    taobao_data_seconds=a.taobao_data_seconds, light_rate=a.light_rate,
-                   light_idle_seconds=a.light_idle_seconds, worker_split=getattr(a, "worker_split", False))
+                   light_idle_seconds=a.light_idle_seconds, worker_split=getattr(a, "worker_split", False),
+                   collector_forwarder=getattr(a, "collector_forwarder", None))
 
 
 @dataclass
@@ -1075,15 +1087,16 @@ class Bench:
             run.alerts_tail_cpu_s = cpu_seconds(alerts.pid) - cpu0
 
     # --- load generator ------------------------------------------------------------------
-    async def load(self, label: str, spec: LoadSpec,
-                   servers: Sequence[ManagedProcess]) -> tuple[dict[str, Any], dict[int, float]]:
-        """Run the load generator as its own process: its result, and each server's CPU seconds in its window."""
+    async def load(self, label: str, spec: LoadSpec, servers: Sequence[ManagedProcess],
+                   extra_pids: Sequence[int] = ()) -> tuple[dict[str, Any], dict[int, float]]:
+        """Run the load generator as its own process: its result, and each server's CPU seconds in its window
+        (``extra_pids``: more processes counted with the servers, e.g. a collector's forwarder child)."""
         spec_path = self.workdir / f"load-{label.replace(' ', '_')}-{time.monotonic_ns()}.json"
         out_path = spec_path.with_suffix(".out.json")
         spec_path.write_text(json.dumps(dataclasses.asdict(spec)))
         gen = self._spawn("loadgen", [sys.executable, "-m", "bench.full_path", "_loadgen", str(spec_path),
                                       str(out_path)], 0, self.base, check_port=False)
-        sampler = Sampler([p.pid for p in servers])
+        sampler = Sampler([p.pid for p in servers] + list(extra_pids))
         deadline = time.monotonic() + spec.warmup_s + spec.duration_s + 60.0
         try:
             while gen.proc.poll() is None:
@@ -1102,6 +1115,15 @@ class Bench:
         finally:
             await self.stop(gen)
         return out, sampler.between(out["wall_start"], out["wall_end"])
+
+    def say_split(self, cpu: dict[int, float], main_pid: int, out: dict[str, Any]) -> None:
+        """Each process's share when the collector is more than one (its forwarder child)."""
+        if len(cpu) < 2:
+            return
+        window = max(1e-9, out["wall_end"] - out["wall_start"])
+        parts = ", ".join(f"{'collector' if p == main_pid else 'forwarder'} {c / window:.2f} cores"
+                          for p, c in cpu.items())
+        self.console.say("collector", f"CPU split: {parts}")
 
     def http_run(self, label: str, spec: LoadSpec, out: dict[str, Any], cpu: dict[int, float]) -> HttpRun:
         lags = out["lags_ms"]
@@ -1131,6 +1153,10 @@ class Bench:
 
         port = free_port()
         s = self.settings_for("collector", collector_port=port, public_url=f"http://127.0.0.1:{port}")
+        if o.collector_forwarder is not None:
+            s = s.with_(spool_forwarder=o.collector_forwarder)
+        if s.spool.forwarder != "inline":
+            s = s.with_(spool_forwarder_metrics_port=free_port())
         await ensure_topics(s.kafka)
         base_port = free_port()
         baseline = self._spawn("http-baseline", [sys.executable, "-m", "bench.baselines", "http", "--port",
@@ -1145,17 +1171,24 @@ class Bench:
         collector = self._spawn_service("collector", s, "collector", port)
         try:
             await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
+            # LEADROUTER_SPOOL_FORWARDER=process: the forwarder child's CPU counts as the collector's.
+            children = child_pids(collector.pid) if s.spool.forwarder == "process" else []
+            if children:
+                self.console.say("collector", f"spool forwarder in its own process (pid {children[0]}), "
+                                              "its CPU counted with the collector's")
             sp = spec(port, "closed")
-            out, cpu = await self.load("collector closed", sp, [collector])
+            out, cpu = await self.load("collector closed", sp, [collector], children)
             r.collector_max = self.http_run("collector", sp, out, cpu)
             r.collector_memory = memory_mb(collector.pid)
             self.say_http("collector", r.collector_max)
+            self.say_split(cpu, collector.pid, out)
             # Issue 15.2: p99 at half the saturated rate, unless --collector-rate fixes the offered rate.
             rate = o.collector_rate or max(100.0, round(r.collector_max.rps / 2, -1))
             sp = spec(port, "rate", rate)
-            out, cpu = await self.load("collector rate", sp, [collector])
+            out, cpu = await self.load("collector rate", sp, [collector], children)
             r.collector_fixed = self.http_run("collector", sp, out, cpu)
             self.say_http("collector", r.collector_fixed)
+            self.say_split(cpu, collector.pid, out)
         finally:
             await self.stop(collector)
 

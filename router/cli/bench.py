@@ -97,6 +97,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="offered pixel requests/s for the latency run (default 0: half the saturated rate "
                         "the closed-loop run measured, as issue 15 asks)")
     c.add_argument("--concurrency", type=int, default=64, help="load-generator connections (default 64)")
+    c.add_argument("--collector-forwarder", choices=("inline", "process"), default=None,
+                   help="where the collector's spool forwarder runs (LEADROUTER_SPOOL_FORWARDER; default: the "
+                        "setting): inline on its event loop, or process, a child whose CPU is counted with it")
     lat = p.add_argument_group("latency phase")
     lat.add_argument("--latency-seconds", type=float, default=60.0,
                      help="seconds of steady mixed traffic (default 60)")
