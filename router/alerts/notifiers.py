@@ -521,6 +521,11 @@ class SmtpNotifier:
             conn.close()
 
     @property
+    def idle_s(self) -> float:
+        """How long a connection may stay idle before it is closed (0: no reuse)."""
+        return self._idle_s
+
+    @property
     def idle_connections(self) -> int:
         with self._lock:
             return len(self._idle)

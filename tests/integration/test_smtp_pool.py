@@ -12,13 +12,15 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
-from router.alerts.notifiers import SmtpNotifier
+from router.alerts.notifiers import SmtpNotifier, notifiers_from_settings
 from router.alerts.render import render_email
 from router.dev.receivers import SmtpReceiver
 from router.errors import PermanentSendError, TransientSendError
+from router.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -184,6 +186,14 @@ async def test_idle_zero_opens_a_connection_per_message(smtp: SmtpReceiver) -> N
     assert smtp.connections == 3 and notifier.idle_connections == 0
 
 
+async def test_the_settings_configure_the_pool(smtp: SmtpReceiver) -> None:
+    async with aiohttp.ClientSession() as session:
+        for raw, idle in (("", 30.0), ("0", 0.0)):
+            env = {"smtp_host": smtp.host, "smtp_port": str(smtp.port)} | ({"smtp_pool_idle_s": raw} if raw else {})
+            (notifier,) = notifiers_from_settings(Settings.of(**env).alerts, session)
+            assert isinstance(notifier, SmtpNotifier) and notifier.idle_s == idle
+
+
 async def test_concurrent_sends_from_threads_each_arrive_once(smtp: SmtpReceiver, clock: Clock) -> None:
     notifier = SmtpNotifier(smtp.host, smtp.port, SENDER, False, "", "", 5.0, pool_size=4, clock=clock)
     threads, per_thread = 8, 6
@@ -202,7 +212,12 @@ async def test_concurrent_sends_from_threads_each_arrive_once(smtp: SmtpReceiver
         pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
         for th in pool:
             th.start()
-        await asyncio.to_thread(lambda: [th.join() for th in pool])
+
+        def join_all() -> None:
+            for th in pool:
+                th.join()
+
+        await asyncio.to_thread(join_all)
         assert errors == []
         await until(lambda: len(smtp.messages) == threads * per_thread)
         assert delivered(smtp) == {f"asg-{t * 100 + i}": 1 for t in range(threads) for i in range(per_thread)}
