@@ -48,6 +48,14 @@ class _TrackedSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._receiver = receiver
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # aiosmtpd writes a multi-line reply (EHLO) a line at a time: without this, Nagle holds each
+            # next line for the client's delayed ACK, 40 ms per EHLO on loopback.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
         self._receiver._lost(self)
