@@ -455,6 +455,7 @@ class SmtpNotifier:
                 raise
             log.info("SMTP: a reused connection to %s:%s was closed by the server (%s: %s); "
                      "sending on a new one", self._host, self._port, type(exc).__name__, _short(str(exc), 120))
+            metrics.ALERT_SMTP_CONNECTIONS.labels("replaced").inc()
             conn = self._open(context)
             try:
                 conn.send_message(msg)
@@ -474,6 +475,7 @@ class SmtpNotifier:
             smtp = _Smtp(self._host, self._port, timeout=self._timeout_s)
         with self._lock:
             self.opened += 1
+        metrics.ALERT_SMTP_CONNECTIONS.labels("opened").inc()
         try:
             if self._starttls and not self._implicit_tls:
                 smtp.starttls(context=context)
@@ -496,10 +498,10 @@ class SmtpNotifier:
                     taken = conn
                     break
                 expired.append(conn)  # and every older one below it
-        for conn in expired:
-            self._quit(conn)
+        self._quit_idle(expired)
         if taken is not None:
             taken.handed_over = False
+            metrics.ALERT_SMTP_CONNECTIONS.labels("reused").inc()
         return taken
 
     def _put(self, conn: _Conn) -> None:
@@ -536,9 +538,13 @@ class SmtpNotifier:
         with self._lock:
             expired = [c for c, since in self._idle if now - since >= self._idle_s]
             self._idle = [(c, since) for c, since in self._idle if now - since < self._idle_s]
+        self._quit_idle(expired)
+        return len(expired)
+
+    def _quit_idle(self, expired: list[_Conn]) -> None:
         for conn in expired:
             self._quit(conn)
-        return len(expired)
+            metrics.ALERT_SMTP_CONNECTIONS.labels("closed_idle").inc()
 
     def close(self) -> None:
         """Close every idle connection (blocking); later sends open and close their own."""
@@ -551,10 +557,14 @@ class SmtpNotifier:
     async def aclose(self) -> None:
         """Stop the idle watch and close every idle connection (on shutdown)."""
         reaper, self._reaper = self._reaper, None
-        if reaper is not None:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+        if reaper is not None and not reaper.done():
+            if reaper.get_loop() is asyncio.get_running_loop():
+                reaper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reaper
+            else:  # started on an event loop that has ended (or another one)
+                with contextlib.suppress(RuntimeError):
+                    reaper.get_loop().call_soon_threadsafe(reaper.cancel)
         await asyncio.to_thread(self.close)
 
     def _next_due(self) -> float | None:
@@ -567,10 +577,12 @@ class SmtpNotifier:
 
     def _watch_idle(self) -> None:
         """Make sure a task closes idle connections when they are due (one per notifier)."""
-        if self._closed or self._pool_size == 0 or (self._reaper is not None and not self._reaper.done()):
+        if self._closed or self._pool_size == 0 or not self.idle_connections:
             return
-        if self.idle_connections:
-            self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="smtp-idle-close")
+        loop = asyncio.get_running_loop()
+        if self._reaper is not None and not self._reaper.done() and self._reaper.get_loop() is loop:
+            return
+        self._reaper = loop.create_task(self._reap(), name="smtp-idle-close")
 
     async def _reap(self) -> None:
         me = asyncio.current_task()

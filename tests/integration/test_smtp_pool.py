@@ -11,16 +11,20 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import aiohttp
 import pytest
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
+from router import metrics
 from router.alerts.notifiers import SmtpNotifier, notifiers_from_settings
 from router.alerts.render import render_email
+from router.alerts.sender import AlertSender
 from router.dev.receivers import SmtpReceiver
 from router.errors import PermanentSendError, TransientSendError
 from router.settings import Settings
+from router.storage.store import RedisStore
 
 pytestmark = pytest.mark.integration
 
@@ -78,18 +82,30 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
+def connection_events() -> dict[str, float]:
+    """``leadrouter_alert_smtp_connections_total`` by event, now."""
+    return {event: metrics.REGISTRY.get_sample_value("leadrouter_alert_smtp_connections_total", {"event": event})
+            or 0.0 for event in ("opened", "reused", "replaced", "closed_idle")}
+
+
+def counted_since(before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before[k] for k, v in connection_events().items()}
+
+
 def delivered(smtp: SmtpReceiver) -> Counter[str]:
     """How many times each alert (by its assignment header) arrived."""
     return Counter(str(m["X-Leadrouter-Assignment"]) for m in smtp.messages)
 
 
 async def test_alerts_share_one_connection(smtp: SmtpReceiver, mailer: SmtpNotifier) -> None:
+    before = connection_events()
     for n in range(10):
         await mailer.send(make_alert(n))
     await until(lambda: len(smtp.messages) == 10)
     assert delivered(smtp) == {f"asg-{n}": 1 for n in range(10)}
     assert smtp.connections == 1 and mailer.opened == 1
     assert smtp.open_connections == 1 and mailer.idle_connections == 1
+    assert counted_since(before) == {"opened": 1, "reused": 9, "replaced": 0, "closed_idle": 0}
     await mailer.aclose()  # shutdown closes it (QUIT)
     await until(lambda: smtp.open_connections == 0)
     assert mailer.idle_connections == 0
@@ -101,7 +117,9 @@ async def test_a_connection_the_server_dropped_is_replaced_and_the_alert_arrives
 ) -> None:
     await mailer.send(make_alert(1))
     assert await smtp.drop_connections(goodbye) == 1  # the server's idle timeout, before ours
+    before = connection_events()
     await mailer.send(make_alert(2))
+    assert counted_since(before) == {"opened": 1, "reused": 1, "replaced": 1, "closed_idle": 0}
     await until(lambda: len(smtp.messages) == 2)
     assert delivered(smtp) == {"asg-1": 1, "asg-2": 1}
     assert smtp.connections == 2
@@ -158,7 +176,9 @@ async def test_idle_connections_close_after_the_idle_setting(
     clock.now += 29.9
     assert mailer.close_idle() == 0 and smtp.open_connections == 1
     clock.now += 0.1
+    before = connection_events()
     assert mailer.close_idle() == 1
+    assert counted_since(before)["closed_idle"] == 1
     await until(lambda: smtp.open_connections == 0)
     await mailer.send(make_alert(3))
     assert smtp.connections == 2
@@ -229,3 +249,18 @@ async def test_concurrent_sends_from_threads_each_arrive_once(smtp: SmtpReceiver
     finally:
         await notifier.aclose()
     await until(lambda: smtp.open_connections == 0)
+
+
+async def test_the_sender_closes_the_pool_on_shutdown(smtp: SmtpReceiver) -> None:
+    """AlertSender.aclose (the worker's Runtime.close, the console, alerts replay) closes the SMTP connections."""
+    notifier = SmtpNotifier(smtp.host, smtp.port, SENDER, False, "", "", 5.0)
+
+    async def no_dead_letters(key: str, value: bytes) -> None:
+        raise AssertionError("nothing is dead-lettered here")
+
+    sender = AlertSender(cast(RedisStore, None), [notifier], no_dead_letters, max_attempts=1, backoff_s=0.0)
+    await notifier.send(make_alert(1))
+    assert smtp.open_connections == 1
+    await sender.aclose()
+    await until(lambda: smtp.open_connections == 0)
+    assert notifier.idle_connections == 0
