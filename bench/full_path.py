@@ -19,7 +19,10 @@ worker
     processed event to the last (the worker's ``leadrouter_events_total``),
     with the consumers' CPU from ``/proc/<pid>/stat``.  Also the raw Redis step
     (one no-op Lua call per event, pipelined per batch) and Redis memory per
-    100,000 leads.
+    100,000 leads.  With ``--worker-split`` (issue 15), also one scoring-role and
+    one alerts-role worker (LEADROUTER_WORKER_ROLE) in one group: events/s of the
+    scoring process, each process's CPU in the same window and their sum, and how
+    long the alerts process took to catch up after the last event was scored.
 collector
     A separate load-generator process (minimal keep-alive HTTP client) drives
     ``GET /t/p.gif``: a bare aiohttp GIF server first (baseline), then the
@@ -75,6 +78,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.baselines import raw_redis_step
 from bench.report import (
     SECTION,
+    WORKER_STAGES,
     AlertRun,
     ConsumeRun,
     HistogramFigure,
@@ -125,6 +129,7 @@ SETTING_NAMES = frozenset(FIELDS)
 POLL_S = 0.2
 STALL_S = 60.0  # no progress for this long (after the first event) fails a phase
 JOIN_TIMEOUT_S = 120.0  # start + group join
+ALERTS_QUIET_S = 2.0  # --worker-split: the alerts process has caught up once it sent nothing for this long
 HTTP_WARMUP_S = 2.0
 SITE = "https://www.example-saas.com"
 BROWSER_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -630,6 +635,7 @@ class Options:
     taobao_data_seconds: float = 0.0  # 0: bench.taobao's default per speed
     light_rate: float = 100.0
     light_idle_seconds: float = 30.0
+    worker_split: bool = False  # also drain the backlog with one scoring-role and one alerts-role process
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Options:
@@ -640,7 +646,7 @@ class Options:
                    latency_workers=a.latency_workers, slack_pacing=a.slack_pacing, keep_workdir=a.keep_workdir,
                    taobao_path=a.taobao_path, taobao_speeds=tuple(a.taobao_speeds),
                    taobao_data_seconds=a.taobao_data_seconds, light_rate=a.light_rate,
-                   light_idle_seconds=a.light_idle_seconds)
+                   light_idle_seconds=a.light_idle_seconds, worker_split=getattr(a, "worker_split", False))
 
 
 @dataclass
@@ -943,18 +949,31 @@ class Bench:
         await self.flush_redis()
         r.worker2 = await self.consume("worker x2", "w2", 2, s, o.events)
         await self.flush_redis()
+        if o.worker_split:
+            r.worker_split = await self.consume("worker split", "ws", 2, s, o.events,
+                                                roles=("scoring", "alerts"))
+            await self.flush_redis()
 
-    async def consume(self, label: str, tag: str, n: int, backlog: Settings, total: int) -> ConsumeRun:
-        """Start ``n`` consumers as a new group on the backlog topic; time them until all ``total`` are done."""
+    async def consume(self, label: str, tag: str, n: int, backlog: Settings, total: int,
+                      roles: Sequence[str] = ()) -> ConsumeRun:
+        """Start ``n`` consumers as a new group on the backlog topic; time them until all ``total`` are done.
+
+        With ``roles`` (one LEADROUTER_WORKER_ROLE per process), the run is the split deployment: the
+        window still ends when every event is scored; then the alerts-role process is watched until it
+        has caught up (``alerts_tail_s``)."""
         procs: list[ManagedProcess] = []
         counters: list[Callable[[], Awaitable[int | None]]] = []
+        ports: list[int] = []
         spawned = time.monotonic()
-        self.console.say(tag, f"{label}: starting {n} process(es) as consumer group bench-{tag}")
+        self.console.say(tag, f"{label}: starting {n} process(es) as consumer group bench-{tag}"
+                              + (f" (roles {', '.join(roles)})" if roles else ""))
         try:
             for i in range(n):
                 st = backlog.with_(app_id=f"bench-{tag}", topic_assignments=f"bench.{tag}.assignments",
-                                   topic_dead_letter=f"bench.{tag}.dlq", worker_web_port=free_port())
+                                   topic_dead_letter=f"bench.{tag}.dlq", worker_web_port=free_port(),
+                                   **({"worker_role": roles[i]} if roles else {}))
                 port = st.worker.web_port
+                ports.append(port)
                 if tag == "bare":
                     p = self._spawn("bare-faust", [sys.executable, "-m", "bench.baselines", "faust"], port, st,
                                     check_port=False)
@@ -964,12 +983,20 @@ class Bench:
                     counters.append(lambda port=port: self.worker_count(port))  # type: ignore[misc]
                 procs.append(p)
             run = await self.watch(label, procs, counters, total, spawned)
+            if roles:
+                await self.alerts_tail(run, procs, ports, list(roles))
             for p in procs:
                 rss, hwm = memory_mb(p.pid)
                 run.rss_mb.append(rss)
                 run.hwm_mb.append(hwm)
         finally:
             await self.stop(*procs)
+        if roles:
+            self.console.say(tag, f"{label}: CPU in the window " + ", ".join(
+                f"{role} {c:.1f} s ({c / run.seconds:.2f} cores)" for role, c in zip(run.roles, run.cpu_per_process,
+                                                                                     strict=True))
+                + f"; alerts caught up {run.alerts_tail_s:.1f} s later ({run.alerts_tail_cpu_s:.2f} CPU-s), "
+                  f"{run.alert_sends_final:,} alert sends")
         self.console.say(tag, f"{label}: {run.events:,} events in {run.seconds:.1f} s after a "
                               f"{run.join_s:.1f} s start/join → {run.rate:,.0f}/s ({run.rate_per_process:,.0f}/s "
                               f"per process), {run.per_cpu_s:,.0f} events/CPU-s, {run.cores:.2f} cores; Redis "
@@ -1018,10 +1045,35 @@ class Bench:
         if len(procs) > 1 and len(seen) == len(procs) and max(seen) - min(seen) > 2.0:
             note += (f" {label}: one process started consuming {max(seen) - min(seen):.1f} s after the other "
                      "(a rebalance inside the window).")
+        cpu_each = [b - a for a, b in zip(start[2][:-1], end[2][:-1], strict=True)]
         return ConsumeRun(label=label, processes=len(procs), events=sum(per), seconds=seconds,
-                          cpu_s=sum(b - a for a, b in zip(start[2][:-1], end[2][:-1], strict=True)),
-                          join_s=start[0] - spawned, per_process=per, note=note.strip(),
-                          redis_cpu_s=end[2][-1] - start[2][-1])
+                          cpu_s=sum(cpu_each), join_s=start[0] - spawned, per_process=per, note=note.strip(),
+                          redis_cpu_s=end[2][-1] - start[2][-1], cpu_per_process=cpu_each)
+
+    async def alert_sends(self, port: int) -> int | None:
+        text = await self.get(port, "/metrics")
+        return None if text is None else int(metric_total(text, "leadrouter_alert_sends_total"))
+
+    async def alerts_tail(self, run: ConsumeRun, procs: list[ManagedProcess], ports: list[int],
+                          roles: list[str]) -> None:
+        """After the window of a split run: wait until the alerts-role process stops sending (it has
+        delivered everything the scoring side published), and note how long and how much CPU that took."""
+        run.roles = roles
+        i = roles.index("alerts")
+        alerts, port = procs[i], ports[i]
+        t0, cpu0 = time.monotonic(), cpu_seconds(alerts.pid)
+        run.alert_sends = last = await self.alert_sends(port) or 0
+        last_change = t0
+        while time.monotonic() - last_change < ALERTS_QUIET_S and time.monotonic() - t0 < STALL_S:
+            await asyncio.sleep(POLL_S)
+            self.check_alive(*procs)
+            now_sends = await self.alert_sends(port) or 0
+            if now_sends != last:
+                last, last_change = now_sends, time.monotonic()
+        run.alert_sends_final = last
+        if last > run.alert_sends:
+            run.alerts_tail_s = last_change - t0
+            run.alerts_tail_cpu_s = cpu_seconds(alerts.pid) - cpu0
 
     # --- load generator ------------------------------------------------------------------
     async def load(self, label: str, spec: LoadSpec,
@@ -1174,6 +1226,7 @@ class Bench:
                                          warmup_s=spec.warmup_s, workers=len(workers))
                 texts = [await self.get(wp, "/metrics") for wp in worker_ports]
                 run.worker_hist = worker_histogram([t for t in texts if t])
+                run.stages = worker_stages([t for t in texts if t])
                 window = out["seconds"]
                 if collector.pid in cpu and window > 0:
                     run.collector_cores = cpu[collector.pid] / window
@@ -1282,6 +1335,18 @@ class Bench:
                         to_topic=LatencySummary.of(list(published.values())),
                         alerts=len(published), deliveries=len(latencies), unmatched=unmatched,
                         warmup_s=warmup_s, workers=workers)
+
+
+def worker_stages(texts: Sequence[str]) -> dict[str, HistogramFigure]:
+    """p50/p99 in ms of each of the worker's stage histograms (``WORKER_STAGES``), pooled over the workers."""
+    joined = "\n".join(texts)
+    out: dict[str, HistogramFigure] = {}
+    for name in WORKER_STAGES:
+        buckets = histogram_buckets(joined, name)
+        if buckets:
+            out[name] = HistogramFigure(int(buckets[-1][1]), histogram_quantile(buckets, 0.5) * 1000,
+                                        histogram_quantile(buckets, 0.99) * 1000)
+    return out
 
 
 def worker_histogram(texts: Sequence[str]) -> dict[str, HistogramFigure]:

@@ -208,6 +208,15 @@ class ConsumeRun:
     hwm_mb: list[float] = field(default_factory=list)
     note: str = ""
     redis_cpu_s: float = math.nan  # redis-server's CPU seconds inside the window (all its work for these events)
+    # --worker-split: each process's role and CPU seconds inside the window, and how the alerts
+    # side finished: alert sends it made by the end of the window, and after it caught up (seconds
+    # after the window, its CPU seconds in them).
+    roles: list[str] = field(default_factory=list)
+    cpu_per_process: list[float] = field(default_factory=list)
+    alert_sends: int = 0
+    alert_sends_final: int = 0
+    alerts_tail_s: float = 0.0
+    alerts_tail_cpu_s: float = 0.0
 
     @property
     def redis_us_per_event(self) -> float:
@@ -274,6 +283,15 @@ class HistogramFigure:
     p99_ms: float
 
 
+# Worker histograms (seconds) that split the event-to-alert time into its stages.
+WORKER_STAGES: dict[str, str] = {
+    "leadrouter_event_to_worker_seconds": "event `ts` → a worker starts scoring it (spool, forwarder, Kafka, "
+                                          "fetch, batch window)",
+    "leadrouter_worker_batch_seconds": "one batch: decode, score, Redis, route",
+    "leadrouter_routing_seconds": "routing one crossing (rules, turn, record, publish)",
+}
+
+
 @dataclass(slots=True)
 class AlertRun:
     """Event-to-alert latency at a steady offered rate of mixed traffic."""
@@ -290,6 +308,8 @@ class AlertRun:
     unmatched: int  # Slack deliveries whose assignment's event_ts was not seen
     warmup_s: float
     worker_hist: dict[str, HistogramFigure] = field(default_factory=dict)  # "all" and per channel
+    # The worker's own stage histograms (WORKER_STAGES): where the event-to-alert time goes.
+    stages: dict[str, HistogramFigure] = field(default_factory=dict)
     collector_cores: float | None = None
     worker_cores: float | None = None
     workers: int = 1
@@ -353,6 +373,7 @@ class Results:
     bare: ConsumeRun | None = None
     worker1: ConsumeRun | None = None
     worker2: ConsumeRun | None = None
+    worker_split: ConsumeRun | None = None  # --worker-split: one scoring-role and one alerts-role process
     redis_memory: RedisMemory | None = None
     http_baseline: HttpRun | None = None
     collector_max: HttpRun | None = None
@@ -480,6 +501,27 @@ def _consume_row(run: ConsumeRun, what: str, vs: str) -> str:
             f"{_mem(run.rss_mb, run.hwm_mb)} |")
 
 
+def _split_row(run: ConsumeRun, w1: ConsumeRun | None) -> str:
+    """``--worker-split``: the events/s of the scoring process, each process's cores and their sum."""
+    cores = [c / run.seconds if run.seconds > 0 else math.nan for c in run.cpu_per_process]
+    each = " + ".join(f"{role} {_n(c, 2)}" for role, c in zip(run.roles, cores, strict=False))
+    parts = [f"events/s {_x(ratio(run.rate, w1.rate if w1 else None))} of one worker",
+             f"per CPU-s (both processes) {_x(ratio(run.per_cpu_s, w1.per_cpu_s if w1 else None))} of one worker's"]
+    return (f"| worker split: scoring role + alerts role | {run.processes} | {_n(run.rate)} | "
+            f"{_n(run.rate)} (scoring) | {_n(run.per_cpu_s)} | {each} = {_n(run.cores, 2)} | "
+            f"{_n(run.redis_us_per_event, 1)} | {'; '.join(parts)} | {_mem(run.rss_mb, run.hwm_mb)} |")
+
+
+def split_note(run: ConsumeRun) -> str:
+    """How the alerts-role process kept up in the --worker-split run."""
+    tail = (f"it caught up {run.alerts_tail_s:.1f} s after the last event was scored, with "
+            f"{run.alerts_tail_cpu_s:.2f} CPU-s more" if run.alert_sends_final > run.alert_sends else
+            "it had caught up when the last event was scored")
+    return (f"Worker split: the events/s are the scoring process's (one process scores; the other only "
+            f"delivers alerts). The alerts process made {run.alert_sends:,} alert sends inside the window and "
+            f"{run.alert_sends_final:,} in all; {tail}.")
+
+
 def _http_row(run: HttpRun, vs: str) -> str:
     lat = run.latency
     server = (f"{_n(run.server_cores, 2)} cores, {_n(run.server_us_per_request)} µs"
@@ -557,13 +599,17 @@ def render_section(r: Results) -> str:
             parts = [f"per CPU-s {_x(ratio(r.worker2.per_cpu_s, w1.per_cpu_s if w1 else None))} of one worker's",
                      f"total {_x(ratio(r.worker2.rate, w1.rate if w1 else None))} of one worker"]
             out.append(_consume_row(r.worker2, "worker: full scoring, routing, alerts", "; ".join(parts)))
+        if r.worker_split:
+            out.append(_split_row(r.worker_split, r.worker1))
         if r.redis_step_rate:
             out.append(f"| raw Redis step: one no-op Lua call per event, pipelined per {r.batch} (bench process) "
                        f"| 1 | {_n(r.redis_step_rate)} | {_n(r.redis_step_rate)} | n/a | n/a | bound | n/a |")
-        joins = [(run.label, run.join_s) for run in (r.bare, r.worker1, r.worker2) if run]
+        joins = [(run.label, run.join_s) for run in (r.bare, r.worker1, r.worker2, r.worker_split) if run]
         out += ["", "Start and group join before the first processed event (excluded from the rates): "
                 + ", ".join(f"{label} {s:.1f} s" for label, s in joins) + "."]
-        notes = [run.note for run in (r.bare, r.worker1, r.worker2) if run and run.note]
+        notes = [run.note for run in (r.bare, r.worker1, r.worker2, r.worker_split) if run and run.note]
+        if r.worker_split:
+            notes.append(split_note(r.worker_split))
         if notes:
             out += ["", "Notes: " + " ".join(notes)]
 
@@ -627,6 +673,11 @@ def render_section(r: Results) -> str:
             label = "all channels" if channel == "all" else channel
             out.append(f"| worker histogram `leadrouter_event_to_alert_seconds` ({label}, bucket-interpolated) | "
                        f"{h.count:,} | {_ms(h.p50_ms)} | | {_ms(h.p99_ms)} | |")
+        for name, what in WORKER_STAGES.items():
+            stage = a.stages.get(name)
+            if stage is not None and stage.count:
+                out.append(f"| stage: {what} (worker histogram `{name}`) | {stage.count:,} | "
+                           f"{_ms(stage.p50_ms)} | | {_ms(stage.p99_ms)} | |")
 
     if r.light:
         out += light_section(r.light)
@@ -639,7 +690,7 @@ def render_section(r: Results) -> str:
         if r.collector_memory:
             out.append(f"| collector (after the saturation run) | {_n(r.collector_memory[0])} | "
                        f"{_n(r.collector_memory[1])} |")
-        for crun in (r.bare, r.worker1, r.worker2):
+        for crun in (r.bare, r.worker1, r.worker2, r.worker_split):
             if crun:
                 for i, (a_, b_) in enumerate(zip(crun.rss_mb, crun.hwm_mb, strict=False), 1):
                     out.append(f"| {crun.label} process {i} (after the backlog) | {_n(a_)} | {_n(b_)} |")
@@ -752,6 +803,8 @@ def plot(r: Results, path: Path) -> bool:
     if r.worker2:
         thr.append(("worker x2 (total)", r.worker2.rate))
         thr.append(("worker x2 (per process)", r.worker2.rate_per_process))
+    if r.worker_split:
+        thr.append(("worker split (scoring + alerts)", r.worker_split.rate))
     if r.redis_step_rate:
         thr.append(("raw Redis step", r.redis_step_rate))
     if r.http_baseline:

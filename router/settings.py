@@ -36,11 +36,14 @@ UniqueIdentifier = Literal["email", "user_id"]
 DigestTrigger = Literal["threshold", "account_intent"]
 FsyncPolicy = Literal["always", "interval", "never"]
 PacerKind = Literal["redis", "local"]
+# What one `leadrouter worker` process runs (router/worker/app.py): everything, or one side of the split.
+WorkerRole = Literal["all", "scoring", "alerts"]
 
 UNIQUE_IDENTIFIERS: tuple[UniqueIdentifier, ...] = ("email", "user_id")
 DIGEST_TRIGGERS: tuple[DigestTrigger, ...] = ("threshold", "account_intent")
 FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "interval", "never")
 PACER_KINDS: tuple[PacerKind, ...] = ("redis", "local")
+WORKER_ROLES: tuple[WorkerRole, ...] = ("all", "scoring", "alerts")
 # How long a counted event id is remembered (router.storage.keys.SEEN_WINDOW_S, in days):
 # nothing anonymous may expire sooner, or a redelivered event could count twice.
 DEDUPE_WINDOW_DAYS = 7.0
@@ -97,6 +100,12 @@ class RedisSettings:
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
+    # all: scoring and alert delivery in one process (the default); scoring: the events topic, routing and
+    # the timers that publish alerts (scheduler/SLA, review, config reload); alerts: the assignments topic
+    # (Slack, email) and the digest timer.  Every role joins the same consumer group (kafka.app_id): faust's
+    # assignor hands each member only partitions of topics it subscribes to, so a split deployment keeps the
+    # offsets the single process committed (LEADROUTER_WORKER_ROLE; `leadrouter worker --role`).
+    role: WorkerRole = "all"
     batch_size: int = 500
     batch_window_s: float = 0.02
     web_port: int = 6066
@@ -588,6 +597,7 @@ def _parse(flat: str, raw: str) -> Any:
         "unique_identifiers": parse_unique_identifiers,
         "spool_fsync": lambda r: _parse_choice(name, r, FSYNC_POLICIES, fold=False),
         "slack_pacer": lambda r: _parse_choice(name, r, PACER_KINDS, fold=True),
+        "worker_role": lambda r: _parse_choice(name, r, WORKER_ROLES, fold=True),
     }
     if flat in special:
         return special[flat](raw)

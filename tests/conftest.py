@@ -49,6 +49,7 @@ DATASETS = REPO.parent / "shared" / "datasets"
 REDIS_MODES = ("single", "cluster")
 CLUSTER_MODULES = frozenset({
     "tests/integration/test_store.py",
+    "tests/integration/test_store_batched.py",
     "tests/integration/test_identity.py",
     "tests/integration/test_scoring_rules.py",
     "tests/integration/test_rules_publish.py",

@@ -86,6 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("worker phase")
     w.add_argument("--events", type=int, default=100_000,
                    help="events in the pre-filled backlog (default 100,000)")
+    w.add_argument("--worker-split", action="store_true",
+                   help="also drain the backlog with one scoring-role and one alerts-role worker process "
+                        "(LEADROUTER_WORKER_ROLE): events/s and each process's CPU beside one worker's "
+                        "(off by default: about a minute more)")
     c = p.add_argument_group("collector phase")
     c.add_argument("--collector-seconds", type=float, default=15.0,
                    help="seconds per collector run, after a 2 s warm-up (default 15)")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from router.errors import RouterError
-from router.settings import Settings, load_settings, require_token_secret
+from router.settings import WORKER_ROLES, Settings, load_settings, require_token_secret
 from router.storage.redis import create_redis
 
 
@@ -42,6 +42,8 @@ def cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from router.worker.app import run_worker
 
+    if args.role is not None:  # the flag wins over LEADROUTER_WORKER_ROLE
+        settings = settings.with_(worker_role=args.role)
     run_worker(settings)
     return 0
 
@@ -272,7 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds after routing before the demo CRM marks an alerted lead won or lost (default 20)")
     d.set_defaults(fn=cmd_dev)
     sub.add_parser("collector", help="run the HTTP collector").set_defaults(fn=cmd_collector)
-    sub.add_parser("worker", help="run a stream-processing worker").set_defaults(fn=cmd_worker)
+    w = sub.add_parser("worker", help="run a stream-processing worker")
+    w.add_argument("--role", choices=WORKER_ROLES, default=None,
+                   help="all: scoring and alert delivery in one process (default, or LEADROUTER_WORKER_ROLE); "
+                        "scoring: events, routing, SLA and review timers, publishing alerts; alerts: deliver the "
+                        "published alerts (Slack, email) and digests.  Run scoring and alerts processes side by "
+                        "side to keep alert delivery off the scoring processes' CPU")
+    w.set_defaults(fn=cmd_worker)
     t = sub.add_parser("token", help="mint a signed email open (or click) token")
     t.add_argument("--email", required=True)
     t.add_argument("--campaign", required=True)

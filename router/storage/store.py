@@ -28,7 +28,7 @@ from models.pipeline import (
 )
 from router.storage import keys
 from router.storage.redis import AnyRedis, mget
-from router.storage.scripts import execute, lua, queue
+from router.storage.scripts import AnyPipeline, execute, lua, queue
 from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json, reengage_json
 from scoring.account_intent import AccountIntentConfig
 from scoring.touch import MAX_NAME, visit_cfg, visit_step
@@ -110,24 +110,29 @@ class RedisStore:
 
         One pipelined round trip; a link's TTL follows its lead (:meth:`link_ttl`).
         """
-        refresh = {k: v for k, v in (used or {}).items() if k not in links}
-        if not links and not refresh:
+        if not links and not used:
             return
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_links(pipe, links, used or {})
+        await execute(pipe)
+
+    def _queue_links(self, pipe: AnyPipeline, links: Mapping[tuple[Kind, str], str],
+                     used: Mapping[tuple[Kind, str], str]) -> None:
         for (kind, value), lead_id in links.items():
             ttl = self.link_ttl(lead_id)
             pipe.set(keys.visitor(value) if kind == "v" else keys.user(value), lead_id, ex=ttl)
             pipe.sadd(keys.lead_ids(lead_id), f"{kind}:{value}")
             if ttl is not None and not keys.is_email_lead(lead_id):
                 pipe.expire(keys.lead_ids(lead_id), ttl)
-        for (kind, value), lead_id in refresh.items():
+        for (kind, value), lead_id in used.items():
+            if (kind, value) in links:
+                continue
             ttl = self.link_ttl(lead_id)
             key = keys.visitor(value) if kind == "v" else keys.user(value)
             if ttl is None:
                 pipe.persist(key)
             else:
                 pipe.expire(key, ttl)
-        await execute(pipe)
 
     async def merge(self, m: Merge, *, half_life_s: float, now: float) -> MergeStatus:
         """Fold profile ``m.source`` into ``m.target``; safe to repeat after a crash."""
@@ -204,48 +209,59 @@ class RedisStore:
     async def apply_with_accounts(self, plans: Sequence[EventPlan], accounts: Sequence[AccountPlan], *,
                                   threshold: float, half_life_s: float, now: float | None = None,
                                   intent: AccountIntentConfig | None = None, rules: LeadRules | None = None,
+                                  links: Mapping[tuple[Kind, str], str] | None = None,
+                                  used_links: Mapping[tuple[Kind, str], str] | None = None,
+                                  lead_accounts: Mapping[str, str] | None = None,
                                   ) -> tuple[list[ApplyResult], list[AccountResult]]:
-        """Leads and their accounts in one pipelined round trip; each script one hash slot."""
+        """Leads and their accounts in one pipelined round trip; each script one hash slot.
+
+        ``links``, ``used_links`` (see :meth:`write_links`) and ``lead_accounts`` (see
+        :meth:`set_lead_accounts`) are the batch's identity links and account ties,
+        written in the same round trip ahead of the scripts.
+        """
         if not plans and not accounts:
+            await self.write_links(links or {}, used_links)
+            await self.set_lead_accounts(lead_accounts or {})
             return [], []
         now = time.time() if now is None else now
         intent = intent or AccountIntentConfig()
         rules = rules or LeadRules.threshold_only(threshold, half_life_s)
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_links(pipe, links or {}, used_links or {})
+        self._queue_lead_accounts(pipe, lead_accounts or {})
+        ahead = len(pipe)
         lead_cfg = self._lead_cfg(rules, now)
-        for plan in plans:
-            ev = plan.event
-            payload: dict[str, Any] = {
-                "e": ev.event_id, "t": ev.ts, "y": ev.type.value, "d": day_bucket(ev.ts),
-                "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
-                "i": plan.lead_id, "r": plan.hit_objects(), "fv": plan.verified,
-                "fs": plan.field_source or ev.source,
-            }
-            if ev.email:
-                payload["m"] = keys.normalise_email(ev.email)
-            if ev.user_id:
-                payload["u"] = ev.user_id
-            if plan.grade is not None:
-                payload["g"] = plan.grade.letter
-                payload["gp"] = plan.grade.points
-            if ev.name:
-                payload["n"] = ev.name[:MAX_NAME]
-            visit = visit_step(ev)
-            if visit is not None:
-                payload["w"] = visit
-            await queue(pipe, self._apply, keys=keys.apply_keys(plan.lead_id), args=[orjson.dumps(payload), lead_cfg])
+        # One call per lead and one per account, each with its events in batch order: a
+        # Zipf-skewed batch has far fewer of either than events, and each call stays in one slot.
+        by_lead: dict[str, list[int]] = {}
+        for i, plan in enumerate(plans):
+            by_lead.setdefault(plan.lead_id, []).append(i)
+        for lead_id, idx in by_lead.items():
+            payloads = [_lead_payload(plans[i]) for i in idx]
+            await queue(pipe, self._apply, keys=keys.apply_keys(lead_id), args=[orjson.dumps(payloads), lead_cfg])
         acct_cfg = orjson.dumps({"now": now, "sw": self.seen_window_s, "hl": half_life_s, "w": intent.window_s,
                                  "th": intent.threshold, "pp": intent.per_person, "pr": intent.per_role,
                                  "ep": keys.DECAY_EPOCH, "mh": self.member_horizon_s})
-        for a in accounts:
-            item = {"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
-                    "d": a.domain, "k": a.known}
-            await queue(pipe, self._account, keys=keys.account_keys(a.key_id), args=[orjson.dumps(item), acct_cfg])
-        raw = await execute(pipe)
-        leads = [_parse_apply(r) for r in raw[: len(plans)]]
-        accts = [_parse_account(a.key_id, a.event_id, r) for a, r in zip(accounts, raw[len(plans):], strict=True)]
-        await self.index_recycles(zip((p.lead_id for p in plans), leads, strict=True))
-        return leads, accts
+        by_account: dict[str, list[int]] = {}
+        for i, a in enumerate(accounts):
+            by_account.setdefault(a.key_id, []).append(i)
+        for key_id, idx in by_account.items():
+            items = [{"e": a.event_id, "t": a.ts, "p": a.points, "i": a.lead_id, "r": a.role, "n": a.name,
+                      "d": a.domain, "k": a.known} for a in (accounts[i] for i in idx)]
+            await queue(pipe, self._account, keys=keys.account_keys(key_id), args=[orjson.dumps(items), acct_cfg])
+        raw = (await execute(pipe))[ahead:]
+        leads: list[ApplyResult | None] = [None] * len(plans)
+        for idx, replies in zip(by_lead.values(), raw[: len(by_lead)], strict=True):
+            for i, r in zip(idx, replies, strict=True):
+                leads[i] = _parse_apply(r)
+        accts: list[AccountResult | None] = [None] * len(accounts)
+        for idx, replies in zip(by_account.values(), raw[len(by_lead):], strict=True):
+            for i, r in zip(idx, replies, strict=True):
+                accts[i] = _parse_account(accounts[i].key_id, accounts[i].event_id, r)
+        done_leads = [r for r in leads if r is not None]
+        done_accts = [a for a in accts if a is not None]
+        await self.index_recycles(zip((p.lead_id for p in plans), done_leads, strict=True))
+        return done_leads, done_accts
 
     async def index_recycles(self, results: Iterable[tuple[str, ApplyResult]]) -> None:
         """Put each armed lead's exact recycle moment in its due shard (one round trip; none when nothing is armed).
@@ -330,10 +346,10 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         cfg = self._lead_cfg(rules, now)
         for lead_id, p in probs.items():
-            payload = {"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}
+            payload = [{"mode": "p", "i": lead_id, "e": f"p:{batch_id}:{lead_id}", "pr": p}]
             await queue(pipe, self._apply, keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg])
         raw = await execute(pipe)
-        out = {lead_id: _parse_apply(r) for lead_id, r in zip(probs, raw, strict=True)}
+        out = {lead_id: _parse_apply(r[0]) for lead_id, r in zip(probs, raw, strict=True)}
         await self.index_recycles(out.items())
         return out
 
@@ -370,19 +386,23 @@ class RedisStore:
         if not mapping:
             return
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_lead_accounts(pipe, mapping)
+        await execute(pipe)
+
+    def _queue_lead_accounts(self, pipe: AnyPipeline, mapping: Mapping[str, str]) -> None:
         for lead_id, key_id in mapping.items():
             # An anonymous profile's tie expires with it (re-written, so refreshed, by each of its events).
             ttl = None if keys.is_email_lead(lead_id) else self.anonymous_ttl_s or None
             pipe.set(keys.lead_account(lead_id), key_id, ex=ttl)
-        await execute(pipe)
 
     async def force_ready(self, lead_id: str, trigger_id: str, trigger: str, reason: Reason,
                           now: float) -> ApplyResult:
         """Make a lead sales-ready for another reason than its own score (its account's intent), once."""
-        payload = {"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
-                   "reason": orjson.dumps(reason.to_dict()).decode()}
+        payload = [{"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
+                    "reason": orjson.dumps(reason.to_dict()).decode()}]
         cfg = orjson.dumps({"now": now, "rc": [], "hk": keys.HISTORY_KEPT})
-        return _parse_apply(await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg]))
+        replies = await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg])
+        return _parse_apply(replies[0])
 
     async def account_done(self, key_id: str, event_id: str) -> None:
         """Close an account crossing once its lead has been routed."""
@@ -657,6 +677,30 @@ def web_state(h: Mapping[str, str]) -> dict[str, str]:
 
 _WEB_KEYS: frozenset[str] = frozenset({"ss", "time", "st", "last", "camp", "ft", "ft_ts", "lt", "lt_ts", "es", "es0",
                                        "esd"})
+
+
+def _lead_payload(plan: EventPlan) -> dict[str, Any]:
+    """One event as apply_event.lua reads it (see its header)."""
+    ev = plan.event
+    payload: dict[str, Any] = {
+        "e": ev.event_id, "t": ev.ts, "y": ev.type.value, "d": day_bucket(ev.ts),
+        "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
+        "i": plan.lead_id, "r": plan.hit_objects(), "fv": plan.verified,
+        "fs": plan.field_source or ev.source,
+    }
+    if ev.email:
+        payload["m"] = keys.normalise_email(ev.email)
+    if ev.user_id:
+        payload["u"] = ev.user_id
+    if plan.grade is not None:
+        payload["g"] = plan.grade.letter
+        payload["gp"] = plan.grade.points
+    if ev.name:
+        payload["n"] = ev.name[:MAX_NAME]
+    visit = visit_step(ev)
+    if visit is not None:
+        payload["w"] = visit
+    return payload
 
 
 def _parse_account(key_id: str, event_id: str, raw: Any) -> AccountResult:

@@ -3,7 +3,8 @@
 ``process_events`` takes batches off the events topic and hands them to
 :class:`router.worker.pipeline.Pipeline`; ``send_alerts`` delivers each published
 assignment.  Everything the agents call is plain async code, tested without
-faust.
+faust.  ``LEADROUTER_WORKER_ROLE`` (:func:`create_app`) runs both, or one side
+each in processes of their own.
 """
 
 from __future__ import annotations
@@ -136,6 +137,21 @@ def new_app(settings: Settings) -> LeadRouterApp:
 
 
 def create_app(settings: Settings) -> LeadRouterApp:
+    """The worker's faust app for ``settings.worker.role``.
+
+    ``all`` runs everything below; ``scoring`` the events agent and the timers that score, route
+    and publish alerts (config reload, scheduler/SLA steps, review); ``alerts`` the assignments
+    agent and the digest timer (and reloads only the rules, for the teams' own webhooks).  Every
+    role runs the fetch-wait governor, the consumer-lag sampler, /metrics and /healthz.
+
+    Every role is a member of the same consumer group (``kafka.app_id``): faust's assignor gives a
+    member partitions only of the topics it subscribes to (its agents' topics), so a scoring
+    process never holds an assignments partition and an alerts process never an events one, and a
+    deployment switched from ``all`` to split roles (or back) carries on from the offsets already
+    committed: nothing is read twice but what was in flight, nothing is skipped.
+    """
+    role = settings.worker.role
+    scoring, alerts = role in ("all", "scoring"), role in ("all", "alerts")
     app = new_app(settings)
     rt = Runtime(settings)
     kafka = settings.kafka
@@ -158,6 +174,50 @@ def create_app(settings: Settings) -> LeadRouterApp:
         log.warning("LEADROUTER_PII_KEY is not set: personal data is sealed with the built-in development key; "
                     "set a long random LEADROUTER_PII_KEY in production (the same for collector, worker and CLI)")
     vault = Vault.from_settings(rt.store.redis, settings.tokens)
+    log.info("worker role %s: %s", role, {"all": "scoring and alert delivery", "scoring": "scoring only (alerts "
+             "are published for alerts-role workers)", "alerts": "alert delivery only"}[role])
+
+    if scoring:
+        _scoring_side(app, settings, rt, events_topic, publish_alert, vault)
+    if alerts:
+        _alerts_side(app, settings, rt, alerts_topic, dead_letter, vault)
+    if not scoring:
+        @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+        async def reload_rules() -> None:
+            # The alerts side reads the teams' own webhooks off the published rules.
+            await rt.routing.poll()
+
+    if app.fetch_wait is not None:
+        governor = app.fetch_wait
+
+        @app.timer(interval=min(0.25, kafka.fetch_idle_after_s / 2))  # type: ignore[untyped-decorator]
+        async def fetch_wait() -> None:
+            governor.tick()
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def consumer_lag() -> None:
+        sample_consumer_lag(app.consumer, (kafka.topic_events, kafka.topic_assignments))
+
+    @app.page("/metrics")
+    async def metrics_page(self: View, request: Request) -> Response:
+        # aiohttp refuses a charset inside content_type; the exposition is UTF-8 text.
+        return self.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def health(self: View, request: Request) -> Response:
+        return self.json({"ok": True, "role": role, "scoring": rt.scoring.tag, "icp": rt.icp.tag,
+                          "rules": rt.routing.current.version})
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _close(app: faust.App, **kwargs: Any) -> None:
+        await rt.close()
+
+    return app
+
+
+def _scoring_side(app: LeadRouterApp, settings: Settings, rt: Runtime, events_topic: faust.TopicT,
+                  publish_alert: Callable[[str, bytes], Awaitable[None]], vault: Vault) -> None:
+    """The events agent and the timers that score, route and publish alerts (roles all and scoring)."""
     pipeline = Pipeline(rt.store, rt.scoring, rt.routing, publish_alert, accounts=rt.accounts,
                         admin_url=settings.alerts.admin_url, icp=rt.icp, model=lambda: rt.model.current,
                         link_secret=settings.tokens.secret, unique=settings.worker.unique_identifiers, vault=vault,
@@ -173,6 +233,31 @@ def create_app(settings: Settings) -> LeadRouterApp:
             metrics.BATCH_SIZE.observe(len(batch))
             if rt.archive is not None:
                 await archive_batch(rt.archive, batch)
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def reload_config() -> None:
+        await rt.scoring.poll()
+        await rt.icp.poll()
+        await rt.routing.poll()
+        if rt.accounts is not None:
+            rt.accounts.maybe_reload()
+        await asyncio.to_thread(rt.model.maybe_reload)
+
+    # Due recycles and SLA steps (router/worker/scheduler.py): any number of workers
+    # run it; each step is claimed once and a missed tick catches up.  Its reminders,
+    # reassignments and escalations are published to the assignments topic, like a crossing's alert.
+    app.timer(interval=settings.worker.scheduler_tick_s, name="scheduler")(
+        scheduler_timer(rt.store, rt.scoring, rt.routing, pipeline.sla_alert))
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def review_timer() -> None:
+        # Leads ops released from the review queue are routed normally (router/worker/review.py).
+        await pipeline.review_tick()
+
+
+def _alerts_side(app: LeadRouterApp, settings: Settings, rt: Runtime, alerts_topic: faust.TopicT,
+                 dead_letter: Callable[[str, bytes], Awaitable[None]], vault: Vault) -> None:
+    """The assignments agent and the digest timer (roles all and alerts)."""
 
     @app.agent(alerts_topic, concurrency=4)
     async def send_alerts(stream: faust.StreamT[bytes]) -> None:
@@ -193,52 +278,6 @@ def create_app(settings: Settings) -> LeadRouterApp:
     # Low-priority alerts queued for a rep's digest go out once per interval.
     app.timer(interval=digest.check_interval_s(settings.alerts), name="alert_digests")(
         digest_timer(lambda: rt._sender))
-
-    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
-    async def reload_config() -> None:
-        await rt.scoring.poll()
-        await rt.icp.poll()
-        await rt.routing.poll()
-        if rt.accounts is not None:
-            rt.accounts.maybe_reload()
-        await asyncio.to_thread(rt.model.maybe_reload)
-
-    if app.fetch_wait is not None:
-        governor = app.fetch_wait
-
-        @app.timer(interval=min(0.25, kafka.fetch_idle_after_s / 2))  # type: ignore[untyped-decorator]
-        async def fetch_wait() -> None:
-            governor.tick()
-
-    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
-    async def consumer_lag() -> None:
-        sample_consumer_lag(app.consumer, (kafka.topic_events, kafka.topic_assignments))
-
-    # Due recycles and SLA steps (router/worker/scheduler.py): any number of workers
-    # run it; each step is claimed once and a missed tick catches up.
-    app.timer(interval=settings.worker.scheduler_tick_s, name="scheduler")(
-        scheduler_timer(rt.store, rt.scoring, rt.routing, pipeline.sla_alert))
-
-    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
-    async def review_timer() -> None:
-        # Leads ops released from the review queue are routed normally (router/worker/review.py).
-        await pipeline.review_tick()
-
-    @app.page("/metrics")
-    async def metrics_page(self: View, request: Request) -> Response:
-        # aiohttp refuses a charset inside content_type; the exposition is UTF-8 text.
-        return self.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
-
-    @app.page("/healthz")
-    async def health(self: View, request: Request) -> Response:
-        return self.json({"ok": True, "scoring": rt.scoring.tag, "icp": rt.icp.tag,
-                          "rules": rt.routing.current.version})
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def _close(app: faust.App, **kwargs: Any) -> None:
-        await rt.close()
-
-    return app
 
 
 BACKOFF_MAX_S = 5.0

@@ -44,8 +44,6 @@ from scoring.model import LeadModel
 log = logging.getLogger(__name__)
 
 
-
-
 def decode(raw: bytes | str | dict[str, object]) -> Event:
     data = raw if isinstance(raw, dict) else orjson.loads(raw)
     return Event.from_dict(data)
@@ -152,9 +150,10 @@ def role_of(ev: Event) -> str:
     return department or ""
 
 
-async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[AccountPlan]:
+async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> tuple[list[AccountPlan], dict[str, str]]:
     """Tie leads to accounts from what events say, and roll every event of a
-    lead with an account up to it."""
+    lead with an account up to it: the account plans, and the ties to write
+    (lead id -> account key id; written with the batch, RedisStore.apply_with_accounts)."""
     refs = [account_for(p.event) for p in plans]
     unknown = [p.lead_id for p, ref in zip(plans, refs, strict=True) if ref is None and not p.lead_id.startswith("A")]
     existing = await store.lead_accounts(unknown)
@@ -174,8 +173,7 @@ async def plan_accounts(store: RedisStore, plans: Sequence[EventPlan]) -> list[A
             out.append(AccountPlan(key_id=key_id, event_id=ev.event_id, ts=ev.ts, points=plan.points,
                                    lead_id=lead_id, role=role_of(ev), known=is_known_person(lead_id),
                                    name=name, domain=domain))
-    await store.set_lead_accounts(links)
-    return out
+    return out, links
 
 
 async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence[Event], now: float,
@@ -185,8 +183,9 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     """Resolve identities, merge and link, then score leads and accounts in one round trip.
 
     Round trips per batch: identities; stored fields of leads whose fit grade
-    changes (only when some event brings such fields); account links; the
-    scoring pipeline itself; and, with an active model, the touched leads'
+    changes (only when some event brings such fields); the leads' account ties;
+    the scoring pipeline itself, which also writes the batch's identity links and
+    account ties ahead of the scripts; and, with an active model, the touched leads'
     state and their new probabilities.  ``versions`` (the scoring and ICP
     versions in force) is recorded on every lead scored and on each crossing.
     """
@@ -212,7 +211,6 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
                                  event_id=c.event_id, ts=c.ts)
         log.info("kept two people apart: a %s identifier of lead %s now names lead %s",
                  c.identifier.partition(":")[0] or "shared", c.previous, c.current)
-    await store.write_links(resolution.links, used_links(visitors, users))
     stored: dict[str, dict[str, str]] = {}
     if icp is not None:
         grading = [lid for ev, lid in zip(events, resolution.lead_ids, strict=True)
@@ -223,19 +221,20 @@ async def apply_batch(store: RedisStore, config: ScoringConfig, events: Sequence
     verified = [fields_verified(ev, lid, visitors) for ev, lid in zip(events, resolution.lead_ids, strict=True)]
     plans = plan_batch(events, resolution.lead_ids, config, icp, stored, verified)
     plans = [p if p.lead_id == lid else replace(p, lead_id=lid) for p, lid in zip(plans, lead_ids, strict=True)]
-    account_plans = await plan_accounts(store, plans)
+    account_plans, ties = await plan_accounts(store, plans)
     rules = LeadRules.from_config(config, versions)
     results, accounts = await store.apply_with_accounts(
         plans, account_plans, threshold=config.threshold, half_life_s=config.half_life_s, now=now, intent=intent,
-        rules=rules)
+        rules=rules, links=resolution.links, used_links=used_links(visitors, users), lead_accounts=ties)
     moved = [i for i, r in enumerate(results) if r.status == "moved"]
     if moved:
         # A profile was merged after we resolved it (earlier in this batch, or
         # by another worker): those events go to the lead it now belongs to.
         moved_plans = [replace(plans[i], lead_id=results[i].moved_to) for i in moved]
+        moved_accounts, moved_ties = await plan_accounts(store, moved_plans)
         again, more_accounts = await store.apply_with_accounts(
-            moved_plans, await plan_accounts(store, moved_plans), threshold=config.threshold,
-            half_life_s=config.half_life_s, now=now, intent=intent, rules=rules)
+            moved_plans, moved_accounts, threshold=config.threshold, half_life_s=config.half_life_s, now=now,
+            intent=intent, rules=rules, lead_accounts=moved_ties)
         accounts += more_accounts
         for i, plan, r in zip(moved, moved_plans, again, strict=True):
             plans[i], results[i] = plan, r

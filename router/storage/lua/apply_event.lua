@@ -1,4 +1,4 @@
--- Apply one scored event to one lead, atomically.
+-- Apply scored events to one lead, atomically, in order.
 --
 -- De-duplicates by event id (Kafka delivers at least once), adds the points
 -- with exact continuous exponential decay, keeps the reasons and the activity
@@ -17,7 +17,7 @@
 -- KEYS[1..6]  lead hash, seen zset, reasons list, recent list, history list, ids set
 --             (KEYS[6] may be absent: then it is not expired with the profile);
 --             KEYS[7] (optional) the field history list (field provenance)
--- ARGV[1]     the event, JSON: e event_id, t ts, y type, s summary (JSON
+-- ARGV[1]     the lead's events, a JSON array of: e event_id, t ts, y type, s summary (JSON
 --             text), h hand_raiser, f fields {name: value}, m email,
 --             i lead_id, u user_id, d UTC day, fv fields verified, fs fields' source,
 --             g fit grade and gp fit points
@@ -42,17 +42,67 @@
 --             scoring with (recorded on the lead, and on a crossing as mql_versions),
 --             wg session gap s (1800), wp most seconds one ping interval counts (30),
 --             wx most seconds one session counts (7200)
--- (One JSON argument per event keeps the client's per-argument cost out of
--- the hot path; cjson decodes it in C.)
-local ev = cjson.decode(ARGV[1])
+--
+-- Batched: ARGV[1] is a JSON array of this lead's events, in order (one call per
+-- lead per batch: a Zipf-skewed batch has far fewer leads than events); each is
+-- applied exactly as if it came alone, and the reply is an array of JSON texts,
+-- one per event.  The lead hash is read once per call (HGETALL) into a Lua
+-- table, worked on there, and written back with one HSET/HDEL at the end; its
+-- TTL is set after that write.  (One JSON argument per call keeps the client's
+-- per-argument cost out of the hot path; cjson decodes it in C.)
 local cfg = cjson.decode(ARGV[2])
 local lead, seen, reasons, recent, hist = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local eid = ev.e
-local ts = ev.t
+local ev, eid, ts  -- the event being applied (set by the loop at the end)
 local h = cfg.hl
 local now = cfg.now
 
 local function fmt(x) return string.format('%.17g', x) end
+
+-- The lead hash, cached for the call: H field -> string value; `dirty` fields are
+-- written back and `gone` ones deleted by flush().  Values are kept as Redis would
+-- store them (numbers as their decimal text).
+local H, dirty, gone = {}, {}, {}
+do
+  local flat = redis.call('HGETALL', lead)
+  for i = 1, #flat, 2 do H[flat[i]] = flat[i + 1] end
+end
+local function text(v)
+  if type(v) == 'number' then
+    if v == math.floor(v) and math.abs(v) < 2^53 then return string.format('%d', v) end
+    return fmt(v)
+  end
+  return v
+end
+local function hget(k) return H[k] end
+local function hexists(k) if H[k] ~= nil then return 1 end return 0 end
+local function hset(...)
+  local a = {...}
+  for i = 1, #a, 2 do
+    local k = a[i]
+    H[k] = text(a[i + 1]); dirty[k] = true; gone[k] = nil
+  end
+end
+local function hsetnx(k, v) if H[k] == nil then hset(k, v) end end
+local function hdel(...)
+  for _, k in ipairs({...}) do
+    if H[k] ~= nil then H[k] = nil; dirty[k] = nil; gone[k] = true end
+  end
+end
+local function hincrby(k, n)
+  local v = (tonumber(H[k] or '0') or 0) + n
+  hset(k, v)
+  return v
+end
+local function hkeys()
+  local out = {}
+  for k in pairs(H) do out[#out + 1] = k end
+  return out
+end
+local function hgetall()
+  local out = {}
+  for k, v in pairs(H) do out[k] = v end
+  return out
+end
 
 local function decayed(v, asof, t)
   if asof <= 0 or v == 0 or t <= asof then return v end
@@ -76,21 +126,21 @@ end
 -- indexes it in its due shard; a redelivered event returns it again.
 local function rearm_recycle()
   if not cfg.rb then return nil end
-  if cfg.rb <= 0 or redis.call('HGET', lead, 'ready') ~= '1' or redis.call('HGET', lead, 'stage') ~= 'mql' then
-    redis.call('HDEL', lead, 'recycle_at')
+  if cfg.rb <= 0 or hget('ready') ~= '1' or hget('stage') ~= 'mql' then
+    hdel('recycle_at')
     return nil
   end
-  local v = tonumber(redis.call('HGET', lead, 'score') or '0')
-  local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
+  local v = tonumber(hget('score') or '0')
+  local a = tonumber(hget('asof') or '0')
   local t
   if a > 0 and v > cfg.rb then
     t = a + h * math.log(v / cfg.rb) / math.log(2)
-  elseif redis.call('HEXISTS', lead, 'recycle_at') == 1 then
+  elseif hexists('recycle_at') == 1 then
     t = a  -- armed and already at or below the level (negative points): due now
   else
     return nil
   end
-  redis.call('HSET', lead, 'recycle_at', fmt(t))
+  hset('recycle_at', fmt(t))
   return t
 end
 
@@ -98,10 +148,7 @@ local function snapshot(status, extra)
   local out = extra or {}
   out['status'] = status
   out['ra'] = rearm_recycle()
-  local flat = redis.call('HGETALL', lead)
-  local fields = {}
-  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
-  out['lead'] = fields
+  out['lead'] = hgetall()
   out['reasons'] = redis.call('LRANGE', reasons, 0, 19)
   out['recent'] = redis.call('LRANGE', recent, 0, 9)
   return cjson.encode(out)
@@ -111,8 +158,8 @@ end
 -- resumed by the next event of the lead, redelivered or new.
 local function resume()
   return snapshot('resume', {
-    crossing = tonumber(redis.call('HGET', lead, 'pending_crossing')),
-    trigger = redis.call('HGET', lead, 'last_trigger'),
+    crossing = tonumber(hget('pending_crossing')),
+    trigger = hget('last_trigger'),
   })
 end
 
@@ -146,32 +193,32 @@ local held = {sal = true, sql = true, opportunity = true}
 -- lead a rep holds (sal, sql, opportunity) where it is and routes the others
 -- again, remembering who had it and how it ended.
 local function record_crossing(trigger, score)
-  local prev = tonumber(redis.call('HGET', lead, 'crossing') or '0')
-  local n = redis.call('HINCRBY', lead, 'crossing', 1)
-  local stage = redis.call('HGET', lead, 'stage') or ''
+  local prev = tonumber(hget('crossing') or '0')
+  local n = hincrby('crossing', 1)
+  local stage = hget('stage') or ''
   if prev > 0 then
-    local owner = redis.call('HGET', lead, 'owner') or ''
+    local owner = hget('owner') or ''
     local entry = {action = 'reengaged', from = stage, crossing = n, trigger = trigger, ts = now,
                    score = score, rep = owner,
-                   last_outcome = redis.call('HGET', lead, 'last_outcome') or '',
-                   last_outcome_ts = tonumber(redis.call('HGET', lead, 'last_outcome_ts') or '0'),
-                   last_outcome_reason = redis.call('HGET', lead, 'last_outcome_reason') or '',
-                   last_crossing_ts = tonumber(redis.call('HGET', lead, 'crossing_ts')
-                                               or redis.call('HGET', lead, 'mql_ts') or '0')}
-    redis.call('HSET', lead, 're_crossing', n, 're_from', stage, 're_ts', fmt(now), 're_owner', owner,
-      're_owner_name', redis.call('HGET', lead, 'owner_name') or '',
+                   last_outcome = hget('last_outcome') or '',
+                   last_outcome_ts = tonumber(hget('last_outcome_ts') or '0'),
+                   last_outcome_reason = hget('last_outcome_reason') or '',
+                   last_crossing_ts = tonumber(hget('crossing_ts')
+                                               or hget('mql_ts') or '0')}
+    hset('re_crossing', n, 're_from', stage, 're_ts', fmt(now), 're_owner', owner,
+      're_owner_name', hget('owner_name') or '',
       're_prev_crossing_ts', fmt(entry.last_crossing_ts))
-    redis.call('HINCRBY', lead, 'reengagements', 1)
+    hincrby('reengagements', 1)
     redis.call('RPUSH', hist, cjson.encode(entry))
     redis.call('LTRIM', hist, -(cfg.hk or 500), -1)
     if not held[stage] then
-      redis.call('HSET', lead, 'stage', 'mql', 'mql_ts', fmt(now))
-      redis.call('HDEL', lead, 'owner', 'owner_name', 'assignment_id', 'accepted_by')
+      hset('stage', 'mql', 'mql_ts', fmt(now))
+      hdel('owner', 'owner_name', 'assignment_id', 'accepted_by')
     end
   else
-    redis.call('HSET', lead, 'stage', 'mql', 'mql_ts', fmt(now))
+    hset('stage', 'mql', 'mql_ts', fmt(now))
   end
-  redis.call('HSET', lead, 'ready', '1', 'pending_event', eid, 'pending_crossing', n, 'last_trigger', trigger,
+  hset('ready', '1', 'pending_event', eid, 'pending_crossing', n, 'last_trigger', trigger,
     'crossing_ts', fmt(now))
   return n
 end
@@ -179,8 +226,8 @@ end
 -- Whether a lead that crossed before may cross again now (see the header).
 local function reengage_clause(stage, score, grade, p, hr, was)
   if stage == 'mql' or stage == '' then return nil end
-  local last_cross = tonumber(redis.call('HGET', lead, 'crossing_ts') or redis.call('HGET', lead, 'mql_ts') or '0')
-  local last_out = tonumber(redis.call('HGET', lead, 'last_outcome_ts') or '0')
+  local last_cross = tonumber(hget('crossing_ts') or hget('mql_ts') or '0')
+  local last_out = tonumber(hget('last_outcome_ts') or '0')
   if last_out <= last_cross and now - last_cross < (re.cd or 0) then return nil end
   if hr and re.hs[stage] then
     local c = ready_clause(score, grade, p, hr, true, false)
@@ -199,23 +246,23 @@ end
 -- a re-engagement under cfg.re otherwise.  Recorded here, before anything acts
 -- on it.  `was`: the lead just before this event {score, grade, p}.
 local function maybe_fire(score, hr, extra, was)
-  if redis.call('HEXISTS', lead, 'email') == 0 or redis.call('HEXISTS', lead, 'pending_event') == 1 then
+  if hexists('email') == 0 or hexists('pending_event') == 1 then
     return nil
   end
-  local grade = redis.call('HGET', lead, 'grade')
-  local p = tonumber(redis.call('HGET', lead, 'p') or '')
+  local grade = hget('grade')
+  local p = tonumber(hget('p') or '')
   local c
-  local first = redis.call('HGET', lead, 'ready') ~= '1' and tonumber(redis.call('HGET', lead, 'crossing') or '0') == 0
+  local first = hget('ready') ~= '1' and tonumber(hget('crossing') or '0') == 0
   if first then
     c = ready_clause(score, grade, p, hr, false, false)
   else
-    c = reengage_clause(redis.call('HGET', lead, 'stage') or '', score, grade, p, hr, was)
+    c = reengage_clause(hget('stage') or '', score, grade, p, hr, was)
   end
   if not c then return nil end
   local trigger = c.label
   if c.hand_raiser then trigger = 'hand_raiser' end
   local n = record_crossing(trigger, score)
-  if cfg.vs then redis.call('HSET', lead, 'mql_versions', cfg.vs) end
+  if cfg.vs then hset('mql_versions', cfg.vs) end
   extra.crossing = n
   extra.trigger = trigger
   return snapshot('fired', extra)
@@ -235,37 +282,37 @@ end
 --   (a direct visit never replaces a known source).
 local function touch(ch, t)
   if not ch or ch == '' then return end
-  local ft_ts = tonumber(redis.call('HGET', lead, 'w:ft_ts') or '')
-  if not ft_ts or t < ft_ts then redis.call('HSET', lead, 'w:ft', ch, 'w:ft_ts', fmt(t)) end
-  local lt = redis.call('HGET', lead, 'w:lt')
-  local lt_ts = tonumber(redis.call('HGET', lead, 'w:lt_ts') or '')
+  local ft_ts = tonumber(hget('w:ft_ts') or '')
+  if not ft_ts or t < ft_ts then hset('w:ft', ch, 'w:ft_ts', fmt(t)) end
+  local lt = hget('w:lt')
+  local lt_ts = tonumber(hget('w:lt_ts') or '')
   if not lt or (ch ~= 'direct' and (lt == 'direct' or t >= lt_ts)) or (lt == 'direct' and t >= lt_ts) then
-    redis.call('HSET', lead, 'w:lt', ch, 'w:lt_ts', fmt(t))
+    hset('w:lt', ch, 'w:lt_ts', fmt(t))
   end
 end
 
 local function engaged(last, t)
   if t <= last then return end
-  local st = tonumber(redis.call('HGET', lead, 'w:st') or '0')
+  local st = tonumber(hget('w:st') or '0')
   local add = math.max(0, math.min(t - last, cfg.wp or 30, (cfg.wx or 7200) - st))
   if add > 0 then
-    redis.call('HSET', lead, 'w:st', fmt(st + add))
-    redis.call('HSET', lead, 'w:time', fmt(tonumber(redis.call('HGET', lead, 'w:time') or '0') + add))
+    hset('w:st', fmt(st + add))
+    hset('w:time', fmt(tonumber(hget('w:time') or '0') + add))
   end
 end
 
 local function web_step(w, t)
   if type(w) ~= 'table' then return end
-  local last = tonumber(redis.call('HGET', lead, 'w:last') or '')
+  local last = tonumber(hget('w:last') or '')
   local gap = cfg.wg or 1800
   if w.k == 'pp' then
     if not last or t - last > gap then return end
     engaged(last, t)
   elseif w.k == 'pv' then
     local camp = w.c or ''
-    if not last or t - last > gap or (camp ~= '' and camp ~= (redis.call('HGET', lead, 'w:camp') or '')) then
-      redis.call('HINCRBY', lead, 'w:ss', 1)
-      redis.call('HSET', lead, 'w:st', '0', 'w:camp', camp)
+    if not last or t - last > gap or (camp ~= '' and camp ~= (hget('w:camp') or '')) then
+      hincrby('w:ss', 1)
+      hset('w:st', '0', 'w:camp', camp)
       touch(w.s, t)
     else
       engaged(last, t)
@@ -274,237 +321,276 @@ local function web_step(w, t)
     touch(w.s, t)
     return
   end
-  if not last or t > last then redis.call('HSET', lead, 'w:last', fmt(t)) end
+  if not last or t > last then hset('w:last', fmt(t)) end
 end
 
-local merged_into = redis.call('HGET', lead, 'merged_into')
-if merged_into then
-  return cjson.encode({status = 'moved', to = merged_into})
-end
-if redis.call('HGET', lead, 'forgotten') == '1' then
-  -- Erased on request (leadrouter forget): nothing about this person is kept again.
-  return cjson.encode({status = 'forgotten'})
-end
+-- The lead's TTL after this call's writes: 'expire' (an anonymous profile, cfg.at
+-- seconds) or 'persist' (a known lead); `expired`: its other keys got a TTL in this call.
+local ttl_action, expired = nil, false
 
-if ev.mode == 'f' then
-  -- Forced by the lead's account crossing its threshold: sales-ready now,
-  -- once; the same trigger id again resumes an unfinished crossing.
-  if redis.call('HGET', lead, 'pending_event') == eid then return resume() end
-  if redis.call('HEXISTS', lead, 'email') == 0 or redis.call('HGET', lead, 'ready') == '1' then
-    return cjson.encode({status = 'scored'})
+-- Apply the event `ev` to the lead: returns the JSON text of its result.
+local function apply_one()
+  local merged_into = hget('merged_into')
+  if merged_into then
+    return cjson.encode({status = 'moved', to = merged_into})
   end
-  redis.call('LPUSH', reasons, ev.reason)
-  local n = record_crossing(ev.trigger, 0)
-  return snapshot('fired', {crossing = n, trigger = ev.trigger})
-end
+  if hget('forgotten') == '1' then
+    -- Erased on request (leadrouter forget): nothing about this person is kept again.
+    return cjson.encode({status = 'forgotten'})
+  end
 
-if ev.mode == 'p' then
-  -- A new model probability for the lead: store it and re-check the rule.
-  local was_p = tonumber(redis.call('HGET', lead, 'p') or '')
-  redis.call('HSET', lead, 'p', fmt(ev.pr))
-  local v = tonumber(redis.call('HGET', lead, 'score') or '0')
-  local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
-  local score = decayed(v, a, now)
-  local fired = maybe_fire(score, false, {before = score, after = score},
-    {score = score, grade = redis.call('HGET', lead, 'grade'), p = was_p})
-  if fired then return fired end
-  return cjson.encode({status = 'scored', before = score, after = score, ra = rearm_recycle()})
-end
+  if ev.mode == 'f' then
+    -- Forced by the lead's account crossing its threshold: sales-ready now,
+    -- once; the same trigger id again resumes an unfinished crossing.
+    if hget('pending_event') == eid then return resume() end
+    if hexists('email') == 0 or hget('ready') == '1' then
+      return cjson.encode({status = 'scored'})
+    end
+    redis.call('LPUSH', reasons, ev.reason)
+    local n = record_crossing(ev.trigger, 0)
+    return snapshot('fired', {crossing = n, trigger = ev.trigger})
+  end
 
-if redis.call('ZSCORE', seen, eid) then
-  if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
-  return cjson.encode({status = 'duplicate', ra = tonumber(redis.call('HGET', lead, 'recycle_at') or '')})
-end
+  if ev.mode == 'p' then
+    -- A new model probability for the lead: store it and re-check the rule.
+    local was_p = tonumber(hget('p') or '')
+    hset('p', fmt(ev.pr))
+    local v = tonumber(hget('score') or '0')
+    local a = tonumber(hget('asof') or '0')
+    local score = decayed(v, a, now)
+    local fired = maybe_fire(score, false, {before = score, after = score},
+      {score = score, grade = hget('grade'), p = was_p})
+    if fired then return fired end
+    return cjson.encode({status = 'scored', before = score, after = score, ra = rearm_recycle()})
+  end
 
-redis.call('ZADD', seen, now, eid)
-redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
+  if redis.call('ZSCORE', seen, eid) then
+    if hexists('pending_event') == 1 then return resume() end
+    return cjson.encode({status = 'duplicate', ra = tonumber(hget('recycle_at') or '')})
+  end
 
-if ev.y == 'page_ping' then
-  -- Time on site only: no points, no activity, no timeline entry (see web_step).
+  redis.call('ZADD', seen, now, eid)
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
+
+  if ev.y == 'page_ping' then
+    -- Time on site only: no points, no activity, no timeline entry (see web_step).
+    web_step(ev.w, ts)
+    redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
+    return cjson.encode({status = 'ping'})
+  end
+
+  -- Caps: per rule per UTC day, a daily total, and once-per-lead rules.
+  -- Mirrors scoring.caps.apply_caps.  Counters live in the lead hash for the
+  -- current day only; an event from an earlier day is capped against a fresh
+  -- count (its day's counters are gone).
+  local day = ev.d or ''
+  local capday = hget('capday') or ''
+  local persist = true
+  if day > capday then
+    local flat = hkeys()
+    for _, k in ipairs(flat) do
+      if string.sub(k, 1, 2) == 'c:' then hdel(k) end
+    end
+    hset('capday', day, 'cd', '0')
+  elseif day < capday then
+    persist = false
+  end
+  local function count_up(u, g, cap)
+    if not cap then return u + g end
+    return math.max(u, math.min(cap, u + g))
+  end
+  local daily_used = 0
+  if persist then daily_used = tonumber(hget('cd') or '0') end
+  local pts = 0
+  local granted_reasons = {}
+  for _, hit in ipairs(ev.r or {}) do
+    local p = hit.points
+    local g = p
+    if hit.once and hexists('o:' .. hit.rule) == 1 then
+      g = 0
+    elseif p > 0 then
+      local used = 0
+      if hit.cap and persist then used = tonumber(hget('c:' .. hit.rule) or '0') end
+      if hit.cap then g = math.min(g, math.max(0, hit.cap - used)) end
+      if cfg.dc then g = math.min(g, math.max(0, cfg.dc - daily_used)) end
+      if hit.cap and persist then hset('c:' .. hit.rule, fmt(count_up(used, g, hit.cap))) end
+      daily_used = count_up(daily_used, g, cfg.dc)
+    end
+    if hit.once and g ~= 0 then hset('o:' .. hit.rule, '1') end
+    local reason = hit.reason
+    if g ~= p then
+      reason.points = g
+      if hit.once and g == 0 then
+        reason.detail = reason.detail .. ' (once per lead: already counted)'
+      else
+        reason.detail = reason.detail .. ' (capped: ' .. fmt(g) .. ' of ' .. fmt(p) .. ')'
+      end
+    end
+    table.insert(granted_reasons, cjson.encode(reason))
+    pts = pts + g
+  end
+  if persist then hset('cd', fmt(daily_used)) end
+
+  local v = tonumber(hget('score') or '0')
+  local a = tonumber(hget('asof') or '0')
+  local at = ts
+  if a > at then at = a end
+  local before = decayed(v, a, at)
+  local nv, na = add(v, a, pts, ts)
+  local after = decayed(nv, na, at)
+  local prev_seen = tonumber(hget('last_seen') or '')
+  hset('score', fmt(nv), 'asof', fmt(na), 'lead_id', ev.i, 'last_seen', fmt(at))
+  hsetnx('first_seen', fmt(ts))
+  hincrby('events', 1)
+  hincrby('n:' .. ev.y, 1)
+  -- The last activity is the latest in event time: an older event applied late (redelivered, or
+  -- re-applied after its profile was merged in the same batch) does not replace it.
+  if not prev_seen or ts >= prev_seen then
+    hset('last_type', ev.y)
+    if ev.n and ev.n ~= '' then hset('last_name', ev.n) else hdel('last_name') end
+  end
   web_step(ev.w, ts)
+  -- Engagement and its recent change: the score right after the lead's last event (w:es) and
+  -- as it stood before the first event of the lead's latest active UTC day (w:es0).
+  if day ~= '' and day > (hget('w:esd') or '') then
+    hset('w:esd', day, 'w:es0', fmt(before))
+  end
+  hset('w:es', fmt(after))
+
+  local email = ev.m or ''
+  if email ~= '' then hset('email', email) end
+  if ev.u and ev.u ~= '' then hset('user_id', ev.u) end
+  -- Field provenance (KEYS[7], the field history, when given): a field the lead has no value
+  -- for is set; a different value replaces the current one only from a verified source (ev.fv:
+  -- an SDK call with a write key, or a form from the lead's own browser); an unverified one
+  -- (a stranger's form) is kept as a proposal beside it.  Either way the history keeps both
+  -- values with their source and time; nothing is replaced silently.
+  local fhist = KEYS[7]
+  for k, fv in pairs(ev.f or {}) do
+    local cur = hget('f:' .. k)
+    if not fhist then
+      hset('f:' .. k, fv)
+    elseif cur ~= fv then
+      local applied = (not cur) or ev.fv == true or k == 'consent'
+      if applied then
+        hset('f:' .. k, fv)
+        hdel('fp:' .. k)
+      else
+        hset('fp:' .. k, fv)
+      end
+      local entry = {field = k, new = fv, source = ev.fs or '', verified = ev.fv == true, applied = applied,
+                     ts = ts, event_id = eid}
+      if cur then entry.old = cur end
+      redis.call('LPUSH', fhist, cjson.encode(entry))
+      redis.call('LTRIM', fhist, 0, (cfg.fk or 100) - 1)
+    end
+  end
+  local stage = hget('stage')
+  if not stage or (stage == 'anonymous' and email ~= '') then
+    if hexists('email') == 1 then stage = 'known' else stage = 'anonymous' end
+    hset('stage', stage)
+  end
+
+  if #granted_reasons > 0 then
+    redis.call('LPUSH', reasons, unpack(granted_reasons))
+    redis.call('LTRIM', reasons, 0, cfg.rk - 1)
+  end
+  local was = {score = before, grade = hget('grade'), p = tonumber(hget('p') or '')}
+  if ev.g then hset('grade', ev.g, 'fit', fmt(ev.gp or 0)) end
+  redis.call('LPUSH', recent, ev.s)
+  redis.call('LTRIM', recent, 0, cfg.ck - 1)
+
+  -- Expiry (keys.py): an anonymous profile (no email; not an email's L id) lives
+  -- cfg.at seconds after its last event, refreshed here; a known lead never
+  -- expires (a TTL left from before it was known is removed).  Counted event ids
+  -- expire with their window.  O(1) per event.
+  local ids = KEYS[6]
+  if string.sub(ev.i or '', 1, 1) ~= 'L' and hexists('email') == 0
+      and (cfg.at or 0) > 0 then
+    local ttl = math.ceil(cfg.at)
+    ttl_action, expired = 'expire', true  -- the hash itself after flush()
+    redis.call('EXPIRE', reasons, ttl)
+    redis.call('EXPIRE', recent, ttl)
+    redis.call('EXPIRE', hist, ttl)
+    if ids then redis.call('EXPIRE', ids, ttl) end
+    if fhist then redis.call('EXPIRE', fhist, ttl) end
+  else
+    ttl_action = 'persist'
+  end
   redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
-  return cjson.encode({status = 'ping'})
-end
 
--- Caps: per rule per UTC day, a daily total, and once-per-lead rules.
--- Mirrors scoring.caps.apply_caps.  Counters live in the lead hash for the
--- current day only; an event from an earlier day is capped against a fresh
--- count (its day's counters are gone).
-local day = ev.d or ''
-local capday = redis.call('HGET', lead, 'capday') or ''
-local persist = true
-if day > capday then
-  local flat = redis.call('HKEYS', lead)
-  for _, k in ipairs(flat) do
-    if string.sub(k, 1, 2) == 'c:' then redis.call('HDEL', lead, k) end
+  -- A sales-ready lead that was never accepted and whose engagement has
+  -- decayed below the recycle level goes back to nurture; the rule re-arms.
+  -- (The scheduler's tick recycles it at the exact moment; an event that comes
+  -- first does it here, with the same moment.)
+  local recycled = false
+  local armed = hget('recycle_at')
+  if cfg.rb and armed and hget('ready') == '1' and hget('stage') == 'mql'
+      and hexists('pending_event') == 0 and before < cfg.rb then
+    hset('ready', '0', 'stage', 'nurture', 'recycled_ts', armed, 'last_outcome', 'recycled',
+      'last_outcome_ts', armed, 'last_outcome_reason', 'engagement fell below ' .. fmt(cfg.rb),
+      'last_outcome_rep', hget('owner') or '',
+      'last_outcome_rep_name', hget('owner_name') or '')
+    hdel('recycle_at')
+    hincrby('recycles', 1)
+    recycled = true
   end
-  redis.call('HSET', lead, 'capday', day, 'cd', '0')
-elseif day < capday then
-  persist = false
-end
-local function count_up(u, g, cap)
-  if not cap then return u + g end
-  return math.max(u, math.min(cap, u + g))
-end
-local daily_used = 0
-if persist then daily_used = tonumber(redis.call('HGET', lead, 'cd') or '0') end
-local pts = 0
-local granted_reasons = {}
-for _, hit in ipairs(ev.r or {}) do
-  local p = hit.points
-  local g = p
-  if hit.once and redis.call('HEXISTS', lead, 'o:' .. hit.rule) == 1 then
-    g = 0
-  elseif p > 0 then
-    local used = 0
-    if hit.cap and persist then used = tonumber(redis.call('HGET', lead, 'c:' .. hit.rule) or '0') end
-    if hit.cap then g = math.min(g, math.max(0, hit.cap - used)) end
-    if cfg.dc then g = math.min(g, math.max(0, cfg.dc - daily_used)) end
-    if hit.cap and persist then redis.call('HSET', lead, 'c:' .. hit.rule, fmt(count_up(used, g, hit.cap))) end
-    daily_used = count_up(daily_used, g, cfg.dc)
-  end
-  if hit.once and g ~= 0 then redis.call('HSET', lead, 'o:' .. hit.rule, '1') end
-  local reason = hit.reason
-  if g ~= p then
-    reason.points = g
-    if hit.once and g == 0 then
-      reason.detail = reason.detail .. ' (once per lead: already counted)'
-    else
-      reason.detail = reason.detail .. ' (capped: ' .. fmt(g) .. ' of ' .. fmt(p) .. ')'
+
+  if cfg.vs then hset('versions', cfg.vs) end
+
+  -- A hand raised anonymously waits on the profile (hr_ts); once the person is
+  -- known (merged into their lead) it counts if they identified within the
+  -- window, once: the wait ends here either way.
+  local hr = ev.h
+  if hexists('email') == 0 then
+    if hr then hset('hr_ts', fmt(ts), 'hr_event', eid) end
+  else
+    local waiting = tonumber(hget('hr_ts') or '')
+    if waiting then
+      hdel('hr_ts', 'hr_event')
+      if cfg.iw and cfg.iw > 0 and math.abs(ts - waiting) <= cfg.iw then hr = true end
     end
   end
-  table.insert(granted_reasons, cjson.encode(reason))
-  pts = pts + g
-end
-if persist then redis.call('HSET', lead, 'cd', fmt(daily_used)) end
 
-local v = tonumber(redis.call('HGET', lead, 'score') or '0')
-local a = tonumber(redis.call('HGET', lead, 'asof') or '0')
-local at = ts
-if a > at then at = a end
-local before = decayed(v, a, at)
-local nv, na = add(v, a, pts, ts)
-local after = decayed(nv, na, at)
-local prev_seen = tonumber(redis.call('HGET', lead, 'last_seen') or '')
-redis.call('HSET', lead, 'score', fmt(nv), 'asof', fmt(na), 'lead_id', ev.i, 'last_seen', fmt(at))
-redis.call('HSETNX', lead, 'first_seen', fmt(ts))
-redis.call('HINCRBY', lead, 'events', 1)
-redis.call('HINCRBY', lead, 'n:' .. ev.y, 1)
--- The last activity is the latest in event time: an older event applied late (redelivered, or
--- re-applied after its profile was merged in the same batch) does not replace it.
-if not prev_seen or ts >= prev_seen then
-  redis.call('HSET', lead, 'last_type', ev.y)
-  if ev.n and ev.n ~= '' then redis.call('HSET', lead, 'last_name', ev.n) else redis.call('HDEL', lead, 'last_name') end
-end
-web_step(ev.w, ts)
--- Engagement and its recent change: the score right after the lead's last event (w:es) and
--- as it stood before the first event of the lead's latest active UTC day (w:es0).
-if day ~= '' and day > (redis.call('HGET', lead, 'w:esd') or '') then
-  redis.call('HSET', lead, 'w:esd', day, 'w:es0', fmt(before))
-end
-redis.call('HSET', lead, 'w:es', fmt(after))
-
-local email = ev.m or ''
-if email ~= '' then redis.call('HSET', lead, 'email', email) end
-if ev.u and ev.u ~= '' then redis.call('HSET', lead, 'user_id', ev.u) end
--- Field provenance (KEYS[7], the field history, when given): a field the lead has no value
--- for is set; a different value replaces the current one only from a verified source (ev.fv:
--- an SDK call with a write key, or a form from the lead's own browser); an unverified one
--- (a stranger's form) is kept as a proposal beside it.  Either way the history keeps both
--- values with their source and time; nothing is replaced silently.
-local fhist = KEYS[7]
-for k, fv in pairs(ev.f or {}) do
-  local cur = redis.call('HGET', lead, 'f:' .. k)
-  if not fhist then
-    redis.call('HSET', lead, 'f:' .. k, fv)
-  elseif cur ~= fv then
-    local applied = (not cur) or ev.fv == true or k == 'consent'
-    if applied then
-      redis.call('HSET', lead, 'f:' .. k, fv)
-      redis.call('HDEL', lead, 'fp:' .. k)
-    else
-      redis.call('HSET', lead, 'fp:' .. k, fv)
-    end
-    local entry = {field = k, new = fv, source = ev.fs or '', verified = ev.fv == true, applied = applied,
-                   ts = ts, event_id = eid}
-    if cur then entry.old = cur end
-    redis.call('LPUSH', fhist, cjson.encode(entry))
-    redis.call('LTRIM', fhist, 0, (cfg.fk or 100) - 1)
-  end
-end
-local stage = redis.call('HGET', lead, 'stage')
-if not stage or (stage == 'anonymous' and email ~= '') then
-  if redis.call('HEXISTS', lead, 'email') == 1 then stage = 'known' else stage = 'anonymous' end
-  redis.call('HSET', lead, 'stage', stage)
+  local fired = maybe_fire(after, hr, {before = before, after = after, points = pts, recycled = recycled}, was)
+  if fired then return fired end
+  if hexists('pending_event') == 1 then return resume() end
+  return cjson.encode({status = 'scored', before = before, after = after, points = pts, recycled = recycled,
+                       ra = rearm_recycle()})
 end
 
-if #granted_reasons > 0 then
-  redis.call('LPUSH', reasons, unpack(granted_reasons))
-  redis.call('LTRIM', reasons, 0, cfg.rk - 1)
-end
-local was = {score = before, grade = redis.call('HGET', lead, 'grade'), p = tonumber(redis.call('HGET', lead, 'p') or '')}
-if ev.g then redis.call('HSET', lead, 'grade', ev.g, 'fit', fmt(ev.gp or 0)) end
-redis.call('LPUSH', recent, ev.s)
-redis.call('LTRIM', recent, 0, cfg.ck - 1)
-
--- Expiry (keys.py): an anonymous profile (no email; not an email's L id) lives
--- cfg.at seconds after its last event, refreshed here; a known lead never
--- expires (a TTL left from before it was known is removed).  Counted event ids
--- expire with their window.  O(1) per event.
-local ids = KEYS[6]
-if string.sub(ev.i or '', 1, 1) ~= 'L' and redis.call('HEXISTS', lead, 'email') == 0
-    and (cfg.at or 0) > 0 then
-  local ttl = math.ceil(cfg.at)
-  redis.call('EXPIRE', lead, ttl)
-  redis.call('EXPIRE', reasons, ttl)
-  redis.call('EXPIRE', recent, ttl)
-  redis.call('EXPIRE', hist, ttl)
-  if ids then redis.call('EXPIRE', ids, ttl) end
-  if fhist then redis.call('EXPIRE', fhist, ttl) end
-elseif redis.call('PERSIST', lead) == 1 then
-  redis.call('PERSIST', reasons)
-  redis.call('PERSIST', recent)
-  redis.call('PERSIST', hist)
-  if ids then redis.call('PERSIST', ids) end
-  if fhist then redis.call('PERSIST', fhist) end
-end
-redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
-
--- A sales-ready lead that was never accepted and whose engagement has
--- decayed below the recycle level goes back to nurture; the rule re-arms.
--- (The scheduler's tick recycles it at the exact moment; an event that comes
--- first does it here, with the same moment.)
-local recycled = false
-local armed = redis.call('HGET', lead, 'recycle_at')
-if cfg.rb and armed and redis.call('HGET', lead, 'ready') == '1' and redis.call('HGET', lead, 'stage') == 'mql'
-    and redis.call('HEXISTS', lead, 'pending_event') == 0 and before < cfg.rb then
-  redis.call('HSET', lead, 'ready', '0', 'stage', 'nurture', 'recycled_ts', armed, 'last_outcome', 'recycled',
-    'last_outcome_ts', armed, 'last_outcome_reason', 'engagement fell below ' .. fmt(cfg.rb),
-    'last_outcome_rep', redis.call('HGET', lead, 'owner') or '',
-    'last_outcome_rep_name', redis.call('HGET', lead, 'owner_name') or '')
-  redis.call('HDEL', lead, 'recycle_at')
-  redis.call('HINCRBY', lead, 'recycles', 1)
-  recycled = true
-end
-
-if cfg.vs then redis.call('HSET', lead, 'versions', cfg.vs) end
-
--- A hand raised anonymously waits on the profile (hr_ts); once the person is
--- known (merged into their lead) it counts if they identified within the
--- window, once: the wait ends here either way.
-local hr = ev.h
-if redis.call('HEXISTS', lead, 'email') == 0 then
-  if hr then redis.call('HSET', lead, 'hr_ts', fmt(ts), 'hr_event', eid) end
-else
-  local waiting = tonumber(redis.call('HGET', lead, 'hr_ts') or '')
-  if waiting then
-    redis.call('HDEL', lead, 'hr_ts', 'hr_event')
-    if cfg.iw and cfg.iw > 0 and math.abs(ts - waiting) <= cfg.iw then hr = true end
+-- Write the cached hash back, then give it its TTL (a key must exist to get one).
+local function flush()
+  local del = {}
+  for k in pairs(gone) do del[#del + 1] = k end
+  if #del > 0 then redis.call('HDEL', lead, unpack(del)) end
+  local set = {}
+  for k in pairs(dirty) do set[#set + 1] = k; set[#set + 1] = H[k] end
+  if #set > 0 then redis.call('HSET', lead, unpack(set)) end
+  if ttl_action == 'expire' then
+    redis.call('EXPIRE', lead, math.ceil(cfg.at))
+  elseif ttl_action == 'persist' and (redis.call('PERSIST', lead) == 1 or expired) then
+    redis.call('PERSIST', reasons)
+    redis.call('PERSIST', recent)
+    redis.call('PERSIST', hist)
+    if KEYS[6] then redis.call('PERSIST', KEYS[6]) end
+    if KEYS[7] then redis.call('PERSIST', KEYS[7]) end
   end
 end
 
-local fired = maybe_fire(after, hr, {before = before, after = after, points = pts, recycled = recycled}, was)
-if fired then return fired end
-if redis.call('HEXISTS', lead, 'pending_event') == 1 then return resume() end
-return cjson.encode({status = 'scored', before = before, after = after, points = pts, recycled = recycled,
-                     ra = rearm_recycle()})
+-- An error in one event (a failed write) still writes back what the events before
+-- it did, then fails the call: the batch is retried, and those events are then
+-- duplicates, as when each event was its own call.
+local out = {}
+for i, e in ipairs(cjson.decode(ARGV[1])) do
+  ev, eid, ts = e, e.e, e.t
+  local ok, res = pcall(apply_one)
+  if not ok then
+    flush()
+    if type(res) == 'table' and res.err then res = res.err end
+    return redis.error_reply('apply_event: event ' .. tostring(eid) .. ': ' .. tostring(res))
+  end
+  out[i] = res
+end
+flush()
+return out

@@ -215,7 +215,8 @@ def _results() -> Results:
     r.alert = AlertRun(offered_rate=1000.0, seconds=60.0, requests=60_000, errors=0, kinds={"page": 48_000},
                        latency=LatencySummary.of([80.0] * 99 + [400.0]),
                        to_topic=LatencySummary.of([50.0] * 100), alerts=50, deliveries=100, unmatched=0,
-                       warmup_s=3.0, worker_hist={"all": HistogramFigure(150, 90.0, 280.0)})
+                       warmup_s=3.0, worker_hist={"all": HistogramFigure(150, 90.0, 280.0)},
+                       stages={"leadrouter_event_to_worker_seconds": HistogramFigure(60_000, 42.0, 180.0)})
     return r
 
 
@@ -246,6 +247,8 @@ def test_render_section_has_verdicts_ratios_and_shortfalls() -> None:
     assert "200 MB per 100,000 leads" in text
     assert "not measured" in text  # collector targets
     assert "Missed:" in text
+    # Where the event-to-alert time goes: the worker's intake stage, with its count and quantiles.
+    assert "(worker histogram `leadrouter_event_to_worker_seconds`) | 60,000 | 42.0 | | 180 | |" in text
 
 
 def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
@@ -272,3 +275,22 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = Results(date="d", machine={}, command="c", processes=[], settings_note="", phases=[])
     assert not plot(empty, tmp_path / "none.png")
+
+
+def test_the_worker_split_row_shows_each_role_s_cores_and_their_sum() -> None:
+    r = _results()
+    assert "worker split" not in render_section(r)  # off by default: no row
+    split = _consume("worker split", 2, 100_000, 16.0, 17.6)  # 6,250/s vs one worker's 5,000/s
+    split.per_process = [100_000, 0]
+    split.roles, split.cpu_per_process = ["scoring", "alerts"], [14.4, 3.2]
+    split.alert_sends, split.alert_sends_final, split.alerts_tail_s, split.alerts_tail_cpu_s = 900, 960, 1.5, 0.25
+    r.worker_split = split
+    text = render_section(r)
+    row = next(line for line in text.splitlines() if line.startswith("| worker split"))
+    assert "| 2 | 6,250 | 6,250 (scoring) |" in row
+    assert "scoring 0.90 + alerts 0.20 = 1.10" in row
+    assert "events/s 1.25x of one worker" in row
+    assert f"per CPU-s (both processes) {100_000 / 17.6 / (100_000 / 19.0):.2f}x of one worker's" in row
+    assert "made 900 alert sends inside the window and 960 in all; it caught up 1.5 s after" in text
+    assert "0.25 CPU-s more" in text
+    assert "worker split 6.0 s" in text  # its start and group join

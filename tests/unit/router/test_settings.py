@@ -556,3 +556,23 @@ def test_smtp_pool_idle_setting() -> None:
     with pytest.raises(SettingsError) as exc:
         load_settings({"LEADROUTER_SMTP_POOL_IDLE_S": "7200"})
     assert "LEADROUTER_SMTP_POOL_IDLE_S=7200" in str(exc.value) and "e.g. 30" in str(exc.value)
+
+
+# --------------------------------------------------------------------------- the worker's role (issue 15)
+
+
+def test_worker_role_defaults_to_all_and_takes_each_role() -> None:
+    assert Settings().worker.role == "all"
+    for raw, role in (("all", "all"), ("scoring", "scoring"), ("alerts", "alerts"), (" Alerts ", "alerts")):
+        assert load_settings({"LEADROUTER_WORKER_ROLE": raw}).worker.role == role
+    assert Settings.of(worker_role="scoring").worker.role == "scoring"
+    assert Settings.of(worker_role="alerts").to_env()["LEADROUTER_WORKER_ROLE"] == "alerts"
+
+
+@pytest.mark.parametrize("raw", ["alert", "score", "both", "", "scoring,alerts"])
+def test_an_unknown_worker_role_names_the_variable_the_value_and_the_roles(raw: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        load_settings({"LEADROUTER_WORKER_ROLE": raw})
+    assert str(exc.value) == f"setting LEADROUTER_WORKER_ROLE={raw!r} is not one of: all, scoring, alerts"
+    with pytest.raises(SettingsError, match="LEADROUTER_WORKER_ROLE='alert' is not one of: all, scoring, alerts"):
+        Settings.of(worker_role="alert")

@@ -57,3 +57,15 @@ def test_outside_a_checkout_the_results_go_to_the_working_directory(
     monkeypatch.setattr(bench_cli, "checkout_root", lambda: None)
     monkeypatch.chdir(tmp_path)
     assert bench_cli.output_root() == tmp_path
+
+
+def test_the_worker_split_run_is_off_by_default() -> None:
+    import argparse
+
+    from bench.full_path import Options
+    from router.cli.bench import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert Options.from_args(p.parse_args([])).worker_split is False
+    assert Options.from_args(p.parse_args(["--worker-split"])).worker_split is True
