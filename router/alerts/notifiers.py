@@ -590,6 +590,10 @@ class SmtpNotifier:
             while (due := self._next_due()) is not None:
                 await asyncio.sleep(due + 0.05)
                 await asyncio.to_thread(self.close_idle)
+        except Exception:
+            log.exception("the SMTP idle-connection watch failed; closing the idle connections")
+            if self._reaper is me:
+                self.close()
         except BaseException:
             # Cancelled, or collected with its loop, without aclose (which closes them itself, off the
             # loop): close the sockets here rather than leave them open.

@@ -264,3 +264,15 @@ async def test_the_sender_closes_the_pool_on_shutdown(smtp: SmtpReceiver) -> Non
     await sender.aclose()
     await until(lambda: smtp.open_connections == 0)
     assert notifier.idle_connections == 0
+
+
+async def test_connections_close_when_their_event_loop_ends_without_aclose(smtp: SmtpReceiver) -> None:
+    notifier = SmtpNotifier(smtp.host, smtp.port, SENDER, False, "", "", 5.0)
+
+    async def use() -> None:
+        await notifier.send(make_alert(1))
+        assert notifier.idle_connections == 1
+
+    await asyncio.to_thread(asyncio.run, use())  # a loop of its own, ended with the watch still waiting
+    await until(lambda: smtp.open_connections == 0)
+    assert notifier.idle_connections == 0 and smtp.connections == 1
