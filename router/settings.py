@@ -338,6 +338,10 @@ class AdminSettings:
     # The console's Live page (Server-Sent Events): a comment line this often keeps proxies from closing
     # an idle stream and finds browsers that went away, so their stream is closed and freed.
     console_live_heartbeat_s: float = 15.0
+    # Most Live streams one console session may hold open (a browser's tabs), and all sessions together:
+    # each holds a connection and a queue, so one signed-in user cannot take the admin's memory or sockets.
+    console_live_streams_per_session: int = 4
+    console_live_streams_max: int = 200
     # The Prometheus endpoints of the collectors and workers (comma-separated URLs such as
     # http://10.0.0.5:9108/metrics,http://10.0.0.6:6066/metrics) the console's Health page reads and sums.
     metrics_urls: tuple[str, ...] = ()
@@ -749,6 +753,10 @@ def _check(s: Settings) -> list[tuple[str, str]]:
                                   "use 1-65535, e.g. 8081"))
     if s.admin.simulate_max_leads < 1:
         out.append(("admin_simulate_max_leads", "setting LEADROUTER_ADMIN_SIMULATE_MAX_LEADS must be at least 1"))
+    for flat, value in (("admin_console_live_streams_per_session", s.admin.console_live_streams_per_session),
+                        ("admin_console_live_streams_max", s.admin.console_live_streams_max)):
+        if value < 1:
+            out.append((flat, f"setting {env_name(flat)}={value} must be at least 1, e.g. 4 per session, 200 in all"))
     for flat, days in (("anonymous_ttl_days", s.worker.anonymous_ttl_days),
                        ("known_link_ttl_days", s.worker.known_link_ttl_days)):
         if days != 0 and not DEDUPE_WINDOW_DAYS <= days < 100 * 365:

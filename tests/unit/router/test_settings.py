@@ -125,6 +125,8 @@ def test_non_finite_floats_are_refused(raw: str) -> None:
 @pytest.mark.parametrize(("name", "raw"), [
     ("LEADROUTER_TOPIC_PARTITIONS", "0"),
     ("LEADROUTER_ALERT_MAX_ATTEMPTS", "0"),
+    ("LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_PER_SESSION", "0"),
+    ("LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_MAX", "0"),
 ])
 def test_counts_must_be_at_least_one(name: str, raw: str) -> None:
     with pytest.raises(SettingsError, match=f"{name}=0 must be at least 1"):
