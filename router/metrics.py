@@ -188,6 +188,12 @@ ALERT_DIGEST = Counter(
     "Digest activity by outcome (queued, already_queued, sent, failed, alerts_sent).",
     ["outcome"], registry=REGISTRY,
 )
+ALERT_SMTP_CONNECTIONS = Counter(
+    "leadrouter_alert_smtp_connections_total",
+    "SMTP connections for alert email: opened, reused (a pooled one sent), replaced (a pooled one the server had "
+    "closed; the message went on a new one) and closed_idle (idle past LEADROUTER_SMTP_POOL_IDLE_S).",
+    ["event"], registry=REGISTRY,
+)
 ALERT_REPLAYS = Counter(
     "leadrouter_alert_replays_total", "Dead-lettered alerts replayed by outcome.", ["outcome"],
     registry=REGISTRY,

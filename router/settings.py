@@ -285,6 +285,10 @@ class AlertSettings:
     smtp_ssl: bool = False
     # PEM file of the CA(s) that sign the SMTP server's certificate; empty trusts the system's CAs.
     smtp_tls_ca_file: str = ""
+    # Open (and logged-in) SMTP connections are kept for the next alerts, at most one per concurrent
+    # send (4); one idle this long is closed (QUIT).  0 opens a connection per message.  Keep it below
+    # the server's own idle timeout (Postfix: 300 s) to spare reconnects after it hangs up.
+    smtp_pool_idle_s: float = 30.0
     max_attempts: int = 5
     backoff_s: float = 0.5
     # The longest single wait between two attempts on a channel (full jitter is capped here;
@@ -765,6 +769,9 @@ def _check(s: Settings) -> list[tuple[str, str]]:
     if not 1 <= s.admin.token_ttl_days <= 3660:
         out.append(("admin_token_ttl_days", f"setting LEADROUTER_ADMIN_TOKEN_TTL_DAYS={s.admin.token_ttl_days:g} "
                                             "must be from 1 to 3660 days, e.g. 90"))
+    if not 0 <= s.alerts.smtp_pool_idle_s <= 3600:
+        out.append(("smtp_pool_idle_s", f"setting LEADROUTER_SMTP_POOL_IDLE_S={s.alerts.smtp_pool_idle_s:g} must be "
+                                        "0 (a connection per message) to 3600 seconds, e.g. 30"))
     if not 300 <= s.alerts.link_ttl_s <= 14 * 86400:
         out.append(("alert_link_ttl_s", f"setting LEADROUTER_ALERT_LINK_TTL_S={s.alerts.link_ttl_s} must be from "
                                         "300 (5 minutes) to 1209600 (14 days), e.g. 259200 (72 h)"))

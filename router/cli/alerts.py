@@ -244,6 +244,7 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
                                 client_id=f"{settings.kafka.app_id}-alerts-replay")
     session = aiohttp.ClientSession()
     started = False
+    sender: AlertSender | None = None
     try:
         await producer.start()
         started = True
@@ -271,6 +272,8 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
         msg = f"Redis at {settings.redis.url} failed: {exc}; check REDIS_URL and that redis-server is running"
         raise AlertReplayError(msg) from exc
     finally:
+        if sender is not None:
+            await sender.aclose()  # its SMTP connections
         await session.close()
         if started:
             await producer.stop()

@@ -166,6 +166,8 @@ class LivePages:
 
     async def close(self) -> None:
         await self.hub.close()
+        if self._sender is not None:
+            await self._sender.aclose()  # its SMTP connections
         if self._session is not None:
             await self._session.close()
 

@@ -550,6 +550,16 @@ def test_expiry_typed_values_are_checked_too() -> None:
     assert Settings.of(anonymous_ttl_days=0).worker.anonymous_ttl_s == 0
 
 
+def test_smtp_pool_idle_setting() -> None:
+    assert load_settings({}).alerts.smtp_pool_idle_s == 30.0
+    assert FIELDS["smtp_pool_idle_s"] == ("alerts", "smtp_pool_idle_s")
+    assert load_settings({"LEADROUTER_SMTP_POOL_IDLE_S": "0"}).alerts.smtp_pool_idle_s == 0.0
+    assert load_settings({"LEADROUTER_SMTP_POOL_IDLE_S": "120"}).alerts.smtp_pool_idle_s == 120.0
+    with pytest.raises(SettingsError) as exc:
+        load_settings({"LEADROUTER_SMTP_POOL_IDLE_S": "7200"})
+    assert "LEADROUTER_SMTP_POOL_IDLE_S=7200" in str(exc.value) and "e.g. 30" in str(exc.value)
+
+
 # --------------------------------------------------------------------------- the worker's role (issue 15)
 
 
