@@ -9,6 +9,9 @@ Write-ahead, always
     every person's events reach Kafka in the order they were accepted) and a
     broker outage changes nothing for clients but the spool depth.  A ``202``
     or ``{"success": true}`` therefore means "durably spooled", not "in Kafka".
+    The forwarder runs on the collector's event loop or, with
+    ``LEADROUTER_SPOOL_FORWARDER=process``/``external``, in its own process
+    reading these files (:class:`Spool` roles ``writer`` and ``reader``).
 
 Files
     ``<spool_dir>/seg-<n>.jsonl``: append-only segments of at most
