@@ -1240,10 +1240,13 @@ class Bench:
                 idle: dict[str, float] = {}
                 if idle_s > 0:
                     await asyncio.sleep(5.0)  # the warm-up's alerts settle; the worker's fetch wait goes idle
-                    before = {p.pid: cpu_seconds(p.pid) for p in procs}
+                    # LEADROUTER_SPOOL_FORWARDER=process: the forwarder child's CPU counts as the collector's.
+                    children = child_pids(collector.pid) if s.spool.forwarder == "process" else []
+                    before = {pid: cpu_seconds(pid) for pid in [p.pid for p in procs] + children}
                     self.console.say(tag, f"no traffic for {idle_s:g} s: idle CPU")
                     await asyncio.sleep(idle_s)
-                    idle = {"collector": (cpu_seconds(collector.pid) - before[collector.pid]) / idle_s,
+                    idle = {"collector": sum(cpu_seconds(pid) - before[pid] for pid in [collector.pid, *children])
+                                / idle_s,
                             "worker": sum(cpu_seconds(w.pid) - before[w.pid] for w in workers) / idle_s}
                     self.console.say(tag, f"idle: collector {idle['collector']:.3f} cores, worker(s) "
                                           f"{idle['worker']:.3f} cores")
@@ -1253,7 +1256,8 @@ class Bench:
                 spec = LoadSpec(host="127.0.0.1", port=port, mode="rate", mix="mixed", concurrency=32,
                                 duration_s=seconds, warmup_s=o.latency_warmup, rate=rate,
                                 seed=o.seed + 3, visitors=o.visitors, accounts=o.accounts, token_secret=self.secret)
-                out, cpu = await self.load(tag, spec, procs)
+                children = child_pids(collector.pid) if s.spool.forwarder == "process" else []
+                out, cpu = await self.load(tag, spec, procs, children)
                 await self.wait_slack_quiet()
                 run = self.alert_figures(out, self.slack.messages[first_msg:], observed, offered_rate=spec.rate,
                                          warmup_s=spec.warmup_s, workers=len(workers))
@@ -1262,7 +1266,7 @@ class Bench:
                 run.stages = worker_stages([t for t in texts if t])
                 window = out["seconds"]
                 if collector.pid in cpu and window > 0:
-                    run.collector_cores = cpu[collector.pid] / window
+                    run.collector_cores = sum(cpu.get(pid, 0.0) for pid in [collector.pid, *children]) / window
                 worker_cpu = [cpu[w.pid] for w in workers if w.pid in cpu]
                 if worker_cpu and window > 0:
                     run.worker_cores = sum(worker_cpu) / window
