@@ -33,7 +33,6 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
