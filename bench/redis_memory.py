@@ -19,7 +19,8 @@ crossing as the worker would (``commit_assignment``).  Then:
 
 Takes well under a minute at the defaults.  ``--markdown`` rewrites the
 ``<!-- redis memory -->`` section of BENCHMARKS.md with a before/after table when
-given a ``--before`` JSON file from an earlier run.
+given a ``--before`` JSON file from an earlier run (the hand-written ``<!-- redis memory notes -->`` after
+it says what the figures mean and what bounds them).
 """
 
 from __future__ import annotations
@@ -130,10 +131,12 @@ async def census(redis: Redis) -> dict[str, Any]:
     counted["anonymous"] = counted["all"] - counted["known"]
     per: dict[str, dict[str, float]] = {g: defaultdict(float) for g in ("all", "known", "anonymous", "elsewhere")}
     encodings: dict[str, Counter[str]] = defaultdict(Counter)
+    enc_bytes: dict[str, Counter[str]] = defaultdict(Counter)
     sample: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for name, size, enc, typ in zip(names, sizes, encs, types, strict=True):
         lead_id, kind = kind_of(name)
         encodings[kind][enc] += 1
+        enc_bytes[kind][enc] += size
         if lead_id in leads:
             group = "known" if keys.is_email_lead(lead_id) else "anonymous"
             for g in ("all", group):
@@ -155,6 +158,7 @@ async def census(redis: Redis) -> dict[str, Any]:
                          "sampled": len(lens)}
     out: dict[str, Any] = {"leads": counted, "stubs": len(stub_ids), "keys": len(names), "per_lead": {},
                            "entries": entries, "encodings": {k: dict(v) for k, v in encodings.items()},
+                           "encoding_bytes": {k: dict(v) for k, v in enc_bytes.items()},
                            "total_usage": sum(sizes)}
     for g, totals in per.items():
         n = max(1, counted["all" if g == "elsewhere" else g])
@@ -247,8 +251,10 @@ def report(c: dict[str, Any]) -> str:
         lines.append(f"{label}: {sum(per.values()):,.0f} B ({parts})")
     lines.append("")
     for k, e in sorted(c["entries"].items()):
-        lines.append(f"{k:12} encodings {c['encodings'].get(k)}  entries/key {e['per_key']:,.1f}  entry mean "
-                     f"{e['mean']:,.1f} B max {e['max']:.0f} B  >64 B: {e['over_64']:.0f} of {e['sampled']:.0f} sampled")
+        by_enc = ", ".join(f"{enc} {n:,} keys {c['encoding_bytes'][k][enc] / 1e6:,.2f} MB"
+                           for enc, n in c["encodings"].get(k, {}).items())
+        lines.append(f"{k:12} {by_enc}; entries/key {e['per_key']:,.1f}, entry mean "
+                     f"{e['mean']:,.1f} B, max {e['max']:.0f} B, >64 B: {e['over_64']:.0f} of {e['sampled']:.0f} sampled")
     return "\n".join(lines)
 
 
