@@ -78,6 +78,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.baselines import raw_redis_step
 from bench.report import (
     SECTION,
+    WORKER_STAGES,
     AlertRun,
     ConsumeRun,
     HistogramFigure,
@@ -1225,6 +1226,7 @@ class Bench:
                                          warmup_s=spec.warmup_s, workers=len(workers))
                 texts = [await self.get(wp, "/metrics") for wp in worker_ports]
                 run.worker_hist = worker_histogram([t for t in texts if t])
+                run.stages = worker_stages([t for t in texts if t])
                 window = out["seconds"]
                 if collector.pid in cpu and window > 0:
                     run.collector_cores = cpu[collector.pid] / window
@@ -1333,6 +1335,18 @@ class Bench:
                         to_topic=LatencySummary.of(list(published.values())),
                         alerts=len(published), deliveries=len(latencies), unmatched=unmatched,
                         warmup_s=warmup_s, workers=workers)
+
+
+def worker_stages(texts: Sequence[str]) -> dict[str, HistogramFigure]:
+    """p50/p99 in ms of each of the worker's stage histograms (``WORKER_STAGES``), pooled over the workers."""
+    joined = "\n".join(texts)
+    out: dict[str, HistogramFigure] = {}
+    for name in WORKER_STAGES:
+        buckets = histogram_buckets(joined, name)
+        if buckets:
+            out[name] = HistogramFigure(int(buckets[-1][1]), histogram_quantile(buckets, 0.5) * 1000,
+                                        histogram_quantile(buckets, 0.99) * 1000)
+    return out
 
 
 def worker_histogram(texts: Sequence[str]) -> dict[str, HistogramFigure]:

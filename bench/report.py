@@ -283,6 +283,15 @@ class HistogramFigure:
     p99_ms: float
 
 
+# Worker histograms (seconds) that split the event-to-alert time into its stages.
+WORKER_STAGES: dict[str, str] = {
+    "leadrouter_event_to_worker_seconds": "event `ts` → a worker starts scoring it (spool, forwarder, Kafka, "
+                                          "fetch, batch window)",
+    "leadrouter_worker_batch_seconds": "one batch: decode, score, Redis, route",
+    "leadrouter_routing_seconds": "routing one crossing (rules, turn, record, publish)",
+}
+
+
 @dataclass(slots=True)
 class AlertRun:
     """Event-to-alert latency at a steady offered rate of mixed traffic."""
@@ -299,6 +308,8 @@ class AlertRun:
     unmatched: int  # Slack deliveries whose assignment's event_ts was not seen
     warmup_s: float
     worker_hist: dict[str, HistogramFigure] = field(default_factory=dict)  # "all" and per channel
+    # The worker's own stage histograms (WORKER_STAGES): where the event-to-alert time goes.
+    stages: dict[str, HistogramFigure] = field(default_factory=dict)
     collector_cores: float | None = None
     worker_cores: float | None = None
     workers: int = 1
@@ -662,6 +673,11 @@ def render_section(r: Results) -> str:
             label = "all channels" if channel == "all" else channel
             out.append(f"| worker histogram `leadrouter_event_to_alert_seconds` ({label}, bucket-interpolated) | "
                        f"{h.count:,} | {_ms(h.p50_ms)} | | {_ms(h.p99_ms)} | |")
+        for name, what in WORKER_STAGES.items():
+            stage = a.stages.get(name)
+            if stage is not None and stage.count:
+                out.append(f"| stage: {what} (worker histogram `{name}`) | {stage.count:,} | "
+                           f"{_ms(stage.p50_ms)} | | {_ms(stage.p99_ms)} | |")
 
     if r.light:
         out += light_section(r.light)

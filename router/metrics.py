@@ -36,6 +36,11 @@ BATCH_SECONDS = Histogram(
     "leadrouter_worker_batch_seconds", "Time to score and store one batch of events, in seconds.",
     buckets=_FAST_S, registry=REGISTRY,
 )
+EVENT_TO_WORKER_SECONDS = Histogram(
+    "leadrouter_event_to_worker_seconds",
+    "From the collector receiving an event to a worker starting to score it (spool, Kafka, fetch and batching).",
+    buckets=(0.005, 0.01, *_E2E_S), registry=REGISTRY,
+)
 BATCH_SIZE = Histogram(
     "leadrouter_worker_batch_events", "Events per processed batch.",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY,
@@ -182,6 +187,12 @@ ALERT_DIGEST = Counter(
     "leadrouter_alert_digest_total",
     "Digest activity by outcome (queued, already_queued, sent, failed, alerts_sent).",
     ["outcome"], registry=REGISTRY,
+)
+ALERT_SMTP_CONNECTIONS = Counter(
+    "leadrouter_alert_smtp_connections_total",
+    "SMTP connections for alert email: opened, reused (a pooled one sent), replaced (a pooled one the server had "
+    "closed; the message went on a new one) and closed_idle (idle past LEADROUTER_SMTP_POOL_IDLE_S).",
+    ["event"], registry=REGISTRY,
 )
 ALERT_REPLAYS = Counter(
     "leadrouter_alert_replays_total", "Dead-lettered alerts replayed by outcome.", ["outcome"],

@@ -285,6 +285,10 @@ class AlertSettings:
     smtp_ssl: bool = False
     # PEM file of the CA(s) that sign the SMTP server's certificate; empty trusts the system's CAs.
     smtp_tls_ca_file: str = ""
+    # Open (and logged-in) SMTP connections are kept for the next alerts, at most one per concurrent
+    # send (4); one idle this long is closed (QUIT).  0 opens a connection per message.  Keep it below
+    # the server's own idle timeout (Postfix: 300 s) to spare reconnects after it hangs up.
+    smtp_pool_idle_s: float = 30.0
     max_attempts: int = 5
     backoff_s: float = 0.5
     # The longest single wait between two attempts on a channel (full jitter is capped here;
@@ -334,6 +338,10 @@ class AdminSettings:
     # The console's Live page (Server-Sent Events): a comment line this often keeps proxies from closing
     # an idle stream and finds browsers that went away, so their stream is closed and freed.
     console_live_heartbeat_s: float = 15.0
+    # Most Live streams one console session may hold open (a browser's tabs), and all sessions together:
+    # each holds a connection and a queue, so one signed-in user cannot take the admin's memory or sockets.
+    console_live_streams_per_session: int = 4
+    console_live_streams_max: int = 200
     # The Prometheus endpoints of the collectors and workers (comma-separated URLs such as
     # http://10.0.0.5:9108/metrics,http://10.0.0.6:6066/metrics) the console's Health page reads and sums.
     metrics_urls: tuple[str, ...] = ()
@@ -745,6 +753,10 @@ def _check(s: Settings) -> list[tuple[str, str]]:
                                   "use 1-65535, e.g. 8081"))
     if s.admin.simulate_max_leads < 1:
         out.append(("admin_simulate_max_leads", "setting LEADROUTER_ADMIN_SIMULATE_MAX_LEADS must be at least 1"))
+    for flat, value in (("admin_console_live_streams_per_session", s.admin.console_live_streams_per_session),
+                        ("admin_console_live_streams_max", s.admin.console_live_streams_max)):
+        if value < 1:
+            out.append((flat, f"setting {env_name(flat)}={value} must be at least 1, e.g. 4 per session, 200 in all"))
     for flat, days in (("anonymous_ttl_days", s.worker.anonymous_ttl_days),
                        ("known_link_ttl_days", s.worker.known_link_ttl_days)):
         if days != 0 and not DEDUPE_WINDOW_DAYS <= days < 100 * 365:
@@ -757,6 +769,9 @@ def _check(s: Settings) -> list[tuple[str, str]]:
     if not 1 <= s.admin.token_ttl_days <= 3660:
         out.append(("admin_token_ttl_days", f"setting LEADROUTER_ADMIN_TOKEN_TTL_DAYS={s.admin.token_ttl_days:g} "
                                             "must be from 1 to 3660 days, e.g. 90"))
+    if not 0 <= s.alerts.smtp_pool_idle_s <= 3600:
+        out.append(("smtp_pool_idle_s", f"setting LEADROUTER_SMTP_POOL_IDLE_S={s.alerts.smtp_pool_idle_s:g} must be "
+                                        "0 (a connection per message) to 3600 seconds, e.g. 30"))
     if not 300 <= s.alerts.link_ttl_s <= 14 * 86400:
         out.append(("alert_link_ttl_s", f"setting LEADROUTER_ALERT_LINK_TTL_S={s.alerts.link_ttl_s} must be from "
                                         "300 (5 minutes) to 1209600 (14 days), e.g. 259200 (72 h)"))

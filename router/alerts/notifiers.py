@@ -12,6 +12,7 @@ Slack may be sent to is in :mod:`router.alerts.pacing`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.policy
 import email.utils
 import json
@@ -19,10 +20,12 @@ import logging
 import math
 import smtplib
 import ssl
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -35,6 +38,9 @@ from router.alerts.render_slack import render_digest_blocks, render_slack_blocks
 from router.alerts.views import one_line, truncate
 from router.errors import PermanentSendError, SendError, TransientSendError
 from router.settings import AlertSettings
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,15 @@ class Notifier(Protocol):
     async def send(self, alert: Alert) -> None:
         """Deliver ``alert``; raise TransientSendError or PermanentSendError on failure."""
         ...
+
+
+@runtime_checkable
+class ClosableNotifier(Protocol):
+    """A channel holding connections of its own (SMTP) that are closed on shutdown."""
+
+    channel: str
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
@@ -284,6 +299,38 @@ class SlackBotNotifier:
         raise PermanentSendError(detail)
 
 
+class _Smtp(smtplib.SMTP):
+    """smtplib's client, noting when the message was handed over (the DATA command sent)."""
+
+    handed_over = False
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        self.handed_over = True
+        return super().data(msg)
+
+
+class _SmtpSsl(smtplib.SMTP_SSL):
+    """SMTPS (implicit TLS), noting when the message was handed over like :class:`_Smtp`."""
+
+    handed_over = False
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        self.handed_over = True
+        return super().data(msg)
+
+
+_Conn = _Smtp | _SmtpSsl
+
+
+def _closed_by_server(exc: BaseException) -> bool:
+    """The failure of a reused connection the server had closed (idle timeout, restart, ``421``)."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected | ConnectionError):
+        return True
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return bool(exc.recipients) and all(code == 421 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code == 421
+
+
 class SmtpNotifier:
     """Emails the alert (text + HTML) to the rep with stdlib smtplib in a worker thread.
 
@@ -291,6 +338,22 @@ class SmtpNotifier:
     from the start (SMTPS).  Either way the server's certificate is verified,
     against ``ca_file`` when given (a private CA or a self-signed certificate),
     else against the system's CAs.  ``user`` logs in after TLS.
+
+    Connections are kept for reuse: after a send, an open (and logged-in)
+    connection goes back to a pool of at most ``pool_size`` idle ones, and the next
+    send takes the most recently used one.  A connection idle for ``idle_s`` or
+    longer is closed (QUIT): by the next send that finds it, and by a task on the
+    event loop that wakes when the oldest one is due; :meth:`aclose` (or
+    :meth:`close`) closes them all.  ``idle_s=0`` opens a connection per message.
+
+    A connection serves one thread at a time (it is out of the pool while used),
+    and only a transaction that succeeded puts it back, so a failed one cannot
+    leave state behind for the next.  A reused connection the server has closed
+    meanwhile fails at MAIL or RCPT, before the message is handed over
+    (disconnected, reset, or ``421``): the message is then sent once on a new
+    connection.  Any failure from the DATA command on (or on a new connection) is
+    classified as before (:func:`_smtp_error`) and left to the sender's retries,
+    so a message the server may have accepted is never sent again from here.
     """
 
     channel = "email"
@@ -307,6 +370,9 @@ class SmtpNotifier:
         *,
         implicit_tls: bool = False,
         ca_file: str = "",
+        pool_size: int = 4,
+        idle_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._host = host
         self._port = port
@@ -318,6 +384,14 @@ class SmtpNotifier:
         self._password = password
         self._timeout_s = timeout_s
         self._context: ssl.SSLContext | None = None
+        self._pool_size = pool_size if idle_s > 0 else 0
+        self._idle_s = idle_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle: list[tuple[_Conn, float]] = []  # (connection, idle since), most recent last
+        self._closed = False
+        self._reaper: asyncio.Task[None] | None = None
+        self.opened = 0  # connections opened so far (for tests and the bench)
 
     def tls_context(self) -> ssl.SSLContext:
         """The client TLS context (certificate and host name verified), built once."""
@@ -356,24 +430,179 @@ class SmtpNotifier:
     async def _deliver(self, msg: EmailMessage, rcpt: str) -> None:
         context = self.tls_context() if self._starttls or self._implicit_tls else None
         try:
-            await asyncio.to_thread(self._send_sync, msg, context)
+            await asyncio.to_thread(self.send_sync, msg, context)
         except SendError:
             raise
         except Exception as exc:
             raise _smtp_error(exc, rcpt) from None
+        finally:
+            self._watch_idle()
 
-    def _send_sync(self, msg: EmailMessage, context: ssl.SSLContext | None) -> None:
-        smtp: smtplib.SMTP
+    def send_sync(self, msg: EmailMessage, context: ssl.SSLContext | None = None) -> None:
+        """Send ``msg`` (blocking; any thread), on a pooled connection when one is open.
+
+        Raises smtplib's and the socket's errors as they are (:meth:`send` classifies them).
+        """
+        conn = self._take()
+        reused = conn is not None
+        if conn is None:
+            conn = self._open(context)
+        try:
+            conn.send_message(msg)
+        except Exception as exc:
+            self._quit(conn)
+            if not (reused and not conn.handed_over and _closed_by_server(exc)):
+                raise
+            log.info("SMTP: a reused connection to %s:%s was closed by the server (%s: %s); "
+                     "sending on a new one", self._host, self._port, type(exc).__name__, _short(str(exc), 120))
+            metrics.ALERT_SMTP_CONNECTIONS.labels("replaced").inc()
+            conn = self._open(context)
+            try:
+                conn.send_message(msg)
+            except BaseException:
+                self._quit(conn)
+                raise
+        except BaseException:
+            self._quit(conn)
+            raise
+        self._put(conn)
+
+    def _open(self, context: ssl.SSLContext | None) -> _Conn:
+        smtp: _Conn
         if self._implicit_tls:
-            smtp = smtplib.SMTP_SSL(self._host, self._port, timeout=self._timeout_s, context=context)
+            smtp = _SmtpSsl(self._host, self._port, timeout=self._timeout_s, context=context)
         else:
-            smtp = smtplib.SMTP(self._host, self._port, timeout=self._timeout_s)
-        with smtp:
+            smtp = _Smtp(self._host, self._port, timeout=self._timeout_s)
+        with self._lock:
+            self.opened += 1
+        metrics.ALERT_SMTP_CONNECTIONS.labels("opened").inc()
+        try:
             if self._starttls and not self._implicit_tls:
                 smtp.starttls(context=context)
             if self._user:
                 smtp.login(self._user, self._password)
-            smtp.send_message(msg)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _take(self) -> _Conn | None:
+        """The most recently used idle connection, closing those idle too long."""
+        expired: list[_Conn] = []
+        taken: _Conn | None = None
+        now = self._clock()
+        with self._lock:
+            while self._idle:
+                conn, since = self._idle.pop()
+                if now - since < self._idle_s:
+                    taken = conn
+                    break
+                expired.append(conn)  # and every older one below it
+        self._quit_idle(expired)
+        if taken is not None:
+            taken.handed_over = False
+            metrics.ALERT_SMTP_CONNECTIONS.labels("reused").inc()
+        return taken
+
+    def _put(self, conn: _Conn) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < self._pool_size:
+                self._idle.append((conn, self._clock()))
+                return
+        self._quit(conn)
+
+    def _quit(self, conn: _Conn) -> None:
+        """Close politely (QUIT, briefly) when the connection still answers; always close the socket."""
+        try:
+            if conn.sock is not None:
+                conn.sock.settimeout(min(self._timeout_s, 2.0))
+                conn.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            conn.close()
+
+    @property
+    def idle_s(self) -> float:
+        """How long a connection may stay idle before it is closed (0: no reuse)."""
+        return self._idle_s
+
+    @property
+    def idle_connections(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def close_idle(self) -> int:
+        """Close the connections idle for ``idle_s`` or longer (blocking); how many were closed."""
+        now = self._clock()
+        with self._lock:
+            expired = [c for c, since in self._idle if now - since >= self._idle_s]
+            self._idle = [(c, since) for c, since in self._idle if now - since < self._idle_s]
+        self._quit_idle(expired)
+        return len(expired)
+
+    def _quit_idle(self, expired: list[_Conn]) -> None:
+        for conn in expired:
+            self._quit(conn)
+            metrics.ALERT_SMTP_CONNECTIONS.labels("closed_idle").inc()
+
+    def close(self) -> None:
+        """Close every idle connection (blocking); later sends open and close their own."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            self._quit(conn)
+
+    async def aclose(self) -> None:
+        """Stop the idle watch and close every idle connection (on shutdown)."""
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None and not reaper.done():
+            if reaper.get_loop() is asyncio.get_running_loop():
+                reaper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reaper
+            else:  # started on an event loop that has ended (or another one)
+                with contextlib.suppress(RuntimeError):
+                    reaper.get_loop().call_soon_threadsafe(reaper.cancel)
+        await asyncio.to_thread(self.close)
+
+    def _next_due(self) -> float | None:
+        """Seconds until the oldest idle connection is due to close (None: none idle)."""
+        with self._lock:
+            if not self._idle:
+                return None
+            oldest = min(since for _, since in self._idle)
+        return max(0.0, oldest + self._idle_s - self._clock())
+
+    def _watch_idle(self) -> None:
+        """Make sure a task closes idle connections when they are due (one per notifier)."""
+        if self._closed or self._pool_size == 0 or not self.idle_connections:
+            return
+        loop = asyncio.get_running_loop()
+        if self._reaper is not None and not self._reaper.done() and self._reaper.get_loop() is loop:
+            return
+        self._reaper = loop.create_task(self._reap(), name="smtp-idle-close")
+
+    async def _reap(self) -> None:
+        me = asyncio.current_task()
+        try:
+            while (due := self._next_due()) is not None:
+                await asyncio.sleep(due + 0.05)
+                await asyncio.to_thread(self.close_idle)
+        except Exception:
+            log.exception("the SMTP idle-connection watch failed; closing the idle connections")
+            if self._reaper is me:
+                self.close()
+        except BaseException:
+            # Cancelled, or collected with its loop, without aclose (which closes them itself, off the
+            # loop): close the sockets here rather than leave them open.
+            if self._reaper is me:
+                self.close()
+            raise
+        finally:
+            if self._reaper is me:
+                self._reaper = None
 
 
 def _smtp_reply(code: int, text: bytes | str) -> str:
@@ -456,6 +685,7 @@ def notifiers_from_settings(
                 alerts.timeout_s,
                 implicit_tls=alerts.smtp_ssl,
                 ca_file=alerts.smtp_tls_ca_file,
+                idle_s=alerts.smtp_pool_idle_s,
             )
         )
     return out

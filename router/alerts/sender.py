@@ -43,7 +43,7 @@ from models import Alert
 from router import metrics
 from router.alerts.delivery import DeliveryResult, deliver, deliver_call
 from router.alerts.digest import DIGEST_CHANNEL, DigestQueue
-from router.alerts.notifiers import DigestNotifier, Notifier, notifiers_from_settings
+from router.alerts.notifiers import ClosableNotifier, DigestNotifier, Notifier, notifiers_from_settings
 from router.alerts.pacing import Sleep, pacer_from_settings
 from router.alerts.render import Digest
 from router.settings import AlertSettings
@@ -124,6 +124,15 @@ class AlertSender:
     @property
     def channels(self) -> list[str]:
         return [n.channel for n in self.notifiers]
+
+    async def aclose(self) -> None:
+        """Close what the channels hold open (the SMTP connection pool); call once on shutdown."""
+        for notifier in self.notifiers:
+            if isinstance(notifier, ClosableNotifier):
+                try:
+                    await notifier.aclose()
+                except Exception:
+                    log.exception("closing the %s channel failed", notifier.channel)
 
     async def handle(self, raw: bytes) -> list[DeliveryResult]:
         """Deliver one record of the assignments topic; the per-channel results of this attempt."""

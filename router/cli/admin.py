@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
-import getpass
 import signal
 import sys
 import time
@@ -130,11 +129,7 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _audit(redis: AnyRedis, action: str, target: str, detail: str) -> None:
     """Token changes go on the audit trail (router/storage/audit.py) as made by this machine's user."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    await audit.record(redis, who=f"cli:{user}", role="", action=action, via="cli", target=target, detail=detail)
+    await audit.record(redis, who=audit.cli_who(), role="", action=action, via="cli", target=target, detail=detail)
 
 
 def _when(ts: float | None) -> str:

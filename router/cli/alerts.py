@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -244,6 +243,7 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
                                 client_id=f"{settings.kafka.app_id}-alerts-replay")
     session = aiohttp.ClientSession()
     started = False
+    sender: AlertSender | None = None
     try:
         await producer.start()
         started = True
@@ -271,6 +271,8 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
         msg = f"Redis at {settings.redis.url} failed: {exc}; check REDIS_URL and that redis-server is running"
         raise AlertReplayError(msg) from exc
     finally:
+        if sender is not None:
+            await sender.aclose()  # its SMTP connections
         await session.close()
         if started:
             await producer.stop()
@@ -279,13 +281,9 @@ async def run_replay(settings: Settings, *, limit: int | None, channel: str | No
 
 async def _audit(redis: AnyRedis, summary: ReplaySummary) -> None:
     """Each record resent (or tried) goes on the audit trail (router/storage/audit.py) as ``alert.replay``."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
     for line in summary.lines:
         if line.outcome in ("sent", "failed again", "already sent"):
-            await audit.record(redis, who=f"cli:{user}", role="", action="alert.replay", via="cli",
+            await audit.record(redis, who=audit.cli_who(), role="", action="alert.replay", via="cli",
                                lead_id=lead_of_alert_id(line.key), target=line.channel,
                                detail=f"{line.key}: {line.outcome}")
 

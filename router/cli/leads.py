@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from router.settings import Settings
+from router.storage import audit
 from router.storage.redis import create_redis
 
 ACTION_HELP = {
@@ -80,13 +81,17 @@ def cmd_transition(settings: Settings, args: argparse.Namespace) -> int:
         redis = create_redis(settings.redis, role="cli")
         try:
             store = RedisStore(redis)
+            reason = getattr(args, "reason", "") or ""
             try:
                 result = await lifecycle.apply(store, args.leads_action, args.email, args.rep, policy=policy,
-                                               reason=getattr(args, "reason", "") or "",
-                                               to=getattr(args, "to", None), now=datetime.now(UTC))
+                                               reason=reason, to=getattr(args, "to", None), now=datetime.now(UTC))
             except lifecycle.LifecycleError as exc:
                 print(f"leadrouter leads {args.leads_action}: {exc}", file=sys.stderr)
                 return 1
+            # As the admin API records it (router/admin/lifecycle.py), made by this machine's user.
+            detail = f"{result.from_stage} -> {result.to_stage}" + (f": {reason}" if reason else "")
+            await audit.record(redis, who=audit.cli_who(), role="", action=f"lead.{args.leads_action}", via="cli",
+                               lead_id=result.lead_id, target=args.rep, detail=detail)
             if args.json:
                 print(orjson.dumps(result.to_dict()).decode())
             else:
@@ -116,6 +121,9 @@ def cmd_reassign(settings: Settings, args: argparse.Namespace) -> int:
             except lifecycle.LifecycleError as exc:
                 print(f"leadrouter leads reassign: {exc}", file=sys.stderr)
                 return 1
+            await audit.record(redis, who=audit.cli_who(), role="", action="lead.reassign", via="cli",
+                               lead_id=result.lead_id, target=args.to_rep,
+                               detail=f"{result.from_rep} -> {result.to_rep}: {args.reason} (by {args.by})")
         finally:
             await redis.aclose()
         if args.json:

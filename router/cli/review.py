@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import orjson
 
 from router.settings import Settings
+from router.storage import audit
 from router.storage.redis import create_redis
 
 _LEAD_ID = re.compile(r"^[LAU][0-9a-f]{24}$")
@@ -84,6 +85,8 @@ def cmd_act(settings: Settings, args: argparse.Namespace) -> int:
             store = RedisStore(redis)
             act = review.release if args.review_op == "release" else review.dismiss
             entry = await act(store, _lead_id(args.lead), who, time.time())
+            await audit.record(redis, who=audit.cli_who(), role="", action=f"review.{args.review_op}", via="cli",
+                               lead_id=_lead_id(args.lead), detail=f"by {who}")
         except review.ReviewError as exc:
             print(f"leadrouter review {args.review_op}: {exc}", file=sys.stderr)
             return 1

@@ -22,6 +22,7 @@ note), cut to ``MAX_DETAIL`` characters.  Never put a lead's name or email in ``
 
 from __future__ import annotations
 
+import getpass
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,6 +80,15 @@ class AuditEntry:
             ts = 0.0
         return cls(entry_id, ts, f.get("who", ""), f.get("role", ""), f.get("via", ""), f.get("action", ""),
                    f.get("lead", ""), f.get("target", ""), f.get("detail", ""))
+
+
+def cli_who() -> str:
+    """Who made a change from the command line: ``cli:<this machine's user>``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"cli:{user}"
 
 
 class AuditError(RouterError):

@@ -102,6 +102,8 @@ class Runtime:
         self._sender: AlertSender | None = None
 
     async def close(self) -> None:
+        if self._sender is not None:
+            await self._sender.aclose()  # its SMTP connections
         if self._http is not None:
             await self._http.close()
         await self.redis.aclose()

@@ -135,6 +135,9 @@ class Pipeline:
                 log.error("skipped an invalid event (%d bytes): %s", len(bytes(raw)), type(exc).__name__)
         if not events:
             return report
+        started = self.clock()
+        for ev in events:  # the event's ts is when the collector received it
+            metrics.EVENT_TO_WORKER_SECONDS.observe(max(0.0, started - ev.ts))
         events, dropped = await self.vault.open(events)
         for ev in dropped:  # a forgotten person's (or unreadable) sealed event: counted, never stored
             metrics.EVENTS.labels(ev.type.value, "forgotten").inc()

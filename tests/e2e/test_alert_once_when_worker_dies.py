@@ -19,12 +19,10 @@ mocked.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 import aiohttp
@@ -32,18 +30,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
+from router.dev.receivers import SlackReceiver, SmtpReceiver
 from router.dev.run import spawn_service
 from router.dev.servers import ManagedProcess, free_port, wait_for_port
 from router.settings import DEV_PII_KEY, Settings
 from router.storage import keys
 from router.storage.pii import Vault
 from router.storage.store import RedisStore
+from tests.e2e.stack import counts, delivered, metric, receivers, stack_settings, until
 from tests.support import pid
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "e2e-secret-0123456789abcdef"
 EMAIL = "hana.kowalski@vistula-robotics.pl"
 NAME = "Hana Kowalski"
 CHANNELS = {"slack_webhook", "slack_bot", "email"}
@@ -82,57 +80,30 @@ class Stack:
 
 @pytest.fixture
 async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) -> AsyncIterator[Stack]:
-    broker, redis_proc = servers
-    slack = SlackReceiver()
-    smtp = SmtpReceiver()
-    await slack.start()
-    await smtp.start()
     port = free_port()
-    settings = Settings.of(
-        kafka_url=f"kafka://127.0.0.1:{broker.port}",
-        redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
-        collector_port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        worker_web_port=free_port(),
-        collector_metrics_port=0,
-        token_secret=SECRET,
-        slack_webhook_url=slack.webhook_url("sales"),
-        slack_api_url=slack.api_url,
-        slack_bot_token="xoxb-e2e",
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
-        # Keep retrying for as long as the test needs, a fraction of a second apart.
-        alert_max_attempts=100_000,
-        alert_backoff_s=0.05,
-        alert_backoff_max_s=0.2,
-        broker_session_timeout_s=6.0,  # a killed member leaves the group sooner
-    )
-    redis = Redis.from_url(settings.redis.url)
-    collector = spawn_service("collector", settings, tmp_path, port=port)
-    st = Stack(settings, tmp_path, collector, slack, smtp, redis, [])
-    try:
-        await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
-        yield st
-    finally:
-        collector.stop()
-        for w in st.workers:
-            w.stop()
-        await slack.stop()
-        await smtp.stop()
-        await redis.flushdb()
-        await redis.aclose()
+    async with receivers() as (slack, smtp):
+        settings = stack_settings(
+            servers, port, slack=slack, smtp=smtp, worker_web_port=free_port(),
+            # Keep retrying for as long as the test needs, a fraction of a second apart.
+            alert_max_attempts=100_000, alert_backoff_s=0.05, alert_backoff_max_s=0.2,
+            broker_session_timeout_s=6.0,  # a killed member leaves the group sooner
+        )
+        redis = Redis.from_url(settings.redis.url)
+        collector = spawn_service("collector", settings, tmp_path, port=port)
+        st = Stack(settings, tmp_path, collector, slack, smtp, redis, [])
+        try:
+            await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
+            yield st
+        finally:
+            collector.stop()
+            for w in st.workers:
+                w.stop()
+            await redis.flushdb()
+            await redis.aclose()
 
 
 async def _until(st: Stack, condition: Callable[[], object], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"{what} within {timeout:.0f}s\n{st.logs()}")
+    await until(condition, what, timeout=timeout, logs=st.logs)
 
 
 async def _wait_until_consuming(st: Stack, vid: str) -> None:
@@ -149,48 +120,10 @@ async def _wait_until_consuming(st: Stack, vid: str) -> None:
     await _until(st, scored, f"worker {len(st.workers)} did not consume")
 
 
-_ASSIGNMENT = re.compile(r"· assignment (\S+)$")
-
-
-def _slack_assignment(m: SlackRequest) -> str | None:
-    for block in m.blocks:
-        for element in block.get("elements", []) if isinstance(block, dict) else []:
-            found = _ASSIGNMENT.search(str(element.get("text", ""))) if isinstance(element, dict) else None
-            if found:
-                return found.group(1)
-    return None
-
-
-def _delivered(st: Stack, aid: str) -> tuple[list[SlackRequest], list[SlackRequest], list[EmailMessage]]:
-    hooks = [m for m in st.slack.messages if m.endpoint == "webhook" and _slack_assignment(m) == aid]
-    dms = [m for m in st.slack.messages if m.endpoint == "chat.postMessage" and _slack_assignment(m) == aid]
-    mails = [m for m in st.smtp.messages if m["X-Leadrouter-Assignment"] == aid]
-    return hooks, dms, mails
-
-
-def _counts(st: Stack, aid: str) -> tuple[int, int, int]:
-    hooks, dms, mails = _delivered(st, aid)
-    return len(hooks), len(dms), len(mails)
-
-
 async def _kill(worker: ManagedProcess) -> None:
     worker.signal(signal.SIGKILL)
     await asyncio.to_thread(worker.proc.wait, 10)
     assert worker.proc.returncode == -signal.SIGKILL
-
-
-async def _metric(st: Stack, name: str, **labels: str) -> float:
-    try:
-        async with aiohttp.ClientSession() as s, \
-                s.get(f"http://127.0.0.1:{st.settings.worker.web_port}/metrics") as r:
-            text = await r.text()
-    except aiohttp.ClientError:
-        return 0.0
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def _produce_alert_again(settings: Settings, email: str) -> int:
@@ -256,7 +189,7 @@ async def test_alert_arrives_once_per_channel_when_the_worker_dies_mid_send(stac
 
     await _until(st, retrying, "the worker did not try (and fail) every channel")
     assert await store.sent_channels(aid) == set()
-    assert _counts(st, aid) == (0, 0, 0)
+    assert counts(st.slack, st.smtp, aid) == (0, 0, 0)
 
     # 2. Kill -9 between routing and a successful send.
     await _kill(st.worker)
@@ -268,13 +201,13 @@ async def test_alert_arrives_once_per_channel_when_the_worker_dies_mid_send(stac
 
     # 3. A new worker gets the unacknowledged alert record and delivers it, once per channel.
     st.start_worker()
-    await _until(st, lambda: _counts(st, aid) == (1, 1, 1), "the alert did not arrive on every channel")
+    await _until(st, lambda: counts(st.slack, st.smtp, aid) == (1, 1, 1), "the alert did not arrive on every channel")
 
     async def all_marked() -> bool:
         return await store.sent_channels(aid) == CHANNELS
 
     await _until(st, all_marked, "the channels were not marked sent", timeout=10)
-    hooks, dms, mails = _delivered(st, aid)
+    hooks, dms, mails = delivered(st.slack, st.smtp, aid)
     assert NAME in (hooks[0].text or "") and NAME in (dms[0].text or "")
     assert hooks[0].channel == "sales"  # the default webhook: the shipped teams have none of their own
     assert dms[0].channel and dms[0].channel.startswith("U")
@@ -288,10 +221,10 @@ async def test_alert_arrives_once_per_channel_when_the_worker_dies_mid_send(stac
     assert await _produce_alert_again(st.settings, EMAIL) >= 1
 
     async def skipped() -> bool:
-        return await _metric(st, "leadrouter_alert_sends_total", outcome="already_sent") >= len(CHANNELS)
+        return await metric(st.settings.worker.web_port, "leadrouter_alert_sends_total", outcome="already_sent") >= len(CHANNELS)
 
     await _until(st, skipped, "the redelivered alert was not skipped", timeout=30)
     await asyncio.sleep(1.0)  # give a wrongly re-sent alert time to arrive
-    assert _counts(st, aid) == (1, 1, 1), st.logs()
-    assert await _metric(st, "leadrouter_alert_sends_total", outcome="sent") == 0
-    assert await _metric(st, "leadrouter_alert_dead_letters_total") == 0
+    assert counts(st.slack, st.smtp, aid) == (1, 1, 1), st.logs()
+    assert await metric(st.settings.worker.web_port, "leadrouter_alert_sends_total", outcome="sent") == 0
+    assert await metric(st.settings.worker.web_port, "leadrouter_alert_dead_letters_total") == 0

@@ -18,19 +18,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
 
-from router.dev.receivers import SlackReceiver, SmtpReceiver
-from router.dev.run import spawn_service
-from router.dev.servers import ManagedProcess, free_port, wait_for_port
-from router.settings import Settings
+from router.dev.servers import ManagedProcess
 from router.storage import keys
 from router.worker import review
+from tests.e2e.stack import Stack, one_worker_stack
 from tests.support import pid
 
 pytestmark = pytest.mark.e2e
@@ -44,53 +40,14 @@ REAL_ALERT_DEADLINE_S = 10.0
 FORM_LIMIT_PER_IP = 20
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    collector: ManagedProcess
-    worker: ManagedProcess
-    slack: SlackReceiver
-    smtp: SmtpReceiver
-    redis: Redis
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.ingest.collector_port}"
-
-    def logs(self) -> str:
-        return f"--- collector\n{self.collector.log_tail()}\n--- worker\n{self.worker.log_tail(80)}"
-
-
 @pytest.fixture
 async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) -> AsyncIterator[Stack]:
-    broker, redis_proc = servers
-    slack, smtp = SlackReceiver(), SmtpReceiver()
-    await slack.start()
-    await smtp.start()
-    port = free_port()
-    settings = Settings.of(
-        kafka_url=f"kafka://127.0.0.1:{broker.port}", redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
-        collector_port=port, public_url=f"http://127.0.0.1:{port}", worker_web_port=free_port(),
-        token_secret=SECRET, slack_webhook_url=slack.webhook_url("sales"), slack_api_url=slack.api_url,
-        slack_bot_token="xoxb-e2e", smtp_host=smtp.host, smtp_port=smtp.port, alert_backoff_s=0.05,
-        trusted_proxies="127.0.0.1/32", cors_origins=SITE, rate_limit_form_per_ip=FORM_LIMIT_PER_IP,
-        collector_metrics_port=0,  # no /metrics listener: 9108 may be taken by another stack
-    )
-    collector = spawn_service("collector", settings, tmp_path, port=port)
-    worker = spawn_service("worker", settings, tmp_path)
-    redis = Redis.from_url(settings.redis.url)
-    st = Stack(settings, collector, worker, slack, smtp, redis)
-    try:
-        await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
+    async def warm(st: Stack) -> None:
         await _wait_until(st, _consuming(st), 60.0, "the worker did not consume")
+
+    async with one_worker_stack(servers, tmp_path, warm, token_secret=SECRET, trusted_proxies="127.0.0.1/32",
+                                cors_origins=SITE, rate_limit_form_per_ip=FORM_LIMIT_PER_IP) as st:
         yield st
-    finally:
-        collector.stop()
-        worker.stop()
-        await slack.stop()
-        await smtp.stop()
-        await redis.flushdb()
-        await redis.aclose()
 
 
 def _consuming(st: Stack) -> Callable[[], Awaitable[bool]]:

@@ -11,19 +11,15 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from redis.asyncio import Redis
 
 from models import Event, EventType
-from router.dev.receivers import SlackReceiver, SmtpReceiver
-from router.dev.run import spawn_service
-from router.dev.servers import ManagedProcess, free_port, wait_for_port
+from router.dev.servers import ManagedProcess, free_port
 from router.settings import Settings
 from router.storage import keys
 from router.storage.store import RedisStore
@@ -31,73 +27,22 @@ from router.tokens import mint_token
 from rules import Strategy, facts_from_lead, load_routing
 from rules.availability import plan
 from scoring import load_scoring_config, score_event, total_points
+from tests.e2e.stack import SECRET, Stack, metric, one_worker_stack
 from tests.support import pid
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "e2e-secret-0123456789abcdef"
 ALERT_DEADLINE_S = 10.0
 # A real browser's user agent: the collector rightly discounts hits from HTTP libraries as likely bots.
 BROWSER = {"User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
                          "Version/17.5 Safari/605.1.15"}
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    collector: ManagedProcess
-    worker: ManagedProcess
-    slack: SlackReceiver
-    smtp: SmtpReceiver
-    redis: Redis
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.ingest.collector_port}"
-
-    def logs(self) -> str:
-        return f"--- collector\n{self.collector.log_tail()}\n--- worker\n{self.worker.log_tail(80)}"
-
-
 @pytest.fixture
 async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) -> AsyncIterator[Stack]:
-    broker, redis_proc = servers
-    slack = SlackReceiver()
-    smtp = SmtpReceiver()
-    await slack.start()
-    await smtp.start()
-    port = free_port()
-    settings = Settings.of(
-        kafka_url=f"kafka://127.0.0.1:{broker.port}",
-        redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
-        collector_port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        worker_web_port=free_port(),
-        collector_metrics_port=free_port(),
-        token_secret=SECRET,
-        slack_webhook_url=slack.webhook_url("sales"),
-        slack_api_url=slack.api_url,
-        slack_bot_token="xoxb-e2e",
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
-        alert_backoff_s=0.05,
-    )
-    collector = spawn_service("collector", settings, tmp_path, port=port)
-    worker = spawn_service("worker", settings, tmp_path)
-    redis = Redis.from_url(settings.redis.url)
-    st = Stack(settings, collector, worker, slack, smtp, redis)
-    try:
-        await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
-        await _wait_until_consuming(st)
+    async with one_worker_stack(servers, tmp_path, _wait_until_consuming, collector_metrics_port=free_port()) as st:
         yield st
-    finally:
-        collector.stop()
-        worker.stop()
-        await slack.stop()
-        await smtp.stop()
-        await redis.flushdb()
-        await redis.aclose()
 
 
 async def _wait_until_consuming(st: Stack, timeout: float = 60.0) -> None:
@@ -114,19 +59,6 @@ async def _wait_until_consuming(st: Stack, timeout: float = 60.0) -> None:
             assert st.worker.alive(), st.logs()
             await asyncio.sleep(0.2)
     pytest.fail(f"worker did not consume within {timeout}s\n{st.logs()}")
-
-
-async def _metric(st: Stack, name: str, **labels: str) -> float:
-    async with aiohttp.ClientSession() as s, \
-            s.get(f"http://127.0.0.1:{st.settings.worker.web_port}/metrics") as r:
-        text = await r.text()
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def _expected_rep(email: str, country: str) -> tuple[str, str, str]:
@@ -220,15 +152,15 @@ async def test_pixel_and_demo_form_alert_the_right_rep_once(stack: Stack) -> Non
 
     # 4. Kafka redelivers: every event produced so far is sent again.  Scores do
     # not move and nobody is alerted twice.
-    dup_before = await _metric(st, "leadrouter_events_total", outcome="duplicate")
+    dup_before = await metric(st.settings.worker.web_port, "leadrouter_events_total", outcome="duplicate")
     replayed = await _replay_events_topic(st.settings)
     assert replayed >= 4
     deadline = time.monotonic() + ALERT_DEADLINE_S
     while time.monotonic() < deadline:
-        if await _metric(st, "leadrouter_events_total", outcome="duplicate") - dup_before >= replayed:
+        if await metric(st.settings.worker.web_port, "leadrouter_events_total", outcome="duplicate") - dup_before >= replayed:
             break
         await asyncio.sleep(0.2)
-    assert await _metric(st, "leadrouter_events_total", outcome="duplicate") - dup_before == replayed
+    assert await metric(st.settings.worker.web_port, "leadrouter_events_total", outcome="duplicate") - dup_before == replayed
     await asyncio.sleep(1.0)  # give a wrongly re-sent alert time to arrive
     assert len([m for m in st.slack.messages if "Greta" in (m.text or "")]) == 2  # one webhook, one DM
     assert len([m for m in st.smtp.messages if m["To"] == rep_email]) == 1

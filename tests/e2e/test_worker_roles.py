@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -36,18 +35,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from router.dev.receivers import SlackReceiver, SlackRequest, SmtpReceiver
+from router.dev.receivers import SlackReceiver, SmtpReceiver
 from router.dev.run import spawn_service
 from router.dev.servers import ManagedProcess, free_port, wait_for_port
 from router.settings import DEV_PII_KEY, Settings
 from router.storage import keys
 from router.storage.pii import Vault
 from router.storage.store import RedisStore
+from tests.e2e.stack import counts, metric, receivers, stack_settings, until
 from tests.support import pid
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "e2e-secret-0123456789abcdef"
 CHANNELS = {"slack_webhook", "slack_bot", "email"}
 TIMEOUT_S = 60.0
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
@@ -86,55 +85,30 @@ class Stack:
 
 @pytest.fixture
 async def stack(servers: tuple[ManagedProcess, ManagedProcess], tmp_path: Path) -> AsyncIterator[Stack]:
-    broker, redis_proc = servers
-    slack = SlackReceiver()
-    smtp = SmtpReceiver()
-    await slack.start()
-    await smtp.start()
     port = free_port()
-    settings = Settings.of(
-        kafka_url=f"kafka://127.0.0.1:{broker.port}",
-        redis_url=f"redis://127.0.0.1:{redis_proc.port}/0",
-        collector_port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        collector_metrics_port=0,
-        token_secret=SECRET,
-        slack_webhook_url=slack.webhook_url("sales"),
-        slack_api_url=slack.api_url,
-        slack_bot_token="xoxb-e2e",
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
-        alert_backoff_s=0.05,
-        broker_session_timeout_s=6.0,  # shorter group joins on Tansu
-    )
-    redis = Redis.from_url(settings.redis.url)
-    collector = spawn_service("collector", settings, tmp_path, port=port)
-    st = Stack(settings, tmp_path, collector, slack, smtp, redis)
-    try:
-        await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
-        yield st
-    finally:
-        collector.stop()
-        for w in st.workers.values():
-            w.stop()
-        await slack.stop()
-        await smtp.stop()
-        await redis.flushdb()
-        await redis.aclose()
+    async with receivers() as (slack, smtp):
+        settings = stack_settings(servers, port, slack=slack, smtp=smtp,
+                                  broker_session_timeout_s=6.0)  # shorter group joins on Tansu
+        redis = Redis.from_url(settings.redis.url)
+        collector = spawn_service("collector", settings, tmp_path, port=port)
+        st = Stack(settings, tmp_path, collector, slack, smtp, redis)
+        try:
+            await asyncio.to_thread(wait_for_port, port, 30.0, collector.proc)
+            yield st
+        finally:
+            collector.stop()
+            for w in st.workers.values():
+                w.stop()
+            await redis.flushdb()
+            await redis.aclose()
 
 
 async def _until(st: Stack, condition: Callable[[], object], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
+    def alive() -> None:
         for role, w in st.workers.items():
             assert w.alive() or role == "all", st.logs()
-        await asyncio.sleep(0.05)
-    pytest.fail(f"{what} within {timeout:.0f}s\n{st.logs()}")
+
+    await until(condition, what, timeout=timeout, logs=st.logs, alive=alive)
 
 
 async def _wait_until_scoring(st: Stack, vid: str) -> None:
@@ -164,36 +138,13 @@ async def _hand_raiser(st: Stack, person: tuple[str, str, str, str, str]) -> str
     return f"{lead_id}:{(await store.lead_hash(lead_id))['crossing']}"
 
 
-_ASSIGNMENT = re.compile(r"· assignment (\S+)$")
-
-
-def _slack_assignment(m: SlackRequest) -> str | None:
-    for block in m.blocks:
-        for element in block.get("elements", []) if isinstance(block, dict) else []:
-            found = _ASSIGNMENT.search(str(element.get("text", ""))) if isinstance(element, dict) else None
-            if found:
-                return found.group(1)
-    return None
-
-
-def _counts(st: Stack, aid: str) -> tuple[int, int, int]:
-    hooks = [m for m in st.slack.messages if m.endpoint == "webhook" and _slack_assignment(m) == aid]
-    dms = [m for m in st.slack.messages if m.endpoint == "chat.postMessage" and _slack_assignment(m) == aid]
-    mails = [m for m in st.smtp.messages if m["X-Leadrouter-Assignment"] == aid]
-    return len(hooks), len(dms), len(mails)
-
-
 async def _get(st: Stack, role: str, path: str) -> str:
     async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{st.ports[role]}{path}") as r:
         return await r.text()
 
 
 async def _metric(st: Stack, role: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in (await _get(st, role, "/metrics")).splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return await metric(st.ports[role], name, **labels)
 
 
 def _parts(settings: Settings) -> list[TopicPartition]:
@@ -250,7 +201,7 @@ async def test_a_split_deployment_sends_each_alert_once_and_nothing_again(stack:
     st.start_worker("all")
     await _wait_until_scoring(st, "warmup0000000001")
     aid1 = await _hand_raiser(st, PEOPLE[0])
-    await _until(st, lambda: _counts(st, aid1) == (1, 1, 1), "the first alert did not arrive on every channel")
+    await _until(st, lambda: counts(st.slack, st.smtp, aid1) == (1, 1, 1), "the first alert did not arrive on every channel")
 
     async def all_marked(aid: str) -> bool:
         return await store.sent_channels(aid) == CHANNELS
@@ -271,23 +222,23 @@ async def test_a_split_deployment_sends_each_alert_once_and_nothing_again(stack:
 
     await _until(st, published, "the second alert was not published to the assignments topic", timeout=20)
     assert json.loads(await _get(st, "scoring", "/healthz"))["role"] == "scoring"
-    assert _counts(st, aid2) == (0, 0, 0)
+    assert counts(st.slack, st.smtp, aid2) == (0, 0, 0)
     assert await store.sent_channels(aid2) == set()
     assert await _metric(st, "scoring", "leadrouter_alert_sends_total") == 0
     assert max((await _group_behind(st.settings)).values()) >= 1  # nobody in the group reads assignments
 
     # 3. An alerts-only worker joins: the waiting alert, and a new one with both running, go out once.
     st.start_worker("alerts")
-    await _until(st, lambda: _counts(st, aid2) == (1, 1, 1), "the alerts worker did not deliver the second alert")
+    await _until(st, lambda: counts(st.slack, st.smtp, aid2) == (1, 1, 1), "the alerts worker did not deliver the second alert")
     assert json.loads(await _get(st, "alerts", "/healthz"))["role"] == "alerts"
     aid3 = await _hand_raiser(st, PEOPLE[2])
-    await _until(st, lambda: _counts(st, aid3) == (1, 1, 1), "the third alert did not arrive on every channel")
+    await _until(st, lambda: counts(st.slack, st.smtp, aid3) == (1, 1, 1), "the third alert did not arrive on every channel")
     await _until(st, lambda: all_marked(aid3), "the third alert's channels were not marked sent", timeout=10)
     assert await _metric(st, "scoring", "leadrouter_alert_sends_total") == 0
     assert await _metric(st, "alerts", "leadrouter_alert_sends_total", outcome="sent") == 2 * len(CHANNELS)
     assert await _metric(st, "alerts", "leadrouter_alert_sends_total", outcome="already_sent") == 0
     assert await _metric(st, "alerts", "leadrouter_events_total") == 0
-    assert _counts(st, aid1) == (1, 1, 1)
+    assert counts(st.slack, st.smtp, aid1) == (1, 1, 1)
 
     # 4. The first alert redelivered to the alerts worker: every channel is skipped.
     records = await _assignment_records(st.settings, PEOPLE[0][0])
@@ -305,6 +256,6 @@ async def test_a_split_deployment_sends_each_alert_once_and_nothing_again(stack:
                              outcome="already_sent") >= len(CHANNELS) * len(records)
 
     await _until(st, skipped, "the redelivered first alert was not skipped", timeout=30)
-    assert [_counts(st, aid) for aid in (aid1, aid2, aid3)] == [(1, 1, 1)] * 3, st.logs()
+    assert [counts(st.slack, st.smtp, aid) for aid in (aid1, aid2, aid3)] == [(1, 1, 1)] * 3, st.logs()
     assert await _metric(st, "alerts", "leadrouter_alert_sends_total", outcome="sent") == 2 * len(CHANNELS)
     assert await _metric(st, "alerts", "leadrouter_alert_dead_letters_total") == 0

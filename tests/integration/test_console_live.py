@@ -172,6 +172,33 @@ async def test_a_closed_browser_frees_its_stream_and_the_reader_stops(api: Api) 
         resp.close()
 
 
+async def test_a_session_holds_a_bounded_number_of_streams(api: Api) -> None:
+    """Each stream holds a connection and a queue: a fifth tab of one session is refused, others are not."""
+    await two_leads(api)
+    live = api.client.app[LIVE_KEY]
+    assert live.per_session == 4
+    ops, rep = await cookie_for(api, "ops"), await cookie_for(api, "rep_a")
+    opened = [await open_stream(api, ops) for _ in range(4)]
+    try:
+        async with api.client.get("/console/live/events", headers=ops) as refused:
+            assert refused.status == 429
+            assert "LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_PER_SESSION" in await refused.text()
+        rep_resp, _ = await open_stream(api, rep)  # another session is not held back
+        rep_resp.close()
+        opened.pop()[0].close()  # a tab closed: its slot is free once its handler has ended
+        deadline = time.monotonic() + 10
+        while live.streams > 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        opened.append(await open_stream(api, ops))
+    finally:
+        for resp, _ in opened:
+            resp.close()
+    deadline = time.monotonic() + 10
+    while live.streams and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert live.streams == 0 and live.by_session == {}, "closed streams still counted"
+
+
 async def test_the_stream_needs_a_session_and_ends_with_it(api: Api) -> None:
     async with api.client.get("/console/live/events", allow_redirects=False) as resp:
         assert resp.status == 303 and resp.headers["Location"] == "/console/sign-in"

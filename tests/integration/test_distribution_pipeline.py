@@ -7,9 +7,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client import Histogram
 from redis.asyncio import Redis
 
 from models import Event, EventPlan, EventType
+from router import metrics
 from router.storage import keys
 from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
 from router.storage.store import RedisStore
@@ -58,3 +60,29 @@ async def test_route_uses_the_team_strategy_skips_leave_and_records_history(redi
     reminders = await store.sla_pending("east", "remind")
     assert len(reminders) == 4
     assert {round(due - TUESDAY_10_NY.timestamp()) for _, due in reminders} == {600}
+
+
+async def test_process_records_how_long_each_event_took_to_reach_the_worker(redis: Redis) -> None:
+    """leadrouter_event_to_worker_seconds: the worker's clock at the batch's start minus each event's receive time."""
+    store = RedisStore(redis)
+    routing = LiveFile.open(REPO / "rules" / "routing.yaml", load_rules_file, "routing")
+    scoring = LiveFile.open(REPO / "scoring" / "scoring.yaml", load_scoring_file, "scoring")
+
+    async def publish(key: str, value: bytes) -> None:
+        return None
+
+    now = TUESDAY_10_NY.timestamp()
+    pipeline = Pipeline(store, scoring, routing, publish, clock=lambda: now)
+    histogram = metrics.EVENT_TO_WORKER_SECONDS
+    count0, sum0 = _sample(histogram, "_count"), _sample(histogram, "_sum")
+    raws = [orjson.dumps({"event_id": f"w{i}", "type": "page_view", "ts": now - delay, "source": "pixel",
+                          "visitor_id": f"visitor-{i:04d}", "url": "https://example.com/"})
+            for i, delay in enumerate((0.04, 2.5))]
+    await pipeline.process(raws)
+    assert _sample(histogram, "_count") - count0 == 2
+    assert _sample(histogram, "_sum") - sum0 == pytest.approx(2.54)
+
+
+def _sample(histogram: Histogram, suffix: str) -> float:
+    [metric] = histogram.collect()
+    return sum(s.value for s in metric.samples if s.name.endswith(suffix))

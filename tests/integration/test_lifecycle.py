@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from models import Event, EventPlan, EventType, Rep
-from router.storage import keys
+from router.storage import audit, keys
 from router.storage.redis import flush, redis_from_url
 from router.storage.store import RedisStore
 from router.worker import lifecycle
@@ -245,3 +245,17 @@ def test_cli_accept_reject_convert_won_and_show(redis_url: str, capsys: pytest.C
     shown = capsys.readouterr().out
     assert "stage won" in shown and "assigned" in shown and "accept" in shown and "3-year deal" in shown
     assert cli(["leads", "show", "nobody@nowhere.com"], redis_url) == 1
+
+    async def trail() -> list[tuple[str, str, str, str]]:
+        client = redis_from_url(redis_url)
+        try:
+            entries = await audit.for_lead(client, keys.lead_id_for_email(email))
+        finally:
+            await client.aclose()
+        return [(e.action, e.via, e.target, e.detail) for e in reversed(entries)]
+
+    # Every change made from the command line is on the audit trail, as the console's and the API's are;
+    # the refused ones (another rep, an unknown reason) are not.
+    assert asyncio.run(trail()) == [("lead.accept", "cli", owner, "mql -> sal"),
+                                    ("lead.convert", "cli", owner, "sal -> opportunity"),
+                                    ("lead.won", "cli", owner, "opportunity -> won: 3-year deal")]

@@ -19,7 +19,7 @@ from models import Alert, Rep
 from router import metrics
 from router.admin.auth import Role
 from router.settings import Settings
-from router.storage import keys
+from router.storage import audit, keys
 from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
 from router.storage.redis import flush, redis_from_url
 from router.storage.store import RedisStore
@@ -213,6 +213,9 @@ def test_reassign_from_the_cli(redis_url: str, capsys: pytest.CaptureFixture[str
             assert keys.sla_member(lead_id, f"{lead_id}:1") not in remind
             notify = dict(await store.sla_pending("central", keys.NOTIFY_STEP))
             assert keys.sla_member(lead_id, f"{lead_id}:1:m1") in notify
+            [entry] = await audit.for_lead(client, lead_id)  # the refused move left no entry
+            assert (entry.action, entry.via, entry.target) == ("lead.reassign", "cli", target)
+            assert entry.who.startswith("cli:") and "territory change (by Olga Ops)" in entry.detail
         finally:
             await client.aclose()
 

@@ -7,6 +7,8 @@ in-process on a loopback test server.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,13 @@ from router.admin.app import create_app as create_admin
 from router.admin.auth import Role, TokenStore
 from router.alerts.render import render_html, render_text
 from router.alerts.render_slack import render_slack_blocks
+from router.cli import review as cmd_review
 from router.ingest.machine import form_trust
 from router.settings import DEV_PII_KEY, Settings
-from router.storage import keys
+from router.storage import audit, keys
 from router.storage.live_config import LiveFile, load_rules_file, load_scoring_file
 from router.storage.pii import Vault
+from router.storage.redis import flush, redis_from_url
 from router.storage.store import RedisStore
 from router.worker import review
 from router.worker.pipeline import Pipeline
@@ -253,3 +257,41 @@ async def test_provenance_holds_for_events_as_the_collector_stores_them(world: W
     by_new = {h["new"]: h for h in await world.store.field_history(lead_id) if h["field"] == "job_title"}
     assert by_new["COO"]["verified"] is True and by_new["COO"]["applied"] is True
     assert by_new["Intern"]["verified"] is False and by_new["Intern"]["applied"] is False
+
+
+def test_cli_release_and_dismiss_are_on_the_audit_trail(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`leadrouter review release|dismiss` records who did it, as the console and the API do."""
+    def cli(argv: list[str]) -> int:
+        parser = argparse.ArgumentParser(prog="leadrouter")
+        cmd_review.register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        return int(args.fn(Settings.of(redis_url=redis_url), args))
+
+    spam, real = "throwaway@mailinator.com", "ops-bot@acme-logistics.com"
+
+    async def hold() -> None:
+        client = redis_from_url(redis_url)
+        try:
+            await flush(client)
+            world = World(client)
+            for email in (spam, real):
+                await world.process(world.event(EventType.FORM_FILL, source="form", email=email,
+                                                form_id="demo-request", trust=0.24, trust_reasons="no_origin",
+                                                user_agent=BROWSER))
+        finally:
+            await client.aclose()
+
+    async def trail(email: str) -> list[tuple[str, str, str]]:
+        client = redis_from_url(redis_url)
+        try:
+            return [(e.action, e.via, e.detail) for e in await audit.for_lead(client, keys.lead_id_for_email(email))]
+        finally:
+            await client.aclose()
+
+    asyncio.run(hold())
+    assert cli(["review", "dismiss", spam, "--by", "olga"]) == 0
+    assert cli(["review", "release", real, "--by", "olga"]) == 0
+    assert cli(["review", "release", real, "--by", "olga"]) == 1  # not held any more: refused, not recorded
+    capsys.readouterr()
+    assert asyncio.run(trail(spam)) == [("review.dismiss", "cli", "by cli:olga")]
+    assert asyncio.run(trail(real)) == [("review.release", "cli", "by cli:olga")]

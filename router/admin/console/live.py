@@ -12,7 +12,9 @@
   browser that falls behind is resynced from the stream.  A comment line every
   ``LEADROUTER_ADMIN_CONSOLE_LIVE_HEARTBEAT_S`` finds browsers that went away: their handler ends,
   unsubscribes, and the reader stops when nobody listens.  The session is checked then too: a stream
-  ends when its session does (sign-out, expiry, a revoked token).
+  ends when its session does (sign-out, expiry, a revoked token).  A session holds at most
+  ``LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_PER_SESSION`` streams and the admin at most
+  ``LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_MAX``; past that a stream is refused with 429.
 * Reps see only entries for themselves (the rep the lead was routed or the alert sent to);
   readonly sees everything but cannot replay; ops replay a dead letter (``POST
   /console/live/dead/{id}/replay``, CSRF-checked), through the same sender the worker uses, on the
@@ -156,11 +158,16 @@ class LivePages:
         self.hub = LiveHub(self.feed, self.enrich)
         self.heartbeat_s = admin.settings.admin.console_live_heartbeat_s
         self.streams = 0  # open event streams (tests check a closed browser frees its stream)
+        self.by_session: dict[str, int] = {}  # open streams per console session
+        self.per_session = admin.settings.admin.console_live_streams_per_session
+        self.streams_max = admin.settings.admin.console_live_streams_max
         self._sender: AlertSender | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
         await self.hub.close()
+        if self._sender is not None:
+            await self._sender.aclose()  # its SMTP connections
         if self._session is not None:
             await self._session.close()
 
@@ -296,11 +303,22 @@ class LivePages:
         start = request.headers.get("Last-Event-ID", "") or request.query.get("after", "")
         if not STREAM_ID.match(start):
             start = ""
+        sid = session.session_id
+        if self.by_session.get(sid, 0) >= self.per_session or self.streams >= self.streams_max:
+            # EventSource does not retry an answer other than 200: the tab shows the page without live updates.
+            mine = self.by_session.get(sid, 0) >= self.per_session
+            text = (f"too many Live streams open for this session ({self.per_session}): close a Live tab "
+                    "(LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_PER_SESSION)" if mine else
+                    f"too many Live streams open on this admin ({self.streams_max}); try again later "
+                    "(LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_MAX)")
+            return web.Response(status=429, text=text, headers={"Cache-Control": "no-store", "Retry-After": "30"})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        queue = await self.hub.subscribe()
         self.streams += 1
+        self.by_session[sid] = self.by_session.get(sid, 0) + 1
+        queue: asyncio.Queue[Item | None] | None = None
         try:
+            queue = await self.hub.subscribe()
             # Where this stream starts is fixed before the browser hears back: whatever is written
             # once it has the answer's headers is after it, so it is sent.
             last = start or await self.feed.last_id()
@@ -331,8 +349,12 @@ class LivePages:
         except ConnectionError:  # the browser went away mid-write
             pass
         finally:
-            self.hub.unsubscribe(queue)
+            if queue is not None:
+                self.hub.unsubscribe(queue)
             self.streams -= 1
+            left = self.by_session.pop(sid, 1) - 1
+            if left > 0:
+                self.by_session[sid] = left
         return resp
 
     @staticmethod

@@ -2,7 +2,10 @@
 
 Optionally with STARTTLS or implicit TLS (give it a server ``ssl.SSLContext``),
 AUTH LOGIN/PLAIN against a user table, refused recipients, and injected failures
-(``fail_next`` / ``fail_always`` answer DATA with e.g. ``451`` until cleared).
+(``fail_next`` / ``fail_always`` answer DATA with e.g. ``451`` until cleared;
+``fail_mail_next`` answers MAIL FROM).  It counts the connections it accepts and
+can drop the open ones (:meth:`SmtpReceiver.drop_connections`), as a server's
+idle timeout does, so tests can check how a client reuses its connections.
 """
 
 from __future__ import annotations
@@ -38,13 +41,41 @@ class SmtpEnvelope:
     auth_user: str | None = None
 
 
+class _TrackedSMTP(SMTP):
+    """aiosmtpd's server side of one connection, leaving the receiver's list of open ones when closed."""
+
+    def __init__(self, handler: Any, receiver: SmtpReceiver, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._receiver = receiver
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # aiosmtpd writes a multi-line reply (EHLO) a line at a time: without this, Nagle holds each
+            # next line for the client's delayed ACK, 40 ms per EHLO on loopback.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self._receiver._lost(self)
+
+
 class _BoundController(Controller):
     """An aiosmtpd Controller serving on a socket we bound ourselves (port 0 → free port)."""
 
-    def __init__(self, handler: Any, sock: socket.socket, **smtp_kwargs: Any) -> None:
+    def __init__(self, handler: Any, sock: socket.socket, receiver: SmtpReceiver, **smtp_kwargs: Any) -> None:
         host, port = sock.getsockname()[:2]
         super().__init__(handler, hostname=host, port=port, ready_timeout=10.0, **smtp_kwargs)
         self._sock = sock
+        self._receiver = receiver
+
+    def factory(self) -> SMTP:
+        # One per accepted connection (the protocol factory); the controller's first call is its own
+        # readiness probe, which is a connection too.
+        server = _TrackedSMTP(self.handler, self._receiver, **self.SMTP_kwargs)
+        self._receiver._opened(server)
+        return server
 
     def _create_server(self) -> Any:
         return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
@@ -55,6 +86,17 @@ class _SmtpHandler:
 
     def __init__(self, receiver: SmtpReceiver) -> None:
         self._receiver = receiver
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        reply = self._receiver._take_mail_failure()
+        if reply is not None:
+            self._receiver._threadsafe(self._receiver.failed.append, reply)
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -138,6 +180,9 @@ class SmtpReceiver:
         self._auth_required = auth_required
         self._lock = threading.Lock()
         self._failures: deque[str] = deque()
+        self._mail_failures: deque[str] = deque()
+        self._live: set[SMTP] = set()
+        self.connections = 0  # connections accepted, the controller's readiness probe not counted
         self._always: str | None = None
         self.failed: list[str] = []
         self._refusals: dict[str, str] = {}
@@ -169,10 +214,67 @@ class SmtpReceiver:
         with self._lock:
             self._always = reply
 
+    def fail_mail_next(self, n: int = 1, reply: str = "421 4.7.0 Too many messages on this connection") -> None:
+        """Answer the next ``n`` MAIL FROM commands with ``reply`` (before any message data)."""
+        with self._lock:
+            self._mail_failures.extend([reply] * n)
+
     def clear_failures(self) -> None:
         with self._lock:
             self._failures.clear()
+            self._mail_failures.clear()
             self._always = None
+
+    def _take_mail_failure(self) -> str | None:
+        with self._lock:
+            return self._mail_failures.popleft() if self._mail_failures else None
+
+    def _opened(self, server: SMTP) -> None:
+        with self._lock:
+            self._live.add(server)
+            if self._controller is not None:  # started: not the controller's readiness probe
+                self.connections += 1
+
+    def _lost(self, server: SMTP) -> None:
+        with self._lock:
+            self._live.discard(server)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (the server's side)."""
+        with self._lock:
+            return len(self._live)
+
+    async def drop_connections(self, reply: str | None = None) -> int:
+        """Close every open connection from the server's side, as an idle timeout does; how many.
+
+        ``reply`` (e.g. ``421 4.4.2 Idle timeout``) is written first, as Postfix does (on a
+        plain connection: a TLS one is aborted at once, and the reply may be lost).
+        """
+        controller = self._controller
+        if controller is None:
+            return 0
+        with self._lock:
+            live = list(self._live)
+
+        async def drop() -> None:
+            for server in live:
+                transport = server.transport
+                if isinstance(transport, asyncio.WriteTransport):
+                    if reply is not None:
+                        transport.write(reply.encode() + b"\r\n")
+                    if transport.get_extra_info("ssl_object") is not None:
+                        transport.abort()  # a TLS close would wait (30 s) for the client's close_notify
+                    else:
+                        transport.close()
+            for _ in range(5000):  # until aiosmtpd has seen them closed (at most ~5 s)
+                with self._lock:
+                    if not any(srv in self._live for srv in live):
+                        return
+                await asyncio.sleep(0.001)
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drop(), controller.loop))
+        return len(live)
 
     def _take_failure(self) -> str | None:
         with self._lock:
@@ -204,7 +306,7 @@ class SmtpReceiver:
                     smtp_kwargs["auth_require_tls"] = False
                 else:
                     smtp_kwargs["auth_required"] = self._auth_required
-            controller = _BoundController(_SmtpHandler(self), sock, **smtp_kwargs)
+            controller = _BoundController(_SmtpHandler(self), sock, self, **smtp_kwargs)
         except BaseException:
             sock.close()
             raise
@@ -220,6 +322,8 @@ class SmtpReceiver:
         self._host, self._port = sock.getsockname()[:2]
 
     async def stop(self) -> None:
+        if self._controller is not None:
+            await self.drop_connections()  # clients that kept theirs open (connection reuse)
         controller, self._controller = self._controller, None
         if controller is not None:
             await asyncio.to_thread(controller.stop)

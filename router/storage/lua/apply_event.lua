@@ -85,10 +85,10 @@ end
 -- The lead hash, cached for the call: H field -> string value; `dirty` fields are
 -- written back and `gone` ones deleted by flush().  Values are kept as Redis would
 -- store them (numbers as their decimal text).
-local H, dirty, gone = {}, {}, {}
+local H, O, dirty, gone = {}, {}, {}, {}  -- O: the hash as read (a field set to the value it had is not written)
 do
   local flat = redis.call('HGETALL', lead)
-  for i = 1, #flat, 2 do H[flat[i]] = flat[i + 1] end
+  for i = 1, #flat, 2 do H[flat[i]] = flat[i + 1]; O[flat[i]] = flat[i + 1] end
 end
 local function text(v)
   if type(v) == 'number' then
@@ -599,10 +599,14 @@ end
 -- Write the cached hash back, then give it its TTL (a key must exist to get one).
 local function flush()
   local del = {}
-  for k in pairs(gone) do del[#del + 1] = k end
+  for k in pairs(gone) do
+    if O[k] ~= nil then del[#del + 1] = k end
+  end
   if #del > 0 then redis.call('HDEL', lead, unpack(del)) end
   local set = {}
-  for k in pairs(dirty) do set[#set + 1] = k; set[#set + 1] = H[k] end
+  for k in pairs(dirty) do
+    if H[k] ~= O[k] then set[#set + 1] = k; set[#set + 1] = H[k] end
+  end
   if #set > 0 then redis.call('HSET', lead, unpack(set)) end
   if ttl_action == 'expire' then
     redis.call('EXPIRE', lead, math.ceil(cfg.at))

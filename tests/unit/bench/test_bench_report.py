@@ -215,7 +215,8 @@ def _results() -> Results:
     r.alert = AlertRun(offered_rate=1000.0, seconds=60.0, requests=60_000, errors=0, kinds={"page": 48_000},
                        latency=LatencySummary.of([80.0] * 99 + [400.0]),
                        to_topic=LatencySummary.of([50.0] * 100), alerts=50, deliveries=100, unmatched=0,
-                       warmup_s=3.0, worker_hist={"all": HistogramFigure(150, 90.0, 280.0)})
+                       warmup_s=3.0, worker_hist={"all": HistogramFigure(150, 90.0, 280.0)},
+                       stages={"leadrouter_event_to_worker_seconds": HistogramFigure(60_000, 42.0, 180.0)})
     return r
 
 
@@ -246,6 +247,8 @@ def test_render_section_has_verdicts_ratios_and_shortfalls() -> None:
     assert "200 MB per 100,000 leads" in text
     assert "not measured" in text  # collector targets
     assert "Missed:" in text
+    # Where the event-to-alert time goes: the worker's intake stage, with its count and quantiles.
+    assert "(worker histogram `leadrouter_event_to_worker_seconds`) | 60,000 | 42.0 | | 180 | |" in text
 
 
 def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:

@@ -125,6 +125,8 @@ def test_non_finite_floats_are_refused(raw: str) -> None:
 @pytest.mark.parametrize(("name", "raw"), [
     ("LEADROUTER_TOPIC_PARTITIONS", "0"),
     ("LEADROUTER_ALERT_MAX_ATTEMPTS", "0"),
+    ("LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_PER_SESSION", "0"),
+    ("LEADROUTER_ADMIN_CONSOLE_LIVE_STREAMS_MAX", "0"),
 ])
 def test_counts_must_be_at_least_one(name: str, raw: str) -> None:
     with pytest.raises(SettingsError, match=f"{name}=0 must be at least 1"):
@@ -546,6 +548,16 @@ def test_expiry_typed_values_are_checked_too() -> None:
         Settings.of(anonymous_ttl_days=float("nan"))
     assert Settings.of(anonymous_ttl_days=7).worker.anonymous_ttl_s == 7 * 86400
     assert Settings.of(anonymous_ttl_days=0).worker.anonymous_ttl_s == 0
+
+
+def test_smtp_pool_idle_setting() -> None:
+    assert load_settings({}).alerts.smtp_pool_idle_s == 30.0
+    assert FIELDS["smtp_pool_idle_s"] == ("alerts", "smtp_pool_idle_s")
+    assert load_settings({"LEADROUTER_SMTP_POOL_IDLE_S": "0"}).alerts.smtp_pool_idle_s == 0.0
+    assert load_settings({"LEADROUTER_SMTP_POOL_IDLE_S": "120"}).alerts.smtp_pool_idle_s == 120.0
+    with pytest.raises(SettingsError) as exc:
+        load_settings({"LEADROUTER_SMTP_POOL_IDLE_S": "7200"})
+    assert "LEADROUTER_SMTP_POOL_IDLE_S=7200" in str(exc.value) and "e.g. 30" in str(exc.value)
 
 
 # --------------------------------------------------------------------------- the worker's role (issue 15)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from models.lead import Alert, Assignment, LeadView, Reason, Rep, RoutingDecision, Stage
-from router.alerts.render import Digest, message_id, render_email, render_html, render_text
+from router.alerts.render import Digest, message_id, new_email, render_email, render_html, render_text
 from router.alerts.render_digest import digest_subject, render_digest_email, render_digest_text
 from router.alerts.render_slack import render_digest_blocks, render_slack_blocks
 from router.alerts.views import MAX_REASONS, email_subject, slack_escape, top_reasons, utc_time
@@ -297,6 +297,32 @@ def test_email_subject_and_message() -> None:
     assert set(parts) == {"text/plain", "text/html"}
     assert TOP[0] in parts["text/plain"]
     assert "<h3>Why now</h3>" in parts["text/html"]
+
+
+def test_email_headers_cannot_be_forged() -> None:
+    """Lead and rep data reach the headers on one line each; a raw CR/LF in a header value is refused."""
+    hostile = make_alert(name="Jane\r\nBcc: x@evil.test", company="Acme\nX-Evil: 1", trigger="form\r\nX-Evil: 2")
+    asg = hostile.assignment
+    rep = replace(asg.rep, email="rita@example.test\r\nBcc: y@evil.test")
+    alert = replace(hostile, assignment=replace(asg, rep=rep, assignment_id="asg-1\r\nX-Evil: 3",
+                                                 lead_id="lead-1\nX-Evil: 4"))
+    for _ in range(2):  # the second time from the parsed-header cache
+        msg = render_email(alert, "LeadRouter <leadrouter@example.test>\r\nBcc: z@evil.test")
+        head = msg.as_bytes().split(b"\n\n", 1)[0].decode()
+        names = [line.split(":", 1)[0] for line in head.splitlines() if not line.startswith((" ", "\t"))]
+        assert names == ["Subject", "From", "To", "Date", "Message-ID", "X-Leadrouter-Assignment",
+                         "X-Leadrouter-Lead", "MIME-Version", "Content-Type"]
+        assert all(not line.startswith(("Bcc", "X-Evil")) for line in head.splitlines())
+    for name, value in (("Subject", "hi\r\nBcc: x@evil.test"), ("To", "rita@example.test\nBcc: x@evil.test"),
+                        ("To", "rita@example.test\rBcc: x@evil.test"), ("Content-Type", "text/plain\r\nX: 1")):
+        msg = new_email("ok", "leadrouter@example.test", "rita@example.test", "<m@example.test>")
+        del msg[name]
+        msg[name] = value.splitlines()[0]  # the same value on one line is parsed (and cached) first
+        del msg[name]
+        with pytest.raises(ValueError, match="linefeed or carriage return"):
+            msg[name] = value
+    with pytest.raises(ValueError, match="linefeed or carriage return"):
+        new_email("hi\r\nBcc: x@evil.test", "leadrouter@example.test", "rita@example.test", "<m@example.test>")
 
 
 def test_message_id_is_stable_and_safe() -> None:
