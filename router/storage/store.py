@@ -26,7 +26,6 @@ from models.pipeline import (
     RepSlot,
     summarise,
 )
-from models.score import RuleHit
 from router.storage import keys
 from router.storage.records import (
     decode_field_change,
@@ -691,11 +690,7 @@ _WEB_KEYS: frozenset[str] = frozenset({"ss", "time", "st", "last", "camp", "ft",
 
 def _hits(plan: EventPlan) -> list[dict[str, Any]]:
     """The plan's hits as apply_event.lua reads them: cap step inputs and the compact reason around its points."""
-    hits = plan.hits or tuple(RuleHit(reason=r) for r in plan.reasons)
-    if not hits and plan.points:  # as EventPlan.hit_objects: the points without a rule
-        ev = plan.event
-        hits = (RuleHit(reason=Reason(rule="points", points=plan.points, event_id=ev.event_id,
-                                      event_type=ev.type.value, ts=ev.ts)),)
+    hits = plan.applied_hits()
     out = []
     for h, (head, tail) in zip(hits, reason_parts([h.reason for h in hits]), strict=True):
         obj = h.to_json_obj()

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from models import Event, EventType, Reason
+from models import Event, EventPlan, EventType, Reason
 from router.admin.app import create_app as create_admin
 from router.admin.auth import Role, TokenStore
 from router.settings import Settings
@@ -270,3 +270,13 @@ async def test_account_roll_up_counts_each_event_once_in_both_id_formats(redis: 
     assert {r.status for r in results} == {"resume"}  # the demo request's crossing is still being routed
     assert await store.account_hash(key_id) == before
     assert await redis.hget(acct, "score") == before["score"].encode()
+
+
+async def test_points_without_a_rule_read_as_one_reason(redis: Redis) -> None:
+    store = RedisStore(redis)
+    ev = page(IDS[7], "/", T0)
+    lead_id = keys.lead_id_for_visitor(VID)
+    await store.apply([EventPlan(event=ev, lead_id=lead_id, reasons=(), points=7.5)], threshold=1000.0,
+                      half_life_s=30 * 86400.0, now=T0)
+    assert await store.lead_reasons(lead_id) == [Reason(rule="points", points=7.5, event_id=IDS[7],
+                                                        event_type="page_view", ts=T0)]
