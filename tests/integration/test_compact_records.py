@@ -276,7 +276,7 @@ async def test_points_without_a_rule_read_as_one_reason(redis: Redis) -> None:
     store = RedisStore(redis)
     ev = page(IDS[7], "/", T0)
     lead_id = keys.lead_id_for_visitor(VID)
-    await store.apply([EventPlan(event=ev, lead_id=lead_id, reasons=(), points=7.5)], threshold=1000.0,
-                      half_life_s=30 * 86400.0, now=T0)
+    await store.apply([EventPlan(event=ev, lead_id=lead_id, reasons=(), points=7.5, hand_raiser=False)],
+                      threshold=1000.0, half_life_s=30 * 86400.0, now=T0)
     assert await store.lead_reasons(lead_id) == [Reason(rule="points", points=7.5, event_id=IDS[7],
                                                         event_type="page_view", ts=T0)]
