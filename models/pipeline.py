@@ -48,15 +48,14 @@ class EventPlan:
     verified: bool = True
     field_source: str = ""
 
-    def hit_objects(self) -> list[dict[str, Any]]:
+    def applied_hits(self) -> tuple[RuleHit, ...]:
+        """The hits the lead step applies: the cap-aware ones, else one per reason, else the bare points."""
         hits = self.hits or tuple(RuleHit(reason=r) for r in self.reasons)
-        out = [{**h.to_json_obj(), "reason": h.reason.to_dict()} for h in hits]
-        if not out and self.points:
+        if not hits and self.points:
             ev = self.event
-            out.append({"rule": "points", "points": self.points, "reason": Reason(
-                rule="points", points=self.points, event_id=ev.event_id, event_type=ev.type.value,
-                ts=ev.ts).to_dict()})
-        return out
+            hits = (RuleHit(reason=Reason(rule="points", points=self.points, event_id=ev.event_id,
+                                          event_type=ev.type.value, ts=ev.ts)),)
+        return hits
 
 
 @dataclass(frozen=True, slots=True)

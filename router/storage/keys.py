@@ -67,17 +67,20 @@ def lead(lead_id: str) -> str:
 
 
 def seen(lead_id: str) -> str:
-    """Sorted set event_id -> ts: the events already counted."""
+    """Sorted set event id -> whole second counted: the events already counted (members compact:
+    router/storage/records.py)."""
     return f"{PREFIX}:{{L:{lead_id}}}:seen"
 
 
 def reasons(lead_id: str) -> str:
-    """List of JSON reasons, newest first: why the score is what it is."""
+    """List of JSON reasons, newest first: why the score is what it is (compact arrays, or objects
+    written before them: router/storage/records.py)."""
     return f"{PREFIX}:{{L:{lead_id}}}:reasons"
 
 
 def recent(lead_id: str) -> str:
-    """List of JSON event summaries, newest first: the activity timeline."""
+    """List of JSON event summaries, newest first: the activity timeline (compact arrays, or objects
+    written before them: router/storage/records.py)."""
     return f"{PREFIX}:{{L:{lead_id}}}:recent"
 
 
@@ -370,7 +373,8 @@ REVIEW_KEPT = 10_000  # the queue keeps this many leads, oldest dropped from the
 
 def field_history(lead_id: str) -> str:
     """List of JSON entries, newest first: every change to a lead field (and every proposal an
-    unverified source made), with the old and new value, source and time."""
+    unverified source made), with the old and new value, source and time (compact arrays, or objects
+    written before them: router/storage/records.py)."""
     return f"{PREFIX}:{{L:{lead_id}}}:fields"
 
 

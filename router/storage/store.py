@@ -27,6 +27,15 @@ from models.pipeline import (
     summarise,
 )
 from router.storage import keys
+from router.storage.records import (
+    decode_field_change,
+    decode_reasons,
+    decode_summary,
+    encode_reason,
+    encode_summary,
+    field_change_head,
+    reason_parts,
+)
 from router.storage.redis import AnyRedis, mget
 from router.storage.scripts import AnyPipeline, execute, lua, queue
 from scoring import SalesReady, ScoringConfig, day_bucket, ready_clauses_json, reengage_json
@@ -399,7 +408,7 @@ class RedisStore:
                           now: float) -> ApplyResult:
         """Make a lead sales-ready for another reason than its own score (its account's intent), once."""
         payload = [{"mode": "f", "i": lead_id, "e": trigger_id, "trigger": trigger,
-                    "reason": orjson.dumps(reason.to_dict()).decode()}]
+                    "reason": encode_reason(reason)}]
         cfg = orjson.dumps({"now": now, "rc": [], "hk": keys.HISTORY_KEPT})
         replies = await self._apply(keys=keys.apply_keys(lead_id), args=[orjson.dumps(payload), cfg])
         return _parse_apply(replies[0])
@@ -458,11 +467,11 @@ class RedisStore:
 
     async def lead_reasons(self, lead_id: str, limit: int = keys.REASONS_KEPT) -> list[Reason]:
         raw = await self.redis.lrange(keys.reasons(lead_id), 0, limit - 1)
-        return [Reason.from_dict(orjson.loads(r)) for r in raw]
+        return decode_reasons(raw)
 
     async def lead_recent(self, lead_id: str, limit: int = keys.RECENT_KEPT) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(keys.recent(lead_id), 0, limit - 1)
-        return [orjson.loads(r) for r in raw]
+        return [decode_summary(r) for r in raw]
 
     # --- distribution, lead lifecycle and SLA (issue 5 items 4-6; appended) -------------------------
 
@@ -613,7 +622,7 @@ class RedisStore:
     async def field_history(self, lead_id: str, limit: int = keys.FIELD_HISTORY_KEPT) -> list[dict[str, Any]]:
         """The lead's field changes and proposals, newest first."""
         raw = await self.redis.lrange(keys.field_history(lead_id), 0, limit - 1)
-        return [orjson.loads(r) for r in raw]
+        return [decode_field_change(r) for r in raw]
 
 
 def _s(x: Any) -> str:
@@ -679,15 +688,30 @@ _WEB_KEYS: frozenset[str] = frozenset({"ss", "time", "st", "last", "camp", "ft",
                                        "esd"})
 
 
+def _hits(plan: EventPlan) -> list[dict[str, Any]]:
+    """The plan's hits as apply_event.lua reads them: cap step inputs and the compact reason around its points."""
+    hits = plan.applied_hits()
+    out = []
+    for h, (head, tail) in zip(hits, reason_parts([h.reason for h in hits]), strict=True):
+        obj = h.to_json_obj()
+        obj["rh"], obj["rt"] = head, tail
+        if h.reason.hand_raiser:
+            obj["x"] = True
+        out.append(obj)
+    return out
+
+
 def _lead_payload(plan: EventPlan) -> dict[str, Any]:
     """One event as apply_event.lua reads it (see its header)."""
     ev = plan.event
+    source = plan.field_source or ev.source
     payload: dict[str, Any] = {
         "e": ev.event_id, "t": ev.ts, "y": ev.type.value, "d": day_bucket(ev.ts),
-        "s": orjson.dumps(summarise(ev)).decode(), "h": plan.hand_raiser, "f": dict(plan.fields),
-        "i": plan.lead_id, "r": plan.hit_objects(), "fv": plan.verified,
-        "fs": plan.field_source or ev.source,
+        "s": encode_summary(summarise(ev)), "h": plan.hand_raiser, "f": dict(plan.fields),
+        "i": plan.lead_id, "r": _hits(plan), "fv": plan.verified, "fs": source,
     }
+    if plan.fields:
+        payload["fh"] = {k: field_change_head(k, v, source, ev.ts, ev.event_id) for k, v in plan.fields.items()}
     if ev.email:
         payload["m"] = keys.normalise_email(ev.email)
     if ev.user_id:
@@ -727,7 +751,7 @@ def _parse_apply(raw: Any) -> ApplyResult:
         points=float(data.get("points", 0.0)),
         recycled=bool(data.get("recycled", False)),
         lead={str(k): str(v) for k, v in lead.items()},
-        reasons=tuple(Reason.from_dict(orjson.loads(r)) for r in data.get("reasons") or ()),
-        recent=tuple(orjson.loads(r) for r in data.get("recent") or ()),
+        reasons=tuple(decode_reasons(data.get("reasons") or ())),
+        recent=tuple(decode_summary(r) for r in data.get("recent") or ()),
         recycle_at=float(data["ra"]) if isinstance(data.get("ra"), (int, float)) else None,
     )

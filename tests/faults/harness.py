@@ -44,6 +44,7 @@ from router.dev.run import spawn_service
 from router.dev.servers import ManagedProcess, free_port, start_broker, start_redis, wait_for_port
 from router.settings import Settings
 from router.storage import keys
+from router.storage.records import seen_member
 from router.storage.redis import AnyRedis as Redis
 from router.storage.redis import redis_from_url
 from scoring import ScoringConfig, load_scoring_config, score_event, total_points
@@ -425,7 +426,8 @@ class Workload:
         problems: list[str] = []
         for lead in self.leads:
             h = {_s(k): _s(v) for k, v in (await redis.hgetall(keys.lead(lead.lead_id))).items()}
-            seen = {_s(m) for m in await redis.zrange(keys.seen(lead.lead_id), 0, -1)}
+            # members are the compact ids (router/storage/records.py): compare in that form
+            seen = {bytes(m) for m in await redis.zrange(keys.seen(lead.lead_id), 0, -1)}
             counts = {t: int(h.get(f"n:{t}", 0)) for t in lead.by_type}
             if int(h.get("events", 0)) != lead.events:
                 problems.append(f"{lead.email}: events {h.get('events')} != {lead.events} accepted")
@@ -433,7 +435,7 @@ class Workload:
                 problems.append(f"{lead.email}: per type {counts} != {lead.by_type}")
             if len(seen) != lead.events:
                 problems.append(f"{lead.email}: {len(seen)} distinct event ids seen != {lead.events}")
-            missing = [e for e in lead.form_event_ids if e not in seen]
+            missing = [e for e in lead.form_event_ids if seen_member(e) not in seen]
             if missing:
                 problems.append(f"{lead.email}: form events never counted: {missing}")
             score = float(h.get("score", 0))

@@ -141,9 +141,9 @@ async def test_a_failing_event_keeps_what_the_events_before_it_wrote(redis: Redi
     store = RedisStore(redis)
     good = {"e": "g1", "t": T0, "y": "page_view", "d": "2026-09-21", "s": "{}", "h": False, "f": {},
             "i": KNOWN, "fv": True, "fs": "pixel", "m": "jane@acme.com",
-            "r": [{"rule": "page", "points": 1, "reason": {"rule": "page", "points": 1, "detail": "any page"}}]}
-    # A capped hit without a detail text cannot be explained: the script fails on it.
-    bad = {**good, "e": "g2", "r": [{"rule": "x", "points": 5, "cap": 1, "reason": {"rule": "x", "points": 5}}]}
+            "r": [{"rule": "page", "points": 1, "rh": '["page",', "rt": ',"g1",0,1,"any page"'}]}
+    # A hit without the compact reason's tail cannot be recorded: the script fails on it.
+    bad = {**good, "e": "g2", "r": [{"rule": "x", "points": 5, "cap": 1, "rh": '["x",'}]}
     cfg = store._lead_cfg(LeadRules.from_config(CONFIG), T0)
     with pytest.raises(ResponseError, match="event g2"):
         await store._apply(keys=keys.apply_keys(KNOWN), args=[orjson.dumps([good, bad]), cfg])

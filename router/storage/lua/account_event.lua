@@ -23,19 +23,29 @@ local cfg = cjson.decode(ARGV[2])
 local now = cfg.now
 local h, window, thr = cfg.hl, cfg.w, cfg.th
 local function fmt(x) return string.format('%.17g', x) end
+-- The member the seen set holds for an event id, as apply_event.lua's seen_id
+-- (router/storage/records.py): a uuid's hex as 0xFF and its 16 bytes, other ids themselves.
+local function seen_id(id)
+  if #id == 32 and not string.find(id, '[^0-9a-f]') then
+    return '\255' .. string.gsub(id, '..', function(x) return string.char(tonumber(x, 16)) end)
+  end
+  return id
+end
 
 local function apply_one(ev)
   local eid, ts, pts = ev.e, ev.t, ev.p
   local lead, role = ev.i, ev.r or ''
 
-  if redis.call('ZSCORE', seen, eid) then
+  -- Members written before the compact ids (the id itself) are looked up too.
+  local sid = seen_id(eid)
+  if redis.call('ZSCORE', seen, sid) or (sid ~= eid and redis.call('ZSCORE', seen, eid)) then
     if redis.call('HGET', acct, 'pending_event') == eid then
       return cjson.encode({status = 'resume', top = redis.call('HGET', acct, 'pending_lead'),
         crossing = tonumber(redis.call('HGET', acct, 'crossing'))})
     end
     return cjson.encode({status = 'duplicate'})
   end
-  redis.call('ZADD', seen, now, eid)
+  redis.call('ZADD', seen, math.ceil(now), sid)
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
   redis.call('EXPIRE', seen, math.max(1, math.ceil(cfg.sw)))
   if ev.n and ev.n ~= '' then redis.call('HSETNX', acct, 'name', ev.n) end

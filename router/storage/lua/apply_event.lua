@@ -17,8 +17,8 @@
 -- KEYS[1..6]  lead hash, seen zset, reasons list, recent list, history list, ids set
 --             (KEYS[6] may be absent: then it is not expired with the profile);
 --             KEYS[7] (optional) the field history list (field provenance)
--- ARGV[1]     the lead's events, a JSON array of: e event_id, t ts, y type, s summary (JSON
---             text), h hand_raiser, f fields {name: value}, m email,
+-- ARGV[1]     the lead's events, a JSON array of: e event_id, t ts, y type, s summary (compact
+--             JSON text, router/storage/records.py), h hand_raiser, f fields {name: value}, m email,
 --             i lead_id, u user_id, d UTC day, fv fields verified, fs fields' source,
 --             g fit grade and gp fit points
 --             (when this event changed what the grade is based on),
@@ -26,10 +26,12 @@
 --             {k 'pv' page view | 'pp' page ping | 't' a touch without a
 --             visit (form fill, email click), s channel, c campaign key}:
 --             see web_step below,
---             r hits [{rule, points, cap?, once?, reason {...}}]
+--             fh {name: the field change's compact JSON head} (router/storage/records.py),
+--             r hits [{rule, points, cap?, once?, x (hand-raiser), rh, rt: the compact
+--             reason's JSON text before and after its points}]
 --             or, with mode 'p', only i, e and pr: a new model probability;
---             or, with mode 'f', i, e (trigger id), trigger and reason (JSON
---             text): make the lead sales-ready because its account crossed
+--             or, with mode 'f', i, e (trigger id), trigger and reason (compact
+--             JSON text): make the lead sales-ready because its account crossed
 -- ARGV[2]     the batch's settings, JSON: hl half_life_s, now, sw
 --             seen_window_s, rk reasons_kept, ck recent_kept, dc daily cap,
 --             rc sales-ready clauses [{min_score?, grades?, min_p?,
@@ -56,7 +58,29 @@ local ev, eid, ts  -- the event being applied (set by the loop at the end)
 local h = cfg.hl
 local now = cfg.now
 
-local function fmt(x) return string.format('%.17g', x) end
+-- Texts shown to people keep the 17 digits they always had (fmt17); numbers stored in
+-- the hash and the compact entries are the shortest decimal text that reads back as
+-- exactly the same double (fmt: '1790000019.972', not '1790000019.9719999').
+local function fmt17(x) return string.format('%.17g', x) end
+local function fmt(x)
+  if x == math.floor(x) and math.abs(x) < 2^53 then return string.format('%d', x) end
+  for _, f in ipairs({'%.15g', '%.16g'}) do
+    local s = string.format(f, x)
+    if tonumber(s) == x then return s end
+  end
+  return fmt17(x)
+end
+local num = fmt
+
+-- The member the seen set holds for an event id (router/storage/records.py): a uuid's
+-- 32 lowercase hex digits as byte 0xFF and their 16 bytes, any other id itself.  An id
+-- is UTF-8 text, where 0xFF never occurs, so no two ids share a member.
+local function seen_id(id)
+  if #id == 32 and not string.find(id, '[^0-9a-f]') then
+    return '\255' .. string.gsub(id, '..', function(x) return string.char(tonumber(x, 16)) end)
+  end
+  return id
+end
 
 -- The lead hash, cached for the call: H field -> string value; `dirty` fields are
 -- written back and `gone` ones deleted by flush().  Values are kept as Redis would
@@ -364,12 +388,17 @@ local function apply_one()
     return cjson.encode({status = 'scored', before = score, after = score, ra = rearm_recycle()})
   end
 
-  if redis.call('ZSCORE', seen, eid) then
+  -- Members written before the compact ids (the id itself) are looked up too while they
+  -- can still be in the window.
+  local sid = seen_id(eid)
+  if redis.call('ZSCORE', seen, sid) or (sid ~= eid and redis.call('ZSCORE', seen, eid)) then
     if hexists('pending_event') == 1 then return resume() end
     return cjson.encode({status = 'duplicate', ra = tonumber(hget('recycle_at') or '')})
   end
 
-  redis.call('ZADD', seen, now, eid)
+  -- Scored with the whole second (rounded up: pruned no earlier than before): an integer
+  -- is stored in a few bytes, a fractional time as 17 digits of text.
+  redis.call('ZADD', seen, math.ceil(now), sid)
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - cfg.sw)
 
   if ev.y == 'page_ping' then
@@ -417,16 +446,20 @@ local function apply_one()
       daily_used = count_up(daily_used, g, cfg.dc)
     end
     if hit.once and g ~= 0 then hset('o:' .. hit.rule, '1') end
-    local reason = hit.reason
+    -- The compact reason (router/storage/records.py): hit.rh and hit.rt are its JSON text
+    -- around the points; the cap note, when there is one, is stored as a flag or 'G of P'.
+    local flag = ''
+    if hit.x then flag = ',1' end
     if g ~= p then
-      reason.points = g
+      local hr = '0'
+      if hit.x then hr = '1' end
       if hit.once and g == 0 then
-        reason.detail = reason.detail .. ' (once per lead: already counted)'
+        flag = ',' .. hr .. ',0'
       else
-        reason.detail = reason.detail .. ' (capped: ' .. fmt(g) .. ' of ' .. fmt(p) .. ')'
+        flag = ',' .. hr .. ',"' .. fmt17(g) .. ' of ' .. fmt17(p) .. '"'
       end
     end
-    table.insert(granted_reasons, cjson.encode(reason))
+    table.insert(granted_reasons, hit.rh .. num(g) .. hit.rt .. flag .. ']')
     pts = pts + g
   end
   if persist then hset('cd', fmt(daily_used)) end
@@ -478,10 +511,14 @@ local function apply_one()
       else
         hset('fp:' .. k, fv)
       end
-      local entry = {field = k, new = fv, source = ev.fs or '', verified = ev.fv == true, applied = applied,
-                     ts = ts, event_id = eid}
-      if cur then entry.old = cur end
-      redis.call('LPUSH', fhist, cjson.encode(entry))
+      -- The compact field change (router/storage/records.py): ev.fh[k] is its JSON text up
+      -- to the flags (bit 0 verified, bit 1 applied), then the old value when there was one.
+      local flags = 0
+      if ev.fv == true then flags = flags + 1 end
+      if applied then flags = flags + 2 end
+      local entry = ev.fh[k] .. flags
+      if cur then entry = entry .. ',' .. cjson.encode(cur) end
+      redis.call('LPUSH', fhist, entry .. ']')
       redis.call('LTRIM', fhist, 0, (cfg.fk or 100) - 1)
     end
   end
@@ -528,7 +565,7 @@ local function apply_one()
   if cfg.rb and armed and hget('ready') == '1' and hget('stage') == 'mql'
       and hexists('pending_event') == 0 and before < cfg.rb then
     hset('ready', '0', 'stage', 'nurture', 'recycled_ts', armed, 'last_outcome', 'recycled',
-      'last_outcome_ts', armed, 'last_outcome_reason', 'engagement fell below ' .. fmt(cfg.rb),
+      'last_outcome_ts', armed, 'last_outcome_reason', 'engagement fell below ' .. fmt17(cfg.rb),
       'last_outcome_rep', hget('owner') or '',
       'last_outcome_rep_name', hget('owner_name') or '')
     hdel('recycle_at')

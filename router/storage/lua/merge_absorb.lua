@@ -5,7 +5,7 @@
 -- KEYS[1..4] target hash, seen, reasons, recent
 -- ARGV 1 source id  2 source score  3 source asof  4 half_life_s  5 seen window
 --      6 reasons_kept  7 recent_kept  8 source events  9 source first_seen
---      10 now  11 seen json [id, score, id, score…]  12 reasons json  13 recent json
+--      10 now  11 seen json [member hex, score, member hex, score…] (as merge_freeze.lua returns them)  12 reasons json  13 recent json
 --      14 fields json {name: value}  15 counts json {type: n}
 --      16 caps json {capday, cd, c: {rule: used}, o: [rule]}: the day's cap usage
 --      17 the source's pending anonymous hand-raise: its ts ('' for none)  18 its event id
@@ -30,7 +30,11 @@ if aa > 0 then
   redis.call('HSET', KEYS[1], 'score', fmt(v), 'asof', fmt(a))
 end
 local seen = cjson.decode(ARGV[11])
-for i = 1, #seen, 2 do redis.call('ZADD', KEYS[2], 'NX', seen[i + 1], seen[i]) end
+for i = 1, #seen, 2 do
+  -- hex-encoded by merge_freeze.lua (members can be bytes: router/storage/records.py)
+  local member = string.gsub(seen[i], '..', function(x) return string.char(tonumber(x, 16)) end)
+  redis.call('ZADD', KEYS[2], 'NX', seen[i + 1], member)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[10]) - tonumber(ARGV[5]))
 local reasons = cjson.decode(ARGV[12])
 if #reasons > 0 then redis.call('RPUSH', KEYS[3], unpack(reasons)) end

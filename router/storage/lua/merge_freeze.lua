@@ -21,9 +21,15 @@ redis.call('HSET', KEYS[1], 'merged_into', ARGV[1])
 local flat = redis.call('HGETALL', KEYS[1])
 local h = {}
 for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+-- Seen members can be bytes (router/storage/records.py): they travel hex-encoded, and
+-- merge_absorb.lua decodes them.
+local seen = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #seen, 2 do
+  seen[i] = string.gsub(seen[i], '.', function(c) return string.format('%02x', string.byte(c)) end)
+end
 return cjson.encode({
   status = 'frozen', hash = h,
-  seen = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'),
+  seen = seen,
   reasons = redis.call('LRANGE', KEYS[3], 0, -1),
   recent = redis.call('LRANGE', KEYS[4], 0, -1),
 })
