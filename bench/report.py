@@ -799,7 +799,7 @@ def plot(r: Results, path: Path) -> bool:
     if r.worker1:
         thr.append(("worker x1", r.worker1.rate))
         if r.bare and not math.isnan(r.bare.rate):
-            thr_targets["worker x1"] = 0.8 * r.bare.rate
+            thr_targets["worker x1"] = 0.6 * r.bare.rate  # issue 15: >= 0.6x the bare faust agent
     if r.worker2:
         thr.append(("worker x2 (total)", r.worker2.rate))
         thr.append(("worker x2 (per process)", r.worker2.rate_per_process))
@@ -811,7 +811,8 @@ def plot(r: Results, path: Path) -> bool:
         thr.append(("bare aiohttp GIF (req/s)", r.http_baseline.rps))
     if r.collector_max:
         thr.append(("collector (req/s)", r.collector_max.rps))
-        thr_targets["collector (req/s)"] = 5000.0
+        if r.http_baseline and not math.isnan(r.http_baseline.rps):
+            thr_targets["collector (req/s)"] = 0.5 * r.http_baseline.rps  # >= 0.5x the bare aiohttp handler
     thr = [(k, v) for k, v in thr if not math.isnan(v)]
     if not lat and not thr:
         return False
@@ -824,12 +825,14 @@ def plot(r: Results, path: Path) -> bool:
         for x, (_, p50, p99, t50, t99) in zip(xs, lat, strict=True):
             ax1.annotate(_short(p50), (x - w / 2, max(p50, 1e-3)), ha="center", va="bottom", fontsize=8)
             ax1.annotate(_short(p99), (x + w / 2, max(p99, 1e-3)), ha="center", va="bottom", fontsize=8)
-            for target, left in ((t50, x - w), (t99, x)):
+            for target, left, value in ((t50, x - w, p50), (t99, x, p99)):
                 if target is not None:  # drawn over the bars, so a bar above its target does not hide it
                     ax1.hlines(target, left, left + w, colors="black", linestyles="dashed", linewidth=1.5,
                                zorder=5)
-                    ax1.annotate(f"target {_short(target)}", (left + w / 2, target), ha="center", va="top",
-                                 fontsize=7, zorder=6)
+                    # Below the line when the bar reaches it (its own label is on top), above it otherwise.
+                    ax1.annotate(f"target {_short(target)}", (left + w / 2, target), ha="center",
+                                 va="top" if value >= target else "bottom", fontsize=7, zorder=6,
+                                 xytext=(0, -2 if value >= target else 9), textcoords="offset points")
         ax1.set_xticks(xs, [v[0] for v in lat], fontsize=8)
         ax1.set_yscale("log")
         plain = FuncFormatter(lambda v, _pos: f"{v:g}")
