@@ -5,7 +5,7 @@
 
 Drives the worker's scoring step (``router.worker.batch.apply_batch``: identity
 resolution, merges, accounts, lead Lua) over the events the full-path bench's
-worker phase produces (``bench.full_path.Population`` / ``Traffic(..., mix=MIX)``,
+worker phase produces (``bench.traffic.Population`` / ``Traffic(..., mix=MIX)``,
 same seeds, one event per millisecond, pseudonymised as the collector hands them
 on) into a private redis-server, in batches of the worker's size, closing each
 crossing as the worker would (``commit_assignment``).  Then:
@@ -39,8 +39,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.full_path import MIX, Population, Traffic
 from bench.report import write_section
+from bench.traffic import MIX, Population, Traffic
 from models import Event
 from router.cli.bench import output_root
 from router.dev.servers import start_redis

@@ -84,9 +84,10 @@ def cmd_act(settings: Settings, args: argparse.Namespace) -> int:
         try:
             store = RedisStore(redis)
             act = review.release if args.review_op == "release" else review.dismiss
-            entry = await act(store, _lead_id(args.lead), who, time.time())
+            lead_id = _lead_id(args.lead)
+            entry = await act(store, lead_id, who, time.time())
             await audit.record(redis, who=audit.cli_who(), role="", action=f"review.{args.review_op}", via="cli",
-                               lead_id=_lead_id(args.lead), detail=f"by {who}")
+                               lead_id=lead_id, detail=f"by {who}")
         except review.ReviewError as exc:
             print(f"leadrouter review {args.review_op}: {exc}", file=sys.stderr)
             return 1
